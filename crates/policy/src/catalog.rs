@@ -1,0 +1,1002 @@
+//! The catalog of socket options sockwrap knows.
+//!
+//! Each [`Opt`] is one *slot*: a thing a user can ask for by name (`dscp`, `keepalive.idle`,
+//! `congestion`...). Its [`OptSpec`] names the kernel option(s) it becomes, the socket kinds it
+//! means something for, when it must be set, and how its value is spelled. The preload library
+//! asks the catalog for the exact `setsockopt` calls ([`kernel_ops`]) and for the reverse
+//! mapping, from a program's own `setsockopt(level, name)` to the slot it touches
+//! ([`slot_for_kernel_option`]), which is how locks work.
+//!
+//! Linux constants are written here by hand, each next to its C name: this crate is pure Rust
+//! and must not depend on libc's headers (it is also used by the CLI for `explain`).
+
+use core::fmt;
+
+/// Linux socket-level constants used by the catalog (values from `<asm-generic/socket.h>`,
+/// `<linux/in.h>`, `<linux/in6.h>`, `<linux/tcp.h>`; the same on every Linux architecture we
+/// build for: x86_64 and aarch64).
+pub mod k {
+    pub const SOL_SOCKET: i32 = 1;
+    pub const IPPROTO_IP: i32 = 0;
+    pub const IPPROTO_IPV6: i32 = 41;
+    pub const IPPROTO_TCP: i32 = 6;
+
+    pub const SO_REUSEADDR: i32 = 2;
+    pub const SO_SNDBUF: i32 = 7;
+    pub const SO_RCVBUF: i32 = 8;
+    pub const SO_KEEPALIVE: i32 = 9;
+    pub const SO_PRIORITY: i32 = 12;
+    pub const SO_LINGER: i32 = 13;
+    pub const SO_REUSEPORT: i32 = 15;
+    pub const SO_BINDTODEVICE: i32 = 25;
+    pub const SO_SNDBUFFORCE: i32 = 32;
+    pub const SO_RCVBUFFORCE: i32 = 33;
+    pub const SO_MARK: i32 = 36;
+    pub const SO_MAX_PACING_RATE: i32 = 47;
+
+    pub const IP_TOS: i32 = 1;
+    pub const IP_TTL: i32 = 2;
+    pub const IP_BIND_ADDRESS_NO_PORT: i32 = 24;
+
+    pub const IPV6_UNICAST_HOPS: i32 = 16;
+    pub const IPV6_TCLASS: i32 = 67;
+
+    pub const TCP_NODELAY: i32 = 1;
+    pub const TCP_MAXSEG: i32 = 2;
+    pub const TCP_KEEPIDLE: i32 = 4;
+    pub const TCP_KEEPINTVL: i32 = 5;
+    pub const TCP_KEEPCNT: i32 = 6;
+    pub const TCP_CONGESTION: i32 = 13;
+    pub const TCP_USER_TIMEOUT: i32 = 18;
+    pub const TCP_NOTSENT_LOWAT: i32 = 25;
+}
+
+/// One option slot. The declaration order is the order in which options are applied:
+/// ToS comes before priority because on IPv4 setting `IP_TOS` also overwrites `SO_PRIORITY`;
+/// the device and source address come before anything that could make the kernel pick a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Opt {
+    Tos = 0,
+    Priority,
+    Ttl,
+    Mark,
+    BindInterface,
+    BindAddress,
+    ReuseAddr,
+    ReusePort,
+    SndBuf,
+    RcvBuf,
+    MaxPacingRate,
+    Linger,
+    KeepAlive,
+    KeepIdle,
+    KeepIntvl,
+    KeepCnt,
+    NoDelay,
+    UserTimeout,
+    Congestion,
+    MaxSeg,
+    NotsentLowat,
+}
+
+/// Number of option slots.
+pub const N_OPTS: usize = Opt::NotsentLowat as usize + 1;
+
+impl Opt {
+    pub const ALL: [Opt; N_OPTS] = [
+        Opt::Tos,
+        Opt::Priority,
+        Opt::Ttl,
+        Opt::Mark,
+        Opt::BindInterface,
+        Opt::BindAddress,
+        Opt::ReuseAddr,
+        Opt::ReusePort,
+        Opt::SndBuf,
+        Opt::RcvBuf,
+        Opt::MaxPacingRate,
+        Opt::Linger,
+        Opt::KeepAlive,
+        Opt::KeepIdle,
+        Opt::KeepIntvl,
+        Opt::KeepCnt,
+        Opt::NoDelay,
+        Opt::UserTimeout,
+        Opt::Congestion,
+        Opt::MaxSeg,
+        Opt::NotsentLowat,
+    ];
+
+    pub fn spec(self) -> &'static OptSpec {
+        &SPECS[self as usize]
+    }
+
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    pub fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+
+    /// Finds a slot by any of its user-facing names (`hop-limit` finds [`Opt::Ttl`]).
+    /// Underscores and hyphens are interchangeable.
+    pub fn from_name(name: &str) -> Option<Opt> {
+        let norm = |s: &str| s.replace('_', "-").to_ascii_lowercase();
+        let want = norm(name);
+        Opt::ALL
+            .into_iter()
+            .find(|o| o.spec().name == want || o.spec().aliases.iter().any(|a| *a == want))
+    }
+}
+
+/// Which transports an option means something for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applies {
+    /// Any IP socket (TCP or UDP).
+    Ip,
+    /// TCP only: never set on a UDP or Unix socket.
+    Tcp,
+}
+
+/// When an option has to be set to have its effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// Any time; applied at connect/listen (TCP) or creation (UDP).
+    Any,
+    /// Must be in place before the SYN leaves (or before listen): applied in connect/listen
+    /// hooks ahead of the real call.
+    BeforeConnect,
+    /// Only meaningful before `bind()`: applied in the bind hook (and at listen for sockets
+    /// the program never bound explicitly).
+    BeforeBind,
+}
+
+/// The shape of an option's value, which decides how it is parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// DSCP name or 0..63, stored as the ToS byte.
+    Dscp,
+    Bool,
+    /// Integer within `min..=max`; `unit` is a suffix family.
+    Int { min: i64, max: i64, unit: Unit },
+    /// A short kernel name (congestion algorithm, interface): at most 15 bytes.
+    Name,
+    /// One or two IP addresses (at most one per family).
+    Addrs,
+    /// Seconds, or `off`.
+    Linger,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    None,
+    /// Bytes, with optional K/M/G (powers of 1024) suffix.
+    Bytes,
+    /// Milliseconds, with optional ms/s/m suffix.
+    Millis,
+    /// Seconds, with optional s/m/h suffix.
+    Seconds,
+    /// Bytes per second, with K/M/G suffixes (bytes) or kbit/mbit/gbit (bits, as in tc).
+    Rate,
+}
+
+/// Everything sockwrap knows about one option slot.
+pub struct OptSpec {
+    /// Canonical user-facing name (CLI flag `--NAME`, TOML key, `SOCKWRAP_NAME`).
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    /// The kernel option(s), for docs and messages.
+    pub kernel: &'static str,
+    pub kind: Kind,
+    pub applies: Applies,
+    pub when: When,
+    /// Whether an accepted socket inherits the value from its listener (measured on 6.18).
+    /// Options that are not inherited are set again on each accepted socket.
+    pub inherited_by_accept: bool,
+    /// One line of help.
+    pub help: &'static str,
+}
+
+const fn int(min: i64, max: i64, unit: Unit) -> Kind {
+    Kind::Int { min, max, unit }
+}
+
+/// The catalog, indexed by `Opt as usize`.
+pub static SPECS: [OptSpec; N_OPTS] = [
+    OptSpec {
+        name: "dscp",
+        aliases: &["tos"],
+        kernel: "IP_TOS, IPV6_TCLASS",
+        kind: Kind::Dscp,
+        applies: Applies::Ip,
+        when: When::BeforeConnect,
+        inherited_by_accept: true,
+        help: "DSCP class: EF, AF11..AF43, CS0..CS7, LE, VA or 0..63 (`tos` takes the whole byte 0..255)",
+    },
+    OptSpec {
+        name: "priority",
+        aliases: &[],
+        kernel: "SO_PRIORITY",
+        kind: int(0, i32::MAX as i64, Unit::None),
+        applies: Applies::Ip,
+        when: When::Any,
+        inherited_by_accept: false,
+        help: "queueing priority for the qdisc (0..6 without CAP_NET_ADMIN)",
+    },
+    OptSpec {
+        name: "ttl",
+        aliases: &["hop-limit"],
+        kernel: "IP_TTL, IPV6_UNICAST_HOPS",
+        kind: int(1, 255, Unit::None),
+        applies: Applies::Ip,
+        when: When::BeforeConnect,
+        inherited_by_accept: true,
+        help: "IPv4 TTL / IPv6 hop limit of outgoing packets (1..255)",
+    },
+    OptSpec {
+        name: "mark",
+        aliases: &["fwmark"],
+        kernel: "SO_MARK",
+        kind: int(0, u32::MAX as i64, Unit::None),
+        applies: Applies::Ip,
+        when: When::BeforeConnect,
+        inherited_by_accept: true,
+        help: "firewall mark for policy routing and nftables (needs CAP_NET_ADMIN)",
+    },
+    OptSpec {
+        name: "bind-interface",
+        aliases: &["interface", "device"],
+        kernel: "SO_BINDTODEVICE",
+        kind: Kind::Name,
+        applies: Applies::Ip,
+        when: When::BeforeConnect,
+        inherited_by_accept: true,
+        help: "send and receive only through this network interface",
+    },
+    OptSpec {
+        name: "bind-address",
+        aliases: &["source", "source-address"],
+        kernel: "bind() with IP_BIND_ADDRESS_NO_PORT",
+        kind: Kind::Addrs,
+        applies: Applies::Ip,
+        when: When::BeforeConnect,
+        inherited_by_accept: true,
+        help: "source address for outgoing connections (one per family, comma-separated)",
+    },
+    OptSpec {
+        name: "reuseaddr",
+        aliases: &[],
+        kernel: "SO_REUSEADDR",
+        kind: Kind::Bool,
+        applies: Applies::Ip,
+        when: When::BeforeBind,
+        inherited_by_accept: true,
+        help: "servers: allow bind() to a port with connections in TIME_WAIT",
+    },
+    OptSpec {
+        name: "reuseport",
+        aliases: &[],
+        kernel: "SO_REUSEPORT",
+        kind: Kind::Bool,
+        applies: Applies::Ip,
+        when: When::BeforeBind,
+        inherited_by_accept: true,
+        help: "servers: let several sockets bind the same port (load balancing)",
+    },
+    OptSpec {
+        name: "sndbuf",
+        aliases: &[],
+        kernel: "SO_SNDBUF",
+        kind: int(1024, (i32::MAX / 2) as i64, Unit::Bytes),
+        applies: Applies::Ip,
+        when: When::Any,
+        inherited_by_accept: true,
+        help: "send buffer size in bytes (K/M suffixes; the kernel doubles it)",
+    },
+    OptSpec {
+        name: "rcvbuf",
+        aliases: &[],
+        kernel: "SO_RCVBUF",
+        kind: int(1024, (i32::MAX / 2) as i64, Unit::Bytes),
+        applies: Applies::Ip,
+        when: When::BeforeConnect,
+        inherited_by_accept: true,
+        help: "receive buffer size in bytes (before connect: it decides the window scale)",
+    },
+    OptSpec {
+        name: "max-pacing-rate",
+        aliases: &["pacing-rate"],
+        kernel: "SO_MAX_PACING_RATE",
+        kind: int(1, u32::MAX as i64 - 1, Unit::Rate),
+        applies: Applies::Ip,
+        when: When::Any,
+        inherited_by_accept: false,
+        help: "per-socket rate limit in bytes/s (K/M/G) or bits/s (kbit/mbit/gbit)",
+    },
+    OptSpec {
+        name: "linger",
+        aliases: &[],
+        kernel: "SO_LINGER",
+        kind: Kind::Linger,
+        applies: Applies::Ip,
+        when: When::Any,
+        inherited_by_accept: true,
+        help: "seconds close() waits for unsent data (0 = reset at close), or `off`",
+    },
+    OptSpec {
+        name: "keepalive",
+        aliases: &["keepalive.enabled"],
+        kernel: "SO_KEEPALIVE (+ TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT)",
+        kind: Kind::Bool,
+        applies: Applies::Tcp,
+        when: When::Any,
+        inherited_by_accept: true,
+        help: "TCP keepalive: `on`, or IDLE,INTERVAL,COUNT (seconds, seconds, probes)",
+    },
+    OptSpec {
+        name: "keepalive.idle",
+        aliases: &["keepidle", "keepalive-idle"],
+        kernel: "TCP_KEEPIDLE",
+        kind: int(1, 32767, Unit::Seconds),
+        applies: Applies::Tcp,
+        when: When::Any,
+        inherited_by_accept: true,
+        help: "seconds of idleness before the first keepalive probe",
+    },
+    OptSpec {
+        name: "keepalive.interval",
+        aliases: &["keepintvl", "keepalive-interval"],
+        kernel: "TCP_KEEPINTVL",
+        kind: int(1, 32767, Unit::Seconds),
+        applies: Applies::Tcp,
+        when: When::Any,
+        inherited_by_accept: true,
+        help: "seconds between keepalive probes",
+    },
+    OptSpec {
+        name: "keepalive.count",
+        aliases: &["keepcnt", "keepalive-count"],
+        kernel: "TCP_KEEPCNT",
+        kind: int(1, 127, Unit::None),
+        applies: Applies::Tcp,
+        when: When::Any,
+        inherited_by_accept: true,
+        help: "unanswered probes before the connection is dropped",
+    },
+    OptSpec {
+        name: "nodelay",
+        aliases: &["tcp-nodelay"],
+        kernel: "TCP_NODELAY",
+        kind: Kind::Bool,
+        applies: Applies::Tcp,
+        when: When::Any,
+        inherited_by_accept: true,
+        help: "disable Nagle's algorithm (send small writes at once)",
+    },
+    OptSpec {
+        name: "user-timeout",
+        aliases: &[],
+        kernel: "TCP_USER_TIMEOUT",
+        kind: int(0, i32::MAX as i64, Unit::Millis),
+        applies: Applies::Tcp,
+        when: When::Any,
+        inherited_by_accept: true,
+        help: "drop the connection when sent data stays unacknowledged this long (ms; s/m suffixes)",
+    },
+    OptSpec {
+        name: "congestion",
+        aliases: &["cc", "congestion-control"],
+        kernel: "TCP_CONGESTION",
+        kind: Kind::Name,
+        applies: Applies::Tcp,
+        when: When::BeforeConnect,
+        inherited_by_accept: true,
+        help: "congestion control algorithm (see net.ipv4.tcp_available_congestion_control)",
+    },
+    OptSpec {
+        name: "maxseg",
+        aliases: &["mss"],
+        kernel: "TCP_MAXSEG",
+        kind: int(88, 65535, Unit::None),
+        applies: Applies::Tcp,
+        when: When::BeforeConnect,
+        inherited_by_accept: true,
+        help: "clamp the MSS announced in the SYN (88..65535)",
+    },
+    OptSpec {
+        name: "notsent-lowat",
+        aliases: &[],
+        kernel: "TCP_NOTSENT_LOWAT",
+        kind: int(1, i32::MAX as i64, Unit::Bytes),
+        applies: Applies::Tcp,
+        when: When::Any,
+        inherited_by_accept: false,
+        help: "limit unsent bytes queued in the kernel (lower latency for interactive streams)",
+    },
+];
+
+/// A short name for an interface or congestion algorithm, stored inline (no allocation on
+/// the hot path). Kernel names are at most 15 bytes plus NUL.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Name16 {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl Name16 {
+    pub fn new(s: &str) -> Option<Name16> {
+        if s.is_empty() || s.len() > 15 || s.bytes().any(|b| b == 0) {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Some(Name16 { bytes, len: s.len() as u8 })
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(self.as_bytes()).unwrap_or("?")
+    }
+}
+
+impl fmt::Debug for Name16 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Source addresses: at most one per family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct BindAddrs {
+    pub v4: Option<[u8; 4]>,
+    pub v6: Option<[u8; 16]>,
+}
+
+/// A parsed option value. `Copy` and allocation-free so the hooks can pass it around.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Value {
+    Bool(bool),
+    Int(i64),
+    Name(Name16),
+    Addrs(BindAddrs),
+    /// `None` = linger off.
+    Linger(Option<u16>),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Bool(b) => f.write_str(if *b { "on" } else { "off" }),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Name(n) => f.write_str(n.as_str()),
+            Value::Addrs(a) => {
+                let mut first = true;
+                if let Some(v4) = a.v4 {
+                    write!(f, "{}", core::net::Ipv4Addr::from(v4))?;
+                    first = false;
+                }
+                if let Some(v6) = a.v6 {
+                    if !first {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{}", core::net::Ipv6Addr::from(v6))?;
+                }
+                Ok(())
+            }
+            Value::Linger(None) => f.write_str("off"),
+            Value::Linger(Some(s)) => write!(f, "{s}s"),
+        }
+    }
+}
+
+/// Formats a value the way a user reads it for this slot (`0xb8 (DSCP EF)` for ToS).
+pub struct Shown(pub Opt, pub Value);
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0, self.1) {
+            (Opt::Tos, Value::Int(tos)) => {
+                let dscp = (tos >> 2) as u8;
+                match dscp_name(dscp) {
+                    Some(n) => write!(f, "{n}(0x{tos:02x})"),
+                    None => write!(f, "{dscp}(0x{tos:02x})"),
+                }
+            }
+            (Opt::Mark, Value::Int(m)) => write!(f, "0x{m:x}"),
+            (_, v) => write!(f, "{v}"),
+        }
+    }
+}
+
+const DSCP_NAMES: [(&str, u8); 23] = [
+    ("CS0", 0),
+    ("LE", 1),
+    ("CS1", 8),
+    ("AF11", 10),
+    ("AF12", 12),
+    ("AF13", 14),
+    ("CS2", 16),
+    ("AF21", 18),
+    ("AF22", 20),
+    ("AF23", 22),
+    ("CS3", 24),
+    ("AF31", 26),
+    ("AF32", 28),
+    ("AF33", 30),
+    ("CS4", 32),
+    ("AF41", 34),
+    ("AF42", 36),
+    ("AF43", 38),
+    ("CS5", 40),
+    ("VA", 44),
+    ("EF", 46),
+    ("CS6", 48),
+    ("CS7", 56),
+];
+
+/// The usual name of a DSCP code point, if it has one.
+pub fn dscp_name(dscp: u8) -> Option<&'static str> {
+    DSCP_NAMES.iter().find(|(_, v)| *v == dscp).map(|(n, _)| *n)
+}
+
+/// A raw value as the user wrote it: TOML gives typed scalars, the CLI and the environment
+/// give strings.
+#[derive(Clone, Copy, Debug)]
+pub enum Raw<'a> {
+    Str(&'a str),
+    Int(i64),
+    Bool(bool),
+}
+
+fn parse_int_text(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        i64::from_str_radix(h, 16).ok()
+    } else {
+        s.parse().ok()
+    }
+}
+
+fn parse_bool_text(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "on" | "true" | "yes" => Some(true),
+        "0" | "off" | "false" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// Splits `123kbit` into (`123`, `kbit`). Hex numbers (`0x..`) take no suffix.
+fn split_suffix(s: &str) -> (&str, &str) {
+    let s = s.trim();
+    if s.starts_with("0x") || s.starts_with("0X") {
+        return (s, "");
+    }
+    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    (&s[..end], s[end..].trim())
+}
+
+fn scaled(s: &str, unit: Unit) -> Option<i64> {
+    if unit == Unit::None {
+        return parse_int_text(s);
+    }
+    let (num, suf) = split_suffix(s);
+    let n = parse_int_text(num)?;
+    let mult: i64 = match (unit, suf.to_ascii_lowercase().as_str()) {
+        (_, "") => 1,
+        (Unit::Bytes | Unit::Rate, "k" | "kb" | "kib") => 1 << 10,
+        (Unit::Bytes | Unit::Rate, "m" | "mb" | "mib") => 1 << 20,
+        (Unit::Bytes | Unit::Rate, "g" | "gb" | "gib") => 1 << 30,
+        (Unit::Rate, "bit") => return Some(n / 8),
+        (Unit::Rate, "kbit") => return Some(n * 1000 / 8),
+        (Unit::Rate, "mbit") => return Some(n * 1_000_000 / 8),
+        (Unit::Rate, "gbit") => return n.checked_mul(1_000_000_000).map(|v| v / 8),
+        (Unit::Millis, "ms") => 1,
+        (Unit::Millis, "s") => 1000,
+        (Unit::Millis, "m" | "min") => 60_000,
+        (Unit::Seconds, "s") => 1,
+        (Unit::Seconds, "m" | "min") => 60,
+        (Unit::Seconds, "h") => 3600,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn unit_hint(unit: Unit) -> &'static str {
+    match unit {
+        Unit::None => "",
+        Unit::Bytes => " (bytes; K/M/G suffixes allowed)",
+        Unit::Millis => " (milliseconds; ms/s/m suffixes allowed)",
+        Unit::Seconds => " (seconds; s/m/h suffixes allowed)",
+        Unit::Rate => " (bytes/s with K/M/G, or bits/s with kbit/mbit/gbit)",
+    }
+}
+
+/// Parses a DSCP spelling: a name (EF, AF41, CS6, LE, VA, also DF/BE for 0) or 0..63
+/// (decimal or 0x hex). Returns the DSCP code point, not the ToS byte.
+pub fn parse_dscp(s: &str) -> Result<u8, String> {
+    let t = s.trim();
+    let up = t.to_ascii_uppercase();
+    if let Some((_, v)) = DSCP_NAMES.iter().find(|(n, _)| *n == up) {
+        return Ok(*v);
+    }
+    if up == "DF" || up == "BE" || up == "DEFAULT" {
+        return Ok(0);
+    }
+    match parse_int_text(t) {
+        Some(n) if (0..=63).contains(&n) => Ok(n as u8),
+        Some(n) => Err(format!("DSCP {n} is out of range: expected 0..63 (the ToS byte is DSCP << 2; use `tos` for a raw byte)")),
+        None => Err(format!(
+            "`{t}` is not a DSCP: expected EF, AF11..AF43, CS0..CS7, LE, VA or a number 0..63"
+        )),
+    }
+}
+
+/// Parses a user's value for `opt`. `name_used` is how the user spelled the option (so `tos`
+/// parses a raw byte while `dscp` parses a code point). Errors are one line, ready to print
+/// after the source location.
+pub fn parse_value(opt: Opt, name_used: &str, raw: Raw<'_>) -> Result<Value, String> {
+    let spec = opt.spec();
+    let name = spec.name;
+    match spec.kind {
+        Kind::Dscp => {
+            let is_tos = name_used.eq_ignore_ascii_case("tos");
+            if is_tos {
+                let n = match raw {
+                    Raw::Int(n) => Some(n),
+                    Raw::Str(s) => parse_int_text(s),
+                    Raw::Bool(_) => None,
+                };
+                match n {
+                    Some(n) if (0..=255).contains(&n) => Ok(Value::Int(n)),
+                    _ => Err(format!("tos: expected a ToS byte 0..255 (e.g. 0xb8), got {}", show_raw(raw))),
+                }
+            } else {
+                let d = match raw {
+                    Raw::Int(n) if (0..=63).contains(&n) => n as u8,
+                    Raw::Int(n) => {
+                        return Err(format!("dscp: {n} is out of range: expected 0..63 or a name like EF"))
+                    }
+                    Raw::Str(s) => parse_dscp(s).map_err(|e| format!("dscp: {e}"))?,
+                    Raw::Bool(_) => return Err("dscp: expected a DSCP name or number, got a boolean".into()),
+                };
+                Ok(Value::Int((d as i64) << 2))
+            }
+        }
+        Kind::Bool => {
+            let b = match raw {
+                Raw::Bool(b) => Some(b),
+                Raw::Int(0) => Some(false),
+                Raw::Int(1) => Some(true),
+                Raw::Int(_) => None,
+                Raw::Str(s) => parse_bool_text(s),
+            };
+            b.map(Value::Bool)
+                .ok_or_else(|| format!("{name}: expected on/off (true/false, yes/no, 1/0), got {}", show_raw(raw)))
+        }
+        Kind::Int { min, max, unit } => {
+            let n = match raw {
+                Raw::Int(n) => Some(n),
+                Raw::Str(s) => scaled(s, unit),
+                Raw::Bool(_) => None,
+            };
+            match n {
+                Some(n) if n >= min && n <= max => Ok(Value::Int(n)),
+                Some(n) => Err(format!("{name}: {n} is out of range: expected {min}..{max}{}", unit_hint(unit))),
+                None => Err(format!("{name}: expected a number{}, got {}", unit_hint(unit), show_raw(raw))),
+            }
+        }
+        Kind::Name => {
+            let s = match raw {
+                Raw::Str(s) => s.trim(),
+                _ => return Err(format!("{name}: expected a name (a string), got {}", show_raw(raw))),
+            };
+            let ok_chars = s.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+            match Name16::new(s) {
+                Some(n) if ok_chars => Ok(Value::Name(n)),
+                _ => Err(format!("{name}: `{s}` is not a valid name: expected 1..15 printable characters without `/`")),
+            }
+        }
+        Kind::Addrs => {
+            let s = match raw {
+                Raw::Str(s) => s,
+                _ => return Err(format!("{name}: expected an IP address, got {}", show_raw(raw))),
+            };
+            let mut a = BindAddrs::default();
+            for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                match part.parse::<core::net::IpAddr>() {
+                    Ok(core::net::IpAddr::V4(v4)) if a.v4.is_none() => a.v4 = Some(v4.octets()),
+                    Ok(core::net::IpAddr::V6(v6)) if a.v6.is_none() => match v6.to_ipv4_mapped() {
+                        Some(v4) if a.v4.is_none() => a.v4 = Some(v4.octets()),
+                        Some(_) => return Err(format!("{name}: more than one IPv4 address in `{s}`")),
+                        None => a.v6 = Some(v6.octets()),
+                    },
+                    Ok(_) => return Err(format!("{name}: more than one address of the same family in `{s}`")),
+                    Err(_) => return Err(format!("{name}: `{part}` is not an IP address")),
+                }
+            }
+            if a.v4.is_none() && a.v6.is_none() {
+                return Err(format!("{name}: expected an IP address, got an empty value"));
+            }
+            Ok(Value::Addrs(a))
+        }
+        Kind::Linger => {
+            let n = match raw {
+                Raw::Bool(false) => return Ok(Value::Linger(None)),
+                Raw::Str(s) if parse_bool_text(s) == Some(false) && s.trim() != "0" => {
+                    return Ok(Value::Linger(None))
+                }
+                Raw::Int(n) => Some(n),
+                Raw::Str(s) => scaled(s, Unit::Seconds),
+                Raw::Bool(true) => None,
+            };
+            match n {
+                Some(n) if (0..=65535).contains(&n) => Ok(Value::Linger(Some(n as u16))),
+                _ => Err(format!("linger: expected seconds 0..65535 or `off`, got {}", show_raw(raw))),
+            }
+        }
+    }
+}
+
+fn show_raw(raw: Raw<'_>) -> String {
+    match raw {
+        Raw::Str(s) => format!("`{s}`"),
+        Raw::Int(n) => format!("{n}"),
+        Raw::Bool(b) => format!("{b}"),
+    }
+}
+
+/// Parses `--keepalive` / `keepalive = "..."`: `on`/`off`, or `IDLE,INTERVAL,COUNT` (any
+/// trailing part may be omitted: `30` or `30,10`). Returns the values for the four slots.
+pub fn parse_keepalive(s: &str) -> Result<Vec<(Opt, Value)>, String> {
+    if let Some(b) = parse_bool_text(s) {
+        if !s.trim().chars().all(|c| c.is_ascii_digit()) {
+            return Ok(vec![(Opt::KeepAlive, Value::Bool(b))]);
+        }
+    }
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    if parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
+        return Err(format!(
+            "keepalive: expected `on`, `off` or IDLE,INTERVAL,COUNT (e.g. 30,10,3), got `{s}`"
+        ));
+    }
+    let mut out = vec![(Opt::KeepAlive, Value::Bool(true))];
+    for (slot, p) in [Opt::KeepIdle, Opt::KeepIntvl, Opt::KeepCnt].into_iter().zip(parts) {
+        out.push((slot, parse_value(slot, slot.name(), Raw::Str(p))?));
+    }
+    Ok(out)
+}
+
+/// A kernel option to set: `setsockopt(fd, level, name, buf[..len])`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOp {
+    pub level: i32,
+    pub name: i32,
+    /// C name, for logs.
+    pub cname: &'static str,
+    pub buf: [u8; 16],
+    pub len: u8,
+}
+
+impl KernelOp {
+    fn int(level: i32, name: i32, cname: &'static str, v: i32) -> KernelOp {
+        let mut buf = [0u8; 16];
+        buf[..4].copy_from_slice(&v.to_ne_bytes());
+        KernelOp { level, name, cname, buf, len: 4 }
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+/// The socket a decision is applied to, as far as the catalog cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// Up to three kernel operations, no allocation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ops {
+    ops: [Option<KernelOp>; 3],
+}
+
+impl Ops {
+    fn push(&mut self, op: KernelOp) {
+        if let Some(slot) = self.ops.iter_mut().find(|o| o.is_none()) {
+            *slot = Some(op);
+        }
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &KernelOp> {
+        self.ops.iter().flatten()
+    }
+}
+
+/// The `setsockopt` calls that give `opt = value` to a socket of `family`.
+/// `maybe_v4` says an AF_INET6 socket may carry IPv4 (remote is v4-mapped, or unknown as on a
+/// dual-stack listener): IPv4 header fields then need the IPv4 option as well.
+/// [`Opt::BindAddress`] is not a socket option and yields nothing here.
+pub fn kernel_ops(opt: Opt, value: Value, family: Family, maybe_v4: bool) -> Ops {
+    use k::*;
+    let mut ops = Ops::default();
+    let i = |v: i64| v.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+    match (opt, value) {
+        (Opt::Tos, Value::Int(t)) => {
+            if family == Family::V6 {
+                ops.push(KernelOp::int(IPPROTO_IPV6, IPV6_TCLASS, "IPV6_TCLASS", i(t)));
+            }
+            if family == Family::V4 || maybe_v4 {
+                ops.push(KernelOp::int(IPPROTO_IP, IP_TOS, "IP_TOS", i(t)));
+            }
+        }
+        (Opt::Ttl, Value::Int(t)) => {
+            if family == Family::V6 {
+                ops.push(KernelOp::int(IPPROTO_IPV6, IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", i(t)));
+            }
+            if family == Family::V4 || maybe_v4 {
+                ops.push(KernelOp::int(IPPROTO_IP, IP_TTL, "IP_TTL", i(t)));
+            }
+        }
+        (Opt::Priority, Value::Int(v)) => ops.push(KernelOp::int(SOL_SOCKET, SO_PRIORITY, "SO_PRIORITY", i(v))),
+        // SO_MARK takes a u32; the bit pattern of an i32 is the same.
+        (Opt::Mark, Value::Int(v)) => ops.push(KernelOp::int(SOL_SOCKET, SO_MARK, "SO_MARK", v as u32 as i32)),
+        (Opt::BindInterface, Value::Name(n)) => {
+            let mut buf = [0u8; 16];
+            buf[..n.as_bytes().len()].copy_from_slice(n.as_bytes());
+            ops.push(KernelOp {
+                level: SOL_SOCKET,
+                name: SO_BINDTODEVICE,
+                cname: "SO_BINDTODEVICE",
+                buf,
+                len: n.as_bytes().len() as u8 + 1,
+            });
+        }
+        (Opt::ReuseAddr, Value::Bool(b)) => ops.push(KernelOp::int(SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR", b as i32)),
+        (Opt::ReusePort, Value::Bool(b)) => ops.push(KernelOp::int(SOL_SOCKET, SO_REUSEPORT, "SO_REUSEPORT", b as i32)),
+        (Opt::SndBuf, Value::Int(v)) => ops.push(KernelOp::int(SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF", i(v))),
+        (Opt::RcvBuf, Value::Int(v)) => ops.push(KernelOp::int(SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF", i(v))),
+        (Opt::MaxPacingRate, Value::Int(v)) => {
+            // The kernel reads a u32 when optlen is 4 (and a u64 when it is 8); our range fits a u32.
+            ops.push(KernelOp::int(SOL_SOCKET, SO_MAX_PACING_RATE, "SO_MAX_PACING_RATE", v as u32 as i32))
+        }
+        (Opt::Linger, Value::Linger(l)) => {
+            let mut buf = [0u8; 16];
+            let (on, secs) = match l {
+                Some(s) => (1i32, s as i32),
+                None => (0, 0),
+            };
+            buf[..4].copy_from_slice(&on.to_ne_bytes());
+            buf[4..8].copy_from_slice(&secs.to_ne_bytes());
+            ops.push(KernelOp { level: SOL_SOCKET, name: SO_LINGER, cname: "SO_LINGER", buf, len: 8 });
+        }
+        (Opt::KeepAlive, Value::Bool(b)) => ops.push(KernelOp::int(SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE", b as i32)),
+        (Opt::KeepIdle, Value::Int(v)) => ops.push(KernelOp::int(IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", i(v))),
+        (Opt::KeepIntvl, Value::Int(v)) => ops.push(KernelOp::int(IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL", i(v))),
+        (Opt::KeepCnt, Value::Int(v)) => ops.push(KernelOp::int(IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", i(v))),
+        (Opt::NoDelay, Value::Bool(b)) => ops.push(KernelOp::int(IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY", b as i32)),
+        (Opt::UserTimeout, Value::Int(v)) => {
+            ops.push(KernelOp::int(IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", i(v)))
+        }
+        (Opt::Congestion, Value::Name(n)) => {
+            let mut buf = [0u8; 16];
+            buf[..n.as_bytes().len()].copy_from_slice(n.as_bytes());
+            ops.push(KernelOp {
+                level: IPPROTO_TCP,
+                name: TCP_CONGESTION,
+                cname: "TCP_CONGESTION",
+                buf,
+                len: n.as_bytes().len() as u8,
+            });
+        }
+        (Opt::MaxSeg, Value::Int(v)) => ops.push(KernelOp::int(IPPROTO_TCP, TCP_MAXSEG, "TCP_MAXSEG", i(v))),
+        (Opt::NotsentLowat, Value::Int(v)) => {
+            ops.push(KernelOp::int(IPPROTO_TCP, TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT", i(v)))
+        }
+        _ => {}
+    }
+    ops
+}
+
+/// Which slot a program's own `setsockopt(level, name)` touches, if sockwrap manages it.
+pub fn slot_for_kernel_option(level: i32, name: i32) -> Option<Opt> {
+    use k::*;
+    Some(match (level, name) {
+        (IPPROTO_IP, IP_TOS) | (IPPROTO_IPV6, IPV6_TCLASS) => Opt::Tos,
+        (IPPROTO_IP, IP_TTL) | (IPPROTO_IPV6, IPV6_UNICAST_HOPS) => Opt::Ttl,
+        (SOL_SOCKET, SO_PRIORITY) => Opt::Priority,
+        (SOL_SOCKET, SO_MARK) => Opt::Mark,
+        (SOL_SOCKET, SO_BINDTODEVICE) => Opt::BindInterface,
+        (SOL_SOCKET, SO_REUSEADDR) => Opt::ReuseAddr,
+        (SOL_SOCKET, SO_REUSEPORT) => Opt::ReusePort,
+        (SOL_SOCKET, SO_SNDBUF | SO_SNDBUFFORCE) => Opt::SndBuf,
+        (SOL_SOCKET, SO_RCVBUF | SO_RCVBUFFORCE) => Opt::RcvBuf,
+        (SOL_SOCKET, SO_MAX_PACING_RATE) => Opt::MaxPacingRate,
+        (SOL_SOCKET, SO_LINGER) => Opt::Linger,
+        (SOL_SOCKET, SO_KEEPALIVE) => Opt::KeepAlive,
+        (IPPROTO_TCP, TCP_KEEPIDLE) => Opt::KeepIdle,
+        (IPPROTO_TCP, TCP_KEEPINTVL) => Opt::KeepIntvl,
+        (IPPROTO_TCP, TCP_KEEPCNT) => Opt::KeepCnt,
+        (IPPROTO_TCP, TCP_NODELAY) => Opt::NoDelay,
+        (IPPROTO_TCP, TCP_USER_TIMEOUT) => Opt::UserTimeout,
+        (IPPROTO_TCP, TCP_CONGESTION) => Opt::Congestion,
+        (IPPROTO_TCP, TCP_MAXSEG) => Opt::MaxSeg,
+        (IPPROTO_TCP, TCP_NOTSENT_LOWAT) => Opt::NotsentLowat,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_is_indexed_by_slot() {
+        for (i, o) in Opt::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i);
+            assert_eq!(Opt::from_name(o.name()), Some(*o));
+        }
+    }
+
+    #[test]
+    fn dscp_spellings() {
+        for (s, tos) in [("EF", 0xb8), ("ef", 0xb8), ("AF41", 0x88), ("CS6", 0xc0), ("LE", 0x04), ("VA", 0xb0), ("46", 0xb8), ("0x2e", 0xb8), ("0", 0)] {
+            assert_eq!(parse_value(Opt::Tos, "dscp", Raw::Str(s)), Ok(Value::Int(tos)), "{s}");
+        }
+        assert!(parse_value(Opt::Tos, "dscp", Raw::Str("XX")).is_err());
+        assert!(parse_value(Opt::Tos, "dscp", Raw::Str("64")).is_err());
+        assert!(parse_value(Opt::Tos, "dscp", Raw::Int(64)).is_err());
+        assert_eq!(parse_value(Opt::Tos, "tos", Raw::Str("0xb8")), Ok(Value::Int(0xb8)));
+        assert!(parse_value(Opt::Tos, "tos", Raw::Int(256)).is_err());
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_value(Opt::SndBuf, "sndbuf", Raw::Str("64K")), Ok(Value::Int(65536)));
+        assert_eq!(parse_value(Opt::UserTimeout, "user-timeout", Raw::Str("30s")), Ok(Value::Int(30000)));
+        assert_eq!(parse_value(Opt::UserTimeout, "user-timeout", Raw::Str("250")), Ok(Value::Int(250)));
+        assert_eq!(parse_value(Opt::MaxPacingRate, "max-pacing-rate", Raw::Str("8mbit")), Ok(Value::Int(1_000_000)));
+        assert_eq!(parse_value(Opt::KeepIdle, "keepalive.idle", Raw::Str("2m")), Ok(Value::Int(120)));
+        assert_eq!(parse_value(Opt::Mark, "mark", Raw::Str("0x10")), Ok(Value::Int(16)));
+        assert!(parse_value(Opt::Ttl, "ttl", Raw::Str("0")).is_err());
+        assert!(parse_value(Opt::Ttl, "ttl", Raw::Str("7x")).is_err());
+    }
+
+    #[test]
+    fn keepalive_triplet() {
+        let v = parse_keepalive("30,10,3").expect("valid");
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[1], (Opt::KeepIdle, Value::Int(30)));
+        assert_eq!(parse_keepalive("on").expect("valid"), vec![(Opt::KeepAlive, Value::Bool(true))]);
+        assert_eq!(parse_keepalive("30").expect("valid").len(), 2);
+        assert!(parse_keepalive("30,,3").is_err());
+        assert!(parse_keepalive("30,10,3,4").is_err());
+    }
+
+    /// Every slot (except the bind-address pseudo option) maps to at least one kernel option,
+    /// and that kernel option maps back to the same slot: the lock table and the apply table
+    /// cannot drift apart.
+    #[test]
+    fn kernel_mapping_round_trips() {
+        let sample = |o: Opt| match o.spec().kind {
+            Kind::Bool => Value::Bool(true),
+            Kind::Name => Value::Name(Name16::new("lo").expect("valid")),
+            Kind::Linger => Value::Linger(Some(1)),
+            Kind::Addrs => Value::Addrs(BindAddrs::default()),
+            _ => Value::Int(100),
+        };
+        for o in Opt::ALL {
+            let ops = kernel_ops(o, sample(o), Family::V6, true);
+            if o == Opt::BindAddress {
+                assert_eq!(ops.iter().count(), 0);
+                continue;
+            }
+            assert!(ops.iter().count() >= 1, "{o:?}");
+            for op in ops.iter() {
+                assert_eq!(slot_for_kernel_option(op.level, op.name), Some(o), "{}", op.cname);
+            }
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! The policy file (TOML) and its validation.
+//!
+//! ```toml
+//! on_error = "warn"            # or "fail": a refused option fails the program's call
+//!
+//! [[rule]]
+//! name = "ssh"                 # optional, shown in logs and `explain`
+//! match = { remote = ["10.0.0.0/8"], port = [22], role = "client", transport = "tcp", program = ["ssh"] }
+//! dscp = "EF"
+//! keepalive = { idle = 30, interval = 10, count = 3 }
+//! soft = ["dscp"]              # or true: the program may change these
+//! ```
+//!
+//! Every error carries the file name, line and column, and says what was expected. All
+//! errors of a file are collected, so `sockwrap check` can print them in one go.
+
+use crate::catalog::{parse_keepalive, parse_value, Opt, Raw, Value};
+use crate::rules::{Cidr, Match, OnError, Ports, Role, Rule, Transport};
+use core::fmt;
+use core::ops::Range;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// One problem in a policy source, with where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// File path, environment variable or flag.
+    pub source: String,
+    /// 1-based line and column, for files.
+    pub pos: Option<(usize, usize)>,
+    pub msg: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pos {
+            Some((l, c)) => write!(f, "{}:{}:{}: error: {}", self.source, l, c, self.msg),
+            None => write!(f, "{}: error: {}", self.source, self.msg),
+        }
+    }
+}
+
+/// A parsed policy file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub on_error: Option<OnError>,
+    pub rules: Vec<Rule>,
+}
+
+struct Ctx<'a> {
+    source: &'a str,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
+        let pos = line_col(self.text, span.start);
+        self.errors.push(ConfigError { source: self.source.to_string(), pos: Some(pos), msg: msg.into() });
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+fn kind_name(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a datetime",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+fn as_int(v: &DeValue<'_>) -> Option<i64> {
+    match v {
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok(),
+        _ => None,
+    }
+}
+
+/// A scalar TOML value as a [`Raw`] for the catalog's parsers.
+fn raw<'a>(v: &'a DeValue<'_>) -> Option<Raw<'a>> {
+    match v {
+        DeValue::String(s) => Some(Raw::Str(s.as_ref())),
+        DeValue::Integer(_) => as_int(v).map(Raw::Int),
+        DeValue::Boolean(b) => Some(Raw::Bool(*b)),
+        _ => None,
+    }
+}
+
+/// Yields each element of a value that may be one item or an array of items.
+fn one_or_many<'a, 'i>(v: &'a Spanned<DeValue<'i>>) -> Vec<&'a Spanned<DeValue<'i>>> {
+    match v.get_ref() {
+        DeValue::Array(a) => a.iter().collect(),
+        _ => vec![v],
+    }
+}
+
+/// Parses a policy file's text. `source` names it in errors (usually the path).
+pub fn parse_config(text: &str, source: &str) -> Result<Config, Vec<ConfigError>> {
+    let mut cx = Ctx { source, text, errors: Vec::new() };
+    let doc = match DeTable::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let msg = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+            cx.err(span, format!("invalid TOML: {msg}"));
+            return Err(cx.errors);
+        }
+    };
+    let mut cfg = Config::default();
+    for (key, val) in doc.get_ref().iter() {
+        match key.get_ref().as_ref() {
+            "on_error" | "on-error" => match val.get_ref() {
+                DeValue::String(s) if s == "warn" => cfg.on_error = Some(OnError::Warn),
+                DeValue::String(s) if s == "fail" => cfg.on_error = Some(OnError::Fail),
+                other => cx.err(val.span(), format!("on_error: expected \"warn\" or \"fail\", got {}", show(other))),
+            },
+            "rule" | "rules" => match val.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items.iter() {
+                        match item.get_ref() {
+                            DeValue::Table(t) => {
+                                let (line, _) = line_col(text, item.span().start);
+                                if let Some(r) = parse_rule(&mut cx, t, format!("{source}:{line}")) {
+                                    cfg.rules.push(r);
+                                }
+                            }
+                            other => cx.err(item.span(), format!("rule: expected a table, got {}", kind_name(other))),
+                        }
+                    }
+                }
+                other => cx.err(
+                    val.span(),
+                    format!("`{}`: expected [[rule]] tables, got {}", key.get_ref(), kind_name(other)),
+                ),
+            },
+            k => cx.err(
+                key.span(),
+                format!("unknown top-level key `{k}`: expected `on_error` or [[rule]] (options go inside a [[rule]])"),
+            ),
+        }
+    }
+    if cx.errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(cx.errors)
+    }
+}
+
+fn show(v: &DeValue<'_>) -> String {
+    match v {
+        DeValue::String(s) => format!("\"{s}\""),
+        other => kind_name(other).to_string(),
+    }
+}
+
+fn parse_rule(cx: &mut Ctx<'_>, t: &DeTable<'_>, default_name: String) -> Option<Rule> {
+    let before = cx.errors.len();
+    let mut rule = Rule::new(default_name);
+    let mut soft_all = false;
+    let mut soft_list: Vec<(Opt, Range<usize>)> = Vec::new();
+    for (key, val) in t.iter() {
+        let k = key.get_ref().as_ref();
+        match k {
+            "name" => match val.get_ref() {
+                DeValue::String(s) => rule.name = s.to_string(),
+                other => cx.err(val.span(), format!("name: expected a string, got {}", kind_name(other))),
+            },
+            "match" => match val.get_ref() {
+                DeValue::Table(m) => rule.matcher = parse_match(cx, m),
+                other => cx.err(val.span(), format!("match: expected a table, got {}", kind_name(other))),
+            },
+            "soft" => match val.get_ref() {
+                DeValue::Boolean(b) => soft_all = *b,
+                DeValue::Array(a) => {
+                    for item in a.iter() {
+                        match item.get_ref() {
+                            DeValue::String(s) => match Opt::from_name(s) {
+                                Some(o) => soft_list.push((o, item.span())),
+                                None => cx.err(item.span(), format!("soft: unknown option `{s}`")),
+                            },
+                            other => cx.err(item.span(), format!("soft: expected option names, got {}", kind_name(other))),
+                        }
+                    }
+                }
+                other => cx.err(
+                    val.span(),
+                    format!("soft: expected true/false or a list of option names, got {}", kind_name(other)),
+                ),
+            },
+            "keepalive" => match val.get_ref() {
+                DeValue::Table(kt) => {
+                    let mut enabled = true;
+                    for (kk, kv) in kt.iter() {
+                        let sub = kk.get_ref().as_ref();
+                        if sub == "enabled" {
+                            match kv.get_ref() {
+                                DeValue::Boolean(b) => enabled = *b,
+                                other => cx.err(kv.span(), format!("keepalive.enabled: expected a boolean, got {}", kind_name(other))),
+                            }
+                            continue;
+                        }
+                        let opt = match sub {
+                            "idle" => Opt::KeepIdle,
+                            "interval" | "intvl" => Opt::KeepIntvl,
+                            "count" | "cnt" => Opt::KeepCnt,
+                            _ => {
+                                cx.err(kk.span(), format!("keepalive: unknown key `{sub}`: expected idle, interval, count or enabled"));
+                                continue;
+                            }
+                        };
+                        set_scalar(cx, &mut rule, opt, opt.name(), kv);
+                    }
+                    rule.set(Opt::KeepAlive, Value::Bool(enabled), false);
+                }
+                DeValue::String(s) => match parse_keepalive(s) {
+                    Ok(vals) => {
+                        for (o, v) in vals {
+                            rule.set(o, v, false);
+                        }
+                    }
+                    Err(e) => cx.err(val.span(), e),
+                },
+                _ => set_scalar(cx, &mut rule, Opt::KeepAlive, "keepalive", val),
+            },
+            _ => match Opt::from_name(k) {
+                Some(opt) => set_scalar(cx, &mut rule, opt, k, val),
+                None => cx.err(key.span(), unknown_key_msg(k)),
+            },
+        }
+    }
+    for (o, span) in soft_list {
+        match rule.settings[o as usize].as_mut() {
+            Some(s) => s.soft = true,
+            None => cx.err(span, format!("soft: `{}` is not set by this rule", o.name())),
+        }
+    }
+    if soft_all {
+        for s in rule.settings.iter_mut().flatten() {
+            s.soft = true;
+        }
+    }
+    if cx.errors.len() > before {
+        return None;
+    }
+    Some(rule)
+}
+
+/// The message for an unknown key in a rule, with a suggestion when one is close.
+pub fn unknown_key_msg(k: &str) -> String {
+    let known: Vec<&str> = Opt::ALL.iter().map(|o| o.name()).collect();
+    let close = known.iter().copied().find(|n| edit_distance(n, k) <= 2);
+    match close {
+        Some(n) => format!("unknown option `{k}` (did you mean `{n}`?)"),
+        None => format!("unknown option `{k}`: expected one of name, match, soft, {}", known.join(", ")),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn set_scalar(cx: &mut Ctx<'_>, rule: &mut Rule, opt: Opt, name_used: &str, val: &Spanned<DeValue<'_>>) {
+    match raw(val.get_ref()) {
+        Some(r) => match parse_value(opt, name_used, r) {
+            Ok(v) => rule.set(opt, v, false),
+            Err(e) => cx.err(val.span(), e),
+        },
+        None => cx.err(val.span(), format!("{name_used}: expected a value, got {}", kind_name(val.get_ref()))),
+    }
+}
+
+fn parse_match(cx: &mut Ctx<'_>, t: &DeTable<'_>) -> Match {
+    let mut m = Match::default();
+    for (key, val) in t.iter() {
+        let k = key.get_ref().replace('_', "-");
+        match k.as_str() {
+            "remote" | "to" | "dest" => {
+                for item in one_or_many(val) {
+                    match item.get_ref() {
+                        DeValue::String(s) => match Cidr::parse(s) {
+                            Ok(c) => m.remote.push(c),
+                            Err(e) => cx.err(item.span(), format!("match.remote: {e}")),
+                        },
+                        other => cx.err(item.span(), format!("match.remote: expected a CIDR string, got {}", kind_name(other))),
+                    }
+                }
+            }
+            "port" | "remote-port" | "local-port" => {
+                let mut out = Vec::new();
+                for item in one_or_many(val) {
+                    let parsed = match item.get_ref() {
+                        DeValue::String(s) => Ports::parse(s),
+                        DeValue::Integer(_) => match as_int(item.get_ref()) {
+                            Some(n) if (1..=65535).contains(&n) => Ok(Ports { lo: n as u16, hi: n as u16 }),
+                            _ => Err("expected a port 1..65535".to_string()),
+                        },
+                        other => Err(format!("expected a port or \"LO-HI\", got {}", kind_name(other))),
+                    };
+                    match parsed {
+                        Ok(p) => out.push(p),
+                        Err(e) => cx.err(item.span(), format!("match.{k}: {e}")),
+                    }
+                }
+                if k == "local-port" {
+                    m.local_port = out;
+                } else {
+                    m.port = out;
+                }
+            }
+            "role" => match val.get_ref() {
+                DeValue::String(s) if s == "client" => m.role = Some(Role::Client),
+                DeValue::String(s) if s == "server" => m.role = Some(Role::Server),
+                other => cx.err(val.span(), format!("match.role: expected \"client\" or \"server\", got {}", show(other))),
+            },
+            "transport" | "proto" | "protocol" => match val.get_ref() {
+                DeValue::String(s) if s == "tcp" => m.transport = Some(Transport::Tcp),
+                DeValue::String(s) if s == "udp" => m.transport = Some(Transport::Udp),
+                other => cx.err(val.span(), format!("match.transport: expected \"tcp\" or \"udp\", got {}", show(other))),
+            },
+            "program" => {
+                for item in one_or_many(val) {
+                    match item.get_ref() {
+                        DeValue::String(s) if !s.is_empty() && !s.contains('/') => m.program.push(s.to_string()),
+                        other => cx.err(
+                            item.span(),
+                            format!("match.program: expected a program name without `/` (e.g. \"ssh\"), got {}", show(other)),
+                        ),
+                    }
+                }
+            }
+            _ => cx.err(
+                key.span(),
+                format!(
+                    "match: unknown key `{}`: expected remote, port, local-port, role, transport or program",
+                    key.get_ref()
+                ),
+            ),
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Policy;
+
+    #[test]
+    fn full_example_parses() {
+        let text = r#"
+on_error = "fail"
+
+[[rule]]
+dscp = "AF21"
+
+[[rule]]
+name = "ssh"
+match = { remote = ["10.0.0.0/8", "::1"], port = [22, "8000-8100"], role = "client", transport = "tcp", program = ["ssh"] }
+dscp = "EF"
+keepalive = { idle = 30, interval = 10, count = 3 }
+nodelay = true
+soft = ["nodelay"]
+"#;
+        let cfg = parse_config(text, "p.toml").expect("valid");
+        assert_eq!(cfg.on_error, Some(OnError::Fail));
+        assert_eq!(cfg.rules.len(), 2);
+        assert_eq!(cfg.rules[0].name, "p.toml:4");
+        let r = &cfg.rules[1];
+        assert_eq!(r.name, "ssh");
+        assert_eq!(r.settings[Opt::KeepIdle as usize].map(|s| s.value), Some(Value::Int(30)));
+        assert_eq!(r.settings[Opt::KeepAlive as usize].map(|s| s.value), Some(Value::Bool(true)));
+        assert!(r.settings[Opt::NoDelay as usize].is_some_and(|s| s.soft));
+        assert!(r.settings[Opt::Tos as usize].is_some_and(|s| !s.soft));
+        assert_eq!(r.matcher.port.len(), 2);
+        let _ = Policy::new(cfg.rules, OnError::Warn);
+    }
+
+    #[test]
+    fn errors_have_positions_and_say_what_was_expected() {
+        let text = "[[rule]]\ndscp = \"XX\"\nmatch = { remote = \"10.0.0.0/33x\" }\nnodelai = true\n";
+        let errs = parse_config(text, "bad.toml").expect_err("invalid");
+        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(shown.iter().any(|s| s.starts_with("bad.toml:2:8: error: dscp: `XX` is not a DSCP")), "{shown:?}");
+        assert!(shown.iter().any(|s| s.starts_with("bad.toml:3:20: error: match.remote:")), "{shown:?}");
+        assert!(shown.iter().any(|s| s.contains("bad.toml:4:1: error: unknown option `nodelai` (did you mean `nodelay`?)")), "{shown:?}");
+    }
+
+    #[test]
+    fn toml_syntax_error_has_position() {
+        let errs = parse_config("[[rule]]\ndscp = \n", "x.toml").expect_err("invalid");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].to_string().starts_with("x.toml:2:"), "{}", errs[0]);
+    }
+}

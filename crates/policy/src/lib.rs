@@ -1,0 +1,87 @@
+//! sockwrap's policy: what to do with a socket, decided without touching one.
+//!
+//! Config text (TOML file, `SOCKWRAP_*` variables, CLI flags) becomes a [`Policy`], compiled
+//! once and immutable after that; the preload library asks it "which options for this
+//! socket?" ([`Policy::decide`]) and the CLI uses it for `check` and `explain`. Nothing here
+//! touches a socket or calls libc: it is testable as plain Rust.
+
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod config;
+pub mod env;
+pub mod rules;
+
+pub use catalog::{Opt, Value};
+pub use config::{parse_config, Config, ConfigError};
+pub use env::{EnvSettings, LogLevel};
+pub use rules::{Ctx, Decision, OnError, Policy, Role, Rule, Setting, Transport};
+
+/// The whole policy as a process sees it, with everything that went wrong on the way.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub policy: Policy,
+    pub env: EnvSettings,
+    /// Errors in the environment or the policy file. When there is any, `policy` is empty:
+    /// a half-understood policy is never applied.
+    pub errors: Vec<ConfigError>,
+}
+
+/// Builds the policy from an environment. `read_file` reads the policy file (the library
+/// passes one that does not allocate more than it must; tests pass a map).
+pub fn load<'a>(
+    vars: impl IntoIterator<Item = (&'a str, &'a str)>,
+    read_file: impl FnOnce(&str) -> Result<String, String>,
+) -> Loaded {
+    let env = env::from_vars(vars);
+    let mut errors = env.errors.clone();
+    let mut rules = Vec::new();
+    let mut on_error = if env.strict { OnError::Fail } else { OnError::Warn };
+    if let Some(path) = &env.config_path {
+        match read_file(path) {
+            Ok(text) => match parse_config(&text, path) {
+                Ok(cfg) => {
+                    if let Some(oe) = cfg.on_error {
+                        if !env.strict {
+                            on_error = oe;
+                        }
+                    }
+                    rules = cfg.rules;
+                }
+                Err(mut e) => errors.append(&mut e),
+            },
+            Err(e) => errors.push(ConfigError { source: path.clone(), pos: None, msg: e }),
+        }
+    }
+    rules.extend(env.flag_rules.iter().cloned());
+    let policy = if errors.is_empty() { Policy::new(rules, on_error) } else { Policy::default() };
+    Loaded { policy, env, errors }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let l = load(
+            [("SOCKWRAP_CONFIG", "p.toml"), ("SOCKWRAP_DSCP", "EF")],
+            |_| Ok("on_error = \"fail\"\n[[rule]]\ndscp = \"CS1\"\nnodelay = true\n".into()),
+        );
+        assert!(l.errors.is_empty());
+        let ctx = Ctx { transport: Transport::Tcp, role: Some(Role::Client), remote: None, local_port: None };
+        let d = l.policy.decide(&ctx);
+        assert_eq!(d.get(Opt::Tos).map(|s| s.value), Some(Value::Int(0xb8)));
+        assert_eq!(d.get(Opt::NoDelay).map(|s| s.value), Some(Value::Bool(true)));
+        assert_eq!(l.policy.on_error, OnError::Fail);
+    }
+
+    #[test]
+    fn a_broken_file_gives_an_empty_policy() {
+        let l = load([("SOCKWRAP_CONFIG", "p.toml"), ("SOCKWRAP_DSCP", "EF")], |_| Ok("[[rule]]\nbogus = 1\n".into()));
+        assert_eq!(l.errors.len(), 1);
+        assert!(l.policy.is_empty());
+        let l = load([("SOCKWRAP_CONFIG", "/nope.toml")], |p| Err(format!("cannot read {p}: No such file")));
+        assert_eq!(l.errors[0].to_string(), "/nope.toml: error: cannot read /nope.toml: No such file");
+    }
+}

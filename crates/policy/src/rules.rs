@@ -1,0 +1,401 @@
+//! Rules and the compiled [`Policy`]: "which options does this socket get?".
+//!
+//! A [`Rule`] is a [`Match`] plus option settings. Rules are ordered; for each option the
+//! last matching rule that sets it wins. The policy is built once, then read by every thread
+//! without locks; [`Policy::decide`] allocates nothing.
+//!
+//! A match field whose value is not known yet (the remote address at `socket()` time, the
+//! role of a fresh UDP socket) does not match: a rule that names a remote network is only
+//! applied once the remote is known.
+
+use crate::catalog::{Opt, Value, N_OPTS};
+use core::net::IpAddr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Warn once per option and go on (default).
+    #[default]
+    Warn,
+    /// Make the hooked call fail with the option's errno.
+    Fail,
+}
+
+/// A network: IPv4 networks are stored as their IPv4-mapped IPv6 form, so that a v4-mapped
+/// remote address on an AF_INET6 socket matches an IPv4 rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    net: u128,
+    mask: u128,
+}
+
+impl Cidr {
+    /// Parses `10.0.0.0/8`, `fd00::/8`, or a bare address (a host route). The address must
+    /// not have bits set beyond the prefix (`10.0.0.1/8` is refused, as it is usually a typo).
+    /// Written by hand: the whole job is twenty lines over `core::net`, and ipnet's errors
+    /// do not say which part is wrong.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let s = s.trim();
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let ip: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{s}`: `{addr}` is not an IP address (expected e.g. 10.0.0.0/8 or fd00::/8)"))?;
+        let (full, max) = match ip {
+            IpAddr::V4(v4) => (u128::from(v4.to_ipv6_mapped()), 32u32),
+            IpAddr::V6(v6) => (u128::from(v6), 128u32),
+        };
+        let len = match len {
+            None => max,
+            Some(l) => match l.parse::<u32>() {
+                Ok(n) if n <= max && !l.starts_with('+') => n,
+                _ => return Err(format!("`{s}`: prefix length `{l}` is not a number 0..{max}")),
+            },
+        };
+        let bits = len + (128 - max);
+        let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+        if full & !mask != 0 {
+            return Err(format!("`{s}`: address has bits set beyond the /{len} prefix"));
+        }
+        Ok(Cidr { net: full & mask, mask })
+    }
+
+    pub fn contains(&self, ip: u128) -> bool {
+        ip & self.mask == self.net
+    }
+}
+
+/// Normalises an address for matching: IPv4 becomes IPv4-mapped IPv6.
+pub fn ip_key(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// An inclusive port range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ports {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl Ports {
+    /// Parses `22` or `8000-8100`.
+    pub fn parse(s: &str) -> Result<Ports, String> {
+        let p = |x: &str| {
+            x.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("`{s}` is not a port or port range (expected 1..65535 or LO-HI)"))
+        };
+        let r = match s.split_once('-') {
+            Some((a, b)) => Ports { lo: p(a)?, hi: p(b)? },
+            None => {
+                let v = p(s)?;
+                Ports { lo: v, hi: v }
+            }
+        };
+        if r.lo > r.hi {
+            return Err(format!("`{s}`: the range is empty (low end above high end)"));
+        }
+        Ok(r)
+    }
+    fn contains(&self, port: u16) -> bool {
+        self.lo <= port && port <= self.hi
+    }
+}
+
+/// What a rule applies to. Empty lists and `None` mean "any".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Match {
+    pub remote: Vec<Cidr>,
+    pub port: Vec<Ports>,
+    pub local_port: Vec<Ports>,
+    pub role: Option<Role>,
+    pub transport: Option<Transport>,
+    /// Program names (basename of argv[0] or of the executable). Resolved once per process by
+    /// [`Policy::for_program`]; the hot path never compares strings.
+    pub program: Vec<String>,
+}
+
+impl Match {
+    /// Whether this rule can decide without a remote address (and so can be applied at
+    /// socket creation or on a listener).
+    pub fn needs_remote(&self) -> bool {
+        !self.remote.is_empty() || !self.port.is_empty()
+    }
+
+    fn matches(&self, ctx: &Ctx) -> bool {
+        if let Some(t) = self.transport {
+            if t != ctx.transport {
+                return false;
+            }
+        }
+        if let Some(r) = self.role {
+            if ctx.role != Some(r) {
+                return false;
+            }
+        }
+        if !self.remote.is_empty() {
+            match ctx.remote {
+                Some((ip, _)) if self.remote.iter().any(|c| c.contains(ip)) => {}
+                _ => return false,
+            }
+        }
+        if !self.port.is_empty() {
+            match ctx.remote {
+                Some((_, port)) if self.port.iter().any(|p| p.contains(port)) => {}
+                _ => return false,
+            }
+        }
+        if !self.local_port.is_empty() {
+            match ctx.local_port {
+                Some(port) if self.local_port.iter().any(|p| p.contains(port)) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+/// One option as a rule sets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Setting {
+    pub value: Value,
+    /// A soft setting is a default: the program's own setsockopt may change it.
+    pub soft: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// The user's name for the rule, or where it came from (`policy.toml:12`, `flags`).
+    pub name: String,
+    pub matcher: Match,
+    pub settings: [Option<Setting>; N_OPTS],
+}
+
+impl Rule {
+    pub fn new(name: impl Into<String>) -> Rule {
+        Rule { name: name.into(), matcher: Match::default(), settings: [None; N_OPTS] }
+    }
+    pub fn set(&mut self, opt: Opt, value: Value, soft: bool) {
+        self.settings[opt as usize] = Some(Setting { value, soft });
+    }
+    pub fn is_empty(&self) -> bool {
+        self.settings.iter().all(Option::is_none)
+    }
+}
+
+/// What is known about a socket when a decision is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ctx {
+    pub transport: Transport,
+    pub role: Option<Role>,
+    /// Remote address ([`ip_key`] form) and port.
+    pub remote: Option<(u128, u16)>,
+    pub local_port: Option<u16>,
+}
+
+/// The options one socket gets: for each slot, the winning setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub settings: [Option<Setting>; N_OPTS],
+}
+
+impl Decision {
+    pub const EMPTY: Decision = Decision { settings: [None; N_OPTS] };
+
+    pub fn get(&self, opt: Opt) -> Option<Setting> {
+        self.settings[opt as usize]
+    }
+    pub fn is_empty(&self) -> bool {
+        self.settings.iter().all(Option::is_none)
+    }
+    /// Bit mask of the slots this decision sets and locks (not soft).
+    pub fn locked_mask(&self) -> u32 {
+        let mut m = 0;
+        for o in Opt::ALL {
+            if let Some(s) = self.settings[o as usize] {
+                if !s.soft {
+                    m |= o.bit();
+                }
+            }
+        }
+        m
+    }
+    /// Iterates over the set options in apply order.
+    pub fn iter(&self) -> impl Iterator<Item = (Opt, Setting)> + '_ {
+        Opt::ALL.into_iter().filter_map(|o| self.settings[o as usize].map(|s| (o, s)))
+    }
+}
+
+/// The compiled policy. Immutable after construction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    pub on_error: OnError,
+    /// Union of the slots any rule sets: a program's setsockopt for any other option is
+    /// passed through without a look-up.
+    managed: u32,
+    /// Whether any rule needs a remote address; if none does, client decisions can be
+    /// taken before connect without it.
+    any_needs_remote: bool,
+}
+
+impl Policy {
+    pub fn new(rules: Vec<Rule>, on_error: OnError) -> Policy {
+        let rules: Vec<Rule> = rules.into_iter().filter(|r| !r.is_empty()).collect();
+        let mut managed = 0;
+        for r in &rules {
+            for o in Opt::ALL {
+                if r.settings[o as usize].is_some() {
+                    managed |= o.bit();
+                }
+            }
+        }
+        let any_needs_remote = rules.iter().any(|r| r.matcher.needs_remote());
+        Policy { rules, on_error, managed, any_needs_remote }
+    }
+
+    /// Keeps only the rules that apply to a program called by one of `names` (argv[0]'s
+    /// basename, the executable's basename...). Run once at load.
+    pub fn for_program(&self, names: &[&str]) -> Policy {
+        let rules = self
+            .rules
+            .iter()
+            .filter(|r| r.matcher.program.is_empty() || r.matcher.program.iter().any(|p| names.contains(&p.as_str())))
+            .cloned()
+            .map(|mut r| {
+                r.matcher.program.clear();
+                r
+            })
+            .collect();
+        Policy::new(rules, self.on_error)
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+    pub fn manages(&self, opt: Opt) -> bool {
+        self.managed & opt.bit() != 0
+    }
+    pub fn managed_mask(&self) -> u32 {
+        self.managed
+    }
+    pub fn any_needs_remote(&self) -> bool {
+        self.any_needs_remote
+    }
+
+    /// The options a socket in `ctx` gets. Later rules override earlier ones per option.
+    pub fn decide(&self, ctx: &Ctx) -> Decision {
+        let mut d = Decision::EMPTY;
+        for r in &self.rules {
+            if r.matcher.matches(ctx) {
+                for (slot, s) in d.settings.iter_mut().zip(r.settings.iter()) {
+                    if s.is_some() {
+                        *slot = *s;
+                    }
+                }
+            }
+        }
+        d
+    }
+
+    /// Like [`Policy::decide`], but also names the rule that set each option (for `explain`).
+    pub fn explain(&self, ctx: &Ctx) -> Vec<(Opt, Setting, &str)> {
+        let mut out: [Option<(Setting, &str)>; N_OPTS] = [None; N_OPTS];
+        for r in &self.rules {
+            if r.matcher.matches(ctx) {
+                for (i, s) in r.settings.iter().enumerate() {
+                    if let Some(s) = s {
+                        out[i] = Some((*s, r.name.as_str()));
+                    }
+                }
+            }
+        }
+        Opt::ALL.into_iter().filter_map(|o| out[o as usize].map(|(s, n)| (o, s, n))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(remote: &str, port: u16) -> Ctx {
+        Ctx {
+            transport: Transport::Tcp,
+            role: Some(Role::Client),
+            remote: Some((ip_key(remote.parse().expect("ip")), port)),
+            local_port: None,
+        }
+    }
+
+    #[test]
+    fn cidr_parsing_and_matching() {
+        let c = Cidr::parse("10.0.0.0/8").expect("valid");
+        assert!(c.contains(ip_key("10.1.2.3".parse().expect("ip"))));
+        assert!(c.contains(ip_key("::ffff:10.1.2.3".parse::<core::net::Ipv6Addr>().expect("ip").into())));
+        assert!(!c.contains(ip_key("11.0.0.1".parse().expect("ip"))));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("10.0.0.0/8x").is_err());
+        assert!(Cidr::parse("10.0.0.1/8").is_err());
+        assert!(Cidr::parse("0.0.0.0/0").expect("valid").contains(ip_key("1.2.3.4".parse().expect("ip"))));
+        assert!(!Cidr::parse("0.0.0.0/0").expect("valid").contains(ip_key("::1".parse().expect("ip"))));
+        assert!(Cidr::parse("::/0").expect("valid").contains(ip_key("::1".parse().expect("ip"))));
+        assert!(Cidr::parse("fd00::/8").expect("valid").contains(ip_key("fd12::1".parse().expect("ip"))));
+    }
+
+    #[test]
+    fn later_rules_override_per_option() {
+        let mut a = Rule::new("a");
+        a.set(Opt::Tos, Value::Int(0xb8), false);
+        a.set(Opt::NoDelay, Value::Bool(true), false);
+        let mut b = Rule::new("b");
+        b.matcher.port = vec![Ports::parse("22").expect("valid")];
+        b.set(Opt::Tos, Value::Int(0x20), true);
+        let p = Policy::new(vec![a, b], OnError::Warn);
+        let d = p.decide(&ctx("127.0.0.1", 22));
+        assert_eq!(d.get(Opt::Tos), Some(Setting { value: Value::Int(0x20), soft: true }));
+        assert_eq!(d.get(Opt::NoDelay), Some(Setting { value: Value::Bool(true), soft: false }));
+        let d = p.decide(&ctx("127.0.0.1", 80));
+        assert_eq!(d.get(Opt::Tos).map(|s| s.value), Some(Value::Int(0xb8)));
+        assert_eq!(d.locked_mask(), Opt::Tos.bit() | Opt::NoDelay.bit());
+    }
+
+    #[test]
+    fn unknown_remote_does_not_match_remote_rules() {
+        let mut r = Rule::new("r");
+        r.matcher.remote = vec![Cidr::parse("127.0.0.0/8").expect("valid")];
+        r.set(Opt::Tos, Value::Int(0xb8), false);
+        let p = Policy::new(vec![r], OnError::Warn);
+        let c = Ctx { transport: Transport::Udp, role: None, remote: None, local_port: None };
+        assert!(p.decide(&c).is_empty());
+        assert!(p.any_needs_remote());
+    }
+
+    #[test]
+    fn program_specialisation() {
+        let mut r = Rule::new("ssh");
+        r.matcher.program = vec!["ssh".into()];
+        r.set(Opt::Tos, Value::Int(0xb8), false);
+        let p = Policy::new(vec![r], OnError::Warn);
+        assert!(p.for_program(&["curl"]).is_empty());
+        assert!(!p.for_program(&["ssh"]).decide(&ctx("1.2.3.4", 22)).is_empty());
+    }
+}

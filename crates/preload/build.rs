@@ -1,0 +1,25 @@
+//! Link tweaks for libsockwrap.so.
+//!
+//! * `-z defs`: a .so with an undefined symbol links fine and then fails to load in every
+//!   program; refuse it at link time instead.
+//! * Static `libgcc_eh.a`: std refers to the unwinder even with nothing to unwind, and
+//!   resolving that through `libgcc_s.so.1` costs ~110 µs per exec of every program under
+//!   sockwrap (measured, DESIGN.md). Linking the static unwinder ahead of it removes the load.
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,defs");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    if let Ok(out) = Command::new(cc).arg("-print-file-name=libgcc_eh.a").output() {
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let p = std::path::Path::new(&path);
+        if p.is_absolute() && p.exists() {
+            if let Some(dir) = p.parent() {
+                println!("cargo:rustc-link-search=native={}", dir.display());
+                println!("cargo:rustc-cdylib-link-arg=-Wl,--exclude-libs,libgcc_eh.a");
+                println!("cargo:rustc-link-lib=static:-bundle,+verbatim=libgcc_eh.a");
+            }
+        }
+    }
+}
