@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The single test command: installs what the tests need (Debian, as root), builds,
+# runs the Rust unit tests, a load smoke test, then the end-to-end suite in tests/.
+# Idempotent; exits non-zero if anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(tcpdump openssh-server openssh-client socat iperf3 nftables mptcpize strace curl iproute2 util-linux)
+TOOLS=(tcpdump sshd ssh socat iperf3 nft mptcpize strace curl ss setpriv)
+
+missing_tools() {
+    local t
+    for t in "${TOOLS[@]}"; do
+        command -v "$t" >/dev/null 2>&1 || [ -x "/usr/sbin/$t" ] || echo "$t"
+    done
+}
+
+if [ -n "$(missing_tools)" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing missing packages (missing: $(missing_tools | tr '\n' ' '))"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null
+    else
+        echo "warning: missing tools: $(missing_tools | tr '\n' ' ') (not root or no apt-get)" >&2
+    fi
+fi
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import pytest' 2>/dev/null; then
+    echo "== installing pytest for $("$PYTHON" -c 'import sys; print(sys.executable)')"
+    "$PYTHON" -m pip install -q pytest 2>/dev/null \
+        || "$PYTHON" -m pip install -q --break-system-packages pytest
+fi
+
+echo "== cargo build --release --workspace"
+cargo build --release --workspace
+echo "== cargo test --workspace --release"
+cargo test --workspace --release
+
+echo "== smoke: the preload library loads into a plain program"
+LD_PRELOAD="$PWD/target/release/libsockwrap.so" /bin/true
+LD_PRELOAD="$PWD/target/release/libsockwrap.so" SOCKWRAP_DSCP=EF /bin/true
+out=$(target/release/sockwrap run --dscp EF -- sh -c 'echo ok')
+[ "$out" = ok ] || { echo "smoke: sockwrap run failed: $out" >&2; exit 1; }
+
+echo "== end-to-end tests"
+export SOCKWRAP_BIN="$PWD/target/release/sockwrap"
+exec "$PYTHON" -m pytest -v tests/ "$@"
