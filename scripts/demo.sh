@@ -40,7 +40,7 @@ capture() { # capture LABEL CMD...: run CMD while tcpdump watches the client's p
 }
 
 capture without-sockwrap curl -s "http://127.0.0.1:$PORT/"
-capture with-sockwrap "$SW" run --dscp EF --keepalive 30,10,3 -- curl -s "http://127.0.0.1:$PORT/"
+capture with-sockwrap "$SW" run --dscp EF --keepalive=30,10,3 -- curl -s "http://127.0.0.1:$PORT/"
 
 echo
 echo "Every packet curl sent under sockwrap carries tos 0xb8 (DSCP EF), from the SYN on;"
