@@ -1,1 +1,120 @@
+//! libsockwrap.so: gives socket options to programs that never asked for them.
+//!
+//! Loaded with `LD_PRELOAD` (usually by `sockwrap run`). The constructor reads the policy
+//! once (environment and policy file), resolves the real socket functions, and publishes an
+//! immutable [`apply::Global`]. After that the hooks ([`hooks`]) only read: no allocation,
+//! no locks, no lazy initialisation. Anything that goes wrong while loading leaves the
+//! program untouched (fail-open) with one error line.
+//!
+//! Module map: `hooks` (exported C functions, all FFI), `real` (dlsym table), `sys` (raw
+//! system calls), `apply` (safe decision → setsockopt), `fdtable` (locks per descriptor),
+//! `log` (lines, counters, exit summary).
 
+#![deny(unsafe_op_in_unsafe_fn, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod apply;
+pub mod fdtable;
+pub mod hooks;
+pub mod log;
+pub mod real;
+pub mod sys;
+
+use core::ffi::{c_char, c_int};
+use core::sync::atomic::{AtomicPtr, Ordering};
+use sockwrap_policy::LogLevel;
+use std::ffi::CStr;
+
+/// The published policy: null until the constructor has run (hooks then pass through).
+pub static GLOBAL: AtomicPtr<apply::Global> = AtomicPtr::new(core::ptr::null_mut());
+
+#[used]
+#[link_section = ".init_array"]
+static INIT: unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) = sockwrap_init;
+
+#[used]
+#[link_section = ".fini_array"]
+static FINI: extern "C" fn() = sockwrap_fini;
+
+/// Constructor. glibc passes argc/argv/envp to `.init_array` functions.
+unsafe extern "C" fn sockwrap_init(argc: c_int, argv: *const *const c_char, _envp: *const *const c_char) {
+    let argv0 = if argc > 0 && !argv.is_null() {
+        // SAFETY: glibc passes the process's argv; argv[0] is a NUL-terminated string.
+        unsafe { (*argv).as_ref().map(|p| CStr::from_ptr(p).to_string_lossy().into_owned()) }
+    } else {
+        None
+    };
+    // A panic here must not reach the program: catch it and stay pass-through.
+    let _ = std::panic::catch_unwind(|| init(argv0));
+}
+
+/// Whether the loader runs this process in secure mode (setuid, setcap): then, as the loader
+/// itself does with LD_LIBRARY_PATH, sockwrap ignores what the environment says.
+fn secure_mode() -> bool {
+    // SAFETY: getauxval has no preconditions.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+fn init(argv0: Option<String>) {
+    if secure_mode() {
+        return;
+    }
+    let vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let k = k.into_string().ok()?;
+            k.starts_with("SOCKWRAP_").then(|| (k, v.to_string_lossy().into_owned()))
+        })
+        .collect();
+    let loaded = sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |path| {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the policy file: {e}"))
+    });
+    log::init(loaded.env.log_level, loaded.env.log_file.as_deref());
+    real::resolve_all();
+    for var in &loaded.env.unknown {
+        log_at!(LogLevel::Warn, "{var}: unknown variable, ignored (see `sockwrap run --help` for the options)");
+    }
+    if let Some(first) = loaded.errors.first() {
+        let more = loaded.errors.len() - 1;
+        if more > 0 {
+            log_at!(
+                LogLevel::Error,
+                "{first} (and {more} more; `sockwrap check` lists them); no policy applied, the program runs untouched"
+            );
+        } else {
+            log_at!(LogLevel::Error, "{first}; no policy applied, the program runs untouched");
+        }
+        return;
+    }
+    let mut names: Vec<String> = Vec::new();
+    if let Some(a) = argv0 {
+        if let Some(base) = a.rsplit('/').next() {
+            names.push(base.to_string());
+        }
+    }
+    if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
+        if let Some(base) = exe.file_name().and_then(|b| b.to_str()) {
+            names.push(base.to_string());
+        }
+    }
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let policy = loaded.policy.for_program(&name_refs);
+    log_at!(
+        LogLevel::Debug,
+        "program {:?}: {} of {} rules apply, on_error={:?}",
+        names,
+        policy.rules().len(),
+        loaded.policy.rules().len(),
+        policy.on_error
+    );
+    let g = Box::new(apply::Global { policy });
+    GLOBAL.store(Box::into_raw(g), Ordering::Release);
+    // SAFETY: registering a plain function with no arguments.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
+}
+
+extern "C" fn after_fork_child() {
+    log::reset_after_fork();
+}
+
+extern "C" fn sockwrap_fini() {
+    log::summary();
+}

@@ -1,0 +1,317 @@
+//! Applying a decision to a socket: the safe middle between the hooks and the kernel.
+//!
+//! The hooks translate C arguments into a [`Sock`] and a [`Ctx`]; this module asks the policy,
+//! turns each chosen option into its `setsockopt` calls, handles refusals according to the
+//! failure policy, records locks in the fd table and writes the `info` line for the socket.
+
+use crate::log::{self, Line};
+use crate::sys::{self, Errno};
+use crate::{fdtable, log_at};
+use core::fmt::Write;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use sockwrap_policy::catalog::{self, k, Applies, Family, Shown, When};
+use sockwrap_policy::{Ctx, Decision, LogLevel, OnError, Opt, Policy, Role, Transport, Value};
+
+/// What the process-wide state holds: built once in the constructor, then read-only.
+pub struct Global {
+    pub policy: Policy,
+}
+
+/// A socket as the hooks see it.
+#[derive(Clone, Copy)]
+pub struct Sock {
+    pub fd: i32,
+    pub family: Family,
+    pub transport: Transport,
+}
+
+/// Which options a stage applies.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Stage {
+    /// UDP at socket(): everything but the source address (binding it now would pick a port
+    /// before the program can bind its own) and bind-time options.
+    UdpCreate,
+    /// bind(): the options that only matter before bind (and, for UDP servers, the rest).
+    Bind,
+    /// connect(): everything but bind-time options.
+    Connect,
+    /// listen(): everything but the source address and bind-time options.
+    Listen,
+    /// accept(): what the listener did not pass on to the new socket.
+    Accept,
+}
+
+impl Stage {
+    fn call(self) -> &'static str {
+        match self {
+            Stage::UdpCreate => "socket",
+            Stage::Bind => "bind",
+            Stage::Connect => "connect",
+            Stage::Listen => "listen",
+            Stage::Accept => "accept",
+        }
+    }
+    fn wants(self, opt: Opt, transport: Transport) -> bool {
+        let when = opt.spec().when;
+        match self {
+            Stage::UdpCreate => opt != Opt::BindAddress && when != When::BeforeBind,
+            Stage::Bind => when == When::BeforeBind || (transport == Transport::Udp && opt != Opt::BindAddress),
+            Stage::Connect => when != When::BeforeBind,
+            Stage::Listen | Stage::Accept => opt != Opt::BindAddress && when != When::BeforeBind,
+        }
+    }
+}
+
+pub fn ip_key_of(addr: &SocketAddr) -> (u128, u16) {
+    (sockwrap_policy::rules::ip_key(addr.ip()), addr.port())
+}
+
+fn is_v4_mapped(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some())
+}
+
+/// Applies `d` to `s` for `stage`. `skip` says which options need no setting (inherited from
+/// the listener). Returns the errno to fail the hooked call with, when strict.
+/// `peer` is the remote (connect/accept) or local (bind/listen) address, for the log.
+pub fn apply(
+    g: &Global,
+    s: Sock,
+    stage: Stage,
+    d: &Decision,
+    peer: Option<&SocketAddr>,
+    skip: impl Fn(Opt) -> bool,
+) -> Result<u32, Errno> {
+    let maybe_v4 = match (s.family, peer) {
+        (Family::V6, Some(p)) if stage == Stage::Connect || stage == Stage::Accept => is_v4_mapped(&p.ip()),
+        (Family::V6, _) => true,
+        _ => false,
+    };
+    let mut locked: u32 = 0;
+    let mut line = Line::new();
+    let info = log::enabled(LogLevel::Info);
+    if info {
+        let t = match s.transport {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        };
+        let _ = write!(line, "fd {} {} {}", s.fd, t, stage.call());
+        if let Some(p) = peer {
+            let _ = write!(line, " {}", p);
+        }
+        let _ = write!(line, ":");
+    }
+    let mut touched = false;
+    for (opt, setting) in d.iter() {
+        if !stage.wants(opt, s.transport) || (opt.spec().applies == Applies::Tcp && s.transport != Transport::Tcp) {
+            continue;
+        }
+        if !setting.soft {
+            locked |= opt.bit();
+        }
+        if skip(opt) {
+            continue;
+        }
+        let result = if opt == Opt::BindAddress {
+            apply_bind_address(s, setting.value, peer)
+        } else {
+            let mut r = Ok(true);
+            for op in catalog::kernel_ops(opt, setting.value, s.family, maybe_v4).iter() {
+                if let Err(e) = sys::setsockopt(s.fd, op.level, op.name, op.bytes()) {
+                    // An IPv6 socket that may carry IPv4 gets IP_TOS/IP_TTL as an extra; it is
+                    // not a failure if only that extra is refused.
+                    let extra = s.family == Family::V6 && op.level == k::IPPROTO_IP;
+                    if !extra {
+                        r = Err((e, op.cname));
+                        break;
+                    }
+                }
+            }
+            r
+        };
+        match result {
+            Ok(true) => {
+                log::count_applied(opt);
+                touched = true;
+                if info {
+                    let _ = write!(line, " {}={}", opt.name(), Shown(opt, setting.value));
+                    if setting.soft {
+                        let _ = write!(line, "(soft)");
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err((e, cname)) => {
+                locked &= !opt.bit();
+                let first = log::count_failed(opt, e.0);
+                if g.policy.on_error == OnError::Fail {
+                    log_at!(
+                        LogLevel::Error,
+                        "{}: {}({}) refused on fd {}: {}; failing {}() (strict)",
+                        opt.name(),
+                        cname,
+                        Shown(opt, setting.value),
+                        s.fd,
+                        sys::errno_name(e.0),
+                        stage.call()
+                    );
+                    return Err(e);
+                }
+                if first {
+                    log_at!(
+                        LogLevel::Warn,
+                        "{}: {}({}) refused: {}; the program goes on without it (warned once per process)",
+                        opt.name(),
+                        cname,
+                        Shown(opt, setting.value),
+                        sys::errno_name(e.0)
+                    );
+                }
+                touched = true;
+                if info {
+                    let _ = write!(line, " {}=FAILED", opt.name());
+                }
+            }
+        }
+    }
+    if info && touched {
+        emit_line(&line);
+    }
+    Ok(locked)
+}
+
+fn emit_line(line: &Line) {
+    let b = line.as_bytes();
+    let s = match core::str::from_utf8(b) {
+        Ok(s) => s,
+        Err(e) => core::str::from_utf8(&b[..e.valid_up_to()]).unwrap_or(""),
+    };
+    log::emit(LogLevel::Info, format_args!("{s}"));
+}
+
+/// Binds the source address before connect, unless the program bound the socket itself.
+/// `IP_BIND_ADDRESS_NO_PORT` defers the port choice to connect(), so a busy client does not
+/// reserve one port per connection for all destinations and run out.
+/// Returns Ok(false) when there is nothing to do for this socket (family mismatch, bound).
+fn apply_bind_address(s: Sock, v: Value, remote: Option<&SocketAddr>) -> Result<bool, (Errno, &'static str)> {
+    let Value::Addrs(a) = v else { return Ok(false) };
+    let remote_is_v4 = match remote {
+        Some(r) => r.is_ipv4() || is_v4_mapped(&r.ip()),
+        None => s.family == Family::V4,
+    };
+    let ip: IpAddr = match (s.family, remote_is_v4) {
+        (Family::V4, _) => match a.v4 {
+            Some(v4) => IpAddr::V4(Ipv4Addr::from(v4)),
+            None => return Ok(false),
+        },
+        (Family::V6, true) => match a.v4 {
+            Some(v4) => IpAddr::V6(Ipv4Addr::from(v4).to_ipv6_mapped()),
+            None => return Ok(false),
+        },
+        (Family::V6, false) => match a.v6 {
+            Some(v6) => IpAddr::V6(Ipv6Addr::from(v6)),
+            None => return Ok(false),
+        },
+    };
+    // Leave a socket the program bound itself alone.
+    if let Ok(local) = sys::getsockname(s.fd) {
+        if let Some(l) = crate::hooks::sockaddr_from_storage(&local.storage, local.len) {
+            if l.port() != 0 || !l.ip().is_unspecified() {
+                return Ok(false);
+            }
+        }
+    }
+    if s.transport == Transport::Tcp {
+        // IP_BIND_ADDRESS_NO_PORT lives at IPPROTO_IP for both families.
+        let _ = sys::setsockopt(s.fd, k::IPPROTO_IP, k::IP_BIND_ADDRESS_NO_PORT, &1i32.to_ne_bytes());
+    }
+    let (storage, len) = crate::hooks::storage_from_sockaddr(&SocketAddr::new(ip, 0));
+    sys::bind(s.fd, &storage, len).map(|_| true).map_err(|e| (e, "bind"))
+}
+
+/// Records the locks of a socket (and whether a listener's options are inherited).
+pub fn record(fd: i32, locked: u32, listen_applied: bool) {
+    if locked == 0 && !listen_applied {
+        fdtable::reset(fd);
+        return;
+    }
+    let ino = sys::inode(fd).map(|(_, i)| i).unwrap_or(0);
+    let mut info = locked as u64;
+    if listen_applied {
+        info |= fdtable::LISTEN_APPLIED;
+    }
+    fdtable::set(fd, info, ino);
+}
+
+/// connect(): decide with the remote address and apply everything before the SYN.
+pub fn on_connect(g: &Global, s: Sock, remote: &SocketAddr) -> Result<(), Errno> {
+    let (ip, port) = ip_key_of(remote);
+    let ctx = Ctx { transport: s.transport, role: Some(Role::Client), remote: Some((ip, port)), local_port: None };
+    let d = g.policy.decide(&ctx);
+    if d.is_empty() {
+        return Ok(());
+    }
+    let locked = apply(g, s, Stage::Connect, &d, Some(remote), |_| false)?;
+    record(s.fd, locked, false);
+    Ok(())
+}
+
+fn server_ctx(s: Sock, local_port: u16, remote: Option<&SocketAddr>) -> Ctx {
+    Ctx {
+        transport: s.transport,
+        role: Some(Role::Server),
+        remote: remote.map(ip_key_of),
+        local_port: Some(local_port),
+    }
+}
+
+pub fn on_listen(g: &Global, s: Sock, local: &SocketAddr) -> Result<(), Errno> {
+    let d = g.policy.decide(&server_ctx(s, local.port(), None));
+    if d.is_empty() {
+        return Ok(());
+    }
+    let locked = apply(g, s, Stage::Listen, &d, Some(local), |_| false)?;
+    record(s.fd, locked, true);
+    Ok(())
+}
+
+/// accept(): options that match the peer, plus those an accepted socket does not inherit.
+pub fn on_accept(g: &Global, listen_fd: i32, s: Sock, local_port: u16, peer: &SocketAddr) -> Result<(), Errno> {
+    let d = g.policy.decide(&server_ctx(s, local_port, Some(peer)));
+    if d.is_empty() {
+        return Ok(());
+    }
+    let inherited = match fdtable::get(listen_fd) {
+        Some((info, _)) if info & fdtable::LISTEN_APPLIED != 0 => Some(g.policy.decide(&server_ctx(s, local_port, None))),
+        _ => None,
+    };
+    let skip = |o: Opt| match &inherited {
+        Some(l) => o.spec().inherited_by_accept && l.get(o).map(|x| x.value) == d.get(o).map(|x| x.value),
+        None => false,
+    };
+    let locked = apply(g, s, Stage::Accept, &d, Some(peer), skip)?;
+    record(s.fd, locked, false);
+    Ok(())
+}
+
+pub fn on_bind(g: &Global, s: Sock, local: &SocketAddr) -> Result<(), Errno> {
+    let d = g.policy.decide(&server_ctx(s, local.port(), None));
+    if d.is_empty() {
+        return Ok(());
+    }
+    let locked = apply(g, s, Stage::Bind, &d, Some(local), |_| false)?;
+    if s.transport == Transport::Udp {
+        record(s.fd, locked, false);
+    }
+    Ok(())
+}
+
+pub fn on_udp_socket(g: &Global, s: Sock) -> Result<(), Errno> {
+    let ctx = Ctx { transport: Transport::Udp, role: None, remote: None, local_port: None };
+    let d = g.policy.decide(&ctx);
+    if d.is_empty() {
+        return Ok(());
+    }
+    let locked = apply(g, s, Stage::UdpCreate, &d, None, |_| false)?;
+    record(s.fd, locked, false);
+    Ok(())
+}

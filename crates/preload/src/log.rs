@@ -1,0 +1,229 @@
+//! Logging and the per-option counters behind the exit summary.
+//!
+//! Lines are formatted into a stack buffer with `core::fmt` (no allocation) and written with
+//! one `write(2)` to a descriptor chosen at load: a `SOCKWRAP_LOG_FILE` opened O_APPEND |
+//! O_CLOEXEC | O_NOFOLLOW (0600), or a close-on-exec duplicate of stderr. Before each write
+//! the descriptor's device and inode are compared with those recorded at load, so a log line
+//! never lands in a file the program opened on a number it had closed. Stderr that is a
+//! socket (inetd style) or closed gets nothing.
+
+use crate::sys;
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use sockwrap_policy::catalog::N_OPTS;
+use sockwrap_policy::{LogLevel, Opt};
+
+static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Warn as u8);
+static FD: AtomicI32 = AtomicI32::new(-1);
+static DEV: AtomicU64 = AtomicU64::new(0);
+static INO: AtomicU64 = AtomicU64::new(0);
+
+pub fn enabled(level: LogLevel) -> bool {
+    level as u8 <= LEVEL.load(Relaxed) && FD.load(Relaxed) >= 0
+}
+
+/// Chooses where log lines go. Called once from the constructor.
+pub fn init(level: LogLevel, file: Option<&str>) {
+    LEVEL.store(level as u8, Relaxed);
+    if level == LogLevel::Off {
+        return;
+    }
+    let fd = match file {
+        Some(path) => open_log_file(path),
+        None => dup_stderr(),
+    };
+    if fd >= 0 {
+        if let Some((dev, ino)) = sys::inode(fd) {
+            DEV.store(dev, Relaxed);
+            INO.store(ino, Relaxed);
+            FD.store(fd, Relaxed);
+        }
+    }
+}
+
+fn open_log_file(path: &str) -> i32 {
+    let mut c = [0u8; 4096];
+    if path.len() >= c.len() || path.as_bytes().contains(&0) {
+        return -1;
+    }
+    c[..path.len()].copy_from_slice(path.as_bytes());
+    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    // SAFETY: c is NUL-terminated. open() is not one of our hooks.
+    let fd = unsafe { libc::open(c.as_ptr() as *const libc::c_char, flags, 0o600 as libc::c_uint) };
+    if fd < 0 {
+        return -1;
+    }
+    move_high(fd)
+}
+
+fn dup_stderr() -> i32 {
+    match sys::is_socket(2) {
+        Some(false) => {}
+        _ => return -1, // closed, or a socket: never write log text into a connection
+    }
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an open descriptor has no memory effects.
+    let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return -1;
+    }
+    move_high(fd)
+}
+
+/// Moves our descriptor out of the range programs use for themselves, so a program that
+/// expects the next descriptor to be 3 still gets 3.
+fn move_high(fd: i32) -> i32 {
+    for min in [900, 200, 30] {
+        // SAFETY: as in dup_stderr.
+        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+        if high >= 0 {
+            // SAFETY: fd is ours; close() is not hooked.
+            unsafe { libc::close(fd) };
+            return high;
+        }
+    }
+    fd
+}
+
+/// A line buffer on the stack. Overlong lines are cut, never allocated.
+pub struct Line {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl Line {
+    pub fn new() -> Line {
+        Line { buf: [0; 1024], len: 0 }
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.buf.len() - 1 - self.len; // keep one byte for the newline
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// Writes one log line: `sockwrap[PID]: LEVEL: message`.
+pub fn emit(level: LogLevel, args: fmt::Arguments<'_>) {
+    let fd = FD.load(Relaxed);
+    if fd < 0 {
+        return;
+    }
+    match sys::inode(fd) {
+        Some((d, i)) if d == DEV.load(Relaxed) && i == INO.load(Relaxed) => {}
+        _ => {
+            // Our descriptor was closed (a daemon closing everything) and maybe reused: stop.
+            FD.store(-1, Relaxed);
+            return;
+        }
+    }
+    let mut line = Line::new();
+    let _ = write!(line, "sockwrap[{}]: {}: ", sys::getpid(), level.as_str());
+    let _ = line.write_fmt(args);
+    line.buf[line.len] = b'\n';
+    line.len += 1;
+    sys::write_all(fd, line.as_bytes());
+}
+
+#[macro_export]
+macro_rules! log_at {
+    ($lvl:expr, $($t:tt)*) => {
+        if $crate::log::enabled($lvl) {
+            $crate::log::emit($lvl, format_args!($($t)*))
+        }
+    };
+}
+
+// ---- counters for the exit summary and once-per-process warnings ----
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU32 = AtomicU32::new(0);
+#[allow(clippy::declare_interior_mutable_const)]
+const NO: AtomicBool = AtomicBool::new(false);
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO_I: AtomicI32 = AtomicI32::new(0);
+
+static APPLIED: [AtomicU32; N_OPTS] = [ZERO; N_OPTS];
+static FAILED: [AtomicU32; N_OPTS] = [ZERO; N_OPTS];
+static OVERRIDDEN: [AtomicU32; N_OPTS] = [ZERO; N_OPTS];
+static LAST_ERRNO: [AtomicI32; N_OPTS] = [ZERO_I; N_OPTS];
+static WARNED: [AtomicBool; N_OPTS] = [NO; N_OPTS];
+pub static SOCKETS_SEEN: AtomicU32 = AtomicU32::new(0);
+
+pub fn count_applied(o: Opt) {
+    APPLIED[o as usize].fetch_add(1, Relaxed);
+}
+
+pub fn count_overridden(o: Opt) {
+    OVERRIDDEN[o as usize].fetch_add(1, Relaxed);
+}
+
+/// Records a refused option; returns true the first time for this option in this process
+/// (the caller then warns).
+pub fn count_failed(o: Opt, errno: i32) -> bool {
+    FAILED[o as usize].fetch_add(1, Relaxed);
+    LAST_ERRNO[o as usize].store(errno, Relaxed);
+    !WARNED[o as usize].swap(true, Relaxed)
+}
+
+/// A forked child starts its own counts and its own once-per-process warnings.
+pub fn reset_after_fork() {
+    for i in 0..N_OPTS {
+        APPLIED[i].store(0, Relaxed);
+        FAILED[i].store(0, Relaxed);
+        OVERRIDDEN[i].store(0, Relaxed);
+        WARNED[i].store(false, Relaxed);
+    }
+    SOCKETS_SEEN.store(0, Relaxed);
+}
+
+/// One line per option that sockwrap touched, at exit (info level).
+pub fn summary() {
+    if !enabled(LogLevel::Info) {
+        return;
+    }
+    let mut any = false;
+    for o in Opt::ALL {
+        let i = o as usize;
+        let (a, f, ov) = (APPLIED[i].load(Relaxed), FAILED[i].load(Relaxed), OVERRIDDEN[i].load(Relaxed));
+        if a == 0 && f == 0 && ov == 0 {
+            continue;
+        }
+        any = true;
+        if f > 0 {
+            let e = LAST_ERRNO[i].load(Relaxed);
+            log_at!(
+                LogLevel::Info,
+                "summary: {}: applied {} times, failed {} times ({}), program's own calls overridden {} times",
+                o.name(),
+                a,
+                f,
+                sys::errno_name(e),
+                ov
+            );
+        } else {
+            log_at!(
+                LogLevel::Info,
+                "summary: {}: applied {} times, failed 0 times, program's own calls overridden {} times",
+                o.name(),
+                a,
+                ov
+            );
+        }
+    }
+    if !any {
+        // Quiet for the many processes (shells, wrappers) that never open an inet socket.
+        let level = if SOCKETS_SEEN.load(Relaxed) > 0 { LogLevel::Info } else { LogLevel::Debug };
+        log_at!(
+            level,
+            "summary: no option applied ({} inet sockets seen)",
+            SOCKETS_SEEN.load(Relaxed)
+        );
+    }
+}

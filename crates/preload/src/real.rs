@@ -1,0 +1,67 @@
+//! The real socket functions: the next definitions after ours, from `dlsym(RTLD_NEXT, ...)`.
+//!
+//! Resolved once in the constructor. A hook can run before our constructor (another
+//! library's constructor opens a socket); it then resolves its own function on the spot,
+//! which is allowed to allocate: the process is still loading.
+
+use core::ffi::{c_char, c_int, c_void};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use libc::{sockaddr, socklen_t};
+
+macro_rules! real_fns {
+    ($( $name:ident : fn($($arg:ident : $ty:ty),*) -> $ret:ty ; )*) => {
+        #[allow(non_upper_case_globals)]
+        mod slots {
+            use super::*;
+            $( pub static $name: AtomicUsize = AtomicUsize::new(0); )*
+        }
+
+        $(
+            /// Calls the real function; -1 with ENOSYS if there is none.
+            #[allow(non_snake_case, clippy::missing_safety_doc)]
+            pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                let mut p = slots::$name.load(Ordering::Acquire);
+                if p == 0 {
+                    p = resolve(concat!(stringify!($name), "\0"));
+                    slots::$name.store(p, Ordering::Release);
+                }
+                if p == 0 {
+                    crate::sys::set_errno(libc::ENOSYS);
+                    return -1;
+                }
+                // SAFETY: p is the address dlsym gave for this symbol, whose C type is
+                // the one declared here.
+                let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { core::mem::transmute(p) };
+                // SAFETY: the caller's arguments are passed through unchanged.
+                unsafe { f($($arg),*) }
+            }
+        )*
+
+        /// Resolves every real function; logs each at debug level.
+        pub fn resolve_all() {
+            $(
+                let p = resolve(concat!(stringify!($name), "\0"));
+                slots::$name.store(p, Ordering::Release);
+                crate::log_at!(sockwrap_policy::LogLevel::Debug, "Loading {} => {:#x}", stringify!($name), p);
+            )*
+        }
+    };
+}
+
+fn resolve(name_nul: &str) -> usize {
+    // SAFETY: name_nul is NUL-terminated; RTLD_NEXT asks for the next definition after ours.
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name_nul.as_ptr() as *const c_char) as usize }
+}
+
+real_fns! {
+    socket: fn(domain: c_int, ty: c_int, protocol: c_int) -> c_int;
+    connect: fn(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
+    bind: fn(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
+    listen: fn(fd: c_int, backlog: c_int) -> c_int;
+    accept: fn(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
+    accept4: fn(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int;
+    setsockopt: fn(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int;
+    dup: fn(fd: c_int) -> c_int;
+    dup2: fn(old: c_int, new: c_int) -> c_int;
+    dup3: fn(old: c_int, new: c_int, flags: c_int) -> c_int;
+}

@@ -1,0 +1,174 @@
+//! Raw system calls used by the library for its own work.
+//!
+//! Nothing here calls libc's socket functions by name: those symbols resolve to our own hooks.
+//! `libc::syscall` is not a socket function and cannot recurse. It does set `errno` on
+//! failure, so every hook saves `errno` on entry and restores it ([`ErrnoGuard`]) before it
+//! hands control back or calls the real function: the program only ever sees the errno of
+//! its own call.
+
+use core::ffi::c_void;
+use core::mem::{size_of, MaybeUninit};
+
+/// An errno value. `Copy`, no allocation on the error path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location returns the calling thread's errno slot, valid for the
+    // thread's lifetime.
+    unsafe { *libc::__errno_location() }
+}
+
+pub fn set_errno(e: i32) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = e }
+}
+
+/// Restores the errno seen at construction when dropped.
+pub struct ErrnoGuard(i32);
+
+impl ErrnoGuard {
+    pub fn new() -> ErrnoGuard {
+        ErrnoGuard(errno())
+    }
+}
+
+impl Drop for ErrnoGuard {
+    fn drop(&mut self) {
+        set_errno(self.0)
+    }
+}
+
+fn check(r: libc::c_long) -> Result<libc::c_long, Errno> {
+    if r < 0 {
+        Err(Errno(errno()))
+    } else {
+        Ok(r)
+    }
+}
+
+/// `setsockopt(fd, level, name, buf)` as a raw system call.
+pub fn setsockopt(fd: i32, level: i32, name: i32, buf: &[u8]) -> Result<(), Errno> {
+    // SAFETY: buf is valid for buf.len() bytes; the kernel only reads it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_setsockopt,
+            fd as libc::c_long,
+            level as libc::c_long,
+            name as libc::c_long,
+            buf.as_ptr() as *const c_void,
+            buf.len() as libc::c_long,
+        )
+    };
+    check(r).map(|_| ())
+}
+
+/// `getsockopt(fd, level, name)` for an int-valued option.
+pub fn getsockopt_int(fd: i32, level: i32, name: i32) -> Result<i32, Errno> {
+    let mut v: i32 = 0;
+    let mut len = size_of::<i32>() as libc::socklen_t;
+    // SAFETY: v and len are valid for writing; len tells the kernel v's size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getsockopt,
+            fd as libc::c_long,
+            level as libc::c_long,
+            name as libc::c_long,
+            &mut v as *mut i32,
+            &mut len as *mut libc::socklen_t,
+        )
+    };
+    check(r).map(|_| v)
+}
+
+/// A socket address big enough for any family, as the kernel fills it.
+pub struct SockAddr {
+    pub storage: libc::sockaddr_storage,
+    pub len: libc::socklen_t,
+}
+
+fn name_call(nr: libc::c_long, fd: i32) -> Result<SockAddr, Errno> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: storage and len are valid for writing; len is storage's size.
+    let r = unsafe { libc::syscall(nr, fd as libc::c_long, storage.as_mut_ptr(), &mut len as *mut libc::socklen_t) };
+    check(r)?;
+    // SAFETY: zero-initialised, then (partly) written by the kernel; all-zero is valid.
+    Ok(SockAddr { storage: unsafe { storage.assume_init() }, len })
+}
+
+pub fn getsockname(fd: i32) -> Result<SockAddr, Errno> {
+    name_call(libc::SYS_getsockname, fd)
+}
+
+pub fn getpeername(fd: i32) -> Result<SockAddr, Errno> {
+    name_call(libc::SYS_getpeername, fd)
+}
+
+/// `bind(fd, addr)` as a raw system call (never our own hook).
+pub fn bind(fd: i32, addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Result<(), Errno> {
+    // SAFETY: addr is valid for len bytes (len <= size_of::<sockaddr_storage>()).
+    let r = unsafe { libc::syscall(libc::SYS_bind, fd as libc::c_long, addr as *const _, len as libc::c_long) };
+    check(r).map(|_| ())
+}
+
+/// The inode of what `fd` refers to, to tell one socket from a later one on the same number.
+pub fn inode(fd: i32) -> Option<(u64, u64)> {
+    let mut st = MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: st is valid for writing a struct stat.
+    let r = unsafe { libc::syscall(libc::SYS_fstat, fd as libc::c_long, st.as_mut_ptr()) };
+    if r < 0 {
+        return None;
+    }
+    // SAFETY: zero-initialised and filled by the kernel.
+    let st = unsafe { st.assume_init() };
+    Some((st.st_dev, st.st_ino))
+}
+
+/// Whether `fd` is open and a socket.
+pub fn is_socket(fd: i32) -> Option<bool> {
+    let mut st = MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: as in `inode`.
+    let r = unsafe { libc::syscall(libc::SYS_fstat, fd as libc::c_long, st.as_mut_ptr()) };
+    if r < 0 {
+        return None;
+    }
+    // SAFETY: as in `inode`.
+    let st = unsafe { st.assume_init() };
+    Some(st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+}
+
+pub fn write_all(fd: i32, buf: &[u8]) {
+    // One write(2) for the whole line: lines from several threads and processes never
+    // interleave on an O_APPEND file or a pipe (up to PIPE_BUF).
+    // SAFETY: buf is valid for buf.len() bytes.
+    let _ = unsafe { libc::syscall(libc::SYS_write, fd as libc::c_long, buf.as_ptr(), buf.len()) };
+}
+
+pub fn getpid() -> i32 {
+    // SAFETY: getpid has no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_getpid) as i32 }
+}
+
+/// Short names for the errnos a socket option can fail with.
+pub fn errno_name(e: i32) -> &'static str {
+    match e {
+        libc::EPERM => "EPERM (operation not permitted)",
+        libc::ENOENT => "ENOENT (no such algorithm or file)",
+        libc::EACCES => "EACCES (permission denied)",
+        libc::EINVAL => "EINVAL (invalid argument)",
+        libc::ENODEV => "ENODEV (no such device)",
+        libc::ENOPROTOOPT => "ENOPROTOOPT (option not supported by protocol)",
+        libc::EOPNOTSUPP => "EOPNOTSUPP (operation not supported)",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL (address not available)",
+        libc::EADDRINUSE => "EADDRINUSE (address in use)",
+        libc::ENOBUFS => "ENOBUFS (no buffer space)",
+        libc::EBADF => "EBADF (bad file descriptor)",
+        libc::ENOTSOCK => "ENOTSOCK (not a socket)",
+        libc::EISCONN => "EISCONN (already connected)",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT (address family not supported)",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT (protocol not supported)",
+        libc::EBUSY => "EBUSY (busy)",
+        _ => "error",
+    }
+}
