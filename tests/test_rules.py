@@ -115,7 +115,8 @@ def test_transport_match(tmp_path, port):
         dscp = "EF"
         """)
     with tos_server(socket.AF_INET, port, "udp") as u, tos_server(socket.AF_INET, port) as t:
-        assert run_under_sockwrap(["-c", cfg], peer("udp_sender.py", "127.0.0.1", port, "--count", "1")).returncode == 0
+        assert run_under_sockwrap(["-c", cfg], peer("udp_sender.py", "127.0.0.1", port, "--count", "1",
+                                                    "--connect")).returncode == 0
         assert run_under_sockwrap(["-c", cfg], peer("tcp_client.py", "127.0.0.1", port)).returncode == 0
         assert [d["tos"] for d in u.wait(1)] == [EF]
         assert [d["tos"] for d in t.wait(1)] == [0]
@@ -180,3 +181,19 @@ def test_explain(tmp_path, port, port2):
     assert hit.returncode == 0 and miss.returncode == 0, hit.stderr + miss.stderr
     assert "dscp" in hit.stdout.lower(), hit.stdout
     assert "dscp" not in miss.stdout.lower(), miss.stdout
+
+
+@pytest.mark.parametrize("mode", ["connected", "sendto"])
+def test_destination_rule_on_udp(mode, tmp_path, port, port2):
+    """A port-specific rule must also reach an unconnected UDP socket: its destination is
+    only known at sendto() time.  Datagrams to the other port stay unmarked."""
+    util.require_sockwrap()
+    extra = ["--connect"] if mode == "connected" else []
+    with tos_server(socket.AF_INET, port, "udp") as a, tos_server(socket.AF_INET, port2, "udp") as b:
+        r1 = run_under_sockwrap(["--to", f"127.0.0.1:{port}", "--dscp", "EF"],
+                                peer("udp_sender.py", "127.0.0.1", port, "--count", "2", *extra))
+        r2 = run_under_sockwrap(["--to", f"127.0.0.1:{port}", "--dscp", "EF"],
+                                peer("udp_sender.py", "127.0.0.1", port2, "--count", "2", *extra))
+        assert r1.returncode == 0 and r2.returncode == 0, r1.stderr + r2.stderr
+        assert [d["tos"] for d in a.wait(2)] == [EF, EF]
+        assert [d["tos"] for d in b.wait(2)] == [0, 0]
