@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --workspace -q
-SW="$PWD/target/release/sockwrap"
+if [ -z "${SOCKWRAP_BIN:-}" ]; then
+    cargo build --release --workspace -q
+fi
+SW="${SOCKWRAP_BIN:-$PWD/target/release/sockwrap}"
 PORT=$(( 20000 + RANDOM % 10000 ))
 TMP=$(mktemp -d)
 PIDS=()
