@@ -11,7 +11,10 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,defs");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    if let Ok(out) = Command::new(cc).arg("-print-file-name=libgcc_eh.a").output() {
+    if let Ok(out) = Command::new(cc)
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+    {
         let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let p = std::path::Path::new(&path);
         if p.is_absolute() && p.exists() {

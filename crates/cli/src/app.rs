@@ -30,15 +30,23 @@ fn option_args() -> Vec<Arg> {
     for o in Opt::ALL {
         let spec = o.spec();
         let name = flag_name(o);
-        let mut a = Arg::new(name.clone()).long(name).help(format!("{} [{}]", spec.help, spec.kernel));
+        let mut a = Arg::new(name.clone())
+            .long(name)
+            .help(format!("{} [{}]", spec.help, spec.kernel));
         a = match (o, spec.kind) {
-            (Opt::KeepAlive, _) => a.num_args(0..=1).default_missing_value("on").value_name("IDLE,INTVL,CNT"),
-            (_, Kind::Bool) => a.num_args(0..=1).default_missing_value("on").value_name("on|off"),
+            (Opt::KeepAlive, _) => a
+                .num_args(0..=1)
+                .default_missing_value("on")
+                .value_name("IDLE,INTVL,CNT"),
+            (_, Kind::Bool) => a
+                .num_args(0..=1)
+                .default_missing_value("on")
+                .value_name("on|off"),
             (_, Kind::Dscp) => a.value_name("CLASS"),
             (_, Kind::Name) => a.value_name("NAME"),
             (_, Kind::Addrs) => a.value_name("IP[,IP6]"),
             (_, Kind::Linger) => a.value_name("SECS|off"),
-            _ => a.value_name("N"),
+            _ => a.value_name("N").allow_negative_numbers(true),
         };
         args.push(a.help_heading("Socket options"));
     }
@@ -46,7 +54,9 @@ fn option_args() -> Vec<Arg> {
         Arg::new("tos")
             .long("tos")
             .value_name("BYTE")
-            .help("the whole ToS/traffic class byte 0..255 (instead of --dscp) [IP_TOS, IPV6_TCLASS]")
+            .help(
+                "the whole ToS/traffic class byte 0..255 (instead of --dscp) [IP_TOS, IPV6_TCLASS]",
+            )
             .conflicts_with("dscp")
             .help_heading("Socket options"),
     );
@@ -146,7 +156,10 @@ fn flag_vars(m: &ArgMatches) -> Vec<(String, String)> {
         }
         vars.push((var_for(Opt::Ttl), v.clone()));
     }
-    let targets: Vec<String> = m.get_many::<String>("to").map(|v| v.cloned().collect()).unwrap_or_default();
+    let targets: Vec<String> = m
+        .get_many::<String>("to")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
     for t in &targets {
         if let Err(e) = parse_target(t) {
             fail(format_args!("--to: {e}"));
@@ -184,9 +197,14 @@ fn find_library() -> PathBuf {
         }
         fail(format_args!("SOCKWRAP_LIB: {} is not a file", p.display()));
     }
-    let exe = std::env::current_exe().unwrap_or_else(|e| fail(format_args!("cannot find my own path: {e}")));
+    let exe = std::env::current_exe()
+        .unwrap_or_else(|e| fail(format_args!("cannot find my own path: {e}")));
     let dir = exe.parent().unwrap_or(Path::new("/"));
-    let candidates = [dir.join("libsockwrap.so"), dir.join("../lib/sockwrap/libsockwrap.so"), dir.join("../lib/libsockwrap.so")];
+    let candidates = [
+        dir.join("libsockwrap.so"),
+        dir.join("../lib/sockwrap/libsockwrap.so"),
+        dir.join("../lib/libsockwrap.so"),
+    ];
     for c in &candidates {
         if c.is_file() {
             return c.canonicalize().unwrap_or_else(|_| c.clone());
@@ -206,7 +224,9 @@ pub fn run(m: &ArgMatches) -> ! {
     let mut vars = flag_vars(m);
     if let Some(l) = m.get_one::<String>("log") {
         if LogLevel::parse(l).is_none() {
-            fail(format_args!("--log: `{l}` is not a log level: expected off, error, warn, info or debug"));
+            fail(format_args!(
+                "--log: `{l}` is not a log level: expected off, error, warn, info or debug"
+            ));
         }
         vars.push(("SOCKWRAP_LOG".into(), l.clone()));
     }
@@ -214,31 +234,47 @@ pub fn run(m: &ArgMatches) -> ! {
         let abs = std::path::absolute(f).unwrap_or_else(|_| PathBuf::from(f));
         vars.push(("SOCKWRAP_LOG_FILE".into(), abs.display().to_string()));
     }
-    let argv: Vec<OsString> = m.get_many::<String>("command").map(|v| v.map(OsString::from).collect()).unwrap_or_default();
-    let Some((prog, rest)) = argv.split_first() else { fail("run: no command given (sockwrap run [OPTIONS] -- COMMAND...)") };
+    let argv: Vec<OsString> = m
+        .get_many::<String>("command")
+        .map(|v| v.map(OsString::from).collect())
+        .unwrap_or_default();
+    let Some((prog, rest)) = argv.split_first() else {
+        fail("run: no command given (sockwrap run [OPTIONS] -- COMMAND...)")
+    };
 
     // Validate the whole policy as the library will see it: inherited SOCKWRAP_* variables,
     // then our flags on top.
-    let strict = m.get_flag("strict") || std::env::var("SOCKWRAP_STRICT").is_ok_and(|v| v == "1");
-    let mut seen: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("SOCKWRAP_")).collect();
+    if let Some(c) = m.get_one::<String>("config") {
+        if let Err(e) = std::fs::metadata(c) {
+            fail(format_args!("--config: {c}: {e}"));
+        }
+    }
+    let mut seen: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("SOCKWRAP_"))
+        .collect();
     seen.retain(|(k, _)| !vars.iter().any(|(f, _)| f == k));
     seen.extend(vars.iter().cloned());
-    let loaded = sockwrap_policy::load(seen.iter().map(|(k, v)| (k.as_str(), v.as_str())), read_policy_file);
+    let loaded = sockwrap_policy::load(
+        seen.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        read_policy_file,
+    );
     let mut cmd = std::process::Command::new(prog);
     cmd.args(rest);
     if !loaded.errors.is_empty() {
         for e in &loaded.errors {
             eprintln!("sockwrap: {e}");
         }
-        if strict {
-            fail("refusing to start the program: the policy has errors (--strict)");
+        if loaded.policy.on_error == sockwrap_policy::OnError::Fail {
+            fail("refusing to start the program: the policy has errors (--strict or on_error = \"fail\")");
         }
         eprintln!("sockwrap: the policy has errors; running the program untouched");
     } else {
         let lib = find_library();
         let preload = match std::env::var("LD_PRELOAD") {
             Ok(existing) if existing.split([':', ' ']).any(|e| Path::new(e) == lib) => existing,
-            Ok(existing) if !existing.trim().is_empty() => format!("{}:{}", lib.display(), existing),
+            Ok(existing) if !existing.trim().is_empty() => {
+                format!("{}:{}", lib.display(), existing)
+            }
             _ => lib.display().to_string(),
         };
         cmd.env("LD_PRELOAD", preload);
@@ -248,7 +284,11 @@ pub fn run(m: &ArgMatches) -> ! {
     }
     let err = cmd.exec();
     eprintln!("sockwrap: cannot run `{}`: {err}", prog.to_string_lossy());
-    std::process::exit(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+    std::process::exit(if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    })
 }
 
 pub fn check(m: &ArgMatches) -> ! {
@@ -271,7 +311,14 @@ pub fn check(m: &ArgMatches) -> ! {
                         .iter()
                         .enumerate()
                         .filter_map(|(i, s)| s.map(|s| (Opt::ALL[i], s)))
-                        .map(|(o, s)| format!("{}={}{}", o.name(), Shown(o, s.value), if s.soft { "(soft)" } else { "" }))
+                        .map(|(o, s)| {
+                            format!(
+                                "{}={}{}",
+                                o.name(),
+                                Shown(o, s.value),
+                                if s.soft { "(soft)" } else { "" }
+                            )
+                        })
                         .collect();
                     println!("  {}: {}", r.name, opts.join(" "));
                 }
@@ -289,15 +336,25 @@ pub fn check(m: &ArgMatches) -> ! {
 
 pub fn explain(m: &ArgMatches) -> ! {
     let vars = flag_vars(m);
-    let loaded = sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), read_policy_file);
+    let loaded = sockwrap_policy::load(
+        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        read_policy_file,
+    );
     if !loaded.errors.is_empty() {
         for e in &loaded.errors {
             eprintln!("{e}");
         }
         std::process::exit(1);
     }
-    let dest = m.get_one::<String>("dest").map(String::as_str).unwrap_or("");
-    let addr: SocketAddr = dest.parse().unwrap_or_else(|_| fail(format_args!("--dest: `{dest}` is not IP:PORT (use [v6]:port for IPv6)")));
+    let dest = m
+        .get_one::<String>("dest")
+        .map(String::as_str)
+        .unwrap_or("");
+    let addr: SocketAddr = dest.parse().unwrap_or_else(|_| {
+        fail(format_args!(
+            "--dest: `{dest}` is not IP:PORT (use [v6]:port for IPv6)"
+        ))
+    });
     let transport = match m.get_one::<String>("transport").map(String::as_str) {
         Some("udp") => Transport::Udp,
         Some("tcp") | None => Transport::Tcp,
@@ -312,7 +369,12 @@ pub fn explain(m: &ArgMatches) -> ! {
         Some(p) => loaded.policy.for_program(&[p.as_str()]),
         None => loaded.policy.clone(),
     };
-    let ctx = Ctx { transport, role: Some(role), remote: Some((ip_key(addr.ip()), addr.port())), local_port: None };
+    let ctx = Ctx {
+        transport,
+        role: Some(role),
+        remote: Some((ip_key(addr.ip()), addr.port())),
+        local_port: None,
+    };
     let rows = policy.explain(&ctx);
     if rows.is_empty() {
         println!("{dest} ({transport:?} {role:?}): no option applies");
@@ -326,7 +388,11 @@ pub fn explain(m: &ArgMatches) -> ! {
                 Shown(o, s.value).to_string(),
                 if s.soft { "soft" } else { "locked" },
                 rule,
-                if tcp_only { "  (TCP only: not applied to UDP)" } else { "" }
+                if tcp_only {
+                    "  (TCP only: not applied to UDP)"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -334,7 +400,7 @@ pub fn explain(m: &ArgMatches) -> ! {
 }
 
 pub fn options() {
-    println!("{:<20} {:<44} {:<14} {}", "OPTION", "KERNEL", "WHEN", "VALUES");
+    println!("{:<20} {:<44} {:<14} VALUES", "OPTION", "KERNEL", "WHEN");
     for o in Opt::ALL {
         let s = o.spec();
         let when = match s.when {
@@ -342,8 +408,15 @@ pub fn options() {
             catalog::When::BeforeConnect => "before connect",
             catalog::When::BeforeBind => "before bind",
         };
-        let tcp = if s.applies == catalog::Applies::Tcp { " (TCP only)" } else { "" };
-        println!("{:<20} {:<44} {:<14} {}{}", s.name, s.kernel, when, s.help, tcp);
+        let tcp = if s.applies == catalog::Applies::Tcp {
+            " (TCP only)"
+        } else {
+            ""
+        };
+        println!(
+            "{:<20} {:<44} {:<14} {}{}",
+            s.name, s.kernel, when, s.help, tcp
+        );
     }
 }
 

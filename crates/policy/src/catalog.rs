@@ -160,7 +160,11 @@ pub enum Kind {
     Dscp,
     Bool,
     /// Integer within `min..=max`; `unit` is a suffix family.
-    Int { min: i64, max: i64, unit: Unit },
+    Int {
+        min: i64,
+        max: i64,
+        unit: Unit,
+    },
     /// A short kernel name (congestion algorithm, interface): at most 15 bytes.
     Name,
     /// One or two IP addresses (at most one per family).
@@ -432,7 +436,10 @@ impl Name16 {
         }
         let mut bytes = [0u8; 16];
         bytes[..s.len()].copy_from_slice(s.as_bytes());
-        Some(Name16 { bytes, len: s.len() as u8 })
+        Some(Name16 {
+            bytes,
+            len: s.len() as u8,
+        })
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
@@ -651,16 +658,23 @@ pub fn parse_value(opt: Opt, name_used: &str, raw: Raw<'_>) -> Result<Value, Str
                 };
                 match n {
                     Some(n) if (0..=255).contains(&n) => Ok(Value::Int(n)),
-                    _ => Err(format!("tos: expected a ToS byte 0..255 (e.g. 0xb8), got {}", show_raw(raw))),
+                    _ => Err(format!(
+                        "tos: expected a ToS byte 0..255 (e.g. 0xb8), got {}",
+                        show_raw(raw)
+                    )),
                 }
             } else {
                 let d = match raw {
                     Raw::Int(n) if (0..=63).contains(&n) => n as u8,
                     Raw::Int(n) => {
-                        return Err(format!("dscp: {n} is out of range: expected 0..63 or a name like EF"))
+                        return Err(format!(
+                            "dscp: {n} is out of range: expected 0..63 or a name like EF"
+                        ))
                     }
                     Raw::Str(s) => parse_dscp(s).map_err(|e| format!("dscp: {e}"))?,
-                    Raw::Bool(_) => return Err("dscp: expected a DSCP name or number, got a boolean".into()),
+                    Raw::Bool(_) => {
+                        return Err("dscp: expected a DSCP name or number, got a boolean".into())
+                    }
                 };
                 Ok(Value::Int((d as i64) << 2))
             }
@@ -673,8 +687,12 @@ pub fn parse_value(opt: Opt, name_used: &str, raw: Raw<'_>) -> Result<Value, Str
                 Raw::Int(_) => None,
                 Raw::Str(s) => parse_bool_text(s),
             };
-            b.map(Value::Bool)
-                .ok_or_else(|| format!("{name}: expected on/off (true/false, yes/no, 1/0), got {}", show_raw(raw)))
+            b.map(Value::Bool).ok_or_else(|| {
+                format!(
+                    "{name}: expected on/off (true/false, yes/no, 1/0), got {}",
+                    show_raw(raw)
+                )
+            })
         }
         Kind::Int { min, max, unit } => {
             let n = match raw {
@@ -684,16 +702,30 @@ pub fn parse_value(opt: Opt, name_used: &str, raw: Raw<'_>) -> Result<Value, Str
             };
             match n {
                 Some(n) if n >= min && n <= max => Ok(Value::Int(n)),
-                Some(n) => Err(format!("{name}: {n} is out of range: expected {min}..{max}{}", unit_hint(unit))),
-                None => Err(format!("{name}: expected a number{}, got {}", unit_hint(unit), show_raw(raw))),
+                Some(n) => Err(format!(
+                    "{name}: {n} is out of range: expected {min}..{max}{}",
+                    unit_hint(unit)
+                )),
+                None => Err(format!(
+                    "{name}: expected a number{}, got {}",
+                    unit_hint(unit),
+                    show_raw(raw)
+                )),
             }
         }
         Kind::Name => {
             let s = match raw {
                 Raw::Str(s) => s.trim(),
-                _ => return Err(format!("{name}: expected a name (a string), got {}", show_raw(raw))),
+                _ => {
+                    return Err(format!(
+                        "{name}: expected a name (a string), got {}",
+                        show_raw(raw)
+                    ))
+                }
             };
-            let ok_chars = s.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+            let ok_chars = s
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
             match Name16::new(s) {
                 Some(n) if ok_chars => Ok(Value::Name(n)),
                 _ => Err(format!("{name}: `{s}` is not a valid name: expected 1..15 printable characters without `/`")),
@@ -702,7 +734,12 @@ pub fn parse_value(opt: Opt, name_used: &str, raw: Raw<'_>) -> Result<Value, Str
         Kind::Addrs => {
             let s = match raw {
                 Raw::Str(s) => s,
-                _ => return Err(format!("{name}: expected an IP address, got {}", show_raw(raw))),
+                _ => {
+                    return Err(format!(
+                        "{name}: expected an IP address, got {}",
+                        show_raw(raw)
+                    ))
+                }
             };
             let mut a = BindAddrs::default();
             for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -710,15 +747,23 @@ pub fn parse_value(opt: Opt, name_used: &str, raw: Raw<'_>) -> Result<Value, Str
                     Ok(core::net::IpAddr::V4(v4)) if a.v4.is_none() => a.v4 = Some(v4.octets()),
                     Ok(core::net::IpAddr::V6(v6)) if a.v6.is_none() => match v6.to_ipv4_mapped() {
                         Some(v4) if a.v4.is_none() => a.v4 = Some(v4.octets()),
-                        Some(_) => return Err(format!("{name}: more than one IPv4 address in `{s}`")),
+                        Some(_) => {
+                            return Err(format!("{name}: more than one IPv4 address in `{s}`"))
+                        }
                         None => a.v6 = Some(v6.octets()),
                     },
-                    Ok(_) => return Err(format!("{name}: more than one address of the same family in `{s}`")),
+                    Ok(_) => {
+                        return Err(format!(
+                            "{name}: more than one address of the same family in `{s}`"
+                        ))
+                    }
                     Err(_) => return Err(format!("{name}: `{part}` is not an IP address")),
                 }
             }
             if a.v4.is_none() && a.v6.is_none() {
-                return Err(format!("{name}: expected an IP address, got an empty value"));
+                return Err(format!(
+                    "{name}: expected an IP address, got an empty value"
+                ));
             }
             Ok(Value::Addrs(a))
         }
@@ -734,7 +779,10 @@ pub fn parse_value(opt: Opt, name_used: &str, raw: Raw<'_>) -> Result<Value, Str
             };
             match n {
                 Some(n) if (0..=65535).contains(&n) => Ok(Value::Linger(Some(n as u16))),
-                _ => Err(format!("linger: expected seconds 0..65535 or `off`, got {}", show_raw(raw))),
+                _ => Err(format!(
+                    "linger: expected seconds 0..65535 or `off`, got {}",
+                    show_raw(raw)
+                )),
             }
         }
     }
@@ -763,8 +811,13 @@ pub fn parse_keepalive(s: &str) -> Result<Vec<(Opt, Value)>, String> {
         ));
     }
     let mut out = vec![(Opt::KeepAlive, Value::Bool(true))];
-    for (slot, p) in [Opt::KeepIdle, Opt::KeepIntvl, Opt::KeepCnt].into_iter().zip(parts) {
-        out.push((slot, parse_value(slot, slot.name(), Raw::Str(p))?));
+    for (slot, p) in [Opt::KeepIdle, Opt::KeepIntvl, Opt::KeepCnt]
+        .into_iter()
+        .zip(parts)
+    {
+        let v = parse_value(slot, slot.name(), Raw::Str(p))
+            .map_err(|e| format!("keepalive: `{s}`: {e}"))?;
+        out.push((slot, v));
     }
     Ok(out)
 }
@@ -784,7 +837,13 @@ impl KernelOp {
     fn int(level: i32, name: i32, cname: &'static str, v: i32) -> KernelOp {
         let mut buf = [0u8; 16];
         buf[..4].copy_from_slice(&v.to_ne_bytes());
-        KernelOp { level, name, cname, buf, len: 4 }
+        KernelOp {
+            level,
+            name,
+            cname,
+            buf,
+            len: 4,
+        }
     }
     pub fn bytes(&self) -> &[u8] {
         &self.buf[..self.len as usize]
@@ -826,7 +885,12 @@ pub fn kernel_ops(opt: Opt, value: Value, family: Family, maybe_v4: bool) -> Ops
     match (opt, value) {
         (Opt::Tos, Value::Int(t)) => {
             if family == Family::V6 {
-                ops.push(KernelOp::int(IPPROTO_IPV6, IPV6_TCLASS, "IPV6_TCLASS", i(t)));
+                ops.push(KernelOp::int(
+                    IPPROTO_IPV6,
+                    IPV6_TCLASS,
+                    "IPV6_TCLASS",
+                    i(t),
+                ));
             }
             if family == Family::V4 || maybe_v4 {
                 ops.push(KernelOp::int(IPPROTO_IP, IP_TOS, "IP_TOS", i(t)));
@@ -834,15 +898,27 @@ pub fn kernel_ops(opt: Opt, value: Value, family: Family, maybe_v4: bool) -> Ops
         }
         (Opt::Ttl, Value::Int(t)) => {
             if family == Family::V6 {
-                ops.push(KernelOp::int(IPPROTO_IPV6, IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", i(t)));
+                ops.push(KernelOp::int(
+                    IPPROTO_IPV6,
+                    IPV6_UNICAST_HOPS,
+                    "IPV6_UNICAST_HOPS",
+                    i(t),
+                ));
             }
             if family == Family::V4 || maybe_v4 {
                 ops.push(KernelOp::int(IPPROTO_IP, IP_TTL, "IP_TTL", i(t)));
             }
         }
-        (Opt::Priority, Value::Int(v)) => ops.push(KernelOp::int(SOL_SOCKET, SO_PRIORITY, "SO_PRIORITY", i(v))),
+        (Opt::Priority, Value::Int(v)) => {
+            ops.push(KernelOp::int(SOL_SOCKET, SO_PRIORITY, "SO_PRIORITY", i(v)))
+        }
         // SO_MARK takes a u32; the bit pattern of an i32 is the same.
-        (Opt::Mark, Value::Int(v)) => ops.push(KernelOp::int(SOL_SOCKET, SO_MARK, "SO_MARK", v as u32 as i32)),
+        (Opt::Mark, Value::Int(v)) => ops.push(KernelOp::int(
+            SOL_SOCKET,
+            SO_MARK,
+            "SO_MARK",
+            v as u32 as i32,
+        )),
         (Opt::BindInterface, Value::Name(n)) => {
             let mut buf = [0u8; 16];
             buf[..n.as_bytes().len()].copy_from_slice(n.as_bytes());
@@ -854,13 +930,32 @@ pub fn kernel_ops(opt: Opt, value: Value, family: Family, maybe_v4: bool) -> Ops
                 len: n.as_bytes().len() as u8 + 1,
             });
         }
-        (Opt::ReuseAddr, Value::Bool(b)) => ops.push(KernelOp::int(SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR", b as i32)),
-        (Opt::ReusePort, Value::Bool(b)) => ops.push(KernelOp::int(SOL_SOCKET, SO_REUSEPORT, "SO_REUSEPORT", b as i32)),
-        (Opt::SndBuf, Value::Int(v)) => ops.push(KernelOp::int(SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF", i(v))),
-        (Opt::RcvBuf, Value::Int(v)) => ops.push(KernelOp::int(SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF", i(v))),
+        (Opt::ReuseAddr, Value::Bool(b)) => ops.push(KernelOp::int(
+            SOL_SOCKET,
+            SO_REUSEADDR,
+            "SO_REUSEADDR",
+            b as i32,
+        )),
+        (Opt::ReusePort, Value::Bool(b)) => ops.push(KernelOp::int(
+            SOL_SOCKET,
+            SO_REUSEPORT,
+            "SO_REUSEPORT",
+            b as i32,
+        )),
+        (Opt::SndBuf, Value::Int(v)) => {
+            ops.push(KernelOp::int(SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF", i(v)))
+        }
+        (Opt::RcvBuf, Value::Int(v)) => {
+            ops.push(KernelOp::int(SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF", i(v)))
+        }
         (Opt::MaxPacingRate, Value::Int(v)) => {
             // The kernel reads a u32 when optlen is 4 (and a u64 when it is 8); our range fits a u32.
-            ops.push(KernelOp::int(SOL_SOCKET, SO_MAX_PACING_RATE, "SO_MAX_PACING_RATE", v as u32 as i32))
+            ops.push(KernelOp::int(
+                SOL_SOCKET,
+                SO_MAX_PACING_RATE,
+                "SO_MAX_PACING_RATE",
+                v as u32 as i32,
+            ))
         }
         (Opt::Linger, Value::Linger(l)) => {
             let mut buf = [0u8; 16];
@@ -870,16 +965,47 @@ pub fn kernel_ops(opt: Opt, value: Value, family: Family, maybe_v4: bool) -> Ops
             };
             buf[..4].copy_from_slice(&on.to_ne_bytes());
             buf[4..8].copy_from_slice(&secs.to_ne_bytes());
-            ops.push(KernelOp { level: SOL_SOCKET, name: SO_LINGER, cname: "SO_LINGER", buf, len: 8 });
+            ops.push(KernelOp {
+                level: SOL_SOCKET,
+                name: SO_LINGER,
+                cname: "SO_LINGER",
+                buf,
+                len: 8,
+            });
         }
-        (Opt::KeepAlive, Value::Bool(b)) => ops.push(KernelOp::int(SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE", b as i32)),
-        (Opt::KeepIdle, Value::Int(v)) => ops.push(KernelOp::int(IPPROTO_TCP, TCP_KEEPIDLE, "TCP_KEEPIDLE", i(v))),
-        (Opt::KeepIntvl, Value::Int(v)) => ops.push(KernelOp::int(IPPROTO_TCP, TCP_KEEPINTVL, "TCP_KEEPINTVL", i(v))),
-        (Opt::KeepCnt, Value::Int(v)) => ops.push(KernelOp::int(IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", i(v))),
-        (Opt::NoDelay, Value::Bool(b)) => ops.push(KernelOp::int(IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY", b as i32)),
-        (Opt::UserTimeout, Value::Int(v)) => {
-            ops.push(KernelOp::int(IPPROTO_TCP, TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", i(v)))
+        (Opt::KeepAlive, Value::Bool(b)) => ops.push(KernelOp::int(
+            SOL_SOCKET,
+            SO_KEEPALIVE,
+            "SO_KEEPALIVE",
+            b as i32,
+        )),
+        (Opt::KeepIdle, Value::Int(v)) => ops.push(KernelOp::int(
+            IPPROTO_TCP,
+            TCP_KEEPIDLE,
+            "TCP_KEEPIDLE",
+            i(v),
+        )),
+        (Opt::KeepIntvl, Value::Int(v)) => ops.push(KernelOp::int(
+            IPPROTO_TCP,
+            TCP_KEEPINTVL,
+            "TCP_KEEPINTVL",
+            i(v),
+        )),
+        (Opt::KeepCnt, Value::Int(v)) => {
+            ops.push(KernelOp::int(IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", i(v)))
         }
+        (Opt::NoDelay, Value::Bool(b)) => ops.push(KernelOp::int(
+            IPPROTO_TCP,
+            TCP_NODELAY,
+            "TCP_NODELAY",
+            b as i32,
+        )),
+        (Opt::UserTimeout, Value::Int(v)) => ops.push(KernelOp::int(
+            IPPROTO_TCP,
+            TCP_USER_TIMEOUT,
+            "TCP_USER_TIMEOUT",
+            i(v),
+        )),
         (Opt::Congestion, Value::Name(n)) => {
             let mut buf = [0u8; 16];
             buf[..n.as_bytes().len()].copy_from_slice(n.as_bytes());
@@ -891,10 +1017,15 @@ pub fn kernel_ops(opt: Opt, value: Value, family: Family, maybe_v4: bool) -> Ops
                 len: n.as_bytes().len() as u8,
             });
         }
-        (Opt::MaxSeg, Value::Int(v)) => ops.push(KernelOp::int(IPPROTO_TCP, TCP_MAXSEG, "TCP_MAXSEG", i(v))),
-        (Opt::NotsentLowat, Value::Int(v)) => {
-            ops.push(KernelOp::int(IPPROTO_TCP, TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT", i(v)))
+        (Opt::MaxSeg, Value::Int(v)) => {
+            ops.push(KernelOp::int(IPPROTO_TCP, TCP_MAXSEG, "TCP_MAXSEG", i(v)))
         }
+        (Opt::NotsentLowat, Value::Int(v)) => ops.push(KernelOp::int(
+            IPPROTO_TCP,
+            TCP_NOTSENT_LOWAT,
+            "TCP_NOTSENT_LOWAT",
+            i(v),
+        )),
         _ => {}
     }
     ops
@@ -942,24 +1073,59 @@ mod tests {
 
     #[test]
     fn dscp_spellings() {
-        for (s, tos) in [("EF", 0xb8), ("ef", 0xb8), ("AF41", 0x88), ("CS6", 0xc0), ("LE", 0x04), ("VA", 0xb0), ("46", 0xb8), ("0x2e", 0xb8), ("0", 0)] {
-            assert_eq!(parse_value(Opt::Tos, "dscp", Raw::Str(s)), Ok(Value::Int(tos)), "{s}");
+        for (s, tos) in [
+            ("EF", 0xb8),
+            ("ef", 0xb8),
+            ("AF41", 0x88),
+            ("CS6", 0xc0),
+            ("LE", 0x04),
+            ("VA", 0xb0),
+            ("46", 0xb8),
+            ("0x2e", 0xb8),
+            ("0", 0),
+        ] {
+            assert_eq!(
+                parse_value(Opt::Tos, "dscp", Raw::Str(s)),
+                Ok(Value::Int(tos)),
+                "{s}"
+            );
         }
         assert!(parse_value(Opt::Tos, "dscp", Raw::Str("XX")).is_err());
         assert!(parse_value(Opt::Tos, "dscp", Raw::Str("64")).is_err());
         assert!(parse_value(Opt::Tos, "dscp", Raw::Int(64)).is_err());
-        assert_eq!(parse_value(Opt::Tos, "tos", Raw::Str("0xb8")), Ok(Value::Int(0xb8)));
+        assert_eq!(
+            parse_value(Opt::Tos, "tos", Raw::Str("0xb8")),
+            Ok(Value::Int(0xb8))
+        );
         assert!(parse_value(Opt::Tos, "tos", Raw::Int(256)).is_err());
     }
 
     #[test]
     fn units() {
-        assert_eq!(parse_value(Opt::SndBuf, "sndbuf", Raw::Str("64K")), Ok(Value::Int(65536)));
-        assert_eq!(parse_value(Opt::UserTimeout, "user-timeout", Raw::Str("30s")), Ok(Value::Int(30000)));
-        assert_eq!(parse_value(Opt::UserTimeout, "user-timeout", Raw::Str("250")), Ok(Value::Int(250)));
-        assert_eq!(parse_value(Opt::MaxPacingRate, "max-pacing-rate", Raw::Str("8mbit")), Ok(Value::Int(1_000_000)));
-        assert_eq!(parse_value(Opt::KeepIdle, "keepalive.idle", Raw::Str("2m")), Ok(Value::Int(120)));
-        assert_eq!(parse_value(Opt::Mark, "mark", Raw::Str("0x10")), Ok(Value::Int(16)));
+        assert_eq!(
+            parse_value(Opt::SndBuf, "sndbuf", Raw::Str("64K")),
+            Ok(Value::Int(65536))
+        );
+        assert_eq!(
+            parse_value(Opt::UserTimeout, "user-timeout", Raw::Str("30s")),
+            Ok(Value::Int(30000))
+        );
+        assert_eq!(
+            parse_value(Opt::UserTimeout, "user-timeout", Raw::Str("250")),
+            Ok(Value::Int(250))
+        );
+        assert_eq!(
+            parse_value(Opt::MaxPacingRate, "max-pacing-rate", Raw::Str("8mbit")),
+            Ok(Value::Int(1_000_000))
+        );
+        assert_eq!(
+            parse_value(Opt::KeepIdle, "keepalive.idle", Raw::Str("2m")),
+            Ok(Value::Int(120))
+        );
+        assert_eq!(
+            parse_value(Opt::Mark, "mark", Raw::Str("0x10")),
+            Ok(Value::Int(16))
+        );
         assert!(parse_value(Opt::Ttl, "ttl", Raw::Str("0")).is_err());
         assert!(parse_value(Opt::Ttl, "ttl", Raw::Str("7x")).is_err());
     }
@@ -969,7 +1135,10 @@ mod tests {
         let v = parse_keepalive("30,10,3").expect("valid");
         assert_eq!(v.len(), 4);
         assert_eq!(v[1], (Opt::KeepIdle, Value::Int(30)));
-        assert_eq!(parse_keepalive("on").expect("valid"), vec![(Opt::KeepAlive, Value::Bool(true))]);
+        assert_eq!(
+            parse_keepalive("on").expect("valid"),
+            vec![(Opt::KeepAlive, Value::Bool(true))]
+        );
         assert_eq!(parse_keepalive("30").expect("valid").len(), 2);
         assert!(parse_keepalive("30,,3").is_err());
         assert!(parse_keepalive("30,10,3,4").is_err());
@@ -995,7 +1164,12 @@ mod tests {
             }
             assert!(ops.iter().count() >= 1, "{o:?}");
             for op in ops.iter() {
-                assert_eq!(slot_for_kernel_option(op.level, op.name), Some(o), "{}", op.cname);
+                assert_eq!(
+                    slot_for_kernel_option(op.level, op.name),
+                    Some(o),
+                    "{}",
+                    op.cname
+                );
             }
         }
     }

@@ -56,14 +56,23 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
         let pos = line_col(self.text, span.start);
-        self.errors.push(ConfigError { source: self.source.to_string(), pos: Some(pos), msg: msg.into() });
+        self.errors.push(ConfigError {
+            source: self.source.to_string(),
+            pos: Some(pos),
+            msg: msg.into(),
+        });
     }
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -106,12 +115,21 @@ fn one_or_many<'a, 'i>(v: &'a Spanned<DeValue<'i>>) -> Vec<&'a Spanned<DeValue<'
 
 /// Parses a policy file's text. `source` names it in errors (usually the path).
 pub fn parse_config(text: &str, source: &str) -> Result<Config, Vec<ConfigError>> {
-    let mut cx = Ctx { source, text, errors: Vec::new() };
+    let mut cx = Ctx {
+        source,
+        text,
+        errors: Vec::new(),
+    };
     let doc = match DeTable::parse(text) {
         Ok(d) => d,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
-            let msg = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+            let msg = e
+                .message()
+                .lines()
+                .next()
+                .unwrap_or("invalid TOML")
+                .to_string();
             cx.err(span, format!("invalid TOML: {msg}"));
             return Err(cx.errors);
         }
@@ -156,6 +174,22 @@ pub fn parse_config(text: &str, source: &str) -> Result<Config, Vec<ConfigError>
     }
 }
 
+/// What a file says about `on_error`, even when the rest of it is broken: a file that asks
+/// for strict mode is obeyed (the program is refused) rather than run half-configured.
+pub fn declared_on_error(text: &str) -> Option<OnError> {
+    let doc = DeTable::parse_recoverable(text).0;
+    let v = doc
+        .get_ref()
+        .iter()
+        .find(|(k, _)| matches!(k.get_ref().as_ref(), "on_error" | "on-error"))?
+        .1;
+    match v.get_ref() {
+        DeValue::String(s) if s == "fail" => Some(OnError::Fail),
+        DeValue::String(s) if s == "warn" => Some(OnError::Warn),
+        _ => None,
+    }
+}
+
 fn show(v: &DeValue<'_>) -> String {
     match v {
         DeValue::String(s) => format!("\"{s}\""),
@@ -173,11 +207,17 @@ fn parse_rule(cx: &mut Ctx<'_>, t: &DeTable<'_>, default_name: String) -> Option
         match k {
             "name" => match val.get_ref() {
                 DeValue::String(s) => rule.name = s.to_string(),
-                other => cx.err(val.span(), format!("name: expected a string, got {}", kind_name(other))),
+                other => cx.err(
+                    val.span(),
+                    format!("name: expected a string, got {}", kind_name(other)),
+                ),
             },
             "match" => match val.get_ref() {
                 DeValue::Table(m) => rule.matcher = parse_match(cx, m),
-                other => cx.err(val.span(), format!("match: expected a table, got {}", kind_name(other))),
+                other => cx.err(
+                    val.span(),
+                    format!("match: expected a table, got {}", kind_name(other)),
+                ),
             },
             "soft" => match val.get_ref() {
                 DeValue::Boolean(b) => soft_all = *b,
@@ -188,13 +228,19 @@ fn parse_rule(cx: &mut Ctx<'_>, t: &DeTable<'_>, default_name: String) -> Option
                                 Some(o) => soft_list.push((o, item.span())),
                                 None => cx.err(item.span(), format!("soft: unknown option `{s}`")),
                             },
-                            other => cx.err(item.span(), format!("soft: expected option names, got {}", kind_name(other))),
+                            other => cx.err(
+                                item.span(),
+                                format!("soft: expected option names, got {}", kind_name(other)),
+                            ),
                         }
                     }
                 }
                 other => cx.err(
                     val.span(),
-                    format!("soft: expected true/false or a list of option names, got {}", kind_name(other)),
+                    format!(
+                        "soft: expected true/false or a list of option names, got {}",
+                        kind_name(other)
+                    ),
                 ),
             },
             "keepalive" => match val.get_ref() {
@@ -205,7 +251,13 @@ fn parse_rule(cx: &mut Ctx<'_>, t: &DeTable<'_>, default_name: String) -> Option
                         if sub == "enabled" {
                             match kv.get_ref() {
                                 DeValue::Boolean(b) => enabled = *b,
-                                other => cx.err(kv.span(), format!("keepalive.enabled: expected a boolean, got {}", kind_name(other))),
+                                other => cx.err(
+                                    kv.span(),
+                                    format!(
+                                        "keepalive.enabled: expected a boolean, got {}",
+                                        kind_name(other)
+                                    ),
+                                ),
                             }
                             continue;
                         }
@@ -241,7 +293,10 @@ fn parse_rule(cx: &mut Ctx<'_>, t: &DeTable<'_>, default_name: String) -> Option
     for (o, span) in soft_list {
         match rule.settings[o as usize].as_mut() {
             Some(s) => s.soft = true,
-            None => cx.err(span, format!("soft: `{}` is not set by this rule", o.name())),
+            None => cx.err(
+                span,
+                format!("soft: `{}` is not set by this rule", o.name()),
+            ),
         }
     }
     if soft_all {
@@ -261,7 +316,10 @@ pub fn unknown_key_msg(k: &str) -> String {
     let close = known.iter().copied().find(|n| edit_distance(n, k) <= 2);
     match close {
         Some(n) => format!("unknown option `{k}` (did you mean `{n}`?)"),
-        None => format!("unknown option `{k}`: expected one of name, match, soft, {}", known.join(", ")),
+        None => format!(
+            "unknown option `{k}`: expected one of name, match, soft, {}",
+            known.join(", ")
+        ),
     }
 }
 
@@ -279,13 +337,25 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-fn set_scalar(cx: &mut Ctx<'_>, rule: &mut Rule, opt: Opt, name_used: &str, val: &Spanned<DeValue<'_>>) {
+fn set_scalar(
+    cx: &mut Ctx<'_>,
+    rule: &mut Rule,
+    opt: Opt,
+    name_used: &str,
+    val: &Spanned<DeValue<'_>>,
+) {
     match raw(val.get_ref()) {
         Some(r) => match parse_value(opt, name_used, r) {
             Ok(v) => rule.set(opt, v, false),
             Err(e) => cx.err(val.span(), e),
         },
-        None => cx.err(val.span(), format!("{name_used}: expected a value, got {}", kind_name(val.get_ref()))),
+        None => cx.err(
+            val.span(),
+            format!(
+                "{name_used}: expected a value, got {}",
+                kind_name(val.get_ref())
+            ),
+        ),
     }
 }
 
@@ -387,8 +457,14 @@ soft = ["nodelay"]
         assert_eq!(cfg.rules[0].name, "p.toml:4");
         let r = &cfg.rules[1];
         assert_eq!(r.name, "ssh");
-        assert_eq!(r.settings[Opt::KeepIdle as usize].map(|s| s.value), Some(Value::Int(30)));
-        assert_eq!(r.settings[Opt::KeepAlive as usize].map(|s| s.value), Some(Value::Bool(true)));
+        assert_eq!(
+            r.settings[Opt::KeepIdle as usize].map(|s| s.value),
+            Some(Value::Int(30))
+        );
+        assert_eq!(
+            r.settings[Opt::KeepAlive as usize].map(|s| s.value),
+            Some(Value::Bool(true))
+        );
         assert!(r.settings[Opt::NoDelay as usize].is_some_and(|s| s.soft));
         assert!(r.settings[Opt::Tos as usize].is_some_and(|s| !s.soft));
         assert_eq!(r.matcher.port.len(), 2);
@@ -397,12 +473,37 @@ soft = ["nodelay"]
 
     #[test]
     fn errors_have_positions_and_say_what_was_expected() {
-        let text = "[[rule]]\ndscp = \"XX\"\nmatch = { remote = \"10.0.0.0/33x\" }\nnodelai = true\n";
+        let text =
+            "[[rule]]\ndscp = \"XX\"\nmatch = { remote = \"10.0.0.0/33x\" }\nnodelai = true\n";
         let errs = parse_config(text, "bad.toml").expect_err("invalid");
         let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        assert!(shown.iter().any(|s| s.starts_with("bad.toml:2:8: error: dscp: `XX` is not a DSCP")), "{shown:?}");
-        assert!(shown.iter().any(|s| s.starts_with("bad.toml:3:20: error: match.remote:")), "{shown:?}");
-        assert!(shown.iter().any(|s| s.contains("bad.toml:4:1: error: unknown option `nodelai` (did you mean `nodelay`?)")), "{shown:?}");
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.starts_with("bad.toml:2:8: error: dscp: `XX` is not a DSCP")),
+            "{shown:?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|s| s.starts_with("bad.toml:3:20: error: match.remote:")),
+            "{shown:?}"
+        );
+        assert!(
+            shown.iter().any(|s| s.contains(
+                "bad.toml:4:1: error: unknown option `nodelai` (did you mean `nodelay`?)"
+            )),
+            "{shown:?}"
+        );
+    }
+
+    #[test]
+    fn broken_files_still_declare_strictness() {
+        assert_eq!(
+            declared_on_error("on_error = \"fail\"\n[[rule]]\nbogus = 1\n"),
+            Some(OnError::Fail)
+        );
+        assert_eq!(declared_on_error("[[rule]]\n"), None);
     }
 
     #[test]

@@ -63,11 +63,19 @@ pub struct EnvSettings {
 
 /// Variables starting with `SOCKWRAP_` that are not for the library (the launcher's and the
 /// test suite's own).
-const NOT_OURS: &[&str] = &["SOCKWRAP_LIB", "SOCKWRAP_BIN", "SOCKWRAP_NO_SKIP", "SOCKWRAP_ACTIVE"];
+const NOT_OURS: &[&str] = &[
+    "SOCKWRAP_LIB",
+    "SOCKWRAP_BIN",
+    "SOCKWRAP_NO_SKIP",
+    "SOCKWRAP_ACTIVE",
+];
 
 /// The environment variable for an option: `SOCKWRAP_` + upper-snake name.
 pub fn var_for(opt: Opt) -> String {
-    format!("SOCKWRAP_{}", opt.name().replace(['-', '.'], "_").to_ascii_uppercase())
+    format!(
+        "SOCKWRAP_{}",
+        opt.name().replace(['-', '.'], "_").to_ascii_uppercase()
+    )
 }
 
 fn opt_for_var(var_suffix: &str) -> Option<Opt> {
@@ -119,15 +127,25 @@ pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> EnvS
     let mut targets: Vec<Match> = Vec::new();
     let mut soft: Option<String> = None;
     let err = |out: &mut EnvSettings, var: &str, msg: String| {
-        out.errors.push(ConfigError { source: var.to_string(), pos: None, msg });
+        out.errors.push(ConfigError {
+            source: var.to_string(),
+            pos: None,
+            msg,
+        });
     };
     for (k, v) in vars {
-        let Some(suffix) = k.strip_prefix("SOCKWRAP_") else { continue };
+        let Some(suffix) = k.strip_prefix("SOCKWRAP_") else {
+            continue;
+        };
         match suffix {
             "CONFIG" => out.config_path = Some(v.to_string()).filter(|p| !p.is_empty()),
             "LOG" => match LogLevel::parse(v) {
                 Some(l) => out.log_level = l,
-                None => err(&mut out, k, format!("`{v}` is not a log level: expected off, error, warn, info or debug")),
+                None => err(
+                    &mut out,
+                    k,
+                    format!("`{v}` is not a log level: expected off, error, warn, info or debug"),
+                ),
             },
             "LOG_FILE" => out.log_file = Some(v.to_string()).filter(|p| !p.is_empty()),
             "STRICT" => out.strict = matches!(v.trim(), "1" | "true" | "yes" | "on"),
@@ -172,7 +190,11 @@ pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> EnvS
                             st.soft = true;
                         }
                     }
-                    None => err(&mut out, "SOCKWRAP_SOFT", format!("unknown option `{name}`")),
+                    None => err(
+                        &mut out,
+                        "SOCKWRAP_SOFT",
+                        format!("unknown option `{name}`"),
+                    ),
                 }
             }
         }
@@ -211,9 +233,18 @@ mod tests {
         assert!(e.errors.is_empty(), "{:?}", e.errors);
         assert_eq!(e.flag_rules.len(), 2);
         let r = &e.flag_rules[0];
-        assert_eq!(r.settings[Opt::Tos as usize].map(|s| (s.value, s.soft)), Some((Value::Int(0xb8), true)));
-        assert_eq!(r.settings[Opt::UserTimeout as usize].map(|s| s.value), Some(Value::Int(5000)));
-        assert_eq!(r.settings[Opt::KeepCnt as usize].map(|s| s.value), Some(Value::Int(3)));
+        assert_eq!(
+            r.settings[Opt::Tos as usize].map(|s| (s.value, s.soft)),
+            Some((Value::Int(0xb8), true))
+        );
+        assert_eq!(
+            r.settings[Opt::UserTimeout as usize].map(|s| s.value),
+            Some(Value::Int(5000))
+        );
+        assert_eq!(
+            r.settings[Opt::KeepCnt as usize].map(|s| s.value),
+            Some(Value::Int(3))
+        );
         assert_eq!(e.log_level, LogLevel::Info);
         assert_eq!(var_for(Opt::KeepIdle), "SOCKWRAP_KEEPALIVE_IDLE");
         assert_eq!(opt_for_var("KEEPALIVE_IDLE"), Some(Opt::KeepIdle));
@@ -222,9 +253,15 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let e = from_vars([("SOCKWRAP_DSCP", "XX"), ("SOCKWRAP_DSPC", "EF"), ("SOCKWRAP_TO", "10.0.0.0/33x")]);
+        let e = from_vars([
+            ("SOCKWRAP_DSCP", "XX"),
+            ("SOCKWRAP_DSPC", "EF"),
+            ("SOCKWRAP_TO", "10.0.0.0/33x"),
+        ]);
         assert_eq!(e.errors.len(), 2);
-        assert!(e.errors[0].to_string().starts_with("SOCKWRAP_DSCP: error: dscp:"));
+        assert!(e.errors[0]
+            .to_string()
+            .starts_with("SOCKWRAP_DSCP: error: dscp:"));
         assert_eq!(e.unknown, vec!["SOCKWRAP_DSPC".to_string()]);
     }
 

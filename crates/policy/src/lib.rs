@@ -36,7 +36,11 @@ pub fn load<'a>(
     let env = env::from_vars(vars);
     let mut errors = env.errors.clone();
     let mut rules = Vec::new();
-    let mut on_error = if env.strict { OnError::Fail } else { OnError::Warn };
+    let mut on_error = if env.strict {
+        OnError::Fail
+    } else {
+        OnError::Warn
+    };
     if let Some(path) = &env.config_path {
         match read_file(path) {
             Ok(text) => match parse_config(&text, path) {
@@ -48,14 +52,32 @@ pub fn load<'a>(
                     }
                     rules = cfg.rules;
                 }
-                Err(mut e) => errors.append(&mut e),
+                Err(mut e) => {
+                    if config::declared_on_error(&text) == Some(OnError::Fail) {
+                        on_error = OnError::Fail;
+                    }
+                    errors.append(&mut e)
+                }
             },
-            Err(e) => errors.push(ConfigError { source: path.clone(), pos: None, msg: e }),
+            Err(e) => errors.push(ConfigError {
+                source: path.clone(),
+                pos: None,
+                msg: e,
+            }),
         }
     }
     rules.extend(env.flag_rules.iter().cloned());
-    let policy = if errors.is_empty() { Policy::new(rules, on_error) } else { Policy::default() };
-    Loaded { policy, env, errors }
+    let policy = if errors.is_empty() {
+        Policy::new(rules, on_error)
+    } else {
+        // Nothing is applied, but the wish for strictness is kept for the launcher.
+        Policy::new(Vec::new(), on_error)
+    };
+    Loaded {
+        policy,
+        env,
+        errors,
+    }
 }
 
 #[cfg(test)]
@@ -69,19 +91,35 @@ mod tests {
             |_| Ok("on_error = \"fail\"\n[[rule]]\ndscp = \"CS1\"\nnodelay = true\n".into()),
         );
         assert!(l.errors.is_empty());
-        let ctx = Ctx { transport: Transport::Tcp, role: Some(Role::Client), remote: None, local_port: None };
+        let ctx = Ctx {
+            transport: Transport::Tcp,
+            role: Some(Role::Client),
+            remote: None,
+            local_port: None,
+        };
         let d = l.policy.decide(&ctx);
         assert_eq!(d.get(Opt::Tos).map(|s| s.value), Some(Value::Int(0xb8)));
-        assert_eq!(d.get(Opt::NoDelay).map(|s| s.value), Some(Value::Bool(true)));
+        assert_eq!(
+            d.get(Opt::NoDelay).map(|s| s.value),
+            Some(Value::Bool(true))
+        );
         assert_eq!(l.policy.on_error, OnError::Fail);
     }
 
     #[test]
     fn a_broken_file_gives_an_empty_policy() {
-        let l = load([("SOCKWRAP_CONFIG", "p.toml"), ("SOCKWRAP_DSCP", "EF")], |_| Ok("[[rule]]\nbogus = 1\n".into()));
+        let l = load(
+            [("SOCKWRAP_CONFIG", "p.toml"), ("SOCKWRAP_DSCP", "EF")],
+            |_| Ok("[[rule]]\nbogus = 1\n".into()),
+        );
         assert_eq!(l.errors.len(), 1);
         assert!(l.policy.is_empty());
-        let l = load([("SOCKWRAP_CONFIG", "/nope.toml")], |p| Err(format!("cannot read {p}: No such file")));
-        assert_eq!(l.errors[0].to_string(), "/nope.toml: error: cannot read /nope.toml: No such file");
+        let l = load([("SOCKWRAP_CONFIG", "/nope.toml")], |p| {
+            Err(format!("cannot read {p}: No such file"))
+        });
+        assert_eq!(
+            l.errors[0].to_string(),
+            "/nope.toml: error: cannot read /nope.toml: No such file"
+        );
     }
 }

@@ -51,9 +51,9 @@ impl Cidr {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let ip: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("`{s}`: `{addr}` is not an IP address (expected e.g. 10.0.0.0/8 or fd00::/8)"))?;
+        let ip: IpAddr = addr.parse().map_err(|_| {
+            format!("`{s}`: `{addr}` is not an IP address (expected e.g. 10.0.0.0/8 or fd00::/8)")
+        })?;
         let (full, max) = match ip {
             IpAddr::V4(v4) => (u128::from(v4.to_ipv6_mapped()), 32u32),
             IpAddr::V6(v6) => (u128::from(v6), 128u32),
@@ -62,15 +62,28 @@ impl Cidr {
             None => max,
             Some(l) => match l.parse::<u32>() {
                 Ok(n) if n <= max && !l.starts_with('+') => n,
-                _ => return Err(format!("`{s}`: prefix length `{l}` is not a number 0..{max}")),
+                _ => {
+                    return Err(format!(
+                        "`{s}`: prefix length `{l}` is not a number 0..{max}"
+                    ))
+                }
             },
         };
         let bits = len + (128 - max);
-        let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+        let mask = if bits == 0 {
+            0
+        } else {
+            u128::MAX << (128 - bits)
+        };
         if full & !mask != 0 {
-            return Err(format!("`{s}`: address has bits set beyond the /{len} prefix"));
+            return Err(format!(
+                "`{s}`: address has bits set beyond the /{len} prefix"
+            ));
         }
-        Ok(Cidr { net: full & mask, mask })
+        Ok(Cidr {
+            net: full & mask,
+            mask,
+        })
     }
 
     pub fn contains(&self, ip: u128) -> bool {
@@ -97,19 +110,24 @@ impl Ports {
     /// Parses `22` or `8000-8100`.
     pub fn parse(s: &str) -> Result<Ports, String> {
         let p = |x: &str| {
-            x.trim()
-                .parse::<u16>()
-                .map_err(|_| format!("`{s}` is not a port or port range (expected 1..65535 or LO-HI)"))
+            x.trim().parse::<u16>().map_err(|_| {
+                format!("`{s}` is not a port or port range (expected 1..65535 or LO-HI)")
+            })
         };
         let r = match s.split_once('-') {
-            Some((a, b)) => Ports { lo: p(a)?, hi: p(b)? },
+            Some((a, b)) => Ports {
+                lo: p(a)?,
+                hi: p(b)?,
+            },
             None => {
                 let v = p(s)?;
                 Ports { lo: v, hi: v }
             }
         };
         if r.lo > r.hi {
-            return Err(format!("`{s}`: the range is empty (low end above high end)"));
+            return Err(format!(
+                "`{s}`: the range is empty (low end above high end)"
+            ));
         }
         Ok(r)
     }
@@ -189,7 +207,11 @@ pub struct Rule {
 
 impl Rule {
     pub fn new(name: impl Into<String>) -> Rule {
-        Rule { name: name.into(), matcher: Match::default(), settings: [None; N_OPTS] }
+        Rule {
+            name: name.into(),
+            matcher: Match::default(),
+            settings: [None; N_OPTS],
+        }
     }
     pub fn set(&mut self, opt: Opt, value: Value, soft: bool) {
         self.settings[opt as usize] = Some(Setting { value, soft });
@@ -216,7 +238,9 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub const EMPTY: Decision = Decision { settings: [None; N_OPTS] };
+    pub const EMPTY: Decision = Decision {
+        settings: [None; N_OPTS],
+    };
 
     pub fn get(&self, opt: Opt) -> Option<Setting> {
         self.settings[opt as usize]
@@ -238,7 +262,9 @@ impl Decision {
     }
     /// Iterates over the set options in apply order.
     pub fn iter(&self) -> impl Iterator<Item = (Opt, Setting)> + '_ {
-        Opt::ALL.into_iter().filter_map(|o| self.settings[o as usize].map(|s| (o, s)))
+        Opt::ALL
+            .into_iter()
+            .filter_map(|o| self.settings[o as usize].map(|s| (o, s)))
     }
 }
 
@@ -253,6 +279,9 @@ pub struct Policy {
     /// Whether any rule needs a remote address; if none does, client decisions can be
     /// taken before connect without it.
     any_needs_remote: bool,
+    /// Whether some rule that names a destination could apply to UDP: such rules reach only
+    /// connected UDP sockets, which the library says once.
+    udp_dest_rules: bool,
 }
 
 impl Policy {
@@ -267,7 +296,16 @@ impl Policy {
             }
         }
         let any_needs_remote = rules.iter().any(|r| r.matcher.needs_remote());
-        Policy { rules, on_error, managed, any_needs_remote }
+        let udp_dest_rules = rules
+            .iter()
+            .any(|r| r.matcher.needs_remote() && r.matcher.transport != Some(Transport::Tcp));
+        Policy {
+            rules,
+            on_error,
+            managed,
+            any_needs_remote,
+            udp_dest_rules,
+        }
     }
 
     /// Keeps only the rules that apply to a program called by one of `names` (argv[0]'s
@@ -276,7 +314,13 @@ impl Policy {
         let rules = self
             .rules
             .iter()
-            .filter(|r| r.matcher.program.is_empty() || r.matcher.program.iter().any(|p| names.contains(&p.as_str())))
+            .filter(|r| {
+                r.matcher.program.is_empty()
+                    || r.matcher
+                        .program
+                        .iter()
+                        .any(|p| names.contains(&p.as_str()))
+            })
             .cloned()
             .map(|mut r| {
                 r.matcher.program.clear();
@@ -297,6 +341,9 @@ impl Policy {
     }
     pub fn managed_mask(&self) -> u32 {
         self.managed
+    }
+    pub fn udp_dest_rules(&self) -> bool {
+        self.udp_dest_rules
     }
     pub fn any_needs_remote(&self) -> bool {
         self.any_needs_remote
@@ -329,7 +376,10 @@ impl Policy {
                 }
             }
         }
-        Opt::ALL.into_iter().filter_map(|o| out[o as usize].map(|(s, n)| (o, s, n))).collect()
+        Opt::ALL
+            .into_iter()
+            .filter_map(|o| out[o as usize].map(|(s, n)| (o, s, n)))
+            .collect()
     }
 }
 
@@ -350,15 +400,28 @@ mod tests {
     fn cidr_parsing_and_matching() {
         let c = Cidr::parse("10.0.0.0/8").expect("valid");
         assert!(c.contains(ip_key("10.1.2.3".parse().expect("ip"))));
-        assert!(c.contains(ip_key("::ffff:10.1.2.3".parse::<core::net::Ipv6Addr>().expect("ip").into())));
+        assert!(c.contains(ip_key(
+            "::ffff:10.1.2.3"
+                .parse::<core::net::Ipv6Addr>()
+                .expect("ip")
+                .into()
+        )));
         assert!(!c.contains(ip_key("11.0.0.1".parse().expect("ip"))));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("10.0.0.0/8x").is_err());
         assert!(Cidr::parse("10.0.0.1/8").is_err());
-        assert!(Cidr::parse("0.0.0.0/0").expect("valid").contains(ip_key("1.2.3.4".parse().expect("ip"))));
-        assert!(!Cidr::parse("0.0.0.0/0").expect("valid").contains(ip_key("::1".parse().expect("ip"))));
-        assert!(Cidr::parse("::/0").expect("valid").contains(ip_key("::1".parse().expect("ip"))));
-        assert!(Cidr::parse("fd00::/8").expect("valid").contains(ip_key("fd12::1".parse().expect("ip"))));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .expect("valid")
+            .contains(ip_key("1.2.3.4".parse().expect("ip"))));
+        assert!(!Cidr::parse("0.0.0.0/0")
+            .expect("valid")
+            .contains(ip_key("::1".parse().expect("ip"))));
+        assert!(Cidr::parse("::/0")
+            .expect("valid")
+            .contains(ip_key("::1".parse().expect("ip"))));
+        assert!(Cidr::parse("fd00::/8")
+            .expect("valid")
+            .contains(ip_key("fd12::1".parse().expect("ip"))));
     }
 
     #[test]
@@ -371,8 +434,20 @@ mod tests {
         b.set(Opt::Tos, Value::Int(0x20), true);
         let p = Policy::new(vec![a, b], OnError::Warn);
         let d = p.decide(&ctx("127.0.0.1", 22));
-        assert_eq!(d.get(Opt::Tos), Some(Setting { value: Value::Int(0x20), soft: true }));
-        assert_eq!(d.get(Opt::NoDelay), Some(Setting { value: Value::Bool(true), soft: false }));
+        assert_eq!(
+            d.get(Opt::Tos),
+            Some(Setting {
+                value: Value::Int(0x20),
+                soft: true
+            })
+        );
+        assert_eq!(
+            d.get(Opt::NoDelay),
+            Some(Setting {
+                value: Value::Bool(true),
+                soft: false
+            })
+        );
         let d = p.decide(&ctx("127.0.0.1", 80));
         assert_eq!(d.get(Opt::Tos).map(|s| s.value), Some(Value::Int(0xb8)));
         assert_eq!(d.locked_mask(), Opt::Tos.bit() | Opt::NoDelay.bit());
@@ -384,7 +459,12 @@ mod tests {
         r.matcher.remote = vec![Cidr::parse("127.0.0.0/8").expect("valid")];
         r.set(Opt::Tos, Value::Int(0xb8), false);
         let p = Policy::new(vec![r], OnError::Warn);
-        let c = Ctx { transport: Transport::Udp, role: None, remote: None, local_port: None };
+        let c = Ctx {
+            transport: Transport::Udp,
+            role: None,
+            remote: None,
+            local_port: None,
+        };
         assert!(p.decide(&c).is_empty());
         assert!(p.any_needs_remote());
     }
@@ -396,6 +476,9 @@ mod tests {
         r.set(Opt::Tos, Value::Int(0xb8), false);
         let p = Policy::new(vec![r], OnError::Warn);
         assert!(p.for_program(&["curl"]).is_empty());
-        assert!(!p.for_program(&["ssh"]).decide(&ctx("1.2.3.4", 22)).is_empty());
+        assert!(!p
+            .for_program(&["ssh"])
+            .decide(&ctx("1.2.3.4", 22))
+            .is_empty());
     }
 }

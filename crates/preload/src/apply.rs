@@ -55,7 +55,9 @@ impl Stage {
         let when = opt.spec().when;
         match self {
             Stage::UdpCreate => opt != Opt::BindAddress && when != When::BeforeBind,
-            Stage::Bind => when == When::BeforeBind || (transport == Transport::Udp && opt != Opt::BindAddress),
+            Stage::Bind => {
+                when == When::BeforeBind || (transport == Transport::Udp && opt != Opt::BindAddress)
+            }
             Stage::Connect => when != When::BeforeBind,
             Stage::Listen | Stage::Accept => opt != Opt::BindAddress && when != When::BeforeBind,
         }
@@ -82,7 +84,9 @@ pub fn apply(
     skip: impl Fn(Opt) -> bool,
 ) -> Result<u32, Errno> {
     let maybe_v4 = match (s.family, peer) {
-        (Family::V6, Some(p)) if stage == Stage::Connect || stage == Stage::Accept => is_v4_mapped(&p.ip()),
+        (Family::V6, Some(p)) if stage == Stage::Connect || stage == Stage::Accept => {
+            is_v4_mapped(&p.ip())
+        }
         (Family::V6, _) => true,
         _ => false,
     };
@@ -102,7 +106,9 @@ pub fn apply(
     }
     let mut touched = false;
     for (opt, setting) in d.iter() {
-        if !stage.wants(opt, s.transport) || (opt.spec().applies == Applies::Tcp && s.transport != Transport::Tcp) {
+        if !stage.wants(opt, s.transport)
+            || (opt.spec().applies == Applies::Tcp && s.transport != Transport::Tcp)
+        {
             continue;
         }
         if !setting.soft {
@@ -192,7 +198,11 @@ fn emit_line(line: &Line) {
 /// `IP_BIND_ADDRESS_NO_PORT` defers the port choice to connect(), so a busy client does not
 /// reserve one port per connection for all destinations and run out.
 /// Returns Ok(false) when there is nothing to do for this socket (family mismatch, bound).
-fn apply_bind_address(s: Sock, v: Value, remote: Option<&SocketAddr>) -> Result<bool, (Errno, &'static str)> {
+fn apply_bind_address(
+    s: Sock,
+    v: Value,
+    remote: Option<&SocketAddr>,
+) -> Result<bool, (Errno, &'static str)> {
     let Value::Addrs(a) = v else { return Ok(false) };
     let remote_is_v4 = match remote {
         Some(r) => r.is_ipv4() || is_v4_mapped(&r.ip()),
@@ -222,20 +232,23 @@ fn apply_bind_address(s: Sock, v: Value, remote: Option<&SocketAddr>) -> Result<
     }
     if s.transport == Transport::Tcp {
         // IP_BIND_ADDRESS_NO_PORT lives at IPPROTO_IP for both families.
-        let _ = sys::setsockopt(s.fd, k::IPPROTO_IP, k::IP_BIND_ADDRESS_NO_PORT, &1i32.to_ne_bytes());
+        let _ = sys::setsockopt(
+            s.fd,
+            k::IPPROTO_IP,
+            k::IP_BIND_ADDRESS_NO_PORT,
+            &1i32.to_ne_bytes(),
+        );
     }
     let (storage, len) = crate::hooks::storage_from_sockaddr(&SocketAddr::new(ip, 0));
-    sys::bind(s.fd, &storage, len).map(|_| true).map_err(|e| (e, "bind"))
+    sys::bind(s.fd, &storage, len)
+        .map(|_| true)
+        .map_err(|e| (e, "bind"))
 }
 
 /// Records the locks of a socket (and whether a listener's options are inherited).
 pub fn record(fd: i32, locked: u32, listen_applied: bool) {
-    if locked == 0 && !listen_applied {
-        fdtable::reset(fd);
-        return;
-    }
     let ino = sys::inode(fd).map(|(_, i)| i).unwrap_or(0);
-    let mut info = locked as u64;
+    let mut info = locked as u64 | fdtable::CHECKED;
     if listen_applied {
         info |= fdtable::LISTEN_APPLIED;
     }
@@ -245,7 +258,12 @@ pub fn record(fd: i32, locked: u32, listen_applied: bool) {
 /// connect(): decide with the remote address and apply everything before the SYN.
 pub fn on_connect(g: &Global, s: Sock, remote: &SocketAddr) -> Result<(), Errno> {
     let (ip, port) = ip_key_of(remote);
-    let ctx = Ctx { transport: s.transport, role: Some(Role::Client), remote: Some((ip, port)), local_port: None };
+    let ctx = Ctx {
+        transport: s.transport,
+        role: Some(Role::Client),
+        remote: Some((ip, port)),
+        local_port: None,
+    };
     let d = g.policy.decide(&ctx);
     if d.is_empty() {
         return Ok(());
@@ -275,17 +293,27 @@ pub fn on_listen(g: &Global, s: Sock, local: &SocketAddr) -> Result<(), Errno> {
 }
 
 /// accept(): options that match the peer, plus those an accepted socket does not inherit.
-pub fn on_accept(g: &Global, listen_fd: i32, s: Sock, local_port: u16, peer: &SocketAddr) -> Result<(), Errno> {
+pub fn on_accept(
+    g: &Global,
+    listen_fd: i32,
+    s: Sock,
+    local_port: u16,
+    peer: &SocketAddr,
+) -> Result<(), Errno> {
     let d = g.policy.decide(&server_ctx(s, local_port, Some(peer)));
     if d.is_empty() {
         return Ok(());
     }
     let inherited = match fdtable::get(listen_fd) {
-        Some((info, _)) if info & fdtable::LISTEN_APPLIED != 0 => Some(g.policy.decide(&server_ctx(s, local_port, None))),
+        Some((info, _)) if info & fdtable::LISTEN_APPLIED != 0 => {
+            Some(g.policy.decide(&server_ctx(s, local_port, None)))
+        }
         _ => None,
     };
     let skip = |o: Opt| match &inherited {
-        Some(l) => o.spec().inherited_by_accept && l.get(o).map(|x| x.value) == d.get(o).map(|x| x.value),
+        Some(l) => {
+            o.spec().inherited_by_accept && l.get(o).map(|x| x.value) == d.get(o).map(|x| x.value)
+        }
         None => false,
     };
     let locked = apply(g, s, Stage::Accept, &d, Some(peer), skip)?;
@@ -305,8 +333,23 @@ pub fn on_bind(g: &Global, s: Sock, local: &SocketAddr) -> Result<(), Errno> {
     Ok(())
 }
 
+static SAID_UDP_LIMIT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 pub fn on_udp_socket(g: &Global, s: Sock) -> Result<(), Errno> {
-    let ctx = Ctx { transport: Transport::Udp, role: None, remote: None, local_port: None };
+    if g.policy.udp_dest_rules()
+        && !SAID_UDP_LIMIT.swap(true, core::sync::atomic::Ordering::Relaxed)
+    {
+        log_at!(
+            LogLevel::Info,
+            "rules that name a destination reach UDP sockets at connect() only; datagrams sent with sendto() on an unconnected UDP socket get only the rules without a destination"
+        );
+    }
+    let ctx = Ctx {
+        transport: Transport::Udp,
+        role: None,
+        remote: None,
+        local_port: None,
+    };
     let d = g.policy.decide(&ctx);
     if d.is_empty() {
         return Ok(());
@@ -314,4 +357,33 @@ pub fn on_udp_socket(g: &Global, s: Sock) -> Result<(), Errno> {
     let locked = apply(g, s, Stage::UdpCreate, &d, None, |_| false)?;
     record(s.fd, locked, false);
     Ok(())
+}
+
+/// A socket sockwrap has not seen being made (inherited across exec, as by OpenSSH's sshd,
+/// which re-executes itself for each connection; or received over a Unix socket) and whose
+/// program now sets an option the policy manages: decide for it as it stands, apply, lock.
+/// Sockets not yet connected or listening are left to the connect/listen hooks.
+pub fn adopt(g: &Global, s: Sock, local: &SocketAddr, peer: Option<&SocketAddr>, listening: bool) {
+    if peer.is_none() && !listening {
+        return;
+    }
+    let ctx = Ctx {
+        transport: s.transport,
+        role: if listening { Some(Role::Server) } else { None },
+        remote: peer.map(ip_key_of),
+        local_port: Some(local.port()),
+    };
+    let d = g.policy.decide(&ctx);
+    let locked = if d.is_empty() {
+        0
+    } else {
+        log_at!(
+            LogLevel::Info,
+            "fd {}: adopting a socket made before this process or outside sockwrap",
+            s.fd
+        );
+        // Strict failures cannot fail a call the program did not make: warn instead.
+        apply(g, s, Stage::Accept, &d, peer.or(Some(local)), |_| false).unwrap_or(0)
+    };
+    record(s.fd, locked, listening);
 }

@@ -19,10 +19,16 @@ pub struct Entry {
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
-const EMPTY: Entry = Entry { info: AtomicU64::new(0), ino: AtomicU64::new(0) };
+const EMPTY: Entry = Entry {
+    info: AtomicU64::new(0),
+    ino: AtomicU64::new(0),
+};
 static TABLE: [Entry; SIZE] = [EMPTY; SIZE];
 
 pub const LISTEN_APPLIED: u64 = 1 << 32;
+/// The socket was looked at and needs no locks (keeps `info` non-zero so it is not looked
+/// at again).
+pub const CHECKED: u64 = 1 << 34;
 
 fn entry(fd: i32) -> Option<&'static Entry> {
     usize::try_from(fd).ok().and_then(|i| TABLE.get(i))

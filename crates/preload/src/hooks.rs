@@ -47,13 +47,21 @@ unsafe fn sockaddr_from_ptr(p: *const sockaddr, len: socklen_t) -> Option<Socket
             // not be aligned.
             let a = unsafe { (p as *const libc::sockaddr_in).read_unaligned() };
             let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(a.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
         }
         libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, for sockaddr_in6.
             let a = unsafe { (p as *const libc::sockaddr_in6).read_unaligned() };
             let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
         }
         _ => None,
     }
@@ -68,7 +76,9 @@ pub fn storage_from_sockaddr(a: &SocketAddr) -> (libc::sockaddr_storage, socklen
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*v4.ip()).to_be(),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
@@ -80,7 +90,9 @@ pub fn storage_from_sockaddr(a: &SocketAddr) -> (libc::sockaddr_storage, socklen
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: v6.port().to_be(),
                 sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
                 sin6_scope_id: v6.scope_id(),
             };
             // SAFETY: as above, for sockaddr_in6.
@@ -135,7 +147,14 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     let base = ty & 0xf;
     if base == libc::SOCK_DGRAM && (protocol == 0 || protocol == libc::IPPROTO_UDP) {
         let guard = ErrnoGuard::new();
-        if let Err(e) = apply::on_udp_socket(g, Sock { fd, family, transport: Transport::Udp }) {
+        if let Err(e) = apply::on_udp_socket(
+            g,
+            Sock {
+                fd,
+                family,
+                transport: Transport::Udp,
+            },
+        ) {
             // SAFETY: fd is the socket we just made; the program never saw it.
             unsafe { libc::syscall(libc::SYS_close, fd as libc::c_long) };
             drop(guard);
@@ -154,7 +173,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         if let Some(remote) = unsafe { sockaddr_from_ptr(addr, len) } {
             let guard = ErrnoGuard::new();
             if let Some(transport) = transport_of(fd) {
-                let s = Sock { fd, family: family_of(&remote), transport };
+                let s = Sock {
+                    fd,
+                    family: family_of(&remote),
+                    transport,
+                };
                 if let Err(e) = apply::on_connect(g, s, &remote) {
                     drop(guard);
                     return fail(e);
@@ -175,7 +198,11 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         if let Some(local) = unsafe { sockaddr_from_ptr(addr, len) } {
             let guard = ErrnoGuard::new();
             if let Some(transport) = transport_of(fd) {
-                let s = Sock { fd, family: family_of(&local), transport };
+                let s = Sock {
+                    fd,
+                    family: family_of(&local),
+                    transport,
+                };
                 if let Err(e) = apply::on_bind(g, s, &local) {
                     drop(guard);
                     return fail(e);
@@ -194,8 +221,15 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     if let Some(g) = global() {
         let guard = ErrnoGuard::new();
         if let Some(Transport::Tcp) = transport_of(fd) {
-            if let Some(local) = sys::getsockname(fd).ok().and_then(|l| sockaddr_from_storage(&l.storage, l.len)) {
-                let s = Sock { fd, family: family_of(&local), transport: Transport::Tcp };
+            if let Some(local) = sys::getsockname(fd)
+                .ok()
+                .and_then(|l| sockaddr_from_storage(&l.storage, l.len))
+            {
+                let s = Sock {
+                    fd,
+                    family: family_of(&local),
+                    transport: Transport::Tcp,
+                };
                 if let Err(e) = apply::on_listen(g, s, &local) {
                     drop(guard);
                     return fail(e);
@@ -211,22 +245,42 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
 ///
 /// # Safety
 /// `addr`/`len` are what the program passed to accept (null or valid).
-unsafe fn after_accept(listen_fd: c_int, fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+unsafe fn after_accept(
+    listen_fd: c_int,
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> c_int {
     fdtable::reset(fd);
     let Some(g) = global() else { return fd };
     let guard = ErrnoGuard::new();
     // SAFETY: after a successful accept the kernel wrote *len bytes of the peer's address.
-    let given = if addr.is_null() || len.is_null() { None } else { unsafe { sockaddr_from_ptr(addr, *len) } };
-    let peer = given.or_else(|| sys::getpeername(fd).ok().and_then(|p| sockaddr_from_storage(&p.storage, p.len)));
+    let given = if addr.is_null() || len.is_null() {
+        None
+    } else {
+        unsafe { sockaddr_from_ptr(addr, *len) }
+    };
+    let peer = given.or_else(|| {
+        sys::getpeername(fd)
+            .ok()
+            .and_then(|p| sockaddr_from_storage(&p.storage, p.len))
+    });
     let Some(peer) = peer else { return fd };
-    let Some(local) = sys::getsockname(fd).ok().and_then(|l| sockaddr_from_storage(&l.storage, l.len)) else {
+    let Some(local) = sys::getsockname(fd)
+        .ok()
+        .and_then(|l| sockaddr_from_storage(&l.storage, l.len))
+    else {
         return fd;
     };
     if transport_of(fd) != Some(Transport::Tcp) {
         return fd;
     }
     crate::log::SOCKETS_SEEN.fetch_add(1, Ordering::Relaxed);
-    let s = Sock { fd, family: family_of(&local), transport: Transport::Tcp };
+    let s = Sock {
+        fd,
+        family: family_of(&local),
+        transport: Transport::Tcp,
+    };
     if let Err(e) = apply::on_accept(g, listen_fd, s, local.port(), &peer) {
         // Strict: the connection is refused by closing it; the program sees the errno.
         // SAFETY: fd is the accepted socket the program has not seen yet.
@@ -253,7 +307,12 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
 /// # Safety
 /// C's contract for `accept4(2)`.
 #[no_mangle]
-pub unsafe extern "C" fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { real::accept4(fd, addr, len, flags) };
     if r < 0 {
@@ -269,39 +328,76 @@ pub unsafe extern "C" fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut sockl
 /// # Safety
 /// C's contract for `setsockopt(2)`.
 #[no_mangle]
-pub unsafe extern "C" fn setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int {
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
     if let Some(g) = global() {
         if let Some(opt) = catalog::slot_for_kernel_option(level, name) {
             if g.policy.manages(opt) {
+                let guard = ErrnoGuard::new();
+                if fdtable::get(fd).is_none() {
+                    adopt(g, fd);
+                }
                 if let Some((info, ino)) = fdtable::get(fd) {
-                    if info & opt.bit() as u64 != 0 {
-                        let guard = ErrnoGuard::new();
-                        if sys::inode(fd).map(|(_, i)| i) == Some(ino) {
-                            crate::log::count_overridden(opt);
-                            let shown: i64 = if !val.is_null() && len as usize >= 4 {
-                                // SAFETY: the program promises val is valid for len bytes.
-                                unsafe { (val as *const i32).read_unaligned() as i64 }
-                            } else {
-                                -1
-                            };
-                            log_at!(
-                                LogLevel::Info,
-                                "fd {}: program's setsockopt({}, {:#x}) overridden: {} is locked by sockwrap",
-                                fd,
-                                kernel_name(level, name),
-                                shown,
-                                opt.name()
-                            );
-                            drop(guard);
-                            return 0;
-                        }
+                    if info & opt.bit() as u64 != 0 && sys::inode(fd).map(|(_, i)| i) == Some(ino) {
+                        crate::log::count_overridden(opt);
+                        let shown: i64 = if !val.is_null() && len as usize >= 4 {
+                            // SAFETY: the program promises val is valid for len bytes.
+                            unsafe { (val as *const i32).read_unaligned() as i64 }
+                        } else {
+                            -1
+                        };
+                        log_at!(
+                            LogLevel::Info,
+                            "fd {}: program's setsockopt({}, {:#x}) overridden: {} is locked by sockwrap",
+                            fd,
+                            kernel_name(level, name),
+                            shown,
+                            opt.name()
+                        );
+                        drop(guard);
+                        return 0;
                     }
                 }
+                drop(guard);
             }
         }
     }
     // SAFETY: arguments passed through.
     unsafe { real::setsockopt(fd, level, name, val, len) }
+}
+
+/// See [`apply::adopt`].
+fn adopt(g: &Global, fd: c_int) {
+    let Some(transport) = transport_of(fd) else {
+        return;
+    };
+    let Some(local) = sys::getsockname(fd)
+        .ok()
+        .and_then(|l| sockaddr_from_storage(&l.storage, l.len))
+    else {
+        return;
+    };
+    let peer = sys::getpeername(fd)
+        .ok()
+        .and_then(|p| sockaddr_from_storage(&p.storage, p.len));
+    let listening = transport == Transport::Tcp
+        && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0;
+    apply::adopt(
+        g,
+        Sock {
+            fd,
+            family: family_of(&local),
+            transport,
+        },
+        &local,
+        peer.as_ref(),
+        listening,
+    );
 }
 
 fn kernel_name(level: c_int, name: c_int) -> &'static str {

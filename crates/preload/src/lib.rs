@@ -10,7 +10,12 @@
 //! system calls), `apply` (safe decision → setsockopt), `fdtable` (locks per descriptor),
 //! `log` (lines, counters, exit summary).
 
-#![deny(unsafe_op_in_unsafe_fn, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 pub mod apply;
 pub mod fdtable;
@@ -29,17 +34,26 @@ pub static GLOBAL: AtomicPtr<apply::Global> = AtomicPtr::new(core::ptr::null_mut
 
 #[used]
 #[link_section = ".init_array"]
-static INIT: unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) = sockwrap_init;
+static INIT: unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) =
+    sockwrap_init;
 
 #[used]
 #[link_section = ".fini_array"]
 static FINI: extern "C" fn() = sockwrap_fini;
 
 /// Constructor. glibc passes argc/argv/envp to `.init_array` functions.
-unsafe extern "C" fn sockwrap_init(argc: c_int, argv: *const *const c_char, _envp: *const *const c_char) {
+unsafe extern "C" fn sockwrap_init(
+    argc: c_int,
+    argv: *const *const c_char,
+    _envp: *const *const c_char,
+) {
     let argv0 = if argc > 0 && !argv.is_null() {
         // SAFETY: glibc passes the process's argv; argv[0] is a NUL-terminated string.
-        unsafe { (*argv).as_ref().map(|p| CStr::from_ptr(p).to_string_lossy().into_owned()) }
+        unsafe {
+            (*argv)
+                .as_ref()
+                .map(|p| CStr::from_ptr(p).to_string_lossy().into_owned())
+        }
     } else {
         None
     };
@@ -61,16 +75,21 @@ fn init(argv0: Option<String>) {
     let vars: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| {
             let k = k.into_string().ok()?;
-            k.starts_with("SOCKWRAP_").then(|| (k, v.to_string_lossy().into_owned()))
+            k.starts_with("SOCKWRAP_")
+                .then(|| (k, v.to_string_lossy().into_owned()))
         })
         .collect();
-    let loaded = sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |path| {
-        std::fs::read_to_string(path).map_err(|e| format!("cannot read the policy file: {e}"))
-    });
+    let loaded =
+        sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |path| {
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read the policy file: {e}"))
+        });
     log::init(loaded.env.log_level, loaded.env.log_file.as_deref());
     real::resolve_all();
     for var in &loaded.env.unknown {
-        log_at!(LogLevel::Warn, "{var}: unknown variable, ignored (see `sockwrap run --help` for the options)");
+        log_at!(
+            LogLevel::Warn,
+            "{var}: unknown variable, ignored (see `sockwrap run --help` for the options)"
+        );
     }
     if let Some(first) = loaded.errors.first() {
         let more = loaded.errors.len() - 1;
@@ -80,7 +99,10 @@ fn init(argv0: Option<String>) {
                 "{first} (and {more} more; `sockwrap check` lists them); no policy applied, the program runs untouched"
             );
         } else {
-            log_at!(LogLevel::Error, "{first}; no policy applied, the program runs untouched");
+            log_at!(
+                LogLevel::Error,
+                "{first}; no policy applied, the program runs untouched"
+            );
         }
         return;
     }

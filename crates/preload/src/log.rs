@@ -9,7 +9,9 @@
 
 use crate::sys;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed,
+};
 use sockwrap_policy::catalog::N_OPTS;
 use sockwrap_policy::{LogLevel, Opt};
 
@@ -47,9 +49,16 @@ fn open_log_file(path: &str) -> i32 {
         return -1;
     }
     c[..path.len()].copy_from_slice(path.as_bytes());
-    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    let flags =
+        libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW;
     // SAFETY: c is NUL-terminated. open() is not one of our hooks.
-    let fd = unsafe { libc::open(c.as_ptr() as *const libc::c_char, flags, 0o600 as libc::c_uint) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr() as *const libc::c_char,
+            flags,
+            0o600 as libc::c_uint,
+        )
+    };
     if fd < 0 {
         return -1;
     }
@@ -90,9 +99,18 @@ pub struct Line {
     len: usize,
 }
 
+impl Default for Line {
+    fn default() -> Line {
+        Line::new()
+    }
+}
+
 impl Line {
     pub fn new() -> Line {
-        Line { buf: [0; 1024], len: 0 }
+        Line {
+            buf: [0; 1024],
+            len: 0,
+        }
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
@@ -191,7 +209,11 @@ pub fn summary() {
     let mut any = false;
     for o in Opt::ALL {
         let i = o as usize;
-        let (a, f, ov) = (APPLIED[i].load(Relaxed), FAILED[i].load(Relaxed), OVERRIDDEN[i].load(Relaxed));
+        let (a, f, ov) = (
+            APPLIED[i].load(Relaxed),
+            FAILED[i].load(Relaxed),
+            OVERRIDDEN[i].load(Relaxed),
+        );
         if a == 0 && f == 0 && ov == 0 {
             continue;
         }
@@ -219,7 +241,11 @@ pub fn summary() {
     }
     if !any {
         // Quiet for the many processes (shells, wrappers) that never open an inet socket.
-        let level = if SOCKETS_SEEN.load(Relaxed) > 0 { LogLevel::Info } else { LogLevel::Debug };
+        let level = if SOCKETS_SEEN.load(Relaxed) > 0 {
+            LogLevel::Info
+        } else {
+            LogLevel::Debug
+        };
         log_at!(
             level,
             "summary: no option applied ({} inet sockets seen)",

@@ -27,6 +27,12 @@ pub fn set_errno(e: i32) {
 /// Restores the errno seen at construction when dropped.
 pub struct ErrnoGuard(i32);
 
+impl Default for ErrnoGuard {
+    fn default() -> ErrnoGuard {
+        ErrnoGuard::new()
+    }
+}
+
 impl ErrnoGuard {
     pub fn new() -> ErrnoGuard {
         ErrnoGuard(errno())
@@ -91,10 +97,20 @@ fn name_call(nr: libc::c_long, fd: i32) -> Result<SockAddr, Errno> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: storage and len are valid for writing; len is storage's size.
-    let r = unsafe { libc::syscall(nr, fd as libc::c_long, storage.as_mut_ptr(), &mut len as *mut libc::socklen_t) };
+    let r = unsafe {
+        libc::syscall(
+            nr,
+            fd as libc::c_long,
+            storage.as_mut_ptr(),
+            &mut len as *mut libc::socklen_t,
+        )
+    };
     check(r)?;
     // SAFETY: zero-initialised, then (partly) written by the kernel; all-zero is valid.
-    Ok(SockAddr { storage: unsafe { storage.assume_init() }, len })
+    Ok(SockAddr {
+        storage: unsafe { storage.assume_init() },
+        len,
+    })
 }
 
 pub fn getsockname(fd: i32) -> Result<SockAddr, Errno> {
@@ -108,7 +124,14 @@ pub fn getpeername(fd: i32) -> Result<SockAddr, Errno> {
 /// `bind(fd, addr)` as a raw system call (never our own hook).
 pub fn bind(fd: i32, addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Result<(), Errno> {
     // SAFETY: addr is valid for len bytes (len <= size_of::<sockaddr_storage>()).
-    let r = unsafe { libc::syscall(libc::SYS_bind, fd as libc::c_long, addr as *const _, len as libc::c_long) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bind,
+            fd as libc::c_long,
+            addr as *const _,
+            len as libc::c_long,
+        )
+    };
     check(r).map(|_| ())
 }
 
