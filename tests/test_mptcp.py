@@ -412,3 +412,89 @@ def test_doctor_reports_mptcp(bed):
     r2 = util.run(bed.ns_cmd(bed.client, [util.SOCKWRAP_BIN, "doctor"]))
     text2 = (r2.stdout + r2.stderr).lower()
     assert "enabled=0" in text2 or "disabled" in text2 or "not enabled" in text2, text2
+
+
+# --------------------------------------------------------------------------- which sockets become MPTCP
+
+_KINDS = r'''
+import socket, json
+out = {}
+for fam in ("AF_INET", "AF_INET6"):
+    for name, typ, proto in (("stream", socket.SOCK_STREAM, 0),
+                             ("stream|nonblock", socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0),
+                             ("stream|cloexec", socket.SOCK_STREAM | socket.SOCK_CLOEXEC, 0),
+                             ("stream,tcp", socket.SOCK_STREAM, socket.IPPROTO_TCP),
+                             ("dgram", socket.SOCK_DGRAM, 0)):
+        with socket.socket(getattr(socket, fam), typ, proto) as s:
+            out[fam + " " + name] = s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    out["AF_UNIX stream"] = s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.parametrize("kind", WRAPPERS)
+def test_which_sockets_become_mptcp(kind):
+    """TCP stream sockets of both families (protocol 0 or IPPROTO_TCP, with SOCK_NONBLOCK /
+    SOCK_CLOEXEC) become MPTCP; UDP and AF_UNIX are untouched (SO_PROTOCOL from the kernel)."""
+    util.require(os.path.exists("/proc/sys/net/mptcp/enabled"), "kernel without MPTCP")
+    util.require(open("/proc/sys/net/mptcp/enabled").read().strip() == "1", "net.mptcp.enabled=0 here")
+    r = util.run(wrap(kind, [util.PY, "-c", _KINDS]))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    for k, v in out.items():
+        want = IPPROTO_MPTCP if " stream" in k and not k.startswith("AF_UNIX") else (17 if "dgram" in k else 0)
+        assert v == want, (k, out)
+
+
+# --------------------------------------------------------------------------- peer without MPTCP
+
+@pytest.mark.parametrize("wrapped", ["client", "server"])
+def test_peer_without_mptcp_falls_back_in_handshake(procs, bed, bigfile, tmp_path, wrapped):
+    """Only one side under sockwrap --mptcp: the connection falls back to TCP during the
+    handshake and the download works (the kernel's fallback counters say so)."""
+    start_http(procs, bed, "sockwrap" if wrapped == "server" else "plain", bigfile, tmp_path)
+    s0, c0 = bed.mib(bed.server), bed.mib(bed.client)
+    r = util.run(bed.ns_cmd(bed.client, wrap("sockwrap" if wrapped == "client" else "plain",
+                                             curl_cmd([url("small")], 15), extra=["--log", "info"])
+                            if wrapped == "client" else curl_cmd([url("small")], 15)), timeout=30)
+    sd = netns.mib_delta(s0, bed.mib(bed.server))
+    cd = netns.mib_delta(c0, bed.mib(bed.client))
+    info = f"rc={r.returncode} {r.stdout!r} {r.stderr!r} server {sd} client {cd}"
+    assert r.returncode == 0 and curl_result(r) == [(200, 4096)], info
+    assert sd.get("MPTcpExtMPCapableSYNRX", 0) == 0, info
+    if wrapped == "client":
+        assert cd.get("MPTcpExtMPCapableSYNTX", 0) == 1, info
+        assert cd.get("MPTcpExtMPCapableFallbackSYNACK", 0) == 1, info
+        # visibility: the info log tells this connection fell back to TCP
+        assert any("mptcp" in ln.lower() and ("fall" in ln.lower() or "tcp" in ln.lower())
+                   for ln in sockwrap_lines(r.stderr)), info
+    else:
+        assert cd.get("MPTcpExtMPCapableSYNTX", 0) == 0, info
+
+
+# --------------------------------------------------------------------------- iperf3
+
+@pytest.mark.parametrize("kind", WRAPPERS)
+def test_iperf3_two_paths(procs, shaped_bed, kind):
+    """Debian's iperf3 3.12 (no MPTCP of its own), server and client wrapped: the transfer uses
+    both paths."""
+    util.require_tool("iperf3")
+    bed = shaped_bed
+    procs.spawn(bed.ns_cmd(bed.server, wrap(kind, ["iperf3", "-s", "-1", "-p", 5201])),
+                stdout=subprocess.DEVNULL)
+    bed.wait_listening("0.0.0.0", 5201)
+    s0, b0 = bed.mib(bed.server), bed.path_bytes()
+    size = 48 << 20
+    r = util.run(bed.ns_cmd(bed.client, wrap(kind, ["iperf3", "-c", PATH_V4[1][1], "-p", 5201,
+                                                    "-n", size, "-J"])), timeout=60)
+    b1 = bed.path_bytes()
+    sd = netns.mib_delta(s0, bed.mib(bed.server))
+    moved = {p: b1[p] - b0[p] for p in b1}
+    info = f"{kind}: rc={r.returncode} stderr={r.stderr[-1500:]!r} server {sd} paths {moved}"
+    assert r.returncode == 0, info
+    assert json.loads(r.stdout)["end"]["sum_sent"]["bytes"] >= size, info
+    assert sd.get("MPTcpExtMPCapableSYNRX", 0) >= 2, info  # control and data connections
+    assert sd.get("MPTcpExtMPJoinAckRx", 0) >= 1, info
+    for p in (1, 2):
+        assert moved[p] >= size // 5, info
