@@ -92,8 +92,8 @@ def start_proto_server(procs, bed, host, port):
 
 
 def curl_cmd(urls, max_time):
-    return ["curl", "-sS", "-o", "/dev/null", "--max-time", max_time,
-            "-w", "%{http_code} %{size_download}\\n", *urls]
+    outs = [a for u in urls for a in ("-o", "/dev/null", u)]
+    return ["curl", "-sS", "--max-time", max_time, "-w", "%{http_code} %{size_download}\\n", *outs]
 
 
 def curl_result(r):
@@ -352,6 +352,18 @@ def test_rejected_option_mptcpize_observed(procs, bed, option, host_i, errno):
     info = f"rc={r.returncode} {out} stderr={r.stderr!r}"
     assert r.returncode == 3 and out, info
     assert out["proto_before"] == IPPROTO_MPTCP and out["setsockopt"] == errno, info
+
+
+def test_option_failing_on_tcp_too_keeps_mptcp(procs, bed):
+    """An option that plain TCP refuses as well (IPV6_V6ONLY on an AF_INET socket: ENOPROTOOPT
+    either way; Python's http.server tries it on every listener and ignores the error) gives no
+    reason to leave MPTCP: the program sees the same error, the socket stays MPTCP."""
+    start_proto_server(procs, bed, "0.0.0.0", PROTO_PORT)
+    r, out = opt_client(bed, "sockwrap", PATH_V4[1][1], PROTO_PORT, "v6only")
+    info = f"rc={r.returncode} {out} stderr={r.stderr!r}"
+    assert r.returncode == 0 and out, info
+    assert out["setsockopt"] == ENOPROTOOPT, info  # what the program gets over plain TCP too
+    assert out["proto_after"] == IPPROTO_MPTCP and out["server"]["proto"] == IPPROTO_MPTCP, info
 
 
 # --------------------------------------------------------------------------- visibility, config, Go, doctor

@@ -1,13 +1,15 @@
 """An ordinary TCP client that sets one socket option before connecting.
 
-usage: opt_client.py HOST PORT OPTION      OPTION: none | user_timeout | tclass
+usage: opt_client.py HOST PORT OPTION      OPTION: none | user_timeout | tclass | v6only
 It makes socket(AF_INET[6], SOCK_STREAM, 0) like any program, sets the option (TCP_USER_TIMEOUT
 5000 ms, or IPV6_TCLASS 0xb8), connects, sends a line and reads the server's JSON answer
 (see proto_server.py). Prints one JSON line with what the kernel said at each step:
   proto_before / proto_after: SO_PROTOCOL of our socket (262 = MPTCP, 6 = TCP)
   setsockopt: "ok" or the errno; readback: the option's value read back after connect
   connect: "ok" or the error; server: the server's answer.
-Like a real program, it gives up (exit 3) when setsockopt fails.
+Like a real program, it gives up (exit 3) when setsockopt fails -- except for `v6only`:
+IPV6_V6ONLY=0 tried on any socket with the error ignored, as Python's http.server
+(DualStackServer) does; on an AF_INET socket it fails (ENOPROTOOPT) over TCP and MPTCP alike.
 """
 import json
 import socket
@@ -26,6 +28,7 @@ def main():
         "none": (None, None, None),
         "user_timeout": (socket.IPPROTO_TCP, TCP_USER_TIMEOUT, 5000),
         "tclass": (socket.IPPROTO_IPV6, IPV6_TCLASS, 0xB8),
+        "v6only": (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0),
     }[opt]
     if level is not None:
         try:
@@ -33,8 +36,9 @@ def main():
             res["setsockopt"] = "ok"
         except OSError as e:
             res["setsockopt"] = e.errno
-            print(json.dumps(res), flush=True)
-            sys.exit(3)
+            if opt != "v6only":
+                print(json.dumps(res), flush=True)
+                sys.exit(3)
     s.settimeout(10)
     try:
         s.connect((host, port))
