@@ -10,8 +10,8 @@ Each multipath scenario runs with `sockwrap run --mptcp` and, beside it, with De
 control run without any wrapper.
 """
 import json
-import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -19,7 +19,7 @@ import pytest
 
 import netns
 import util
-from netns import CLIENT_DEV, PATH_V4, PATH_V6, MptcpBed
+from netns import PATH_V4, PATH_V6, MptcpBed
 
 HTTP_PORT = 8080
 PROTO_PORT = 9000
@@ -60,13 +60,15 @@ def shaped_bed():
         yield b
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def bigfile(tmp_path_factory):
+    """The files the HTTP server offers (made once per module, removed afterwards)."""
     d = tmp_path_factory.mktemp("mptcp-www")
     netns.make_file(d / "f64", 64 << 20)
     netns.make_file(d / "f100", 100 << 20)
     netns.make_file(d / "small", 4096)
-    return d
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def start_http(procs, bed, kind, root, tmp_path):
@@ -446,12 +448,10 @@ print(json.dumps(out))
 
 
 @pytest.mark.parametrize("kind", WRAPPERS)
-def test_which_sockets_become_mptcp(kind):
+def test_which_sockets_become_mptcp(bed, kind):
     """TCP stream sockets of both families (protocol 0 or IPPROTO_TCP, with SOCK_NONBLOCK /
     SOCK_CLOEXEC) become MPTCP; UDP and AF_UNIX are untouched (SO_PROTOCOL from the kernel)."""
-    util.require(os.path.exists("/proc/sys/net/mptcp/enabled"), "kernel without MPTCP")
-    util.require(open("/proc/sys/net/mptcp/enabled").read().strip() == "1", "net.mptcp.enabled=0 here")
-    r = util.run(wrap(kind, [util.PY, "-c", _KINDS]))
+    r = util.run(bed.ns_cmd(bed.client, wrap(kind, [util.PY, "-c", _KINDS])))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     for k, v in out.items():
