@@ -278,6 +278,20 @@ pub fn run(m: &ArgMatches) -> ! {
             _ => lib.display().to_string(),
         };
         cmd.env("LD_PRELOAD", preload);
+        // Go programs make raw system calls and never reach the library; Go 1.21+ makes
+        // its TCP sockets MPTCP itself when asked through GODEBUG (as mptcpize does).
+        if vars.iter().any(|(k, v)| {
+            k == "SOCKWRAP_MPTCP"
+                && catalog::parse_value(Opt::Mptcp, "mptcp", Raw::Str(v))
+                    == Ok(sockwrap_policy::Value::Bool(true))
+        }) {
+            let godebug = match std::env::var("GODEBUG") {
+                Ok(g) if g.contains("multipathtcp=") => g,
+                Ok(g) if !g.is_empty() => format!("{g},multipathtcp=1"),
+                _ => "multipathtcp=1".to_string(),
+            };
+            cmd.env("GODEBUG", godebug);
+        }
         for (k, v) in &vars {
             cmd.env(k, v);
         }
@@ -407,6 +421,7 @@ pub fn options() {
             catalog::When::Any => "any time",
             catalog::When::BeforeConnect => "before connect",
             catalog::When::BeforeBind => "before bind",
+            catalog::When::Create => "at socket()",
         };
         let tcp = if s.applies == catalog::Applies::Tcp {
             " (TCP only)"

@@ -78,10 +78,11 @@ pub enum Opt {
     Congestion,
     MaxSeg,
     NotsentLowat,
+    Mptcp,
 }
 
 /// Number of option slots.
-pub const N_OPTS: usize = Opt::NotsentLowat as usize + 1;
+pub const N_OPTS: usize = Opt::Mptcp as usize + 1;
 
 impl Opt {
     pub const ALL: [Opt; N_OPTS] = [
@@ -106,6 +107,7 @@ impl Opt {
         Opt::Congestion,
         Opt::MaxSeg,
         Opt::NotsentLowat,
+        Opt::Mptcp,
     ];
 
     pub fn spec(self) -> &'static OptSpec {
@@ -148,6 +150,9 @@ pub enum When {
     /// Must be in place before the SYN leaves (or before listen): applied in connect/listen
     /// hooks ahead of the real call.
     BeforeConnect,
+    /// Decided when the socket is created (the protocol itself): the socket hook creates it,
+    /// and connect/listen swap it if the full decision differs.
+    Create,
     /// Only meaningful before `bind()`: applied in the bind hook (and at listen for sockets
     /// the program never bound explicitly).
     BeforeBind,
@@ -418,6 +423,16 @@ pub static SPECS: [OptSpec; N_OPTS] = [
         when: When::Any,
         inherited_by_accept: false,
         help: "limit unsent bytes queued in the kernel (lower latency for interactive streams)",
+    },
+    OptSpec {
+        name: "mptcp",
+        aliases: &["multipath"],
+        kernel: "socket(..., IPPROTO_MPTCP)",
+        kind: Kind::Bool,
+        applies: Applies::Tcp,
+        when: When::Create,
+        inherited_by_accept: true,
+        help: "make TCP sockets Multipath TCP (falls back to TCP when the kernel or peer says no)",
     },
 ];
 
@@ -1158,7 +1173,7 @@ mod tests {
         };
         for o in Opt::ALL {
             let ops = kernel_ops(o, sample(o), Family::V6, true);
-            if o == Opt::BindAddress {
+            if o == Opt::BindAddress || o == Opt::Mptcp {
                 assert_eq!(ops.iter().count(), 0);
                 continue;
             }

@@ -23,6 +23,8 @@ pub struct Sock {
     pub fd: i32,
     pub family: Family,
     pub transport: Transport,
+    /// The socket is MPTCP (protocol 262).
+    pub mptcp: bool,
 }
 
 /// Which options a stage applies.
@@ -98,6 +100,7 @@ pub fn apply(
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
         };
+        let t = if s.mptcp { "mptcp" } else { t };
         let _ = write!(line, "fd {} {} {}", s.fd, t, stage.call());
         if let Some(p) = peer {
             let _ = write!(line, " {}", p);
@@ -106,6 +109,9 @@ pub fn apply(
     }
     let mut touched = false;
     for (opt, setting) in d.iter() {
+        if opt == Opt::Mptcp {
+            continue; // the protocol: decided in the socket hook and by `mptcp::swap`
+        }
         if !stage.wants(opt, s.transport)
             || (opt.spec().applies == Applies::Tcp && s.transport != Transport::Tcp)
         {
@@ -162,7 +168,15 @@ pub fn apply(
                     );
                     return Err(e);
                 }
-                if first {
+                if first && s.mptcp && matches!(e.0, libc::EOPNOTSUPP | libc::ENOPROTOOPT) {
+                    log_at!(
+                        LogLevel::Warn,
+                        "{}: MPTCP sockets on this kernel cannot carry {} ({}); MPTCP connections go without it (warned once per process)",
+                        opt.name(),
+                        cname,
+                        sys::errno_name(e.0)
+                    );
+                } else if first {
                     log_at!(
                         LogLevel::Warn,
                         "{}: {}({}) refused: {}; the program goes on without it (warned once per process)",
@@ -248,7 +262,10 @@ fn apply_bind_address(
 /// Records the locks of a socket (and whether a listener's options are inherited).
 pub fn record(fd: i32, locked: u32, listen_applied: bool) {
     let ino = sys::inode(fd).map(|(_, i)| i).unwrap_or(0);
-    let mut info = locked as u64 | fdtable::CHECKED;
+    let made = fdtable::get(fd)
+        .map(|(i, _)| i & (fdtable::MADE_MPTCP | fdtable::PINNED_TCP))
+        .unwrap_or(0);
+    let mut info = locked as u64 | fdtable::CHECKED | made;
     if listen_applied {
         info |= fdtable::LISTEN_APPLIED;
     }
@@ -256,7 +273,7 @@ pub fn record(fd: i32, locked: u32, listen_applied: bool) {
 }
 
 /// connect(): decide with the remote address and apply everything before the SYN.
-pub fn on_connect(g: &Global, s: Sock, remote: &SocketAddr) -> Result<(), Errno> {
+pub fn on_connect(g: &Global, s: Sock, remote: &SocketAddr) -> Result<Sock, Errno> {
     let (ip, port) = ip_key_of(remote);
     let ctx = Ctx {
         transport: s.transport,
@@ -265,12 +282,60 @@ pub fn on_connect(g: &Global, s: Sock, remote: &SocketAddr) -> Result<(), Errno>
         local_port: None,
     };
     let d = g.policy.decide(&ctx);
+    let s = settle_protocol(g, s, &d)?;
     if d.is_empty() {
-        return Ok(());
+        return Ok(s);
     }
     let locked = apply(g, s, Stage::Connect, &d, Some(remote), |_| false)?;
     record(s.fd, locked, false);
-    Ok(())
+    Ok(s)
+}
+
+/// Before connect/listen: make the socket MPTCP or TCP as the full decision says, if that
+/// differs from what it is. A socket the program made MPTCP itself is left alone unless a
+/// rule says `mptcp = false`.
+fn settle_protocol(g: &Global, mut s: Sock, d: &Decision) -> Result<Sock, Errno> {
+    if s.transport != Transport::Tcp || !g.policy.manages(Opt::Mptcp) {
+        return Ok(s);
+    }
+    if crate::mptcp::pinned_tcp(s.fd) {
+        return Ok(s);
+    }
+    let made = crate::mptcp::made_by_us(s.fd);
+    let want = match d.get(Opt::Mptcp) {
+        Some(st) => st.value == Value::Bool(true),
+        None => s.mptcp && !made,
+    };
+    if want == s.mptcp {
+        return Ok(s);
+    }
+    match crate::mptcp::swap(s.fd, s.family, want) {
+        Ok(()) => {
+            log_at!(
+                LogLevel::Debug,
+                "fd {}: made {} before the handshake",
+                s.fd,
+                if want { "MPTCP" } else { "plain TCP" }
+            );
+            s.mptcp = want;
+        }
+        Err(e) if want && crate::mptcp::is_refusal(e.0) => {
+            crate::mptcp::warn_refused(e.0, g.policy.on_error == OnError::Fail);
+            if g.policy.on_error == OnError::Fail {
+                return Err(e);
+            }
+        }
+        Err(e) => {
+            log_at!(
+                LogLevel::Info,
+                "fd {}: stays {}: {}",
+                s.fd,
+                if s.mptcp { "MPTCP" } else { "TCP" },
+                sys::errno_name(e.0)
+            );
+        }
+    }
+    Ok(s)
 }
 
 fn server_ctx(s: Sock, local_port: u16, remote: Option<&SocketAddr>) -> Ctx {
@@ -284,6 +349,7 @@ fn server_ctx(s: Sock, local_port: u16, remote: Option<&SocketAddr>) -> Ctx {
 
 pub fn on_listen(g: &Global, s: Sock, local: &SocketAddr) -> Result<(), Errno> {
     let d = g.policy.decide(&server_ctx(s, local.port(), None));
+    let s = settle_protocol(g, s, &d)?;
     if d.is_empty() {
         return Ok(());
     }

@@ -29,6 +29,10 @@ pub const LISTEN_APPLIED: u64 = 1 << 32;
 /// The socket was looked at and needs no locks (keeps `info` non-zero so it is not looked
 /// at again).
 pub const CHECKED: u64 = 1 << 34;
+/// sockwrap made this socket MPTCP (so it may make it TCP again).
+pub const MADE_MPTCP: u64 = 1 << 35;
+/// Made plain TCP because the program set an option MPTCP rejects: stays TCP.
+pub const PINNED_TCP: u64 = 1 << 36;
 
 fn entry(fd: i32) -> Option<&'static Entry> {
     usize::try_from(fd).ok().and_then(|i| TABLE.get(i))

@@ -7,7 +7,7 @@
 
 use crate::apply::{self, Global, Sock};
 use crate::sys::{self, ErrnoGuard};
-use crate::{fdtable, log_at, real};
+use crate::{fdtable, log_at, mptcp, real};
 use core::ffi::{c_int, c_void};
 use core::mem::size_of;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -111,14 +111,29 @@ fn family_of(a: &SocketAddr) -> Family {
 
 /// TCP or UDP, asked of the kernel (the descriptor may come from anywhere: inherited,
 /// received, made with a raw system call). MPTCP counts as TCP. Anything else: None.
-fn transport_of(fd: i32) -> Option<Transport> {
+fn kind_of(fd: i32) -> Option<(Transport, bool)> {
     let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok()?;
     let proto = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).ok()?;
     match (ty, proto) {
-        (libc::SOCK_STREAM, libc::IPPROTO_TCP | 262) => Some(Transport::Tcp),
-        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => Some(Transport::Udp),
+        (libc::SOCK_STREAM, libc::IPPROTO_TCP) => Some((Transport::Tcp, false)),
+        (libc::SOCK_STREAM, mptcp::IPPROTO_MPTCP) => Some((Transport::Tcp, true)),
+        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => Some((Transport::Udp, false)),
         _ => None,
     }
+}
+
+fn transport_of(fd: i32) -> Option<Transport> {
+    kind_of(fd).map(|(t, _)| t)
+}
+
+fn sock(fd: i32, family: Family) -> Option<Sock> {
+    let (transport, mptcp) = kind_of(fd)?;
+    Some(Sock {
+        fd,
+        family,
+        transport,
+        mptcp,
+    })
 }
 
 /// Fails the hooked call with `e` (strict mode).
@@ -131,30 +146,57 @@ fn fail(e: sys::Errno) -> c_int {
 /// Called by C code with C's contract for `socket(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    let g = global();
+    let inet = domain == libc::AF_INET || domain == libc::AF_INET6;
+    let base = ty & 0xf;
+    if let Some(g) = g {
+        if inet
+            && base == libc::SOCK_STREAM
+            && (protocol == 0 || protocol == libc::IPPROTO_TCP)
+            && mptcp::wanted_at_creation(&g.policy)
+        {
+            // SAFETY: the program's arguments, with the protocol changed to MPTCP.
+            let fd = unsafe { real::socket(domain, ty, mptcp::IPPROTO_MPTCP) };
+            if fd >= 0 {
+                fdtable::set(fd, fdtable::MADE_MPTCP | fdtable::CHECKED, 0);
+                crate::log::SOCKETS_SEEN.fetch_add(1, Ordering::Relaxed);
+                log_at!(LogLevel::Debug, "fd {}: TCP socket created as MPTCP", fd);
+                return fd;
+            }
+            let e = sys::errno();
+            if !mptcp::is_refusal(e) {
+                return fd; // EMFILE and the like: the program sees what TCP would have given
+            }
+            let strict = g.policy.on_error == sockwrap_policy::OnError::Fail;
+            mptcp::warn_refused(e, strict);
+            if strict {
+                sys::set_errno(e);
+                return -1;
+            }
+        }
+    }
     // SAFETY: arguments passed through.
     let fd = unsafe { real::socket(domain, ty, protocol) };
     if fd < 0 {
         return fd;
     }
     fdtable::reset(fd);
-    let Some(g) = global() else { return fd };
+    let Some(g) = g else { return fd };
     let family = match domain {
         libc::AF_INET => Family::V4,
         libc::AF_INET6 => Family::V6,
         _ => return fd,
     };
     crate::log::SOCKETS_SEEN.fetch_add(1, Ordering::Relaxed);
-    let base = ty & 0xf;
     if base == libc::SOCK_DGRAM && (protocol == 0 || protocol == libc::IPPROTO_UDP) {
         let guard = ErrnoGuard::new();
-        if let Err(e) = apply::on_udp_socket(
-            g,
-            Sock {
-                fd,
-                family,
-                transport: Transport::Udp,
-            },
-        ) {
+        let s = Sock {
+            fd,
+            family,
+            transport: Transport::Udp,
+            mptcp: false,
+        };
+        if let Err(e) = apply::on_udp_socket(g, s) {
             // SAFETY: fd is the socket we just made; the program never saw it.
             unsafe { libc::syscall(libc::SYS_close, fd as libc::c_long) };
             drop(guard);
@@ -168,25 +210,42 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
 /// C's contract for `connect(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let mut was_mptcp = false;
     if let Some(g) = global() {
         // SAFETY: the program promises addr is valid for len bytes.
         if let Some(remote) = unsafe { sockaddr_from_ptr(addr, len) } {
             let guard = ErrnoGuard::new();
-            if let Some(transport) = transport_of(fd) {
-                let s = Sock {
-                    fd,
-                    family: family_of(&remote),
-                    transport,
-                };
-                if let Err(e) = apply::on_connect(g, s, &remote) {
-                    drop(guard);
-                    return fail(e);
+            if let Some(s) = sock(fd, family_of(&remote)) {
+                match apply::on_connect(g, s, &remote) {
+                    Ok(s) => was_mptcp = s.mptcp,
+                    Err(e) => {
+                        drop(guard);
+                        return fail(e);
+                    }
                 }
             }
         }
     }
     // SAFETY: arguments passed through.
-    unsafe { real::connect(fd, addr, len) }
+    let r = unsafe { real::connect(fd, addr, len) };
+    if was_mptcp && crate::log::enabled(LogLevel::Info) {
+        let guard = ErrnoGuard::new();
+        match (r, mptcp::still_mptcp(fd)) {
+            (0, Some(true)) => log_at!(LogLevel::Info, "fd {}: connected with MPTCP", fd),
+            (0, Some(false)) => log_at!(
+                LogLevel::Info,
+                "fd {}: MPTCP fell back to TCP in the handshake (the peer does not speak MPTCP)",
+                fd
+            ),
+            _ => log_at!(
+                LogLevel::Info,
+                "fd {}: MPTCP connect in progress (non-blocking)",
+                fd
+            ),
+        }
+        drop(guard);
+    }
+    r
 }
 
 /// # Safety
@@ -197,12 +256,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
         // SAFETY: the program promises addr is valid for len bytes.
         if let Some(local) = unsafe { sockaddr_from_ptr(addr, len) } {
             let guard = ErrnoGuard::new();
-            if let Some(transport) = transport_of(fd) {
-                let s = Sock {
-                    fd,
-                    family: family_of(&local),
-                    transport,
-                };
+            if let Some(s) = sock(fd, family_of(&local)) {
                 if let Err(e) = apply::on_bind(g, s, &local) {
                     drop(guard);
                     return fail(e);
@@ -220,7 +274,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
 pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     if let Some(g) = global() {
         let guard = ErrnoGuard::new();
-        if let Some(Transport::Tcp) = transport_of(fd) {
+        if let Some((Transport::Tcp, is_mptcp)) = kind_of(fd) {
             if let Some(local) = sys::getsockname(fd)
                 .ok()
                 .and_then(|l| sockaddr_from_storage(&l.storage, l.len))
@@ -229,6 +283,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
                     fd,
                     family: family_of(&local),
                     transport: Transport::Tcp,
+                    mptcp: is_mptcp,
                 };
                 if let Err(e) = apply::on_listen(g, s, &local) {
                     drop(guard);
@@ -272,15 +327,33 @@ unsafe fn after_accept(
     else {
         return fd;
     };
-    if transport_of(fd) != Some(Transport::Tcp) {
+    let Some(
+        s @ Sock {
+            transport: Transport::Tcp,
+            ..
+        },
+    ) = sock(fd, family_of(&local))
+    else {
         return fd;
-    }
-    crate::log::SOCKETS_SEEN.fetch_add(1, Ordering::Relaxed);
-    let s = Sock {
-        fd,
-        family: family_of(&local),
-        transport: Transport::Tcp,
     };
+    crate::log::SOCKETS_SEEN.fetch_add(1, Ordering::Relaxed);
+    if g.policy.manages(sockwrap_policy::Opt::Mptcp) {
+        if s.mptcp {
+            log_at!(
+                LogLevel::Info,
+                "fd {}: accepted an MPTCP connection from {}",
+                fd,
+                peer
+            );
+        } else {
+            log_at!(
+                LogLevel::Info,
+                "fd {}: accepted a plain TCP connection from {} (no MPTCP from the peer)",
+                fd,
+                peer
+            );
+        }
+    }
     if let Err(e) = apply::on_accept(g, listen_fd, s, local.port(), &peer) {
         // Strict: the connection is refused by closing it; the program sees the errno.
         // SAFETY: fd is the accepted socket the program has not seen yet.
@@ -368,7 +441,65 @@ pub unsafe extern "C" fn setsockopt(
         }
     }
     // SAFETY: arguments passed through.
-    unsafe { real::setsockopt(fd, level, name, val, len) }
+    let r = unsafe { real::setsockopt(fd, level, name, val, len) };
+    if r == 0 {
+        return r;
+    }
+    let e = sys::errno();
+    if matches!(e, libc::ENOPROTOOPT | libc::EOPNOTSUPP) && mptcp::made_by_us(fd) {
+        // SAFETY: the program's arguments, passed on unchanged.
+        return unsafe { mptcp_refused_option(fd, level, name, val, len, e) };
+    }
+    r
+}
+
+static WARNED_MPTCP_OPTION: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
+/// The program set an option that MPTCP on this kernel rejects, on a socket sockwrap made
+/// MPTCP. Before connect/listen: make it plain TCP and set the option there. After: the
+/// program would have succeeded over TCP, so report success and warn once.
+///
+/// # Safety
+/// The program's setsockopt arguments.
+unsafe fn mptcp_refused_option(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+    e: i32,
+) -> c_int {
+    let connected = sys::getpeername(fd).is_ok();
+    let listening =
+        sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0;
+    let family = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok();
+    let family = match family {
+        Some(libc::AF_INET) => Family::V4,
+        _ => Family::V6,
+    };
+    if !connected && !listening && mptcp::swap(fd, family, false).is_ok() {
+        log_at!(
+            LogLevel::Info,
+            "fd {}: MPTCP on this kernel rejects {} ({}); the socket was switched to plain TCP before connecting",
+            fd,
+            kernel_name(level, name),
+            sys::errno_name(e)
+        );
+        // SAFETY: the program's arguments, now on the TCP socket.
+        return unsafe { real::setsockopt(fd, level, name, val, len) };
+    }
+    if !WARNED_MPTCP_OPTION.swap(true, Ordering::Relaxed) {
+        log_at!(
+            LogLevel::Warn,
+            "fd {}: MPTCP on this kernel rejects {} ({}) on a connected socket; reported as success so the program goes on without it (warned once)",
+            fd,
+            kernel_name(level, name),
+            sys::errno_name(e)
+        );
+    }
+    sys::set_errno(0);
+    0
 }
 
 /// See [`apply::adopt`].
@@ -387,17 +518,10 @@ fn adopt(g: &Global, fd: c_int) {
         .and_then(|p| sockaddr_from_storage(&p.storage, p.len));
     let listening = transport == Transport::Tcp
         && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0;
-    apply::adopt(
-        g,
-        Sock {
-            fd,
-            family: family_of(&local),
-            transport,
-        },
-        &local,
-        peer.as_ref(),
-        listening,
-    );
+    let Some(s) = sock(fd, family_of(&local)) else {
+        return;
+    };
+    apply::adopt(g, s, &local, peer.as_ref(), listening);
 }
 
 fn kernel_name(level: c_int, name: c_int) -> &'static str {
@@ -419,6 +543,11 @@ fn kernel_name(level: c_int, name: c_int) -> &'static str {
         (IPPROTO_TCP, TCP_KEEPINTVL) => "TCP_KEEPINTVL",
         (IPPROTO_TCP, TCP_KEEPCNT) => "TCP_KEEPCNT",
         (IPPROTO_TCP, TCP_USER_TIMEOUT) => "TCP_USER_TIMEOUT",
+        (IPPROTO_TCP, 3) => "TCP_CORK",
+        (IPPROTO_TCP, 12) => "TCP_QUICKACK",
+        (IPPROTO_TCP, 10) => "TCP_WINDOW_CLAMP",
+        (IPPROTO_TCP, 31) => "TCP_ULP",
+        (IPPROTO_TCP, 30) => "TCP_FASTOPEN_CONNECT",
         _ => "option",
     }
 }

@@ -21,6 +21,7 @@ pub mod apply;
 pub mod fdtable;
 pub mod hooks;
 pub mod log;
+pub mod mptcp;
 pub mod real;
 pub mod sys;
 

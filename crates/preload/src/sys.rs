@@ -195,3 +195,71 @@ pub fn errno_name(e: i32) -> &'static str {
         _ => "error",
     }
 }
+
+/// `getsockopt(fd, level, name)` into a small buffer; returns the length the kernel wrote.
+pub fn getsockopt_bytes(
+    fd: i32,
+    level: i32,
+    name: i32,
+    buf: &mut [u8; 16],
+) -> Result<usize, Errno> {
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf and len are valid for writing; len is buf's size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getsockopt,
+            fd as libc::c_long,
+            level as libc::c_long,
+            name as libc::c_long,
+            buf.as_mut_ptr(),
+            &mut len as *mut libc::socklen_t,
+        )
+    };
+    check(r).map(|_| len as usize)
+}
+
+/// `socket(2)` as a raw system call (never our own hook).
+pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<i32, Errno> {
+    // SAFETY: no pointers involved.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_socket,
+            domain as libc::c_long,
+            ty as libc::c_long,
+            protocol as libc::c_long,
+        )
+    };
+    check(r).map(|fd| fd as i32)
+}
+
+pub fn close(fd: i32) {
+    // SAFETY: closing a descriptor we own.
+    unsafe { libc::syscall(libc::SYS_close, fd as libc::c_long) };
+}
+
+/// `dup3(old, new, flags)`: atomically replaces `new` by `old`'s socket.
+pub fn dup3(old: i32, new: i32, flags: i32) -> Result<(), Errno> {
+    // SAFETY: no pointers involved.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_dup3,
+            old as libc::c_long,
+            new as libc::c_long,
+            flags as libc::c_long,
+        )
+    };
+    check(r).map(|_| ())
+}
+
+pub fn fcntl(fd: i32, cmd: i32) -> Result<i32, Errno> {
+    // SAFETY: F_GETFL/F_GETFD take no pointer.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fcntl,
+            fd as libc::c_long,
+            cmd as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    check(r).map(|v| v as i32)
+}
