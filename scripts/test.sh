@@ -35,8 +35,8 @@ fi
 
 echo "== cargo build --release --workspace"
 cargo build --release --workspace
-echo "== cargo test --workspace --release"
-cargo test --workspace --release
+echo "== cargo test --workspace (unit tests, dev profile: fat LTO makes test builds slow)"
+cargo test --workspace
 
 echo "== smoke: the preload library loads into a plain program"
 LD_PRELOAD="$PWD/target/release/libsockwrap.so" /bin/true
