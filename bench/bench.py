@@ -101,12 +101,22 @@ def find_mptcpwrap():
     return None
 
 
-def build():
+def build(no_build=False):
     os.makedirs(BUILD, exist_ok=True)
-    build_note = "cargo build --release: ok"
-    log("cargo build --release")
-    r = subprocess.run(["cargo", "build", "--release"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=900)
+    # The library under test is all that must be fresh; the CLI (only used for `sockwrap check`
+    # on the generated policies) is built when missing. A full LTO rebuild of the CLI takes
+    # minutes on 2 cores.
+    cmd = ["cargo", "build", "--release", "-p", "sockwrap-preload"]
+    if not os.path.exists(os.path.join(ROOT, "target", "release", "sockwrap")):
+        cmd += ["-p", "sockwrap-cli"]
+    build_note = f"`{' '.join(cmd)}`: ok"
+    if no_build:
+        build_note = "--no-build: measured the existing target/release/libsockwrap.so"
+        cmd = ["true"]
+    log(" ".join(cmd))
+    t0 = time.time()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    build_note += f" ({time.time() - t0:.0f} s)"
     if r.returncode != 0:
         if not os.path.exists(LIB):
             sys.exit("cargo build --release failed and there is no libsockwrap.so:\n" + r.stderr[-3000:])
@@ -174,7 +184,7 @@ def startbench(rounds, variants, prog="/bin/true", section="start"):
     cmd = [STARTBENCH, str(rounds), prog]
     for name, env in variants:
         cmd += ["--", name] + [f"{k}={v}" for k, v in env.items()]
-    note_cmd(section, " ".join(os.path.relpath(c, ROOT) if c.startswith(BUILD) else c for c in cmd))
+    note_cmd(section, " ".join(cmd).replace(ROOT + "/", ""))
     r = run(cmd, env=clean_env(), timeout=600)
     out = {}
     for line in r.stdout.splitlines():
@@ -215,7 +225,7 @@ def instr_per_iter(n, env, extra=(), section="percall"):
     """User-space instructions per loop iteration: (total(2N) - total(N)) / N."""
     a = callgrind_total([CONNBENCH, "loop", str(n)] + list(extra), env)
     b = callgrind_total([CONNBENCH, "loop", str(2 * n)] + list(extra), env)
-    note_cmd(section, f"{shell_env(env)} valgrind --tool=callgrind bench/build/connbench loop "
+    note_cmd(section, f"{shell_env(env).replace(ROOT + '/', '')} valgrind --tool=callgrind bench/build/connbench loop "
                       f"{{{n},{2 * n}}} {' '.join(extra)}".strip())
     return (b - a) / n
 
@@ -236,6 +246,15 @@ def syscalls_per_iter(n, env, extra=()):
         m = [lines[-1][3]]
         tot.append(int(m[-1]))
     return (tot[1] - tot[0]) / n
+
+
+def syscalls_true(env):
+    if not shutil.which("strace"):
+        return None
+    with tempfile.NamedTemporaryFile(prefix="st.", dir=BUILD, mode="r") as out:
+        run(["strace", "-f", "-c", "-o", out.name, "/bin/true"], env=clean_env(env))
+        lines = [l.split() for l in out.read().splitlines() if l.strip().endswith("total")]
+    return int(lines[-1][3]) if lines and len(lines[-1]) >= 5 else None
 
 
 def loop_wall(n, env, reps, extra=()):
@@ -352,6 +371,7 @@ def main():
     ap.add_argument("--full-callgrind", action="store_true",
                     help="also count instructions at 10,000 rules (adds ~6 min: the policy load "
                          "runs under valgrind)")
+    ap.add_argument("--no-build", action="store_true", help="measure the existing build")
     ap.add_argument("--out", default=os.path.join(BENCH, "RESULTS.md"))
     args = ap.parse_args()
     q = args.quick
@@ -377,7 +397,7 @@ def main():
         sys.exit("another bench/run.sh is running (bench/build/.lock); run one at a time")
     t_start = time.time()
     ensure_tools()
-    build_note = build()
+    build_note = build(args.no_build)
     mptcpwrap = find_mptcpwrap()
     have_valgrind = shutil.which("valgrind") is not None
     tmp = tempfile.mkdtemp(prefix="swbench.", dir=BUILD)
@@ -395,6 +415,11 @@ def main():
         ("sw-50rules", {"LD_PRELOAD": LIB, "SOCKWRAP_CONFIG": pol[50]}),
     ]
     R["start"] = startbench(P["start_rounds"], variants)
+    R["start_cg"] = {}
+    if have_valgrind:
+        for name, env in variants:
+            R["start_cg"][name] = (callgrind_total(["/bin/true"], env), syscalls_true(env))
+        note_cmd("start", "valgrind --tool=callgrind /bin/true and strace -f -c /bin/true, per variant")
     R["size"] = os.path.getsize(LIB)
     R["floor_size"] = os.path.getsize(FLOOR)
     R["rss"] = {}
@@ -501,8 +526,9 @@ def report(R, P, quick, build_note, mptcpwrap, pol, full_cg):
       "waitpid), variants interleaved round-robin with a rotating start. *Added* is the median "
       "of the per-round difference to `none`; the ratio is added / floor's added.")
     w("")
-    w("| variant | median exec µs | p25–p75 µs | added µs | × floor | goal |")
-    w("|---|---:|---:|---:|---:|---|")
+    w("| variant | median exec µs | p25–p75 µs | added µs | × floor | goal | instructions (callgrind) | added instr | syscalls |")
+    w("|---|---:|---:|---:|---:|---|---:|---:|---:|")
+    scg = R.get("start_cg", {})
     goals = {"sw-nopolicy": 2, "sw-flags": 2, "sw-50rules": 3}
     for name, (med, p25, p75, diff) in st.items():
         ratio = diff / fadd if fadd > 0 and name not in ("none", "floor") else None
@@ -512,8 +538,11 @@ def report(R, P, quick, build_note, mptcpwrap, pol, full_cg):
             g = f"≤ {goals[name]}x: {verdict(ok)}"
             summary.append((f"start {name} ≤ {goals[name]}x floor", ok,
                             f"{diff:.0f} µs vs floor {fadd:.0f} µs = {ratio:.1f}x"))
+        ci, sy = scg.get(name, (None, None))
+        c0 = scg.get("none", (None,))[0]
         w(f"| {name} | {med:.0f} | {p25:.0f}–{p75:.0f} | {diff:.1f} | "
-          f"{'' if ratio is None else f'{ratio:.1f}x'} | {g} |")
+          f"{'' if ratio is None else f'{ratio:.1f}x'} | {g} | {fmt(ci)} | "
+          f"{fmt(ci - c0 if ci is not None and c0 is not None else None)} | {fmt(sy)} |")
     w("")
     w("Variants: `floor` = bench/floor.c; `mptcpwrap` = " + (f"`{mptcpwrap}`" if mptcpwrap else
       "not installed") + "; `sw-nopolicy` = libsockwrap.so with no SOCKWRAP_* variables; "
