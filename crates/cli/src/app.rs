@@ -122,6 +122,11 @@ pub fn command() -> Command {
                 .arg(Arg::new("role").long("role").value_name("client|server").default_value("client"))
                 .arg(Arg::new("program").long("program").value_name("NAME").help("program name to match rules against")),
         )
+        .subcommand(
+            Command::new("doctor")
+                .about("Can sockwrap reach PROGRAM (static? Go? setuid?), and is MPTCP usable here?")
+                .arg(Arg::new("program").value_name("PROGRAM")),
+        )
         .subcommand(Command::new("options").about("List every option with its kernel option and accepted values"))
         .subcommand(Command::new("help-config").about("Print a commented example policy file"))
 }

@@ -33,6 +33,9 @@ pub const CHECKED: u64 = 1 << 34;
 pub const MADE_MPTCP: u64 = 1 << 35;
 /// Made plain TCP because the program set an option MPTCP rejects: stays TCP.
 pub const PINNED_TCP: u64 = 1 << 36;
+/// An MPTCP non-blocking connect whose outcome (MPTCP or fallback) is still to be logged,
+/// when the program asks for SO_ERROR.
+pub const MPTCP_PENDING: u64 = 1 << 37;
 
 fn entry(fd: i32) -> Option<&'static Entry> {
     usize::try_from(fd).ok().and_then(|i| TABLE.get(i))
@@ -67,5 +70,13 @@ pub fn copy(old: i32, new: i32) {
     match get(old) {
         Some((info, ino)) => set(new, info, ino),
         None => reset(new),
+    }
+}
+
+/// Sets or clears flag bits of an existing entry (creating one with no inode if needed).
+pub fn update_bits(fd: i32, set_bits: u64, clear_bits: u64) {
+    if let Some(e) = entry(fd) {
+        let info = e.info.load(Relaxed);
+        e.info.store((info | set_bits) & !clear_bits, Relaxed);
     }
 }

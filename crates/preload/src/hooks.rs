@@ -237,11 +237,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
                 "fd {}: MPTCP fell back to TCP in the handshake (the peer does not speak MPTCP)",
                 fd
             ),
-            _ => log_at!(
-                LogLevel::Info,
-                "fd {}: MPTCP connect in progress (non-blocking)",
-                fd
-            ),
+            // Non-blocking: the outcome is logged when the program asks for SO_ERROR.
+            _ => fdtable::update_bits(fd, fdtable::MPTCP_PENDING | fdtable::CHECKED, 0),
         }
         drop(guard);
     }
@@ -478,6 +475,18 @@ unsafe fn mptcp_refused_option(
         Some(libc::AF_INET) => Family::V4,
         _ => Family::V6,
     };
+    let value: &[u8] = if val.is_null() {
+        &[]
+    } else {
+        // SAFETY: the program promises val is valid for len bytes.
+        unsafe { core::slice::from_raw_parts(val as *const u8, len as usize) }
+    };
+    if !mptcp::tcp_accepts(family, level, name, value) {
+        // Plain TCP refuses it too (e.g. IPV6_V6ONLY on an IPv4 socket): the program's own
+        // error; keep MPTCP.
+        sys::set_errno(e);
+        return -1;
+    }
     if !connected && !listening && mptcp::swap(fd, family, false).is_ok() {
         log_at!(
             LogLevel::Info,
@@ -550,6 +559,51 @@ fn kernel_name(level: c_int, name: c_int) -> &'static str {
         (IPPROTO_TCP, 30) => "TCP_FASTOPEN_CONNECT",
         _ => "option",
     }
+}
+
+/// Watches for the outcome of a non-blocking MPTCP connect: programs ask for SO_ERROR once
+/// the socket is writable, and then the kernel can say whether MPTCP survived the handshake.
+/// Every other call passes straight through.
+///
+/// # Safety
+/// C's contract for `getsockopt(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    // SAFETY: arguments passed through.
+    let r = unsafe { real::getsockopt(fd, level, name, val, len) };
+    if level == libc::SOL_SOCKET && name == libc::SO_ERROR && r == 0 {
+        if let Some((info, _)) = fdtable::get(fd) {
+            if info & fdtable::MPTCP_PENDING != 0 {
+                let guard = ErrnoGuard::new();
+                // SAFETY: the kernel just wrote an int there.
+                let so_error = if val.is_null() {
+                    -1
+                } else {
+                    unsafe { (val as *const i32).read_unaligned() }
+                };
+                if so_error == 0 {
+                    fdtable::update_bits(fd, 0, fdtable::MPTCP_PENDING);
+                    match mptcp::still_mptcp(fd) {
+                        Some(true) => log_at!(LogLevel::Info, "fd {}: connected with MPTCP", fd),
+                        Some(false) => log_at!(
+                            LogLevel::Info,
+                            "fd {}: MPTCP fell back to TCP in the handshake (the peer does not speak MPTCP)",
+                            fd
+                        ),
+                        None => {}
+                    }
+                }
+                drop(guard);
+            }
+        }
+    }
+    r
 }
 
 /// # Safety

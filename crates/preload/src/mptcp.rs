@@ -213,3 +213,23 @@ pub fn pinned_tcp(fd: i32) -> bool {
 pub fn made_by_us(fd: i32) -> bool {
     fdtable::get(fd).is_some_and(|(info, _)| info & fdtable::MADE_MPTCP != 0)
 }
+
+/// Whether a fresh plain TCP socket of `family` accepts this option: if TCP refuses it too,
+/// the program's error is the program's own and MPTCP is kept.
+pub fn tcp_accepts(family: Family, level: i32, name: i32, val: &[u8]) -> bool {
+    let domain = if family == Family::V4 {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let Ok(probe) = sys::socket(
+        domain,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+        libc::IPPROTO_TCP,
+    ) else {
+        return false;
+    };
+    let ok = sys::setsockopt(probe, level, name, val).is_ok();
+    sys::close(probe);
+    ok
+}
