@@ -3,6 +3,9 @@ mod app;
 mod doctor;
 
 fn main() {
+    // `sockwrap check big.toml | head` must end quietly, not panic on a closed pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let m = app::command().get_matches();
     match m.subcommand() {
         Some(("run", s)) => app::run(s),

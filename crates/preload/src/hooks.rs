@@ -18,13 +18,9 @@ use sockwrap_policy::{LogLevel, Transport};
 
 fn global() -> Option<&'static Global> {
     let p = crate::GLOBAL.load(Ordering::Acquire);
-    // SAFETY: GLOBAL is either null or a leaked Box that lives for the whole process.
-    let g = unsafe { p.as_ref()? };
-    if g.policy.is_empty() {
-        None
-    } else {
-        Some(g)
-    }
+    // SAFETY: GLOBAL is either null or a leaked Box that lives for the whole process; it is
+    // only published when the policy has rules for this program.
+    unsafe { p.as_ref() }
 }
 
 /// Decodes a socket address the kernel or the program gave us.
@@ -180,8 +176,8 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     if fd < 0 {
         return fd;
     }
-    fdtable::reset(fd);
     let Some(g) = g else { return fd };
+    fdtable::reset(fd);
     let family = match domain {
         libc::AF_INET => Family::V4,
         libc::AF_INET6 => Family::V6,
@@ -303,8 +299,8 @@ unsafe fn after_accept(
     addr: *mut sockaddr,
     len: *mut socklen_t,
 ) -> c_int {
-    fdtable::reset(fd);
     let Some(g) = global() else { return fd };
+    fdtable::reset(fd);
     let guard = ErrnoGuard::new();
     // SAFETY: after a successful accept the kernel wrote *len bytes of the peer's address.
     let given = if addr.is_null() || len.is_null() {

@@ -73,13 +73,10 @@ fn init(argv0: Option<String>) {
     if secure_mode() {
         return;
     }
-    let vars: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| {
-            let k = k.into_string().ok()?;
-            k.starts_with("SOCKWRAP_")
-                .then(|| (k, v.to_string_lossy().into_owned()))
-        })
-        .collect();
+    let vars = sockwrap_vars();
+    if vars.is_empty() {
+        return; // nothing asked of us: stay a pass-through, at the lowest start-up cost
+    }
     let loaded =
         sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |path| {
             std::fs::read_to_string(path).map_err(|e| format!("cannot read the policy file: {e}"))
@@ -113,7 +110,14 @@ fn init(argv0: Option<String>) {
             names.push(base.to_string());
         }
     }
-    if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
+    let by_program = loaded
+        .policy
+        .rules()
+        .iter()
+        .any(|r| !r.matcher.program.is_empty());
+    if !by_program {
+        names.clear();
+    } else if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
         if let Some(base) = exe.file_name().and_then(|b| b.to_str()) {
             names.push(base.to_string());
         }
@@ -128,10 +132,42 @@ fn init(argv0: Option<String>) {
         loaded.policy.rules().len(),
         policy.on_error
     );
+    if policy.is_empty() {
+        return; // no rule for this program: hooks stay pass-through
+    }
     let g = Box::new(apply::Global { policy });
     GLOBAL.store(Box::into_raw(g), Ordering::Release);
     // SAFETY: registering a plain function with no arguments.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
+}
+
+/// The `SOCKWRAP_*` variables, read straight from `environ` so that the rest of a large
+/// environment is never copied (std::env::vars_os copies every variable).
+fn sockwrap_vars() -> Vec<(String, String)> {
+    extern "C" {
+        static environ: *const *const c_char;
+    }
+    let mut out = Vec::new();
+    // SAFETY: environ is the process's NULL-terminated array of NUL-terminated strings;
+    // nothing else runs while the constructor does.
+    unsafe {
+        let mut p = environ;
+        if p.is_null() {
+            return out;
+        }
+        while !(*p).is_null() {
+            let bytes = CStr::from_ptr(*p).to_bytes();
+            if bytes.starts_with(b"SOCKWRAP_") {
+                if let Some(eq) = bytes.iter().position(|&b| b == b'=') {
+                    let k = String::from_utf8_lossy(&bytes[..eq]).into_owned();
+                    let v = String::from_utf8_lossy(&bytes[eq + 1..]).into_owned();
+                    out.push((k, v));
+                }
+            }
+            p = p.add(1);
+        }
+    }
+    out
 }
 
 extern "C" fn after_fork_child() {
