@@ -10,6 +10,9 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,defs");
+    // Bind libc functions on first use, not all ~50 at load: rustc links with -z now by
+    // default, which costs every exec under sockwrap a symbol look-up per import.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,lazy");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     if let Ok(out) = Command::new(cc)
         .arg("-print-file-name=libgcc_eh.a")

@@ -86,6 +86,11 @@ impl Cidr {
         })
     }
 
+    /// (network, mask), both in the IPv6 (v4-mapped) form.
+    pub fn parts(&self) -> (u128, u128) {
+        (self.net, self.mask)
+    }
+
     pub fn contains(&self, ip: u128) -> bool {
         ip & self.mask == self.net
     }
@@ -231,40 +236,109 @@ pub struct Ctx {
     pub local_port: Option<u16>,
 }
 
-/// The options one socket gets: for each slot, the winning setting.
+/// The options one socket gets: for each slot, the rule that won it. Small (no copies of
+/// values) so deciding and passing it around costs next to nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Decision {
-    pub settings: [Option<Setting>; N_OPTS],
+pub struct Decision<'p> {
+    /// 1 + index of the winning rule per slot; 0 = not set.
+    from: [u32; N_OPTS],
+    mask: u32,
+    rules: &'p [Rule],
 }
 
-impl Decision {
-    pub const EMPTY: Decision = Decision {
-        settings: [None; N_OPTS],
-    };
+impl<'p> Decision<'p> {
+    pub fn empty(rules: &'p [Rule]) -> Decision<'p> {
+        Decision {
+            from: [0; N_OPTS],
+            mask: 0,
+            rules,
+        }
+    }
 
     pub fn get(&self, opt: Opt) -> Option<Setting> {
-        self.settings[opt as usize]
+        let i = self.from[opt as usize];
+        if i == 0 {
+            return None;
+        }
+        self.rules
+            .get(i as usize - 1)
+            .and_then(|r| r.settings[opt as usize])
     }
     pub fn is_empty(&self) -> bool {
-        self.settings.iter().all(Option::is_none)
+        self.mask == 0
     }
     /// Bit mask of the slots this decision sets and locks (not soft).
     pub fn locked_mask(&self) -> u32 {
-        let mut m = 0;
-        for o in Opt::ALL {
-            if let Some(s) = self.settings[o as usize] {
-                if !s.soft {
-                    m |= o.bit();
-                }
-            }
-        }
-        m
+        self.iter()
+            .filter(|(_, s)| !s.soft)
+            .fold(0, |m, (o, _)| m | o.bit())
     }
     /// Iterates over the set options in apply order.
     pub fn iter(&self) -> impl Iterator<Item = (Opt, Setting)> + '_ {
+        let mask = self.mask;
         Opt::ALL
             .into_iter()
-            .filter_map(|o| self.settings[o as usize].map(|s| (o, s)))
+            .filter(move |o| mask & o.bit() != 0)
+            .filter_map(|o| self.get(o).map(|s| (o, s)))
+    }
+
+    /// Takes rule `idx` into account; later rules win, whatever the order of the calls.
+    fn take(&mut self, idx: usize, rule_mask: u32) {
+        let tag = idx as u32 + 1;
+        let mut m = rule_mask;
+        while m != 0 {
+            let slot = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if self.from[slot] < tag {
+                self.from[slot] = tag;
+            }
+        }
+        self.mask |= rule_mask;
+    }
+}
+
+/// Finds the rules that can match a remote address without looking at every rule: rules
+/// that name remote networks are filed under each network (a hash table per prefix
+/// length); the others are always candidates. Used when a policy has many such rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct RemoteIndex {
+    /// Rules without a remote condition, or all rules when the index is off.
+    always: Vec<u32>,
+    /// (mask, network → rules), one per prefix length in use.
+    by_prefix: Vec<(u128, std::collections::HashMap<u128, Vec<u32>>)>,
+}
+
+/// Below this many rules with remote networks a plain scan is cheaper than hashing.
+const INDEX_THRESHOLD: usize = 32;
+
+impl RemoteIndex {
+    fn build(rules: &[Rule]) -> RemoteIndex {
+        let remote_rules = rules
+            .iter()
+            .filter(|r| !r.matcher.remote.is_empty())
+            .count();
+        let mut ix = RemoteIndex::default();
+        for (i, r) in rules.iter().enumerate() {
+            if remote_rules < INDEX_THRESHOLD || r.matcher.remote.is_empty() {
+                ix.always.push(i as u32);
+                continue;
+            }
+            for c in &r.matcher.remote {
+                let (net, mask) = c.parts();
+                let pos = match ix.by_prefix.iter().position(|(m, _)| *m == mask) {
+                    Some(p) => p,
+                    None => {
+                        ix.by_prefix.push((mask, Default::default()));
+                        ix.by_prefix.len() - 1
+                    }
+                };
+                let list = ix.by_prefix[pos].1.entry(net).or_default();
+                if list.last() != Some(&(i as u32)) {
+                    list.push(i as u32);
+                }
+            }
+        }
+        ix
     }
 }
 
@@ -282,6 +356,11 @@ pub struct Policy {
     /// Whether some rule that names a destination could apply to UDP: such rules reach only
     /// connected UDP sockets, which the library says once.
     udp_dest_rules: bool,
+    /// Whether any rule matches on the local port (else accept() need not ask for it).
+    any_local_port: bool,
+    /// Per rule: the slots it sets.
+    masks: Vec<u32>,
+    index: RemoteIndex,
 }
 
 impl Policy {
@@ -299,12 +378,27 @@ impl Policy {
         let udp_dest_rules = rules
             .iter()
             .any(|r| r.matcher.needs_remote() && r.matcher.transport != Some(Transport::Tcp));
+        let any_local_port = rules.iter().any(|r| !r.matcher.local_port.is_empty());
+        let masks = rules
+            .iter()
+            .map(|r| {
+                r.settings
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.is_some())
+                    .fold(0u32, |m, (i, _)| m | 1 << i)
+            })
+            .collect();
+        let index = RemoteIndex::build(&rules);
         Policy {
             rules,
             on_error,
             managed,
             any_needs_remote,
             udp_dest_rules,
+            any_local_port,
+            masks,
+            index,
         }
     }
 
@@ -342,6 +436,9 @@ impl Policy {
     pub fn managed_mask(&self) -> u32 {
         self.managed
     }
+    pub fn any_local_port(&self) -> bool {
+        self.any_local_port
+    }
     pub fn udp_dest_rules(&self) -> bool {
         self.udp_dest_rules
     }
@@ -350,13 +447,24 @@ impl Policy {
     }
 
     /// The options a socket in `ctx` gets. Later rules override earlier ones per option.
-    pub fn decide(&self, ctx: &Ctx) -> Decision {
-        let mut d = Decision::EMPTY;
-        for r in &self.rules {
-            if r.matcher.matches(ctx) {
-                for (slot, s) in d.settings.iter_mut().zip(r.settings.iter()) {
-                    if s.is_some() {
-                        *slot = *s;
+    pub fn decide(&self, ctx: &Ctx) -> Decision<'_> {
+        let mut d = Decision::empty(&self.rules);
+        let mut consider = |i: u32| {
+            let i = i as usize;
+            if let (Some(r), Some(m)) = (self.rules.get(i), self.masks.get(i)) {
+                if r.matcher.matches(ctx) {
+                    d.take(i, *m);
+                }
+            }
+        };
+        for &i in &self.index.always {
+            consider(i);
+        }
+        if let Some((ip, _)) = ctx.remote {
+            for (mask, table) in &self.index.by_prefix {
+                if let Some(list) = table.get(&(ip & mask)) {
+                    for &i in list {
+                        consider(i);
                     }
                 }
             }
@@ -467,6 +575,58 @@ mod tests {
         };
         assert!(p.decide(&c).is_empty());
         assert!(p.any_needs_remote());
+    }
+
+    /// The indexed decision agrees with a plain scan of the rules, for many rules and
+    /// addresses (with overlapping prefixes and rules without remote conditions).
+    #[test]
+    fn index_agrees_with_scan() {
+        let mut rules = Vec::new();
+        for i in 0..200u32 {
+            let mut r = Rule::new(format!("r{i}"));
+            match i % 4 {
+                0 => {
+                    r.matcher.remote =
+                        vec![Cidr::parse(&format!("10.{}.0.0/16", i % 7)).expect("valid")]
+                }
+                1 => {
+                    r.matcher.remote =
+                        vec![Cidr::parse(&format!("10.{}.{}.0/24", i % 7, i % 5)).expect("valid")]
+                }
+                2 => {
+                    r.matcher.port = vec![Ports {
+                        lo: (i % 3) as u16 + 80,
+                        hi: (i % 3) as u16 + 80,
+                    }]
+                }
+                _ => {}
+            }
+            r.set(Opt::ALL[(i as usize) % 5], Value::Int(i as i64), i % 3 == 0);
+            rules.push(r);
+        }
+        let p = Policy::new(rules.clone(), OnError::Warn);
+        assert!(!p.index.by_prefix.is_empty(), "the index must be in use");
+        for a in 0..7 {
+            for b in 0..6 {
+                for port in [80u16, 81, 82, 443] {
+                    let c = ctx(&format!("10.{a}.{b}.9"), port);
+                    let d = p.decide(&c);
+                    let mut want: [Option<Setting>; N_OPTS] = [None; N_OPTS];
+                    for r in &rules {
+                        if r.matcher.matches(&c) {
+                            for (w, s) in want.iter_mut().zip(r.settings.iter()) {
+                                if s.is_some() {
+                                    *w = *s;
+                                }
+                            }
+                        }
+                    }
+                    for o in Opt::ALL {
+                        assert_eq!(d.get(o), want[o as usize], "{o:?} for 10.{a}.{b}.9:{port}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

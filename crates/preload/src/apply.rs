@@ -93,19 +93,26 @@ pub fn apply(
         _ => false,
     };
     let mut locked: u32 = 0;
-    let mut line = Line::new();
     let info = log::enabled(LogLevel::Info);
+    // The 1 KiB line buffer only exists when info lines are wanted.
+    let mut line_buf: Option<Line> = None;
     if info {
         let t = match s.transport {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
         };
         let t = if s.mptcp { "mptcp" } else { t };
-        let _ = write!(line, "fd {} {} {}", s.fd, t, stage.call());
+        let _ = write!(
+            line_buf.get_or_insert_with(Line::new),
+            "fd {} {} {}",
+            s.fd,
+            t,
+            stage.call()
+        );
         if let Some(p) = peer {
-            let _ = write!(line, " {}", p);
+            let _ = write!(line_buf.get_or_insert_with(Line::new), " {}", p);
         }
-        let _ = write!(line, ":");
+        let _ = write!(line_buf.get_or_insert_with(Line::new), ":");
     }
     let mut touched = false;
     for (opt, setting) in d.iter() {
@@ -145,9 +152,14 @@ pub fn apply(
                 log::count_applied(opt);
                 touched = true;
                 if info {
-                    let _ = write!(line, " {}={}", opt.name(), Shown(opt, setting.value));
+                    let _ = write!(
+                        line_buf.get_or_insert_with(Line::new),
+                        " {}={}",
+                        opt.name(),
+                        Shown(opt, setting.value)
+                    );
                     if setting.soft {
-                        let _ = write!(line, "(soft)");
+                        let _ = write!(line_buf.get_or_insert_with(Line::new), "(soft)");
                     }
                 }
             }
@@ -188,13 +200,19 @@ pub fn apply(
                 }
                 touched = true;
                 if info {
-                    let _ = write!(line, " {}=FAILED", opt.name());
+                    let _ = write!(
+                        line_buf.get_or_insert_with(Line::new),
+                        " {}=FAILED",
+                        opt.name()
+                    );
                 }
             }
         }
     }
     if info && touched {
-        emit_line(&line);
+        if let Some(l) = &line_buf {
+            emit_line(l);
+        }
     }
     Ok(locked)
 }
@@ -261,9 +279,9 @@ fn apply_bind_address(
 
 /// Records the locks of a socket (and whether a listener's options are inherited).
 pub fn record(fd: i32, locked: u32, listen_applied: bool) {
-    let ino = sys::inode(fd).map(|(_, i)| i).unwrap_or(0);
+    let ino = 0;
     let made = fdtable::get(fd)
-        .map(|(i, _)| i & (fdtable::MADE_MPTCP | fdtable::PINNED_TCP))
+        .map(|(i, _)| i & (fdtable::MADE_MPTCP | fdtable::PINNED_TCP | fdtable::KIND_MASK))
         .unwrap_or(0);
     let mut info = locked as u64 | fdtable::CHECKED | made;
     if listen_applied {

@@ -1,10 +1,11 @@
 //! Per-descriptor state: which options sockwrap locked on the socket behind a descriptor.
 //!
-//! A fixed table indexed by fd (no allocation, no locks: two atomics per entry). Each entry
-//! records the socket's inode when it was locked; a lock is honoured only if the descriptor
-//! still refers to that inode, so a closed and reused number (through close, close_range,
-//! a raw system call, anything we do not see) never inherits a lock. `socket`, `accept` and
-//! `dup*` reset or copy entries as they create descriptors. Descriptors above the table
+//! A fixed table indexed by fd (no allocation, no locks: atomics only). `socket` and
+//! `accept` reset an entry when they hand out a number, `close`, `close_range` and
+//! `closefrom` clear entries, and `dup*` copy them, so a reused number never inherits a
+//! lock. (An fstat-per-connection inode check did the same job at twice the cost; the
+//! remaining gap is a socket closed by a raw system call and its number reused by a
+//! non-socket, documented in the README.) Descriptors above the table
 //! (65536) get no locks: sockwrap's options are still applied, but the program can change them.
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -36,6 +37,13 @@ pub const PINNED_TCP: u64 = 1 << 36;
 /// An MPTCP non-blocking connect whose outcome (MPTCP or fallback) is still to be logged,
 /// when the program asks for SO_ERROR.
 pub const MPTCP_PENDING: u64 = 1 << 37;
+/// What the socket is, recorded by the hook that made it (socket, accept) so connect and
+/// accept need not ask the kernel. Bit 33 (FAMILY_V6) goes with them.
+pub const KIND_TCP: u64 = 1 << 38;
+pub const KIND_UDP: u64 = 1 << 39;
+pub const KIND_MPTCP: u64 = 1 << 40;
+pub const FAMILY_V6: u64 = 1 << 33;
+pub const KIND_MASK: u64 = KIND_TCP | KIND_UDP | KIND_MPTCP | FAMILY_V6;
 
 fn entry(fd: i32) -> Option<&'static Entry> {
     usize::try_from(fd).ok().and_then(|i| TABLE.get(i))
@@ -78,5 +86,17 @@ pub fn update_bits(fd: i32, set_bits: u64, clear_bits: u64) {
     if let Some(e) = entry(fd) {
         let info = e.info.load(Relaxed);
         e.info.store((info | set_bits) & !clear_bits, Relaxed);
+    }
+}
+
+/// Clears the entries of a closed range of descriptors.
+pub fn reset_range(first: u32, last: u32) {
+    let last = (last as usize).min(SIZE - 1);
+    let mut i = first as usize;
+    while i <= last {
+        if TABLE[i].info.load(Relaxed) != 0 {
+            TABLE[i].info.store(0, Relaxed);
+        }
+        i += 1;
     }
 }

@@ -122,7 +122,42 @@ fn transport_of(fd: i32) -> Option<Transport> {
     kind_of(fd).map(|(t, _)| t)
 }
 
+/// Kind bits for the fd table.
+fn kind_bits(transport: Transport, mptcp: bool, family: Family) -> u64 {
+    let mut b = match transport {
+        Transport::Tcp => fdtable::KIND_TCP,
+        Transport::Udp => fdtable::KIND_UDP,
+    };
+    if mptcp {
+        b |= fdtable::KIND_MPTCP;
+    }
+    if family == Family::V6 {
+        b |= fdtable::FAMILY_V6;
+    }
+    b
+}
+
+/// The socket behind `fd`: from the fd table when our socket/accept hook made it (no system
+/// call), else asked of the kernel.
 fn sock(fd: i32, family: Family) -> Option<Sock> {
+    if let Some((info, _)) = fdtable::get(fd) {
+        let transport = if info & fdtable::KIND_TCP != 0 {
+            Some(Transport::Tcp)
+        } else if info & fdtable::KIND_UDP != 0 {
+            Some(Transport::Udp)
+        } else {
+            None
+        };
+        if let Some(transport) = transport {
+            let mptcp = info & fdtable::KIND_MPTCP != 0;
+            return Some(Sock {
+                fd,
+                family,
+                transport,
+                mptcp,
+            });
+        }
+    }
     let (transport, mptcp) = kind_of(fd)?;
     Some(Sock {
         fd,
@@ -154,7 +189,13 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
             // SAFETY: the program's arguments, with the protocol changed to MPTCP.
             let fd = unsafe { real::socket(domain, ty, mptcp::IPPROTO_MPTCP) };
             if fd >= 0 {
-                fdtable::set(fd, fdtable::MADE_MPTCP | fdtable::CHECKED, 0);
+                let fam = if domain == libc::AF_INET6 {
+                    Family::V6
+                } else {
+                    Family::V4
+                };
+                let kind = kind_bits(Transport::Tcp, true, fam);
+                fdtable::set(fd, fdtable::MADE_MPTCP | fdtable::CHECKED | kind, 0);
                 crate::log::SOCKETS_SEEN.fetch_add(1, Ordering::Relaxed);
                 log_at!(LogLevel::Debug, "fd {}: TCP socket created as MPTCP", fd);
                 return fd;
@@ -184,7 +225,27 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
         _ => return fd,
     };
     crate::log::SOCKETS_SEEN.fetch_add(1, Ordering::Relaxed);
-    if base == libc::SOCK_DGRAM && (protocol == 0 || protocol == libc::IPPROTO_UDP) {
+    let is_udp = base == libc::SOCK_DGRAM && (protocol == 0 || protocol == libc::IPPROTO_UDP);
+    let is_tcp = base == libc::SOCK_STREAM && (protocol == 0 || protocol == libc::IPPROTO_TCP);
+    if is_tcp {
+        fdtable::set(
+            fd,
+            kind_bits(Transport::Tcp, false, family) | fdtable::CHECKED,
+            0,
+        );
+    } else if protocol == mptcp::IPPROTO_MPTCP && base == libc::SOCK_STREAM {
+        fdtable::set(
+            fd,
+            kind_bits(Transport::Tcp, true, family) | fdtable::CHECKED,
+            0,
+        );
+    }
+    if is_udp {
+        fdtable::set(
+            fd,
+            kind_bits(Transport::Udp, false, family) | fdtable::CHECKED,
+            0,
+        );
         let guard = ErrnoGuard::new();
         let s = Sock {
             fd,
@@ -314,21 +375,45 @@ unsafe fn after_accept(
             .and_then(|p| sockaddr_from_storage(&p.storage, p.len))
     });
     let Some(peer) = peer else { return fd };
-    let Some(local) = sys::getsockname(fd)
-        .ok()
-        .and_then(|l| sockaddr_from_storage(&l.storage, l.len))
-    else {
-        return fd;
+    // The local port only matters to rules that match on it.
+    let local_port = if g.policy.any_local_port() {
+        match sys::getsockname(fd)
+            .ok()
+            .and_then(|l| sockaddr_from_storage(&l.storage, l.len))
+        {
+            Some(l) => l.port(),
+            None => return fd,
+        }
+    } else {
+        0
     };
-    let Some(
-        s @ Sock {
+    let family = family_of(&peer);
+    // An accepted socket is what its listener is (TCP, or MPTCP/TCP when the listener is
+    // MPTCP: then the kernel says which); a listener we never saw is asked about.
+    let listener = fdtable::get(listen_fd).map(|(i, _)| i).unwrap_or(0);
+    let s = if listener & fdtable::KIND_TCP != 0 && listener & fdtable::KIND_MPTCP == 0 {
+        Sock {
+            fd,
+            family,
             transport: Transport::Tcp,
-            ..
-        },
-    ) = sock(fd, family_of(&local))
-    else {
-        return fd;
+            mptcp: false,
+        }
+    } else {
+        match kind_of(fd) {
+            Some((Transport::Tcp, mptcp)) => Sock {
+                fd,
+                family,
+                transport: Transport::Tcp,
+                mptcp,
+            },
+            _ => return fd,
+        }
     };
+    fdtable::set(
+        fd,
+        kind_bits(Transport::Tcp, s.mptcp, family) | fdtable::CHECKED,
+        0,
+    );
     crate::log::SOCKETS_SEEN.fetch_add(1, Ordering::Relaxed);
     if g.policy.manages(sockwrap_policy::Opt::Mptcp) {
         if s.mptcp {
@@ -347,7 +432,7 @@ unsafe fn after_accept(
             );
         }
     }
-    if let Err(e) = apply::on_accept(g, listen_fd, s, local.port(), &peer) {
+    if let Err(e) = apply::on_accept(g, listen_fd, s, local_port, &peer) {
         // Strict: the connection is refused by closing it; the program sees the errno.
         // SAFETY: fd is the accepted socket the program has not seen yet.
         unsafe { libc::syscall(libc::SYS_close, fd as libc::c_long) };
@@ -408,8 +493,8 @@ pub unsafe extern "C" fn setsockopt(
                 if fdtable::get(fd).is_none() {
                     adopt(g, fd);
                 }
-                if let Some((info, ino)) = fdtable::get(fd) {
-                    if info & opt.bit() as u64 != 0 && sys::inode(fd).map(|(_, i)| i) == Some(ino) {
+                if let Some((info, _)) = fdtable::get(fd) {
+                    if info & opt.bit() as u64 != 0 {
                         crate::log::count_overridden(opt);
                         let shown: i64 = if !val.is_null() && len as usize >= 4 {
                             // SAFETY: the program promises val is valid for len bytes.
@@ -600,6 +685,47 @@ pub unsafe extern "C" fn getsockopt(
         }
     }
     r
+}
+
+/// Forgets the closed descriptor's locks. Costs one atomic load when there is no policy.
+///
+/// # Safety
+/// C's contract for `close(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if global().is_some() {
+        fdtable::reset(fd);
+    }
+    // SAFETY: arguments passed through.
+    unsafe { real::close(fd) }
+}
+
+/// # Safety
+/// C's contract for `close_range(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn close_range(
+    first: libc::c_uint,
+    last: libc::c_uint,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: arguments passed through.
+    let r = unsafe { real::close_range(first, last, flags) };
+    // CLOSE_RANGE_CLOEXEC (4) only marks descriptors; nothing is closed then.
+    if r == 0 && flags & 4 == 0 && global().is_some() {
+        fdtable::reset_range(first, last);
+    }
+    r
+}
+
+/// # Safety
+/// C's contract for `closefrom(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(first: c_int) {
+    if global().is_some() && first >= 0 {
+        fdtable::reset_range(first as u32, u32::MAX);
+    }
+    // SAFETY: arguments passed through.
+    unsafe { real::closefrom(first) }
 }
 
 /// # Safety

@@ -63,6 +63,39 @@ real_fns! {
     setsockopt: fn(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int;
     getsockopt: fn(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int;
     dup: fn(fd: c_int) -> c_int;
+    close: fn(fd: c_int) -> c_int;
+    close_range: fn(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int;
     dup2: fn(old: c_int, new: c_int) -> c_int;
     dup3: fn(old: c_int, new: c_int, flags: c_int) -> c_int;
+}
+
+static CLOSEFROM: AtomicUsize = AtomicUsize::new(0);
+
+/// The real `closefrom` (returns nothing, so it is outside the table above). Without one,
+/// the close_range system call does the same job.
+///
+/// # Safety
+/// C's contract for `closefrom(3)`.
+pub unsafe fn closefrom(first: c_int) {
+    let mut p = CLOSEFROM.load(Ordering::Acquire);
+    if p == 0 {
+        p = resolve("closefrom\0");
+        CLOSEFROM.store(p, Ordering::Release);
+    }
+    if p == 0 {
+        // SAFETY: no pointers involved.
+        unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first as libc::c_long,
+                !0u32 as libc::c_long,
+                0 as libc::c_long,
+            )
+        };
+        return;
+    }
+    // SAFETY: p is glibc's closefrom, of this C type.
+    let f: unsafe extern "C" fn(c_int) = unsafe { core::mem::transmute(p) };
+    // SAFETY: argument passed through.
+    unsafe { f(first) }
 }
