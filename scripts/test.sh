@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(tcpdump openssh-server openssh-client socat iperf3 nftables mptcpize strace curl iproute2 util-linux)
-TOOLS=(tcpdump sshd ssh socat iperf3 nft mptcpize strace curl ss setpriv)
+PKGS=(tcpdump openssh-server openssh-client socat iperf3 nftables mptcpize strace curl iproute2 util-linux valgrind proxychains4)
+TOOLS=(tcpdump sshd ssh socat iperf3 nft mptcpize strace curl ss setpriv valgrind proxychains4)
 
 missing_tools() {
     local t

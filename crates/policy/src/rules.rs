@@ -273,13 +273,29 @@ impl<'p> Decision<'p> {
             .filter(|(_, s)| !s.soft)
             .fold(0, |m, (o, _)| m | o.bit())
     }
-    /// Iterates over the set options in apply order.
+    /// Iterates over the set options in apply order (slot order), visiting only set slots.
     pub fn iter(&self) -> impl Iterator<Item = (Opt, Setting)> + '_ {
-        let mask = self.mask;
-        Opt::ALL
-            .into_iter()
-            .filter(move |o| mask & o.bit() != 0)
-            .filter_map(|o| self.get(o).map(|s| (o, s)))
+        let mut m = self.mask;
+        core::iter::from_fn(move || {
+            while m != 0 {
+                let slot = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if let (Some(o), Some(s)) = (Opt::ALL.get(slot), self.setting(slot)) {
+                    return Some((*o, s));
+                }
+            }
+            None
+        })
+    }
+
+    fn setting(&self, slot: usize) -> Option<Setting> {
+        let i = *self.from.get(slot)?;
+        if i == 0 {
+            return None;
+        }
+        self.rules
+            .get(i as usize - 1)
+            .and_then(|r| r.settings[slot])
     }
 
     /// Takes rule `idx` into account; later rules win, whatever the order of the calls.

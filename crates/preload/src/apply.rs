@@ -388,11 +388,21 @@ pub fn on_accept(
     if d.is_empty() {
         return Ok(());
     }
-    let inherited = match fdtable::get(listen_fd) {
-        Some((info, _)) if info & fdtable::LISTEN_APPLIED != 0 => {
-            Some(g.policy.decide(&server_ctx(s, local_port, None)))
-        }
-        _ => None,
+    let listener_applied =
+        fdtable::get(listen_fd).is_some_and(|(info, _)| info & fdtable::LISTEN_APPLIED != 0);
+    if listener_applied
+        && !g.policy.any_needs_remote()
+        && d.iter().all(|(o, _)| o.spec().inherited_by_accept)
+    {
+        // No rule looks at the peer, so this socket's decision is the listener's, and every
+        // option in it came with the socket: nothing to set, only the locks to record.
+        record(s.fd, d.locked_mask(), false);
+        return Ok(());
+    }
+    let inherited = if listener_applied {
+        Some(g.policy.decide(&server_ctx(s, local_port, None)))
+    } else {
+        None
     };
     let skip = |o: Opt| match &inherited {
         Some(l) => {

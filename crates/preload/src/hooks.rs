@@ -138,9 +138,16 @@ fn kind_bits(transport: Transport, mptcp: bool, family: Family) -> u64 {
 }
 
 /// The socket behind `fd`: from the fd table when our socket/accept hook made it (no system
-/// call), else asked of the kernel.
+/// call), else asked of the kernel. `family` is the family of the address the program
+/// passed; when the socket is of the other family the call is left to the kernel (which
+/// answers EAFNOSUPPORT) and no option is touched.
 fn sock(fd: i32, family: Family) -> Option<Sock> {
     if let Some((info, _)) = fdtable::get(fd) {
+        let known = info & (fdtable::KIND_TCP | fdtable::KIND_UDP) != 0;
+        let v6 = info & fdtable::FAMILY_V6 != 0;
+        if known && v6 != (family == Family::V6) {
+            return None;
+        }
         let transport = if info & fdtable::KIND_TCP != 0 {
             Some(Transport::Tcp)
         } else if info & fdtable::KIND_UDP != 0 {
@@ -159,12 +166,65 @@ fn sock(fd: i32, family: Family) -> Option<Sock> {
         }
     }
     let (transport, mptcp) = kind_of(fd)?;
+    let domain = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok()?;
+    if (domain == libc::AF_INET6) != (family == Family::V6) {
+        return None;
+    }
     Some(Sock {
         fd,
         family,
         transport,
         mptcp,
     })
+}
+
+/// Whether the kernel would accept the program's own `setsockopt` on a socket of this
+/// kind: asked of a fresh probe socket, so a locked option answers exactly as the kernel
+/// would (EFAULT, EINVAL...) without the program's value ever reaching the real socket.
+///
+/// # Safety
+/// `val`/`len` are the program's setsockopt arguments (the kernel validates the pointer).
+unsafe fn probe_setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> Result<(), i32> {
+    let info = fdtable::get(fd).map(|(i, _)| i).unwrap_or(0);
+    let domain = if info & fdtable::FAMILY_V6 != 0 {
+        libc::AF_INET6
+    } else if info & (fdtable::KIND_TCP | fdtable::KIND_UDP) != 0 {
+        libc::AF_INET
+    } else {
+        sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).map_err(|e| e.0)?
+    };
+    let (ty, proto) = if info & fdtable::KIND_UDP != 0 {
+        (libc::SOCK_DGRAM, libc::IPPROTO_UDP)
+    } else if info & fdtable::KIND_MPTCP != 0 {
+        (libc::SOCK_STREAM, mptcp::IPPROTO_MPTCP)
+    } else {
+        (libc::SOCK_STREAM, libc::IPPROTO_TCP)
+    };
+    let probe = sys::socket(domain, ty | libc::SOCK_CLOEXEC, proto).map_err(|e| e.0)?;
+    // SAFETY: the program's pointer and length, checked by the kernel.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_setsockopt,
+            probe as libc::c_long,
+            level as libc::c_long,
+            name as libc::c_long,
+            val,
+            len as libc::c_long,
+        )
+    };
+    let e = sys::errno();
+    sys::close(probe);
+    if r < 0 {
+        Err(e)
+    } else {
+        Ok(())
+    }
 }
 
 /// Fails the hooked call with `e` (strict mode).
@@ -495,6 +555,12 @@ pub unsafe extern "C" fn setsockopt(
                 }
                 if let Some((info, _)) = fdtable::get(fd) {
                     if info & opt.bit() as u64 != 0 {
+                        // SAFETY: the program's arguments.
+                        if let Err(e) = unsafe { probe_setsockopt(fd, level, name, val, len) } {
+                            drop(guard);
+                            sys::set_errno(e);
+                            return -1;
+                        }
                         crate::log::count_overridden(opt);
                         let shown: i64 = if !val.is_null() && len as usize >= 4 {
                             // SAFETY: the program promises val is valid for len bytes.
