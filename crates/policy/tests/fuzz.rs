@@ -1,0 +1,191 @@
+//! Hostile input, bounded: a deterministic fuzzer for the policy file parser, the option
+//! value parsers (what CLI flags and SOCKWRAP_* variables go through), targets and CIDRs.
+//!
+//! cargo-fuzz needs a nightly toolchain, which these machines do not have; this is the
+//! equivalent that runs on stable in every `cargo test`: seeded mutations of valid inputs
+//! (byte flips, insertions of TOML-significant characters, truncations, splices), a fixed
+//! number of rounds, no panics allowed, and every error must carry a source and a message.
+//! `SOCKWRAP_FUZZ_ROUNDS` raises the count for a longer local run.
+
+use sockwrap_policy::catalog::{parse_keepalive, parse_value, Opt, Raw};
+use sockwrap_policy::env::parse_target;
+use sockwrap_policy::parse_config;
+use sockwrap_policy::rules::Cidr;
+
+/// xorshift64*: small, seedable, good enough to drive mutations.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const SEEDS: &[&str] = &[
+    include_str!("../../../docs/example-policy.toml"),
+    "[[rule]]\ndscp = \"EF\"\nmatch = { remote = [\"10.0.0.0/8\", \"::1\"], port = [22, \"8000-8100\"] }\n",
+    "on_error = \"fail\"\n[[rule]]\nkeepalive = \"30,10,3\"\nsoft = [\"keepalive\"]\nmark = 0x10\n",
+    "[[rule]]\nbind-address = \"127.0.0.2,::1\"\nlinger = 0\nmax-pacing-rate = \"8mbit\"\nuser-timeout = \"30s\"\n",
+];
+
+const SPICE: &[&str] = &[
+    "[",
+    "]",
+    "[[",
+    "]]",
+    "{",
+    "}",
+    "=",
+    "\"",
+    "'",
+    ",",
+    "\n",
+    "#",
+    "/",
+    ":",
+    "-",
+    ".",
+    "0x",
+    "99999999999999999999",
+    "-1",
+    "\u{0}",
+    "é",
+    "\\u",
+    "\"\"\"",
+    "true",
+    "nan",
+    "inf",
+    "1979-05-27",
+    "[[rule]]",
+    "match",
+    "soft",
+    "::",
+];
+
+fn mutate(rng: &mut Rng, input: &str) -> String {
+    let mut b: Vec<u8> = input.as_bytes().to_vec();
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(5) {
+            0 if !b.is_empty() => {
+                let i = rng.below(b.len());
+                b[i] = rng.next() as u8;
+            }
+            1 => {
+                let i = rng.below(b.len() + 1);
+                let s = SPICE[rng.below(SPICE.len())].as_bytes();
+                b.splice(i..i, s.iter().copied());
+            }
+            2 if !b.is_empty() => {
+                let i = rng.below(b.len());
+                b.truncate(i);
+            }
+            3 if !b.is_empty() => {
+                let i = rng.below(b.len());
+                let j = (i + rng.below(16)).min(b.len());
+                b.drain(i..j);
+            }
+            _ => {
+                let other = SEEDS[rng.below(SEEDS.len())].as_bytes();
+                let i = rng.below(b.len() + 1);
+                let j = rng.below(other.len() + 1);
+                b.splice(i..i, other[j..].iter().copied().take(40));
+            }
+        }
+    }
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+fn rounds() -> usize {
+    std::env::var("SOCKWRAP_FUZZ_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
+#[test]
+fn policy_file_parser_never_panics_and_errors_say_where() {
+    let mut rng = Rng(0x5eed_0001);
+    let mut errors = 0;
+    for _ in 0..rounds() {
+        let seed = SEEDS[rng.below(SEEDS.len())];
+        let text = mutate(&mut rng, seed);
+        match parse_config(&text, "fuzz.toml") {
+            Ok(_) => {}
+            Err(errs) => {
+                errors += 1;
+                assert!(!errs.is_empty());
+                for e in errs {
+                    assert_eq!(e.source, "fuzz.toml");
+                    assert!(!e.msg.is_empty());
+                    let (line, col) = e.pos.expect("file errors carry a position");
+                    assert!(line >= 1 && col >= 1);
+                    assert!(
+                        line <= text.lines().count().max(1) + 1,
+                        "line {line} beyond the text"
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        errors > 0,
+        "the mutations must produce invalid files, or this test proves nothing"
+    );
+}
+
+#[test]
+fn value_parsers_never_panic() {
+    let mut rng = Rng(0x5eed_0002);
+    let samples = [
+        "EF",
+        "AF41",
+        "46",
+        "0xb8",
+        "30,10,3",
+        "64K",
+        "8mbit",
+        "30s",
+        "lo",
+        "127.0.0.1,::1",
+        "off",
+        "on",
+    ];
+    for _ in 0..rounds() {
+        let seed = samples[rng.below(samples.len())];
+        let s = mutate(&mut rng, seed);
+        for o in Opt::ALL {
+            let _ = parse_value(o, o.name(), Raw::Str(&s));
+            let _ = parse_value(o, "tos", Raw::Int(rng.next() as i64));
+        }
+        let _ = parse_keepalive(&s);
+    }
+}
+
+#[test]
+fn targets_and_cidrs_never_panic_and_agree_with_contains() {
+    let mut rng = Rng(0x5eed_0003);
+    let samples = [
+        "10.0.0.0/8:22",
+        "[::1]:443",
+        ":5432",
+        "fd00::/8",
+        "192.0.2.0/24",
+        "0.0.0.0/0",
+    ];
+    for _ in 0..rounds() {
+        let seed = samples[rng.below(samples.len())];
+        let s = mutate(&mut rng, seed);
+        let _ = parse_target(&s);
+        if let Ok(c) = Cidr::parse(&s) {
+            // A network contains its own base address.
+            let (net, mask) = c.parts();
+            assert!(c.contains(net));
+            assert_eq!(net & !mask, 0);
+        }
+    }
+}
