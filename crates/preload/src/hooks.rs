@@ -235,8 +235,8 @@ fn fail(e: sys::Errno) -> c_int {
 
 /// # Safety
 /// Called by C code with C's contract for `socket(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+#[inline(never)]
+unsafe fn socket_hooked(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
     let g = global();
     let inet = domain == libc::AF_INET || domain == libc::AF_INET6;
     let base = ty & 0xf;
@@ -325,8 +325,8 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
 
 /// # Safety
 /// C's contract for `connect(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+#[inline(never)]
+unsafe fn connect_hooked(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     let mut was_mptcp = false;
     if let Some(g) = global() {
         // SAFETY: the program promises addr is valid for len bytes.
@@ -364,8 +364,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 
 /// # Safety
 /// C's contract for `bind(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+#[inline(never)]
+unsafe fn bind_hooked(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if let Some(g) = global() {
         // SAFETY: the program promises addr is valid for len bytes.
         if let Some(local) = unsafe { sockaddr_from_ptr(addr, len) } {
@@ -384,8 +384,8 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
 
 /// # Safety
 /// C's contract for `listen(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+#[inline(never)]
+unsafe fn listen_hooked(fd: c_int, backlog: c_int) -> c_int {
     if let Some(g) = global() {
         let guard = ErrnoGuard::new();
         if let Some((Transport::Tcp, is_mptcp)) = kind_of(fd) {
@@ -504,8 +504,8 @@ unsafe fn after_accept(
 
 /// # Safety
 /// C's contract for `accept(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+#[inline(never)]
+unsafe fn accept_hooked(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { real::accept(fd, addr, len) };
     if r < 0 {
@@ -517,8 +517,8 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
 
 /// # Safety
 /// C's contract for `accept4(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn accept4(
+#[inline(never)]
+unsafe fn accept4_hooked(
     fd: c_int,
     addr: *mut sockaddr,
     len: *mut socklen_t,
@@ -538,8 +538,8 @@ pub unsafe extern "C" fn accept4(
 ///
 /// # Safety
 /// C's contract for `setsockopt(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn setsockopt(
+#[inline(never)]
+unsafe fn setsockopt_hooked(
     fd: c_int,
     level: c_int,
     name: c_int,
@@ -714,8 +714,8 @@ fn kernel_name(level: c_int, name: c_int) -> &'static str {
 ///
 /// # Safety
 /// C's contract for `getsockopt(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn getsockopt(
+#[inline(never)]
+unsafe fn getsockopt_hooked(
     fd: c_int,
     level: c_int,
     name: c_int,
@@ -757,8 +757,8 @@ pub unsafe extern "C" fn getsockopt(
 ///
 /// # Safety
 /// C's contract for `close(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+#[inline(never)]
+unsafe fn close_hooked(fd: c_int) -> c_int {
     if global().is_some() {
         fdtable::reset(fd);
     }
@@ -768,12 +768,8 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 
 /// # Safety
 /// C's contract for `close_range(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn close_range(
-    first: libc::c_uint,
-    last: libc::c_uint,
-    flags: c_int,
-) -> c_int {
+#[inline(never)]
+unsafe fn close_range_hooked(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { real::close_range(first, last, flags) };
     // CLOSE_RANGE_CLOEXEC (4) only marks descriptors; nothing is closed then.
@@ -785,8 +781,8 @@ pub unsafe extern "C" fn close_range(
 
 /// # Safety
 /// C's contract for `closefrom(3)`.
-#[no_mangle]
-pub unsafe extern "C" fn closefrom(first: c_int) {
+#[inline(never)]
+unsafe fn closefrom_hooked(first: c_int) {
     if global().is_some() && first >= 0 {
         fdtable::reset_range(first as u32, u32::MAX);
     }
@@ -796,8 +792,8 @@ pub unsafe extern "C" fn closefrom(first: c_int) {
 
 /// # Safety
 /// C's contract for `dup(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn dup(old: c_int) -> c_int {
+#[inline(never)]
+unsafe fn dup_hooked(old: c_int) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { real::dup(old) };
     if r >= 0 {
@@ -808,8 +804,8 @@ pub unsafe extern "C" fn dup(old: c_int) -> c_int {
 
 /// # Safety
 /// C's contract for `dup2(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+#[inline(never)]
+unsafe fn dup2_hooked(old: c_int, new: c_int) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { real::dup2(old, new) };
     if r >= 0 {
@@ -820,12 +816,244 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 
 /// # Safety
 /// C's contract for `dup3(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+#[inline(never)]
+unsafe fn dup3_hooked(old: c_int, new: c_int, flags: c_int) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { real::dup3(old, new, flags) };
     if r >= 0 {
         fdtable::copy(old, r);
     }
     r
+}
+
+// ---- exported entry points ----
+
+/// Exported `socket`: the real function at once when there is no policy for this process;
+/// the work lives out of line in `socket_hooked`, so this path stays a few instructions.
+///
+/// # Safety
+/// C's contract for `socket`.
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::socket(domain, ty, protocol) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { socket_hooked(domain, ty, protocol) }
+}
+
+/// Exported `connect`: the real function at once when there is no policy for this process;
+/// the work lives out of line in `connect_hooked`, so this path stays a few instructions.
+///
+/// # Safety
+/// C's contract for `connect`.
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::connect(fd, addr, len) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { connect_hooked(fd, addr, len) }
+}
+
+/// Exported `bind`: the real function at once when there is no policy for this process;
+/// the work lives out of line in `bind_hooked`, so this path stays a few instructions.
+///
+/// # Safety
+/// C's contract for `bind`.
+#[no_mangle]
+pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::bind(fd, addr, len) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { bind_hooked(fd, addr, len) }
+}
+
+/// Exported `listen`: the real function at once when there is no policy for this process;
+/// the work lives out of line in `listen_hooked`, so this path stays a few instructions.
+///
+/// # Safety
+/// C's contract for `listen`.
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::listen(fd, backlog) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { listen_hooked(fd, backlog) }
+}
+
+/// Exported `accept`: the real function at once when there is no policy for this process;
+/// the work lives out of line in `accept_hooked`, so this path stays a few instructions.
+///
+/// # Safety
+/// C's contract for `accept`.
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::accept(fd, addr, len) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { accept_hooked(fd, addr, len) }
+}
+
+/// Exported `accept4`: the real function at once when there is no policy for this process;
+/// the work lives out of line in `accept4_hooked`, so this path stays a few instructions.
+///
+/// # Safety
+/// C's contract for `accept4`.
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::accept4(fd, addr, len, flags) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { accept4_hooked(fd, addr, len, flags) }
+}
+
+/// Exported `setsockopt`: the real function at once when there is no policy for this process;
+/// the work lives out of line in `setsockopt_hooked`, so this path stays a few instructions.
+///
+/// # Safety
+/// C's contract for `setsockopt`.
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::setsockopt(fd, level, name, val, len) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { setsockopt_hooked(fd, level, name, val, len) }
+}
+
+/// Exported `getsockopt`: the real function at once when there is no policy for this process;
+/// the work lives out of line in `getsockopt_hooked`, so this path stays a few instructions.
+///
+/// # Safety
+/// C's contract for `getsockopt`.
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::getsockopt(fd, level, name, val, len) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { getsockopt_hooked(fd, level, name, val, len) }
+}
+
+/// Exported `close`: the real function at once when there is no policy for this process;
+/// the work lives out of line in `close_hooked`, so this path stays a few instructions.
+///
+/// # Safety
+/// C's contract for `close`.
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::close(fd) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { close_hooked(fd) }
+}
+
+/// Exported `close_range`: the real function at once when there is no policy for this process;
+/// the work lives out of line in `close_range_hooked`, so this path stays a few instructions.
+///
+/// # Safety
+/// C's contract for `close_range`.
+#[no_mangle]
+pub unsafe extern "C" fn close_range(
+    first: libc::c_uint,
+    last: libc::c_uint,
+    flags: c_int,
+) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::close_range(first, last, flags) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { close_range_hooked(first, last, flags) }
+}
+
+/// Exported `dup`: the real function at once when there is no policy for this process;
+/// the work lives out of line in `dup_hooked`, so this path stays a few instructions.
+///
+/// # Safety
+/// C's contract for `dup`.
+#[no_mangle]
+pub unsafe extern "C" fn dup(old: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::dup(old) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { dup_hooked(old) }
+}
+
+/// Exported `dup2`: the real function at once when there is no policy for this process;
+/// the work lives out of line in `dup2_hooked`, so this path stays a few instructions.
+///
+/// # Safety
+/// C's contract for `dup2`.
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::dup2(old, new) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { dup2_hooked(old, new) }
+}
+
+/// Exported `dup3`: the real function at once when there is no policy for this process;
+/// the work lives out of line in `dup3_hooked`, so this path stays a few instructions.
+///
+/// # Safety
+/// C's contract for `dup3`.
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::dup3(old, new, flags) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { dup3_hooked(old, new, flags) }
+}
+
+/// Exported `closefrom`; see the other wrappers.
+///
+/// # Safety
+/// C's contract for `closefrom(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(first: c_int) {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+        // SAFETY: argument passed through.
+        return unsafe { real::closefrom(first) };
+    }
+    // SAFETY: argument passed through.
+    unsafe { closefrom_hooked(first) }
 }

@@ -19,15 +19,27 @@ macro_rules! real_fns {
         $(
             /// Calls the real function; -1 with ENOSYS if there is none.
             #[allow(non_snake_case, clippy::missing_safety_doc)]
+            #[inline(always)]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
-                let mut p = slots::$name.load(Ordering::Acquire);
-                if p == 0 {
-                    p = resolve(concat!(stringify!($name), "\0"));
-                    slots::$name.store(p, Ordering::Release);
+                /// First call before the constructor: resolve, then call. Out of line so
+                /// the fast path below needs no saved registers and ends in a tail jump.
+                #[cold]
+                #[inline(never)]
+                unsafe fn cold($($arg: $ty),*) -> $ret {
+                    let p = resolve_slow(&slots::$name, concat!(stringify!($name), "\0"));
+                    if p == 0 {
+                        crate::sys::set_errno(libc::ENOSYS);
+                        return -1;
+                    }
+                    // SAFETY: p is the address dlsym gave for this symbol, of this C type.
+                    let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { core::mem::transmute(p) };
+                    // SAFETY: the caller's arguments are passed through unchanged.
+                    unsafe { f($($arg),*) }
                 }
+                let p = slots::$name.load(Ordering::Acquire);
                 if p == 0 {
-                    crate::sys::set_errno(libc::ENOSYS);
-                    return -1;
+                    // SAFETY: arguments passed through.
+                    return unsafe { cold($($arg),*) };
                 }
                 // SAFETY: p is the address dlsym gave for this symbol, whose C type is
                 // the one declared here.
@@ -46,6 +58,16 @@ macro_rules! real_fns {
             )*
         }
     };
+}
+
+/// Resolves a function first called before our constructor ran (kept out of line: the
+/// hooks' fast path is a load, a test and an indirect call).
+#[cold]
+#[inline(never)]
+fn resolve_slow(slot: &AtomicUsize, name_nul: &str) -> usize {
+    let p = resolve(name_nul);
+    slot.store(p, Ordering::Release);
+    p
 }
 
 fn resolve(name_nul: &str) -> usize {
