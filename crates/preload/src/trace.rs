@@ -13,7 +13,7 @@ use crate::sys;
 use core::ffi::c_void;
 use core::fmt::{self, Write};
 use core::net::SocketAddr;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 use libc::{sockaddr, socklen_t};
 use std::sync::OnceLock;
 
@@ -24,11 +24,14 @@ static INO: AtomicU64 = AtomicU64::new(0);
 static PROG: OnceLock<([u8; 64], usize)> = OnceLock::new();
 static PATH: OnceLock<String> = OnceLock::new();
 
-/// Descriptors the trace has seen as inet sockets, so that `close` reports only those.
+/// Descriptors the trace has seen as inet sockets, so that `close` reports only those: the
+/// pid that saw them. Only that pid forgets them: a vfork child (Python's subprocess,
+/// posix_spawn) shares this memory, and its close/close_range before exec must not make the
+/// parent's later close go unreported.
 const TRACKED_N: usize = 65536;
 #[allow(clippy::declare_interior_mutable_const)]
-const UNTRACKED: AtomicU8 = AtomicU8::new(0);
-static TRACKED: [AtomicU8; TRACKED_N] = [UNTRACKED; TRACKED_N];
+const UNTRACKED: AtomicI32 = AtomicI32::new(0);
+static TRACKED: [AtomicI32; TRACKED_N] = [UNTRACKED; TRACKED_N];
 
 /// Whether tracing is on: the only cost the hooks pay when it is not.
 #[inline(always)]
@@ -62,24 +65,29 @@ pub fn init(path: &str, prog: &str) {
 
 pub fn track(fd: i32, yes: bool) {
     if let Some(t) = usize::try_from(fd).ok().and_then(|i| TRACKED.get(i)) {
-        t.store(yes as u8, Relaxed);
+        t.store(if yes { sys::getpid() } else { 0 }, Relaxed);
     }
 }
 
-/// Whether `fd` was tracked; forgets it.
+/// Whether `fd` was tracked; forgets it if this process tracked it.
 pub fn untrack(fd: i32) -> bool {
-    usize::try_from(fd)
-        .ok()
-        .and_then(|i| TRACKED.get(i))
-        .map(|t| t.swap(0, Relaxed) != 0)
-        .unwrap_or(false)
+    let Some(t) = usize::try_from(fd).ok().and_then(|i| TRACKED.get(i)) else {
+        return false;
+    };
+    let v = t.load(Relaxed);
+    if v == 0 {
+        return false;
+    }
+    let _ = t.compare_exchange(sys::getpid(), 0, Relaxed, Relaxed);
+    true
 }
 
-/// `close_range`/`closefrom`: forgets the descriptors (no close line for them).
+/// `close_range`/`closefrom`: forgets this process's descriptors (no close line for them).
 pub fn untrack_range(first: u32, last: u32) {
+    let me = sys::getpid();
     let last = (last as usize).min(TRACKED_N - 1);
     for t in TRACKED.iter().take(last + 1).skip(first as usize) {
-        t.store(0, Relaxed);
+        let _ = t.compare_exchange(me, 0, Relaxed, Relaxed);
     }
 }
 
