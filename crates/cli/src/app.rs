@@ -105,7 +105,25 @@ pub fn command() -> Command {
                 .args(option_args())
                 .arg(Arg::new("log").long("log").value_name("LEVEL").help("off, error, warn (default), info, debug"))
                 .arg(Arg::new("log-file").long("log-file").value_name("PATH").help("write sockwrap's log here instead of stderr"))
+                .arg(Arg::new("trace").long("trace").value_name("FILE").help("append a JSON-lines trace of every socket call to FILE (docs/trace-schema.md)"))
                 .arg(Arg::new("command").num_args(1..).required(true).trailing_var_arg(true).value_name("COMMAND").last(true)),
+        )
+        .subcommand(
+            Command::new("trace")
+                .about("Run a program, record every socket call it makes, and print one row per connection")
+                .args(policy_args())
+                .args(option_args())
+                .arg(Arg::new("log").long("log").value_name("LEVEL").help("off, error, warn (default), info, debug"))
+                .arg(Arg::new("log-file").long("log-file").value_name("PATH").help("write sockwrap's log here instead of stderr"))
+                .arg(Arg::new("output").short('o').long("output").value_name("FILE").help("keep the full record (JSON lines) in FILE (replaced); default: a temporary file, removed"))
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the summary as JSON"))
+                .arg(Arg::new("command").num_args(1..).required(true).trailing_var_arg(true).value_name("COMMAND").last(true)),
+        )
+        .subcommand(
+            Command::new("report")
+                .about("Summarise a trace file (from `sockwrap trace -o` or `run --trace`): one row per connection")
+                .arg(Arg::new("file").required(true).value_name("FILE"))
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the summary as JSON")),
         )
         .subcommand(
             Command::new("check")
@@ -226,6 +244,28 @@ fn read_policy_file(path: &str) -> Result<String, String> {
 }
 
 pub fn run(m: &ArgMatches) -> ! {
+    let mut extra = Vec::new();
+    if let Some(f) = m.get_one::<String>("trace") {
+        let abs = std::path::absolute(f).unwrap_or_else(|_| PathBuf::from(f));
+        extra.push(("SOCKWRAP_TRACE".to_string(), abs.display().to_string()));
+    }
+    let (mut cmd, prog) = prepare(m, extra);
+    let err = cmd.exec();
+    eprintln!("sockwrap: cannot run `{}`: {err}", prog.to_string_lossy());
+    std::process::exit(if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    })
+}
+
+/// The program's command with the library and the `SOCKWRAP_*` variables set; `extra`
+/// variables (the trace) are set even when the policy has errors.
+pub(crate) fn prepare(
+    m: &ArgMatches,
+    extra: Vec<(String, String)>,
+) -> (std::process::Command, OsString) {
+    let tracing = !extra.is_empty();
     let mut vars = flag_vars(m);
     if let Some(l) = m.get_one::<String>("log") {
         if LogLevel::parse(l).is_none() {
@@ -265,7 +305,7 @@ pub fn run(m: &ArgMatches) -> ! {
     );
     let mut cmd = std::process::Command::new(prog);
     cmd.args(rest);
-    if !loaded.errors.is_empty() {
+    if !loaded.errors.is_empty() && !tracing {
         for e in &loaded.errors {
             eprintln!("sockwrap: {e}");
         }
@@ -274,6 +314,15 @@ pub fn run(m: &ArgMatches) -> ! {
         }
         eprintln!("sockwrap: the policy has errors; running the program untouched");
     } else {
+        if !loaded.errors.is_empty() {
+            for e in &loaded.errors {
+                eprintln!("sockwrap: {e}");
+            }
+            if loaded.policy.on_error == sockwrap_policy::OnError::Fail {
+                fail("refusing to start the program: the policy has errors (--strict or on_error = \"fail\")");
+            }
+            eprintln!("sockwrap: the policy has errors; tracing the program without applying it");
+        }
         let lib = find_library();
         let preload = match std::env::var("LD_PRELOAD") {
             Ok(existing) if existing.split([':', ' ']).any(|e| Path::new(e) == lib) => existing,
@@ -297,17 +346,11 @@ pub fn run(m: &ArgMatches) -> ! {
             };
             cmd.env("GODEBUG", godebug);
         }
-        for (k, v) in &vars {
+        for (k, v) in vars.iter().chain(extra.iter()) {
             cmd.env(k, v);
         }
     }
-    let err = cmd.exec();
-    eprintln!("sockwrap: cannot run `{}`: {err}", prog.to_string_lossy());
-    std::process::exit(if err.kind() == std::io::ErrorKind::NotFound {
-        127
-    } else {
-        126
-    })
+    (cmd, prog.clone())
 }
 
 pub fn check(m: &ArgMatches) -> ! {
@@ -441,3 +484,131 @@ pub fn options() {
 }
 
 pub const EXAMPLE_CONFIG: &str = include_str!("../../../docs/example-policy.toml");
+
+/// The child's pid, for the signal handler that forwards SIGINT/SIGTERM/SIGHUP.
+static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // A terminal's ^C already reached the whole process group, child included (si_code > 0,
+    // SI_KERNEL): forwarding it would deliver it twice. kill(1) and friends (si_code <= 0)
+    // reached only us: pass them on.
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let code = if info.is_null() {
+        0
+    } else {
+        unsafe { (*info).si_code }
+    };
+    let pid = CHILD.load(std::sync::atomic::Ordering::Relaxed);
+    if code <= 0 && pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// `sockwrap trace [run options] [-o FILE] [--json] -- COMMAND...`: stays as the parent,
+/// waits, prints the summary, and exits with the program's status.
+pub fn trace(m: &ArgMatches) -> ! {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (path, keep) = match m.get_one::<String>("output") {
+        Some(f) => (
+            std::path::absolute(f).unwrap_or_else(|_| PathBuf::from(f)),
+            true,
+        ),
+        None => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            (
+                std::env::temp_dir().join(format!(
+                    "sockwrap-trace-{}-{nanos}.jsonl",
+                    std::process::id()
+                )),
+                false,
+            )
+        }
+    };
+    // A fresh record: created (or emptied) here, 0600, never through a symlink.
+    let mut oo = std::fs::OpenOptions::new();
+    oo.write(true).mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    if keep {
+        oo.create(true).truncate(true);
+    } else {
+        oo.create_new(true);
+    }
+    if let Err(e) = oo.open(&path) {
+        fail(format_args!("trace: {}: {e}", path.display()));
+    }
+    let extra = vec![("SOCKWRAP_TRACE".to_string(), path.display().to_string())];
+    let (mut cmd, prog) = prepare(m, extra);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            if !keep {
+                let _ = std::fs::remove_file(&path);
+            }
+            eprintln!("sockwrap: cannot run `{}`: {e}", prog.to_string_lossy());
+            std::process::exit(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            })
+        }
+    };
+    CHILD.store(child.id() as i32, std::sync::atomic::Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        // SAFETY: installing a handler that only calls kill(2).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    let status = child.wait();
+    let text = std::fs::read(&path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    if !keep {
+        let _ = std::fs::remove_file(&path);
+    }
+    // The program owns stdout: the summary goes to stderr.
+    crate::trace::print_summary(&text, m.get_flag("json"), true);
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => {
+            if let Some(c) = s.code() {
+                std::process::exit(c);
+            }
+            let sig = s.signal().unwrap_or(libc::SIGTERM);
+            if matches!(
+                sig,
+                libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGPIPE | libc::SIGKILL
+            ) {
+                // Die of the same signal, so the shell sees what the program did.
+                // SAFETY: restoring the default action and raising a signal at ourselves.
+                unsafe {
+                    libc::signal(sig, libc::SIG_DFL);
+                    libc::raise(sig);
+                }
+            }
+            std::process::exit(128 + sig)
+        }
+        Err(e) => fail(format_args!("trace: waiting for the program: {e}")),
+    }
+}
+
+/// `sockwrap report FILE [--json]`.
+pub fn report(m: &ArgMatches) -> ! {
+    let f = m
+        .get_one::<String>("file")
+        .map(String::as_str)
+        .unwrap_or("");
+    let text = match std::fs::read(f) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => fail(format_args!("report: {f}: {e}")),
+    };
+    crate::trace::print_summary(&text, m.get_flag("json"), false);
+    std::process::exit(0)
+}

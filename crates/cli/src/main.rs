@@ -1,6 +1,7 @@
 //! `sockwrap`: the launcher. All the work is in `app`; this stays a few lines.
 mod app;
 mod doctor;
+mod trace;
 
 fn main() {
     // `sockwrap check big.toml | head` must end quietly, not panic on a closed pipe.
@@ -9,6 +10,8 @@ fn main() {
     let m = app::command().get_matches();
     match m.subcommand() {
         Some(("run", s)) => app::run(s),
+        Some(("trace", s)) => app::trace(s),
+        Some(("report", s)) => app::report(s),
         Some(("check", s)) => app::check(s),
         Some(("explain", s)) => app::explain(s),
         Some(("options", _)) => app::options(),

@@ -10,6 +10,8 @@
 //! | `SOCKWRAP_SOFT` | `1`: the flag rule's options are defaults; or a list of option names |
 //! | `SOCKWRAP_STRICT` | `1`: a refused option fails the program's call |
 //! | `SOCKWRAP_LOG`, `SOCKWRAP_LOG_FILE` | log level (off, error, warn, info, debug) and file |
+//! | `SOCKWRAP_TRACE` | JSON-lines trace of every socket call, appended to this file (docs/trace-schema.md) |
+//! | `SOCKWRAP_TRACE_IO` | `1`: byte counts per connection (not implemented yet: accepted and ignored) |
 
 use crate::catalog::{parse_keepalive, parse_value, Opt, Raw};
 use crate::config::ConfigError;
@@ -56,6 +58,10 @@ pub struct EnvSettings {
     pub strict: bool,
     pub log_level: LogLevel,
     pub log_file: Option<String>,
+    /// `SOCKWRAP_TRACE`: the JSON-lines trace file.
+    pub trace: Option<String>,
+    /// `SOCKWRAP_TRACE_IO=1`: byte counts per connection were asked for.
+    pub trace_io: bool,
     pub errors: Vec<ConfigError>,
     /// Variables that look like ours but mean nothing (typos); reported as warnings.
     pub unknown: Vec<String>,
@@ -148,6 +154,8 @@ pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> EnvS
                 ),
             },
             "LOG_FILE" => out.log_file = Some(v.to_string()).filter(|p| !p.is_empty()),
+            "TRACE" => out.trace = Some(v.to_string()).filter(|p| !p.is_empty()),
+            "TRACE_IO" => out.trace_io = matches!(v.trim(), "1" | "true" | "yes" | "on"),
             "STRICT" => out.strict = matches!(v.trim(), "1" | "true" | "yes" | "on"),
             "SOFT" => soft = Some(v.to_string()),
             "TO" => {
@@ -228,9 +236,14 @@ mod tests {
             ("SOCKWRAP_TO", "127.0.0.1:80 [::1]:8000-8100"),
             ("SOCKWRAP_LOG", "info"),
             ("SOCKWRAP_BIN", "/x"),
+            ("SOCKWRAP_TRACE", "/tmp/t.jsonl"),
+            ("SOCKWRAP_TRACE_IO", "1"),
             ("PATH", "/bin"),
         ]);
         assert!(e.errors.is_empty(), "{:?}", e.errors);
+        assert!(e.unknown.is_empty(), "{:?}", e.unknown);
+        assert_eq!(e.trace.as_deref(), Some("/tmp/t.jsonl"));
+        assert!(e.trace_io);
         assert_eq!(e.flag_rules.len(), 2);
         let r = &e.flag_rules[0];
         assert_eq!(

@@ -150,6 +150,9 @@ pub fn apply(
         match result {
             Ok(true) => {
                 log::count_applied(opt);
+                if crate::trace::on() {
+                    trace_apply(s, stage, opt, setting.value, maybe_v4, None);
+                }
                 touched = true;
                 if info {
                     let _ = write!(
@@ -166,6 +169,9 @@ pub fn apply(
             Ok(false) => {}
             Err((e, cname)) => {
                 locked &= !opt.bit();
+                if crate::trace::on() {
+                    trace_apply(s, stage, opt, setting.value, maybe_v4, Some((e.0, cname)));
+                }
                 let first = log::count_failed(opt, e.0);
                 if g.policy.on_error == OnError::Fail {
                     log_at!(
@@ -480,4 +486,58 @@ pub fn adopt(g: &Global, s: Sock, local: &SocketAddr, peer: Option<&SocketAddr>,
         apply(g, s, Stage::Accept, &d, peer.or(Some(local)), |_| false).unwrap_or(0)
     };
     record(s.fd, locked, listening);
+}
+
+/// One `"ev":"apply"` trace line: what sockwrap set on the socket, and how it went.
+fn trace_apply(
+    s: Sock,
+    stage: Stage,
+    opt: Opt,
+    value: Value,
+    maybe_v4: bool,
+    failed: Option<(i32, &str)>,
+) {
+    let saved = sys::errno();
+    let mut e = crate::trace::Ev::begin("apply", stage.call(), s.fd);
+    e.key("option").str(opt.name());
+    e.key("kernel");
+    match failed {
+        Some((_, cname)) => e.str(cname),
+        None if opt == Opt::BindAddress => e.str("bind"),
+        None => {
+            e.raw("\"");
+            let mut first = true;
+            for op in catalog::kernel_ops(opt, value, s.family, maybe_v4).iter() {
+                if !first {
+                    e.raw("+");
+                }
+                first = false;
+                e.raw(op.cname);
+            }
+            e.raw("\"");
+        }
+    }
+    match (opt, value) {
+        (Opt::Tos, Value::Int(tos)) => {
+            let dscp = ((tos >> 2) & 0x3f) as u8;
+            match catalog::dscp_name(dscp) {
+                Some(n) => e
+                    .key("value")
+                    .disp(format_args!("0x{:02x} (DSCP {})", tos, n)),
+                None => e
+                    .key("value")
+                    .disp(format_args!("0x{:02x} (DSCP {})", tos, dscp)),
+            }
+        }
+        _ => e.key("value").disp(Shown(opt, value)),
+    }
+    match failed {
+        None => e.key("result").str("ok"),
+        Some((errno, _)) => {
+            e.key("result").str("failed");
+            e.key("errno").str(crate::trace::errno_short(errno));
+        }
+    }
+    e.finish();
+    sys::set_errno(saved);
 }

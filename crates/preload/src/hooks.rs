@@ -7,7 +7,7 @@
 
 use crate::apply::{self, Global, Sock};
 use crate::sys::{self, ErrnoGuard};
-use crate::{fdtable, log_at, mptcp, real};
+use crate::{fdtable, log_at, mptcp, real, trace};
 use core::ffi::{c_int, c_void};
 use core::mem::size_of;
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -31,7 +31,7 @@ pub fn sockaddr_from_storage(st: &libc::sockaddr_storage, len: socklen_t) -> Opt
 
 /// # Safety
 /// `p` must be null or valid for reading `len` bytes.
-unsafe fn sockaddr_from_ptr(p: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
+pub(crate) unsafe fn sockaddr_from_ptr(p: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
     if p.is_null() || (len as usize) < size_of::<libc::sa_family_t>() {
         return None;
     }
@@ -236,7 +236,7 @@ fn fail(e: sys::Errno) -> c_int {
 /// # Safety
 /// Called by C code with C's contract for `socket(2)`.
 #[inline(never)]
-unsafe fn socket_hooked(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+unsafe fn socket_impl(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
     let g = global();
     let inet = domain == libc::AF_INET || domain == libc::AF_INET6;
     let base = ty & 0xf;
@@ -256,6 +256,14 @@ unsafe fn socket_hooked(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
                 };
                 let kind = kind_bits(Transport::Tcp, true, fam);
                 fdtable::set(fd, fdtable::MADE_MPTCP | fdtable::CHECKED | kind, 0);
+                if trace::on() {
+                    let mut e = trace::Ev::begin("apply", "socket", fd);
+                    e.key("option").str("mptcp");
+                    e.key("kernel").str("IPPROTO_MPTCP");
+                    e.key("value").str("on");
+                    e.key("result").str("ok");
+                    e.finish();
+                }
                 crate::log::SOCKETS_SEEN.fetch_add(1, Ordering::Relaxed);
                 log_at!(LogLevel::Debug, "fd {}: TCP socket created as MPTCP", fd);
                 return fd;
@@ -326,7 +334,7 @@ unsafe fn socket_hooked(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
 /// # Safety
 /// C's contract for `connect(2)`.
 #[inline(never)]
-unsafe fn connect_hooked(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+unsafe fn connect_impl(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     let mut was_mptcp = false;
     if let Some(g) = global() {
         // SAFETY: the program promises addr is valid for len bytes.
@@ -365,7 +373,7 @@ unsafe fn connect_hooked(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_
 /// # Safety
 /// C's contract for `bind(2)`.
 #[inline(never)]
-unsafe fn bind_hooked(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+unsafe fn bind_impl(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if let Some(g) = global() {
         // SAFETY: the program promises addr is valid for len bytes.
         if let Some(local) = unsafe { sockaddr_from_ptr(addr, len) } {
@@ -385,7 +393,7 @@ unsafe fn bind_hooked(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
 /// # Safety
 /// C's contract for `listen(2)`.
 #[inline(never)]
-unsafe fn listen_hooked(fd: c_int, backlog: c_int) -> c_int {
+unsafe fn listen_impl(fd: c_int, backlog: c_int) -> c_int {
     if let Some(g) = global() {
         let guard = ErrnoGuard::new();
         if let Some((Transport::Tcp, is_mptcp)) = kind_of(fd) {
@@ -505,7 +513,7 @@ unsafe fn after_accept(
 /// # Safety
 /// C's contract for `accept(2)`.
 #[inline(never)]
-unsafe fn accept_hooked(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+unsafe fn accept_impl(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { real::accept(fd, addr, len) };
     if r < 0 {
@@ -518,12 +526,7 @@ unsafe fn accept_hooked(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> 
 /// # Safety
 /// C's contract for `accept4(2)`.
 #[inline(never)]
-unsafe fn accept4_hooked(
-    fd: c_int,
-    addr: *mut sockaddr,
-    len: *mut socklen_t,
-    flags: c_int,
-) -> c_int {
+unsafe fn accept4_impl(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { real::accept4(fd, addr, len, flags) };
     if r < 0 {
@@ -539,7 +542,7 @@ unsafe fn accept4_hooked(
 /// # Safety
 /// C's contract for `setsockopt(2)`.
 #[inline(never)]
-unsafe fn setsockopt_hooked(
+unsafe fn setsockopt_impl(
     fd: c_int,
     level: c_int,
     name: c_int,
@@ -562,6 +565,17 @@ unsafe fn setsockopt_hooked(
                             return -1;
                         }
                         crate::log::count_overridden(opt);
+                        if trace::on() {
+                            let mut e = trace::Ev::begin("override", "setsockopt", fd);
+                            e.key("option").str(opt.name());
+                            e.key("kernel").str(kernel_name(level, name));
+                            e.open_obj("program");
+                            // SAFETY: the program promises val is valid for len bytes.
+                            unsafe { trace::opt_args(&mut e, level, name, val, len as usize) };
+                            e.close_obj();
+                            e.key("result").str("kept sockwrap's value (locked)");
+                            e.finish();
+                        }
                         let shown: i64 = if !val.is_null() && len as usize >= 4 {
                             // SAFETY: the program promises val is valid for len bytes.
                             unsafe { (val as *const i32).read_unaligned() as i64 }
@@ -715,7 +729,7 @@ fn kernel_name(level: c_int, name: c_int) -> &'static str {
 /// # Safety
 /// C's contract for `getsockopt(2)`.
 #[inline(never)]
-unsafe fn getsockopt_hooked(
+unsafe fn getsockopt_impl(
     fd: c_int,
     level: c_int,
     name: c_int,
@@ -758,7 +772,7 @@ unsafe fn getsockopt_hooked(
 /// # Safety
 /// C's contract for `close(2)`.
 #[inline(never)]
-unsafe fn close_hooked(fd: c_int) -> c_int {
+unsafe fn close_impl(fd: c_int) -> c_int {
     if global().is_some() {
         fdtable::reset(fd);
     }
@@ -768,23 +782,43 @@ unsafe fn close_hooked(fd: c_int) -> c_int {
 
 /// # Safety
 /// C's contract for `close_range(2)`.
-#[inline(never)]
-unsafe fn close_range_hooked(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int {
+#[no_mangle]
+pub unsafe extern "C" fn close_range(
+    first: libc::c_uint,
+    last: libc::c_uint,
+    flags: c_int,
+) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // No policy and no trace: the real function at once (work stays out of line).
+        // SAFETY: arguments passed through.
+        return unsafe { real::close_range(first, last, flags) };
+    }
     // SAFETY: arguments passed through.
     let r = unsafe { real::close_range(first, last, flags) };
     // CLOSE_RANGE_CLOEXEC (4) only marks descriptors; nothing is closed then.
     if r == 0 && flags & 4 == 0 && global().is_some() {
         fdtable::reset_range(first, last);
     }
+    if r == 0 && flags & 4 == 0 && trace::on() {
+        trace::untrack_range(first, last);
+    }
     r
 }
 
 /// # Safety
 /// C's contract for `closefrom(3)`.
-#[inline(never)]
-unsafe fn closefrom_hooked(first: c_int) {
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(first: c_int) {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // No policy and no trace: the real function at once (work stays out of line).
+        // SAFETY: arguments passed through.
+        return unsafe { real::closefrom(first) };
+    }
     if global().is_some() && first >= 0 {
         fdtable::reset_range(first as u32, u32::MAX);
+    }
+    if trace::on() && first >= 0 {
+        trace::untrack_range(first as u32, u32::MAX);
     }
     // SAFETY: arguments passed through.
     unsafe { real::closefrom(first) }
@@ -792,8 +826,13 @@ unsafe fn closefrom_hooked(first: c_int) {
 
 /// # Safety
 /// C's contract for `dup(2)`.
-#[inline(never)]
-unsafe fn dup_hooked(old: c_int) -> c_int {
+#[no_mangle]
+pub unsafe extern "C" fn dup(old: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // No policy and no trace: the real function at once (work stays out of line).
+        // SAFETY: arguments passed through.
+        return unsafe { real::dup(old) };
+    }
     // SAFETY: arguments passed through.
     let r = unsafe { real::dup(old) };
     if r >= 0 {
@@ -804,8 +843,13 @@ unsafe fn dup_hooked(old: c_int) -> c_int {
 
 /// # Safety
 /// C's contract for `dup2(2)`.
-#[inline(never)]
-unsafe fn dup2_hooked(old: c_int, new: c_int) -> c_int {
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // No policy and no trace: the real function at once (work stays out of line).
+        // SAFETY: arguments passed through.
+        return unsafe { real::dup2(old, new) };
+    }
     // SAFETY: arguments passed through.
     let r = unsafe { real::dup2(old, new) };
     if r >= 0 {
@@ -816,8 +860,13 @@ unsafe fn dup2_hooked(old: c_int, new: c_int) -> c_int {
 
 /// # Safety
 /// C's contract for `dup3(2)`.
-#[inline(never)]
-unsafe fn dup3_hooked(old: c_int, new: c_int, flags: c_int) -> c_int {
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // No policy and no trace: the real function at once (work stays out of line).
+        // SAFETY: arguments passed through.
+        return unsafe { real::dup3(old, new, flags) };
+    }
     // SAFETY: arguments passed through.
     let r = unsafe { real::dup3(old, new, flags) };
     if r >= 0 {
@@ -826,88 +875,193 @@ unsafe fn dup3_hooked(old: c_int, new: c_int, flags: c_int) -> c_int {
     r
 }
 
-// ---- exported entry points ----
+// ---------------------------------------------------------------------------------------
+// The exported hooks: the policy work above, plus one trace line per call when
+// SOCKWRAP_TRACE is set. With tracing off each costs one relaxed load and a branch.
+// ---------------------------------------------------------------------------------------
 
-/// Exported `socket`: the real function at once when there is no policy for this process;
-/// the work lives out of line in `socket_hooked`, so this path stays a few instructions.
-///
+/// Runs after a traced call: keeps the call's errno for the program.
+struct Saved(c_int);
+
+impl Saved {
+    fn now() -> Saved {
+        Saved(sys::errno())
+    }
+    fn restore(self) {
+        sys::set_errno(self.0)
+    }
+}
+
 /// # Safety
-/// C's contract for `socket`.
+/// Called by C code with C's contract for `socket(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // No policy and no trace: the real function at once (work stays out of line).
         // SAFETY: arguments passed through.
         return unsafe { real::socket(domain, ty, protocol) };
     }
     // SAFETY: arguments passed through.
-    unsafe { socket_hooked(domain, ty, protocol) }
+    let r = unsafe { socket_impl(domain, ty, protocol) };
+    if !trace::on() {
+        return r;
+    }
+    let saved = Saved::now();
+    let mut e = trace::Ev::begin("call", "socket", r);
+    trace::socket_args(&mut e, domain, ty, protocol);
+    e.result(r as i64, saved.0);
+    if r >= 0 && (domain == libc::AF_INET || domain == libc::AF_INET6) {
+        let inet = trace::transport(&mut e, r);
+        trace::track(r, inet);
+    } else if r >= 0 {
+        trace::track(r, false);
+    }
+    e.finish();
+    saved.restore();
+    r
 }
 
-/// Exported `connect`: the real function at once when there is no policy for this process;
-/// the work lives out of line in `connect_hooked`, so this path stays a few instructions.
-///
 /// # Safety
-/// C's contract for `connect`.
+/// C's contract for `connect(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // No policy and no trace: the real function at once (work stays out of line).
         // SAFETY: arguments passed through.
         return unsafe { real::connect(fd, addr, len) };
     }
+    if !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { connect_impl(fd, addr, len) };
+    }
+    let t0 = trace::now_mono();
     // SAFETY: arguments passed through.
-    unsafe { connect_hooked(fd, addr, len) }
+    let r = unsafe { connect_impl(fd, addr, len) };
+    let dur = trace::now_mono().saturating_sub(t0);
+    let saved = Saved::now();
+    let mut e = trace::Ev::begin("call", "connect", fd);
+    e.open_obj("args");
+    e.first("addr");
+    // SAFETY: the program promises addr is valid for len bytes.
+    unsafe { trace::addr(&mut e, addr, len) };
+    e.close_obj();
+    e.result(r as i64, saved.0);
+    e.key("dur_ns").int(dur as i64);
+    // SAFETY: as above.
+    if unsafe { sockaddr_from_ptr(addr, len) }.is_some() && trace::transport(&mut e, fd) {
+        trace::local(&mut e, fd);
+        trace::track(fd, true);
+    }
+    e.finish();
+    saved.restore();
+    r
 }
 
-/// Exported `bind`: the real function at once when there is no policy for this process;
-/// the work lives out of line in `bind_hooked`, so this path stays a few instructions.
-///
 /// # Safety
-/// C's contract for `bind`.
+/// C's contract for `bind(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // No policy and no trace: the real function at once (work stays out of line).
         // SAFETY: arguments passed through.
         return unsafe { real::bind(fd, addr, len) };
     }
     // SAFETY: arguments passed through.
-    unsafe { bind_hooked(fd, addr, len) }
+    let r = unsafe { bind_impl(fd, addr, len) };
+    if !trace::on() {
+        return r;
+    }
+    let saved = Saved::now();
+    let mut e = trace::Ev::begin("call", "bind", fd);
+    e.open_obj("args");
+    e.first("addr");
+    // SAFETY: the program promises addr is valid for len bytes.
+    unsafe { trace::addr(&mut e, addr, len) };
+    e.close_obj();
+    e.result(r as i64, saved.0);
+    // SAFETY: as above.
+    if r == 0 && unsafe { sockaddr_from_ptr(addr, len) }.is_some() {
+        trace::local(&mut e, fd);
+    }
+    e.finish();
+    saved.restore();
+    r
 }
 
-/// Exported `listen`: the real function at once when there is no policy for this process;
-/// the work lives out of line in `listen_hooked`, so this path stays a few instructions.
-///
 /// # Safety
-/// C's contract for `listen`.
+/// C's contract for `listen(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // No policy and no trace: the real function at once (work stays out of line).
         // SAFETY: arguments passed through.
         return unsafe { real::listen(fd, backlog) };
     }
     // SAFETY: arguments passed through.
-    unsafe { listen_hooked(fd, backlog) }
+    let r = unsafe { listen_impl(fd, backlog) };
+    if !trace::on() {
+        return r;
+    }
+    let saved = Saved::now();
+    let mut e = trace::Ev::begin("call", "listen", fd);
+    e.open_obj("args");
+    e.first("backlog").int(backlog as i64);
+    e.close_obj();
+    e.result(r as i64, saved.0);
+    if trace::transport(&mut e, fd) {
+        trace::local(&mut e, fd);
+        trace::track(fd, true);
+    }
+    e.finish();
+    saved.restore();
+    r
 }
 
-/// Exported `accept`: the real function at once when there is no policy for this process;
-/// the work lives out of line in `accept_hooked`, so this path stays a few instructions.
-///
+fn trace_accept(call: &str, fd: c_int, flags: Option<c_int>, r: c_int, t0: u64) {
+    let dur = trace::now_mono().saturating_sub(t0);
+    let saved = Saved::now();
+    let mut e = trace::Ev::begin("call", call, fd);
+    if let Some(f) = flags {
+        e.open_obj("args");
+        e.first("flags").int(f as i64);
+        e.close_obj();
+    }
+    e.result(r as i64, saved.0);
+    e.key("dur_ns").int(dur as i64);
+    if r >= 0 {
+        let inet = trace::transport(&mut e, r);
+        if inet {
+            trace::local(&mut e, r);
+            trace::peer(&mut e, r);
+        }
+        trace::track(r, inet);
+    }
+    e.finish();
+    saved.restore();
+}
+
 /// # Safety
-/// C's contract for `accept`.
+/// C's contract for `accept(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // No policy and no trace: the real function at once (work stays out of line).
         // SAFETY: arguments passed through.
         return unsafe { real::accept(fd, addr, len) };
     }
+    if !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { accept_impl(fd, addr, len) };
+    }
+    let t0 = trace::now_mono();
     // SAFETY: arguments passed through.
-    unsafe { accept_hooked(fd, addr, len) }
+    let r = unsafe { accept_impl(fd, addr, len) };
+    trace_accept("accept", fd, None, r, t0);
+    r
 }
 
-/// Exported `accept4`: the real function at once when there is no policy for this process;
-/// the work lives out of line in `accept4_hooked`, so this path stays a few instructions.
-///
 /// # Safety
-/// C's contract for `accept4`.
+/// C's contract for `accept4(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn accept4(
     fd: c_int,
@@ -915,19 +1069,24 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // No policy and no trace: the real function at once (work stays out of line).
         // SAFETY: arguments passed through.
         return unsafe { real::accept4(fd, addr, len, flags) };
     }
+    if !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { accept4_impl(fd, addr, len, flags) };
+    }
+    let t0 = trace::now_mono();
     // SAFETY: arguments passed through.
-    unsafe { accept4_hooked(fd, addr, len, flags) }
+    let r = unsafe { accept4_impl(fd, addr, len, flags) };
+    trace_accept("accept4", fd, Some(flags), r, t0);
+    r
 }
 
-/// Exported `setsockopt`: the real function at once when there is no policy for this process;
-/// the work lives out of line in `setsockopt_hooked`, so this path stays a few instructions.
-///
 /// # Safety
-/// C's contract for `setsockopt`.
+/// C's contract for `setsockopt(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn setsockopt(
     fd: c_int,
@@ -936,19 +1095,30 @@ pub unsafe extern "C" fn setsockopt(
     val: *const c_void,
     len: socklen_t,
 ) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // No policy and no trace: the real function at once (work stays out of line).
         // SAFETY: arguments passed through.
         return unsafe { real::setsockopt(fd, level, name, val, len) };
     }
     // SAFETY: arguments passed through.
-    unsafe { setsockopt_hooked(fd, level, name, val, len) }
+    let r = unsafe { setsockopt_impl(fd, level, name, val, len) };
+    if !trace::on() {
+        return r;
+    }
+    let saved = Saved::now();
+    let mut e = trace::Ev::begin("call", "setsockopt", fd);
+    e.open_obj("args");
+    // SAFETY: the program promises val is valid for len bytes.
+    unsafe { trace::opt_args(&mut e, level, name, val, len as usize) };
+    e.close_obj();
+    e.result(r as i64, saved.0);
+    e.finish();
+    saved.restore();
+    r
 }
 
-/// Exported `getsockopt`: the real function at once when there is no policy for this process;
-/// the work lives out of line in `getsockopt_hooked`, so this path stays a few instructions.
-///
 /// # Safety
-/// C's contract for `getsockopt`.
+/// C's contract for `getsockopt(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn getsockopt(
     fd: c_int,
@@ -957,103 +1127,61 @@ pub unsafe extern "C" fn getsockopt(
     val: *mut c_void,
     len: *mut socklen_t,
 ) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // No policy and no trace: the real function at once (work stays out of line).
         // SAFETY: arguments passed through.
         return unsafe { real::getsockopt(fd, level, name, val, len) };
     }
     // SAFETY: arguments passed through.
-    unsafe { getsockopt_hooked(fd, level, name, val, len) }
+    let r = unsafe { getsockopt_impl(fd, level, name, val, len) };
+    if !trace::on() {
+        return r;
+    }
+    let saved = Saved::now();
+    let mut e = trace::Ev::begin("call", "getsockopt", fd);
+    e.open_obj("args");
+    let n = if r == 0 && !len.is_null() {
+        // SAFETY: after success the kernel wrote the length there.
+        unsafe { *len as usize }
+    } else {
+        0
+    };
+    let shown = if r == 0 {
+        val as *const c_void
+    } else {
+        core::ptr::null()
+    };
+    // SAFETY: after success the kernel wrote n bytes at val.
+    unsafe { trace::opt_args(&mut e, level, name, shown, n) };
+    e.close_obj();
+    e.result(r as i64, saved.0);
+    e.finish();
+    saved.restore();
+    r
 }
 
-/// Exported `close`: the real function at once when there is no policy for this process;
-/// the work lives out of line in `close_hooked`, so this path stays a few instructions.
+/// `close`: forgets locks ([`close_impl`]) and, when tracing, records the end of an inet
+/// socket. With tracing off the trace part is one relaxed load and a branch.
 ///
 /// # Safety
-/// C's contract for `close`.
+/// C's contract for `close(2)`.
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // No policy and no trace: the real function at once (work stays out of line).
         // SAFETY: arguments passed through.
         return unsafe { real::close(fd) };
     }
-    // SAFETY: arguments passed through.
-    unsafe { close_hooked(fd) }
-}
-
-/// Exported `close_range`: the real function at once when there is no policy for this process;
-/// the work lives out of line in `close_range_hooked`, so this path stays a few instructions.
-///
-/// # Safety
-/// C's contract for `close_range`.
-#[no_mangle]
-pub unsafe extern "C" fn close_range(
-    first: libc::c_uint,
-    last: libc::c_uint,
-    flags: c_int,
-) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
+    if !trace::on() || !trace::untrack(fd) {
         // SAFETY: arguments passed through.
-        return unsafe { real::close_range(first, last, flags) };
+        return unsafe { close_impl(fd) };
     }
     // SAFETY: arguments passed through.
-    unsafe { close_range_hooked(first, last, flags) }
-}
-
-/// Exported `dup`: the real function at once when there is no policy for this process;
-/// the work lives out of line in `dup_hooked`, so this path stays a few instructions.
-///
-/// # Safety
-/// C's contract for `dup`.
-#[no_mangle]
-pub unsafe extern "C" fn dup(old: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::dup(old) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { dup_hooked(old) }
-}
-
-/// Exported `dup2`: the real function at once when there is no policy for this process;
-/// the work lives out of line in `dup2_hooked`, so this path stays a few instructions.
-///
-/// # Safety
-/// C's contract for `dup2`.
-#[no_mangle]
-pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::dup2(old, new) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { dup2_hooked(old, new) }
-}
-
-/// Exported `dup3`: the real function at once when there is no policy for this process;
-/// the work lives out of line in `dup3_hooked`, so this path stays a few instructions.
-///
-/// # Safety
-/// C's contract for `dup3`.
-#[no_mangle]
-pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::dup3(old, new, flags) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { dup3_hooked(old, new, flags) }
-}
-
-/// Exported `closefrom`; see the other wrappers.
-///
-/// # Safety
-/// C's contract for `closefrom(3)`.
-#[no_mangle]
-pub unsafe extern "C" fn closefrom(first: c_int) {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() {
-        // SAFETY: argument passed through.
-        return unsafe { real::closefrom(first) };
-    }
-    // SAFETY: argument passed through.
-    unsafe { closefrom_hooked(first) }
+    let r = unsafe { close_impl(fd) };
+    let saved = Saved::now();
+    let mut e = trace::Ev::begin("call", "close", fd);
+    e.result(r as i64, saved.0);
+    e.finish();
+    saved.restore();
+    r
 }

@@ -24,6 +24,7 @@ pub mod log;
 pub mod mptcp;
 pub mod real;
 pub mod sys;
+pub mod trace;
 
 use core::ffi::{c_char, c_int};
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -70,6 +71,7 @@ fn secure_mode() -> bool {
 }
 
 fn init(argv0: Option<String>) {
+    real::resolve_close();
     if secure_mode() {
         return;
     }
@@ -83,6 +85,13 @@ fn init(argv0: Option<String>) {
         });
     log::init(loaded.env.log_level, loaded.env.log_file.as_deref());
     real::resolve_all();
+    if let Some(path) = loaded.env.trace.as_deref() {
+        let prog = argv0
+            .as_deref()
+            .and_then(|a| a.rsplit('/').next())
+            .unwrap_or("?");
+        trace::init(path, prog);
+    }
     for var in &loaded.env.unknown {
         log_at!(
             LogLevel::Warn,

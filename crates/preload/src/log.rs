@@ -43,14 +43,23 @@ pub fn init(level: LogLevel, file: Option<&str>) {
     }
 }
 
-fn open_log_file(path: &str) -> i32 {
+pub(crate) fn open_log_file(path: &str) -> i32 {
+    open_append(path, true)
+}
+
+/// Opens `path` for appending (O_CLOEXEC | O_NOFOLLOW, 0600 when created) on a high
+/// descriptor. Allocation-free and async-signal-safe.
+pub(crate) fn open_append(path: &str, create: bool) -> i32 {
     let mut c = [0u8; 4096];
     if path.len() >= c.len() || path.as_bytes().contains(&0) {
         return -1;
     }
     c[..path.len()].copy_from_slice(path.as_bytes());
-    let flags =
-        libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    let flags = libc::O_WRONLY
+        | libc::O_APPEND
+        | libc::O_CLOEXEC
+        | libc::O_NOFOLLOW
+        | if create { libc::O_CREAT } else { 0 };
     // SAFETY: c is NUL-terminated. open() is not one of our hooks.
     let fd = unsafe {
         libc::open(

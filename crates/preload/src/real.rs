@@ -91,6 +91,12 @@ real_fns! {
     dup3: fn(old: c_int, new: c_int, flags: c_int) -> c_int;
 }
 
+/// Resolves `close` at load, whatever the environment says: the `close` hook runs in every
+/// program (also from signal handlers) and must never resolve lazily.
+pub fn resolve_close() {
+    slots::close.store(resolve("close\0"), Ordering::Release);
+}
+
 static CLOSEFROM: AtomicUsize = AtomicUsize::new(0);
 
 /// The real `closefrom` (returns nothing, so it is outside the table above). Without one,

@@ -1,0 +1,691 @@
+//! `sockwrap trace` and `sockwrap report`: run a program with `SOCKWRAP_TRACE` set and
+//! summarise the JSON-lines record (docs/trace-schema.md) as one row per connection or
+//! listener.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+
+// ---------------------------------------------------------------- a small JSON reader
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    pub fn get(&self, k: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(m) => m.iter().find(|(n, _)| n == k).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+    pub fn str(&self, k: &str) -> Option<&str> {
+        match self.get(k) {
+            Some(Json::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn int(&self, k: &str) -> Option<i64> {
+        match self.get(k) {
+            Some(Json::Int(i)) => Some(*i),
+            Some(Json::Float(f)) => Some(*f as i64),
+            _ => None,
+        }
+    }
+    /// A value as short text: strings bare, the rest as JSON.
+    pub fn text(&self) -> String {
+        match self {
+            Json::Str(s) => s.clone(),
+            other => other.to_json(),
+        }
+    }
+    pub fn to_json(&self) -> String {
+        let mut s = String::new();
+        self.write_json(&mut s);
+        s
+    }
+    fn write_json(&self, out: &mut String) {
+        match self {
+            Json::Null => out.push_str("null"),
+            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Json::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Json::Float(f) => {
+                let _ = write!(out, "{f}");
+            }
+            Json::Str(s) => quote(out, s),
+            Json::Arr(a) => {
+                out.push('[');
+                for (i, v) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    v.write_json(out);
+                }
+                out.push(']');
+            }
+            Json::Obj(m) => {
+                out.push('{');
+                for (i, (k, v)) in m.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    quote(out, k);
+                    out.push(':');
+                    v.write_json(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+fn quote(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+pub fn parse_json(s: &str) -> Result<Json, String> {
+    let mut p = Parser {
+        b: s.as_bytes(),
+        i: 0,
+    };
+    let v = p.value()?;
+    p.ws();
+    if p.i != p.b.len() {
+        return Err(format!("trailing characters at byte {}", p.i));
+    }
+    Ok(v)
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn ws(&mut self) {
+        while self.i < self.b.len() && self.b[self.i].is_ascii_whitespace() {
+            self.i += 1;
+        }
+    }
+    fn err<T>(&self, what: &str) -> Result<T, String> {
+        Err(format!("{what} at byte {}", self.i))
+    }
+    fn lit(&mut self, word: &str, v: Json) -> Result<Json, String> {
+        if self.b[self.i..].starts_with(word.as_bytes()) {
+            self.i += word.len();
+            Ok(v)
+        } else {
+            self.err("unexpected word")
+        }
+    }
+    fn value(&mut self) -> Result<Json, String> {
+        self.ws();
+        match self.b.get(self.i) {
+            None => self.err("unexpected end"),
+            Some(b'{') => {
+                self.i += 1;
+                let mut m = Vec::new();
+                self.ws();
+                if self.b.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    return Ok(Json::Obj(m));
+                }
+                loop {
+                    self.ws();
+                    let k = match self.value()? {
+                        Json::Str(s) => s,
+                        _ => return self.err("expected a key"),
+                    };
+                    self.ws();
+                    if self.b.get(self.i) != Some(&b':') {
+                        return self.err("expected `:`");
+                    }
+                    self.i += 1;
+                    let v = self.value()?;
+                    m.push((k, v));
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b'}') => {
+                            self.i += 1;
+                            return Ok(Json::Obj(m));
+                        }
+                        _ => return self.err("expected `,` or `}`"),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.i += 1;
+                let mut a = Vec::new();
+                self.ws();
+                if self.b.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    return Ok(Json::Arr(a));
+                }
+                loop {
+                    a.push(self.value()?);
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(Json::Arr(a));
+                        }
+                        _ => return self.err("expected `,` or `]`"),
+                    }
+                }
+            }
+            Some(b'"') => {
+                self.i += 1;
+                let mut s = String::new();
+                loop {
+                    let Some(&c) = self.b.get(self.i) else {
+                        return self.err("unterminated string");
+                    };
+                    self.i += 1;
+                    match c {
+                        b'"' => return Ok(Json::Str(s)),
+                        b'\\' => {
+                            let Some(&e) = self.b.get(self.i) else {
+                                return self.err("unterminated escape");
+                            };
+                            self.i += 1;
+                            match e {
+                                b'n' => s.push('\n'),
+                                b't' => s.push('\t'),
+                                b'r' => s.push('\r'),
+                                b'b' => s.push('\u{8}'),
+                                b'f' => s.push('\u{c}'),
+                                b'u' => {
+                                    let h = self
+                                        .b
+                                        .get(self.i..self.i + 4)
+                                        .and_then(|h| std::str::from_utf8(h).ok())
+                                        .and_then(|h| u32::from_str_radix(h, 16).ok());
+                                    let Some(h) = h else {
+                                        return self.err("bad \\u escape");
+                                    };
+                                    self.i += 4;
+                                    s.push(char::from_u32(h).unwrap_or('\u{fffd}'));
+                                }
+                                other => s.push(other as char),
+                            }
+                        }
+                        _ => {
+                            // Copy a whole UTF-8 sequence.
+                            let start = self.i - 1;
+                            let mut end = self.i;
+                            while end < self.b.len() && (self.b[end] & 0xc0) == 0x80 {
+                                end += 1;
+                            }
+                            s.push_str(&String::from_utf8_lossy(&self.b[start..end]));
+                            self.i = end;
+                        }
+                    }
+                }
+            }
+            Some(b't') => self.lit("true", Json::Bool(true)),
+            Some(b'f') => self.lit("false", Json::Bool(false)),
+            Some(b'n') => self.lit("null", Json::Null),
+            Some(_) => {
+                let start = self.i;
+                while self.i < self.b.len()
+                    && matches!(
+                        self.b[self.i],
+                        b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
+                    )
+                {
+                    self.i += 1;
+                }
+                let t = std::str::from_utf8(&self.b[start..self.i]).unwrap_or("");
+                if t.is_empty() {
+                    return self.err("unexpected character");
+                }
+                if let Ok(i) = t.parse::<i64>() {
+                    Ok(Json::Int(i))
+                } else if let Ok(f) = t.parse::<f64>() {
+                    Ok(Json::Float(f))
+                } else {
+                    self.err("bad number")
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the summary
+
+#[derive(Clone, Debug, Default)]
+pub struct Conn {
+    pub pid: i64,
+    pub prog: String,
+    pub fd: i64,
+    pub role: String,
+    pub transport: String,
+    pub mptcp: bool,
+    pub local: Option<String>,
+    pub remote: Option<String>,
+    pub own: Vec<String>,
+    pub sockwrap: Vec<String>,
+    pub latency_ns: Option<i64>,
+    pub result: String,
+    pub closed: bool,
+    pending_since: Option<i64>,
+}
+
+impl Conn {
+    fn to_json(&self) -> Json {
+        let s = |v: &Option<String>| v.clone().map(Json::Str).unwrap_or(Json::Null);
+        let list = |v: &Vec<String>| Json::Arr(v.iter().cloned().map(Json::Str).collect());
+        Json::Obj(vec![
+            ("pid".into(), Json::Int(self.pid)),
+            ("prog".into(), Json::Str(self.prog.clone())),
+            ("fd".into(), Json::Int(self.fd)),
+            ("role".into(), Json::Str(self.role.clone())),
+            ("transport".into(), Json::Str(self.transport.clone())),
+            ("mptcp".into(), Json::Bool(self.mptcp)),
+            ("local".into(), s(&self.local)),
+            ("remote".into(), s(&self.remote)),
+            ("program_options".into(), list(&self.own)),
+            ("sockwrap".into(), list(&self.sockwrap)),
+            (
+                "connect_latency_ns".into(),
+                self.latency_ns.map(Json::Int).unwrap_or(Json::Null),
+            ),
+            ("result".into(), Json::Str(self.result.clone())),
+            ("closed".into(), Json::Bool(self.closed)),
+        ])
+    }
+}
+
+/// What a trace file holds, summarised.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub conns: Vec<Conn>,
+    pub lines: usize,
+    pub bad_lines: usize,
+    pub pids: Vec<i64>,
+}
+
+pub fn summarise(text: &str) -> Summary {
+    let mut evs: Vec<Json> = Vec::new();
+    let mut sum = Summary::default();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        sum.lines += 1;
+        match parse_json(line) {
+            Ok(v) => evs.push(v),
+            Err(_) => sum.bad_lines += 1,
+        }
+    }
+    // Threads and processes append in the order their writes land; order by the clock.
+    evs.sort_by_key(|e| e.int("t_mono_ns").unwrap_or(0));
+    let mut open: HashMap<(i64, i64), usize> = HashMap::new();
+    let mut early: HashMap<(i64, i64), Vec<String>> = HashMap::new();
+    let conns = &mut sum.conns;
+    for e in &evs {
+        let pid = e.int("pid").unwrap_or(0);
+        if !sum.pids.contains(&pid) {
+            sum.pids.push(pid);
+        }
+        let fd = e.int("fd").unwrap_or(-1);
+        let ret = e.int("ret").unwrap_or(-1);
+        let errno = e.str("errno").unwrap_or("").to_string();
+        let t = e.int("t_mono_ns").unwrap_or(0);
+        let prog = e.str("prog").unwrap_or("?").to_string();
+        let args = e.get("args").cloned().unwrap_or(Json::Null);
+        let new_conn = |conns: &mut Vec<Conn>,
+                        open: &mut HashMap<(i64, i64), usize>,
+                        early: &mut HashMap<(i64, i64), Vec<String>>,
+                        fd: i64|
+         -> usize {
+            let c = Conn {
+                pid,
+                prog: prog.clone(),
+                fd,
+                role: "socket".into(),
+                transport: e.str("transport").unwrap_or("?").to_string(),
+                mptcp: e.get("mptcp") == Some(&Json::Bool(true)),
+                sockwrap: early.remove(&(pid, fd)).unwrap_or_default(),
+                result: "-".into(),
+                ..Conn::default()
+            };
+            conns.push(c);
+            open.insert((pid, fd), conns.len() - 1);
+            conns.len() - 1
+        };
+        let ev = e.str("ev").unwrap_or("");
+        let call = e.str("call").unwrap_or("");
+        match (ev, call) {
+            ("call", "socket") if ret >= 0 => {
+                open.remove(&(pid, ret));
+                if e.get("transport").is_some() {
+                    new_conn(conns, &mut open, &mut early, ret);
+                } else {
+                    early.remove(&(pid, ret));
+                }
+            }
+            ("call", "connect") | ("call", "listen") => {
+                if e.get("transport").is_none() {
+                    continue;
+                }
+                let i = match open.get(&(pid, fd)) {
+                    Some(&i) => i,
+                    None => new_conn(conns, &mut open, &mut early, fd),
+                };
+                let c = &mut conns[i];
+                c.transport = e.str("transport").unwrap_or("?").to_string();
+                c.mptcp = e.get("mptcp") == Some(&Json::Bool(true));
+                if let Some(l) = e.str("local") {
+                    c.local = Some(l.to_string());
+                }
+                if call == "connect" {
+                    c.role = "client".into();
+                    c.remote = args.str("addr").map(str::to_string);
+                    if ret == 0 {
+                        c.result = "ok".into();
+                        c.latency_ns = e.int("dur_ns");
+                    } else if errno == "EINPROGRESS" {
+                        c.result = "in progress".into();
+                        c.pending_since = Some(t - e.int("dur_ns").unwrap_or(0));
+                    } else {
+                        c.result = errno;
+                        c.latency_ns = e.int("dur_ns");
+                    }
+                } else {
+                    c.role = "listener".into();
+                    c.result = if ret == 0 { "listening".into() } else { errno };
+                }
+            }
+            ("call", "bind") => {
+                if let (Some(&i), Some(l)) = (open.get(&(pid, fd)), e.str("local")) {
+                    conns[i].local = Some(l.to_string());
+                }
+            }
+            ("call", "accept") | ("call", "accept4") => {
+                if ret < 0 || e.get("transport").is_none() {
+                    continue;
+                }
+                open.remove(&(pid, ret));
+                let i = new_conn(conns, &mut open, &mut early, ret);
+                let c = &mut conns[i];
+                c.role = "server".into();
+                c.local = e.str("local").map(str::to_string);
+                c.remote = e.str("peer").map(str::to_string);
+                c.result = "ok".into();
+            }
+            ("call", "setsockopt") => {
+                if let Some(&i) = open.get(&(pid, fd)) {
+                    let name = args.get("name").map(Json::text).unwrap_or_default();
+                    let val = args.get("value").map(Json::text).unwrap_or_default();
+                    let mut s = format!("{name}={val}");
+                    if ret < 0 {
+                        let _ = write!(s, " ({errno})");
+                    }
+                    conns[i].own.push(s);
+                }
+            }
+            ("call", "getsockopt") => {
+                if args.str("name") != Some("SO_ERROR") || ret != 0 {
+                    continue;
+                }
+                if let Some(&i) = open.get(&(pid, fd)) {
+                    let c = &mut conns[i];
+                    if let Some(since) = c.pending_since.take() {
+                        let v = args.str("value").unwrap_or("0");
+                        c.result = if v == "0" { "ok".into() } else { v.to_string() };
+                        c.latency_ns = Some(t - since);
+                    }
+                }
+            }
+            ("call", "close") => {
+                if let Some(i) = open.remove(&(pid, fd)) {
+                    conns[i].closed = true;
+                }
+            }
+            ("apply", _) | ("override", _) => {
+                let opt = e.str("option").unwrap_or("?");
+                let s = if ev == "apply" {
+                    let v = e.get("value").map(Json::text).unwrap_or_default();
+                    match e.str("result") {
+                        Some("ok") => format!("{opt}={v}"),
+                        _ => format!("{opt}={v} FAILED ({})", e.str("errno").unwrap_or("?")),
+                    }
+                } else {
+                    let k = e.str("kernel").unwrap_or("?");
+                    let v = e
+                        .get("program")
+                        .and_then(|p| p.get("value"))
+                        .map(Json::text)
+                        .unwrap_or_default();
+                    format!("overrode {k}={v}")
+                };
+                match open.get(&(pid, fd)) {
+                    // At socket() and accept() sockwrap acts before the call's own line.
+                    Some(&i) if !(ev == "apply" && matches!(call, "socket" | "accept")) => {
+                        conns[i].sockwrap.push(s)
+                    }
+                    _ => early.entry((pid, fd)).or_default().push(s),
+                }
+            }
+            _ => {}
+        }
+    }
+    sum
+}
+
+pub fn to_json(sum: &Summary) -> String {
+    Json::Obj(vec![
+        ("v".into(), Json::Int(1)),
+        ("lines".into(), Json::Int(sum.lines as i64)),
+        ("bad_lines".into(), Json::Int(sum.bad_lines as i64)),
+        ("processes".into(), Json::Int(sum.pids.len() as i64)),
+        (
+            "connections".into(),
+            Json::Arr(sum.conns.iter().map(Conn::to_json).collect()),
+        ),
+    ])
+    .to_json()
+}
+
+fn latency(ns: Option<i64>) -> String {
+    match ns {
+        None => "-".into(),
+        Some(n) if n < 1_000_000 => format!("{:.0}µs", n as f64 / 1e3),
+        Some(n) if n < 10_000_000_000 => format!("{:.1}ms", n as f64 / 1e6),
+        Some(n) => format!("{:.1}s", n as f64 / 1e9),
+    }
+}
+
+/// The aligned table. `colour`: ANSI colours (only when writing to a terminal).
+pub fn table(sum: &Summary, colour: bool) -> String {
+    let head = [
+        "PID",
+        "PROG",
+        "ROLE",
+        "PROTO",
+        "LOCAL",
+        "REMOTE",
+        "LATENCY",
+        "RESULT",
+        "PROGRAM SET",
+        "SOCKWRAP",
+    ];
+    let mut rows: Vec<[String; 10]> = Vec::new();
+    for c in &sum.conns {
+        rows.push([
+            c.pid.to_string(),
+            c.prog.clone(),
+            c.role.clone(),
+            c.transport.clone(),
+            c.local.clone().unwrap_or_else(|| "-".into()),
+            c.remote.clone().unwrap_or_else(|| "-".into()),
+            latency(c.latency_ns),
+            c.result.clone(),
+            if c.own.is_empty() {
+                "-".into()
+            } else {
+                c.own.join(", ")
+            },
+            if c.sockwrap.is_empty() {
+                "-".into()
+            } else {
+                c.sockwrap.join(", ")
+            },
+        ]);
+    }
+    let mut w = [0usize; 10];
+    for (i, h) in head.iter().enumerate() {
+        w[i] = h.chars().count();
+    }
+    for r in &rows {
+        for (wi, cell) in w.iter_mut().zip(r.iter()) {
+            *wi = (*wi).max(cell.chars().count());
+        }
+    }
+    let paint = |s: &str, code: &str| {
+        if colour {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    let pad = |s: &str, i: usize| {
+        let n = s.chars().count();
+        if i == 9 {
+            s.to_string()
+        } else {
+            format!("{s}{}", " ".repeat(w[i] - n + 2))
+        }
+    };
+    let mut out = String::new();
+    let mut line = String::new();
+    for (i, h) in head.iter().enumerate() {
+        line.push_str(&pad(h, i));
+    }
+    out.push_str(&paint(line.trim_end(), "1"));
+    out.push('\n');
+    for r in &rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            let padded = pad(cell, i);
+            let code = match i {
+                7 if matches!(cell.as_str(), "ok" | "listening") => "32",
+                7 if cell.starts_with('E') => "31",
+                9 if cell.contains("FAILED") => "31",
+                9 if cell != "-" => "36",
+                _ => "",
+            };
+            if code.is_empty() {
+                line.push_str(&padded);
+            } else {
+                let trimmed = padded.trim_end();
+                line.push_str(&paint(trimmed, code));
+                line.push_str(&" ".repeat(padded.len() - trimmed.len()));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "{} connection(s)/listener(s), {} process(es), {} trace line(s){}",
+        sum.conns.len(),
+        sum.pids.len(),
+        sum.lines,
+        if sum.bad_lines > 0 {
+            format!(", {} unreadable", sum.bad_lines)
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+/// Prints the summary of `text` to stdout or stderr.
+pub fn print_summary(text: &str, json: bool, to_stderr: bool) {
+    let sum = summarise(text);
+    let out = if json {
+        to_json(&sum) + "\n"
+    } else {
+        let tty = if to_stderr {
+            std::io::stderr().is_terminal()
+        } else {
+            std::io::stdout().is_terminal()
+        };
+        table(&sum, tty && std::env::var_os("NO_COLOR").is_none())
+    };
+    if to_stderr {
+        eprint!("{out}");
+    } else {
+        print!("{out}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip() {
+        let t = r#"{"a":[1,-2,3.5,"x\"y\u00e9"],"b":{"c":null,"d":true}}"#;
+        let v = parse_json(t).unwrap();
+        assert_eq!(parse_json(&v.to_json()).unwrap(), v);
+        assert!(parse_json("{\"a\":").is_err());
+    }
+
+    #[test]
+    fn a_connection_with_override() {
+        let t = concat!(
+            r#"{"v":1,"t_mono_ns":1,"pid":7,"prog":"ssh","ev":"call","call":"socket","fd":3,"args":{},"ret":3,"transport":"tcp","mptcp":false}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":2,"pid":7,"prog":"ssh","ev":"apply","call":"connect","fd":3,"option":"dscp","value":"0xb8 (DSCP EF)","result":"ok"}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":3,"pid":7,"prog":"ssh","ev":"call","call":"connect","fd":3,"args":{"addr":"127.0.0.1:22"},"ret":-1,"errno":"EINPROGRESS","dur_ns":10,"transport":"tcp","mptcp":false,"local":"127.0.0.1:5000"}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":50,"pid":7,"prog":"ssh","ev":"call","call":"getsockopt","fd":3,"args":{"level":"SOL_SOCKET","name":"SO_ERROR","value":"0"},"ret":0}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":60,"pid":7,"prog":"ssh","ev":"override","call":"setsockopt","fd":3,"option":"dscp","kernel":"IP_TOS","program":{"value":"0x20 (DSCP CS1)"}}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":61,"pid":7,"prog":"ssh","ev":"call","call":"setsockopt","fd":3,"args":{"name":"IP_TOS","value":"0x20 (DSCP CS1)"},"ret":0}"#,
+            "\n",
+            "broken\n"
+        );
+        let s = summarise(t);
+        assert_eq!(s.bad_lines, 1);
+        assert_eq!(s.conns.len(), 1);
+        let c = &s.conns[0];
+        assert_eq!(c.result, "ok");
+        assert_eq!(c.latency_ns, Some(57)); // from the start of connect to the SO_ERROR check
+        assert_eq!(c.remote.as_deref(), Some("127.0.0.1:22"));
+        assert_eq!(c.own, vec!["IP_TOS=0x20 (DSCP CS1)".to_string()]);
+        assert_eq!(c.sockwrap.len(), 2);
+        let tab = table(&s, false);
+        assert!(tab.contains("127.0.0.1:22"), "{tab}");
+        let j = parse_json(&to_json(&s)).unwrap();
+        assert!(matches!(j.get("connections"), Some(Json::Arr(a)) if a.len() == 1));
+    }
+}
