@@ -782,17 +782,8 @@ unsafe fn close_impl(fd: c_int) -> c_int {
 
 /// # Safety
 /// C's contract for `close_range(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn close_range(
-    first: libc::c_uint,
-    last: libc::c_uint,
-    flags: c_int,
-) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // No policy and no trace: the real function at once (work stays out of line).
-        // SAFETY: arguments passed through.
-        return unsafe { real::close_range(first, last, flags) };
-    }
+#[inline(never)]
+unsafe fn close_range_full(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { real::close_range(first, last, flags) };
     // CLOSE_RANGE_CLOEXEC (4) only marks descriptors; nothing is closed then.
@@ -807,13 +798,8 @@ pub unsafe extern "C" fn close_range(
 
 /// # Safety
 /// C's contract for `closefrom(3)`.
-#[no_mangle]
-pub unsafe extern "C" fn closefrom(first: c_int) {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // No policy and no trace: the real function at once (work stays out of line).
-        // SAFETY: arguments passed through.
-        return unsafe { real::closefrom(first) };
-    }
+#[inline(never)]
+unsafe fn closefrom_full(first: c_int) {
     if global().is_some() && first >= 0 {
         fdtable::reset_range(first as u32, u32::MAX);
     }
@@ -826,13 +812,8 @@ pub unsafe extern "C" fn closefrom(first: c_int) {
 
 /// # Safety
 /// C's contract for `dup(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn dup(old: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // No policy and no trace: the real function at once (work stays out of line).
-        // SAFETY: arguments passed through.
-        return unsafe { real::dup(old) };
-    }
+#[inline(never)]
+unsafe fn dup_full(old: c_int) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { real::dup(old) };
     if r >= 0 {
@@ -843,13 +824,8 @@ pub unsafe extern "C" fn dup(old: c_int) -> c_int {
 
 /// # Safety
 /// C's contract for `dup2(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // No policy and no trace: the real function at once (work stays out of line).
-        // SAFETY: arguments passed through.
-        return unsafe { real::dup2(old, new) };
-    }
+#[inline(never)]
+unsafe fn dup2_full(old: c_int, new: c_int) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { real::dup2(old, new) };
     if r >= 0 {
@@ -860,13 +836,8 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 
 /// # Safety
 /// C's contract for `dup3(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // No policy and no trace: the real function at once (work stays out of line).
-        // SAFETY: arguments passed through.
-        return unsafe { real::dup3(old, new, flags) };
-    }
+#[inline(never)]
+unsafe fn dup3_full(old: c_int, new: c_int, flags: c_int) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { real::dup3(old, new, flags) };
     if r >= 0 {
@@ -894,13 +865,8 @@ impl Saved {
 
 /// # Safety
 /// Called by C code with C's contract for `socket(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // No policy and no trace: the real function at once (work stays out of line).
-        // SAFETY: arguments passed through.
-        return unsafe { real::socket(domain, ty, protocol) };
-    }
+#[inline(never)]
+unsafe fn socket_full(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { socket_impl(domain, ty, protocol) };
     if !trace::on() {
@@ -923,13 +889,8 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
 
 /// # Safety
 /// C's contract for `connect(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // No policy and no trace: the real function at once (work stays out of line).
-        // SAFETY: arguments passed through.
-        return unsafe { real::connect(fd, addr, len) };
-    }
+#[inline(never)]
+unsafe fn connect_full(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if !trace::on() {
         // SAFETY: arguments passed through.
         return unsafe { connect_impl(fd, addr, len) };
@@ -959,13 +920,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 
 /// # Safety
 /// C's contract for `bind(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // No policy and no trace: the real function at once (work stays out of line).
-        // SAFETY: arguments passed through.
-        return unsafe { real::bind(fd, addr, len) };
-    }
+#[inline(never)]
+unsafe fn bind_full(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { bind_impl(fd, addr, len) };
     if !trace::on() {
@@ -990,13 +946,8 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
 
 /// # Safety
 /// C's contract for `listen(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // No policy and no trace: the real function at once (work stays out of line).
-        // SAFETY: arguments passed through.
-        return unsafe { real::listen(fd, backlog) };
-    }
+#[inline(never)]
+unsafe fn listen_full(fd: c_int, backlog: c_int) -> c_int {
     // SAFETY: arguments passed through.
     let r = unsafe { listen_impl(fd, backlog) };
     if !trace::on() {
@@ -1042,13 +993,8 @@ fn trace_accept(call: &str, fd: c_int, flags: Option<c_int>, r: c_int, t0: u64) 
 
 /// # Safety
 /// C's contract for `accept(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // No policy and no trace: the real function at once (work stays out of line).
-        // SAFETY: arguments passed through.
-        return unsafe { real::accept(fd, addr, len) };
-    }
+#[inline(never)]
+unsafe fn accept_full(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     if !trace::on() {
         // SAFETY: arguments passed through.
         return unsafe { accept_impl(fd, addr, len) };
@@ -1062,18 +1008,8 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
 
 /// # Safety
 /// C's contract for `accept4(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn accept4(
-    fd: c_int,
-    addr: *mut sockaddr,
-    len: *mut socklen_t,
-    flags: c_int,
-) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // No policy and no trace: the real function at once (work stays out of line).
-        // SAFETY: arguments passed through.
-        return unsafe { real::accept4(fd, addr, len, flags) };
-    }
+#[inline(never)]
+unsafe fn accept4_full(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int {
     if !trace::on() {
         // SAFETY: arguments passed through.
         return unsafe { accept4_impl(fd, addr, len, flags) };
@@ -1087,19 +1023,14 @@ pub unsafe extern "C" fn accept4(
 
 /// # Safety
 /// C's contract for `setsockopt(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn setsockopt(
+#[inline(never)]
+unsafe fn setsockopt_full(
     fd: c_int,
     level: c_int,
     name: c_int,
     val: *const c_void,
     len: socklen_t,
 ) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // No policy and no trace: the real function at once (work stays out of line).
-        // SAFETY: arguments passed through.
-        return unsafe { real::setsockopt(fd, level, name, val, len) };
-    }
     // SAFETY: arguments passed through.
     let r = unsafe { setsockopt_impl(fd, level, name, val, len) };
     if !trace::on() {
@@ -1119,19 +1050,14 @@ pub unsafe extern "C" fn setsockopt(
 
 /// # Safety
 /// C's contract for `getsockopt(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn getsockopt(
+#[inline(never)]
+unsafe fn getsockopt_full(
     fd: c_int,
     level: c_int,
     name: c_int,
     val: *mut c_void,
     len: *mut socklen_t,
 ) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // No policy and no trace: the real function at once (work stays out of line).
-        // SAFETY: arguments passed through.
-        return unsafe { real::getsockopt(fd, level, name, val, len) };
-    }
     // SAFETY: arguments passed through.
     let r = unsafe { getsockopt_impl(fd, level, name, val, len) };
     if !trace::on() {
@@ -1165,13 +1091,8 @@ pub unsafe extern "C" fn getsockopt(
 ///
 /// # Safety
 /// C's contract for `close(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // No policy and no trace: the real function at once (work stays out of line).
-        // SAFETY: arguments passed through.
-        return unsafe { real::close(fd) };
-    }
+#[inline(never)]
+unsafe fn close_full(fd: c_int) -> c_int {
     if !trace::on() || !trace::untrack(fd) {
         // SAFETY: arguments passed through.
         return unsafe { close_impl(fd) };
@@ -1184,4 +1105,237 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     e.finish();
     saved.restore();
     r
+}
+
+// ---- exported entry points ----
+
+/// Exported `socket`: with no policy and no trace, the real function at once; all work
+/// (policy, trace) lives out of line in `socket_full`, so this stays a few instructions.
+///
+/// # Safety
+/// C's contract for `socket`.
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::socket(domain, ty, protocol) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { socket_full(domain, ty, protocol) }
+}
+
+/// Exported `connect`: with no policy and no trace, the real function at once; all work
+/// (policy, trace) lives out of line in `connect_full`, so this stays a few instructions.
+///
+/// # Safety
+/// C's contract for `connect`.
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::connect(fd, addr, len) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { connect_full(fd, addr, len) }
+}
+
+/// Exported `bind`: with no policy and no trace, the real function at once; all work
+/// (policy, trace) lives out of line in `bind_full`, so this stays a few instructions.
+///
+/// # Safety
+/// C's contract for `bind`.
+#[no_mangle]
+pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::bind(fd, addr, len) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { bind_full(fd, addr, len) }
+}
+
+/// Exported `listen`: with no policy and no trace, the real function at once; all work
+/// (policy, trace) lives out of line in `listen_full`, so this stays a few instructions.
+///
+/// # Safety
+/// C's contract for `listen`.
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::listen(fd, backlog) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { listen_full(fd, backlog) }
+}
+
+/// Exported `accept`: with no policy and no trace, the real function at once; all work
+/// (policy, trace) lives out of line in `accept_full`, so this stays a few instructions.
+///
+/// # Safety
+/// C's contract for `accept`.
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::accept(fd, addr, len) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { accept_full(fd, addr, len) }
+}
+
+/// Exported `accept4`: with no policy and no trace, the real function at once; all work
+/// (policy, trace) lives out of line in `accept4_full`, so this stays a few instructions.
+///
+/// # Safety
+/// C's contract for `accept4`.
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::accept4(fd, addr, len, flags) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { accept4_full(fd, addr, len, flags) }
+}
+
+/// Exported `setsockopt`: with no policy and no trace, the real function at once; all work
+/// (policy, trace) lives out of line in `setsockopt_full`, so this stays a few instructions.
+///
+/// # Safety
+/// C's contract for `setsockopt`.
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::setsockopt(fd, level, name, val, len) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { setsockopt_full(fd, level, name, val, len) }
+}
+
+/// Exported `getsockopt`: with no policy and no trace, the real function at once; all work
+/// (policy, trace) lives out of line in `getsockopt_full`, so this stays a few instructions.
+///
+/// # Safety
+/// C's contract for `getsockopt`.
+#[no_mangle]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::getsockopt(fd, level, name, val, len) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { getsockopt_full(fd, level, name, val, len) }
+}
+
+/// Exported `close`: with no policy and no trace, the real function at once; all work
+/// (policy, trace) lives out of line in `close_full`, so this stays a few instructions.
+///
+/// # Safety
+/// C's contract for `close`.
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::close(fd) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { close_full(fd) }
+}
+
+/// Exported `close_range`: with no policy and no trace, the real function at once; all work
+/// (policy, trace) lives out of line in `close_range_full`, so this stays a few instructions.
+///
+/// # Safety
+/// C's contract for `close_range`.
+#[no_mangle]
+pub unsafe extern "C" fn close_range(
+    first: libc::c_uint,
+    last: libc::c_uint,
+    flags: c_int,
+) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::close_range(first, last, flags) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { close_range_full(first, last, flags) }
+}
+
+/// Exported `closefrom`: with no policy and no trace, the real function at once; all work
+/// (policy, trace) lives out of line in `closefrom_full`, so this stays a few instructions.
+///
+/// # Safety
+/// C's contract for `closefrom`.
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(first: c_int) {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::closefrom(first) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { closefrom_full(first) }
+}
+
+/// Exported `dup`: with no policy and no trace, the real function at once; all work
+/// (policy, trace) lives out of line in `dup_full`, so this stays a few instructions.
+///
+/// # Safety
+/// C's contract for `dup`.
+#[no_mangle]
+pub unsafe extern "C" fn dup(old: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::dup(old) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { dup_full(old) }
+}
+
+/// Exported `dup2`: with no policy and no trace, the real function at once; all work
+/// (policy, trace) lives out of line in `dup2_full`, so this stays a few instructions.
+///
+/// # Safety
+/// C's contract for `dup2`.
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::dup2(old, new) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { dup2_full(old, new) }
+}
+
+/// Exported `dup3`: with no policy and no trace, the real function at once; all work
+/// (policy, trace) lives out of line in `dup3_full`, so this stays a few instructions.
+///
+/// # Safety
+/// C's contract for `dup3`.
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+        // SAFETY: arguments passed through.
+        return unsafe { real::dup3(old, new, flags) };
+    }
+    // SAFETY: arguments passed through.
+    unsafe { dup3_full(old, new, flags) }
 }
