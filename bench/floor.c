@@ -1,6 +1,8 @@
 /* floor.c: the cheapest possible LD_PRELOAD interposer, the floor of LD_PRELOAD cost.
  * Resolves the real functions once at load with dlsym(RTLD_NEXT) and does nothing else.
- * Hooks the same symbols as libsockwrap.so.
+ * Hooks the same 14 symbols as libsockwrap.so (nm -D), so that both pay for the same
+ * interposition; closefrom returns nothing and close_range/closefrom may be missing from
+ * an old libc (then they are left unresolved and never called).
  * Build: cc -O2 -shared -fPIC -o floor.so floor.c -ldl */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -15,6 +17,10 @@ typedef int (*setsockopt_f)(int, int, int, const void *, socklen_t);
 typedef int (*dup_f)(int);
 typedef int (*dup2_f)(int, int);
 typedef int (*dup3_f)(int, int, int);
+typedef int (*getsockopt_f)(int, int, int, void *, socklen_t *);
+typedef int (*close_f)(int);
+typedef int (*close_range_f)(unsigned, unsigned, int);
+typedef void (*closefrom_f)(int);
 
 static socket_f r_socket;
 static addr_f r_connect, r_bind;
@@ -25,6 +31,10 @@ static setsockopt_f r_setsockopt;
 static dup_f r_dup;
 static dup2_f r_dup2;
 static dup3_f r_dup3;
+static getsockopt_f r_getsockopt;
+static close_f r_close;
+static close_range_f r_close_range;
+static closefrom_f r_closefrom;
 
 __attribute__((constructor)) static void floor_init(void) {
     r_socket = (socket_f)dlsym(RTLD_NEXT, "socket");
@@ -37,6 +47,10 @@ __attribute__((constructor)) static void floor_init(void) {
     r_dup = (dup_f)dlsym(RTLD_NEXT, "dup");
     r_dup2 = (dup2_f)dlsym(RTLD_NEXT, "dup2");
     r_dup3 = (dup3_f)dlsym(RTLD_NEXT, "dup3");
+    r_getsockopt = (getsockopt_f)dlsym(RTLD_NEXT, "getsockopt");
+    r_close = (close_f)dlsym(RTLD_NEXT, "close");
+    r_close_range = (close_range_f)dlsym(RTLD_NEXT, "close_range");
+    r_closefrom = (closefrom_f)dlsym(RTLD_NEXT, "closefrom");
 }
 
 int socket(int d, int t, int p) { return r_socket(d, t, p); }
@@ -49,3 +63,7 @@ int setsockopt(int fd, int lv, int n, const void *v, socklen_t l) { return r_set
 int dup(int fd) { return r_dup(fd); }
 int dup2(int a, int b) { return r_dup2(a, b); }
 int dup3(int a, int b, int f) { return r_dup3(a, b, f); }
+int getsockopt(int fd, int lv, int n, void *v, socklen_t *l) { return r_getsockopt(fd, lv, n, v, l); }
+int close(int fd) { return r_close(fd); }
+int close_range(unsigned a, unsigned b, int f) { return r_close_range(a, b, f); }
+void closefrom(int fd) { r_closefrom(fd); }

@@ -8,7 +8,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use sockwrap_policy::catalog::{self, Kind, Opt, Raw, Shown};
 use sockwrap_policy::env::{parse_target, var_for};
 use sockwrap_policy::rules::ip_key;
-use sockwrap_policy::{parse_config, Ctx, LogLevel, Role, Transport};
+use sockwrap_policy::{compiled, parse_config, Ctx, LogLevel, Role, Transport};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -348,6 +348,26 @@ pub(crate) fn prepare(
         }
         for (k, v) in vars.iter().chain(extra.iter()) {
             cmd.env(k, v);
+        }
+        // The compiled policy, so that no process under us parses the TOML again. Its
+        // fingerprint covers the SOCKWRAP_* variables the program will see.
+        let mut child: Vec<(&str, &str)> = seen
+            .iter()
+            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+            .chain(extra.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        child.retain(|(k, _)| *k != compiled::VAR);
+        let blob = compiled::encode(
+            loaded.policy.rules(),
+            loaded.policy.on_error,
+            compiled::fingerprint(child.iter().copied()),
+        );
+        if loaded.errors.is_empty() && !loaded.policy.is_empty() && blob.len() <= compiled::MAX_LEN
+        {
+            cmd.env(compiled::VAR, blob);
+        } else {
+            cmd.env_remove(compiled::VAR);
         }
     }
     (cmd, prog.clone())

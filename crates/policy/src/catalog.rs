@@ -873,12 +873,29 @@ pub enum Family {
 }
 
 /// Up to three kernel operations, no allocation.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ops {
     ops: [Option<KernelOp>; 3],
 }
 
+impl Opt {
+    /// Whether `v` is of the kind this option takes (for values that did not come from
+    /// [`parse_value`], such as the compiled policy form).
+    pub fn accepts(self, v: &Value) -> bool {
+        match (self.spec().kind, v) {
+            (Kind::Dscp, Value::Int(t)) => (0..=255).contains(t),
+            (Kind::Int { min, max, .. }, Value::Int(i)) => (min..=max).contains(i),
+            (Kind::Bool, Value::Bool(_))
+            | (Kind::Name, Value::Name(_))
+            | (Kind::Addrs, Value::Addrs(_))
+            | (Kind::Linger, Value::Linger(_)) => true,
+            _ => false,
+        }
+    }
+}
+
 impl Ops {
+    pub const EMPTY: Ops = Ops { ops: [None; 3] };
     fn push(&mut self, op: KernelOp) {
         if let Some(slot) = self.ops.iter_mut().find(|o| o.is_none()) {
             *slot = Some(op);

@@ -74,6 +74,8 @@ const NOT_OURS: &[&str] = &[
     "SOCKWRAP_BIN",
     "SOCKWRAP_NO_SKIP",
     "SOCKWRAP_ACTIVE",
+    // The launcher's compiled policy: read by `load`, not a setting of its own.
+    "SOCKWRAP_POLICY",
 ];
 
 /// The environment variable for an option: `SOCKWRAP_` + upper-snake name.

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod compiled;
 pub mod config;
 pub mod env;
 pub mod rules;
@@ -33,7 +34,23 @@ pub fn load<'a>(
     vars: impl IntoIterator<Item = (&'a str, &'a str)>,
     read_file: impl FnOnce(&str) -> Result<String, String>,
 ) -> Loaded {
-    let env = env::from_vars(vars);
+    let vars: Vec<(&str, &str)> = vars.into_iter().collect();
+    let env = env::from_vars(vars.iter().copied());
+    // The launcher's compiled form, when it was made from exactly these variables: no file
+    // to read, no TOML to parse (see `compiled`).
+    if env.errors.is_empty() {
+        if let Some((_, blob)) = vars.iter().find(|(k, _)| *k == compiled::VAR) {
+            if let Some((rules, on_error)) =
+                compiled::decode(blob, compiled::fingerprint(vars.iter().copied()))
+            {
+                return Loaded {
+                    policy: Policy::new(rules, on_error),
+                    env,
+                    errors: Vec::new(),
+                };
+            }
+        }
+    }
     let mut errors = env.errors.clone();
     let mut rules = Vec::new();
     let mut on_error = if env.strict {
@@ -104,6 +121,48 @@ mod tests {
             Some(Value::Bool(true))
         );
         assert_eq!(l.policy.on_error, OnError::Fail);
+    }
+
+    #[test]
+    fn the_compiled_form_is_used_only_for_the_variables_it_was_made_from() {
+        let file = "[[rule]]\ndscp = \"CS1\"\n";
+        let vars = [("SOCKWRAP_CONFIG", "p.toml"), ("SOCKWRAP_NODELAY", "1")];
+        let full = load(vars, |_| Ok(file.into()));
+        let blob = compiled::encode(
+            full.policy.rules(),
+            full.policy.on_error,
+            compiled::fingerprint(vars),
+        );
+        let with = [vars[0], vars[1], (compiled::VAR, blob.as_str())];
+        let l = load(with, |_| {
+            panic!("the compiled form must spare reading the file")
+        });
+        assert!(l.errors.is_empty());
+        assert_eq!(l.policy, full.policy);
+        // A child that changed a variable: the form is stale, the file is read again.
+        let changed = [
+            vars[0],
+            ("SOCKWRAP_NODELAY", "0"),
+            (compiled::VAR, blob.as_str()),
+        ];
+        let mut read = false;
+        let l = load(changed, |_| {
+            read = true;
+            Ok(file.into())
+        });
+        assert!(read);
+        assert_eq!(
+            l.policy
+                .decide(&Ctx {
+                    transport: Transport::Tcp,
+                    role: Some(Role::Client),
+                    remote: None,
+                    local_port: None,
+                })
+                .get(Opt::NoDelay)
+                .map(|s| s.value),
+            Some(Value::Bool(false))
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! role of a fresh UDP socket) does not match: a rule that names a remote network is only
 //! applied once the remote is known.
 
-use crate::catalog::{Opt, Value, N_OPTS};
+use crate::catalog::{self, Family, Ops, Opt, Value, N_OPTS};
 use core::net::IpAddr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +41,15 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// The network and mask, for the compiled policy form.
+    pub fn raw(&self) -> (u128, u128) {
+        (self.net, self.mask)
+    }
+    /// The inverse of [`Cidr::raw`]: `None` unless `mask` is a prefix mask covering `net`.
+    pub fn from_raw(net: u128, mask: u128) -> Option<Cidr> {
+        let prefix_mask = mask.leading_ones() + mask.trailing_zeros() == 128;
+        (prefix_mask && net & !mask == 0).then_some(Cidr { net, mask })
+    }
     /// Parses `10.0.0.0/8`, `fd00::/8`, or a bare address (a host route). The address must
     /// not have bits set beyond the prefix (`10.0.0.1/8` is refused, as it is usually a typo).
     /// Written by hand: the whole job is twenty lines over `core::net`, and ipnet's errors
@@ -243,39 +252,46 @@ pub struct Decision<'p> {
     /// 1 + index of the winning rule per slot; 0 = not set.
     from: [u32; N_OPTS],
     mask: u32,
-    rules: &'p [Rule],
+    /// The set slots whose winning setting is soft.
+    soft: u32,
+    policy: &'p Policy,
 }
 
 impl<'p> Decision<'p> {
-    pub fn empty(rules: &'p [Rule]) -> Decision<'p> {
+    pub fn empty(policy: &'p Policy) -> Decision<'p> {
         Decision {
             from: [0; N_OPTS],
             mask: 0,
-            rules,
+            soft: 0,
+            policy,
         }
     }
 
     pub fn get(&self, opt: Opt) -> Option<Setting> {
-        let i = self.from[opt as usize];
-        if i == 0 {
-            return None;
-        }
-        self.rules
-            .get(i as usize - 1)
-            .and_then(|r| r.settings[opt as usize])
+        self.setting(opt as usize).copied()
     }
     pub fn is_empty(&self) -> bool {
         self.mask == 0
     }
+    /// Bit mask of the slots this decision sets.
+    pub fn mask(&self) -> u32 {
+        self.mask
+    }
+    /// Bit mask of the set slots whose setting is soft.
+    pub fn soft_mask(&self) -> u32 {
+        self.soft
+    }
     /// Bit mask of the slots this decision sets and locks (not soft).
     pub fn locked_mask(&self) -> u32 {
-        self.iter()
-            .filter(|(_, s)| !s.soft)
-            .fold(0, |m, (o, _)| m | o.bit())
+        self.mask & !self.soft
     }
     /// Iterates over the set options in apply order (slot order), visiting only set slots.
     pub fn iter(&self) -> impl Iterator<Item = (Opt, Setting)> + '_ {
-        let mut m = self.mask;
+        self.iter_mask(self.mask).map(|(o, s)| (o, *s))
+    }
+    /// Like [`Decision::iter`], restricted to the slots in `mask`, by reference.
+    pub fn iter_mask(&self, mask: u32) -> impl Iterator<Item = (Opt, &Setting)> + '_ {
+        let mut m = self.mask & mask;
         core::iter::from_fn(move || {
             while m != 0 {
                 let slot = m.trailing_zeros() as usize;
@@ -288,30 +304,55 @@ impl<'p> Decision<'p> {
         })
     }
 
-    fn setting(&self, slot: usize) -> Option<Setting> {
+    fn setting(&self, slot: usize) -> Option<&'p Setting> {
         let i = *self.from.get(slot)?;
         if i == 0 {
             return None;
         }
-        self.rules
+        self.policy
+            .rules
             .get(i as usize - 1)
-            .and_then(|r| r.settings[slot])
+            .and_then(|r| r.settings.get(slot)?.as_ref())
+    }
+
+    /// The `setsockopt` calls for `opt` as decided, for a socket of `family` (see
+    /// [`catalog::kernel_ops`]), computed once when the policy was built.
+    pub fn ops(&self, opt: Opt, family: Family, maybe_v4: bool) -> &'p Ops {
+        const NONE: &Ops = &Ops::EMPTY;
+        let slot = opt as usize;
+        let Some(&tag) = self.from.get(slot) else {
+            return NONE;
+        };
+        if tag == 0 {
+            return NONE;
+        }
+        self.policy
+            .ops_of(tag as usize - 1, slot, family, maybe_v4)
+            .unwrap_or(NONE)
     }
 
     /// Takes rule `idx` into account; later rules win, whatever the order of the calls.
-    fn take(&mut self, idx: usize, rule_mask: u32) {
+    fn take(&mut self, idx: usize, rule_mask: u32, rule_soft: u32) {
         let tag = idx as u32 + 1;
         let mut m = rule_mask;
         while m != 0 {
             let slot = m.trailing_zeros() as usize;
+            let bit = m & m.wrapping_neg();
             m &= m - 1;
             if self.from[slot] < tag {
                 self.from[slot] = tag;
+                self.soft = (self.soft & !bit) | (rule_soft & bit);
             }
         }
         self.mask |= rule_mask;
     }
 }
+
+/// A hash map with fixed keys: its keys come from the policy, which is trusted, so there
+/// is no flooding to defend against, and std's random keys would cost every process under
+/// sockwrap a `getrandom` system call at load.
+type FixedMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<std::hash::DefaultHasher>>;
 
 /// Finds the rules that can match a remote address without looking at every rule: rules
 /// that name remote networks are filed under each network (a hash table per prefix
@@ -321,7 +362,7 @@ struct RemoteIndex {
     /// Rules without a remote condition, or all rules when the index is off.
     always: Vec<u32>,
     /// (mask, network → rules), one per prefix length in use.
-    by_prefix: Vec<(u128, std::collections::HashMap<u128, Vec<u32>>)>,
+    by_prefix: Vec<(u128, FixedMap<u128, Vec<u32>>)>,
 }
 
 /// Below this many rules with remote networks a plain scan is cheaper than hashing.
@@ -376,7 +417,47 @@ pub struct Policy {
     any_local_port: bool,
     /// Per rule: the slots it sets.
     masks: Vec<u32>,
+    /// Per rule: the slots it sets softly.
+    soft_masks: Vec<u32>,
     index: RemoteIndex,
+    /// The kernel operations of every distinct (option, value) the rules set, for the three
+    /// kinds of socket ([`family_variant`]): computed once here, so applying a decision is
+    /// a look-up and the `setsockopt` calls, nothing else.
+    plans: Vec<[Ops; 3]>,
+    /// Per rule and slot: the index in `plans` of what the rule sets there.
+    plan_of: Vec<[u32; N_OPTS]>,
+    /// When no rule looks at addresses or ports, a decision depends only on the transport
+    /// and the role: all six are taken here, once, and `decide` is a copy.
+    fixed: Option<Box<[Fixed; 6]>>,
+}
+
+/// A decision without its policy reference, for [`Policy::fixed`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Fixed {
+    from: [u32; N_OPTS],
+    mask: u32,
+    soft: u32,
+}
+
+fn fixed_index(t: Transport, role: Option<Role>) -> usize {
+    let t = match t {
+        Transport::Tcp => 0,
+        Transport::Udp => 3,
+    };
+    t + match role {
+        None => 0,
+        Some(Role::Client) => 1,
+        Some(Role::Server) => 2,
+    }
+}
+
+/// 0 = IPv4 socket, 1 = IPv6 socket, 2 = IPv6 socket that may carry IPv4.
+fn family_variant(family: Family, maybe_v4: bool) -> usize {
+    match (family, maybe_v4) {
+        (Family::V4, _) => 0,
+        (Family::V6, false) => 1,
+        (Family::V6, true) => 2,
+    }
 }
 
 impl Policy {
@@ -405,8 +486,38 @@ impl Policy {
                     .fold(0u32, |m, (i, _)| m | 1 << i)
             })
             .collect();
+        let soft_masks = rules
+            .iter()
+            .map(|r| {
+                r.settings
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.is_some_and(|s| s.soft))
+                    .fold(0u32, |m, (i, _)| m | 1 << i)
+            })
+            .collect();
         let index = RemoteIndex::build(&rules);
-        Policy {
+        let mut plans: Vec<[Ops; 3]> = Vec::new();
+        let mut seen: FixedMap<(Opt, Value), u32> = Default::default();
+        let mut plan_of = Vec::with_capacity(rules.len());
+        for r in &rules {
+            let mut ids = [0u32; N_OPTS];
+            for o in Opt::ALL {
+                if let Some(st) = r.settings[o as usize] {
+                    let id = *seen.entry((o, st.value)).or_insert_with(|| {
+                        plans.push([
+                            catalog::kernel_ops(o, st.value, Family::V4, false),
+                            catalog::kernel_ops(o, st.value, Family::V6, false),
+                            catalog::kernel_ops(o, st.value, Family::V6, true),
+                        ]);
+                        plans.len() as u32 - 1
+                    });
+                    ids[o as usize] = id;
+                }
+            }
+            plan_of.push(ids);
+        }
+        let mut p = Policy {
             rules,
             on_error,
             managed,
@@ -414,8 +525,38 @@ impl Policy {
             udp_dest_rules,
             any_local_port,
             masks,
+            soft_masks,
             index,
+            plans,
+            plan_of,
+            fixed: None,
+        };
+        if !p.any_needs_remote && !p.any_local_port {
+            let mut fixed = Box::new([Fixed::default(); 6]);
+            for t in [Transport::Tcp, Transport::Udp] {
+                for role in [None, Some(Role::Client), Some(Role::Server)] {
+                    let d = p.decide_scan(&Ctx {
+                        transport: t,
+                        role,
+                        remote: None,
+                        local_port: None,
+                    });
+                    fixed[fixed_index(t, role)] = Fixed {
+                        from: d.from,
+                        mask: d.mask,
+                        soft: d.soft,
+                    };
+                }
+            }
+            p.fixed = Some(fixed);
         }
+        p
+    }
+
+    /// The precomputed kernel operations of rule `rule`'s setting in `slot`.
+    fn ops_of(&self, rule: usize, slot: usize, family: Family, maybe_v4: bool) -> Option<&Ops> {
+        let id = *self.plan_of.get(rule)?.get(slot)? as usize;
+        self.plans.get(id)?.get(family_variant(family, maybe_v4))
     }
 
     /// Keeps only the rules that apply to a program called by one of `names` (argv[0]'s
@@ -464,12 +605,29 @@ impl Policy {
 
     /// The options a socket in `ctx` gets. Later rules override earlier ones per option.
     pub fn decide(&self, ctx: &Ctx) -> Decision<'_> {
-        let mut d = Decision::empty(&self.rules);
+        if let Some(f) = self.fixed.as_deref() {
+            if let Some(x) = f.get(fixed_index(ctx.transport, ctx.role)) {
+                return Decision {
+                    from: x.from,
+                    mask: x.mask,
+                    soft: x.soft,
+                    policy: self,
+                };
+            }
+        }
+        self.decide_scan(ctx)
+    }
+
+    /// [`Policy::decide`] the long way: every candidate rule is matched.
+    fn decide_scan(&self, ctx: &Ctx) -> Decision<'_> {
+        let mut d = Decision::empty(self);
         let mut consider = |i: u32| {
             let i = i as usize;
-            if let (Some(r), Some(m)) = (self.rules.get(i), self.masks.get(i)) {
+            if let (Some(r), Some(m), Some(sm)) =
+                (self.rules.get(i), self.masks.get(i), self.soft_masks.get(i))
+            {
                 if r.matcher.matches(ctx) {
-                    d.take(i, *m);
+                    d.take(i, *m, *sm);
                 }
             }
         };

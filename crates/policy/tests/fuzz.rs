@@ -9,8 +9,8 @@
 
 use sockwrap_policy::catalog::{parse_keepalive, parse_value, Opt, Raw};
 use sockwrap_policy::env::parse_target;
-use sockwrap_policy::parse_config;
 use sockwrap_policy::rules::Cidr;
+use sockwrap_policy::{compiled, parse_config, Ctx, OnError, Policy, Role, Setting, Transport};
 
 /// xorshift64*: small, seedable, good enough to drive mutations.
 struct Rng(u64);
@@ -111,11 +111,57 @@ fn rounds() -> usize {
 fn policy_file_parser_never_panics_and_errors_say_where() {
     let mut rng = Rng(0x5eed_0001);
     let mut errors = 0;
+    let mut decoded = 0;
     for _ in 0..rounds() {
         let seed = SEEDS[rng.below(SEEDS.len())];
         let text = mutate(&mut rng, seed);
         match parse_config(&text, "fuzz.toml") {
-            Ok(_) => {}
+            Ok(cfg) => {
+                // Every policy that parses survives the launcher's compiled form unchanged,
+                // and a damaged form is refused, never half-read.
+                let fp = rng.next();
+                let blob = compiled::encode(&cfg.rules, OnError::Warn, fp);
+                let back = compiled::decode(&blob, fp).map(|(r, _)| r);
+                assert_eq!(back.as_ref(), Some(&cfg.rules), "round trip of {text:?}");
+                decoded += 1;
+                // decide (remote index, or the precomputed fixed decisions) agrees with
+                // explain, which matches every rule one by one.
+                let pol = Policy::new(cfg.rules.clone(), OnError::Warn);
+                for _ in 0..4 {
+                    let ctx = Ctx {
+                        transport: if rng.below(2) == 0 {
+                            Transport::Tcp
+                        } else {
+                            Transport::Udp
+                        },
+                        role: [None, Some(Role::Client), Some(Role::Server)][rng.below(3)],
+                        remote: if rng.below(3) == 0 {
+                            None
+                        } else {
+                            let ip = [
+                                0x0a00_0001u128 | 0xffff_0000_0000,
+                                0x7f00_0001 | 0xffff_0000_0000,
+                                0xfd00 << 112 | 1,
+                            ][rng.below(3)];
+                            Some((ip, [22u16, 80, 443, 5432][rng.below(4)]))
+                        },
+                        local_port: [None, Some(443u16), Some(5432)][rng.below(3)],
+                    };
+                    let got: Vec<(Opt, Setting)> = pol.decide(&ctx).iter().collect();
+                    let want: Vec<(Opt, Setting)> = pol
+                        .explain(&ctx)
+                        .into_iter()
+                        .map(|(o, s, _)| (o, s))
+                        .collect();
+                    assert_eq!(got, want, "decide vs explain for {ctx:?} in {text:?}");
+                }
+                if blob.len() > 8 {
+                    let cut = rng.below(blob.len() - 1) + 1;
+                    if let Some(head) = blob.get(..cut) {
+                        assert_ne!(compiled::decode(head, fp).map(|(r, _)| r), Some(cfg.rules));
+                    }
+                }
+            }
             Err(errs) => {
                 errors += 1;
                 assert!(!errs.is_empty());
@@ -135,6 +181,10 @@ fn policy_file_parser_never_panics_and_errors_say_where() {
     assert!(
         errors > 0,
         "the mutations must produce invalid files, or this test proves nothing"
+    );
+    assert!(
+        decoded > 0,
+        "some mutations must parse, or the round trip is never checked"
     );
 }
 

@@ -15,6 +15,52 @@ use sockwrap_policy::{Ctx, Decision, LogLevel, OnError, Opt, Policy, Role, Trans
 /// What the process-wide state holds: built once in the constructor, then read-only.
 pub struct Global {
     pub policy: Policy,
+    /// Per stage and transport (0 = TCP, 1 = UDP): the slots that stage applies.
+    stage_masks: [[u32; 2]; 5],
+    /// The slots an accepted socket inherits from its listener.
+    inherited_mask: u32,
+}
+
+impl Global {
+    pub fn new(policy: Policy) -> Global {
+        let stages = [
+            Stage::UdpCreate,
+            Stage::Bind,
+            Stage::Connect,
+            Stage::Listen,
+            Stage::Accept,
+        ];
+        let mut stage_masks = [[0u32; 2]; 5];
+        for st in stages {
+            for (ti, t) in [Transport::Tcp, Transport::Udp].into_iter().enumerate() {
+                stage_masks[st as usize][ti] = Opt::ALL
+                    .iter()
+                    .filter(|&&o| {
+                        o != Opt::Mptcp // the protocol: the socket hook and `mptcp::swap`
+                            && st.wants(o, t)
+                            && !(o.spec().applies == Applies::Tcp && t != Transport::Tcp)
+                    })
+                    .fold(0, |m, o| m | o.bit());
+            }
+        }
+        let inherited_mask = Opt::ALL
+            .iter()
+            .filter(|o| o.spec().inherited_by_accept)
+            .fold(0, |m, o| m | o.bit());
+        Global {
+            policy,
+            stage_masks,
+            inherited_mask,
+        }
+    }
+
+    fn stage_mask(&self, stage: Stage, transport: Transport) -> u32 {
+        let t = match transport {
+            Transport::Tcp => 0,
+            Transport::Udp => 1,
+        };
+        self.stage_masks[stage as usize][t]
+    }
 }
 
 /// A socket as the hooks see it.
@@ -75,8 +121,12 @@ fn is_v4_mapped(ip: &IpAddr) -> bool {
 }
 
 /// Applies `d` to `s` for `stage`. `skip` says which options need no setting (inherited from
-/// the listener). Returns the errno to fail the hooked call with, when strict.
-/// `peer` is the remote (connect/accept) or local (bind/listen) address, for the log.
+/// the listener). Returns the locks to record, or the errno to fail the hooked call with,
+/// when strict. `peer` is the remote (connect/accept) or local (bind/listen) address.
+///
+/// The loop is the per-connection cost of sockwrap: per option one look-up of its
+/// precomputed kernel operations and the `setsockopt` calls; the info line, the trace and
+/// the refusal handling are out of line and only reached when wanted.
 pub fn apply(
     g: &Global,
     s: Sock,
@@ -92,54 +142,34 @@ pub fn apply(
         (Family::V6, _) => true,
         _ => false,
     };
-    let mut locked: u32 = 0;
-    let info = log::enabled(LogLevel::Info);
-    // The 1 KiB line buffer only exists when info lines are wanted.
-    let mut line_buf: Option<Line> = None;
-    if info {
-        let t = match s.transport {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-        };
-        let t = if s.mptcp { "mptcp" } else { t };
-        let _ = write!(
-            line_buf.get_or_insert_with(Line::new),
-            "fd {} {} {}",
-            s.fd,
-            t,
-            stage.call()
-        );
-        if let Some(p) = peer {
-            let _ = write!(line_buf.get_or_insert_with(Line::new), " {}", p);
-        }
-        let _ = write!(line_buf.get_or_insert_with(Line::new), ":");
-    }
-    let mut touched = false;
-    for (opt, setting) in d.iter() {
-        if opt == Opt::Mptcp {
-            continue; // the protocol: decided in the socket hook and by `mptcp::swap`
-        }
-        if !stage.wants(opt, s.transport)
-            || (opt.spec().applies == Applies::Tcp && s.transport != Transport::Tcp)
-        {
+    let wanted = d.mask() & g.stage_mask(stage, s.transport);
+    let mut locked = wanted & !d.soft_mask();
+    let noted = log::enabled(LogLevel::Info) || crate::trace::on();
+    let mut done: u32 = 0; // applied (for the info line)
+    let mut failed: u32 = 0;
+    let mut m = wanted;
+    while m != 0 {
+        let slot = m.trailing_zeros();
+        let bit = 1u32 << slot;
+        m &= m - 1;
+        let Some(&opt) = Opt::ALL.get(slot as usize) else {
             continue;
-        }
-        if !setting.soft {
-            locked |= opt.bit();
-        }
+        };
         if skip(opt) {
             continue;
         }
         let result = if opt == Opt::BindAddress {
-            apply_bind_address(s, setting.value, peer)
+            match d.get(opt) {
+                Some(st) => apply_bind_address(s, st.value, peer),
+                None => Ok(false),
+            }
         } else {
             let mut r = Ok(true);
-            for op in catalog::kernel_ops(opt, setting.value, s.family, maybe_v4).iter() {
+            for op in d.ops(opt, s.family, maybe_v4).iter() {
                 if let Err(e) = sys::setsockopt(s.fd, op.level, op.name, op.bytes()) {
                     // An IPv6 socket that may carry IPv4 gets IP_TOS/IP_TTL as an extra; it is
                     // not a failure if only that extra is refused.
-                    let extra = s.family == Family::V6 && op.level == k::IPPROTO_IP;
-                    if !extra {
+                    if !(s.family == Family::V6 && op.level == k::IPPROTO_IP) {
                         r = Err((e, op.cname));
                         break;
                     }
@@ -150,77 +180,115 @@ pub fn apply(
         match result {
             Ok(true) => {
                 log::count_applied(opt);
-                if crate::trace::on() {
-                    trace_apply(s, stage, opt, setting.value, maybe_v4, None);
-                }
-                touched = true;
-                if info {
-                    let _ = write!(
-                        line_buf.get_or_insert_with(Line::new),
-                        " {}={}",
-                        opt.name(),
-                        Shown(opt, setting.value)
-                    );
-                    if setting.soft {
-                        let _ = write!(line_buf.get_or_insert_with(Line::new), "(soft)");
+                done |= bit;
+                if noted && crate::trace::on() {
+                    if let Some(st) = d.get(opt) {
+                        trace_apply(s, stage, opt, st.value, maybe_v4, None);
                     }
                 }
             }
             Ok(false) => {}
             Err((e, cname)) => {
-                locked &= !opt.bit();
-                if crate::trace::on() {
-                    trace_apply(s, stage, opt, setting.value, maybe_v4, Some((e.0, cname)));
-                }
-                let first = log::count_failed(opt, e.0);
-                if g.policy.on_error == OnError::Fail {
-                    log_at!(
-                        LogLevel::Error,
-                        "{}: {}({}) refused on fd {}: {}; failing {}() (strict)",
-                        opt.name(),
-                        cname,
-                        Shown(opt, setting.value),
-                        s.fd,
-                        sys::errno_name(e.0),
-                        stage.call()
-                    );
-                    return Err(e);
-                }
-                if first && s.mptcp && matches!(e.0, libc::EOPNOTSUPP | libc::ENOPROTOOPT) {
-                    log_at!(
-                        LogLevel::Warn,
-                        "{}: MPTCP sockets on this kernel cannot carry {} ({}); MPTCP connections go without it (warned once per process)",
-                        opt.name(),
-                        cname,
-                        sys::errno_name(e.0)
-                    );
-                } else if first {
-                    log_at!(
-                        LogLevel::Warn,
-                        "{}: {}({}) refused: {}; the program goes on without it (warned once per process)",
-                        opt.name(),
-                        cname,
-                        Shown(opt, setting.value),
-                        sys::errno_name(e.0)
-                    );
-                }
-                touched = true;
-                if info {
-                    let _ = write!(
-                        line_buf.get_or_insert_with(Line::new),
-                        " {}=FAILED",
-                        opt.name()
-                    );
-                }
+                locked &= !bit;
+                failed |= bit;
+                refused(g, s, stage, d, opt, e, cname, maybe_v4)?;
             }
         }
     }
-    if info && touched {
-        if let Some(l) = &line_buf {
-            emit_line(l);
-        }
+    if noted && (done | failed) != 0 && log::enabled(LogLevel::Info) {
+        info_line(s, stage, d, peer, done, failed);
     }
     Ok(locked)
+}
+
+/// An option the kernel refused: count it, trace it, warn once, or fail the call (strict).
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn refused(
+    g: &Global,
+    s: Sock,
+    stage: Stage,
+    d: &Decision,
+    opt: Opt,
+    e: Errno,
+    cname: &'static str,
+    maybe_v4: bool,
+) -> Result<(), Errno> {
+    let Some(setting) = d.get(opt) else {
+        return Ok(());
+    };
+    if crate::trace::on() {
+        trace_apply(s, stage, opt, setting.value, maybe_v4, Some((e.0, cname)));
+    }
+    let first = log::count_failed(opt, e.0);
+    if g.policy.on_error == OnError::Fail {
+        log_at!(
+            LogLevel::Error,
+            "{}: {}({}) refused on fd {}: {}; failing {}() (strict)",
+            opt.name(),
+            cname,
+            Shown(opt, setting.value),
+            s.fd,
+            sys::errno_name(e.0),
+            stage.call()
+        );
+        return Err(e);
+    }
+    if first && s.mptcp && matches!(e.0, libc::EOPNOTSUPP | libc::ENOPROTOOPT) {
+        log_at!(
+            LogLevel::Warn,
+            "{}: MPTCP sockets on this kernel cannot carry {} ({}); MPTCP connections go without it (warned once per process)",
+            opt.name(),
+            cname,
+            sys::errno_name(e.0)
+        );
+    } else if first {
+        log_at!(
+            LogLevel::Warn,
+            "{}: {}({}) refused: {}; the program goes on without it (warned once per process)",
+            opt.name(),
+            cname,
+            Shown(opt, setting.value),
+            sys::errno_name(e.0)
+        );
+    }
+    Ok(())
+}
+
+/// The info line for one socket: `fd 5 tcp connect 10.0.0.1:22: dscp=EF(0xb8) nodelay=on`.
+#[cold]
+#[inline(never)]
+fn info_line(
+    s: Sock,
+    stage: Stage,
+    d: &Decision,
+    peer: Option<&SocketAddr>,
+    done: u32,
+    failed: u32,
+) {
+    let t = match (s.mptcp, s.transport) {
+        (true, _) => "mptcp",
+        (false, Transport::Tcp) => "tcp",
+        (false, Transport::Udp) => "udp",
+    };
+    let mut line = Line::new();
+    let _ = write!(line, "fd {} {} {}", s.fd, t, stage.call());
+    if let Some(p) = peer {
+        let _ = write!(line, " {}", p);
+    }
+    let _ = write!(line, ":");
+    for (opt, setting) in d.iter_mask(done | failed) {
+        if failed & opt.bit() != 0 {
+            let _ = write!(line, " {}=FAILED", opt.name());
+        } else {
+            let _ = write!(line, " {}={}", opt.name(), Shown(opt, setting.value));
+            if setting.soft {
+                let _ = write!(line, "(soft)");
+            }
+        }
+    }
+    emit_line(&line);
 }
 
 fn emit_line(line: &Line) {
@@ -396,10 +464,7 @@ pub fn on_accept(
     }
     let listener_applied =
         fdtable::get(listen_fd).is_some_and(|(info, _)| info & fdtable::LISTEN_APPLIED != 0);
-    if listener_applied
-        && !g.policy.any_needs_remote()
-        && d.iter().all(|(o, _)| o.spec().inherited_by_accept)
-    {
+    if listener_applied && !g.policy.any_needs_remote() && d.mask() & !g.inherited_mask == 0 {
         // No rule looks at the peer, so this socket's decision is the listener's, and every
         // option in it came with the socket: nothing to set, only the locks to record.
         record(s.fd, d.locked_mask(), false);

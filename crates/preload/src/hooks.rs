@@ -1108,234 +1108,121 @@ unsafe fn close_full(fd: c_int) -> c_int {
 }
 
 // ---- exported entry points ----
+//
+// Every exported hook is one indirect jump through its own slot in `target`:
+//
+// * before the constructor has decided, the slot holds `first::NAME`, which looks at
+//   GLOBAL and the trace flag on every call (a hook can run before our constructor, from
+//   another library's constructor);
+// * once the constructor has published a policy or turned tracing on, [`route`] points the
+//   slot at `NAME_full` (policy and trace work);
+// * with neither, the slot ends up holding libc's function itself, so the program pays one
+//   load and one jump per call: the cost of the cheapest possible interposer.
 
-/// Exported `socket`: with no policy and no trace, the real function at once; all work
-/// (policy, trace) lives out of line in `socket_full`, so this stays a few instructions.
-///
-/// # Safety
-/// C's contract for `socket`.
-#[no_mangle]
-pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::socket(domain, ty, protocol) };
-    }
+/// Set by the constructor once it has decided (policy or not, trace or not).
+static DECIDED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// `closefrom` as a C function for its slot (the real one may be missing: see
+/// [`real::closefrom`]).
+unsafe extern "C" fn closefrom_pass(first: c_int) {
     // SAFETY: arguments passed through.
-    unsafe { socket_full(domain, ty, protocol) }
+    unsafe { real::closefrom(first) }
 }
 
-/// Exported `connect`: with no policy and no trace, the real function at once; all work
-/// (policy, trace) lives out of line in `connect_full`, so this stays a few instructions.
-///
-/// # Safety
-/// C's contract for `connect`.
-#[no_mangle]
-pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::connect(fd, addr, len) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { connect_full(fd, addr, len) }
+macro_rules! hooks {
+    ($( $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? => $full:ident, pass $pass:expr ; )*) => {
+        /// Where each exported hook jumps.
+        #[allow(non_upper_case_globals)]
+        mod target {
+            use super::*;
+            use core::sync::atomic::AtomicPtr;
+            $( pub static $name: AtomicPtr<()> = AtomicPtr::new(first::$name as *mut ()); )*
+        }
+
+        /// The slots' first occupants: decide on every call until the constructor has.
+        mod first {
+            use super::*;
+            $(
+                /// # Safety
+                /// C's contract for the function of this name.
+                pub unsafe extern "C" fn $name($($arg: $ty),*) $(-> $ret)? {
+                    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
+                        // SAFETY: arguments passed through.
+                        let r = unsafe { real::$name($($arg),*) };
+                        if DECIDED.load(Ordering::Acquire) {
+                            // Nothing to do in this process: from now on, libc directly.
+                            let p: usize = $pass;
+                            if p != 0 {
+                                target::$name.store(p as *mut (), Ordering::Release);
+                            }
+                        }
+                        return r;
+                    }
+                    // SAFETY: arguments passed through.
+                    unsafe { $full($($arg),*) }
+                }
+            )*
+        }
+
+        $(
+            /// Exported hook: one jump through its slot (see the module note above).
+            ///
+            /// # Safety
+            /// C's contract for the function of this name.
+            #[no_mangle]
+            pub unsafe extern "C" fn $name($($arg: $ty),*) $(-> $ret)? {
+                let p = target::$name.load(Ordering::Acquire);
+                // SAFETY: every slot holds a function of exactly this C type: `first::NAME`,
+                // `NAME_full`, or the address dlsym gave for the real NAME.
+                let f: unsafe extern "C" fn($($ty),*) $(-> $ret)? = unsafe { core::mem::transmute(p) };
+                // SAFETY: arguments passed through.
+                unsafe { f($($arg),*) }
+            }
+        )*
+
+        /// Called once by the constructor: `work` = a policy was published or tracing is on.
+        pub fn route(work: bool) {
+            $(
+                if work {
+                    target::$name.store(full::$name as *mut (), Ordering::Release);
+                } else {
+                    let p: usize = $pass;
+                    if p != 0 {
+                        target::$name.store(p as *mut (), Ordering::Release);
+                    }
+                }
+            )*
+            DECIDED.store(true, Ordering::Release);
+        }
+
+        /// C-ABI shells around the `_full` functions, for the slots.
+        mod full {
+            use super::*;
+            $(
+                /// # Safety
+                /// C's contract for the function of this name.
+                pub unsafe extern "C" fn $name($($arg: $ty),*) $(-> $ret)? {
+                    // SAFETY: arguments passed through.
+                    unsafe { $full($($arg),*) }
+                }
+            )*
+        }
+    };
 }
 
-/// Exported `bind`: with no policy and no trace, the real function at once; all work
-/// (policy, trace) lives out of line in `bind_full`, so this stays a few instructions.
-///
-/// # Safety
-/// C's contract for `bind`.
-#[no_mangle]
-pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::bind(fd, addr, len) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { bind_full(fd, addr, len) }
-}
-
-/// Exported `listen`: with no policy and no trace, the real function at once; all work
-/// (policy, trace) lives out of line in `listen_full`, so this stays a few instructions.
-///
-/// # Safety
-/// C's contract for `listen`.
-#[no_mangle]
-pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::listen(fd, backlog) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { listen_full(fd, backlog) }
-}
-
-/// Exported `accept`: with no policy and no trace, the real function at once; all work
-/// (policy, trace) lives out of line in `accept_full`, so this stays a few instructions.
-///
-/// # Safety
-/// C's contract for `accept`.
-#[no_mangle]
-pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::accept(fd, addr, len) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { accept_full(fd, addr, len) }
-}
-
-/// Exported `accept4`: with no policy and no trace, the real function at once; all work
-/// (policy, trace) lives out of line in `accept4_full`, so this stays a few instructions.
-///
-/// # Safety
-/// C's contract for `accept4`.
-#[no_mangle]
-pub unsafe extern "C" fn accept4(
-    fd: c_int,
-    addr: *mut sockaddr,
-    len: *mut socklen_t,
-    flags: c_int,
-) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::accept4(fd, addr, len, flags) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { accept4_full(fd, addr, len, flags) }
-}
-
-/// Exported `setsockopt`: with no policy and no trace, the real function at once; all work
-/// (policy, trace) lives out of line in `setsockopt_full`, so this stays a few instructions.
-///
-/// # Safety
-/// C's contract for `setsockopt`.
-#[no_mangle]
-pub unsafe extern "C" fn setsockopt(
-    fd: c_int,
-    level: c_int,
-    name: c_int,
-    val: *const c_void,
-    len: socklen_t,
-) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::setsockopt(fd, level, name, val, len) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { setsockopt_full(fd, level, name, val, len) }
-}
-
-/// Exported `getsockopt`: with no policy and no trace, the real function at once; all work
-/// (policy, trace) lives out of line in `getsockopt_full`, so this stays a few instructions.
-///
-/// # Safety
-/// C's contract for `getsockopt`.
-#[no_mangle]
-pub unsafe extern "C" fn getsockopt(
-    fd: c_int,
-    level: c_int,
-    name: c_int,
-    val: *mut c_void,
-    len: *mut socklen_t,
-) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::getsockopt(fd, level, name, val, len) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { getsockopt_full(fd, level, name, val, len) }
-}
-
-/// Exported `close`: with no policy and no trace, the real function at once; all work
-/// (policy, trace) lives out of line in `close_full`, so this stays a few instructions.
-///
-/// # Safety
-/// C's contract for `close`.
-#[no_mangle]
-pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::close(fd) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { close_full(fd) }
-}
-
-/// Exported `close_range`: with no policy and no trace, the real function at once; all work
-/// (policy, trace) lives out of line in `close_range_full`, so this stays a few instructions.
-///
-/// # Safety
-/// C's contract for `close_range`.
-#[no_mangle]
-pub unsafe extern "C" fn close_range(
-    first: libc::c_uint,
-    last: libc::c_uint,
-    flags: c_int,
-) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::close_range(first, last, flags) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { close_range_full(first, last, flags) }
-}
-
-/// Exported `closefrom`: with no policy and no trace, the real function at once; all work
-/// (policy, trace) lives out of line in `closefrom_full`, so this stays a few instructions.
-///
-/// # Safety
-/// C's contract for `closefrom`.
-#[no_mangle]
-pub unsafe extern "C" fn closefrom(first: c_int) {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::closefrom(first) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { closefrom_full(first) }
-}
-
-/// Exported `dup`: with no policy and no trace, the real function at once; all work
-/// (policy, trace) lives out of line in `dup_full`, so this stays a few instructions.
-///
-/// # Safety
-/// C's contract for `dup`.
-#[no_mangle]
-pub unsafe extern "C" fn dup(old: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::dup(old) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { dup_full(old) }
-}
-
-/// Exported `dup2`: with no policy and no trace, the real function at once; all work
-/// (policy, trace) lives out of line in `dup2_full`, so this stays a few instructions.
-///
-/// # Safety
-/// C's contract for `dup2`.
-#[no_mangle]
-pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::dup2(old, new) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { dup2_full(old, new) }
-}
-
-/// Exported `dup3`: with no policy and no trace, the real function at once; all work
-/// (policy, trace) lives out of line in `dup3_full`, so this stays a few instructions.
-///
-/// # Safety
-/// C's contract for `dup3`.
-#[no_mangle]
-pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    if crate::GLOBAL.load(Ordering::Acquire).is_null() && !trace::on() {
-        // SAFETY: arguments passed through.
-        return unsafe { real::dup3(old, new, flags) };
-    }
-    // SAFETY: arguments passed through.
-    unsafe { dup3_full(old, new, flags) }
+hooks! {
+    socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int => socket_full, pass real::addr(&real::slots::socket);
+    connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => connect_full, pass real::addr(&real::slots::connect);
+    bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => bind_full, pass real::addr(&real::slots::bind);
+    listen(fd: c_int, backlog: c_int) -> c_int => listen_full, pass real::addr(&real::slots::listen);
+    accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int => accept_full, pass real::addr(&real::slots::accept);
+    accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int => accept4_full, pass real::addr(&real::slots::accept4);
+    setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int => setsockopt_full, pass real::addr(&real::slots::setsockopt);
+    getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int => getsockopt_full, pass real::addr(&real::slots::getsockopt);
+    close(fd: c_int) -> c_int => close_full, pass real::addr(&real::slots::close);
+    close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int => close_range_full, pass real::addr(&real::slots::close_range);
+    closefrom(first: c_int) => closefrom_full, pass closefrom_pass as *const () as usize;
+    dup(old: c_int) -> c_int => dup_full, pass real::addr(&real::slots::dup);
+    dup2(old: c_int, new: c_int) -> c_int => dup2_full, pass real::addr(&real::slots::dup2);
+    dup3(old: c_int, new: c_int, flags: c_int) -> c_int => dup3_full, pass real::addr(&real::slots::dup3);
 }

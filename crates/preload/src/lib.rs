@@ -49,18 +49,17 @@ unsafe extern "C" fn sockwrap_init(
     argv: *const *const c_char,
     _envp: *const *const c_char,
 ) {
-    let argv0 = if argc > 0 && !argv.is_null() {
-        // SAFETY: glibc passes the process's argv; argv[0] is a NUL-terminated string.
-        unsafe {
-            (*argv)
-                .as_ref()
-                .map(|p| CStr::from_ptr(p).to_string_lossy().into_owned())
-        }
+    let argv0: Option<&CStr> = if argc > 0 && !argv.is_null() {
+        // SAFETY: glibc passes the process's argv; argv[0] is a NUL-terminated string
+        // that lives as long as the process.
+        unsafe { (*argv).as_ref().map(|p| CStr::from_ptr(p)) }
     } else {
         None
     };
     // A panic here must not reach the program: catch it and stay pass-through.
     let _ = std::panic::catch_unwind(|| init(argv0));
+    // Point every hook at its final target: the policy/trace work, or libc itself.
+    hooks::route(!GLOBAL.load(Ordering::Acquire).is_null() || trace::on());
 }
 
 /// Whether the loader runs this process in secure mode (setuid, setcap): then, as the loader
@@ -70,15 +69,18 @@ fn secure_mode() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
-fn init(argv0: Option<String>) {
+fn init(argv0: Option<&CStr>) {
     real::resolve_close();
     if secure_mode() {
         return;
     }
     let vars = sockwrap_vars();
     if vars.is_empty() {
-        return; // nothing asked of us: stay a pass-through, at the lowest start-up cost
+        // Nothing asked of us: stay a pass-through at the lowest start-up cost (nothing
+        // allocated, nothing else resolved).
+        return;
     }
+    let argv0 = argv0.map(|a| a.to_string_lossy().into_owned());
     let loaded =
         sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |path| {
             std::fs::read_to_string(path).map_err(|e| format!("cannot read the policy file: {e}"))
@@ -113,38 +115,40 @@ fn init(argv0: Option<String>) {
         }
         return;
     }
-    let mut names: Vec<String> = Vec::new();
-    if let Some(a) = argv0 {
-        if let Some(base) = a.rsplit('/').next() {
-            names.push(base.to_string());
-        }
-    }
     let by_program = loaded
         .policy
         .rules()
         .iter()
         .any(|r| !r.matcher.program.is_empty());
-    if !by_program {
-        names.clear();
-    } else if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
-        if let Some(base) = exe.file_name().and_then(|b| b.to_str()) {
+    let all_rules = loaded.policy.rules().len();
+    let policy = if by_program {
+        let mut names: Vec<String> = Vec::new();
+        if let Some(base) = argv0.as_deref().and_then(|a| a.rsplit('/').next()) {
             names.push(base.to_string());
         }
-    }
-    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let policy = loaded.policy.for_program(&name_refs);
+        if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
+            if let Some(base) = exe.file_name().and_then(|b| b.to_str()) {
+                names.push(base.to_string());
+            }
+        }
+        let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let p = loaded.policy.for_program(&name_refs);
+        log_at!(LogLevel::Debug, "program {:?}", names);
+        p
+    } else {
+        loaded.policy // no rule names a program: no second build of the policy
+    };
     log_at!(
         LogLevel::Debug,
-        "program {:?}: {} of {} rules apply, on_error={:?}",
-        names,
+        "{} of {} rules apply, on_error={:?}",
         policy.rules().len(),
-        loaded.policy.rules().len(),
+        all_rules,
         policy.on_error
     );
     if policy.is_empty() {
         return; // no rule for this program: hooks stay pass-through
     }
-    let g = Box::new(apply::Global { policy });
+    let g = Box::new(apply::Global::new(policy));
     GLOBAL.store(Box::into_raw(g), Ordering::Release);
     // SAFETY: registering a plain function with no arguments.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };

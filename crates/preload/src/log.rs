@@ -30,16 +30,17 @@ pub fn init(level: LogLevel, file: Option<&str>) {
     if level == LogLevel::Off {
         return;
     }
-    let fd = match file {
-        Some(path) => open_log_file(path),
+    let opened = match file {
+        Some(path) => {
+            let fd = open_log_file(path);
+            sys::inode(fd).map(|(dev, ino)| (fd, dev, ino))
+        }
         None => dup_stderr(),
     };
-    if fd >= 0 {
-        if let Some((dev, ino)) = sys::inode(fd) {
-            DEV.store(dev, Relaxed);
-            INO.store(ino, Relaxed);
-            FD.store(fd, Relaxed);
-        }
+    if let Some((fd, dev, ino)) = opened {
+        DEV.store(dev, Relaxed);
+        INO.store(ino, Relaxed);
+        FD.store(fd, Relaxed);
     }
 }
 
@@ -74,17 +75,28 @@ pub(crate) fn open_append(path: &str, create: bool) -> i32 {
     move_high(fd)
 }
 
-fn dup_stderr() -> i32 {
-    match sys::is_socket(2) {
-        Some(false) => {}
-        _ => return -1, // closed, or a socket: never write log text into a connection
+/// Our own copy of stderr, taken at load (a daemon may later close fd 2 or reuse it), on a
+/// high descriptor. Two system calls: the copy, then one fstat that both refuses a socket
+/// (log text never goes into a connection) and gives the identity `init` records.
+fn dup_stderr() -> Option<(i32, u64, u64)> {
+    let mut fd = -1;
+    for min in [900, 200, 30, 3] {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) has no memory effects; a closed fd 2 gives EBADF.
+        fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, min) };
+        if fd >= 0 || sys::errno() == libc::EBADF {
+            break;
+        }
     }
-    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an open descriptor has no memory effects.
-    let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
     if fd < 0 {
-        return -1;
+        return None;
     }
-    move_high(fd)
+    match sys::stat_of(fd) {
+        Some((fmt, dev, ino)) if fmt != libc::S_IFSOCK => Some((fd, dev, ino)),
+        _ => {
+            sys::close(fd); // our own copy, by system call (not through our close hook)
+            None
+        }
+    }
 }
 
 /// Moves our descriptor out of the range programs use for themselves, so a program that
@@ -94,8 +106,7 @@ fn move_high(fd: i32) -> i32 {
         // SAFETY: as in dup_stderr.
         let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
         if high >= 0 {
-            // SAFETY: fd is ours; close() is not hooked.
-            unsafe { libc::close(fd) };
+            sys::close(fd); // ours, by system call
             return high;
         }
     }

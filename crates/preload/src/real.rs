@@ -10,8 +10,9 @@ use libc::{sockaddr, socklen_t};
 
 macro_rules! real_fns {
     ($( $name:ident : fn($($arg:ident : $ty:ty),*) -> $ret:ty ; )*) => {
+        /// The resolved addresses (0 = not yet).
         #[allow(non_upper_case_globals)]
-        mod slots {
+        pub(crate) mod slots {
             use super::*;
             $( pub static $name: AtomicUsize = AtomicUsize::new(0); )*
         }
@@ -58,6 +59,11 @@ macro_rules! real_fns {
             )*
         }
     };
+}
+
+/// The address in a slot (0 = not resolved yet).
+pub(crate) fn addr(slot: &AtomicUsize) -> usize {
+    slot.load(Ordering::Acquire)
 }
 
 /// Resolves a function first called before our constructor ran (kept out of line: the

@@ -137,6 +137,11 @@ pub fn bind(fd: i32, addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Res
 
 /// The inode of what `fd` refers to, to tell one socket from a later one on the same number.
 pub fn inode(fd: i32) -> Option<(u64, u64)> {
+    stat_of(fd).map(|(_, dev, ino)| (dev, ino))
+}
+
+/// `fd`'s file type bits (`st_mode & S_IFMT`), device and inode, from one fstat.
+pub fn stat_of(fd: i32) -> Option<(u32, u64, u64)> {
     let mut st = MaybeUninit::<libc::stat>::zeroed();
     // SAFETY: st is valid for writing a struct stat.
     let r = unsafe { libc::syscall(libc::SYS_fstat, fd as libc::c_long, st.as_mut_ptr()) };
@@ -145,20 +150,12 @@ pub fn inode(fd: i32) -> Option<(u64, u64)> {
     }
     // SAFETY: zero-initialised and filled by the kernel.
     let st = unsafe { st.assume_init() };
-    Some((st.st_dev, st.st_ino))
+    Some((st.st_mode & libc::S_IFMT, st.st_dev, st.st_ino))
 }
 
 /// Whether `fd` is open and a socket.
 pub fn is_socket(fd: i32) -> Option<bool> {
-    let mut st = MaybeUninit::<libc::stat>::zeroed();
-    // SAFETY: as in `inode`.
-    let r = unsafe { libc::syscall(libc::SYS_fstat, fd as libc::c_long, st.as_mut_ptr()) };
-    if r < 0 {
-        return None;
-    }
-    // SAFETY: as in `inode`.
-    let st = unsafe { st.assume_init() };
-    Some(st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+    stat_of(fd).map(|(fmt, _, _)| fmt == libc::S_IFSOCK)
 }
 
 pub fn write_all(fd: i32, buf: &[u8]) {

@@ -1,0 +1,357 @@
+//! The policy as the launcher compiled it, handed to the library in one variable.
+//!
+//! `sockwrap run` has already read and checked the policy file and the flags; parsing the
+//! TOML again in every process it starts would cost each exec ~30,000 instructions per rule.
+//! So the launcher also sets `SOCKWRAP_POLICY`: the rules in a flat token form that the
+//! library decodes with no TOML and no option-value parsing.
+//!
+//! The form carries a fingerprint of every other `SOCKWRAP_*` variable it was compiled from.
+//! A process whose variables differ (a child that sets `SOCKWRAP_DSCP` itself, or a shell
+//! that unsets `SOCKWRAP_CONFIG`) gets a mismatch and the library builds the policy from the
+//! variables and the file as usual. So the compiled form is only ever a cache of what the
+//! variables say. The policy file is read once, by the launcher: edits to it reach the
+//! programs a new `sockwrap run` starts.
+//!
+//! Format (version 1): space-separated tokens; strings escaped as `%XX` for `%`, space and
+//! every byte outside printable ASCII.
+//!
+//! ```text
+//! swp1 <fingerprint hex> <on_error w|f> <rule count> RULE*
+//! RULE = <name> <n> (<net hex> <mask hex>)*n <n> (<lo> <hi>)*n <n> (<lo> <hi>)*n
+//!        <role - c s> <transport - t u> <n> <program>*n <n> (<slot> <soft 0 1> <value>)*n
+//! value = b0 | b1 | i<decimal> | n<escaped name> | a<v4 hex or ->,<v6 hex or -> | l- | l<secs>
+//! ```
+
+use crate::catalog::{BindAddrs, Name16, Opt, Value, N_OPTS};
+use crate::rules::{Cidr, Match, OnError, Ports, Role, Rule, Setting, Transport};
+use core::fmt::Write;
+
+/// The variable that carries the compiled policy.
+pub const VAR: &str = "SOCKWRAP_POLICY";
+const MAGIC: &str = "swp1";
+/// Larger forms are not passed (one environment string may hold at most 128 KiB); the
+/// library then reads the policy file itself.
+pub const MAX_LEN: usize = 96 * 1024;
+
+/// FNV-1a over the `SOCKWRAP_*` variables other than [`VAR`], sorted by name. Chosen for
+/// being a dozen lines with no dependency: it detects change, it is not a security check
+/// (whoever can set these variables can set the policy anyway).
+pub fn fingerprint<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut v: Vec<(&str, &str)> = vars
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("SOCKWRAP_") && *k != VAR)
+        .collect();
+    v.sort_unstable();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, val) in v {
+        for b in k.bytes().chain([b'=']).chain(val.bytes()).chain([0]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn esc(out: &mut String, s: &str) {
+    if s.is_empty() {
+        out.push_str("%00"); // an empty token would vanish between two spaces
+        return;
+    }
+    for b in s.bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+fn unesc(t: &str) -> Option<String> {
+    if t == "%00" {
+        return Some(String::new());
+    }
+    let b = t.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = t.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn hex_opt(out: &mut String, bytes: Option<&[u8]>) {
+    match bytes {
+        None => out.push('-'),
+        Some(b) => {
+            for x in b {
+                let _ = write!(out, "{x:02x}");
+            }
+        }
+    }
+}
+
+fn unhex<const N: usize>(t: &str) -> Option<Option<[u8; N]>> {
+    if t == "-" {
+        return Some(None);
+    }
+    if t.len() != 2 * N {
+        return None;
+    }
+    let mut a = [0u8; N];
+    for (i, x) in a.iter_mut().enumerate() {
+        *x = u8::from_str_radix(t.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(Some(a))
+}
+
+fn enc_value(out: &mut String, v: &Value) {
+    match v {
+        Value::Bool(b) => out.push_str(if *b { "b1" } else { "b0" }),
+        Value::Int(i) => {
+            let _ = write!(out, "i{i}");
+        }
+        Value::Name(n) => {
+            out.push('n');
+            esc(out, n.as_str());
+        }
+        Value::Addrs(a) => {
+            out.push('a');
+            hex_opt(out, a.v4.as_ref().map(|x| &x[..]));
+            out.push(',');
+            hex_opt(out, a.v6.as_ref().map(|x| &x[..]));
+        }
+        Value::Linger(None) => out.push_str("l-"),
+        Value::Linger(Some(s)) => {
+            let _ = write!(out, "l{s}");
+        }
+    }
+}
+
+fn dec_value(t: &str) -> Option<Value> {
+    let (kind, rest) = (t.get(..1)?, t.get(1..)?);
+    Some(match kind {
+        "b" => Value::Bool(match rest {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        }),
+        "i" => Value::Int(rest.parse().ok()?),
+        "n" => Value::Name(Name16::new(&unesc(rest)?)?),
+        "a" => {
+            let (v4, v6) = rest.split_once(',')?;
+            Value::Addrs(BindAddrs {
+                v4: unhex::<4>(v4)?,
+                v6: unhex::<16>(v6)?,
+            })
+        }
+        "l" if rest == "-" => Value::Linger(None),
+        "l" => Value::Linger(Some(rest.parse().ok()?)),
+        _ => return None,
+    })
+}
+
+/// The compiled form of `rules` (as [`crate::Policy::rules`] gives them) for a process whose
+/// other `SOCKWRAP_*` variables have fingerprint `fp`.
+pub fn encode(rules: &[Rule], on_error: OnError, fp: u64) -> String {
+    let mut o = String::with_capacity(64 + rules.len() * 48);
+    let _ = write!(
+        o,
+        "{MAGIC} {fp:016x} {} {}",
+        match on_error {
+            OnError::Warn => "w",
+            OnError::Fail => "f",
+        },
+        rules.len()
+    );
+    for r in rules {
+        o.push(' ');
+        esc(&mut o, &r.name);
+        let m = &r.matcher;
+        let _ = write!(o, " {}", m.remote.len());
+        for c in &m.remote {
+            let (net, mask) = c.raw();
+            let _ = write!(o, " {net:x} {mask:x}");
+        }
+        for list in [&m.port, &m.local_port] {
+            let _ = write!(o, " {}", list.len());
+            for p in list.iter() {
+                let _ = write!(o, " {} {}", p.lo, p.hi);
+            }
+        }
+        o.push_str(match m.role {
+            None => " -",
+            Some(Role::Client) => " c",
+            Some(Role::Server) => " s",
+        });
+        o.push_str(match m.transport {
+            None => " -",
+            Some(Transport::Tcp) => " t",
+            Some(Transport::Udp) => " u",
+        });
+        let _ = write!(o, " {}", m.program.len());
+        for p in &m.program {
+            o.push(' ');
+            esc(&mut o, p);
+        }
+        let n = r.settings.iter().filter(|s| s.is_some()).count();
+        let _ = write!(o, " {n}");
+        for (slot, s) in r.settings.iter().enumerate() {
+            if let Some(s) = s {
+                let _ = write!(o, " {slot} {} ", s.soft as u8);
+                enc_value(&mut o, &s.value);
+            }
+        }
+    }
+    o
+}
+
+/// The rules and failure policy in `text`, if it is a well-formed compiled policy made for
+/// variables with fingerprint `fp`; `None` otherwise (the caller then parses as usual).
+pub fn decode(text: &str, fp: u64) -> Option<(Vec<Rule>, OnError)> {
+    let mut t = text.split(' ');
+    let mut next = || t.next();
+    if next()? != MAGIC || u64::from_str_radix(next()?, 16).ok()? != fp {
+        return None;
+    }
+    let on_error = match next()? {
+        "w" => OnError::Warn,
+        "f" => OnError::Fail,
+        _ => return None,
+    };
+    // Counts are bounded by what the text can hold, so a corrupt count cannot make us
+    // reserve a huge vector.
+    let count = |s: Option<&str>| -> Option<usize> {
+        let n: usize = s?.parse().ok()?;
+        (n <= text.len()).then_some(n)
+    };
+    let nrules = count(next())?;
+    let mut rules = Vec::with_capacity(nrules);
+    for _ in 0..nrules {
+        let mut r = Rule::new(unesc(next()?)?);
+        let mut m = Match::default();
+        for _ in 0..count(next())? {
+            let net = u128::from_str_radix(next()?, 16).ok()?;
+            let mask = u128::from_str_radix(next()?, 16).ok()?;
+            m.remote.push(Cidr::from_raw(net, mask)?);
+        }
+        for which in 0..2 {
+            for _ in 0..count(next())? {
+                let lo = next()?.parse().ok()?;
+                let hi = next()?.parse().ok()?;
+                let p = Ports { lo, hi };
+                if which == 0 {
+                    m.port.push(p);
+                } else {
+                    m.local_port.push(p);
+                }
+            }
+        }
+        m.role = match next()? {
+            "-" => None,
+            "c" => Some(Role::Client),
+            "s" => Some(Role::Server),
+            _ => return None,
+        };
+        m.transport = match next()? {
+            "-" => None,
+            "t" => Some(Transport::Tcp),
+            "u" => Some(Transport::Udp),
+            _ => return None,
+        };
+        for _ in 0..count(next())? {
+            m.program.push(unesc(next()?)?);
+        }
+        r.matcher = m;
+        for _ in 0..count(next())? {
+            let slot: usize = next()?.parse().ok()?;
+            let soft = match next()? {
+                "0" => false,
+                "1" => true,
+                _ => return None,
+            };
+            let value = dec_value(next()?)?;
+            if slot >= N_OPTS {
+                return None;
+            }
+            // The value must be of the kind the option takes.
+            let opt = *Opt::ALL.get(slot)?;
+            if !opt.accepts(&value) {
+                return None;
+            }
+            r.settings[slot] = Some(Setting { value, soft });
+        }
+        rules.push(r);
+    }
+    if next().is_some() {
+        return None;
+    }
+    Some((rules, on_error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_of_a_rich_policy() {
+        let text = r#"
+on_error = "fail"
+[[rule]]
+name = "ssh %x y"
+match = { remote = ["10.0.0.0/8", "fd00::/8", "192.0.2.1"], port = [22, "8000-8100"], role = "client", transport = "tcp", program = ["ssh", "we ird"] }
+dscp = "AF41"
+keepalive = "30,10,3"
+congestion = "cubic"
+linger = 0
+bind-address = "192.0.2.7,2001:db8::7"
+soft = ["dscp"]
+[[rule]]
+match = { local-port = 443, role = "server", transport = "udp" }
+mark = 0x10
+linger = "off"
+"#;
+        let cfg = crate::parse_config(text, "t.toml").expect("valid");
+        let fp = fingerprint([("SOCKWRAP_CONFIG", "t.toml"), ("SOCKWRAP_LOG", "info")]);
+        let blob = encode(&cfg.rules, OnError::Fail, fp);
+        assert!(!blob.contains('\n') && !blob.contains('\0'));
+        let (rules, oe) = decode(&blob, fp).expect("decodes");
+        assert_eq!(rules, cfg.rules);
+        assert_eq!(oe, OnError::Fail);
+        // Another fingerprint, a cut or a changed token: refused, never half-read.
+        assert!(decode(&blob, fp ^ 1).is_none());
+        assert!(decode(&blob[..blob.len() - 3], fp).is_none());
+        assert!(decode(&format!("{blob} x"), fp).is_none());
+        assert!(decode(&blob.replace(" AF41", " XX"), fp).is_none() || !blob.contains(" AF41"));
+    }
+
+    #[test]
+    fn fingerprint_ignores_order_and_the_blob_itself() {
+        let a = fingerprint([
+            ("SOCKWRAP_DSCP", "EF"),
+            ("SOCKWRAP_LOG", "info"),
+            ("HOME", "/"),
+        ]);
+        let b = fingerprint([
+            ("SOCKWRAP_LOG", "info"),
+            (VAR, "swp1 x"),
+            ("SOCKWRAP_DSCP", "EF"),
+        ]);
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            fingerprint([("SOCKWRAP_DSCP", "CS1"), ("SOCKWRAP_LOG", "info")])
+        );
+        // Name/value boundaries count: A=BC is not AB=C.
+        assert_ne!(
+            fingerprint([("SOCKWRAP_A", "BC")]),
+            fingerprint([("SOCKWRAP_AB", "C")])
+        );
+    }
+}
