@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+import netbench  # sections 6 (MPTCP) and 7 (trace): bench/netbench.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 BUILD = os.path.join(BENCH, "build")
@@ -71,6 +73,9 @@ def ensure_tools():
     missing = []
     if not shutil.which("valgrind"):
         missing.append("valgrind")
+    for tool in ("strace", "iperf3"):  # sections 7 and 6
+        if not shutil.which(tool):
+            missing.append(tool)
     if not find_mptcpwrap():
         missing.append("libmptcpwrap0")
         missing.append("mptcpize")
@@ -490,6 +495,12 @@ def main():
     R["datapath_exported"] = [s for s in DATA_PATH_SYMS if s in syms]
     R["bulk"] = bulk(P["bulk_mib"], P["bulk_reps"])
 
+    # 6. MPTCP, 7. trace (bench/netbench.py)
+    log("6/7 MPTCP: iperf3 over two tbf-shaped paths between namespaces")
+    R["mptcp"] = netbench.mptcp_bench(q, note_cmd)
+    log("7/7 trace: sockwrap trace vs strace vs untraced")
+    R["trace"] = netbench.trace_bench(q, note_cmd)
+
     shutil.rmtree(tmp, ignore_errors=True)
     R["elapsed"] = time.time() - t_start
     md = report(R, P, q, build_note, mptcpwrap, pol, args.full_callgrind)
@@ -712,17 +723,9 @@ def report(R, P, quick, build_note, mptcpwrap, pol, full_cg):
     w(f"| libsockwrap `{FLAGS_TEXT}` | {bk['sockwrap']:,.0f} | {ratio:.3f} |")
     w("")
 
-    # ---- 6/7
-    w("## 6. MPTCP — PENDING")
-    w("")
-    w("Not measured yet: waits for `sockwrap run --mptcp` to land (iperf3 over two tbf-shaped "
-      "paths between namespaces, vs plain TCP on one path and vs `mptcpize run`). No figures.")
-    w("")
-    w("## 7. Trace — PENDING")
-    w("")
-    w("Not measured yet: waits for `sockwrap trace` to land (vs `strace -f -e trace=network` "
-      "and no tracing on a connection-heavy run). No figures.")
-    w("")
+    # ---- 6/7 (bench/netbench.py; section 6 adds the MPTCP ≥ 1.8x row to the goals)
+    L.extend(netbench.report_mptcp(R.get("mptcp"), summary))
+    L.extend(netbench.report_trace(R.get("trace"), summary))
 
     # ---- summary
     w("## Goals")
@@ -734,7 +737,7 @@ def report(R, P, quick, build_note, mptcpwrap, pol, full_cg):
     w("")
     w("## Commands")
     w("")
-    for section in ("build", "start", "percall", "rate", "scale", "data"):
+    for section in ("build", "start", "percall", "rate", "scale", "data", "mptcp", "trace"):
         cmds = [c for s, c in COMMANDS if s == section]
         if cmds:
             w(f"- {section}:")
