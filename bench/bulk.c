@@ -12,20 +12,14 @@
 #include <time.h>
 #include <unistd.h>
 
-static void die(const char *m) { perror(m); exit(1); }
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
+#include "common.h"
 
 int main(int argc, char **argv) {
     alarm(300);
     long long total = (argc > 1 ? atoll(argv[1]) : 2048) << 20;
     static char buf[256 << 10];
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in a;
+    loopback_addr(&a, 0);
     int l = socket(AF_INET, SOCK_STREAM, 0);
     if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 1) < 0) die("listen");
     socklen_t len = sizeof a;

@@ -28,22 +28,14 @@
 #include <time.h>
 #include <unistd.h>
 
-static void die(const char *m) { perror(m); exit(1); }
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
+#include "common.h"
 
 static int listener(struct sockaddr_in *a) {
     int l = socket(AF_INET, SOCK_STREAM, 0);
     if (l < 0) die("socket");
     int one = 1;
     setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    memset(a, 0, sizeof *a);
-    a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    loopback_addr(a, 0);
     if (bind(l, (struct sockaddr *)a, sizeof *a) < 0) die("bind");
     if (listen(l, 4096) < 0) die("listen");
     socklen_t len = sizeof *a;
@@ -113,10 +105,8 @@ int main(int argc, char **argv) {
         }
     }
     if (argc >= 4 && !strcmp(argv[1], "rate")) {
-        struct sockaddr_in a = {0};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        a.sin_port = htons(atoi(argv[2]));
+        struct sockaddr_in a;
+        loopback_addr(&a, atoi(argv[2]));
         double secs = atof(argv[3]);
         int own = argc > 4 && !strcmp(argv[4], "own");
         long n = 0;

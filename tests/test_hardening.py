@@ -13,14 +13,13 @@ import socket
 import stat
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 import util
-from util import EF, PY, run, run_preloaded, run_under_sockwrap, tos_server
+from util import EF, PY, AcceptServer, run, run_preloaded, run_under_sockwrap, tos_server
 
 HERE = Path(__file__).resolve().parent / "hardening"
 OPTS = ["--dscp", "EF", "--nodelay", "--keepalive", "30,10,3"]  # locked (the default)
@@ -51,37 +50,13 @@ def cbuild(tmp_path_factory):
     return build
 
 
-class AcceptServer:
-    """Loopback TCP server that accepts and closes (draining any data) -- a plain peer."""
-
-    def __init__(self, port, host="127.0.0.1"):
-        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.ls = socket.socket(fam, socket.SOCK_STREAM)
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind((host, port))
-        self.ls.listen(4096)
-        self.ls.settimeout(0.2)
-        self.accepted = 0
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self.serve, daemon=True)
-        self.t.start()
-
-    def serve(self):
-        while not self.stop.is_set():
-            try:
-                c, _ = self.ls.accept()
-            except OSError:
-                continue
-            self.accepted += 1
-            c.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.t.join(5)
-        self.ls.close()
+def unix_listener(path):
+    """AF_UNIX stream listener on path (backlog 1, 10 s timeout): the descriptor-passing channel."""
+    us = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    us.bind(path)
+    us.listen(1)
+    us.settimeout(10)
+    return us
 
 
 class NftCounters:
@@ -433,10 +408,7 @@ def test_scm_rights_socket_leaves_sockwrap_process(tmp_path, port):
     util.require_sockwrap()
     util.require_ipv6()
     path = str(tmp_path / "pass.sock")
-    us = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    us.bind(path)
-    us.listen(1)
-    us.settimeout(10)
+    us = unix_listener(path)
     with tos_server(socket.AF_INET6, port) as srv:
         procs = util.Procs()
         try:
@@ -471,10 +443,7 @@ def test_scm_rights_socket_received_by_sockwrap_process(tmp_path, port):
     util.require_sockwrap()
     util.require_ipv6()
     path = str(tmp_path / "pass.sock")
-    us = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    us.bind(path)
-    us.listen(1)
-    us.settimeout(10)
+    us = unix_listener(path)
     with tos_server(socket.AF_INET6, port) as srv:
         mine = socket.create_connection(("::1", port))
         mine.sendall(b"in1")

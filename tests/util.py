@@ -565,17 +565,20 @@ def seconds(timer):
     return total
 
 
-# --------------------------------------------------------------------------- Nagle probe peer
+# --------------------------------------------------------------------------- plain peers
 
-class NagleServer:
-    """Replies one byte only after two bytes have arrived (so its ACK is delayed)."""
+class AcceptServer:
+    """Loopback TCP server that accepts and closes (draining any data) -- a plain peer.
+    Counts the connections it accepted; subclasses handle them in on_accept(c)."""
 
-    def __init__(self, port, host="127.0.0.1"):
-        self.ls = socket.socket()
+    def __init__(self, port, host="127.0.0.1", backlog=4096):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.ls = socket.socket(fam, socket.SOCK_STREAM)
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.ls.bind((host, port))
-        self.ls.listen(8)
+        self.ls.listen(backlog)
         self.ls.settimeout(0.2)
+        self.accepted = 0
         self.stop = threading.Event()
         self.t = threading.Thread(target=self.serve, daemon=True)
         self.t.start()
@@ -586,7 +589,33 @@ class NagleServer:
                 c, _ = self.ls.accept()
             except OSError:
                 continue
-            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
+            self.accepted += 1
+            self.on_accept(c)
+
+    def on_accept(self, c):
+        c.close()
+
+    def close(self):
+        self.stop.set()
+        self.t.join(5)
+        self.ls.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class NagleServer(AcceptServer):
+    """Nagle probe peer: replies one byte only after two bytes have arrived (so its ACK is
+    delayed)."""
+
+    def __init__(self, port, host="127.0.0.1"):
+        super().__init__(port, host, backlog=8)
+
+    def on_accept(self, c):
+        threading.Thread(target=self.handle, args=(c,), daemon=True).start()
 
     def handle(self, c):
         c.settimeout(10)
@@ -603,8 +632,3 @@ class NagleServer:
                 while len(buf) >= 2:
                     buf = buf[2:]
                     c.send(b"x")
-
-    def close(self):
-        self.stop.set()
-        self.ls.close()
-        self.t.join(2)

@@ -27,57 +27,52 @@ def pause():
     time.sleep(0.25)  # separate segments so the peer reads them one by one
 
 
-if mode == "reuse":
-    a = socket.socket(fam, socket.SOCK_STREAM)
-    n = a.fileno()
-    a.connect((host, p1))
-    a.sendall(b"A1")
+def send(s, data):
+    s.sendall(data)
     pause()
+
+
+def covered(data):
+    """A: a socket connected to PORT1 (the rule's port) that has sent data."""
+    a = socket.socket(fam, socket.SOCK_STREAM)
+    a.connect((host, p1))
+    send(a, data)
+    return a
+
+
+def uncovered(s):
+    """s sets TOS 0x10 itself, connects to PORT2, sends B1, sets TOS 0x10 again, sends B2."""
+    settos(s, 0x10)
+    s.connect((host, p2))
+    send(s, b"B1")
+    settos(s, 0x10)
+    send(s, b"B2")
+    s.close()
+
+
+if mode == "reuse":
+    a = covered(b"A1")
+    n = a.fileno()
     a.close()
     b = socket.socket(fam, socket.SOCK_STREAM)
     print("reused", b.fileno() == n, flush=True)
-    settos(b, 0x10)
-    b.connect((host, p2))
-    b.sendall(b"B1")
-    pause()
-    settos(b, 0x10)
-    b.sendall(b"B2")
-    pause()
-    b.close()
+    uncovered(b)
 elif mode == "dup2":
-    a = socket.socket(fam, socket.SOCK_STREAM)
-    a.connect((host, p1))
-    a.sendall(b"A1")
-    pause()
+    a = covered(b"A1")
     n = a.detach()
     b = socket.socket(fam, socket.SOCK_STREAM)
     os.dup2(b.fileno(), n)
     b.close()
-    c = socket.socket(fileno=n)
-    settos(c, 0x10)
-    c.connect((host, p2))
-    c.sendall(b"B1")
-    pause()
-    settos(c, 0x10)
-    c.sendall(b"B2")
-    pause()
-    c.close()
+    uncovered(socket.socket(fileno=n))
 elif mode == "dup":
-    a = socket.socket(fam, socket.SOCK_STREAM)
-    a.connect((host, p1))
-    a.sendall(b"before")
-    pause()
+    a = covered(b"before")
     d = socket.socket(fileno=os.dup(a.fileno()))
     settos(d, 0x10)
-    d.sendall(b"after")
-    pause()
+    send(d, b"after")
     d.close()
     a.close()
 elif mode == "scm_out":
-    a = socket.socket(fam, socket.SOCK_STREAM)
-    a.connect((host, p1))
-    a.sendall(b"out1")
-    pause()
+    a = covered(b"out1")
     u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     u.connect(sys.argv[5])
     u.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [a.fileno()]))])
@@ -90,8 +85,7 @@ elif mode == "scm_in":
     fd = array.array("i", anc[0][2][:4])[0]
     s = socket.socket(fileno=fd)
     settos(s, 0x10)
-    s.sendall(b"in2")
-    pause()
+    send(s, b"in2")
     s.close()
     u.sendall(b"k")
 else:
