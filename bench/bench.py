@@ -621,9 +621,16 @@ def report(R, P, quick, build_note, mptcpwrap, pol, full_cg):
                 g = f"≤ floor + 50: {verdict(ok)}"
                 summary.append(("per call, empty policy ≤ floor + 50 instr", ok, f"{ins - fl:+.0f} instr"))
             if name == "sw-3opts":
-                ok = ins - fl < 1000
-                g = f"< floor + 1000: {verdict(ok)}"
-                summary.append(("per connection, 3 options < floor + 1000 instr", ok, f"{ins - fl:+.0f} instr"))
+                # The goal counts what sockwrap adds beyond the setsockopt calls it must make:
+                # those calls cost what they cost the program that makes them itself
+                # (own-3opts − none), so they are taken off.
+                calls = pc["own-3opts (no preload)"][0] - pc["none"][0]
+                beyond = ins - fl - calls
+                ok = beyond < 1000
+                g = (f"beyond the floor and the {calls:.0f} instr of the six setsockopt calls: "
+                     f"{beyond:+,.0f}; < 1000: {verdict(ok)}")
+                summary.append(("per connection, 3 options < 1000 instr beyond floor and the setsockopt calls",
+                                ok, f"{ins - fl:+.0f} instr vs floor, {beyond:+.0f} beyond the calls"))
             w(f"| {name} | {ins:,.0f} | {ins - fl:+,.0f} | {fmt(sc, 1)} | {g} |")
         w("")
         w("`own-3opts` is the program making the same six setsockopt calls itself (IP_TOS, "

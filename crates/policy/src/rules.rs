@@ -254,6 +254,9 @@ pub struct Decision<'p> {
     mask: u32,
     /// The set slots whose winning setting is soft.
     soft: u32,
+    /// 1 + the index of the precomputed decision this is (see [`Policy::fixed_decision`]),
+    /// 0 if it was taken by matching rules.
+    fixed: u8,
     policy: &'p Policy,
 }
 
@@ -263,6 +266,7 @@ impl<'p> Decision<'p> {
             from: [0; N_OPTS],
             mask: 0,
             soft: 0,
+            fixed: 0,
             policy,
         }
     }
@@ -276,6 +280,11 @@ impl<'p> Decision<'p> {
     /// Bit mask of the slots this decision sets.
     pub fn mask(&self) -> u32 {
         self.mask
+    }
+    /// Which precomputed decision this is, if it is one: the same index always means the
+    /// same options, so callers may precompute their own work per index.
+    pub fn fixed_index(&self) -> Option<usize> {
+        (self.fixed > 0).then(|| self.fixed as usize - 1)
     }
     /// Bit mask of the set slots whose setting is soft.
     pub fn soft_mask(&self) -> u32 {
@@ -329,6 +338,19 @@ impl<'p> Decision<'p> {
         self.policy
             .ops_of(tag as usize - 1, slot, family, maybe_v4)
             .unwrap_or(NONE)
+    }
+
+    /// The id of `opt`'s precomputed kernel operations (see [`Policy::plan_ops`]).
+    pub fn plan_id(&self, opt: Opt) -> Option<u32> {
+        let tag = *self.from.get(opt as usize)?;
+        if tag == 0 {
+            return None;
+        }
+        self.policy
+            .plan_of
+            .get(tag as usize - 1)?
+            .get(opt as usize)
+            .copied()
     }
 
     /// Takes rule `idx` into account; later rules win, whatever the order of the calls.
@@ -553,6 +575,15 @@ impl Policy {
         p
     }
 
+    /// Precomputed kernel operations by id ([`Decision::plan_id`]) for a socket of `family`.
+    pub fn plan_ops(&self, id: u32, family: Family, maybe_v4: bool) -> &Ops {
+        const NONE: &Ops = &Ops::EMPTY;
+        self.plans
+            .get(id as usize)
+            .and_then(|p| p.get(family_variant(family, maybe_v4)))
+            .unwrap_or(NONE)
+    }
+
     /// The precomputed kernel operations of rule `rule`'s setting in `slot`.
     fn ops_of(&self, rule: usize, slot: usize, family: Family, maybe_v4: bool) -> Option<&Ops> {
         let id = *self.plan_of.get(rule)?.get(slot)? as usize;
@@ -606,16 +637,39 @@ impl Policy {
     /// The options a socket in `ctx` gets. Later rules override earlier ones per option.
     pub fn decide(&self, ctx: &Ctx) -> Decision<'_> {
         if let Some(f) = self.fixed.as_deref() {
-            if let Some(x) = f.get(fixed_index(ctx.transport, ctx.role)) {
+            let i = fixed_index(ctx.transport, ctx.role);
+            if let Some(x) = f.get(i) {
                 return Decision {
                     from: x.from,
                     mask: x.mask,
                     soft: x.soft,
+                    fixed: i as u8 + 1,
                     policy: self,
                 };
             }
         }
         self.decide_scan(ctx)
+    }
+
+    /// Precomputed decision `i` (0..6) and the transport it is for, when the policy has
+    /// them (no rule looks at addresses or ports).
+    pub fn fixed_decision(&self, i: usize) -> Option<(Decision<'_>, Transport)> {
+        let x = self.fixed.as_deref()?.get(i)?;
+        let t = if i < 3 {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
+        Some((
+            Decision {
+                from: x.from,
+                mask: x.mask,
+                soft: x.soft,
+                fixed: i as u8 + 1,
+                policy: self,
+            },
+            t,
+        ))
     }
 
     /// [`Policy::decide`] the long way: every candidate rule is matched.

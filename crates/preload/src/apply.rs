@@ -9,7 +9,7 @@ use crate::sys::{self, Errno};
 use crate::{fdtable, log_at};
 use core::fmt::Write;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use sockwrap_policy::catalog::{self, k, Applies, Family, Shown, When};
+use sockwrap_policy::catalog::{self, k, Applies, Family, Shown, When, N_OPTS};
 use sockwrap_policy::{Ctx, Decision, LogLevel, OnError, Opt, Policy, Role, Transport, Value};
 
 /// What the process-wide state holds: built once in the constructor, then read-only.
@@ -19,19 +19,37 @@ pub struct Global {
     stage_masks: [[u32; 2]; 5],
     /// The slots an accepted socket inherits from its listener.
     inherited_mask: u32,
+    /// For policies whose decisions are precomputed (no rule looks at addresses or ports):
+    /// per decision and stage, what to apply, so applying is one loop of `setsockopt`
+    /// calls. Index: decision × 5 + stage.
+    programs: Vec<Program>,
 }
+
+/// What one precomputed decision applies at one stage: the ids of the options' precomputed
+/// kernel operations, in slot order. Fixed size: building all 30 costs no allocation.
+#[derive(Clone, Copy)]
+struct Program {
+    ids: [u32; N_OPTS],
+    n: u8,
+    /// The slots these calls apply.
+    mask: u32,
+    /// False when a slot needs more than `setsockopt` (the source address): then the
+    /// general loop runs.
+    plain: bool,
+}
+
+const STAGES: [Stage; 5] = [
+    Stage::UdpCreate,
+    Stage::Bind,
+    Stage::Connect,
+    Stage::Listen,
+    Stage::Accept,
+];
 
 impl Global {
     pub fn new(policy: Policy) -> Global {
-        let stages = [
-            Stage::UdpCreate,
-            Stage::Bind,
-            Stage::Connect,
-            Stage::Listen,
-            Stage::Accept,
-        ];
         let mut stage_masks = [[0u32; 2]; 5];
-        for st in stages {
+        for st in STAGES {
             for (ti, t) in [Transport::Tcp, Transport::Udp].into_iter().enumerate() {
                 stage_masks[st as usize][ti] = Opt::ALL
                     .iter()
@@ -47,10 +65,44 @@ impl Global {
             .iter()
             .filter(|o| o.spec().inherited_by_accept)
             .fold(0, |m, o| m | o.bit());
+        let mut programs = Vec::with_capacity(if policy.fixed_decision(0).is_some() {
+            6 * STAGES.len()
+        } else {
+            0
+        });
+        for fi in 0..6 {
+            let Some((d, t)) = policy.fixed_decision(fi) else {
+                break;
+            };
+            let ti = match t {
+                Transport::Tcp => 0,
+                Transport::Udp => 1,
+            };
+            for st in STAGES {
+                let mask = d.mask() & stage_masks[st as usize][ti];
+                let mut p = Program {
+                    ids: [0; N_OPTS],
+                    n: 0,
+                    mask,
+                    plain: mask & Opt::BindAddress.bit() == 0,
+                };
+                for (opt, _) in d.iter_mask(mask) {
+                    match (d.plan_id(opt), p.ids.get_mut(p.n as usize)) {
+                        (Some(id), Some(slot)) => {
+                            *slot = id;
+                            p.n += 1;
+                        }
+                        _ => p.plain = false,
+                    }
+                }
+                programs.push(p);
+            }
+        }
         Global {
             policy,
             stage_masks,
             inherited_mask,
+            programs,
         }
     }
 
@@ -133,7 +185,7 @@ pub fn apply(
     stage: Stage,
     d: &Decision,
     peer: Option<&SocketAddr>,
-    skip: impl Fn(Opt) -> bool,
+    skip: Option<&dyn Fn(Opt) -> bool>,
 ) -> Result<u32, Errno> {
     let maybe_v4 = match (s.family, peer) {
         (Family::V6, Some(p)) if stage == Stage::Connect || stage == Stage::Accept => {
@@ -142,6 +194,33 @@ pub fn apply(
         (Family::V6, _) => true,
         _ => false,
     };
+    // A precomputed decision: one flat list of calls. Any refusal sends the socket through
+    // the general loop below, which sets the options again one by one (setting an option
+    // twice to one value changes nothing) and handles the refusal as it should.
+    if let (Some(fi), None) = (d.fixed_index(), skip) {
+        let i = fi * STAGES.len() + stage as usize;
+        if let Some(p) = g.programs.get(i).filter(|p| p.plain) {
+            let ids = p.ids.get(..p.n as usize).unwrap_or(&[]);
+            if ids.iter().all(|&id| {
+                g.policy
+                    .plan_ops(id, s.family, maybe_v4)
+                    .iter()
+                    .all(|op| sys::setsockopt(s.fd, op.level, op.name, op.bytes()).is_ok())
+            }) {
+                let mut m = p.mask;
+                while m != 0 {
+                    if let Some(&opt) = Opt::ALL.get(m.trailing_zeros() as usize) {
+                        log::count_applied(opt);
+                    }
+                    m &= m - 1;
+                }
+                if p.mask != 0 && (log::enabled(LogLevel::Info) || crate::trace::on()) {
+                    noted(s, stage, d, peer, p.mask, maybe_v4);
+                }
+                return Ok(p.mask & !d.soft_mask());
+            }
+        }
+    }
     let wanted = d.mask() & g.stage_mask(stage, s.transport);
     let mut locked = wanted & !d.soft_mask();
     let noted = log::enabled(LogLevel::Info) || crate::trace::on();
@@ -155,7 +234,7 @@ pub fn apply(
         let Some(&opt) = Opt::ALL.get(slot as usize) else {
             continue;
         };
-        if skip(opt) {
+        if skip.is_some_and(|f| f(opt)) {
             continue;
         }
         let result = if opt == Opt::BindAddress {
@@ -199,6 +278,27 @@ pub fn apply(
         info_line(s, stage, d, peer, done, failed);
     }
     Ok(locked)
+}
+
+/// The trace and info line for options the fast path applied.
+#[cold]
+#[inline(never)]
+fn noted(
+    s: Sock,
+    stage: Stage,
+    d: &Decision,
+    peer: Option<&SocketAddr>,
+    done: u32,
+    maybe_v4: bool,
+) {
+    if crate::trace::on() {
+        for (opt, st) in d.iter_mask(done) {
+            trace_apply(s, stage, opt, st.value, maybe_v4, None);
+        }
+    }
+    if log::enabled(LogLevel::Info) {
+        info_line(s, stage, d, peer, done, 0);
+    }
 }
 
 /// An option the kernel refused: count it, trace it, warn once, or fail the call (strict).
@@ -353,15 +453,14 @@ fn apply_bind_address(
 
 /// Records the locks of a socket (and whether a listener's options are inherited).
 pub fn record(fd: i32, locked: u32, listen_applied: bool) {
-    let ino = 0;
     let made = fdtable::get(fd)
-        .map(|(i, _)| i & (fdtable::MADE_MPTCP | fdtable::PINNED_TCP | fdtable::KIND_MASK))
+        .map(|i| i & (fdtable::MADE_MPTCP | fdtable::PINNED_TCP | fdtable::KIND_MASK))
         .unwrap_or(0);
     let mut info = locked as u64 | fdtable::CHECKED | made;
     if listen_applied {
         info |= fdtable::LISTEN_APPLIED;
     }
-    fdtable::set(fd, info, ino);
+    fdtable::set(fd, info);
 }
 
 /// connect(): decide with the remote address and apply everything before the SYN.
@@ -378,7 +477,7 @@ pub fn on_connect(g: &Global, s: Sock, remote: &SocketAddr) -> Result<Sock, Errn
     if d.is_empty() {
         return Ok(s);
     }
-    let locked = apply(g, s, Stage::Connect, &d, Some(remote), |_| false)?;
+    let locked = apply(g, s, Stage::Connect, &d, Some(remote), None)?;
     record(s.fd, locked, false);
     Ok(s)
 }
@@ -445,7 +544,7 @@ pub fn on_listen(g: &Global, s: Sock, local: &SocketAddr) -> Result<(), Errno> {
     if d.is_empty() {
         return Ok(());
     }
-    let locked = apply(g, s, Stage::Listen, &d, Some(local), |_| false)?;
+    let locked = apply(g, s, Stage::Listen, &d, Some(local), None)?;
     record(s.fd, locked, true);
     Ok(())
 }
@@ -456,14 +555,14 @@ pub fn on_accept(
     listen_fd: i32,
     s: Sock,
     local_port: u16,
-    peer: &SocketAddr,
+    peer: Option<&SocketAddr>,
 ) -> Result<(), Errno> {
-    let d = g.policy.decide(&server_ctx(s, local_port, Some(peer)));
+    let d = g.policy.decide(&server_ctx(s, local_port, peer));
     if d.is_empty() {
         return Ok(());
     }
     let listener_applied =
-        fdtable::get(listen_fd).is_some_and(|(info, _)| info & fdtable::LISTEN_APPLIED != 0);
+        fdtable::get(listen_fd).is_some_and(|info| info & fdtable::LISTEN_APPLIED != 0);
     if listener_applied && !g.policy.any_needs_remote() && d.mask() & !g.inherited_mask == 0 {
         // No rule looks at the peer, so this socket's decision is the listener's, and every
         // option in it came with the socket: nothing to set, only the locks to record.
@@ -481,7 +580,7 @@ pub fn on_accept(
         }
         None => false,
     };
-    let locked = apply(g, s, Stage::Accept, &d, Some(peer), skip)?;
+    let locked = apply(g, s, Stage::Accept, &d, peer, Some(&skip))?;
     record(s.fd, locked, false);
     Ok(())
 }
@@ -491,7 +590,7 @@ pub fn on_bind(g: &Global, s: Sock, local: &SocketAddr) -> Result<(), Errno> {
     if d.is_empty() {
         return Ok(());
     }
-    let locked = apply(g, s, Stage::Bind, &d, Some(local), |_| false)?;
+    let locked = apply(g, s, Stage::Bind, &d, Some(local), None)?;
     if s.transport == Transport::Udp {
         record(s.fd, locked, false);
     }
@@ -519,7 +618,7 @@ pub fn on_udp_socket(g: &Global, s: Sock) -> Result<(), Errno> {
     if d.is_empty() {
         return Ok(());
     }
-    let locked = apply(g, s, Stage::UdpCreate, &d, None, |_| false)?;
+    let locked = apply(g, s, Stage::UdpCreate, &d, None, None)?;
     record(s.fd, locked, false);
     Ok(())
 }
@@ -548,7 +647,7 @@ pub fn adopt(g: &Global, s: Sock, local: &SocketAddr, peer: Option<&SocketAddr>,
             s.fd
         );
         // Strict failures cannot fail a call the program did not make: warn instead.
-        apply(g, s, Stage::Accept, &d, peer.or(Some(local)), |_| false).unwrap_or(0)
+        apply(g, s, Stage::Accept, &d, peer.or(Some(local)), None).unwrap_or(0)
     };
     record(s.fd, locked, listening);
 }

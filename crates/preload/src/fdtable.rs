@@ -12,17 +12,14 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub const SIZE: usize = 65536;
 
+/// Bits 0..31: locked option slots; the flags below above them. 0 = nothing known.
 pub struct Entry {
-    /// Bits 0..31: locked option slots. Bit 32: options were applied at listen (an accepted
-    /// socket inherits them). Bit 33: family is IPv6.
     info: AtomicU64,
-    ino: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY: Entry = Entry {
     info: AtomicU64::new(0),
-    ino: AtomicU64::new(0),
 };
 static TABLE: [Entry; SIZE] = [EMPTY; SIZE];
 
@@ -52,36 +49,30 @@ fn entry(fd: i32) -> Option<&'static Entry> {
 pub fn reset(fd: i32) {
     if let Some(e) = entry(fd) {
         e.info.store(0, Relaxed);
-        e.ino.store(0, Relaxed);
     }
 }
 
-pub fn set(fd: i32, info: u64, ino: u64) {
+pub fn set(fd: i32, info: u64) {
     if let Some(e) = entry(fd) {
-        e.ino.store(ino, Relaxed);
         e.info.store(info, Relaxed);
     }
 }
 
-/// The recorded info and inode, if any.
-pub fn get(fd: i32) -> Option<(u64, u64)> {
-    let e = entry(fd)?;
-    let info = e.info.load(Relaxed);
-    if info == 0 {
-        return None;
-    }
-    Some((info, e.ino.load(Relaxed)))
+/// The recorded info, if any.
+pub fn get(fd: i32) -> Option<u64> {
+    let info = entry(fd)?.info.load(Relaxed);
+    (info != 0).then_some(info)
 }
 
 /// `new` now refers to the same socket as `old`.
 pub fn copy(old: i32, new: i32) {
     match get(old) {
-        Some((info, ino)) => set(new, info, ino),
+        Some(info) => set(new, info),
         None => reset(new),
     }
 }
 
-/// Sets or clears flag bits of an existing entry (creating one with no inode if needed).
+/// Sets or clears flag bits of an existing entry (creating one if needed).
 pub fn update_bits(fd: i32, set_bits: u64, clear_bits: u64) {
     if let Some(e) = entry(fd) {
         let info = e.info.load(Relaxed);

@@ -142,7 +142,7 @@ fn kind_bits(transport: Transport, mptcp: bool, family: Family) -> u64 {
 /// passed; when the socket is of the other family the call is left to the kernel (which
 /// answers EAFNOSUPPORT) and no option is touched.
 fn sock(fd: i32, family: Family) -> Option<Sock> {
-    if let Some((info, _)) = fdtable::get(fd) {
+    if let Some(info) = fdtable::get(fd) {
         let known = info & (fdtable::KIND_TCP | fdtable::KIND_UDP) != 0;
         let v6 = info & fdtable::FAMILY_V6 != 0;
         if known && v6 != (family == Family::V6) {
@@ -191,7 +191,7 @@ unsafe fn probe_setsockopt(
     val: *const c_void,
     len: socklen_t,
 ) -> Result<(), i32> {
-    let info = fdtable::get(fd).map(|(i, _)| i).unwrap_or(0);
+    let info = fdtable::get(fd).unwrap_or(0);
     let domain = if info & fdtable::FAMILY_V6 != 0 {
         libc::AF_INET6
     } else if info & (fdtable::KIND_TCP | fdtable::KIND_UDP) != 0 {
@@ -255,7 +255,7 @@ unsafe fn socket_impl(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
                     Family::V4
                 };
                 let kind = kind_bits(Transport::Tcp, true, fam);
-                fdtable::set(fd, fdtable::MADE_MPTCP | fdtable::CHECKED | kind, 0);
+                fdtable::set(fd, fdtable::MADE_MPTCP | fdtable::CHECKED | kind);
                 if trace::on() {
                     let mut e = trace::Ev::begin("apply", "socket", fd);
                     e.key("option").str("mptcp");
@@ -299,20 +299,17 @@ unsafe fn socket_impl(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
         fdtable::set(
             fd,
             kind_bits(Transport::Tcp, false, family) | fdtable::CHECKED,
-            0,
         );
     } else if protocol == mptcp::IPPROTO_MPTCP && base == libc::SOCK_STREAM {
         fdtable::set(
             fd,
             kind_bits(Transport::Tcp, true, family) | fdtable::CHECKED,
-            0,
         );
     }
     if is_udp {
         fdtable::set(
             fd,
             kind_bits(Transport::Udp, false, family) | fdtable::CHECKED,
-            0,
         );
         let guard = ErrnoGuard::new();
         let s = Sock {
@@ -437,12 +434,26 @@ unsafe fn after_accept(
     } else {
         unsafe { sockaddr_from_ptr(addr, *len) }
     };
+    let listener = fdtable::get(listen_fd).unwrap_or(0);
+    let known_tcp = listener & fdtable::KIND_TCP != 0 && listener & fdtable::KIND_MPTCP == 0;
+    // The peer's address is asked for only when something needs it: a rule that looks at
+    // addresses, an info line, MPTCP, or a listener we never saw (its family unknown).
+    let need_peer = given.is_none()
+        && (g.policy.any_needs_remote()
+            || !known_tcp
+            || crate::log::enabled(LogLevel::Info)
+            || g.policy.manages(sockwrap_policy::Opt::Mptcp));
     let peer = given.or_else(|| {
+        if !need_peer {
+            return None;
+        }
         sys::getpeername(fd)
             .ok()
             .and_then(|p| sockaddr_from_storage(&p.storage, p.len))
     });
-    let Some(peer) = peer else { return fd };
+    if need_peer && peer.is_none() {
+        return fd;
+    }
     // The local port only matters to rules that match on it.
     let local_port = if g.policy.any_local_port() {
         match sys::getsockname(fd)
@@ -455,11 +466,14 @@ unsafe fn after_accept(
     } else {
         0
     };
-    let family = family_of(&peer);
+    let family = match &peer {
+        Some(p) => family_of(p),
+        None if listener & fdtable::FAMILY_V6 != 0 => Family::V6,
+        None => Family::V4,
+    };
     // An accepted socket is what its listener is (TCP, or MPTCP/TCP when the listener is
     // MPTCP: then the kernel says which); a listener we never saw is asked about.
-    let listener = fdtable::get(listen_fd).map(|(i, _)| i).unwrap_or(0);
-    let s = if listener & fdtable::KIND_TCP != 0 && listener & fdtable::KIND_MPTCP == 0 {
+    let s = if known_tcp {
         Sock {
             fd,
             family,
@@ -480,10 +494,9 @@ unsafe fn after_accept(
     fdtable::set(
         fd,
         kind_bits(Transport::Tcp, s.mptcp, family) | fdtable::CHECKED,
-        0,
     );
     crate::log::SOCKETS_SEEN.fetch_add(1, Ordering::Relaxed);
-    if g.policy.manages(sockwrap_policy::Opt::Mptcp) {
+    if let (true, Some(peer)) = (g.policy.manages(sockwrap_policy::Opt::Mptcp), &peer) {
         if s.mptcp {
             log_at!(
                 LogLevel::Info,
@@ -500,7 +513,7 @@ unsafe fn after_accept(
             );
         }
     }
-    if let Err(e) = apply::on_accept(g, listen_fd, s, local_port, &peer) {
+    if let Err(e) = apply::on_accept(g, listen_fd, s, local_port, peer.as_ref()) {
         // Strict: the connection is refused by closing it; the program sees the errno.
         // SAFETY: fd is the accepted socket the program has not seen yet.
         unsafe { libc::syscall(libc::SYS_close, fd as libc::c_long) };
@@ -556,7 +569,7 @@ unsafe fn setsockopt_impl(
                 if fdtable::get(fd).is_none() {
                     adopt(g, fd);
                 }
-                if let Some((info, _)) = fdtable::get(fd) {
+                if let Some(info) = fdtable::get(fd) {
                     if info & opt.bit() as u64 != 0 {
                         // SAFETY: the program's arguments.
                         if let Err(e) = unsafe { probe_setsockopt(fd, level, name, val, len) } {
@@ -739,7 +752,7 @@ unsafe fn getsockopt_impl(
     // SAFETY: arguments passed through.
     let r = unsafe { real::getsockopt(fd, level, name, val, len) };
     if level == libc::SOL_SOCKET && name == libc::SO_ERROR && r == 0 {
-        if let Some((info, _)) = fdtable::get(fd) {
+        if let Some(info) = fdtable::get(fd) {
             if info & fdtable::MPTCP_PENDING != 0 {
                 let guard = ErrnoGuard::new();
                 // SAFETY: the kernel just wrote an int there.
@@ -1130,7 +1143,7 @@ unsafe extern "C" fn closefrom_pass(first: c_int) {
 }
 
 macro_rules! hooks {
-    ($( $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? => $full:ident, pass $pass:expr ; )*) => {
+    ($( $name:ident ( $($arg:ident : $ty:ty),* ) $(-> $ret:ty)? => $full:ident, $work:ident, pass $pass:expr ; )*) => {
         /// Where each exported hook jumps.
         #[allow(non_upper_case_globals)]
         mod target {
@@ -1180,11 +1193,15 @@ macro_rules! hooks {
             }
         )*
 
-        /// Called once by the constructor: `work` = a policy was published or tracing is on.
-        pub fn route(work: bool) {
+        /// Called once by the constructor: `policy` = a policy was published, `tracing` = the
+        /// trace is on. With the trace off, the slots skip the trace layer (`NAME_full`) and
+        /// go straight to the policy work.
+        pub fn route(policy: bool, tracing: bool) {
             $(
-                if work {
+                if tracing {
                     target::$name.store(full::$name as *mut (), Ordering::Release);
+                } else if policy {
+                    target::$name.store(work::$name as *mut (), Ordering::Release);
                 } else {
                     let p: usize = $pass;
                     if p != 0 {
@@ -1195,7 +1212,7 @@ macro_rules! hooks {
             DECIDED.store(true, Ordering::Release);
         }
 
-        /// C-ABI shells around the `_full` functions, for the slots.
+        /// C-ABI shells around the `_full` functions (policy and trace), for the slots.
         mod full {
             use super::*;
             $(
@@ -1207,22 +1224,36 @@ macro_rules! hooks {
                 }
             )*
         }
+
+        /// C-ABI shells around the policy work alone (`_impl`, or `_full` where the two are
+        /// one function), for the slots when the trace is off.
+        mod work {
+            use super::*;
+            $(
+                /// # Safety
+                /// C's contract for the function of this name.
+                pub unsafe extern "C" fn $name($($arg: $ty),*) $(-> $ret)? {
+                    // SAFETY: arguments passed through.
+                    unsafe { $work($($arg),*) }
+                }
+            )*
+        }
     };
 }
 
 hooks! {
-    socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int => socket_full, pass real::addr(&real::slots::socket);
-    connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => connect_full, pass real::addr(&real::slots::connect);
-    bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => bind_full, pass real::addr(&real::slots::bind);
-    listen(fd: c_int, backlog: c_int) -> c_int => listen_full, pass real::addr(&real::slots::listen);
-    accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int => accept_full, pass real::addr(&real::slots::accept);
-    accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int => accept4_full, pass real::addr(&real::slots::accept4);
-    setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int => setsockopt_full, pass real::addr(&real::slots::setsockopt);
-    getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int => getsockopt_full, pass real::addr(&real::slots::getsockopt);
-    close(fd: c_int) -> c_int => close_full, pass real::addr(&real::slots::close);
-    close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int => close_range_full, pass real::addr(&real::slots::close_range);
-    closefrom(first: c_int) => closefrom_full, pass closefrom_pass as *const () as usize;
-    dup(old: c_int) -> c_int => dup_full, pass real::addr(&real::slots::dup);
-    dup2(old: c_int, new: c_int) -> c_int => dup2_full, pass real::addr(&real::slots::dup2);
-    dup3(old: c_int, new: c_int, flags: c_int) -> c_int => dup3_full, pass real::addr(&real::slots::dup3);
+    socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int => socket_full, socket_impl, pass real::addr(&real::slots::socket);
+    connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => connect_full, connect_impl, pass real::addr(&real::slots::connect);
+    bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => bind_full, bind_impl, pass real::addr(&real::slots::bind);
+    listen(fd: c_int, backlog: c_int) -> c_int => listen_full, listen_impl, pass real::addr(&real::slots::listen);
+    accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int => accept_full, accept_impl, pass real::addr(&real::slots::accept);
+    accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int => accept4_full, accept4_impl, pass real::addr(&real::slots::accept4);
+    setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int => setsockopt_full, setsockopt_impl, pass real::addr(&real::slots::setsockopt);
+    getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int => getsockopt_full, getsockopt_impl, pass real::addr(&real::slots::getsockopt);
+    close(fd: c_int) -> c_int => close_full, close_impl, pass real::addr(&real::slots::close);
+    close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int => close_range_full, close_range_full, pass real::addr(&real::slots::close_range);
+    closefrom(first: c_int) => closefrom_full, closefrom_full, pass closefrom_pass as *const () as usize;
+    dup(old: c_int) -> c_int => dup_full, dup_full, pass real::addr(&real::slots::dup);
+    dup2(old: c_int, new: c_int) -> c_int => dup2_full, dup2_full, pass real::addr(&real::slots::dup2);
+    dup3(old: c_int, new: c_int, flags: c_int) -> c_int => dup3_full, dup3_full, pass real::addr(&real::slots::dup3);
 }

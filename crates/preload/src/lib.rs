@@ -59,7 +59,7 @@ unsafe extern "C" fn sockwrap_init(
     // A panic here must not reach the program: catch it and stay pass-through.
     let _ = std::panic::catch_unwind(|| init(argv0));
     // Point every hook at its final target: the policy/trace work, or libc itself.
-    hooks::route(!GLOBAL.load(Ordering::Acquire).is_null() || trace::on());
+    hooks::route(!GLOBAL.load(Ordering::Acquire).is_null(), trace::on());
 }
 
 /// Whether the loader runs this process in secure mode (setuid, setcap): then, as the loader

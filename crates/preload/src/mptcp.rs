@@ -202,16 +202,16 @@ pub fn swap(fd: i32, family: Family, to_mptcp: bool) -> Result<(), Errno> {
     } else {
         fdtable::PINNED_TCP
     };
-    fdtable::set(fd, made | fdtable::CHECKED, 0);
+    fdtable::set(fd, made | fdtable::CHECKED);
     Ok(())
 }
 
 pub fn pinned_tcp(fd: i32) -> bool {
-    fdtable::get(fd).is_some_and(|(info, _)| info & fdtable::PINNED_TCP != 0)
+    fdtable::get(fd).is_some_and(|info| info & fdtable::PINNED_TCP != 0)
 }
 
 pub fn made_by_us(fd: i32) -> bool {
-    fdtable::get(fd).is_some_and(|(info, _)| info & fdtable::MADE_MPTCP != 0)
+    fdtable::get(fd).is_some_and(|info| info & fdtable::MADE_MPTCP != 0)
 }
 
 /// Whether a fresh plain TCP socket of `family` accepts this option: if TCP refuses it too,
