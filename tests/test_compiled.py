@@ -80,7 +80,8 @@ def test_a_damaged_compiled_form_is_ignored(tmp_path, port):
         f"swp1 {fp} w 1 r 0 0 0 - - 0 1 0 0 i300",     # ToS byte out of range
         f"swp1 {fp} w 2 r 0 0 0 - - 0 1 0 0 i32",      # says 2 rules, holds 1
         f"swp1 {fp} w 1 r 0 0 0 - - 0 1 0 0 i32 x",    # trailing token
-        f"swp1 {fp} w 1 r 1 a0000000 ffff 0 0 - - 0 1 0 0 i32",  # mask is not a prefix
+        f"swp1 {fp} w 1 r 1 ffff0a000001/120 0 0 - - 0 1 0 0 i32",  # host bits set in a /120
+        f"swp1 {fp} w 1 r 1 ffff0a000000/129 0 0 - - 0 1 0 0 i32",  # prefix beyond 128
     ]
     for blob in blobs:
         with tos_server(socket.AF_INET, port) as srv:

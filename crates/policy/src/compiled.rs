@@ -17,7 +17,7 @@
 //!
 //! ```text
 //! swp1 <fingerprint hex> <on_error w|f> <rule count> RULE*
-//! RULE = <name> <n> (<net hex> <mask hex>)*n <n> (<lo> <hi>)*n <n> (<lo> <hi>)*n
+//! RULE = <name> <n> (<net hex>/<prefix length>)*n <n> (<lo> <hi>)*n <n> (<lo> <hi>)*n
 //!        <role - c s> <transport - t u> <n> <program>*n <n> (<slot> <soft 0 1> <value>)*n
 //! value = b0 | b1 | i<decimal> | n<escaped name> | a<v4 hex or ->,<v6 hex or -> | l- | l<secs>
 //! ```
@@ -84,6 +84,67 @@ fn unesc(t: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// Space-separated tokens. By hand rather than `str::split(' ')`: the generic pattern
+/// search costs several times more per byte, and this runs in every exec under sockwrap.
+struct Tokens<'a> {
+    s: &'a str,
+    pos: usize,
+}
+
+impl<'a> Tokens<'a> {
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.s.as_bytes().get(self.pos..)?;
+        let len = find_byte(rest, b' ');
+        let tok = self.s.get(self.pos..self.pos + len)?;
+        self.pos += len + 1; // past the space (or past the end: then the next call is None)
+        Some(tok)
+    }
+}
+
+/// Index of the first `needle` in `b` (or `b.len()`), eight bytes per step: a byte equal to
+/// `needle` becomes zero under the XOR, and the lowest set bit of the classic "has a zero
+/// byte" expression marks the first one (higher bits may be false positives; only the
+/// lowest is used).
+fn find_byte(b: &[u8], needle: u8) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO * needle as u64;
+    let mut chunks = b.chunks_exact(8);
+    let mut i = 0;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w) ^ pattern;
+        let t = x.wrapping_sub(LO) & !x & HI;
+        if t != 0 {
+            return i + (t.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + chunks
+        .remainder()
+        .iter()
+        .position(|&x| x == needle)
+        .unwrap_or(chunks.remainder().len())
+}
+
+/// Lower-case hex, at most 32 digits (u128::from_str_radix checks more than this needs).
+fn hex_u128(t: &str) -> Option<u128> {
+    if t.is_empty() || t.len() > 32 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for b in t.bytes() {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        v = v << 4 | d as u128;
+    }
+    Some(v)
 }
 
 fn hex_opt(out: &mut String, bytes: Option<&[u8]>) {
@@ -177,7 +238,7 @@ pub fn encode(rules: &[Rule], on_error: OnError, fp: u64) -> String {
         let _ = write!(o, " {}", m.remote.len());
         for c in &m.remote {
             let (net, mask) = c.raw();
-            let _ = write!(o, " {net:x} {mask:x}");
+            let _ = write!(o, " {net:x}/{}", mask.leading_ones());
         }
         for list in [&m.port, &m.local_port] {
             let _ = write!(o, " {}", list.len());
@@ -215,9 +276,9 @@ pub fn encode(rules: &[Rule], on_error: OnError, fp: u64) -> String {
 /// The rules and failure policy in `text`, if it is a well-formed compiled policy made for
 /// variables with fingerprint `fp`; `None` otherwise (the caller then parses as usual).
 pub fn decode(text: &str, fp: u64) -> Option<(Vec<Rule>, OnError)> {
-    let mut t = text.split(' ');
+    let mut t = Tokens { s: text, pos: 0 };
     let mut next = || t.next();
-    if next()? != MAGIC || u64::from_str_radix(next()?, 16).ok()? != fp {
+    if next()? != MAGIC || hex_u128(next()?)? != fp as u128 {
         return None;
     }
     let on_error = match next()? {
@@ -236,13 +297,28 @@ pub fn decode(text: &str, fp: u64) -> Option<(Vec<Rule>, OnError)> {
     for _ in 0..nrules {
         let mut r = Rule::new(unesc(next()?)?);
         let mut m = Match::default();
-        for _ in 0..count(next())? {
-            let net = u128::from_str_radix(next()?, 16).ok()?;
-            let mask = u128::from_str_radix(next()?, 16).ok()?;
-            m.remote.push(Cidr::from_raw(net, mask)?);
+        let n = count(next())?;
+        m.remote.reserve_exact(n);
+        for _ in 0..n {
+            let tok = next()?;
+            let slash = find_byte(tok.as_bytes(), b'/');
+            let (net, len) = (tok.get(..slash)?, tok.get(slash + 1..)?);
+            let len: u32 = len.parse().ok()?;
+            let mask = match len {
+                0 => 0,
+                1..=128 => !0u128 << (128 - len),
+                _ => return None,
+            };
+            m.remote.push(Cidr::from_raw(hex_u128(net)?, mask)?);
         }
         for which in 0..2 {
-            for _ in 0..count(next())? {
+            let n = count(next())?;
+            if which == 0 {
+                m.port.reserve_exact(n);
+            } else {
+                m.local_port.reserve_exact(n);
+            }
+            for _ in 0..n {
                 let lo = next()?.parse().ok()?;
                 let hi = next()?.parse().ok()?;
                 let p = Ports { lo, hi };
@@ -329,6 +405,18 @@ linger = "off"
         assert!(decode(&blob[..blob.len() - 3], fp).is_none());
         assert!(decode(&format!("{blob} x"), fp).is_none());
         assert!(decode(&blob.replace(" AF41", " XX"), fp).is_none() || !blob.contains(" AF41"));
+    }
+
+    #[test]
+    fn find_byte_agrees_with_position() {
+        let text = b"ab c/de  fghijklmnop/qrstuvwxyz 0123456789abcdef/ x";
+        for start in 0..text.len() {
+            for needle in [b' ', b'/', b'x', b'#'] {
+                let s = &text[start..];
+                let want = s.iter().position(|&b| b == needle).unwrap_or(s.len());
+                assert_eq!(super::find_byte(s, needle), want, "{start} {needle}");
+            }
+        }
     }
 
     #[test]

@@ -370,11 +370,57 @@ impl<'p> Decision<'p> {
     }
 }
 
-/// A hash map with fixed keys: its keys come from the policy, which is trusted, so there
-/// is no flooding to defend against, and std's random keys would cost every process under
-/// sockwrap a `getrandom` system call at load.
-type FixedMap<K, V> =
-    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<std::hash::DefaultHasher>>;
+/// A hash map for keys that come from the policy. Those are trusted, so there is no
+/// flooding to defend against, and the map is built in every exec under sockwrap: std's
+/// SipHash with random keys would cost a `getrandom` system call and ~100 instructions per
+/// key. Written here because it is a dozen lines (the multiply-rotate step of rustc's
+/// FxHasher, plus a final mix so that keys differing only in high bits, like /24 networks,
+/// still spread over the low bits that pick the bucket).
+type FixedMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+
+#[derive(Default, Clone, Copy)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    fn add(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, x: u8) {
+        self.add(x as u64)
+    }
+    fn write_u16(&mut self, x: u16) {
+        self.add(x as u64)
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.add(x as u64)
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.add(x)
+    }
+    fn write_u128(&mut self, x: u128) {
+        self.add(x as u64);
+        self.add((x >> 64) as u64);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.add(x as u64)
+    }
+    fn finish(&self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^ (x >> 33)
+    }
+}
 
 /// Finds the rules that can match a remote address without looking at every rule: rules
 /// that name remote networks are filed under each network (a hash table per prefix
@@ -484,59 +530,49 @@ fn family_variant(family: Family, maybe_v4: bool) -> usize {
 
 impl Policy {
     pub fn new(rules: Vec<Rule>, on_error: OnError) -> Policy {
-        let rules: Vec<Rule> = rules.into_iter().filter(|r| !r.is_empty()).collect();
-        let mut managed = 0;
-        for r in &rules {
-            for o in Opt::ALL {
-                if r.settings[o as usize].is_some() {
-                    managed |= o.bit();
-                }
-            }
-        }
+        // Rules are large (a slot per option): move them only when some must go.
+        let rules: Vec<Rule> = if rules.iter().any(Rule::is_empty) {
+            rules.into_iter().filter(|r| !r.is_empty()).collect()
+        } else {
+            rules
+        };
         let any_needs_remote = rules.iter().any(|r| r.matcher.needs_remote());
         let udp_dest_rules = rules
             .iter()
             .any(|r| r.matcher.needs_remote() && r.matcher.transport != Some(Transport::Tcp));
         let any_local_port = rules.iter().any(|r| !r.matcher.local_port.is_empty());
-        let masks = rules
-            .iter()
-            .map(|r| {
-                r.settings
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.is_some())
-                    .fold(0u32, |m, (i, _)| m | 1 << i)
-            })
-            .collect();
-        let soft_masks = rules
-            .iter()
-            .map(|r| {
-                r.settings
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.is_some_and(|s| s.soft))
-                    .fold(0u32, |m, (i, _)| m | 1 << i)
-            })
-            .collect();
         let index = RemoteIndex::build(&rules);
+        // One pass over every rule's slots: the masks, and the kernel operations of each
+        // distinct (option, value), computed once.
+        let mut managed = 0;
+        let mut masks = Vec::with_capacity(rules.len());
+        let mut soft_masks = Vec::with_capacity(rules.len());
         let mut plans: Vec<[Ops; 3]> = Vec::new();
         let mut seen: FixedMap<(Opt, Value), u32> = Default::default();
         let mut plan_of = Vec::with_capacity(rules.len());
         for r in &rules {
+            let (mut mask, mut soft) = (0u32, 0u32);
             let mut ids = [0u32; N_OPTS];
-            for o in Opt::ALL {
-                if let Some(st) = r.settings[o as usize] {
-                    let id = *seen.entry((o, st.value)).or_insert_with(|| {
-                        plans.push([
-                            catalog::kernel_ops(o, st.value, Family::V4, false),
-                            catalog::kernel_ops(o, st.value, Family::V6, false),
-                            catalog::kernel_ops(o, st.value, Family::V6, true),
-                        ]);
-                        plans.len() as u32 - 1
-                    });
-                    ids[o as usize] = id;
+            for (slot, st) in r.settings.iter().enumerate() {
+                let (Some(st), Some(&o)) = (st, Opt::ALL.get(slot)) else {
+                    continue;
+                };
+                mask |= o.bit();
+                if st.soft {
+                    soft |= o.bit();
                 }
+                ids[slot] = *seen.entry((o, st.value)).or_insert_with(|| {
+                    plans.push([
+                        catalog::kernel_ops(o, st.value, Family::V4, false),
+                        catalog::kernel_ops(o, st.value, Family::V6, false),
+                        catalog::kernel_ops(o, st.value, Family::V6, true),
+                    ]);
+                    plans.len() as u32 - 1
+                });
             }
+            managed |= mask;
+            masks.push(mask);
+            soft_masks.push(soft);
             plan_of.push(ids);
         }
         let mut p = Policy {

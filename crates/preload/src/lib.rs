@@ -18,6 +18,7 @@
 )]
 
 pub mod apply;
+pub mod arena;
 pub mod fdtable;
 pub mod hooks;
 pub mod log;
@@ -29,7 +30,12 @@ pub mod trace;
 use core::ffi::{c_char, c_int};
 use core::sync::atomic::{AtomicPtr, Ordering};
 use sockwrap_policy::LogLevel;
+use std::borrow::Cow;
 use std::ffi::CStr;
+
+/// Everything the library allocates comes from its own arena first (see `arena`).
+#[global_allocator]
+static ALLOC: arena::Arena = arena::Arena;
 
 /// The published policy: null until the constructor has run (hooks then pass through).
 pub static GLOBAL: AtomicPtr<apply::Global> = AtomicPtr::new(core::ptr::null_mut());
@@ -82,7 +88,7 @@ fn init(argv0: Option<&CStr>) {
     }
     let argv0 = argv0.map(|a| a.to_string_lossy().into_owned());
     let loaded =
-        sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |path| {
+        sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_ref(), v.as_ref())), |path| {
             std::fs::read_to_string(path).map_err(|e| format!("cannot read the policy file: {e}"))
         });
     log::init(loaded.env.log_level, loaded.env.log_file.as_deref());
@@ -155,26 +161,32 @@ fn init(argv0: Option<&CStr>) {
 }
 
 /// The `SOCKWRAP_*` variables, read straight from `environ` so that the rest of a large
-/// environment is never copied (std::env::vars_os copies every variable).
-fn sockwrap_vars() -> Vec<(String, String)> {
+/// environment is never copied (std::env::vars_os copies every variable). Valid UTF-8 (all
+/// that sockwrap sets) is borrowed, not copied: the compiled policy can be kilobytes.
+fn sockwrap_vars() -> Vec<(Cow<'static, str>, Cow<'static, str>)> {
     extern "C" {
         static environ: *const *const c_char;
     }
+    fn text(b: &'static [u8]) -> Cow<'static, str> {
+        match core::str::from_utf8(b) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => Cow::Owned(String::from_utf8_lossy(b).into_owned()),
+        }
+    }
     let mut out = Vec::new();
     // SAFETY: environ is the process's NULL-terminated array of NUL-terminated strings;
-    // nothing else runs while the constructor does.
+    // nothing else runs while the constructor does, and the strings are only read during
+    // it (the borrows do not outlive `init`, whatever 'static says).
     unsafe {
         let mut p = environ;
         if p.is_null() {
             return out;
         }
         while !(*p).is_null() {
-            let bytes = CStr::from_ptr(*p).to_bytes();
+            let bytes: &'static [u8] = CStr::from_ptr(*p).to_bytes();
             if bytes.starts_with(b"SOCKWRAP_") {
                 if let Some(eq) = bytes.iter().position(|&b| b == b'=') {
-                    let k = String::from_utf8_lossy(&bytes[..eq]).into_owned();
-                    let v = String::from_utf8_lossy(&bytes[eq + 1..]).into_owned();
-                    out.push((k, v));
+                    out.push((text(&bytes[..eq]), text(&bytes[eq + 1..])));
                 }
             }
             p = p.add(1);
