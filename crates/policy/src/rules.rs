@@ -547,7 +547,11 @@ impl Policy {
         let mut managed = 0;
         let mut masks = Vec::with_capacity(rules.len());
         let mut soft_masks = Vec::with_capacity(rules.len());
-        let mut plans: Vec<[Ops; 3]> = Vec::new();
+        let settings: usize = rules
+            .iter()
+            .map(|r| r.settings.iter().flatten().count())
+            .sum();
+        let mut plans: Vec<[Ops; 3]> = Vec::with_capacity(settings.min(64));
         let mut seen: FixedMap<(Opt, Value), u32> = Default::default();
         let mut plan_of = Vec::with_capacity(rules.len());
         for r in &rules {

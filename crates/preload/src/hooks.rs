@@ -1133,6 +1133,8 @@ unsafe fn close_full(fd: c_int) -> c_int {
 //   load and one jump per call: the cost of the cheapest possible interposer.
 
 /// Set by the constructor once it has decided (policy or not, trace or not).
+/// In `.data`, not `.bss`: with the other statics every exec touches (see `GLOBAL`).
+#[link_section = ".data"]
 static DECIDED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// `closefrom` as a C function for its slot (the real one may be missing: see

@@ -38,6 +38,11 @@ use std::ffi::CStr;
 static ALLOC: arena::Arena = arena::Arena;
 
 /// The published policy: null until the constructor has run (hooks then pass through).
+///
+/// Placed in `.data` rather than `.bss`, like the other flags every exec reads: `.data`
+/// pages are written by the loader anyway (relocations), while a lone `.bss` page costs
+/// each process one or two page faults (read: the zero page; write: a copy).
+#[link_section = ".data"]
 pub static GLOBAL: AtomicPtr<apply::Global> = AtomicPtr::new(core::ptr::null_mut());
 
 #[used]
@@ -86,7 +91,8 @@ fn init(argv0: Option<&CStr>) {
         // allocated, nothing else resolved).
         return;
     }
-    let argv0 = argv0.map(|a| a.to_string_lossy().into_owned());
+    // argv[0] as text only where it is used (the trace's program name, program rules).
+    let argv0 = || argv0.map(|a| a.to_string_lossy().into_owned());
     let loaded =
         sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_ref(), v.as_ref())), |path| {
             std::fs::read_to_string(path).map_err(|e| format!("cannot read the policy file: {e}"))
@@ -94,6 +100,7 @@ fn init(argv0: Option<&CStr>) {
     log::init(loaded.env.log_level, loaded.env.log_file.as_deref());
     real::resolve_all();
     if let Some(path) = loaded.env.trace.as_deref() {
+        let argv0 = argv0();
         let prog = argv0
             .as_deref()
             .and_then(|a| a.rsplit('/').next())
@@ -129,7 +136,7 @@ fn init(argv0: Option<&CStr>) {
     let all_rules = loaded.policy.rules().len();
     let policy = if by_program {
         let mut names: Vec<String> = Vec::new();
-        if let Some(base) = argv0.as_deref().and_then(|a| a.rsplit('/').next()) {
+        if let Some(base) = argv0().as_deref().and_then(|a| a.rsplit('/').next()) {
             names.push(base.to_string());
         }
         if let Ok(exe) = std::fs::read_link("/proc/self/exe") {

@@ -17,6 +17,8 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 use libc::{sockaddr, socklen_t};
 use std::sync::OnceLock;
 
+/// In `.data`, not `.bss`: with the other statics every exec touches (see `GLOBAL`).
+#[link_section = ".data"]
 static ON: AtomicBool = AtomicBool::new(false);
 static FD: AtomicI32 = AtomicI32::new(-1);
 static DEV: AtomicU64 = AtomicU64::new(0);
