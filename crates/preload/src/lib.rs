@@ -6,9 +6,10 @@
 //! no locks, no lazy initialisation. Anything that goes wrong while loading leaves the
 //! program untouched (fail-open) with one error line.
 //!
-//! Module map: `hooks` (exported C functions, all FFI), `real` (dlsym table), `sys` (raw
-//! system calls), `apply` (safe decision → setsockopt), `fdtable` (locks per descriptor),
-//! `log` (lines, counters, exit summary).
+//! Module map: `hooks` (exported C functions, all FFI, and their slots), `real` (dlsym
+//! table), `sys` (raw system calls), `apply` (safe decision → setsockopt), `fdtable` (locks
+//! per descriptor), `mptcp` (protocol swaps), `trace` (JSON lines), `log` (lines, counters,
+//! exit summary), `arena` (the library's allocator).
 
 #![deny(
     unsafe_op_in_unsafe_fn,
