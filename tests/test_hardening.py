@@ -76,7 +76,8 @@ table ip {t} {{
     type filter hook output priority 0; policy accept;
     tcp dport {p} tcp flags & (syn | ack) == syn ip dscp ef counter comment "syn_ef"
     tcp dport {p} tcp flags & (syn | ack) == syn ip dscp != ef counter comment "syn_other"
-    tcp dport {p} ip dscp != ef counter comment "other_not_ef"
+    tcp dport {p} tcp flags & rst == 0 ip dscp != ef counter comment "other_not_ef"
+    tcp dport {p} tcp flags & rst == rst ip dscp != ef counter comment "rst_not_ef"
     tcp dport {p} ip dscp ef counter comment "all_ef"
   }}
 }}
@@ -131,7 +132,13 @@ def test_threads_32x200_every_connection_marked_no_fd_leak(cbuild, port):
     total = n_threads * per
     # >= : a SYN dropped by a full accept queue is retransmitted (and must be EF too)
     assert c["syn_ef"] >= total and c["syn_other"] == 0, (c, r.stdout)
+    # Every SYN, ACK, data and FIN segment of every connection carries EF. RSTs are left out:
+    # a reset the kernel sends in answer to a segment (tcp_v4_send_reset) takes the ToS of
+    # the segment it answers (here the plain server's 0), not the socket's; under this load
+    # a few occur. A lost lock would show in the ACKs and FINs every connection sends.
+    print("nft counters:", c)
     assert c["other_not_ef"] == 0, f"packets without EF (lock lost under threads?): {c}"
+    assert c["rst_not_ef"] <= total // 20, f"more resets than the load explains: {c}"
 
 
 def test_threads_witness_can_fail(cbuild, port):
