@@ -132,10 +132,11 @@ def test_threads_32x200_every_connection_marked_no_fd_leak(cbuild, port):
     total = n_threads * per
     # >= : a SYN dropped by a full accept queue is retransmitted (and must be EF too)
     assert c["syn_ef"] >= total and c["syn_other"] == 0, (c, r.stdout)
-    # Every SYN, ACK, data and FIN segment of every connection carries EF. RSTs are left out:
-    # a reset the kernel sends in answer to a segment (tcp_v4_send_reset) takes the ToS of
-    # the segment it answers (here the plain server's 0), not the socket's; under this load
-    # a few occur. A lost lock would show in the ACKs and FINs every connection sends.
+    # Every SYN, ACK, data and FIN segment of every connection carries EF. RSTs are counted
+    # apart: a reset the kernel sends in answer to a segment (tcp_v4_send_reset) is built by
+    # its own control socket, not by the program's, so it does not carry the socket's ToS;
+    # under this load (accept queue overflows, retransmitted SYNs) a few occur. A lost lock
+    # would show in the ACKs and FINs every connection sends.
     print("nft counters:", c)
     assert c["other_not_ef"] == 0, f"packets without EF (lock lost under threads?): {c}"
     assert c["rst_not_ef"] <= total // 20, f"more resets than the load explains: {c}"
