@@ -327,17 +327,10 @@ impl<'p> Decision<'p> {
     /// The `setsockopt` calls for `opt` as decided, for a socket of `family` (see
     /// [`catalog::kernel_ops`]), computed once when the policy was built.
     pub fn ops(&self, opt: Opt, family: Family, maybe_v4: bool) -> &'p Ops {
-        const NONE: &Ops = &Ops::EMPTY;
-        let slot = opt as usize;
-        let Some(&tag) = self.from.get(slot) else {
-            return NONE;
-        };
-        if tag == 0 {
-            return NONE;
+        match self.plan_id(opt) {
+            Some(id) => self.policy.plan_ops(id, family, maybe_v4),
+            None => &Ops::EMPTY,
         }
-        self.policy
-            .ops_of(tag as usize - 1, slot, family, maybe_v4)
-            .unwrap_or(NONE)
     }
 
     /// The id of `opt`'s precomputed kernel operations (see [`Policy::plan_ops`]).
@@ -624,12 +617,6 @@ impl Policy {
             .unwrap_or(NONE)
     }
 
-    /// The precomputed kernel operations of rule `rule`'s setting in `slot`.
-    fn ops_of(&self, rule: usize, slot: usize, family: Family, maybe_v4: bool) -> Option<&Ops> {
-        let id = *self.plan_of.get(rule)?.get(slot)? as usize;
-        self.plans.get(id)?.get(family_variant(family, maybe_v4))
-    }
-
     /// Keeps only the rules that apply to a program called by one of `names` (argv[0]'s
     /// basename, the executable's basename...). Run once at load.
     pub fn for_program(&self, names: &[&str]) -> Policy {
@@ -676,19 +663,10 @@ impl Policy {
 
     /// The options a socket in `ctx` gets. Later rules override earlier ones per option.
     pub fn decide(&self, ctx: &Ctx) -> Decision<'_> {
-        if let Some(f) = self.fixed.as_deref() {
-            let i = fixed_index(ctx.transport, ctx.role);
-            if let Some(x) = f.get(i) {
-                return Decision {
-                    from: x.from,
-                    mask: x.mask,
-                    soft: x.soft,
-                    fixed: i as u8 + 1,
-                    policy: self,
-                };
-            }
+        match self.fixed_decision(fixed_index(ctx.transport, ctx.role)) {
+            Some((d, _)) => d,
+            None => self.decide_scan(ctx),
         }
-        self.decide_scan(ctx)
     }
 
     /// Precomputed decision `i` (0..6) and the transport it is for, when the policy has

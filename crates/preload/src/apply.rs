@@ -50,8 +50,8 @@ impl Global {
     pub fn new(policy: Policy) -> Global {
         let mut stage_masks = [[0u32; 2]; 5];
         for st in STAGES {
-            for (ti, t) in [Transport::Tcp, Transport::Udp].into_iter().enumerate() {
-                stage_masks[st as usize][ti] = Opt::ALL
+            for t in [Transport::Tcp, Transport::Udp] {
+                stage_masks[st as usize][transport_index(t)] = Opt::ALL
                     .iter()
                     .filter(|&&o| {
                         o != Opt::Mptcp // the protocol: the socket hook and `mptcp::swap`
@@ -74,12 +74,8 @@ impl Global {
             let Some((d, t)) = policy.fixed_decision(fi) else {
                 break;
             };
-            let ti = match t {
-                Transport::Tcp => 0,
-                Transport::Udp => 1,
-            };
             for st in STAGES {
-                let mask = d.mask() & stage_masks[st as usize][ti];
+                let mask = d.mask() & stage_masks[st as usize][transport_index(t)];
                 let mut p = Program {
                     ids: [0; N_OPTS],
                     n: 0,
@@ -107,11 +103,15 @@ impl Global {
     }
 
     fn stage_mask(&self, stage: Stage, transport: Transport) -> u32 {
-        let t = match transport {
-            Transport::Tcp => 0,
-            Transport::Udp => 1,
-        };
-        self.stage_masks[stage as usize][t]
+        self.stage_masks[stage as usize][transport_index(transport)]
+    }
+}
+
+/// The second index of [`Global::stage_masks`].
+fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Tcp => 0,
+        Transport::Udp => 1,
     }
 }
 

@@ -79,14 +79,8 @@ pub(crate) fn open_append(path: &str, create: bool) -> i32 {
 /// high descriptor. Two system calls: the copy, then one fstat that both refuses a socket
 /// (log text never goes into a connection) and gives the identity `init` records.
 fn dup_stderr() -> Option<(i32, u64, u64)> {
-    let mut fd = -1;
-    for min in [900, 200, 30, 3] {
-        // SAFETY: fcntl(F_DUPFD_CLOEXEC) has no memory effects; a closed fd 2 gives EBADF.
-        fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, min) };
-        if fd >= 0 || sys::errno() == libc::EBADF {
-            break;
-        }
-    }
+    // 3 as the last floor: better a low copy than no log when descriptors are scarce.
+    let fd = dup_high(2, &[900, 200, 30, 3]);
     if fd < 0 {
         return None;
     }
@@ -102,15 +96,25 @@ fn dup_stderr() -> Option<(i32, u64, u64)> {
 /// Moves our descriptor out of the range programs use for themselves, so a program that
 /// expects the next descriptor to be 3 still gets 3.
 fn move_high(fd: i32) -> i32 {
-    for min in [900, 200, 30] {
-        // SAFETY: as in dup_stderr.
+    let high = dup_high(fd, &[900, 200, 30]);
+    if high < 0 {
+        return fd;
+    }
+    sys::close(fd); // ours, by system call
+    high
+}
+
+/// A close-on-exec copy of `fd` at or above the first of `floors` that works; -1 if none
+/// (or if `fd` is not open).
+fn dup_high(fd: i32, floors: &[i32]) -> i32 {
+    for &min in floors {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) has no memory effects; a closed fd gives EBADF.
         let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
-        if high >= 0 {
-            sys::close(fd); // ours, by system call
+        if high >= 0 || sys::errno() == libc::EBADF {
             return high;
         }
     }
-    fd
+    -1
 }
 
 /// A line buffer on the stack. Overlong lines are cut, never allocated.
