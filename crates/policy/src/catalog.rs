@@ -1,14 +1,23 @@
-//! The catalog of socket options sockwrap knows.
+//! The catalog of socket options sockwrap knows, and every kernel fact about them.
 //!
 //! Each [`Opt`] is one *slot*: a thing a user can ask for by name (`dscp`, `keepalive.idle`,
-//! `congestion`...). Its [`OptSpec`] names the kernel option(s) it becomes, the socket kinds it
-//! means something for, when it must be set, and how its value is spelled. The preload library
-//! asks the catalog for the exact `setsockopt` calls ([`kernel_ops`]) and for the reverse
-//! mapping, from a program's own `setsockopt(level, name)` to the slot it touches
-//! ([`slot_for_kernel_option`]), which is how locks work.
+//! `congestion`...). Its [`OptSpec`] holds, as data, the kernel options it becomes
+//! ([`KernelOpt`]: level, option name, C name, the address family it applies to, how the
+//! value is encoded, whether MPTCP sockets accept it), the socket kinds it means something
+//! for, when it must be set, whether accepted sockets inherit it, and how its value is
+//! spelled. Everything else is derived from that one table:
+//! * [`kernel_ops`]: the exact `setsockopt` calls for a value (the [`crate::plan`] is built
+//!   from them);
+//! * [`slot_for_kernel_option`]: from a program's own `setsockopt(level, name)` back to the
+//!   slot it touches (how locks work), a table computed at compile time;
+//! * [`kernel_name`]: the C names in logs and traces;
+//! * [`carried_options`]: what the library reads back and sets again when it changes a
+//!   socket's protocol (MPTCP ↔ TCP).
 //!
-//! Linux constants are written here by hand, each next to its C name: this crate is pure Rust
-//! and must not depend on libc's headers (it is also used by the CLI for `explain`).
+//! The enum and the table are written by one macro ([`catalog!`]), so they cannot drift
+//! apart. Linux constants are written here by hand, each next to its C name: this crate is
+//! pure Rust and must not depend on libc's headers (the CLI and the kernel backend use it
+//! too).
 
 use core::fmt;
 
@@ -25,9 +34,11 @@ pub mod k {
     pub const SO_SNDBUF: i32 = 7;
     pub const SO_RCVBUF: i32 = 8;
     pub const SO_KEEPALIVE: i32 = 9;
+    pub const SO_OOBINLINE: i32 = 10;
     pub const SO_PRIORITY: i32 = 12;
     pub const SO_LINGER: i32 = 13;
     pub const SO_REUSEPORT: i32 = 15;
+    pub const SO_RCVLOWAT: i32 = 18;
     pub const SO_BINDTODEVICE: i32 = 25;
     pub const SO_SNDBUFFORCE: i32 = 32;
     pub const SO_RCVBUFFORCE: i32 = 33;
@@ -36,101 +47,95 @@ pub mod k {
 
     pub const IP_TOS: i32 = 1;
     pub const IP_TTL: i32 = 2;
+    pub const IP_FREEBIND: i32 = 15;
+    pub const IP_TRANSPARENT: i32 = 19;
     pub const IP_BIND_ADDRESS_NO_PORT: i32 = 24;
 
     pub const IPV6_UNICAST_HOPS: i32 = 16;
+    pub const IPV6_V6ONLY: i32 = 26;
     pub const IPV6_TCLASS: i32 = 67;
 
     pub const TCP_NODELAY: i32 = 1;
     pub const TCP_MAXSEG: i32 = 2;
+    pub const TCP_CORK: i32 = 3;
     pub const TCP_KEEPIDLE: i32 = 4;
     pub const TCP_KEEPINTVL: i32 = 5;
     pub const TCP_KEEPCNT: i32 = 6;
+    pub const TCP_DEFER_ACCEPT: i32 = 9;
     pub const TCP_CONGESTION: i32 = 13;
     pub const TCP_USER_TIMEOUT: i32 = 18;
     pub const TCP_NOTSENT_LOWAT: i32 = 25;
+    pub const TCP_FASTOPEN_CONNECT: i32 = 30;
 }
 
-/// One option slot. The declaration order is the order in which options are applied:
-/// ToS comes before priority because on IPv4 setting `IP_TOS` also overwrites `SO_PRIORITY`;
-/// the device and source address come before anything that could make the kernel pick a route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[repr(u8)]
-pub enum Opt {
-    Tos = 0,
-    Priority,
-    Ttl,
-    Mark,
-    BindInterface,
-    BindAddress,
-    ReuseAddr,
-    ReusePort,
-    SndBuf,
-    RcvBuf,
-    MaxPacingRate,
+/// Which sockets a kernel option is set on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpFamily {
+    /// Every IP socket (SOL_SOCKET and TCP options).
+    Any,
+    /// An IPv4 header field: AF_INET sockets, and AF_INET6 sockets that carry or may carry
+    /// IPv4 (v4-mapped peers, dual-stack listeners), where it is an extra whose refusal
+    /// is not a failure.
+    V4Header,
+    /// AF_INET6 sockets only.
+    V6,
+}
+
+/// How an option's value becomes `setsockopt`'s bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enc {
+    /// A C `int`.
+    Int,
+    /// A `u32` (same four bytes as an int holding its bit pattern).
+    U32,
+    /// An `int` 0/1.
+    Bool,
+    /// A buffer size in an `int`; the kernel reports back twice what was set.
+    BufSize,
+    /// Text without a terminating NUL (TCP_CONGESTION).
+    Str,
+    /// Text with its terminating NUL counted in the length (SO_BINDTODEVICE).
+    StrNul,
+    /// `struct linger { int l_onoff; int l_linger; }`.
     Linger,
-    KeepAlive,
-    KeepIdle,
-    KeepIntvl,
-    KeepCnt,
-    NoDelay,
-    UserTimeout,
-    Congestion,
-    MaxSeg,
-    NotsentLowat,
-    Mptcp,
 }
 
-/// Number of option slots.
-pub const N_OPTS: usize = Opt::Mptcp as usize + 1;
+/// One kernel option: `setsockopt(fd, level, name, ...)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOpt {
+    pub level: i32,
+    pub name: i32,
+    /// C name, for logs and traces.
+    pub cname: &'static str,
+    pub family: OpFamily,
+    pub enc: Enc,
+    /// Whether an MPTCP socket accepts it (measured on 6.18: SO_MAX_PACING_RATE, IP_TTL,
+    /// IPV6_TCLASS, IPV6_UNICAST_HOPS → EOPNOTSUPP; TCP_USER_TIMEOUT → ENOPROTOOPT).
+    pub mptcp: bool,
+}
 
-impl Opt {
-    pub const ALL: [Opt; N_OPTS] = [
-        Opt::Tos,
-        Opt::Priority,
-        Opt::Ttl,
-        Opt::Mark,
-        Opt::BindInterface,
-        Opt::BindAddress,
-        Opt::ReuseAddr,
-        Opt::ReusePort,
-        Opt::SndBuf,
-        Opt::RcvBuf,
-        Opt::MaxPacingRate,
-        Opt::Linger,
-        Opt::KeepAlive,
-        Opt::KeepIdle,
-        Opt::KeepIntvl,
-        Opt::KeepCnt,
-        Opt::NoDelay,
-        Opt::UserTimeout,
-        Opt::Congestion,
-        Opt::MaxSeg,
-        Opt::NotsentLowat,
-        Opt::Mptcp,
-    ];
-
-    pub fn spec(self) -> &'static OptSpec {
-        &SPECS[self as usize]
+const fn kopt(level: i32, name: i32, cname: &'static str, family: OpFamily, enc: Enc) -> KernelOpt {
+    KernelOpt {
+        level,
+        name,
+        cname,
+        family,
+        enc,
+        mptcp: true,
     }
+}
 
-    pub fn name(self) -> &'static str {
-        self.spec().name
-    }
+/// A kernel option that MPTCP sockets refuse on this kernel.
+const fn not_mptcp(o: KernelOpt) -> KernelOpt {
+    KernelOpt { mptcp: false, ..o }
+}
 
-    pub fn bit(self) -> u32 {
-        1 << (self as u32)
-    }
+const fn sol(name: i32, cname: &'static str, enc: Enc) -> KernelOpt {
+    kopt(k::SOL_SOCKET, name, cname, OpFamily::Any, enc)
+}
 
-    /// Finds a slot by any of its user-facing names (`hop-limit` finds [`Opt::Ttl`]).
-    /// Underscores and hyphens are interchangeable.
-    pub fn from_name(name: &str) -> Option<Opt> {
-        let norm = |s: &str| s.replace('_', "-").to_ascii_lowercase();
-        let want = norm(name);
-        Opt::ALL
-            .into_iter()
-            .find(|o| o.spec().name == want || o.spec().aliases.iter().any(|a| *a == want))
-    }
+const fn tcp(name: i32, cname: &'static str, enc: Enc) -> KernelOpt {
+    kopt(k::IPPROTO_TCP, name, cname, OpFamily::Any, enc)
 }
 
 /// Which transports an option means something for.
@@ -196,8 +201,16 @@ pub struct OptSpec {
     /// Canonical user-facing name (CLI flag `--NAME`, TOML key, `SOCKWRAP_NAME`).
     pub name: &'static str,
     pub aliases: &'static [&'static str],
-    /// The kernel option(s), for docs and messages.
+    /// The kernel option(s), for docs and messages (every [`OptSpec::ops`] C name appears
+    /// in it: checked by a test).
     pub kernel: &'static str,
+    /// The `setsockopt` calls this option becomes, in the order they are made. Empty for the
+    /// two options that are not socket options: the source address (a `bind`) and MPTCP
+    /// (the protocol given to `socket`).
+    pub ops: &'static [KernelOpt],
+    /// Other kernel options that change the same thing (SO_SNDBUFFORCE for SO_SNDBUF): a
+    /// lock on this option holds against them too.
+    pub same_as: &'static [(i32, i32)],
     pub kind: Kind,
     pub applies: Applies,
     pub when: When,
@@ -212,232 +225,482 @@ const fn int(min: i64, max: i64, unit: Unit) -> Kind {
     Kind::Int { min, max, unit }
 }
 
-/// The catalog, indexed by `Opt as usize`.
-pub static SPECS: [OptSpec; N_OPTS] = [
-    OptSpec {
-        name: "dscp",
+/// Writes the option enum and its table from one list: `Variant = "name" { fields }`.
+/// The declaration order is the order in which options are applied.
+macro_rules! catalog {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal { $($field:ident : $val:expr),* $(,)? } )*) => {
+        /// One option slot, in apply order.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[repr(u8)]
+        pub enum Opt {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Opt {
+            /// Every slot, in apply order (`Opt::ALL[o as usize] == o`).
+            pub const ALL: [Opt; N_OPTS] = [$(Opt::$variant),*];
+        }
+
+        /// Number of option slots.
+        pub const N_OPTS: usize = [$(Opt::$variant),*].len();
+
+        /// The catalog, indexed by `Opt as usize` (a `const` so that the reverse look-up
+        /// table below can be computed from it at compile time).
+        pub(crate) const TABLE: [OptSpec; N_OPTS] = [$(OptSpec { name: $name, $($field: $val),* }),*];
+    };
+}
+
+// The order matters: ToS comes before priority because on IPv4 setting `IP_TOS` also
+// overwrites `SO_PRIORITY`; the device and source address come before anything that could
+// make the kernel pick a route.
+catalog! {
+    /// DSCP / ToS byte.
+    Tos = "dscp" {
         aliases: &["tos"],
         kernel: "IP_TOS, IPV6_TCLASS",
+        ops: &[
+            not_mptcp(kopt(k::IPPROTO_IPV6, k::IPV6_TCLASS, "IPV6_TCLASS", OpFamily::V6, Enc::Int)),
+            kopt(k::IPPROTO_IP, k::IP_TOS, "IP_TOS", OpFamily::V4Header, Enc::Int),
+        ],
+        same_as: &[],
         kind: Kind::Dscp,
         applies: Applies::Ip,
         when: When::BeforeConnect,
         inherited_by_accept: true,
         help: "DSCP class: EF, AF11..AF43, CS0..CS7, LE, VA or 0..63 (`tos` takes the whole byte 0..255)",
-    },
-    OptSpec {
-        name: "priority",
+    }
+    Priority = "priority" {
         aliases: &[],
         kernel: "SO_PRIORITY",
+        ops: &[sol(k::SO_PRIORITY, "SO_PRIORITY", Enc::Int)],
+        same_as: &[],
         kind: int(0, i32::MAX as i64, Unit::None),
         applies: Applies::Ip,
         when: When::Any,
         inherited_by_accept: false,
         help: "queueing priority for the qdisc (0..6 without CAP_NET_ADMIN)",
-    },
-    OptSpec {
-        name: "ttl",
+    }
+    Ttl = "ttl" {
         aliases: &["hop-limit"],
         kernel: "IP_TTL, IPV6_UNICAST_HOPS",
+        ops: &[
+            not_mptcp(kopt(k::IPPROTO_IPV6, k::IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", OpFamily::V6, Enc::Int)),
+            not_mptcp(kopt(k::IPPROTO_IP, k::IP_TTL, "IP_TTL", OpFamily::V4Header, Enc::Int)),
+        ],
+        same_as: &[],
         kind: int(1, 255, Unit::None),
         applies: Applies::Ip,
         when: When::BeforeConnect,
         inherited_by_accept: true,
         help: "IPv4 TTL / IPv6 hop limit of outgoing packets (1..255)",
-    },
-    OptSpec {
-        name: "mark",
+    }
+    Mark = "mark" {
         aliases: &["fwmark"],
         kernel: "SO_MARK",
+        ops: &[sol(k::SO_MARK, "SO_MARK", Enc::U32)],
+        same_as: &[],
         kind: int(0, u32::MAX as i64, Unit::None),
         applies: Applies::Ip,
         when: When::BeforeConnect,
         inherited_by_accept: true,
         help: "firewall mark for policy routing and nftables (needs CAP_NET_ADMIN)",
-    },
-    OptSpec {
-        name: "bind-interface",
+    }
+    BindInterface = "bind-interface" {
         aliases: &["interface", "device"],
         kernel: "SO_BINDTODEVICE",
+        ops: &[sol(k::SO_BINDTODEVICE, "SO_BINDTODEVICE", Enc::StrNul)],
+        same_as: &[],
         kind: Kind::Name,
         applies: Applies::Ip,
         when: When::BeforeConnect,
         inherited_by_accept: true,
         help: "send and receive only through this network interface",
-    },
-    OptSpec {
-        name: "bind-address",
+    }
+    /// Not a socket option: `bind(addr:0)` after IP_BIND_ADDRESS_NO_PORT.
+    BindAddress = "bind-address" {
         aliases: &["source", "source-address"],
         kernel: "bind() with IP_BIND_ADDRESS_NO_PORT",
+        ops: &[],
+        same_as: &[],
         kind: Kind::Addrs,
         applies: Applies::Ip,
         when: When::BeforeConnect,
         inherited_by_accept: true,
         help: "source address for outgoing connections (one per family, comma-separated)",
-    },
-    OptSpec {
-        name: "reuseaddr",
+    }
+    ReuseAddr = "reuseaddr" {
         aliases: &[],
         kernel: "SO_REUSEADDR",
+        ops: &[sol(k::SO_REUSEADDR, "SO_REUSEADDR", Enc::Bool)],
+        same_as: &[],
         kind: Kind::Bool,
         applies: Applies::Ip,
         when: When::BeforeBind,
         inherited_by_accept: true,
         help: "servers: allow bind() to a port with connections in TIME_WAIT",
-    },
-    OptSpec {
-        name: "reuseport",
+    }
+    ReusePort = "reuseport" {
         aliases: &[],
         kernel: "SO_REUSEPORT",
+        ops: &[sol(k::SO_REUSEPORT, "SO_REUSEPORT", Enc::Bool)],
+        same_as: &[],
         kind: Kind::Bool,
         applies: Applies::Ip,
         when: When::BeforeBind,
         inherited_by_accept: true,
         help: "servers: let several sockets bind the same port (load balancing)",
-    },
-    OptSpec {
-        name: "sndbuf",
+    }
+    SndBuf = "sndbuf" {
         aliases: &[],
         kernel: "SO_SNDBUF",
+        ops: &[sol(k::SO_SNDBUF, "SO_SNDBUF", Enc::BufSize)],
+        same_as: &[(k::SOL_SOCKET, k::SO_SNDBUFFORCE)],
         kind: int(1024, (i32::MAX / 2) as i64, Unit::Bytes),
         applies: Applies::Ip,
         when: When::Any,
         inherited_by_accept: true,
         help: "send buffer size in bytes (K/M suffixes; the kernel doubles it)",
-    },
-    OptSpec {
-        name: "rcvbuf",
+    }
+    RcvBuf = "rcvbuf" {
         aliases: &[],
         kernel: "SO_RCVBUF",
+        ops: &[sol(k::SO_RCVBUF, "SO_RCVBUF", Enc::BufSize)],
+        same_as: &[(k::SOL_SOCKET, k::SO_RCVBUFFORCE)],
         kind: int(1024, (i32::MAX / 2) as i64, Unit::Bytes),
         applies: Applies::Ip,
         when: When::BeforeConnect,
         inherited_by_accept: true,
         help: "receive buffer size in bytes (before connect: it decides the window scale)",
-    },
-    OptSpec {
-        name: "max-pacing-rate",
+    }
+    MaxPacingRate = "max-pacing-rate" {
         aliases: &["pacing-rate"],
         kernel: "SO_MAX_PACING_RATE",
+        // The kernel reads a u32 when optlen is 4 (and a u64 when it is 8); our range fits.
+        ops: &[not_mptcp(sol(k::SO_MAX_PACING_RATE, "SO_MAX_PACING_RATE", Enc::U32))],
+        same_as: &[],
         kind: int(1, u32::MAX as i64 - 1, Unit::Rate),
         applies: Applies::Ip,
         when: When::Any,
         inherited_by_accept: false,
         help: "per-socket rate limit in bytes/s (K/M/G) or bits/s (kbit/mbit/gbit)",
-    },
-    OptSpec {
-        name: "linger",
+    }
+    Linger = "linger" {
         aliases: &[],
         kernel: "SO_LINGER",
+        ops: &[sol(k::SO_LINGER, "SO_LINGER", Enc::Linger)],
+        same_as: &[],
         kind: Kind::Linger,
         applies: Applies::Ip,
         when: When::Any,
         inherited_by_accept: true,
         help: "seconds close() waits for unsent data (0 = reset at close), or `off`",
-    },
-    OptSpec {
-        name: "keepalive",
+    }
+    KeepAlive = "keepalive" {
         aliases: &["keepalive.enabled"],
         kernel: "SO_KEEPALIVE (+ TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT)",
+        ops: &[sol(k::SO_KEEPALIVE, "SO_KEEPALIVE", Enc::Bool)],
+        same_as: &[],
         kind: Kind::Bool,
         applies: Applies::Tcp,
         when: When::Any,
         inherited_by_accept: true,
         help: "TCP keepalive: `on`, or IDLE,INTERVAL,COUNT (seconds, seconds, probes)",
-    },
-    OptSpec {
-        name: "keepalive.idle",
+    }
+    KeepIdle = "keepalive.idle" {
         aliases: &["keepidle", "keepalive-idle"],
         kernel: "TCP_KEEPIDLE",
+        ops: &[tcp(k::TCP_KEEPIDLE, "TCP_KEEPIDLE", Enc::Int)],
+        same_as: &[],
         kind: int(1, 32767, Unit::Seconds),
         applies: Applies::Tcp,
         when: When::Any,
         inherited_by_accept: true,
         help: "seconds of idleness before the first keepalive probe",
-    },
-    OptSpec {
-        name: "keepalive.interval",
+    }
+    KeepIntvl = "keepalive.interval" {
         aliases: &["keepintvl", "keepalive-interval"],
         kernel: "TCP_KEEPINTVL",
+        ops: &[tcp(k::TCP_KEEPINTVL, "TCP_KEEPINTVL", Enc::Int)],
+        same_as: &[],
         kind: int(1, 32767, Unit::Seconds),
         applies: Applies::Tcp,
         when: When::Any,
         inherited_by_accept: true,
         help: "seconds between keepalive probes",
-    },
-    OptSpec {
-        name: "keepalive.count",
+    }
+    KeepCnt = "keepalive.count" {
         aliases: &["keepcnt", "keepalive-count"],
         kernel: "TCP_KEEPCNT",
+        ops: &[tcp(k::TCP_KEEPCNT, "TCP_KEEPCNT", Enc::Int)],
+        same_as: &[],
         kind: int(1, 127, Unit::None),
         applies: Applies::Tcp,
         when: When::Any,
         inherited_by_accept: true,
         help: "unanswered probes before the connection is dropped",
-    },
-    OptSpec {
-        name: "nodelay",
+    }
+    NoDelay = "nodelay" {
         aliases: &["tcp-nodelay"],
         kernel: "TCP_NODELAY",
+        ops: &[tcp(k::TCP_NODELAY, "TCP_NODELAY", Enc::Bool)],
+        same_as: &[],
         kind: Kind::Bool,
         applies: Applies::Tcp,
         when: When::Any,
         inherited_by_accept: true,
         help: "disable Nagle's algorithm (send small writes at once)",
-    },
-    OptSpec {
-        name: "user-timeout",
+    }
+    UserTimeout = "user-timeout" {
         aliases: &[],
         kernel: "TCP_USER_TIMEOUT",
+        ops: &[not_mptcp(tcp(k::TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT", Enc::Int))],
+        same_as: &[],
         kind: int(0, i32::MAX as i64, Unit::Millis),
         applies: Applies::Tcp,
         when: When::Any,
         inherited_by_accept: true,
         help: "drop the connection when sent data stays unacknowledged this long (ms; s/m suffixes)",
-    },
-    OptSpec {
-        name: "congestion",
+    }
+    Congestion = "congestion" {
         aliases: &["cc", "congestion-control"],
         kernel: "TCP_CONGESTION",
+        ops: &[tcp(k::TCP_CONGESTION, "TCP_CONGESTION", Enc::Str)],
+        same_as: &[],
         kind: Kind::Name,
         applies: Applies::Tcp,
         when: When::BeforeConnect,
         inherited_by_accept: true,
         help: "congestion control algorithm (see net.ipv4.tcp_available_congestion_control)",
-    },
-    OptSpec {
-        name: "maxseg",
+    }
+    MaxSeg = "maxseg" {
         aliases: &["mss"],
         kernel: "TCP_MAXSEG",
+        ops: &[tcp(k::TCP_MAXSEG, "TCP_MAXSEG", Enc::Int)],
+        same_as: &[],
         kind: int(88, 65535, Unit::None),
         applies: Applies::Tcp,
         when: When::BeforeConnect,
         inherited_by_accept: true,
         help: "clamp the MSS announced in the SYN (88..65535)",
-    },
-    OptSpec {
-        name: "notsent-lowat",
+    }
+    NotsentLowat = "notsent-lowat" {
         aliases: &[],
         kernel: "TCP_NOTSENT_LOWAT",
+        ops: &[tcp(k::TCP_NOTSENT_LOWAT, "TCP_NOTSENT_LOWAT", Enc::Int)],
+        same_as: &[],
         kind: int(1, i32::MAX as i64, Unit::Bytes),
         applies: Applies::Tcp,
         when: When::Any,
         inherited_by_accept: false,
         help: "limit unsent bytes queued in the kernel (lower latency for interactive streams)",
-    },
-    OptSpec {
-        name: "mptcp",
+    }
+    /// Not a socket option: the protocol given to `socket()`.
+    Mptcp = "mptcp" {
         aliases: &["multipath"],
         kernel: "socket(..., IPPROTO_MPTCP)",
+        ops: &[],
+        same_as: &[],
         kind: Kind::Bool,
         applies: Applies::Tcp,
         when: When::Create,
         inherited_by_accept: true,
         help: "make TCP sockets Multipath TCP (falls back to TCP when the kernel or peer says no)",
-    },
+    }
+}
+
+/// The catalog, indexed by `Opt as usize`.
+pub static SPECS: [OptSpec; N_OPTS] = TABLE;
+
+impl Opt {
+    pub fn spec(self) -> &'static OptSpec {
+        &SPECS[self as usize]
+    }
+
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    pub fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+
+    /// The slot with this index, if there is one.
+    pub fn from_index(i: usize) -> Option<Opt> {
+        Opt::ALL.get(i).copied()
+    }
+
+    /// Finds a slot by any of its user-facing names (`hop-limit` finds [`Opt::Ttl`]).
+    /// Underscores and hyphens are interchangeable.
+    pub fn from_name(name: &str) -> Option<Opt> {
+        let norm = |s: &str| s.replace('_', "-").to_ascii_lowercase();
+        let want = norm(name);
+        Opt::ALL
+            .into_iter()
+            .find(|o| o.spec().name == want || o.spec().aliases.iter().any(|a| *a == want))
+    }
+
+    /// Whether MPTCP sockets accept every kernel option of this slot.
+    pub fn mptcp_ok(self) -> bool {
+        let ops = self.spec().ops;
+        let mut i = 0;
+        while i < ops.len() {
+            if !ops[i].mptcp {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+}
+
+// ---- derived: from a kernel option back to its slot ----
+
+/// The levels the catalog uses, as a small index for [`REVERSE`].
+const fn level_index(level: i32) -> Option<usize> {
+    match level {
+        k::IPPROTO_IP => Some(0),
+        k::SOL_SOCKET => Some(1),
+        k::IPPROTO_TCP => Some(2),
+        k::IPPROTO_IPV6 => Some(3),
+        _ => None,
+    }
+}
+
+/// Option names below this are looked up in [`REVERSE`] (every catalog name is).
+const MAX_NAME: usize = 128;
+
+/// 1 + slot for every (level, name) of the catalog's kernel options and their `same_as`
+/// aliases; 0 = not managed. Computed at compile time from [`TABLE`]: one array index per
+/// look-up in the setsockopt hook.
+static REVERSE: [[u8; MAX_NAME]; 4] = {
+    let mut t = [[0u8; MAX_NAME]; 4];
+    let mut slot = 0;
+    while slot < N_OPTS {
+        let spec = &TABLE[slot];
+        let mut i = 0;
+        while i < spec.ops.len() {
+            let op = &spec.ops[i];
+            let Some(l) = level_index(op.level) else {
+                panic!("catalog: kernel option at a level without an index")
+            };
+            assert!(
+                (op.name as usize) < MAX_NAME,
+                "catalog: option name too large"
+            );
+            assert!(
+                t[l][op.name as usize] == 0,
+                "catalog: kernel option listed twice"
+            );
+            t[l][op.name as usize] = slot as u8 + 1;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < spec.same_as.len() {
+            let (level, name) = spec.same_as[i];
+            let Some(l) = level_index(level) else {
+                panic!("catalog: alias at a level without an index")
+            };
+            assert!((name as usize) < MAX_NAME, "catalog: option name too large");
+            t[l][name as usize] = slot as u8 + 1;
+            i += 1;
+        }
+        slot += 1;
+    }
+    t
+};
+
+/// Which slot a program's own `setsockopt(level, name)` touches, if sockwrap manages it.
+#[inline]
+pub fn slot_for_kernel_option(level: i32, name: i32) -> Option<Opt> {
+    let l = level_index(level)?;
+    let n = usize::try_from(name).ok().filter(|&n| n < MAX_NAME)?;
+    let tag = REVERSE[l][n];
+    Opt::from_index((tag as usize).checked_sub(1)?)
+}
+
+/// The catalog's description of a kernel option (`None` for options it does not manage,
+/// and for `same_as` aliases, which have no entry of their own).
+pub fn kernel_opt(level: i32, name: i32) -> Option<&'static KernelOpt> {
+    let opt = slot_for_kernel_option(level, name)?;
+    opt.spec()
+        .ops
+        .iter()
+        .find(|o| o.level == level && o.name == name)
+}
+
+/// The C name of a kernel option the catalog knows (managed options, their aliases and the
+/// options carried over a protocol change), for logs and traces.
+pub fn kernel_name(level: i32, name: i32) -> Option<&'static str> {
+    if let Some(o) = kernel_opt(level, name) {
+        return Some(o.cname);
+    }
+    let alias = match (level, name) {
+        (k::SOL_SOCKET, k::SO_SNDBUFFORCE) => Some("SO_SNDBUFFORCE"),
+        (k::SOL_SOCKET, k::SO_RCVBUFFORCE) => Some("SO_RCVBUFFORCE"),
+        _ => None,
+    };
+    alias.or_else(|| {
+        CARRIED
+            .iter()
+            .find(|o| o.level == level && o.name == name)
+            .map(|o| o.cname)
+    })
+}
+
+/// Options sockwrap does not manage but carries over when it changes a socket's protocol
+/// before connect (MPTCP ↔ TCP): the program may have set them.
+static CARRIED: [KernelOpt; 9] = [
+    sol(k::SO_RCVLOWAT, "SO_RCVLOWAT", Enc::Int),
+    sol(k::SO_OOBINLINE, "SO_OOBINLINE", Enc::Bool),
+    kopt(
+        k::IPPROTO_IP,
+        k::IP_FREEBIND,
+        "IP_FREEBIND",
+        OpFamily::Any,
+        Enc::Bool,
+    ),
+    kopt(
+        k::IPPROTO_IP,
+        k::IP_TRANSPARENT,
+        "IP_TRANSPARENT",
+        OpFamily::Any,
+        Enc::Bool,
+    ),
+    kopt(
+        k::IPPROTO_IP,
+        k::IP_BIND_ADDRESS_NO_PORT,
+        "IP_BIND_ADDRESS_NO_PORT",
+        OpFamily::Any,
+        Enc::Bool,
+    ),
+    kopt(
+        k::IPPROTO_IPV6,
+        k::IPV6_V6ONLY,
+        "IPV6_V6ONLY",
+        OpFamily::V6,
+        Enc::Bool,
+    ),
+    tcp(k::TCP_FASTOPEN_CONNECT, "TCP_FASTOPEN_CONNECT", Enc::Bool),
+    tcp(k::TCP_DEFER_ACCEPT, "TCP_DEFER_ACCEPT", Enc::Int),
+    tcp(k::TCP_CORK, "TCP_CORK", Enc::Bool),
 ];
 
-/// A short name for an interface or congestion algorithm, stored inline (no allocation on
-/// the hot path). Kernel names are at most 15 bytes plus NUL.
+/// What the library reads back from a socket and sets on its replacement when it changes
+/// the protocol: every kernel option of the catalog, in apply order, then [`CARRIED`]; with
+/// SO_PRIORITY moved last, because on IPv4 setting IP_TOS overwrites it.
+pub fn carried_options() -> impl Iterator<Item = &'static KernelOpt> {
+    let priority = |o: &&KernelOpt| o.level == k::SOL_SOCKET && o.name == k::SO_PRIORITY;
+    let all = || {
+        SPECS
+            .iter()
+            .flat_map(|s| s.ops.iter())
+            .chain(CARRIED.iter())
+    };
+    all()
+        .filter(move |o| !priority(o))
+        .chain(all().filter(priority))
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Name16 {
     bytes: [u8; 16],
@@ -846,20 +1109,11 @@ pub struct KernelOp {
     pub cname: &'static str,
     pub buf: [u8; 16],
     pub len: u8,
+    /// An IPv4 header option on an AF_INET6 socket: its refusal is not a failure.
+    pub extra: bool,
 }
 
 impl KernelOp {
-    fn int(level: i32, name: i32, cname: &'static str, v: i32) -> KernelOp {
-        let mut buf = [0u8; 16];
-        buf[..4].copy_from_slice(&v.to_ne_bytes());
-        KernelOp {
-            level,
-            name,
-            cname,
-            buf,
-            len: 4,
-        }
-    }
     pub fn bytes(&self) -> &[u8] {
         &self.buf[..self.len as usize]
     }
@@ -872,10 +1126,10 @@ pub enum Family {
     V6,
 }
 
-/// Up to three kernel operations, no allocation.
+/// Up to two kernel operations (the most any option has), no allocation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Ops {
-    ops: [Option<KernelOp>; 3],
+    ops: [Option<KernelOp>; 2],
 }
 
 impl Opt {
@@ -895,7 +1149,7 @@ impl Opt {
 }
 
 impl Ops {
-    pub const EMPTY: Ops = Ops { ops: [None; 3] };
+    pub const EMPTY: Ops = Ops { ops: [None; 2] };
     fn push(&mut self, op: KernelOp) {
         if let Some(slot) = self.ops.iter_mut().find(|o| o.is_none()) {
             *slot = Some(op);
@@ -906,191 +1160,68 @@ impl Ops {
     }
 }
 
-/// The `setsockopt` calls that give `opt = value` to a socket of `family`.
-/// `maybe_v4` says an AF_INET6 socket may carry IPv4 (remote is v4-mapped, or unknown as on a
-/// dual-stack listener): IPv4 header fields then need the IPv4 option as well.
-/// [`Opt::BindAddress`] is not a socket option and yields nothing here.
-pub fn kernel_ops(opt: Opt, value: Value, family: Family, maybe_v4: bool) -> Ops {
-    use k::*;
-    let mut ops = Ops::default();
-    let i = |v: i64| v.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
-    match (opt, value) {
-        (Opt::Tos, Value::Int(t)) => {
-            if family == Family::V6 {
-                ops.push(KernelOp::int(
-                    IPPROTO_IPV6,
-                    IPV6_TCLASS,
-                    "IPV6_TCLASS",
-                    i(t),
-                ));
-            }
-            if family == Family::V4 || maybe_v4 {
-                ops.push(KernelOp::int(IPPROTO_IP, IP_TOS, "IP_TOS", i(t)));
-            }
+/// The bytes `setsockopt` takes for `value` in encoding `enc`; `None` when the value is
+/// not of a kind the encoding takes.
+pub fn encode(enc: Enc, value: Value) -> Option<([u8; 16], u8)> {
+    let mut buf = [0u8; 16];
+    let int = |buf: &mut [u8; 16], v: i32| {
+        buf[..4].copy_from_slice(&v.to_ne_bytes());
+        4u8
+    };
+    let clamp = |v: i64| v.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+    let len = match (enc, value) {
+        (Enc::Int | Enc::BufSize, Value::Int(v)) => int(&mut buf, clamp(v)),
+        // The bit pattern of the u32 in an int.
+        (Enc::U32, Value::Int(v)) => int(&mut buf, v as u32 as i32),
+        (Enc::Bool, Value::Bool(b)) => int(&mut buf, b as i32),
+        (Enc::Str | Enc::StrNul, Value::Name(n)) => {
+            let b = n.as_bytes();
+            buf[..b.len()].copy_from_slice(b);
+            b.len() as u8 + u8::from(enc == Enc::StrNul)
         }
-        (Opt::Ttl, Value::Int(t)) => {
-            if family == Family::V6 {
-                ops.push(KernelOp::int(
-                    IPPROTO_IPV6,
-                    IPV6_UNICAST_HOPS,
-                    "IPV6_UNICAST_HOPS",
-                    i(t),
-                ));
-            }
-            if family == Family::V4 || maybe_v4 {
-                ops.push(KernelOp::int(IPPROTO_IP, IP_TTL, "IP_TTL", i(t)));
-            }
-        }
-        (Opt::Priority, Value::Int(v)) => {
-            ops.push(KernelOp::int(SOL_SOCKET, SO_PRIORITY, "SO_PRIORITY", i(v)))
-        }
-        // SO_MARK takes a u32; the bit pattern of an i32 is the same.
-        (Opt::Mark, Value::Int(v)) => ops.push(KernelOp::int(
-            SOL_SOCKET,
-            SO_MARK,
-            "SO_MARK",
-            v as u32 as i32,
-        )),
-        (Opt::BindInterface, Value::Name(n)) => {
-            let mut buf = [0u8; 16];
-            buf[..n.as_bytes().len()].copy_from_slice(n.as_bytes());
-            ops.push(KernelOp {
-                level: SOL_SOCKET,
-                name: SO_BINDTODEVICE,
-                cname: "SO_BINDTODEVICE",
-                buf,
-                len: n.as_bytes().len() as u8 + 1,
-            });
-        }
-        (Opt::ReuseAddr, Value::Bool(b)) => ops.push(KernelOp::int(
-            SOL_SOCKET,
-            SO_REUSEADDR,
-            "SO_REUSEADDR",
-            b as i32,
-        )),
-        (Opt::ReusePort, Value::Bool(b)) => ops.push(KernelOp::int(
-            SOL_SOCKET,
-            SO_REUSEPORT,
-            "SO_REUSEPORT",
-            b as i32,
-        )),
-        (Opt::SndBuf, Value::Int(v)) => {
-            ops.push(KernelOp::int(SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF", i(v)))
-        }
-        (Opt::RcvBuf, Value::Int(v)) => {
-            ops.push(KernelOp::int(SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF", i(v)))
-        }
-        (Opt::MaxPacingRate, Value::Int(v)) => {
-            // The kernel reads a u32 when optlen is 4 (and a u64 when it is 8); our range fits a u32.
-            ops.push(KernelOp::int(
-                SOL_SOCKET,
-                SO_MAX_PACING_RATE,
-                "SO_MAX_PACING_RATE",
-                v as u32 as i32,
-            ))
-        }
-        (Opt::Linger, Value::Linger(l)) => {
-            let mut buf = [0u8; 16];
+        (Enc::Linger, Value::Linger(l)) => {
             let (on, secs) = match l {
                 Some(s) => (1i32, s as i32),
                 None => (0, 0),
             };
             buf[..4].copy_from_slice(&on.to_ne_bytes());
             buf[4..8].copy_from_slice(&secs.to_ne_bytes());
+            8
+        }
+        _ => return None,
+    };
+    Some((buf, len))
+}
+
+/// The `setsockopt` calls that give `opt = value` to a socket of `family`, from the
+/// catalog's [`OptSpec::ops`]. `maybe_v4` says an AF_INET6 socket may carry IPv4 (remote
+/// is v4-mapped, or unknown as on a dual-stack listener): IPv4 header fields then need the
+/// IPv4 option as well. [`Opt::BindAddress`] and [`Opt::Mptcp`] are not socket options and
+/// yield nothing here.
+pub fn kernel_ops(opt: Opt, value: Value, family: Family, maybe_v4: bool) -> Ops {
+    let mut ops = Ops::default();
+    for ko in opt.spec().ops {
+        let wanted = match ko.family {
+            OpFamily::Any => true,
+            OpFamily::V6 => family == Family::V6,
+            OpFamily::V4Header => family == Family::V4 || maybe_v4,
+        };
+        if !wanted {
+            continue;
+        }
+        if let Some((buf, len)) = encode(ko.enc, value) {
             ops.push(KernelOp {
-                level: SOL_SOCKET,
-                name: SO_LINGER,
-                cname: "SO_LINGER",
+                level: ko.level,
+                name: ko.name,
+                cname: ko.cname,
                 buf,
-                len: 8,
+                len,
+                extra: family == Family::V6 && ko.family == OpFamily::V4Header,
             });
         }
-        (Opt::KeepAlive, Value::Bool(b)) => ops.push(KernelOp::int(
-            SOL_SOCKET,
-            SO_KEEPALIVE,
-            "SO_KEEPALIVE",
-            b as i32,
-        )),
-        (Opt::KeepIdle, Value::Int(v)) => ops.push(KernelOp::int(
-            IPPROTO_TCP,
-            TCP_KEEPIDLE,
-            "TCP_KEEPIDLE",
-            i(v),
-        )),
-        (Opt::KeepIntvl, Value::Int(v)) => ops.push(KernelOp::int(
-            IPPROTO_TCP,
-            TCP_KEEPINTVL,
-            "TCP_KEEPINTVL",
-            i(v),
-        )),
-        (Opt::KeepCnt, Value::Int(v)) => {
-            ops.push(KernelOp::int(IPPROTO_TCP, TCP_KEEPCNT, "TCP_KEEPCNT", i(v)))
-        }
-        (Opt::NoDelay, Value::Bool(b)) => ops.push(KernelOp::int(
-            IPPROTO_TCP,
-            TCP_NODELAY,
-            "TCP_NODELAY",
-            b as i32,
-        )),
-        (Opt::UserTimeout, Value::Int(v)) => ops.push(KernelOp::int(
-            IPPROTO_TCP,
-            TCP_USER_TIMEOUT,
-            "TCP_USER_TIMEOUT",
-            i(v),
-        )),
-        (Opt::Congestion, Value::Name(n)) => {
-            let mut buf = [0u8; 16];
-            buf[..n.as_bytes().len()].copy_from_slice(n.as_bytes());
-            ops.push(KernelOp {
-                level: IPPROTO_TCP,
-                name: TCP_CONGESTION,
-                cname: "TCP_CONGESTION",
-                buf,
-                len: n.as_bytes().len() as u8,
-            });
-        }
-        (Opt::MaxSeg, Value::Int(v)) => {
-            ops.push(KernelOp::int(IPPROTO_TCP, TCP_MAXSEG, "TCP_MAXSEG", i(v)))
-        }
-        (Opt::NotsentLowat, Value::Int(v)) => ops.push(KernelOp::int(
-            IPPROTO_TCP,
-            TCP_NOTSENT_LOWAT,
-            "TCP_NOTSENT_LOWAT",
-            i(v),
-        )),
-        _ => {}
     }
     ops
 }
-
-/// Which slot a program's own `setsockopt(level, name)` touches, if sockwrap manages it.
-pub fn slot_for_kernel_option(level: i32, name: i32) -> Option<Opt> {
-    use k::*;
-    Some(match (level, name) {
-        (IPPROTO_IP, IP_TOS) | (IPPROTO_IPV6, IPV6_TCLASS) => Opt::Tos,
-        (IPPROTO_IP, IP_TTL) | (IPPROTO_IPV6, IPV6_UNICAST_HOPS) => Opt::Ttl,
-        (SOL_SOCKET, SO_PRIORITY) => Opt::Priority,
-        (SOL_SOCKET, SO_MARK) => Opt::Mark,
-        (SOL_SOCKET, SO_BINDTODEVICE) => Opt::BindInterface,
-        (SOL_SOCKET, SO_REUSEADDR) => Opt::ReuseAddr,
-        (SOL_SOCKET, SO_REUSEPORT) => Opt::ReusePort,
-        (SOL_SOCKET, SO_SNDBUF | SO_SNDBUFFORCE) => Opt::SndBuf,
-        (SOL_SOCKET, SO_RCVBUF | SO_RCVBUFFORCE) => Opt::RcvBuf,
-        (SOL_SOCKET, SO_MAX_PACING_RATE) => Opt::MaxPacingRate,
-        (SOL_SOCKET, SO_LINGER) => Opt::Linger,
-        (SOL_SOCKET, SO_KEEPALIVE) => Opt::KeepAlive,
-        (IPPROTO_TCP, TCP_KEEPIDLE) => Opt::KeepIdle,
-        (IPPROTO_TCP, TCP_KEEPINTVL) => Opt::KeepIntvl,
-        (IPPROTO_TCP, TCP_KEEPCNT) => Opt::KeepCnt,
-        (IPPROTO_TCP, TCP_NODELAY) => Opt::NoDelay,
-        (IPPROTO_TCP, TCP_USER_TIMEOUT) => Opt::UserTimeout,
-        (IPPROTO_TCP, TCP_CONGESTION) => Opt::Congestion,
-        (IPPROTO_TCP, TCP_MAXSEG) => Opt::MaxSeg,
-        (IPPROTO_TCP, TCP_NOTSENT_LOWAT) => Opt::NotsentLowat,
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1204,5 +1335,96 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The derived encodings are the bytes the kernel expects (golden values: what the
+    /// hand-written table before the catalog owned the facts produced).
+    #[test]
+    fn encodings_are_the_kernels() {
+        let ops = |o, v, f, m| {
+            kernel_ops(o, v, f, m)
+                .iter()
+                .map(|op| (op.cname, op.bytes().to_vec(), op.extra))
+                .collect::<Vec<_>>()
+        };
+        let i = |v: i32| v.to_ne_bytes().to_vec();
+        assert_eq!(
+            ops(Opt::Tos, Value::Int(0xb8), Family::V6, true),
+            vec![("IPV6_TCLASS", i(0xb8), false), ("IP_TOS", i(0xb8), true)]
+        );
+        assert_eq!(
+            ops(Opt::Tos, Value::Int(0xb8), Family::V6, false),
+            vec![("IPV6_TCLASS", i(0xb8), false)]
+        );
+        assert_eq!(
+            ops(Opt::Ttl, Value::Int(9), Family::V4, false),
+            vec![("IP_TTL", i(9), false)]
+        );
+        assert_eq!(
+            ops(Opt::Mark, Value::Int(u32::MAX as i64), Family::V4, false),
+            vec![("SO_MARK", i(-1), false)]
+        );
+        let lo = Value::Name(Name16::new("lo").expect("valid"));
+        assert_eq!(
+            ops(Opt::BindInterface, lo, Family::V4, false),
+            vec![("SO_BINDTODEVICE", b"lo\0".to_vec(), false)]
+        );
+        let reno = Value::Name(Name16::new("reno").expect("valid"));
+        assert_eq!(
+            ops(Opt::Congestion, reno, Family::V6, true),
+            vec![("TCP_CONGESTION", b"reno".to_vec(), false)]
+        );
+        let mut linger = i(1);
+        linger.extend(i(5));
+        assert_eq!(
+            ops(Opt::Linger, Value::Linger(Some(5)), Family::V4, false),
+            vec![("SO_LINGER", linger, false)]
+        );
+        assert_eq!(
+            ops(Opt::NoDelay, Value::Bool(true), Family::V4, false),
+            vec![("TCP_NODELAY", i(1), false)]
+        );
+        assert!(kernel_ops(
+            Opt::BindAddress,
+            Value::Addrs(BindAddrs::default()),
+            Family::V4,
+            false
+        )
+        .iter()
+        .next()
+        .is_none());
+    }
+
+    /// The doc text of each option names every kernel option it sets; the C names come
+    /// back from the reverse table; the carried list sets SO_PRIORITY last and names each
+    /// option once.
+    #[test]
+    fn derived_tables_agree_with_the_catalog() {
+        for o in Opt::ALL {
+            for ko in o.spec().ops {
+                assert!(o.spec().kernel.contains(ko.cname), "{o:?}: {}", ko.cname);
+                assert_eq!(kernel_name(ko.level, ko.name), Some(ko.cname));
+                assert_eq!(kernel_opt(ko.level, ko.name), Some(ko));
+            }
+            for &(level, name) in o.spec().same_as {
+                assert_eq!(slot_for_kernel_option(level, name), Some(o));
+            }
+        }
+        let carried: Vec<_> = carried_options().collect();
+        let last = carried.last().expect("not empty");
+        assert_eq!((last.level, last.name), (k::SOL_SOCKET, k::SO_PRIORITY));
+        for (n, a) in carried.iter().enumerate() {
+            assert!(
+                carried[n + 1..]
+                    .iter()
+                    .all(|b| (a.level, a.name) != (b.level, b.name)),
+                "{} twice",
+                a.cname
+            );
+        }
+        assert_eq!(slot_for_kernel_option(k::IPPROTO_TCP, k::TCP_CORK), None);
+        assert_eq!(slot_for_kernel_option(k::IPPROTO_TCP, -1), None);
+        assert_eq!(slot_for_kernel_option(999, 1), None);
+        assert!(!Opt::UserTimeout.mptcp_ok() && Opt::NoDelay.mptcp_ok());
     }
 }

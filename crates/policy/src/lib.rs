@@ -11,11 +11,13 @@ pub mod catalog;
 pub mod compiled;
 pub mod config;
 pub mod env;
+pub mod plan;
 pub mod rules;
 
 pub use catalog::{Opt, Value};
 pub use config::{parse_config, Config, ConfigError};
 pub use env::{EnvSettings, LogLevel};
+pub use plan::{Plan, PlanOp, Stage, Variant};
 pub use rules::{Ctx, Decision, OnError, Policy, Role, Rule, Setting, Transport};
 
 /// The whole policy as a process sees it, with everything that went wrong on the way.

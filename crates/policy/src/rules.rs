@@ -8,7 +8,8 @@
 //! role of a fresh UDP socket) does not match: a rule that names a remote network is only
 //! applied once the remote is known.
 
-use crate::catalog::{self, Family, Ops, Opt, Value, N_OPTS};
+use crate::catalog::{Opt, Value, N_OPTS};
+use crate::plan::VariantOps;
 use core::net::IpAddr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -324,26 +325,18 @@ impl<'p> Decision<'p> {
             .and_then(|r| r.settings.get(slot)?.as_ref())
     }
 
-    /// The `setsockopt` calls for `opt` as decided, for a socket of `family` (see
-    /// [`catalog::kernel_ops`]), computed once when the policy was built.
-    pub fn ops(&self, opt: Opt, family: Family, maybe_v4: bool) -> &'p Ops {
-        match self.plan_id(opt) {
-            Some(id) => self.policy.plan_ops(id, family, maybe_v4),
-            None => &Ops::EMPTY,
-        }
-    }
-
-    /// The id of `opt`'s precomputed kernel operations (see [`Policy::plan_ops`]).
-    pub fn plan_id(&self, opt: Opt) -> Option<u32> {
+    /// The precomputed plan entries of `opt` as decided (see [`crate::plan`]).
+    pub(crate) fn variant_ops(&self, opt: Opt) -> Option<&'p VariantOps> {
         let tag = *self.from.get(opt as usize)?;
         if tag == 0 {
             return None;
         }
-        self.policy
+        let id = *self
+            .policy
             .plan_of
             .get(tag as usize - 1)?
-            .get(opt as usize)
-            .copied()
+            .get(opt as usize)?;
+        self.policy.plans.get(id as usize)
     }
 
     /// Takes rule `idx` into account; later rules win, whatever the order of the calls.
@@ -481,10 +474,10 @@ pub struct Policy {
     /// Per rule: the slots it sets softly.
     soft_masks: Vec<u32>,
     index: RemoteIndex,
-    /// The kernel operations of every distinct (option, value) the rules set, for the three
-    /// kinds of socket ([`family_variant`]): computed once here, so applying a decision is
-    /// a look-up and the `setsockopt` calls, nothing else.
-    plans: Vec<[Ops; 3]>,
+    /// The plan entries of every distinct (option, value) the rules set, for the three
+    /// kinds of socket ([`crate::plan::Variant`]): computed once here, so a plan is a few
+    /// copies and applying it the `setsockopt` calls, nothing else.
+    plans: Vec<VariantOps>,
     /// Per rule and slot: the index in `plans` of what the rule sets there.
     plan_of: Vec<[u32; N_OPTS]>,
     /// When no rule looks at addresses or ports, a decision depends only on the transport
@@ -512,15 +505,6 @@ fn fixed_index(t: Transport, role: Option<Role>) -> usize {
     }
 }
 
-/// 0 = IPv4 socket, 1 = IPv6 socket, 2 = IPv6 socket that may carry IPv4.
-fn family_variant(family: Family, maybe_v4: bool) -> usize {
-    match (family, maybe_v4) {
-        (Family::V4, _) => 0,
-        (Family::V6, false) => 1,
-        (Family::V6, true) => 2,
-    }
-}
-
 impl Policy {
     pub fn new(rules: Vec<Rule>, on_error: OnError) -> Policy {
         // Rules are large (a slot per option): move them only when some must go.
@@ -544,7 +528,7 @@ impl Policy {
             .iter()
             .map(|r| r.settings.iter().flatten().count())
             .sum();
-        let mut plans: Vec<[Ops; 3]> = Vec::with_capacity(settings.min(64));
+        let mut plans: Vec<VariantOps> = Vec::with_capacity(settings.min(64));
         let mut seen: FixedMap<(Opt, Value), u32> = Default::default();
         let mut plan_of = Vec::with_capacity(rules.len());
         for r in &rules {
@@ -559,11 +543,7 @@ impl Policy {
                     soft |= o.bit();
                 }
                 ids[slot] = *seen.entry((o, st.value)).or_insert_with(|| {
-                    plans.push([
-                        catalog::kernel_ops(o, st.value, Family::V4, false),
-                        catalog::kernel_ops(o, st.value, Family::V6, false),
-                        catalog::kernel_ops(o, st.value, Family::V6, true),
-                    ]);
+                    plans.push(VariantOps::new(o, st.value));
                     plans.len() as u32 - 1
                 });
             }
@@ -606,15 +586,6 @@ impl Policy {
             p.fixed = Some(fixed);
         }
         p
-    }
-
-    /// Precomputed kernel operations by id ([`Decision::plan_id`]) for a socket of `family`.
-    pub fn plan_ops(&self, id: u32, family: Family, maybe_v4: bool) -> &Ops {
-        const NONE: &Ops = &Ops::EMPTY;
-        self.plans
-            .get(id as usize)
-            .and_then(|p| p.get(family_variant(family, maybe_v4)))
-            .unwrap_or(NONE)
     }
 
     /// Keeps only the rules that apply to a program called by one of `names` (argv[0]'s
@@ -688,6 +659,12 @@ impl Policy {
             },
             t,
         ))
+    }
+
+    /// [`Policy::decide`] without the precomputed decisions: every candidate rule is
+    /// matched (for tests that compare the two paths).
+    pub fn decide_by_scan(&self, ctx: &Ctx) -> Decision<'_> {
+        self.decide_scan(ctx)
     }
 
     /// [`Policy::decide`] the long way: every candidate rule is matched.

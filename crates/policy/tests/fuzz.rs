@@ -7,8 +7,9 @@
 //! number of rounds, no panics allowed, and every error must carry a source and a message.
 //! `SOCKWRAP_FUZZ_ROUNDS` raises the count for a longer local run.
 
-use sockwrap_policy::catalog::{parse_keepalive, parse_value, Opt, Raw};
+use sockwrap_policy::catalog::{self, parse_keepalive, parse_value, Opt, Raw, Value};
 use sockwrap_policy::env::parse_target;
+use sockwrap_policy::plan::{Plan, Stage, Variant, LEVEL_BIND};
 use sockwrap_policy::rules::Cidr;
 use sockwrap_policy::{compiled, parse_config, Ctx, OnError, Policy, Role, Setting, Transport};
 
@@ -31,6 +32,7 @@ const SEEDS: &[&str] = &[
     "[[rule]]\ndscp = \"EF\"\nmatch = { remote = [\"10.0.0.0/8\", \"::1\"], port = [22, \"8000-8100\"] }\n",
     "on_error = \"fail\"\n[[rule]]\nkeepalive = \"30,10,3\"\nsoft = [\"keepalive\"]\nmark = 0x10\n",
     "[[rule]]\nbind-address = \"127.0.0.2,::1\"\nlinger = 0\nmax-pacing-rate = \"8mbit\"\nuser-timeout = \"30s\"\n",
+    "[[rule]]\ndscp = \"AF21\"\nttl = 9\nreuseport = true\n[[rule]]\nmatch = { role = \"server\" }\npriority = 3\nsoft = true\ncongestion = \"reno\"\n[[rule]]\nmatch = { transport = \"udp\" }\ndscp = \"EF\"\nbind-interface = \"lo\"\n",
 ];
 
 const SPICE: &[&str] = &[
@@ -112,6 +114,7 @@ fn policy_file_parser_never_panics_and_errors_say_where() {
     let mut rng = Rng(0x5eed_0001);
     let mut errors = 0;
     let mut decoded = 0;
+    let mut fixed_seen = 0;
     for _ in 0..rounds() {
         let seed = SEEDS[rng.below(SEEDS.len())];
         let text = mutate(&mut rng, seed);
@@ -154,6 +157,21 @@ fn policy_file_parser_never_panics_and_errors_say_where() {
                         .map(|(o, s, _)| (o, s))
                         .collect();
                     assert_eq!(got, want, "decide vs explain for {ctx:?} in {text:?}");
+                    // The plans agree too: the fast path (precomputed decisions, index) and
+                    // the general one (every candidate rule matched), and both with plans
+                    // built the long way, from explain and the catalog.
+                    let fast = pol.decide(&ctx);
+                    let general = pol.decide_by_scan(&ctx);
+                    fixed_seen += usize::from(fast.fixed_index().is_some());
+                    for stage in Stage::ALL {
+                        for variant in Variant::ALL {
+                            let a = fast.plan(stage, ctx.transport, variant, 0);
+                            let b = general.plan(stage, ctx.transport, variant, 0);
+                            assert_eq!(a, b, "{stage:?} {variant:?} {ctx:?} in {text:?}");
+                            let r = reference_plan(&want, stage, ctx.transport, variant);
+                            assert_eq!(entries(&a), r, "{stage:?} {variant:?} {ctx:?} in {text:?}");
+                        }
+                    }
                 }
                 if blob.len() > 8 {
                     let cut = rng.below(blob.len() - 1) + 1;
@@ -186,6 +204,67 @@ fn policy_file_parser_never_panics_and_errors_say_where() {
         decoded > 0,
         "some mutations must parse, or the round trip is never checked"
     );
+    assert!(
+        fixed_seen > 0,
+        "some policies must have precomputed decisions, or the fast path is never checked"
+    );
+}
+
+/// A plan's entries as (level, name, bytes, extra), and its lock mask.
+type Entries = (Vec<(i32, i32, Vec<u8>, bool)>, u32);
+
+fn entries(p: &Plan) -> Entries {
+    (
+        p.ops()
+            .iter()
+            .map(|o| (o.level, o.name, o.bytes().to_vec(), o.is_extra()))
+            .collect(),
+        p.lock,
+    )
+}
+
+/// A plan built without the plan module: the settings `explain` found, the stage's slots
+/// written out from the catalog's rules for stages, and `catalog::kernel_ops`.
+fn reference_plan(settings: &[(Opt, Setting)], stage: Stage, t: Transport, v: Variant) -> Entries {
+    let udp = t == Transport::Udp;
+    let mut out = Vec::new();
+    let mut lock = 0;
+    for &(o, st) in settings {
+        let spec = o.spec();
+        let before_bind = spec.when == catalog::When::BeforeBind;
+        let bind_address = o == Opt::BindAddress;
+        let wanted = o != Opt::Mptcp
+            && !(udp && spec.applies == catalog::Applies::Tcp)
+            && match stage {
+                Stage::UdpCreate | Stage::Listen | Stage::Accept => !bind_address && !before_bind,
+                Stage::Bind => before_bind || (udp && !bind_address),
+                Stage::Connect => !before_bind,
+            };
+        if !wanted {
+            continue;
+        }
+        if !st.soft {
+            lock |= o.bit();
+        }
+        if let (true, Value::Addrs(a)) = (bind_address, st.value) {
+            let addr = match v {
+                Variant::V4 => a.v4.map(|x| (2, x.to_vec())),
+                Variant::V6 => a.v6.map(|x| (10, x.to_vec())),
+                Variant::V6Dual => a.v4.map(|x| {
+                    let m = std::net::Ipv4Addr::from(x).to_ipv6_mapped();
+                    (10, m.octets().to_vec())
+                }),
+            };
+            if let Some((fam, bytes)) = addr {
+                out.push((LEVEL_BIND, fam, bytes, false));
+            }
+            continue;
+        }
+        for op in catalog::kernel_ops(o, st.value, v.family(), v != Variant::V6).iter() {
+            out.push((op.level, op.name, op.bytes().to_vec(), op.extra));
+        }
+    }
+    (out, lock)
 }
 
 #[test]

@@ -1,117 +1,40 @@
-//! Applying a decision to a socket: the safe middle between the hooks and the kernel.
+//! Deciding for a socket and carrying out the [`Plan`]: the safe middle between the hooks
+//! and the kernel.
 //!
-//! The hooks translate C arguments into a [`Sock`] and a [`Ctx`]; this module asks the policy,
-//! turns each chosen option into its `setsockopt` calls, handles refusals according to the
-//! failure policy, records locks in the fd table and writes the `info` line for the socket.
+//! The policy crate says what a socket gets ([`Decision`], then [`Plan`]: the exact
+//! `setsockopt` calls and what to lock). This module only executes a plan: one system call
+//! per entry, refusals handled as the failure policy says, locks recorded in the fd table,
+//! and the `info` line and trace for what happened.
 
+use crate::fdstate::{self, FdState, Kind};
 use crate::log::{self, Line};
-use crate::sys::{self, Errno};
-use crate::{fdtable, log_at};
+use crate::sys::{self, Errno, SockAddr};
+use crate::{log_at, mptcp, trace};
 use core::fmt::Write;
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use sockwrap_policy::catalog::{self, k, Applies, Family, Shown, When, N_OPTS};
-use sockwrap_policy::{Ctx, Decision, LogLevel, OnError, Opt, Policy, Role, Transport, Value};
+use core::net::SocketAddr;
+use sockwrap_policy::catalog::{Family, Shown};
+use sockwrap_policy::plan::{PlanOp, AF_INET6};
+use sockwrap_policy::{
+    Ctx, Decision, LogLevel, OnError, Opt, Plan, Policy, Role, Stage, Transport, Value, Variant,
+};
 
 /// What the process-wide state holds: built once in the constructor, then read-only.
 pub struct Global {
     pub policy: Policy,
-    /// Per stage and transport (0 = TCP, 1 = UDP): the slots that stage applies.
-    stage_masks: [[u32; 2]; 5],
-    /// The slots an accepted socket inherits from its listener.
-    inherited_mask: u32,
-    /// For policies whose decisions are precomputed (no rule looks at addresses or ports):
-    /// per decision and stage, what to apply, so applying is one loop of `setsockopt`
-    /// calls. Index: decision × 5 + stage.
-    programs: Vec<Program>,
+    /// Whether a fresh TCP socket of this process is created as MPTCP.
+    pub mptcp_at_creation: bool,
 }
-
-/// What one precomputed decision applies at one stage: the ids of the options' precomputed
-/// kernel operations, in slot order. Fixed size: building all 30 costs no allocation.
-#[derive(Clone, Copy)]
-struct Program {
-    ids: [u32; N_OPTS],
-    n: u8,
-    /// The slots these calls apply.
-    mask: u32,
-    /// False when a slot needs more than `setsockopt` (the source address): then the
-    /// general loop runs.
-    plain: bool,
-}
-
-const STAGES: [Stage; 5] = [
-    Stage::UdpCreate,
-    Stage::Bind,
-    Stage::Connect,
-    Stage::Listen,
-    Stage::Accept,
-];
 
 impl Global {
     pub fn new(policy: Policy) -> Global {
-        let mut stage_masks = [[0u32; 2]; 5];
-        for st in STAGES {
-            for t in [Transport::Tcp, Transport::Udp] {
-                stage_masks[st as usize][transport_index(t)] = Opt::ALL
-                    .iter()
-                    .filter(|&&o| {
-                        o != Opt::Mptcp // the protocol: the socket hook and `mptcp::swap`
-                            && st.wants(o, t)
-                            && !(o.spec().applies == Applies::Tcp && t != Transport::Tcp)
-                    })
-                    .fold(0, |m, o| m | o.bit());
-            }
-        }
-        let inherited_mask = Opt::ALL
-            .iter()
-            .filter(|o| o.spec().inherited_by_accept)
-            .fold(0, |m, o| m | o.bit());
-        let mut programs = Vec::with_capacity(if policy.fixed_decision(0).is_some() {
-            6 * STAGES.len()
-        } else {
-            0
-        });
-        for fi in 0..6 {
-            let Some((d, t)) = policy.fixed_decision(fi) else {
-                break;
-            };
-            for st in STAGES {
-                let mask = d.mask() & stage_masks[st as usize][transport_index(t)];
-                let mut p = Program {
-                    ids: [0; N_OPTS],
-                    n: 0,
-                    mask,
-                    plain: mask & Opt::BindAddress.bit() == 0,
-                };
-                for (opt, _) in d.iter_mask(mask) {
-                    match (d.plan_id(opt), p.ids.get_mut(p.n as usize)) {
-                        (Some(id), Some(slot)) => {
-                            *slot = id;
-                            p.n += 1;
-                        }
-                        _ => p.plain = false,
-                    }
-                }
-                programs.push(p);
-            }
-        }
         Global {
+            mptcp_at_creation: mptcp::wanted_at_creation(&policy),
             policy,
-            stage_masks,
-            inherited_mask,
-            programs,
         }
     }
 
-    fn stage_mask(&self, stage: Stage, transport: Transport) -> u32 {
-        self.stage_masks[stage as usize][transport_index(transport)]
-    }
-}
-
-/// The second index of [`Global::stage_masks`].
-fn transport_index(t: Transport) -> usize {
-    match t {
-        Transport::Tcp => 0,
-        Transport::Udp => 1,
+    fn strict(&self) -> bool {
+        self.policy.on_error == OnError::Fail
     }
 }
 
@@ -125,204 +48,134 @@ pub struct Sock {
     pub mptcp: bool,
 }
 
-/// Which options a stage applies.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Stage {
-    /// UDP at socket(): everything but the source address (binding it now would pick a port
-    /// before the program can bind its own) and bind-time options.
-    UdpCreate,
-    /// bind(): the options that only matter before bind (and, for UDP servers, the rest).
-    Bind,
-    /// connect(): everything but bind-time options.
-    Connect,
-    /// listen(): everything but the source address and bind-time options.
-    Listen,
-    /// accept(): what the listener did not pass on to the new socket.
-    Accept,
-}
-
-impl Stage {
-    fn call(self) -> &'static str {
-        match self {
-            Stage::UdpCreate => "socket",
-            Stage::Bind => "bind",
-            Stage::Connect => "connect",
-            Stage::Listen => "listen",
-            Stage::Accept => "accept",
-        }
-    }
-    fn wants(self, opt: Opt, transport: Transport) -> bool {
-        let when = opt.spec().when;
-        match self {
-            Stage::UdpCreate => opt != Opt::BindAddress && when != When::BeforeBind,
-            Stage::Bind => {
-                when == When::BeforeBind || (transport == Transport::Udp && opt != Opt::BindAddress)
-            }
-            Stage::Connect => when != When::BeforeBind,
-            Stage::Listen | Stage::Accept => opt != Opt::BindAddress && when != When::BeforeBind,
+impl Sock {
+    pub fn kind(self) -> Kind {
+        Kind {
+            transport: self.transport,
+            mptcp: self.mptcp,
+            family: self.family,
         }
     }
 }
 
-pub fn ip_key_of(addr: &SocketAddr) -> (u128, u16) {
-    (sockwrap_policy::rules::ip_key(addr.ip()), addr.port())
+fn is_v4_mapped(a: &SocketAddr) -> bool {
+    matches!(a, SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some())
 }
 
-fn is_v4_mapped(ip: &IpAddr) -> bool {
-    matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some())
-}
-
-/// Applies `d` to `s` for `stage`. `skip` says which options need no setting (inherited from
-/// the listener). Returns the locks to record, or the errno to fail the hooked call with,
-/// when strict. `peer` is the remote (connect/accept) or local (bind/listen) address.
+/// Carries out `plan` on `s` (the plan of `d` at `stage`). Returns the locks to record, or
+/// the errno to fail the hooked call with, when strict. `peer` is the remote (connect,
+/// accept) or local (bind, listen) address, for the info line.
 ///
-/// The loop is the per-connection cost of sockwrap: per option one look-up of its
-/// precomputed kernel operations and the `setsockopt` calls; the info line, the trace and
-/// the refusal handling are out of line and only reached when wanted.
-pub fn apply(
+/// The loop is the per-connection cost of sockwrap: one system call per entry; the info
+/// line, the trace and the refusal handling are out of line and only reached when wanted.
+pub fn execute(
     g: &Global,
     s: Sock,
     stage: Stage,
     d: &Decision,
+    plan: &Plan,
     peer: Option<&SocketAddr>,
-    skip: Option<&dyn Fn(Opt) -> bool>,
 ) -> Result<u32, Errno> {
-    let maybe_v4 = match (s.family, peer) {
-        (Family::V6, Some(p)) if stage == Stage::Connect || stage == Stage::Accept => {
-            is_v4_mapped(&p.ip())
+    let mut failed = 0u32;
+    let mut not_done = 0u32;
+    for op in plan.ops() {
+        let bit = 1u32 << op.opt;
+        if failed & bit != 0 {
+            continue; // the slot's first kernel option was refused: the rest is moot
         }
-        (Family::V6, _) => true,
-        _ => false,
-    };
-    // A precomputed decision: one flat list of calls. Any refusal sends the socket through
-    // the general loop below, which sets the options again one by one (setting an option
-    // twice to one value changes nothing) and handles the refusal as it should.
-    if let (Some(fi), None) = (d.fixed_index(), skip) {
-        let i = fi * STAGES.len() + stage as usize;
-        if let Some(p) = g.programs.get(i).filter(|p| p.plain) {
-            let ids = p.ids.get(..p.n as usize).unwrap_or(&[]);
-            if ids.iter().all(|&id| {
-                g.policy
-                    .plan_ops(id, s.family, maybe_v4)
-                    .iter()
-                    .all(|op| sys::setsockopt(s.fd, op.level, op.name, op.bytes()).is_ok())
-            }) {
-                let mut m = p.mask;
-                while m != 0 {
-                    if let Some(&opt) = Opt::ALL.get(m.trailing_zeros() as usize) {
-                        log::count_applied(opt);
-                    }
-                    m &= m - 1;
+        let r = if op.is_bind() {
+            match bind_source(s, op) {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    not_done |= bit;
+                    Ok(())
                 }
-                if p.mask != 0 && (log::enabled(LogLevel::Info) || crate::trace::on()) {
-                    noted(s, stage, d, peer, p.mask, maybe_v4);
-                }
-                return Ok(p.mask & !d.soft_mask());
-            }
-        }
-    }
-    let wanted = d.mask() & g.stage_mask(stage, s.transport);
-    let mut locked = wanted & !d.soft_mask();
-    let noted = log::enabled(LogLevel::Info) || crate::trace::on();
-    let mut done: u32 = 0; // applied (for the info line)
-    let mut failed: u32 = 0;
-    let mut m = wanted;
-    while m != 0 {
-        let slot = m.trailing_zeros();
-        let bit = 1u32 << slot;
-        m &= m - 1;
-        let Some(&opt) = Opt::ALL.get(slot as usize) else {
-            continue;
-        };
-        if skip.is_some_and(|f| f(opt)) {
-            continue;
-        }
-        let result = if opt == Opt::BindAddress {
-            match d.get(opt) {
-                Some(st) => apply_bind_address(s, st.value, peer),
-                None => Ok(false),
+                Err(e) => Err(e),
             }
         } else {
-            let mut r = Ok(true);
-            for op in d.ops(opt, s.family, maybe_v4).iter() {
-                if let Err(e) = sys::setsockopt(s.fd, op.level, op.name, op.bytes()) {
-                    // An IPv6 socket that may carry IPv4 gets IP_TOS/IP_TTL as an extra; it is
-                    // not a failure if only that extra is refused.
-                    if !(s.family == Family::V6 && op.level == k::IPPROTO_IP) {
-                        r = Err((e, op.cname));
-                        break;
-                    }
-                }
-            }
-            r
+            sys::setsockopt(s.fd, op.level, op.name, op.bytes())
         };
-        match result {
-            Ok(true) => {
-                log::count_applied(opt);
-                done |= bit;
-                if noted && crate::trace::on() {
-                    if let Some(st) = d.get(opt) {
-                        trace_apply(s, stage, opt, st.value, maybe_v4, None);
-                    }
-                }
+        if let Err(e) = r {
+            if op.is_extra() {
+                continue; // IP_TOS/IP_TTL as an extra on an IPv6 socket
             }
-            Ok(false) => {}
-            Err((e, cname)) => {
-                locked &= !bit;
-                failed |= bit;
-                refused(g, s, stage, d, opt, e, cname, maybe_v4)?;
-            }
+            failed |= bit;
+            refused(g, s, stage, d, op, e)?;
         }
     }
-    if noted && (done | failed) != 0 && log::enabled(LogLevel::Info) {
-        info_line(s, stage, d, peer, done, failed);
+    let done = plan.slots & !failed & !not_done;
+    log::count_applied(done);
+    if done | failed != 0 && (trace::on() || log::enabled(LogLevel::Info)) {
+        noted(s, stage, d, plan, peer, done, failed);
     }
-    Ok(locked)
+    Ok(plan.lock & !failed)
 }
 
-/// The trace and info line for options the fast path applied.
+/// The trace lines and the info line for what [`execute`] did.
 #[cold]
 #[inline(never)]
 fn noted(
     s: Sock,
     stage: Stage,
     d: &Decision,
+    plan: &Plan,
     peer: Option<&SocketAddr>,
     done: u32,
-    maybe_v4: bool,
+    failed: u32,
 ) {
-    if crate::trace::on() {
+    if trace::on() {
         for (opt, st) in d.iter_mask(done) {
-            trace_apply(s, stage, opt, st.value, maybe_v4, None);
+            trace::apply(
+                s.fd,
+                stage.call(),
+                opt,
+                st.value,
+                &kernel_names(plan, opt),
+                None,
+            );
         }
     }
     if log::enabled(LogLevel::Info) {
-        info_line(s, stage, d, peer, done, 0);
+        info_line(s, stage, d, peer, done, failed);
     }
+}
+
+/// `IPV6_TCLASS+IP_TOS`: the C names of the kernel options a plan sets for `opt`.
+fn kernel_names(plan: &Plan, opt: Opt) -> Line {
+    let mut l = Line::new();
+    let mut first = true;
+    for op in plan.ops().iter().filter(|o| o.opt == opt as u8) {
+        let _ = write!(l, "{}{}", if first { "" } else { "+" }, op.cname());
+        first = false;
+    }
+    l
 }
 
 /// An option the kernel refused: count it, trace it, warn once, or fail the call (strict).
 #[cold]
 #[inline(never)]
-#[allow(clippy::too_many_arguments)]
 fn refused(
     g: &Global,
     s: Sock,
     stage: Stage,
     d: &Decision,
-    opt: Opt,
+    op: &PlanOp,
     e: Errno,
-    cname: &'static str,
-    maybe_v4: bool,
 ) -> Result<(), Errno> {
+    let Some(opt) = op.option() else {
+        return Ok(());
+    };
     let Some(setting) = d.get(opt) else {
         return Ok(());
     };
-    if crate::trace::on() {
-        trace_apply(s, stage, opt, setting.value, maybe_v4, Some((e.0, cname)));
+    let cname = op.cname();
+    if trace::on() {
+        let mut names = Line::new();
+        let _ = names.write_str(cname);
+        trace::apply(s.fd, stage.call(), opt, setting.value, &names, Some(e.0));
     }
     let first = log::count_failed(opt, e.0);
-    if g.policy.on_error == OnError::Fail {
+    if g.strict() {
         log_at!(
             LogLevel::Error,
             "{}: {}({}) refused on fd {}: {}; failing {}() (strict)",
@@ -388,88 +241,71 @@ fn info_line(
             }
         }
     }
-    emit_line(&line);
+    log::emit(LogLevel::Info, format_args!("{}", line.as_str()));
 }
 
-fn emit_line(line: &Line) {
-    let b = line.as_bytes();
-    let s = match core::str::from_utf8(b) {
-        Ok(s) => s,
-        Err(e) => core::str::from_utf8(&b[..e.valid_up_to()]).unwrap_or(""),
-    };
-    log::emit(LogLevel::Info, format_args!("{s}"));
-}
-
-/// Binds the source address before connect, unless the program bound the socket itself.
-/// `IP_BIND_ADDRESS_NO_PORT` defers the port choice to connect(), so a busy client does not
-/// reserve one port per connection for all destinations and run out.
-/// Returns Ok(false) when there is nothing to do for this socket (family mismatch, bound).
-fn apply_bind_address(
-    s: Sock,
-    v: Value,
-    remote: Option<&SocketAddr>,
-) -> Result<bool, (Errno, &'static str)> {
-    let Value::Addrs(a) = v else { return Ok(false) };
-    let remote_is_v4 = match remote {
-        Some(r) => r.is_ipv4() || is_v4_mapped(&r.ip()),
-        None => s.family == Family::V4,
-    };
-    let ip: IpAddr = match (s.family, remote_is_v4) {
-        (Family::V4, _) => match a.v4 {
-            Some(v4) => IpAddr::V4(Ipv4Addr::from(v4)),
-            None => return Ok(false),
-        },
-        (Family::V6, true) => match a.v4 {
-            Some(v4) => IpAddr::V6(Ipv4Addr::from(v4).to_ipv6_mapped()),
-            None => return Ok(false),
-        },
-        (Family::V6, false) => match a.v6 {
-            Some(v6) => IpAddr::V6(Ipv6Addr::from(v6)),
-            None => return Ok(false),
-        },
-    };
-    // Leave a socket the program bound itself alone.
-    if let Ok(local) = sys::getsockname(s.fd) {
-        if let Some(l) = crate::hooks::sockaddr_from_storage(&local.storage, local.len) {
-            if l.port() != 0 || !l.ip().is_unspecified() {
-                return Ok(false);
-            }
+/// Binds the source address of a [`sockwrap_policy::plan::LEVEL_BIND`] entry before
+/// connect, unless the program bound the socket itself. `IP_BIND_ADDRESS_NO_PORT` defers
+/// the port choice to connect(), so a busy client does not reserve one port per
+/// connection for all destinations and run out. Ok(false): nothing to do (bound already).
+fn bind_source(s: Sock, op: &PlanOp) -> Result<bool, Errno> {
+    if let Some(l) = sys::local_addr(s.fd) {
+        if l.port() != 0 || !l.ip().is_unspecified() {
+            return Ok(false);
         }
     }
+    let ip: core::net::IpAddr = if op.name == AF_INET6 {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&op.val);
+        core::net::Ipv6Addr::from(b).into()
+    } else {
+        core::net::Ipv4Addr::new(op.val[0], op.val[1], op.val[2], op.val[3]).into()
+    };
     if s.transport == Transport::Tcp {
         // IP_BIND_ADDRESS_NO_PORT lives at IPPROTO_IP for both families.
         let _ = sys::setsockopt(
             s.fd,
-            k::IPPROTO_IP,
-            k::IP_BIND_ADDRESS_NO_PORT,
+            sockwrap_policy::catalog::k::IPPROTO_IP,
+            sockwrap_policy::catalog::k::IP_BIND_ADDRESS_NO_PORT,
             &1i32.to_ne_bytes(),
         );
     }
-    let (storage, len) = crate::hooks::storage_from_sockaddr(&SocketAddr::new(ip, 0));
-    sys::bind(s.fd, &storage, len)
-        .map(|_| true)
-        .map_err(|e| (e, "bind"))
+    sys::bind(s.fd, &SockAddr::from(SocketAddr::new(ip, 0))).map(|_| true)
 }
 
 /// Records the locks of a socket (and whether a listener's options are inherited).
-pub fn record(fd: i32, locked: u32, listen_applied: bool) {
-    let made = fdtable::get(fd)
-        .map(|i| i & (fdtable::MADE_MPTCP | fdtable::PINNED_TCP | fdtable::KIND_MASK))
-        .unwrap_or(0);
-    let mut info = locked as u64 | fdtable::CHECKED | made;
-    if listen_applied {
-        info |= fdtable::LISTEN_APPLIED;
-    }
-    fdtable::set(fd, info);
+pub fn record(s: Sock, locked: u32, listen_applied: bool) {
+    let origin = fdstate::get(s.fd).map(FdState::origin).unwrap_or_default();
+    fdstate::set(
+        s.fd,
+        origin
+            .checked()
+            .with_kind(Some(s.kind()))
+            .with_locked(locked)
+            .with_listen_applied(listen_applied),
+    );
+}
+
+/// Decides, plans and executes for `s` at `stage`.
+fn run(
+    g: &Global,
+    s: Sock,
+    stage: Stage,
+    d: &Decision,
+    peer: Option<&SocketAddr>,
+    skip: u32,
+) -> Result<u32, Errno> {
+    let variant = Variant::of(s.family, stage, peer.map(is_v4_mapped));
+    let plan = d.plan(stage, s.transport, variant, skip);
+    execute(g, s, stage, d, &plan, peer)
 }
 
 /// connect(): decide with the remote address and apply everything before the SYN.
 pub fn on_connect(g: &Global, s: Sock, remote: &SocketAddr) -> Result<Sock, Errno> {
-    let (ip, port) = ip_key_of(remote);
     let ctx = Ctx {
         transport: s.transport,
         role: Some(Role::Client),
-        remote: Some((ip, port)),
+        remote: Some(ip_key_of(remote)),
         local_port: None,
     };
     let d = g.policy.decide(&ctx);
@@ -477,9 +313,13 @@ pub fn on_connect(g: &Global, s: Sock, remote: &SocketAddr) -> Result<Sock, Errn
     if d.is_empty() {
         return Ok(s);
     }
-    let locked = apply(g, s, Stage::Connect, &d, Some(remote), None)?;
-    record(s.fd, locked, false);
+    let locked = run(g, s, Stage::Connect, &d, Some(remote), 0)?;
+    record(s, locked, false);
     Ok(s)
+}
+
+fn ip_key_of(a: &SocketAddr) -> (u128, u16) {
+    (sockwrap_policy::rules::ip_key(a.ip()), a.port())
 }
 
 /// Before connect/listen: make the socket MPTCP or TCP as the full decision says, if that
@@ -489,18 +329,18 @@ fn settle_protocol(g: &Global, mut s: Sock, d: &Decision) -> Result<Sock, Errno>
     if s.transport != Transport::Tcp || !g.policy.manages(Opt::Mptcp) {
         return Ok(s);
     }
-    if crate::mptcp::pinned_tcp(s.fd) {
+    let state = fdstate::get(s.fd).unwrap_or_default();
+    if state.pinned_tcp() {
         return Ok(s);
     }
-    let made = crate::mptcp::made_by_us(s.fd);
     let want = match d.get(Opt::Mptcp) {
         Some(st) => st.value == Value::Bool(true),
-        None => s.mptcp && !made,
+        None => s.mptcp && !state.made_mptcp(),
     };
     if want == s.mptcp {
         return Ok(s);
     }
-    match crate::mptcp::swap(s.fd, s.family, want) {
+    match mptcp::swap(s.fd, s.family, want) {
         Ok(()) => {
             log_at!(
                 LogLevel::Debug,
@@ -510,9 +350,9 @@ fn settle_protocol(g: &Global, mut s: Sock, d: &Decision) -> Result<Sock, Errno>
             );
             s.mptcp = want;
         }
-        Err(e) if want && crate::mptcp::is_refusal(e.0) => {
-            crate::mptcp::warn_refused(e.0, g.policy.on_error == OnError::Fail);
-            if g.policy.on_error == OnError::Fail {
+        Err(e) if want && mptcp::is_refusal(e.0) => {
+            mptcp::warn_refused(e.0, g.strict());
+            if g.strict() {
                 return Err(e);
             }
         }
@@ -544,15 +384,15 @@ pub fn on_listen(g: &Global, s: Sock, local: &SocketAddr) -> Result<(), Errno> {
     if d.is_empty() {
         return Ok(());
     }
-    let locked = apply(g, s, Stage::Listen, &d, Some(local), None)?;
-    record(s.fd, locked, true);
+    let locked = run(g, s, Stage::Listen, &d, Some(local), 0)?;
+    record(s, locked, true);
     Ok(())
 }
 
 /// accept(): options that match the peer, plus those an accepted socket does not inherit.
 pub fn on_accept(
     g: &Global,
-    listen_fd: i32,
+    listener: FdState,
     s: Sock,
     local_port: u16,
     peer: Option<&SocketAddr>,
@@ -561,27 +401,20 @@ pub fn on_accept(
     if d.is_empty() {
         return Ok(());
     }
-    let listener_applied =
-        fdtable::get(listen_fd).is_some_and(|info| info & fdtable::LISTEN_APPLIED != 0);
-    if listener_applied && !g.policy.any_needs_remote() && d.mask() & !g.inherited_mask == 0 {
+    let inherited = sockwrap_policy::plan::INHERITED;
+    if listener.listen_applied() && !g.policy.any_needs_remote() && d.mask() & !inherited == 0 {
         // No rule looks at the peer, so this socket's decision is the listener's, and every
         // option in it came with the socket: nothing to set, only the locks to record.
-        record(s.fd, d.locked_mask(), false);
+        record(s, d.locked_mask(), false);
         return Ok(());
     }
-    let inherited = if listener_applied {
-        Some(g.policy.decide(&server_ctx(s, local_port, None)))
+    let skip = if listener.listen_applied() {
+        d.inherited_from(&g.policy.decide(&server_ctx(s, local_port, None)))
     } else {
-        None
+        0
     };
-    let skip = |o: Opt| match &inherited {
-        Some(l) => {
-            o.spec().inherited_by_accept && l.get(o).map(|x| x.value) == d.get(o).map(|x| x.value)
-        }
-        None => false,
-    };
-    let locked = apply(g, s, Stage::Accept, &d, peer, Some(&skip))?;
-    record(s.fd, locked, false);
+    let locked = run(g, s, Stage::Accept, &d, peer, skip)?;
+    record(s, locked, false);
     Ok(())
 }
 
@@ -590,9 +423,9 @@ pub fn on_bind(g: &Global, s: Sock, local: &SocketAddr) -> Result<(), Errno> {
     if d.is_empty() {
         return Ok(());
     }
-    let locked = apply(g, s, Stage::Bind, &d, Some(local), None)?;
+    let locked = run(g, s, Stage::Bind, &d, Some(local), 0)?;
     if s.transport == Transport::Udp {
-        record(s.fd, locked, false);
+        record(s, locked, false);
     }
     Ok(())
 }
@@ -618,8 +451,8 @@ pub fn on_udp_socket(g: &Global, s: Sock) -> Result<(), Errno> {
     if d.is_empty() {
         return Ok(());
     }
-    let locked = apply(g, s, Stage::UdpCreate, &d, None, None)?;
-    record(s.fd, locked, false);
+    let locked = run(g, s, Stage::UdpCreate, &d, None, 0)?;
+    record(s, locked, false);
     Ok(())
 }
 
@@ -627,14 +460,29 @@ pub fn on_udp_socket(g: &Global, s: Sock) -> Result<(), Errno> {
 /// which re-executes itself for each connection; or received over a Unix socket) and whose
 /// program now sets an option the policy manages: decide for it as it stands, apply, lock.
 /// Sockets not yet connected or listening are left to the connect/listen hooks.
-pub fn adopt(g: &Global, s: Sock, local: &SocketAddr, peer: Option<&SocketAddr>, listening: bool) {
+pub fn adopt(g: &Global, fd: i32) {
+    let Some((transport, mptcp)) = fdstate::kernel_kind(fd) else {
+        return;
+    };
+    let Some(local) = sys::local_addr(fd) else {
+        return;
+    };
+    let peer = sys::peer_addr(fd);
+    let listening = transport == Transport::Tcp
+        && sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0;
+    let s = Sock {
+        fd,
+        family: family_of(&local),
+        transport,
+        mptcp,
+    };
     if peer.is_none() && !listening {
         return;
     }
     let ctx = Ctx {
-        transport: s.transport,
+        transport,
         role: if listening { Some(Role::Server) } else { None },
-        remote: peer.map(ip_key_of),
+        remote: peer.as_ref().map(ip_key_of),
         local_port: Some(local.port()),
     };
     let d = g.policy.decide(&ctx);
@@ -644,64 +492,17 @@ pub fn adopt(g: &Global, s: Sock, local: &SocketAddr, peer: Option<&SocketAddr>,
         log_at!(
             LogLevel::Info,
             "fd {}: adopting a socket made before this process or outside sockwrap",
-            s.fd
+            fd
         );
         // Strict failures cannot fail a call the program did not make: warn instead.
-        apply(g, s, Stage::Accept, &d, peer.or(Some(local)), None).unwrap_or(0)
+        run(g, s, Stage::Accept, &d, peer.as_ref().or(Some(&local)), 0).unwrap_or(0)
     };
-    record(s.fd, locked, listening);
+    record(s, locked, listening);
 }
 
-/// One `"ev":"apply"` trace line: what sockwrap set on the socket, and how it went.
-fn trace_apply(
-    s: Sock,
-    stage: Stage,
-    opt: Opt,
-    value: Value,
-    maybe_v4: bool,
-    failed: Option<(i32, &str)>,
-) {
-    let saved = sys::errno();
-    let mut e = crate::trace::Ev::begin("apply", stage.call(), s.fd);
-    e.key("option").str(opt.name());
-    e.key("kernel");
-    match failed {
-        Some((_, cname)) => e.str(cname),
-        None if opt == Opt::BindAddress => e.str("bind"),
-        None => {
-            e.raw("\"");
-            let mut first = true;
-            for op in catalog::kernel_ops(opt, value, s.family, maybe_v4).iter() {
-                if !first {
-                    e.raw("+");
-                }
-                first = false;
-                e.raw(op.cname);
-            }
-            e.raw("\"");
-        }
+pub fn family_of(a: &SocketAddr) -> Family {
+    match a {
+        SocketAddr::V4(_) => Family::V4,
+        SocketAddr::V6(_) => Family::V6,
     }
-    match (opt, value) {
-        (Opt::Tos, Value::Int(tos)) => {
-            let dscp = ((tos >> 2) & 0x3f) as u8;
-            match catalog::dscp_name(dscp) {
-                Some(n) => e
-                    .key("value")
-                    .disp(format_args!("0x{:02x} (DSCP {})", tos, n)),
-                None => e
-                    .key("value")
-                    .disp(format_args!("0x{:02x} (DSCP {})", tos, dscp)),
-            }
-        }
-        _ => e.key("value").disp(Shown(opt, value)),
-    }
-    match failed {
-        None => e.key("result").str("ok"),
-        Some((errno, _)) => {
-            e.key("result").str("failed");
-            e.key("errno").str(crate::trace::errno_short(errno));
-        }
-    }
-    e.finish();
-    sys::set_errno(saved);
 }

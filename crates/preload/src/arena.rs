@@ -17,6 +17,8 @@
 //! Written here because no crate does "bump first, then System" for a `cdylib` without
 //! pulling in more than these forty lines.
 
+#![allow(unsafe_code)]
+
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};

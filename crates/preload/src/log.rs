@@ -51,28 +51,15 @@ pub(crate) fn open_log_file(path: &str) -> i32 {
 /// Opens `path` for appending (O_CLOEXEC | O_NOFOLLOW, 0600 when created) on a high
 /// descriptor. Allocation-free and async-signal-safe.
 pub(crate) fn open_append(path: &str, create: bool) -> i32 {
-    let mut c = [0u8; 4096];
-    if path.len() >= c.len() || path.as_bytes().contains(&0) {
-        return -1;
-    }
-    c[..path.len()].copy_from_slice(path.as_bytes());
     let flags = libc::O_WRONLY
         | libc::O_APPEND
         | libc::O_CLOEXEC
         | libc::O_NOFOLLOW
         | if create { libc::O_CREAT } else { 0 };
-    // SAFETY: c is NUL-terminated. open() is not one of our hooks.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr() as *const libc::c_char,
-            flags,
-            0o600 as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return -1;
+    match sys::open(path, flags) {
+        Ok(fd) => move_high(fd),
+        Err(_) => -1,
     }
-    move_high(fd)
 }
 
 /// Our own copy of stderr, taken at load (a daemon may later close fd 2 or reuse it), on a
@@ -108,10 +95,10 @@ fn move_high(fd: i32) -> i32 {
 /// (or if `fd` is not open).
 fn dup_high(fd: i32, floors: &[i32]) -> i32 {
     for &min in floors {
-        // SAFETY: fcntl(F_DUPFD_CLOEXEC) has no memory effects; a closed fd gives EBADF.
-        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
-        if high >= 0 || sys::errno() == libc::EBADF {
-            return high;
+        match sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) {
+            Ok(high) => return high,
+            Err(sys::Errno(libc::EBADF)) => return -1,
+            Err(_) => {}
         }
     }
     -1
@@ -123,12 +110,6 @@ pub struct Line {
     len: usize,
 }
 
-impl Default for Line {
-    fn default() -> Line {
-        Line::new()
-    }
-}
-
 impl Line {
     pub fn new() -> Line {
         Line {
@@ -138,6 +119,14 @@ impl Line {
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
+    }
+    /// The text so far (a line cut in the middle of a character ends before it).
+    pub fn as_str(&self) -> &str {
+        let b = self.as_bytes();
+        match core::str::from_utf8(b) {
+            Ok(s) => s,
+            Err(e) => core::str::from_utf8(&b[..e.valid_up_to()]).unwrap_or(""),
+        }
     }
 }
 
@@ -198,8 +187,14 @@ static LAST_ERRNO: [AtomicI32; N_OPTS] = [ZERO_I; N_OPTS];
 static WARNED: [AtomicBool; N_OPTS] = [NO; N_OPTS];
 pub static SOCKETS_SEEN: AtomicU32 = AtomicU32::new(0);
 
-pub fn count_applied(o: Opt) {
-    APPLIED[o as usize].fetch_add(1, Relaxed);
+/// Counts one application of each slot in `slots`.
+pub fn count_applied(mut slots: u32) {
+    while slots != 0 {
+        if let Some(c) = APPLIED.get(slots.trailing_zeros() as usize) {
+            c.fetch_add(1, Relaxed);
+        }
+        slots &= slots - 1;
+    }
 }
 
 pub fn count_overridden(o: Opt) {

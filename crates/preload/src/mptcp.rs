@@ -15,13 +15,14 @@
 //! IPV6_TCLASS...): the socket becomes plain TCP and the program's call succeeds, as it
 //! would have without sockwrap.
 
+use crate::fdstate::{self, FdState, Kind};
 use crate::sys::{self, Errno};
-use crate::{fdtable, log_at};
+use crate::{log_at, trace};
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use sockwrap_policy::catalog::Family;
+use sockwrap_policy::catalog::{self, Enc, Family};
 use sockwrap_policy::{Ctx, LogLevel, Opt, Policy, Role, Transport, Value};
 
-pub const IPPROTO_MPTCP: i32 = 262;
+pub use crate::sys::IPPROTO_MPTCP;
 const SOL_MPTCP_TCP_IS_MPTCP: i32 = 43;
 
 static WARNED_REFUSED: AtomicBool = AtomicBool::new(false);
@@ -87,43 +88,6 @@ pub fn still_mptcp(fd: i32) -> Option<bool> {
         .map(|v| v != 0)
 }
 
-/// Options read back from the old socket and given to the new one when they differ from a
-/// fresh socket's. Kind: 0 = int, 1 = bytes (names, linger), 2 = buffer size (the kernel
-/// reports double what was set).
-const REPLAY: &[(i32, i32, u8)] = &[
-    (libc::SOL_SOCKET, libc::SO_REUSEADDR, 0),
-    (libc::SOL_SOCKET, libc::SO_REUSEPORT, 0),
-    (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0),
-    (libc::SOL_SOCKET, libc::SO_SNDBUF, 2),
-    (libc::SOL_SOCKET, libc::SO_RCVBUF, 2),
-    (libc::SOL_SOCKET, libc::SO_LINGER, 1),
-    (libc::SOL_SOCKET, libc::SO_MARK, 0),
-    (libc::SOL_SOCKET, libc::SO_BINDTODEVICE, 1),
-    (libc::SOL_SOCKET, libc::SO_RCVLOWAT, 0),
-    (libc::SOL_SOCKET, libc::SO_OOBINLINE, 0),
-    (libc::IPPROTO_IP, libc::IP_TOS, 0),
-    (libc::IPPROTO_IP, libc::IP_TTL, 0),
-    (libc::IPPROTO_IP, libc::IP_FREEBIND, 0),
-    (libc::IPPROTO_IP, libc::IP_TRANSPARENT, 0),
-    (libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 0),
-    (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0),
-    (libc::IPPROTO_IPV6, libc::IPV6_TCLASS, 0),
-    (libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, 0),
-    (libc::IPPROTO_TCP, libc::TCP_NODELAY, 0),
-    (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 0),
-    (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 0),
-    (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 0),
-    (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 0),
-    (libc::IPPROTO_TCP, libc::TCP_CONGESTION, 1),
-    (libc::IPPROTO_TCP, libc::TCP_MAXSEG, 0),
-    (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, 0),
-    (libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT, 0),
-    (libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 0),
-    (libc::IPPROTO_TCP, libc::TCP_CORK, 0),
-    // SO_PRIORITY last: on IPv4 setting IP_TOS overwrites it.
-    (libc::SOL_SOCKET, libc::SO_PRIORITY, 0),
-];
-
 /// Replaces the socket on `fd` (not yet connected or listening) by a new one of the other
 /// protocol, with the same options, flags and local address. On error nothing changed.
 pub fn swap(fd: i32, family: Family, to_mptcp: bool) -> Result<(), Errno> {
@@ -132,8 +96,8 @@ pub fn swap(fd: i32, family: Family, to_mptcp: bool) -> Result<(), Errno> {
     } else {
         libc::AF_INET6
     };
-    let fl = sys::fcntl(fd, libc::F_GETFL)?;
-    let fdfl = sys::fcntl(fd, libc::F_GETFD)?;
+    let fl = sys::fcntl(fd, libc::F_GETFL, 0)?;
+    let fdfl = sys::fcntl(fd, libc::F_GETFD, 0)?;
     let mut ty = libc::SOCK_STREAM;
     if fl & libc::O_NONBLOCK != 0 {
         ty |= libc::SOCK_NONBLOCK;
@@ -145,7 +109,11 @@ pub fn swap(fd: i32, family: Family, to_mptcp: bool) -> Result<(), Errno> {
         libc::IPPROTO_TCP
     };
     let new = sys::socket(domain, ty | libc::SOCK_CLOEXEC, proto)?;
-    for &(level, name, kind) in REPLAY {
+    // Every option the catalog knows, and those the program may have set itself, read
+    // back from the old socket and given to the new one when they differ from a fresh
+    // socket's.
+    for ko in catalog::carried_options() {
+        let (level, name) = (ko.level, ko.name);
         let (mut old_v, mut new_v) = ([0u8; 16], [0u8; 16]);
         let Ok(ol) = sys::getsockopt_bytes(fd, level, name, &mut old_v) else {
             continue;
@@ -154,20 +122,17 @@ pub fn swap(fd: i32, family: Family, to_mptcp: bool) -> Result<(), Errno> {
         if nl == ol && old_v[..ol] == new_v[..ol] {
             continue;
         }
-        let r = if kind == 2 && ol == 4 {
-            let v = i32::from_ne_bytes([old_v[0], old_v[1], old_v[2], old_v[3]]) / 2;
-            sys::setsockopt(new, level, name, &v.to_ne_bytes())
-        } else if kind == 1
-            && matches!(
-                (level, name),
-                (libc::SOL_SOCKET, libc::SO_BINDTODEVICE)
-                    | (libc::IPPROTO_TCP, libc::TCP_CONGESTION)
-            )
-        {
-            let end = old_v[..ol].iter().position(|&b| b == 0).unwrap_or(ol);
-            sys::setsockopt(new, level, name, &old_v[..end])
-        } else {
-            sys::setsockopt(new, level, name, &old_v[..ol])
+        let r = match ko.enc {
+            // The kernel reports twice the size that was set.
+            Enc::BufSize if ol == 4 => {
+                let v = i32::from_ne_bytes([old_v[0], old_v[1], old_v[2], old_v[3]]) / 2;
+                sys::setsockopt(new, level, name, &v.to_ne_bytes())
+            }
+            Enc::Str | Enc::StrNul => {
+                let end = old_v[..ol].iter().position(|&b| b == 0).unwrap_or(ol);
+                sys::setsockopt(new, level, name, &old_v[..end])
+            }
+            _ => sys::setsockopt(new, level, name, &old_v[..ol]),
         };
         if let Err(e) = r {
             if to_mptcp {
@@ -177,9 +142,9 @@ pub fn swap(fd: i32, family: Family, to_mptcp: bool) -> Result<(), Errno> {
             }
         }
     }
-    let bound = sys::getsockname(fd).ok().and_then(|l| {
-        let a = crate::hooks::sockaddr_from_storage(&l.storage, l.len)?;
-        (a.port() != 0 || !a.ip().is_unspecified()).then_some(l)
+    let bound = sys::getsockname(fd).ok().filter(|l| {
+        l.as_socket()
+            .is_some_and(|a| a.port() != 0 || !a.ip().is_unspecified())
     });
     let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
     if let Err(e) = sys::dup3(new, fd, flags) {
@@ -188,7 +153,7 @@ pub fn swap(fd: i32, family: Family, to_mptcp: bool) -> Result<(), Errno> {
     }
     sys::close(new);
     if let Some(l) = bound {
-        if let Err(e) = sys::bind(fd, &l.storage, l.len) {
+        if let Err(e) = sys::bind(fd, &l) {
             log_at!(
                 LogLevel::Warn,
                 "fd {}: could not re-bind the local address after changing protocol: {}",
@@ -197,21 +162,23 @@ pub fn swap(fd: i32, family: Family, to_mptcp: bool) -> Result<(), Errno> {
             );
         }
     }
-    let made = if to_mptcp {
-        fdtable::MADE_MPTCP
-    } else {
-        fdtable::PINNED_TCP
+    let kind = Kind {
+        transport: sockwrap_policy::Transport::Tcp,
+        mptcp: to_mptcp,
+        family,
     };
-    fdtable::set(fd, made | fdtable::CHECKED);
+    fdstate::set(
+        fd,
+        FdState::seen(Some(kind))
+            .with_made_mptcp(to_mptcp)
+            .with_pinned_tcp(!to_mptcp),
+    );
+    trace::retrack(fd, kind);
     Ok(())
 }
 
-pub fn pinned_tcp(fd: i32) -> bool {
-    fdtable::get(fd).is_some_and(|info| info & fdtable::PINNED_TCP != 0)
-}
-
 pub fn made_by_us(fd: i32) -> bool {
-    fdtable::get(fd).is_some_and(|info| info & fdtable::MADE_MPTCP != 0)
+    fdstate::get(fd).is_some_and(FdState::made_mptcp)
 }
 
 /// Whether a fresh plain TCP socket of `family` accepts this option: if TCP refuses it too,
@@ -232,4 +199,14 @@ pub fn tcp_accepts(family: Family, level: i32, name: i32, val: &[u8]) -> bool {
     let ok = sys::setsockopt(probe, level, name, val).is_ok();
     sys::close(probe);
     ok
+}
+
+/// The trace line for a TCP socket the socket hook created as MPTCP.
+pub fn trace_created(fd: i32) {
+    let mut e = trace::Ev::begin("apply", "socket", fd);
+    e.key("option").str("mptcp");
+    e.key("kernel").str("IPPROTO_MPTCP");
+    e.key("value").str("on");
+    e.key("result").str("ok");
+    e.finish();
 }

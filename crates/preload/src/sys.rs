@@ -1,12 +1,21 @@
-//! Raw system calls used by the library for its own work.
+//! Raw system calls used by the library for its own work, and the socket-address type.
 //!
 //! Nothing here calls libc's socket functions by name: those symbols resolve to our own hooks.
 //! `libc::syscall` is not a socket function and cannot recurse. It does set `errno` on
 //! failure, so every hook saves `errno` on entry and restores it ([`ErrnoGuard`]) before it
 //! hands control back or calls the real function: the program only ever sees the errno of
 //! its own call.
+//!
+//! [`SockAddr`] owns every conversion between C socket addresses and Rust's: the rest of
+//! the library asks it (socket2's `SockAddr` is the model).
+
+#![allow(unsafe_code)]
 
 use core::mem::{size_of, MaybeUninit};
+use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// The protocol number of Multipath TCP (`<linux/in.h>`).
+pub const IPPROTO_MPTCP: i32 = 262;
 
 /// An errno value. `Copy`, no allocation on the error path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,12 +35,6 @@ pub fn set_errno(e: i32) {
 /// Restores the errno seen at construction when dropped.
 pub struct ErrnoGuard(i32);
 
-impl Default for ErrnoGuard {
-    fn default() -> ErrnoGuard {
-        ErrnoGuard::new()
-    }
-}
-
 impl ErrnoGuard {
     pub fn new() -> ErrnoGuard {
         ErrnoGuard(errno())
@@ -49,6 +52,141 @@ fn check(r: libc::c_long) -> Result<libc::c_long, Errno> {
         Err(Errno(errno()))
     } else {
         Ok(r)
+    }
+}
+
+/// A socket address as the kernel reads and writes it: storage big enough for any family,
+/// and the length in use.
+#[derive(Clone, Copy)]
+pub struct SockAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl SockAddr {
+    fn empty() -> SockAddr {
+        SockAddr {
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            storage: unsafe { core::mem::zeroed() },
+            len: size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        }
+    }
+
+    /// Copies `len` bytes of a C address (at most a `sockaddr_storage`).
+    ///
+    /// # Safety
+    /// `p` must be null or valid for reading `len` bytes.
+    pub unsafe fn from_raw(p: *const libc::sockaddr, len: libc::socklen_t) -> Option<SockAddr> {
+        if p.is_null() {
+            return None;
+        }
+        let mut a = SockAddr::empty();
+        let n = (len as usize).min(size_of::<libc::sockaddr_storage>());
+        // SAFETY: the caller promises p is valid for len bytes; the storage holds n.
+        unsafe {
+            core::ptr::copy_nonoverlapping(p as *const u8, &mut a.storage as *mut _ as *mut u8, n)
+        };
+        a.len = n as libc::socklen_t;
+        Some(a)
+    }
+
+    /// The address family (AF_INET, AF_UNIX...), if the length covers it.
+    pub fn family(&self) -> Option<i32> {
+        (self.len as usize >= size_of::<libc::sa_family_t>())
+            .then_some(self.storage.ss_family as i32)
+    }
+
+    /// The IPv4 or IPv6 address, if this is one.
+    pub fn as_socket(&self) -> Option<SocketAddr> {
+        let p = &self.storage as *const libc::sockaddr_storage;
+        match self.family()? {
+            libc::AF_INET if self.len as usize >= size_of::<libc::sockaddr_in>() => {
+                // SAFETY: the storage holds a sockaddr_in (family and length checked) and
+                // is aligned for it.
+                let a = unsafe { &*(p as *const libc::sockaddr_in) };
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                    u16::from_be(a.sin_port),
+                )))
+            }
+            libc::AF_INET6 if self.len as usize >= size_of::<libc::sockaddr_in6>() => {
+                // SAFETY: as above, for sockaddr_in6.
+                let a = unsafe { &*(p as *const libc::sockaddr_in6) };
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+
+    /// The path of an AF_UNIX address (`@name` for the abstract namespace), as bytes.
+    pub fn unix_path(&self) -> Option<([u8; 109], usize)> {
+        if self.family()? != libc::AF_UNIX {
+            return None;
+        }
+        // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_un.
+        let un = unsafe { &*(&self.storage as *const _ as *const libc::sockaddr_un) };
+        let n = (self.len as usize).saturating_sub(2).min(108);
+        let path: &[u8] = &(un.sun_path.map(|c| c as u8))[..n];
+        let mut out = [0u8; 109];
+        let used = match path.split_first() {
+            Some((&0, rest)) => {
+                out[0] = b'@';
+                out[1..1 + rest.len()].copy_from_slice(rest);
+                1 + rest.len()
+            }
+            _ => {
+                let end = path.iter().position(|&c| c == 0).unwrap_or(path.len());
+                out[..end].copy_from_slice(&path[..end]);
+                end
+            }
+        };
+        Some((out, used))
+    }
+
+    fn as_ptr(&self) -> *const libc::sockaddr {
+        &self.storage as *const _ as *const libc::sockaddr
+    }
+}
+
+impl From<SocketAddr> for SockAddr {
+    fn from(a: SocketAddr) -> SockAddr {
+        let mut s = SockAddr::empty();
+        let p = &mut s.storage as *mut libc::sockaddr_storage;
+        match a {
+            SocketAddr::V4(v4) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: v4.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(*v4.ip()).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+                unsafe { (p as *mut libc::sockaddr_in).write(sin) };
+                s.len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            }
+            SocketAddr::V6(v6) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: v6.port().to_be(),
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: v6.ip().octets(),
+                    },
+                    sin6_scope_id: v6.scope_id(),
+                };
+                // SAFETY: as above, for sockaddr_in6.
+                unsafe { (p as *mut libc::sockaddr_in6).write(sin6) };
+                s.len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            }
+        }
+        s
     }
 }
 
@@ -98,6 +236,32 @@ pub fn setsockopt(fd: i32, level: i32, name: i32, buf: &[u8]) -> Result<(), Errn
     }
 }
 
+/// `setsockopt` with the program's own value pointer, which the kernel checks (a bad
+/// pointer gives EFAULT, as it would have without sockwrap).
+///
+/// # Safety
+/// `val`/`len` are the program's setsockopt arguments: the kernel validates them.
+pub unsafe fn setsockopt_user(
+    fd: i32,
+    level: i32,
+    name: i32,
+    val: *const core::ffi::c_void,
+    len: libc::socklen_t,
+) -> Result<(), Errno> {
+    // SAFETY: the kernel checks the program's pointer and length.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_setsockopt,
+            fd as libc::c_long,
+            level as libc::c_long,
+            name as libc::c_long,
+            val,
+            len as libc::c_long,
+        )
+    };
+    check(r).map(|_| ())
+}
+
 /// `getsockopt(fd, level, name)` for an int-valued option.
 pub fn getsockopt_int(fd: i32, level: i32, name: i32) -> Result<i32, Errno> {
     let mut v: i32 = 0;
@@ -114,112 +278,6 @@ pub fn getsockopt_int(fd: i32, level: i32, name: i32) -> Result<i32, Errno> {
         )
     };
     check(r).map(|_| v)
-}
-
-/// A socket address big enough for any family, as the kernel fills it.
-pub struct SockAddr {
-    pub storage: libc::sockaddr_storage,
-    pub len: libc::socklen_t,
-}
-
-fn name_call(nr: libc::c_long, fd: i32) -> Result<SockAddr, Errno> {
-    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: storage and len are valid for writing; len is storage's size.
-    let r = unsafe {
-        libc::syscall(
-            nr,
-            fd as libc::c_long,
-            storage.as_mut_ptr(),
-            &mut len as *mut libc::socklen_t,
-        )
-    };
-    check(r)?;
-    // SAFETY: zero-initialised, then (partly) written by the kernel; all-zero is valid.
-    Ok(SockAddr {
-        storage: unsafe { storage.assume_init() },
-        len,
-    })
-}
-
-pub fn getsockname(fd: i32) -> Result<SockAddr, Errno> {
-    name_call(libc::SYS_getsockname, fd)
-}
-
-pub fn getpeername(fd: i32) -> Result<SockAddr, Errno> {
-    name_call(libc::SYS_getpeername, fd)
-}
-
-/// `bind(fd, addr)` as a raw system call (never our own hook).
-pub fn bind(fd: i32, addr: &libc::sockaddr_storage, len: libc::socklen_t) -> Result<(), Errno> {
-    // SAFETY: addr is valid for len bytes (len <= size_of::<sockaddr_storage>()).
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bind,
-            fd as libc::c_long,
-            addr as *const _,
-            len as libc::c_long,
-        )
-    };
-    check(r).map(|_| ())
-}
-
-/// The inode of what `fd` refers to, to tell one socket from a later one on the same number.
-pub fn inode(fd: i32) -> Option<(u64, u64)> {
-    stat_of(fd).map(|(_, dev, ino)| (dev, ino))
-}
-
-/// `fd`'s file type bits (`st_mode & S_IFMT`), device and inode, from one fstat.
-pub fn stat_of(fd: i32) -> Option<(u32, u64, u64)> {
-    let mut st = MaybeUninit::<libc::stat>::zeroed();
-    // SAFETY: st is valid for writing a struct stat.
-    let r = unsafe { libc::syscall(libc::SYS_fstat, fd as libc::c_long, st.as_mut_ptr()) };
-    if r < 0 {
-        return None;
-    }
-    // SAFETY: zero-initialised and filled by the kernel.
-    let st = unsafe { st.assume_init() };
-    Some((st.st_mode & libc::S_IFMT, st.st_dev, st.st_ino))
-}
-
-/// Whether `fd` is open and a socket.
-pub fn is_socket(fd: i32) -> Option<bool> {
-    stat_of(fd).map(|(fmt, _, _)| fmt == libc::S_IFSOCK)
-}
-
-pub fn write_all(fd: i32, buf: &[u8]) {
-    // One write(2) for the whole line: lines from several threads and processes never
-    // interleave on an O_APPEND file or a pipe (up to PIPE_BUF).
-    // SAFETY: buf is valid for buf.len() bytes.
-    let _ = unsafe { libc::syscall(libc::SYS_write, fd as libc::c_long, buf.as_ptr(), buf.len()) };
-}
-
-pub fn getpid() -> i32 {
-    // SAFETY: getpid has no arguments and cannot fail.
-    unsafe { libc::syscall(libc::SYS_getpid) as i32 }
-}
-
-/// Short names for the errnos a socket option can fail with.
-pub fn errno_name(e: i32) -> &'static str {
-    match e {
-        libc::EPERM => "EPERM (operation not permitted)",
-        libc::ENOENT => "ENOENT (no such algorithm or file)",
-        libc::EACCES => "EACCES (permission denied)",
-        libc::EINVAL => "EINVAL (invalid argument)",
-        libc::ENODEV => "ENODEV (no such device)",
-        libc::ENOPROTOOPT => "ENOPROTOOPT (option not supported by protocol)",
-        libc::EOPNOTSUPP => "EOPNOTSUPP (operation not supported)",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL (address not available)",
-        libc::EADDRINUSE => "EADDRINUSE (address in use)",
-        libc::ENOBUFS => "ENOBUFS (no buffer space)",
-        libc::EBADF => "EBADF (bad file descriptor)",
-        libc::ENOTSOCK => "ENOTSOCK (not a socket)",
-        libc::EISCONN => "EISCONN (already connected)",
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT (address family not supported)",
-        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT (protocol not supported)",
-        libc::EBUSY => "EBUSY (busy)",
-        _ => "error",
-    }
 }
 
 /// `getsockopt(fd, level, name)` into a small buffer; returns the length the kernel wrote.
@@ -244,6 +302,133 @@ pub fn getsockopt_bytes(
     check(r).map(|_| len as usize)
 }
 
+fn name_call(nr: libc::c_long, fd: i32) -> Result<SockAddr, Errno> {
+    let mut a = SockAddr::empty();
+    // SAFETY: storage and len are valid for writing; len is storage's size.
+    let r = unsafe {
+        libc::syscall(
+            nr,
+            fd as libc::c_long,
+            &mut a.storage as *mut libc::sockaddr_storage,
+            &mut a.len as *mut libc::socklen_t,
+        )
+    };
+    check(r)?;
+    Ok(a)
+}
+
+pub fn getsockname(fd: i32) -> Result<SockAddr, Errno> {
+    name_call(libc::SYS_getsockname, fd)
+}
+
+pub fn getpeername(fd: i32) -> Result<SockAddr, Errno> {
+    name_call(libc::SYS_getpeername, fd)
+}
+
+/// The local address as an IP socket address.
+pub fn local_addr(fd: i32) -> Option<SocketAddr> {
+    getsockname(fd).ok()?.as_socket()
+}
+
+/// The peer's address as an IP socket address.
+pub fn peer_addr(fd: i32) -> Option<SocketAddr> {
+    getpeername(fd).ok()?.as_socket()
+}
+
+/// `bind(fd, addr)` as a raw system call (never our own hook).
+pub fn bind(fd: i32, addr: &SockAddr) -> Result<(), Errno> {
+    // SAFETY: addr is valid for its len bytes (at most a sockaddr_storage).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bind,
+            fd as libc::c_long,
+            addr.as_ptr(),
+            addr.len as libc::c_long,
+        )
+    };
+    check(r).map(|_| ())
+}
+
+/// `fd`'s file type bits (`st_mode & S_IFMT`), device and inode, from one fstat.
+pub fn stat_of(fd: i32) -> Option<(u32, u64, u64)> {
+    let mut st = MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: st is valid for writing a struct stat.
+    let r = unsafe { libc::syscall(libc::SYS_fstat, fd as libc::c_long, st.as_mut_ptr()) };
+    if r < 0 {
+        return None;
+    }
+    // SAFETY: zero-initialised and filled by the kernel.
+    let st = unsafe { st.assume_init() };
+    Some((st.st_mode & libc::S_IFMT, st.st_dev, st.st_ino))
+}
+
+/// The device and inode of what `fd` refers to, to tell one file from a later one on the
+/// same number.
+pub fn inode(fd: i32) -> Option<(u64, u64)> {
+    stat_of(fd).map(|(_, dev, ino)| (dev, ino))
+}
+
+pub fn write_all(fd: i32, buf: &[u8]) {
+    // One write(2) for the whole line: lines from several threads and processes never
+    // interleave on an O_APPEND file or a pipe (up to PIPE_BUF).
+    // SAFETY: buf is valid for buf.len() bytes.
+    let _ = unsafe { libc::syscall(libc::SYS_write, fd as libc::c_long, buf.as_ptr(), buf.len()) };
+}
+
+pub fn getpid() -> i32 {
+    // SAFETY: getpid has no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_getpid) as i32 }
+}
+
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// Nanoseconds of `clock` (the vDSO answers: no system call).
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is valid for writing; clock_gettime is async-signal-safe.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
+/// A word on a page of its own that the kernel gives a forked child zeroed
+/// (`MADV_WIPEONFORK`, Linux 4.14): for caches that must not survive a fork, whichever way
+/// the child was made (fork, `_Fork`, a raw clone without CLONE_VM). One mmap and one
+/// madvise, once; the page lives as long as the process.
+pub fn wiped_on_fork_word() -> Option<&'static core::sync::atomic::AtomicI32> {
+    const PAGE: usize = 4096;
+    // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: p is the page just mapped.
+    if unsafe { libc::madvise(p, PAGE, libc::MADV_WIPEONFORK) } != 0 {
+        // SAFETY: unmapping our own page, which nothing refers to.
+        unsafe { libc::munmap(p, PAGE) };
+        return None;
+    }
+    // SAFETY: the page is zeroed, aligned, never unmapped, and only ever used as this one
+    // atomic (zero is a valid AtomicI32).
+    Some(unsafe { &*(p as *const core::sync::atomic::AtomicI32) })
+}
+
 /// `socket(2)` as a raw system call (never our own hook).
 pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<i32, Errno> {
     // SAFETY: no pointers involved.
@@ -258,8 +443,10 @@ pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<i32, Errno> {
     check(r).map(|fd| fd as i32)
 }
 
+/// Closes a descriptor of ours (or one the program has not seen yet) by system call, never
+/// through our own close hook.
 pub fn close(fd: i32) {
-    // SAFETY: closing a descriptor we own.
+    // SAFETY: no pointers involved.
     unsafe { libc::syscall(libc::SYS_close, fd as libc::c_long) };
 }
 
@@ -277,15 +464,95 @@ pub fn dup3(old: i32, new: i32, flags: i32) -> Result<(), Errno> {
     check(r).map(|_| ())
 }
 
-pub fn fcntl(fd: i32, cmd: i32) -> Result<i32, Errno> {
-    // SAFETY: F_GETFL/F_GETFD take no pointer.
+/// `fcntl(fd, cmd, arg)` for commands that take an integer (F_GETFL, F_GETFD,
+/// F_DUPFD_CLOEXEC).
+pub fn fcntl(fd: i32, cmd: i32, arg: i32) -> Result<i32, Errno> {
+    // SAFETY: these commands take no pointer.
     let r = unsafe {
         libc::syscall(
             libc::SYS_fcntl,
             fd as libc::c_long,
             cmd as libc::c_long,
-            0 as libc::c_long,
+            arg as libc::c_long,
         )
     };
     check(r).map(|v| v as i32)
+}
+
+/// `close_range(first, ~0, 0)`.
+pub fn close_from(first: u32) {
+    // SAFETY: no pointers involved.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_long,
+            !0u32 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+}
+
+/// Opens `path` (shorter than 4 KiB, no NUL) with `flags`, mode 0600 when created.
+/// Allocation-free and async-signal-safe.
+pub fn open(path: &str, flags: i32) -> Result<i32, Errno> {
+    let mut c = [0u8; 4096];
+    if path.len() >= c.len() || path.as_bytes().contains(&0) {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
+    c[..path.len()].copy_from_slice(path.as_bytes());
+    // SAFETY: c is NUL-terminated. open() is not one of our hooks.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr() as *const libc::c_char,
+            flags,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        Err(Errno(errno()))
+    } else {
+        Ok(fd)
+    }
+}
+
+/// Whether the loader runs this process in secure mode (setuid, setcap).
+pub fn secure_mode() -> bool {
+    // SAFETY: getauxval has no preconditions.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// The target of a symbolic link such as `/proc/self/exe`, into `buf`.
+pub fn readlink<'a>(path: &core::ffi::CStr, buf: &'a mut [u8; 4096]) -> Option<&'a [u8]> {
+    // SAFETY: path is NUL-terminated, buf is valid for its length.
+    let n = unsafe {
+        libc::readlink(
+            path.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+        )
+    };
+    usize::try_from(n).ok().map(|n| &buf[..n])
+}
+
+/// Short names for the errnos a socket option can fail with.
+pub fn errno_name(e: i32) -> &'static str {
+    match e {
+        libc::EPERM => "EPERM (operation not permitted)",
+        libc::ENOENT => "ENOENT (no such algorithm or file)",
+        libc::EACCES => "EACCES (permission denied)",
+        libc::EINVAL => "EINVAL (invalid argument)",
+        libc::ENODEV => "ENODEV (no such device)",
+        libc::ENOPROTOOPT => "ENOPROTOOPT (option not supported by protocol)",
+        libc::EOPNOTSUPP => "EOPNOTSUPP (operation not supported)",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL (address not available)",
+        libc::EADDRINUSE => "EADDRINUSE (address in use)",
+        libc::ENOBUFS => "ENOBUFS (no buffer space)",
+        libc::EBADF => "EBADF (bad file descriptor)",
+        libc::ENOTSOCK => "ENOTSOCK (not a socket)",
+        libc::EISCONN => "EISCONN (already connected)",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT (address family not supported)",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT (protocol not supported)",
+        libc::EBUSY => "EBUSY (busy)",
+        _ => "error",
+    }
 }

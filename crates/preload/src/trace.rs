@@ -3,21 +3,38 @@
 //! Same rules as [`crate::log`]: each line is formatted into a stack buffer with `core::fmt`
 //! (no allocation, no lock) and written with ONE `write(2)` to a descriptor opened at load
 //! with O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600. Lines stay under 4 KiB,
-//! so every process of a traced tree appends whole lines to the one file. The descriptor's
-//! inode is checked before each write. No payload byte is ever recorded: addresses, option
-//! names and option values only.
+//! so every process of a traced tree appends whole lines to the one file. No payload byte is
+//! ever recorded: addresses, option names and option values only.
+//!
+//! A traced connection costs its line writes and the `getsockname` that gives its local
+//! address: what does not change is cached.
+//! * The pid lives on a page the kernel wipes in a forked child (`MADV_WIPEONFORK`; and a
+//!   `pthread_atfork` handler clears it too), so a child asks again; the tid is cached per
+//!   thread beside the pid it belongs to. A vfork child (posix_spawn, Python's subprocess)
+//!   shares the parent's memory: `close_range`/`closefrom`, which such children call, ask
+//!   the kernel for the pid; a plain `close` of a traced socket in a vfork child is recorded
+//!   under the parent's pid and tid (README).
+//! * The transport of a socket is what the socket or accept hook saw it made, kept per
+//!   descriptor.
+//! * The trace descriptor is checked once, when it is opened; the close, close_range,
+//!   closefrom and dup2/dup3 hooks see the program close or replace it, and the next line
+//!   opens the file again (and checks it is the same file).
 //!
 //! When tracing is off the hooks pay one relaxed load of [`ON`].
 
-use crate::sys;
-use core::ffi::c_void;
+use crate::fdstate::Kind;
+use crate::log::Line;
+use crate::sys::{self, SockAddr};
+use core::cell::Cell;
 use core::fmt::{self, Write};
 use core::net::SocketAddr;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
-use libc::{sockaddr, socklen_t};
+use sockwrap_policy::catalog::{Family, Shown};
+use sockwrap_policy::{Opt, Transport, Value};
 use std::sync::OnceLock;
 
 /// In `.data`, not `.bss`: with the other statics every exec touches (see `GLOBAL`).
+#[allow(unsafe_code)] // link_section: a placement, nothing else
 #[link_section = ".data"]
 static ON: AtomicBool = AtomicBool::new(false);
 static FD: AtomicI32 = AtomicI32::new(-1);
@@ -26,19 +43,64 @@ static INO: AtomicU64 = AtomicU64::new(0);
 static PROG: OnceLock<([u8; 64], usize)> = OnceLock::new();
 static PATH: OnceLock<String> = OnceLock::new();
 
-/// Descriptors the trace has seen as inet sockets, so that `close` reports only those: the
-/// pid that saw them. Only that pid forgets them: a vfork child (Python's subprocess,
-/// posix_spawn) shares this memory, and its close/close_range before exec must not make the
-/// parent's later close go unreported.
+/// Per descriptor the trace has seen: the pid that saw it (low 32 bits; only that pid
+/// forgets it: a vfork child shares this memory, and its close_range before exec must not
+/// make the parent's later close go unreported), whether it is an inet socket ([`INET`]),
+/// and its transport (bits 33..35, [`code`]).
 const TRACKED_N: usize = 65536;
 #[allow(clippy::declare_interior_mutable_const)]
-const UNTRACKED: AtomicI32 = AtomicI32::new(0);
-static TRACKED: [AtomicI32; TRACKED_N] = [UNTRACKED; TRACKED_N];
+const UNTRACKED: AtomicU64 = AtomicU64::new(0);
+static TRACKED: [AtomicU64; TRACKED_N] = [UNTRACKED; TRACKED_N];
+const INET: u64 = 1 << 32;
+
+/// The cached pid, on a page a forked child gets zeroed (see `sys::Page`).
+static PID: OnceLock<&'static AtomicI32> = OnceLock::new();
+/// Used when no such page could be had: then the atfork handler alone resets it.
+static PID_FALLBACK: AtomicI32 = AtomicI32::new(0);
+
+thread_local! {
+    /// (pid, tid) of this thread, as last asked.
+    static TID: Cell<(i32, i32)> = const { Cell::new((0, 0)) };
+}
 
 /// Whether tracing is on: the only cost the hooks pay when it is not.
 #[inline(always)]
 pub fn on() -> bool {
     ON.load(Relaxed)
+}
+
+fn pid_slot() -> &'static AtomicI32 {
+    PID.get().copied().unwrap_or(&PID_FALLBACK)
+}
+
+/// This process's pid, asked of the kernel once per process.
+fn pid() -> i32 {
+    let slot = pid_slot();
+    match slot.load(Relaxed) {
+        0 => {
+            let p = sys::getpid();
+            slot.store(p, Relaxed);
+            p
+        }
+        p => p,
+    }
+}
+
+fn tid() -> i32 {
+    let pid = pid();
+    TID.with(|c| match c.get() {
+        (p, t) if p == pid && t != 0 => t,
+        _ => {
+            let t = sys::gettid();
+            c.set((pid, t));
+            t
+        }
+    })
+}
+
+/// A forked child asks for its own pid (called from the pthread_atfork child handler).
+pub fn after_fork_child() {
+    pid_slot().store(0, Relaxed);
 }
 
 /// Opens the trace file. Called once from the constructor.
@@ -48,6 +110,9 @@ pub fn init(path: &str, prog: &str) {
     p[..n].copy_from_slice(&prog.as_bytes()[..n]);
     let _ = PROG.set((p, n));
     let _ = PATH.set(path.to_string());
+    if let Some(page) = sys::wiped_on_fork_word() {
+        let _ = PID.set(page);
+    }
     let fd = crate::log::open_log_file(path);
     if fd < 0 {
         crate::log_at!(
@@ -65,48 +130,88 @@ pub fn init(path: &str, prog: &str) {
     }
 }
 
-pub fn track(fd: i32, yes: bool) {
-    if let Some(t) = usize::try_from(fd).ok().and_then(|i| TRACKED.get(i)) {
-        t.store(if yes { sys::getpid() } else { 0 }, Relaxed);
+/// The transport code kept per descriptor: 0 unknown, 1 tcp, 2 udp, 3 mptcp, 4 other.
+fn code(kind: Option<Kind>) -> u64 {
+    match kind {
+        None => 4,
+        Some(k) if k.mptcp => 3,
+        Some(k) if k.transport == Transport::Tcp => 1,
+        Some(_) => 2,
+    }
+}
+
+fn slot(fd: i32) -> Option<&'static AtomicU64> {
+    usize::try_from(fd).ok().and_then(|i| TRACKED.get(i))
+}
+
+/// Remembers `fd` as seen by this process: an inet socket of `kind` (`Some(None)`: of
+/// another transport), or not an inet socket (`None`).
+pub fn track(fd: i32, kind: Option<Option<Kind>>) {
+    if let Some(t) = slot(fd) {
+        let v = match kind {
+            Some(k) => pid() as u32 as u64 | INET | code(k) << 33,
+            None => 0,
+        };
+        t.store(v, Relaxed);
+    }
+}
+
+/// The socket on `fd` changed protocol (MPTCP ↔ TCP before connect).
+pub fn retrack(fd: i32, kind: Kind) {
+    if let Some(t) = slot(fd) {
+        let v = t.load(Relaxed);
+        if v & INET != 0 {
+            t.store((v & !(7 << 33)) | code(Some(kind)) << 33, Relaxed);
+        }
     }
 }
 
 /// Whether `fd` was tracked; forgets it if this process tracked it.
 pub fn untrack(fd: i32) -> bool {
-    let Some(t) = usize::try_from(fd).ok().and_then(|i| TRACKED.get(i)) else {
+    let Some(t) = slot(fd) else {
         return false;
     };
     let v = t.load(Relaxed);
-    if v == 0 {
+    if v & INET == 0 {
         return false;
     }
-    let _ = t.compare_exchange(sys::getpid(), 0, Relaxed, Relaxed);
+    if v as u32 as i32 == pid() {
+        let _ = t.compare_exchange(v, 0, Relaxed, Relaxed);
+    }
     true
 }
 
 /// `close_range`/`closefrom`: forgets this process's descriptors (no close line for them).
+/// Asks the kernel for the pid: vfork children, which share this memory, call these.
 pub fn untrack_range(first: u32, last: u32) {
     let me = sys::getpid();
     let last = (last as usize).min(TRACKED_N - 1);
     for t in TRACKED.iter().take(last + 1).skip(first as usize) {
-        let _ = t.compare_exchange(me, 0, Relaxed, Relaxed);
+        let v = t.load(Relaxed);
+        if v & INET != 0 && v as u32 as i32 == me {
+            let _ = t.compare_exchange(v, 0, Relaxed, Relaxed);
+        }
+    }
+}
+
+/// The program closed (or replaced, with dup2/dup3) descriptor `fd`: if it was the
+/// trace's, the next line opens the file again.
+pub fn note_closed(fd: i32) {
+    if fd >= 0 && FD.load(Relaxed) == fd {
+        FD.store(-1, Relaxed);
+    }
+}
+
+/// The program closed descriptors `first..=last`.
+pub fn note_closed_range(first: u32, last: u32) {
+    let fd = FD.load(Relaxed);
+    if fd >= 0 && (first..=last).contains(&(fd as u32)) {
+        FD.store(-1, Relaxed);
     }
 }
 
 pub fn now_mono() -> u64 {
-    clock(libc::CLOCK_MONOTONIC)
-}
-
-fn clock(id: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is valid for writing; clock_gettime is async-signal-safe.
-    unsafe { libc::clock_gettime(id, &mut ts) };
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
+    sys::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 const CAP: usize = 3800;
@@ -142,16 +247,14 @@ impl Ev {
             overflow: false,
         };
         let mono = now_mono();
-        let wall = clock(libc::CLOCK_REALTIME);
-        // SAFETY: gettid has no arguments and cannot fail.
-        let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+        let wall = sys::clock_ns(libc::CLOCK_REALTIME);
         let _ = write!(
             e,
             "{{\"v\":1,\"t_mono_ns\":{},\"t_wall_ns\":{},\"pid\":{},\"tid\":{},\"prog\":",
             mono,
             wall,
-            sys::getpid(),
-            tid
+            pid(),
+            tid()
         );
         let prog = PROG.get().map(|(p, n)| &p[..*n]).unwrap_or(b"?");
         e.bytes_str(prog);
@@ -257,13 +360,14 @@ fn ours(fd: i32) -> bool {
     fd >= 0 && sys::inode(fd) == Some((DEV.load(Relaxed), INO.load(Relaxed)))
 }
 
-/// The trace descriptor, checked. Programs that close every descriptor at start (OpenSSH's
+/// The trace descriptor. Programs that close every descriptor at start (OpenSSH's
 /// `closefrom`, daemons) close ours too, and the number may then be reused by the program:
-/// never write there; open the trace file again (open(2) and fcntl(2) are
-/// async-signal-safe) and accept it only if it is the same file (device and inode).
+/// the close hooks say so ([`note_closed`]), and then the trace file is opened again
+/// (open(2) and fcntl(2) are async-signal-safe) and accepted only if it is the same file
+/// (device and inode).
 fn out_fd() -> Option<i32> {
     let fd = FD.load(Relaxed);
-    if ours(fd) {
+    if fd >= 0 {
         return Some(fd);
     }
     let path = PATH.get()?;
@@ -336,7 +440,7 @@ fn proto_name(p: i32) -> Option<&'static str> {
         libc::IPPROTO_UDP => "IPPROTO_UDP",
         libc::IPPROTO_ICMP => "IPPROTO_ICMP",
         libc::IPPROTO_ICMPV6 => "IPPROTO_ICMPV6",
-        crate::mptcp::IPPROTO_MPTCP => "IPPROTO_MPTCP",
+        sys::IPPROTO_MPTCP => "IPPROTO_MPTCP",
         _ => return None,
     })
 }
@@ -401,38 +505,30 @@ fn level_name(level: i32) -> Option<&'static str> {
     })
 }
 
+/// The C name of an option: the catalog's for those it knows (managed, or carried over a
+/// protocol change), else from the trace's own list of common options.
 fn opt_name(level: i32, name: i32) -> Option<&'static str> {
+    sockwrap_policy::catalog::kernel_name(level, name).or_else(|| other_opt_name(level, name))
+}
+
+fn other_opt_name(level: i32, name: i32) -> Option<&'static str> {
     Some(match (level, name) {
         (libc::SOL_SOCKET, n) => match n {
             1 => "SO_DEBUG",
-            2 => "SO_REUSEADDR",
             3 => "SO_TYPE",
             4 => "SO_ERROR",
             5 => "SO_DONTROUTE",
             6 => "SO_BROADCAST",
-            7 => "SO_SNDBUF",
-            8 => "SO_RCVBUF",
-            9 => "SO_KEEPALIVE",
-            10 => "SO_OOBINLINE",
-            12 => "SO_PRIORITY",
-            13 => "SO_LINGER",
-            15 => "SO_REUSEPORT",
             16 => "SO_PASSCRED",
             17 => "SO_PEERCRED",
-            18 => "SO_RCVLOWAT",
             19 => "SO_SNDLOWAT",
             20 => "SO_RCVTIMEO_OLD",
             21 => "SO_SNDTIMEO_OLD",
-            25 => "SO_BINDTODEVICE",
             29 => "SO_TIMESTAMP_OLD",
             30 => "SO_ACCEPTCONN",
-            32 => "SO_SNDBUFFORCE",
-            33 => "SO_RCVBUFFORCE",
-            36 => "SO_MARK",
             38 => "SO_PROTOCOL",
             39 => "SO_DOMAIN",
             46 => "SO_BUSY_POLL",
-            47 => "SO_MAX_PACING_RATE",
             49 => "SO_INCOMING_CPU",
             60 => "SO_ZEROCOPY",
             66 => "SO_RCVTIMEO_NEW",
@@ -440,8 +536,6 @@ fn opt_name(level: i32, name: i32) -> Option<&'static str> {
             _ => return None,
         },
         (libc::IPPROTO_IP, n) => match n {
-            1 => "IP_TOS",
-            2 => "IP_TTL",
             3 => "IP_HDRINCL",
             4 => "IP_OPTIONS",
             8 => "IP_PKTINFO",
@@ -450,9 +544,6 @@ fn opt_name(level: i32, name: i32) -> Option<&'static str> {
             12 => "IP_RECVTTL",
             13 => "IP_RECVTOS",
             14 => "IP_MTU",
-            15 => "IP_FREEBIND",
-            19 => "IP_TRANSPARENT",
-            24 => "IP_BIND_ADDRESS_NO_PORT",
             32 => "IP_MULTICAST_IF",
             33 => "IP_MULTICAST_TTL",
             34 => "IP_MULTICAST_LOOP",
@@ -461,37 +552,23 @@ fn opt_name(level: i32, name: i32) -> Option<&'static str> {
             _ => return None,
         },
         (libc::IPPROTO_IPV6, n) => match n {
-            16 => "IPV6_UNICAST_HOPS",
             17 => "IPV6_MULTICAST_IF",
             18 => "IPV6_MULTICAST_HOPS",
             19 => "IPV6_MULTICAST_LOOP",
             23 => "IPV6_MTU_DISCOVER",
             25 => "IPV6_RECVERR",
-            26 => "IPV6_V6ONLY",
             49 => "IPV6_RECVPKTINFO",
             66 => "IPV6_RECVTCLASS",
-            67 => "IPV6_TCLASS",
             _ => return None,
         },
         (libc::IPPROTO_TCP, n) => match n {
-            1 => "TCP_NODELAY",
-            2 => "TCP_MAXSEG",
-            3 => "TCP_CORK",
-            4 => "TCP_KEEPIDLE",
-            5 => "TCP_KEEPINTVL",
-            6 => "TCP_KEEPCNT",
             7 => "TCP_SYNCNT",
             8 => "TCP_LINGER2",
-            9 => "TCP_DEFER_ACCEPT",
             10 => "TCP_WINDOW_CLAMP",
             11 => "TCP_INFO",
             12 => "TCP_QUICKACK",
-            13 => "TCP_CONGESTION",
             14 => "TCP_MD5SIG",
-            18 => "TCP_USER_TIMEOUT",
             23 => "TCP_FASTOPEN",
-            25 => "TCP_NOTSENT_LOWAT",
-            30 => "TCP_FASTOPEN_CONNECT",
             31 => "TCP_ULP",
             _ => return None,
         },
@@ -510,96 +587,6 @@ fn name_or_num(e: &mut Ev, n: Option<&str>, v: i32) {
         Some(s) => e.str(s),
         None => e.int(v as i64),
     }
-}
-
-/// Writes an address as a JSON string ("127.0.0.1:80", "[::1]:22", "/run/x.sock",
-/// "@abstract") or null.
-///
-/// # Safety
-/// `p` must be null or valid for `len` bytes.
-pub unsafe fn addr(e: &mut Ev, p: *const sockaddr, len: socklen_t) {
-    // SAFETY: forwarded.
-    if let Some(a) = unsafe { crate::hooks::sockaddr_from_ptr(p, len) } {
-        e.disp(a);
-        return;
-    }
-    if p.is_null() || (len as usize) < 2 {
-        e.raw("null");
-        return;
-    }
-    // SAFETY: at least the family field is readable.
-    let fam = unsafe { (*p).sa_family } as i32;
-    if fam == libc::AF_UNIX {
-        let n = (len as usize).saturating_sub(2).min(108);
-        // SAFETY: the caller's buffer is valid for len bytes; the path starts at offset 2.
-        let path = unsafe { core::slice::from_raw_parts((p as *const u8).add(2), n) };
-        if let Some((&0, rest)) = path.split_first() {
-            let mut b = [0u8; 109];
-            b[0] = b'@';
-            let rest = &rest[..rest.len().min(108)];
-            b[1..1 + rest.len()].copy_from_slice(rest);
-            e.bytes_str(&b[..1 + rest.len()]);
-        } else {
-            let end = path.iter().position(|&c| c == 0).unwrap_or(path.len());
-            e.bytes_str(&path[..end]);
-        }
-        return;
-    }
-    match family_name(fam) {
-        Some(f) => e.str(f),
-        None => e.int(fam as i64),
-    }
-}
-
-pub fn sockaddr_json(e: &mut Ev, a: Option<SocketAddr>) {
-    match a {
-        Some(a) => e.disp(a),
-        None => e.raw("null"),
-    }
-}
-
-/// `,"local":"..."` from getsockname.
-pub fn local(e: &mut Ev, fd: i32) {
-    let l = sys::getsockname(fd)
-        .ok()
-        .and_then(|l| crate::hooks::sockaddr_from_storage(&l.storage, l.len));
-    if let Some(l) = l {
-        e.key("local").disp(l);
-    }
-}
-
-/// `,"peer":"..."` from getpeername.
-pub fn peer(e: &mut Ev, fd: i32) {
-    let l = sys::getpeername(fd)
-        .ok()
-        .and_then(|l| crate::hooks::sockaddr_from_storage(&l.storage, l.len));
-    if let Some(l) = l {
-        e.key("peer").disp(l);
-    }
-}
-
-/// `,"transport":"tcp|udp|mptcp|other","mptcp":bool` as the kernel says. Returns whether
-/// the socket is an inet TCP/UDP/MPTCP one.
-pub fn transport(e: &mut Ev, fd: i32) -> bool {
-    let dom = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(-1);
-    if dom != libc::AF_INET && dom != libc::AF_INET6 {
-        return false;
-    }
-    let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).unwrap_or(-1);
-    let proto = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).unwrap_or(-1);
-    let t = match (ty, proto) {
-        (libc::SOCK_STREAM, libc::IPPROTO_TCP) => "tcp",
-        (libc::SOCK_STREAM, crate::mptcp::IPPROTO_MPTCP) => "mptcp",
-        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => "udp",
-        _ => "other",
-    };
-    e.key("transport").str(t);
-    e.key("mptcp").raw(if proto == crate::mptcp::IPPROTO_MPTCP {
-        "true"
-    } else {
-        "false"
-    });
-    t != "other"
 }
 
 /// `"family":..,"type":..,"protocol":..` (inside args).
@@ -623,61 +610,214 @@ pub fn socket_args(e: &mut Ev, domain: i32, ty: i32, protocol: i32) {
     e.close_obj();
 }
 
-/// `"level":..,"name":..,"value":..` (inside args), the value decoded by option.
-///
-/// # Safety
-/// `val` must be null or valid for `len` bytes.
-pub unsafe fn opt_args(e: &mut Ev, level: i32, name: i32, val: *const c_void, len: usize) {
+/// Writes an address as a JSON string ("127.0.0.1:80", "[::1]:22", "/run/x.sock",
+/// "@abstract", or the family's name) or null.
+pub fn addr(e: &mut Ev, a: Option<&SockAddr>) {
+    let Some(a) = a else {
+        e.raw("null");
+        return;
+    };
+    if let Some(ip) = a.as_socket() {
+        e.disp(ip);
+    } else if let Some((path, n)) = a.unix_path() {
+        e.bytes_str(&path[..n]);
+    } else {
+        match a.family() {
+            Some(f) => name_or_num(e, family_name(f), f),
+            None => e.raw("null"),
+        }
+    }
+}
+
+/// `,"local":"..."` from getsockname.
+pub fn local(e: &mut Ev, fd: i32) {
+    if let Some(l) = sys::local_addr(fd) {
+        e.key("local").disp(l);
+    }
+}
+
+/// `,"peer":"..."`.
+pub fn peer(e: &mut Ev, p: Option<SocketAddr>) {
+    if let Some(p) = p {
+        e.key("peer").disp(p);
+    }
+}
+
+/// What `fd` is, for the trace: as this library's hooks recorded it (the policy's fd
+/// table, or the trace's own record when this process made it), else as the kernel says.
+/// `None`: not an inet socket; `Some(None)`: an inet socket other than TCP/UDP/MPTCP.
+pub fn kind_of(fd: i32) -> Option<Option<Kind>> {
+    if let Some(k) = crate::fdstate::get(fd).and_then(crate::fdstate::FdState::kind) {
+        return Some(Some(k));
+    }
+    let v = slot(fd).map(|t| t.load(Relaxed)).unwrap_or(0);
+    if v & INET != 0 && v as u32 as i32 == pid() {
+        let c = (v >> 33) & 7;
+        if (1..=4).contains(&c) {
+            return Some(decode(c));
+        }
+    }
+    kernel_kind(fd)
+}
+
+/// `,"transport":"tcp|udp|mptcp|other","mptcp":bool` for an inet socket of `kind`
+/// (`None`: another transport).
+pub fn transport(e: &mut Ev, kind: Option<Kind>) {
+    let t = match kind {
+        None => "other",
+        Some(k) if k.mptcp => "mptcp",
+        Some(k) if k.transport == Transport::Tcp => "tcp",
+        Some(_) => "udp",
+    };
+    e.key("transport").str(t);
+    e.key("mptcp").raw(if kind.is_some_and(|k| k.mptcp) {
+        "true"
+    } else {
+        "false"
+    });
+}
+
+/// The kind behind a transport code (the family is not kept: the trace does not need it).
+fn decode(c: u64) -> Option<Kind> {
+    let (transport, mptcp) = match c {
+        1 => (Transport::Tcp, false),
+        2 => (Transport::Udp, false),
+        3 => (Transport::Tcp, true),
+        _ => return None,
+    };
+    Some(Kind {
+        transport,
+        mptcp,
+        family: Family::V4,
+    })
+}
+
+/// What the kernel says `fd` is: `None` if not an inet socket, `Some(None)` if an inet
+/// socket other than TCP/UDP/MPTCP.
+pub fn kernel_kind(fd: i32) -> Option<Option<Kind>> {
+    let family = match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN) {
+        Ok(libc::AF_INET) => Family::V4,
+        Ok(libc::AF_INET6) => Family::V6,
+        _ => return None,
+    };
+    Some(
+        crate::fdstate::kernel_kind(fd).map(|(transport, mptcp)| Kind {
+            transport,
+            mptcp,
+            family,
+        }),
+    )
+}
+
+/// The kind of socket `socket(domain, ty, protocol)` makes, as far as its arguments say:
+/// `None` for a non-inet one, `Some(None)` for an inet socket other than TCP/UDP/MPTCP.
+pub fn kind_from_args(domain: i32, ty: i32, protocol: i32) -> Option<Option<Kind>> {
+    let family = match domain {
+        libc::AF_INET => Family::V4,
+        libc::AF_INET6 => Family::V6,
+        _ => return None,
+    };
+    let (transport, mptcp) = match (ty & 0xf, protocol) {
+        (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => (Transport::Tcp, false),
+        (libc::SOCK_STREAM, sys::IPPROTO_MPTCP) => (Transport::Tcp, true),
+        (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => (Transport::Udp, false),
+        _ => return Some(None),
+    };
+    Some(Some(Kind {
+        transport,
+        mptcp,
+        family,
+    }))
+}
+
+/// One `"ev":"apply"` line: what sockwrap set on a socket (`kernel`: the C names, joined
+/// with `+`), and how it went.
+pub fn apply(fd: i32, call: &str, opt: Opt, value: Value, kernel: &Line, failed: Option<i32>) {
+    let saved = sys::errno();
+    let mut e = Ev::begin("apply", call, fd);
+    e.key("option").str(opt.name());
+    e.key("kernel").str(kernel.as_str());
+    match (opt, value) {
+        (Opt::Tos, Value::Int(tos)) => {
+            e.key("value");
+            tos_value(&mut e, tos);
+        }
+        _ => e.key("value").disp(Shown(opt, value)),
+    }
+    match failed {
+        None => e.key("result").str("ok"),
+        Some(errno) => {
+            e.key("result").str("failed");
+            e.key("errno").str(errno_short(errno));
+        }
+    }
+    e.finish();
+    sys::set_errno(saved);
+}
+
+/// `"0xb8 (DSCP EF)"`.
+fn tos_value(e: &mut Ev, tos: i64) {
+    let dscp = ((tos >> 2) & 0x3f) as u8;
+    match sockwrap_policy::catalog::dscp_name(dscp) {
+        Some(n) => e.disp(format_args!("0x{:02x} (DSCP {})", tos, n)),
+        None => e.disp(format_args!("0x{:02x} (DSCP {})", tos, dscp)),
+    }
+}
+
+/// One `"ev":"override"` line: the program's own setsockopt of a locked option.
+pub fn overridden(fd: i32, opt: Opt, level: i32, name: i32, val: Option<&[u8]>) {
+    let mut e = Ev::begin("override", "setsockopt", fd);
+    e.key("option").str(opt.name());
+    e.key("kernel");
+    name_or_num(&mut e, opt_name(level, name), name);
+    e.open_obj("program");
+    opt_args(&mut e, level, name, val);
+    e.close_obj();
+    e.key("result").str("kept sockwrap's value (locked)");
+    e.finish();
+}
+
+/// `"level":..,"name":..,"value":..` (inside args), the value decoded by option. `val` is
+/// the value's bytes (at most 256 of them), `None` for a null pointer.
+pub fn opt_args(e: &mut Ev, level: i32, name: i32, val: Option<&[u8]>) {
     e.first("level");
     name_or_num(e, level_name(level), level);
     e.key("name");
     name_or_num(e, opt_name(level, name), name);
     e.key("value");
-    if val.is_null() {
+    let Some(b) = val else {
         e.raw("null");
         return;
-    }
-    let len = len.min(256);
-    // SAFETY: the caller promises val is valid for len bytes.
-    let b = unsafe { core::slice::from_raw_parts(val as *const u8, len) };
+    };
+    let len = b.len();
     let int = match len {
         1 => Some(b[0] as i64),
         4 => Some(i32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as i64),
         _ => None,
     };
-    match (level, name) {
-        (libc::IPPROTO_IP, libc::IP_TOS) | (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
-            if int.is_some() =>
-        {
-            let tos = int.unwrap_or(0);
+    match (level, name, int) {
+        (libc::IPPROTO_IP, libc::IP_TOS, Some(tos))
+        | (libc::IPPROTO_IPV6, libc::IPV6_TCLASS, Some(tos)) => {
             if tos < 0 {
                 e.int(tos);
-                return;
-            }
-            let dscp = ((tos >> 2) & 0x3f) as u8;
-            match sockwrap_policy::catalog::dscp_name(dscp) {
-                Some(n) => e.disp(format_args!("0x{:02x} (DSCP {})", tos, n)),
-                None => e.disp(format_args!("0x{:02x} (DSCP {})", tos, dscp)),
+            } else {
+                tos_value(e, tos);
             }
         }
-        (libc::SOL_SOCKET, libc::SO_ERROR) if int.is_some() => {
-            e.str(errno_short(int.unwrap_or(0) as i32));
-        }
-        (libc::IPPROTO_TCP, libc::TCP_CONGESTION | 31)
-        | (libc::SOL_SOCKET, libc::SO_BINDTODEVICE) => {
+        (libc::SOL_SOCKET, libc::SO_ERROR, Some(v)) => e.str(errno_short(v as i32)),
+        (libc::IPPROTO_TCP, libc::TCP_CONGESTION | 31, _)
+        | (libc::SOL_SOCKET, libc::SO_BINDTODEVICE, _) => {
             let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
             e.bytes_str(&b[..end.min(32)]);
         }
-        (libc::SOL_SOCKET, libc::SO_LINGER) if len >= 8 => {
+        (libc::SOL_SOCKET, libc::SO_LINGER, _) if len >= 8 => {
             let on = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
             let secs = i32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
             let _ = write!(e, "{{\"onoff\":{},\"linger\":{}}}", on, secs);
         }
-        _ => match int {
-            Some(v) => e.int(v),
-            None => {
-                let _ = write!(e, "\"<{} bytes>\"", len);
-            }
-        },
+        (_, _, Some(v)) => e.int(v),
+        _ => {
+            let _ = write!(e, "\"<{} bytes>\"", len);
+        }
     }
 }

@@ -1,0 +1,523 @@
+//! The [`Plan`]: exactly what a backend does to one socket at one stage.
+//!
+//! A [`Decision`] says which rule won each option; a Plan says what that means for one
+//! socket: the `(level, name, value bytes)` of every `setsockopt` in order, the source
+//! address to bind, and which options to lock afterwards. The library executes a Plan in
+//! the program's socket calls; the kernel backend copies the same records into BPF maps,
+//! so both are fixed-size, `#[repr(C)]` and free of pointers.
+//!
+//! What each stage sets (a pure function of the catalog: [`Stage::mask`]) and which kind of
+//! socket needs which kernel options ([`Variant`]) are decided here, so that every backend
+//! makes the same calls.
+
+use crate::catalog::{Applies, Family, Opt, When, N_OPTS};
+use crate::rules::{Decision, Transport};
+
+/// The moment a plan is for: which socket call the options are set in.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[repr(u8)]
+pub enum Stage {
+    /// UDP at socket(): everything but the source address (binding it now would pick a port
+    /// before the program can bind its own) and bind-time options.
+    UdpCreate = 0,
+    /// bind(): the options that only matter before bind (and, for UDP servers, the rest).
+    Bind,
+    /// connect(): everything but bind-time options.
+    Connect,
+    /// listen(): everything but the source address and bind-time options.
+    Listen,
+    /// accept() (and sockets adopted from elsewhere): what the listener did not pass on.
+    Accept,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [
+        Stage::UdpCreate,
+        Stage::Bind,
+        Stage::Connect,
+        Stage::Listen,
+        Stage::Accept,
+    ];
+
+    /// The socket call this stage runs in, for logs and traces.
+    pub fn call(self) -> &'static str {
+        match self {
+            Stage::UdpCreate => "socket",
+            Stage::Bind => "bind",
+            Stage::Connect => "connect",
+            Stage::Listen => "listen",
+            Stage::Accept => "accept",
+        }
+    }
+
+    const fn wants(self, slot: usize, udp: bool) -> bool {
+        let spec = &SPECS_CONST[slot];
+        let bind_address = slot == Opt::BindAddress as usize;
+        let before_bind = matches!(spec.when, When::BeforeBind);
+        if slot == Opt::Mptcp as usize {
+            return false; // the protocol: chosen at socket(), changed before connect/listen
+        }
+        if udp && matches!(spec.applies, Applies::Tcp) {
+            return false;
+        }
+        match self {
+            Stage::UdpCreate => !bind_address && !before_bind,
+            Stage::Bind => before_bind || (udp && !bind_address),
+            Stage::Connect => !before_bind,
+            Stage::Listen | Stage::Accept => !bind_address && !before_bind,
+        }
+    }
+
+    /// The slots this stage sets on a socket of `transport`.
+    pub fn mask(self, transport: Transport) -> u32 {
+        STAGE_MASKS[self as usize][(transport == Transport::Udp) as usize]
+    }
+}
+
+use crate::catalog::TABLE as SPECS_CONST;
+
+/// Per stage and transport (TCP, UDP): the slots set. Computed at compile time.
+const STAGE_MASKS: [[u32; 2]; 5] = {
+    let mut m = [[0u32; 2]; 5];
+    let mut st = 0;
+    while st < 5 {
+        let stage = Stage::ALL[st];
+        let mut t = 0;
+        while t < 2 {
+            let mut slot = 0;
+            while slot < N_OPTS {
+                if stage.wants(slot, t == 1) {
+                    m[st][t] |= 1 << slot;
+                }
+                slot += 1;
+            }
+            t += 1;
+        }
+        st += 1;
+    }
+    m
+};
+
+/// The slots an accepted socket inherits from its listener (measured on 6.18).
+pub const INHERITED: u32 = {
+    let mut m = 0u32;
+    let mut slot = 0;
+    while slot < N_OPTS {
+        if SPECS_CONST[slot].inherited_by_accept {
+            m |= 1 << slot;
+        }
+        slot += 1;
+    }
+    m
+};
+
+/// Which kernel options a socket needs, by the IP versions it carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[repr(u8)]
+pub enum Variant {
+    /// AF_INET.
+    V4 = 0,
+    /// AF_INET6 that carries IPv6 only (its peer is a native IPv6 address).
+    V6 = 1,
+    /// AF_INET6 that carries or may carry IPv4: a v4-mapped peer, or one not known yet (a
+    /// dual-stack listener). IPv4 header options are set too, as extras.
+    V6Dual = 2,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 3] = [Variant::V4, Variant::V6, Variant::V6Dual];
+
+    /// The variant of a socket of `family` at `stage`. `peer_v4_mapped` says whether the
+    /// peer (connect, accept) is a v4-mapped address, `None` when there is no peer.
+    pub fn of(family: Family, stage: Stage, peer_v4_mapped: Option<bool>) -> Variant {
+        match (family, stage, peer_v4_mapped) {
+            (Family::V4, _, _) => Variant::V4,
+            (Family::V6, Stage::Connect | Stage::Accept, Some(false)) => Variant::V6,
+            (Family::V6, _, _) => Variant::V6Dual,
+        }
+    }
+
+    pub fn family(self) -> Family {
+        match self {
+            Variant::V4 => Family::V4,
+            Variant::V6 | Variant::V6Dual => Family::V6,
+        }
+    }
+
+    /// Whether the socket may carry IPv4 ([`crate::catalog::kernel_ops`]'s `maybe_v4`).
+    pub fn maybe_v4(self) -> bool {
+        self != Variant::V6
+    }
+}
+
+/// The pseudo level of a plan entry that binds the source address rather than setting an
+/// option: `name` is the address family (AF_INET 2 or AF_INET6 10) and `val` the address
+/// (4 or 16 bytes; an IPv4 address is v4-mapped on an AF_INET6 socket). The port is left
+/// to connect (IP_BIND_ADDRESS_NO_PORT on TCP), and a socket the program bound itself is
+/// left alone.
+pub const LEVEL_BIND: i32 = -1;
+pub const AF_INET: i32 = 2;
+pub const AF_INET6: i32 = 10;
+
+/// [`PlanOp::flags`]: an IPv4 header option on an AF_INET6 socket, whose refusal is not a
+/// failure.
+pub const OP_EXTRA: u8 = 1;
+
+/// One entry of a plan: `setsockopt(fd, level, name, val[..len])`, or a bind when
+/// `level` is [`LEVEL_BIND`]. 28 bytes, no pointers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct PlanOp {
+    pub level: i32,
+    pub name: i32,
+    /// The catalog slot this entry belongs to (`Opt as u8`).
+    pub opt: u8,
+    pub len: u8,
+    pub flags: u8,
+    pub pad: u8,
+    pub val: [u8; 16],
+}
+
+impl PlanOp {
+    pub const EMPTY: PlanOp = PlanOp {
+        level: 0,
+        name: 0,
+        opt: 0,
+        len: 0,
+        flags: 0,
+        pad: 0,
+        val: [0; 16],
+    };
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.val[..(self.len as usize).min(16)]
+    }
+
+    pub fn option(&self) -> Option<Opt> {
+        Opt::from_index(self.opt as usize)
+    }
+
+    pub fn is_bind(&self) -> bool {
+        self.level == LEVEL_BIND
+    }
+
+    pub fn is_extra(&self) -> bool {
+        self.flags & OP_EXTRA != 0
+    }
+
+    /// The C name of the kernel option, for logs and traces (`bind` for a bind).
+    pub fn cname(&self) -> &'static str {
+        if self.is_bind() {
+            return "bind";
+        }
+        crate::catalog::kernel_name(self.level, self.name).unwrap_or("option")
+    }
+}
+
+/// The most entries a plan can hold: one per slot, plus the second kernel option of the
+/// two slots that have two (ToS, TTL).
+pub const MAX_PLAN_OPS: usize = N_OPTS + 2;
+
+/// What one socket gets at one stage. Fixed size (so a backend can copy it into a map),
+/// built without allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct Plan {
+    /// The slots that have entries in `ops`.
+    pub slots: u32,
+    /// The slots to lock once set: those of the stage that are not soft (including those
+    /// the socket already has from its listener, which are not set again).
+    pub lock: u32,
+    pub len: u8,
+    pub pad: [u8; 3],
+    pub ops: [PlanOp; MAX_PLAN_OPS],
+}
+
+impl Default for Plan {
+    fn default() -> Plan {
+        Plan::EMPTY
+    }
+}
+
+impl Plan {
+    pub const EMPTY: Plan = Plan {
+        slots: 0,
+        lock: 0,
+        len: 0,
+        pad: [0; 3],
+        ops: [PlanOp::EMPTY; MAX_PLAN_OPS],
+    };
+
+    pub fn ops(&self) -> &[PlanOp] {
+        &self.ops[..(self.len as usize).min(MAX_PLAN_OPS)]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0 && self.lock == 0
+    }
+
+    pub(crate) fn push(&mut self, op: PlanOp) {
+        if let Some(slot) = self.ops.get_mut(self.len as usize) {
+            *slot = op;
+            self.len += 1;
+            self.slots |= 1 << op.opt;
+        }
+    }
+}
+
+/// The entries of one (option, value) for each [`Variant`], computed once per distinct
+/// setting when the policy is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct VariantOps {
+    pub ops: [[PlanOp; 2]; 3],
+    pub n: [u8; 3],
+}
+
+impl VariantOps {
+    pub(crate) fn new(opt: Opt, value: crate::Value) -> VariantOps {
+        let mut v = VariantOps {
+            ops: [[PlanOp::EMPTY; 2]; 3],
+            n: [0; 3],
+        };
+        for variant in Variant::ALL {
+            let i = variant as usize;
+            let mut push = |op: PlanOp| {
+                if let Some(slot) = v.ops[i].get_mut(v.n[i] as usize) {
+                    *slot = op;
+                    v.n[i] += 1;
+                }
+            };
+            if opt == Opt::BindAddress {
+                if let Some(op) = bind_op(value, variant) {
+                    push(op);
+                }
+                continue;
+            }
+            let ops = crate::catalog::kernel_ops(opt, value, variant.family(), variant.maybe_v4());
+            for ko in ops.iter() {
+                push(PlanOp {
+                    level: ko.level,
+                    name: ko.name,
+                    opt: opt as u8,
+                    len: ko.len,
+                    flags: if ko.extra { OP_EXTRA } else { 0 },
+                    pad: 0,
+                    val: ko.buf,
+                });
+            }
+        }
+        v
+    }
+
+    pub(crate) fn get(&self, variant: Variant) -> &[PlanOp] {
+        let i = variant as usize;
+        &self.ops[i][..self.n[i] as usize]
+    }
+}
+
+/// The bind entry for a source address on a socket of `variant`, if the setting has an
+/// address of the family that socket talks.
+fn bind_op(value: crate::Value, variant: Variant) -> Option<PlanOp> {
+    let crate::Value::Addrs(a) = value else {
+        return None;
+    };
+    let mut op = PlanOp {
+        level: LEVEL_BIND,
+        opt: Opt::BindAddress as u8,
+        ..PlanOp::EMPTY
+    };
+    match variant {
+        Variant::V4 => {
+            op.name = AF_INET;
+            op.val[..4].copy_from_slice(&a.v4?);
+            op.len = 4;
+        }
+        Variant::V6Dual => {
+            op.name = AF_INET6;
+            let mapped = core::net::Ipv4Addr::from(a.v4?).to_ipv6_mapped();
+            op.val = mapped.octets();
+            op.len = 16;
+        }
+        Variant::V6 => {
+            op.name = AF_INET6;
+            op.val = a.v6?;
+            op.len = 16;
+        }
+    }
+    Some(op)
+}
+
+impl Decision<'_> {
+    /// The inherited slots whose value this decision shares with `listener`'s: an
+    /// accepted socket already has them.
+    pub fn inherited_from(&self, listener: &Decision) -> u32 {
+        let mut same = 0;
+        for (opt, st) in self.iter_mask(INHERITED) {
+            if listener.get(opt).map(|l| l.value) == Some(st.value) {
+                same |= opt.bit();
+            }
+        }
+        same
+    }
+
+    /// The plan for a socket of `transport` and `variant` at `stage`: the entries of every
+    /// option the stage sets, in apply order, except the slots in `skip` (already on the
+    /// socket), which are still locked.
+    pub fn plan(&self, stage: Stage, transport: Transport, variant: Variant, skip: u32) -> Plan {
+        let wanted = self.mask() & stage.mask(transport);
+        let mut plan = Plan {
+            lock: wanted & !self.soft_mask(),
+            ..Plan::EMPTY
+        };
+        let mut m = wanted & !skip;
+        while m != 0 {
+            let slot = m.trailing_zeros();
+            m &= m - 1;
+            if let Some(v) = Opt::from_index(slot as usize).and_then(|o| self.variant_ops(o)) {
+                for op in v.get(variant) {
+                    plan.push(*op);
+                }
+            }
+        }
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{BindAddrs, Name16};
+    use crate::rules::{Ctx, OnError, Policy, Role, Rule};
+    use crate::Value;
+
+    fn tcp_client() -> Ctx {
+        Ctx {
+            transport: Transport::Tcp,
+            role: Some(Role::Client),
+            remote: None,
+            local_port: None,
+        }
+    }
+
+    #[test]
+    fn plan_records_are_fixed_size_and_small() {
+        assert_eq!(core::mem::size_of::<PlanOp>(), 28);
+        assert_eq!(core::mem::align_of::<PlanOp>(), 4);
+        assert!(core::mem::size_of::<Plan>() <= 12 + 28 * MAX_PLAN_OPS);
+    }
+
+    #[test]
+    fn stage_masks_follow_the_catalog() {
+        let tcp = Transport::Tcp;
+        let udp = Transport::Udp;
+        assert_ne!(Stage::Connect.mask(tcp) & Opt::BindAddress.bit(), 0);
+        assert_eq!(Stage::Listen.mask(tcp) & Opt::BindAddress.bit(), 0);
+        assert_eq!(Stage::Connect.mask(tcp) & Opt::ReuseAddr.bit(), 0);
+        assert_ne!(Stage::Bind.mask(tcp) & Opt::ReusePort.bit(), 0);
+        assert_eq!(Stage::Bind.mask(tcp) & Opt::Tos.bit(), 0);
+        assert_ne!(Stage::Bind.mask(udp) & Opt::Tos.bit(), 0);
+        for st in Stage::ALL {
+            assert_eq!(st.mask(udp) & Opt::NoDelay.bit(), 0, "{st:?}");
+            assert_eq!(st.mask(tcp) & Opt::Mptcp.bit(), 0, "{st:?}");
+        }
+        assert_eq!(INHERITED & Opt::Priority.bit(), 0);
+        assert_ne!(INHERITED & Opt::Tos.bit(), 0);
+    }
+
+    /// DSCP with priority on the three kinds of socket: the exact calls, in order.
+    #[test]
+    fn dscp_plan_per_variant() {
+        let mut r = Rule::new("r");
+        r.set(Opt::Priority, Value::Int(5), false);
+        r.set(Opt::Tos, Value::Int(0xb8), true);
+        let p = Policy::new(vec![r], OnError::Warn);
+        let d = p.decide(&tcp_client());
+        let names = |v| {
+            d.plan(Stage::Connect, Transport::Tcp, v, 0)
+                .ops()
+                .iter()
+                .map(|o| (o.cname(), o.is_extra()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(Variant::V4),
+            vec![("IP_TOS", false), ("SO_PRIORITY", false)]
+        );
+        assert_eq!(
+            names(Variant::V6),
+            vec![("IPV6_TCLASS", false), ("SO_PRIORITY", false)]
+        );
+        assert_eq!(
+            names(Variant::V6Dual),
+            vec![
+                ("IPV6_TCLASS", false),
+                ("IP_TOS", true),
+                ("SO_PRIORITY", false)
+            ]
+        );
+        let plan = d.plan(Stage::Connect, Transport::Tcp, Variant::V4, 0);
+        assert_eq!(plan.lock, Opt::Priority.bit(), "dscp is soft");
+        assert_eq!(plan.slots, Opt::Priority.bit() | Opt::Tos.bit());
+        let skipped = d.plan(Stage::Connect, Transport::Tcp, Variant::V4, Opt::Tos.bit());
+        assert_eq!(skipped.len, 1);
+    }
+
+    #[test]
+    fn bind_entries_per_variant() {
+        let mut r = Rule::new("r");
+        let addrs = BindAddrs {
+            v4: Some([10, 0, 0, 5]),
+            v6: None,
+        };
+        r.set(Opt::BindAddress, Value::Addrs(addrs), false);
+        r.set(
+            Opt::BindInterface,
+            Value::Name(Name16::new("lo").expect("valid")),
+            false,
+        );
+        let p = Policy::new(vec![r], OnError::Warn);
+        let d = p.decide(&tcp_client());
+        let v4 = d.plan(Stage::Connect, Transport::Tcp, Variant::V4, 0);
+        assert_eq!(v4.len, 2);
+        assert_eq!(v4.ops()[1].level, LEVEL_BIND);
+        assert_eq!(v4.ops()[1].bytes(), &[10, 0, 0, 5]);
+        let dual = d.plan(Stage::Connect, Transport::Tcp, Variant::V6Dual, 0);
+        assert_eq!(
+            dual.ops()[1].bytes(),
+            &core::net::Ipv4Addr::new(10, 0, 0, 5)
+                .to_ipv6_mapped()
+                .octets()
+        );
+        // No IPv6 source address given: a native IPv6 socket gets no bind.
+        let v6 = d.plan(Stage::Connect, Transport::Tcp, Variant::V6, 0);
+        assert_eq!(v6.len, 1);
+        assert_eq!(v6.slots, Opt::BindInterface.bit());
+        // Listen never binds a source address.
+        let l = d.plan(Stage::Listen, Transport::Tcp, Variant::V4, 0);
+        assert!(l.ops().iter().all(|o| !o.is_bind()));
+    }
+
+    #[test]
+    fn variant_of_socket() {
+        assert_eq!(
+            Variant::of(Family::V4, Stage::Connect, Some(false)),
+            Variant::V4
+        );
+        assert_eq!(
+            Variant::of(Family::V6, Stage::Connect, Some(false)),
+            Variant::V6
+        );
+        assert_eq!(
+            Variant::of(Family::V6, Stage::Connect, Some(true)),
+            Variant::V6Dual
+        );
+        assert_eq!(
+            Variant::of(Family::V6, Stage::Listen, None),
+            Variant::V6Dual
+        );
+        assert_eq!(
+            Variant::of(Family::V6, Stage::Accept, None),
+            Variant::V6Dual
+        );
+    }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Prints the module graph of crates/preload (who uses whom through `crate::`) and fails if
+# it has a cycle. Comments and doc links do not count; `log_at!` counts as a use of `log`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec python3 - "$@" <<'PY'
+import re, sys, pathlib
+src = pathlib.Path("crates/preload/src")
+mods = {p.stem for p in src.glob("*.rs") if p.stem != "lib"}
+edges = {m: set() for m in mods}
+for m in mods:
+    text = "\n".join(l.split("//")[0] for l in (src / f"{m}.rs").read_text().splitlines())
+    used = set(re.findall(r"crate::([a-z_]+)", text))
+    for group in re.findall(r"use crate::\{([^}]*)\}", text):
+        used |= {g.strip().split("::")[0] for g in group.split(",") if g.strip()}
+    if re.search(r"\blog_at!", text):
+        used.add("log")
+    edges[m] = {u for u in used if u in mods and u != m}
+for m in sorted(edges):
+    print(f"{m:8} -> {', '.join(sorted(edges[m])) or '(nothing)'}")
+state = {}
+def visit(m, path):
+    state[m] = 1
+    for n in sorted(edges[m]):
+        if state.get(n) == 1:
+            cyc = path[path.index(n):] + [n]
+            sys.exit("cycle: " + " -> ".join(cyc))
+        if n not in state:
+            visit(n, path + [n])
+    state[m] = 2
+for m in sorted(mods):
+    if m not in state:
+        visit(m, [m])
+print("no cycle")
+PY
