@@ -14,7 +14,8 @@ The map cannot be satisfied by a name alone:
   policy code itself, aliases resolved -- reports that option.
 """
 import json
-import subprocess
+
+import pytest
 
 import util
 
@@ -101,9 +102,11 @@ def catalog_options():
     return names
 
 
-def collected(tmp_path):
+@pytest.fixture(scope="module")
+def items(tmp_path_factory):
     """Every test pytest collects in tests/, with the sockwrap argument lists it reaches."""
-    dump = tmp_path / "collected.json"
+    util.require_sockwrap()
+    dump = tmp_path_factory.mktemp("witness") / "collected.json"
     r = util.run([util.PY, "-m", "pytest", "--collect-only", "-q", "-p", "witness_collect",
                   "-p", "no:cacheprovider", str(util.TESTS)],
                  env={"SOCKWRAP_WITNESS_DUMP": dump, "PYTHONPATH": util.TESTS}, timeout=120,
@@ -136,10 +139,8 @@ def matches(pattern, nodeid):
     return nodeid == pattern or ("[" not in pattern and nodeid.startswith(pattern + "["))
 
 
-def test_every_option_has_a_witness(tmp_path):
-    util.require_sockwrap()
+def test_every_option_has_a_witness(items):
     options = catalog_options()
-    items = collected(tmp_path)
 
     unknown = sorted(set(WITNESSES) - set(options))
     assert not unknown, f"WITNESSES names options the catalog does not have: {unknown}"
@@ -167,12 +168,10 @@ def test_every_option_has_a_witness(tmp_path):
     assert not msg, "\n".join(msg)
 
 
-def test_coverage_check_can_fail(tmp_path):
-    """The checks above reject what they should: an option with no entry, an entry naming no
-    real test, and a real test that does not force the option."""
-    util.require_sockwrap()
+def test_coverage_check_can_fail(items):
+    """The checks above reject what they should: an entry naming no real test, and a real
+    test that does not force the option; aliases count for their option."""
     options = catalog_options()
-    items = collected(tmp_path)
     assert "reuseport" in options and "reuseaddr" in options
     # a name alone: no collected test is called this
     assert not [n for n in items if matches("test_bind_options.py::test_no_such_witness", n)]
