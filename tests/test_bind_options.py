@@ -110,29 +110,38 @@ def test_two_servers_bind_one_port(name, args, transport, host, procs, port):
 def test_reuseport_kernel_spreads_connections_over_both_servers(procs, port):
     """Two unmodified servers under --reuseport form one SO_REUSEPORT group: the kernel
     hands the connections of 32 clients to both of them (ss -tnp: which process holds each
-    accepted socket). Without sockwrap there is only one server to hand them to."""
+    accepted socket). Without sockwrap the second server cannot bind, and all 32 go to the
+    first."""
     util.require_sockwrap()
     util.require_tool("ss")
-    a, la = start_server(procs, ["--reuseport"], "127.0.0.1", port, "--hold", 15)
-    b, lb = start_server(procs, ["--reuseport"], "127.0.0.1", port, "--hold", 15)
-    assert la == ["bound", str(port)] and lb == ["bound", str(port)], (la, lb)
-    pa, pb = set(_session_pids(a.pid)), set(_session_pids(b.pid))
-    socks = _connect_many("127.0.0.1", port, 32)
-    try:
-        def accepted():
-            e = util.ss(f"( sport = :{port} )", "-tnp", state="established")
-            o = owners(e)
-            return o if len(o) == 32 and all(o) else None
-        o = util.wait_until(accepted, 5)
-        assert o, util.ss(f"( sport = :{port} )", "-tnp", state="established")
-        by_a = sum(1 for x in o if x <= pa)
-        by_b = sum(1 for x in o if x <= pb)
-        assert by_a + by_b == 32, (o, pa, pb)
-        # a hash of the 4-tuple picks the listener: all 32 on one side has odds 2**-31
-        assert by_a > 0 and by_b > 0, (by_a, by_b)
-    finally:
-        for s in socks:
-            s.close()
+
+    def spread(args, port):
+        a, la = start_server(procs, args, "127.0.0.1", port, "--hold", 15)
+        b, lb = start_server(procs, args, "127.0.0.1", port, "--hold", 15)
+        assert la == ["bound", str(port)], la
+        pa, pb = set(_session_pids(a.pid)), set(_session_pids(b.pid))
+        socks = _connect_many("127.0.0.1", port, 32)
+        try:
+            def accepted():
+                o = owners(util.ss(f"( sport = :{port} )", "-tnp", state="established"))
+                return o if len(o) == 32 and all(o) else None
+            o = util.wait_until(accepted, 5)
+            assert o, util.ss(f"( sport = :{port} )", "-tnp", state="established")
+            return lb, sum(1 for x in o if x <= pa), sum(1 for x in o if pb and x <= pb)
+        finally:
+            for s in socks:
+                s.close()
+            for p in (a, b):
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+
+    lb, by_a, by_b = spread(None, port)
+    assert lb == ["bind-error", EADDRINUSE] and (by_a, by_b) == (32, 0), (lb, by_a, by_b)
+    port = util.free_port()
+    lb, by_a, by_b = spread(["--reuseport"], port)
+    assert lb == ["bound", str(port)] and by_a + by_b == 32, (lb, by_a, by_b)
+    # a hash of the 4-tuple picks the listener: all 32 on one side has odds 2**-31
+    assert by_a > 0 and by_b > 0, (by_a, by_b)
 
 
 # --------------------------------------------------------------------------- restart with TIME_WAIT
