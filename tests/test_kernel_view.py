@@ -166,6 +166,10 @@ CASES = [
     ("linger", ["--linger", "5"], _linger, (1, 5)),
     ("priority", ["--priority", "3"], _int(socket.SOL_SOCKET, socket.SO_PRIORITY), 3),
     ("keepalive", ["--keepalive", "30,10,3"], _keepalive, (1, 30, 10, 3)),
+    # each keepalive timer on its own flag (kernel defaults: 7200 s, 75 s, 9 probes)
+    ("keepalive-idle", ["--keepalive-idle", "45"], _int(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), 45),
+    ("keepalive-interval", ["--keepalive-interval", "7"], _int(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL), 7),
+    ("keepalive-count", ["--keepalive-count", "4"], _int(socket.IPPROTO_TCP, socket.TCP_KEEPCNT), 4),
 ]
 
 
