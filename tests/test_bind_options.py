@@ -21,7 +21,7 @@ import socket
 import pytest
 
 import util
-from test_kernel_view import _session_pids, pidfd_getfd, require_pidfd_getfd
+from test_kernel_view import _session_pids, grab_matching, require_pidfd_getfd
 from util import peer, wait_output_line
 
 EADDRINUSE = str(errno.EADDRINUSE)
@@ -182,33 +182,7 @@ def test_reuseaddr_server_restarts_over_time_wait(host, procs, port):
 
 def grab_listener(sid, port):
     """A duplicate of the program's socket bound to local :port, taken with pidfd_getfd."""
-    for pid in _session_pids(sid):
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:
-            continue
-        try:
-            try:
-                fds = os.listdir(f"/proc/{pid}/fd")
-            except OSError:
-                continue
-            for name in fds:
-                try:
-                    if not os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:["):
-                        continue
-                    dup = pidfd_getfd(pidfd, int(name))
-                except OSError:
-                    continue
-                s = socket.socket(fileno=dup)
-                try:
-                    if s.family in (socket.AF_INET, socket.AF_INET6) and s.getsockname()[1] == port:
-                        return s
-                except OSError:
-                    pass
-                s.close()
-        finally:
-            os.close(pidfd)
-    raise AssertionError(f"no socket on :{port} in session {sid} ({_session_pids(sid)})")
+    return grab_matching(sid, lambda s: s.getsockname()[1] == port, f"socket on :{port}")
 
 
 READ = [

@@ -77,11 +77,10 @@ def _session_pids(sid):
     return pids
 
 
-def grab_socket(sid, lport, rport):
-    """A duplicate (socket.socket) of the program's TCP socket 127.0.0.1:lport -> :rport.
-
-    The socket fd is found by its /proc/PID/fd symlink 'socket:[INODE]', duplicated with
-    pidfd_getfd, and identified by getsockname/getpeername on the duplicate."""
+def grab_matching(sid, wanted, what):
+    """A duplicate (socket.socket) of the first socket of the session for which wanted(sock)
+    holds. The socket fd is found by its /proc/PID/fd symlink 'socket:[INODE]', duplicated
+    with pidfd_getfd, and identified by looking at the duplicate."""
     for pid in _session_pids(sid):
         try:
             pidfd = os.pidfd_open(pid)
@@ -107,15 +106,23 @@ def grab_socket(sid, lport, rport):
                     raise
                 s = socket.socket(fileno=dup)
                 try:
-                    if (s.type == socket.SOCK_STREAM and s.family in (socket.AF_INET, socket.AF_INET6)
-                            and s.getsockname()[1] == lport and s.getpeername()[1] == rport):
+                    if s.family in (socket.AF_INET, socket.AF_INET6) and wanted(s):
                         return s
                 except OSError:
                     pass
                 s.close()
         finally:
             os.close(pidfd)
-    raise AssertionError(f"no TCP socket :{lport} -> :{rport} in session {sid} ({_session_pids(sid)})")
+    raise AssertionError(f"no {what} in session {sid} ({_session_pids(sid)})")
+
+
+def grab_socket(sid, lport, rport):
+    """A duplicate of the program's TCP socket 127.0.0.1:lport -> :rport."""
+    return grab_matching(
+        sid,
+        lambda s: (s.type == socket.SOCK_STREAM and s.getsockname()[1] == lport
+                   and s.getpeername()[1] == rport),
+        f"TCP socket :{lport} -> :{rport}")
 
 
 def kernel_read(procs, args, port, read):

@@ -391,8 +391,6 @@ pub fn check(m: &ArgMatches) -> ! {
                     let opts: Vec<String> = r
                         .settings
                         .iter()
-                        .enumerate()
-                        .filter_map(|(i, s)| s.map(|s| (Opt::ALL[i], s)))
                         .map(|(o, s)| {
                             format!(
                                 "{}={}{}",

@@ -261,13 +261,10 @@ pub fn encode(rules: &[Rule], on_error: OnError, fp: u64) -> String {
             o.push(' ');
             esc(&mut o, p);
         }
-        let n = r.settings.iter().filter(|s| s.is_some()).count();
-        let _ = write!(o, " {n}");
-        for (slot, s) in r.settings.iter().enumerate() {
-            if let Some(s) = s {
-                let _ = write!(o, " {slot} {} ", s.soft as u8);
-                enc_value(&mut o, &s.value);
-            }
+        let _ = write!(o, " {}", r.settings.len());
+        for (opt, s) in r.settings.iter() {
+            let _ = write!(o, " {} {} ", opt as usize, s.soft as u8);
+            enc_value(&mut o, &s.value);
         }
     }
     o
@@ -361,7 +358,7 @@ pub fn decode(text: &str, fp: u64) -> Option<(Vec<Rule>, OnError)> {
             if !opt.accepts(&value) {
                 return None;
             }
-            r.settings[slot] = Some(Setting { value, soft });
+            r.settings.set(opt, Setting { value, soft });
         }
         rules.push(r);
     }

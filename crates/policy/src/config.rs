@@ -298,7 +298,7 @@ fn parse_rule(cx: &mut Ctx<'_>, t: &DeTable<'_>, default_name: String) -> Option
         }
     }
     for (o, span) in soft_list {
-        match rule.settings[o as usize].as_mut() {
+        match rule.settings.get_mut(o) {
             Some(s) => s.soft = true,
             None => cx.err(
                 span,
@@ -307,7 +307,7 @@ fn parse_rule(cx: &mut Ctx<'_>, t: &DeTable<'_>, default_name: String) -> Option
         }
     }
     if soft_all {
-        for s in rule.settings.iter_mut().flatten() {
+        for (_, s) in rule.settings.iter_mut() {
             s.soft = true;
         }
     }
@@ -465,15 +465,15 @@ soft = ["nodelay"]
         let r = &cfg.rules[1];
         assert_eq!(r.name, "ssh");
         assert_eq!(
-            r.settings[Opt::KeepIdle as usize].map(|s| s.value),
+            r.settings.get(Opt::KeepIdle).map(|s| s.value),
             Some(Value::Int(30))
         );
         assert_eq!(
-            r.settings[Opt::KeepAlive as usize].map(|s| s.value),
+            r.settings.get(Opt::KeepAlive).map(|s| s.value),
             Some(Value::Bool(true))
         );
-        assert!(r.settings[Opt::NoDelay as usize].is_some_and(|s| s.soft));
-        assert!(r.settings[Opt::Tos as usize].is_some_and(|s| !s.soft));
+        assert!(r.settings.get(Opt::NoDelay).is_some_and(|s| s.soft));
+        assert!(r.settings.get(Opt::Tos).is_some_and(|s| !s.soft));
         assert_eq!(r.matcher.port.len(), 2);
         let _ = Policy::new(cfg.rules, OnError::Warn);
     }

@@ -189,14 +189,14 @@ pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> EnvS
     if let Some(s) = soft {
         let s = s.trim();
         if matches!(s, "1" | "true" | "yes" | "on" | "all") {
-            for st in rule.settings.iter_mut().flatten() {
+            for (_, st) in rule.settings.iter_mut() {
                 st.soft = true;
             }
         } else if !matches!(s, "" | "0" | "false" | "no" | "off") {
             for name in s.split([',', ' ']).filter(|n| !n.is_empty()) {
                 match Opt::from_name(name) {
                     Some(o) => {
-                        if let Some(st) = rule.settings[o as usize].as_mut() {
+                        if let Some(st) = rule.settings.get_mut(o) {
                             st.soft = true;
                         }
                     }
@@ -249,15 +249,15 @@ mod tests {
         assert_eq!(e.flag_rules.len(), 2);
         let r = &e.flag_rules[0];
         assert_eq!(
-            r.settings[Opt::Tos as usize].map(|s| (s.value, s.soft)),
+            r.settings.get(Opt::Tos).map(|s| (s.value, s.soft)),
             Some((Value::Int(0xb8), true))
         );
         assert_eq!(
-            r.settings[Opt::UserTimeout as usize].map(|s| s.value),
+            r.settings.get(Opt::UserTimeout).map(|s| s.value),
             Some(Value::Int(5000))
         );
         assert_eq!(
-            r.settings[Opt::KeepCnt as usize].map(|s| s.value),
+            r.settings.get(Opt::KeepCnt).map(|s| s.value),
             Some(Value::Int(3))
         );
         assert_eq!(e.log_level, LogLevel::Info);

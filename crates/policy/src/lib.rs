@@ -17,7 +17,7 @@ pub mod rules;
 pub use catalog::{Opt, Value};
 pub use config::{parse_config, Config, ConfigError};
 pub use env::{EnvSettings, LogLevel};
-pub use plan::{Plan, PlanOp, Stage, Variant};
+pub use plan::{Plan, PlanOp, PlanRecord, Stage, Variant};
 pub use rules::{Ctx, Decision, OnError, Policy, Role, Rule, Setting, Transport};
 
 /// The whole policy as a process sees it, with everything that went wrong on the way.

@@ -218,29 +218,140 @@ impl PlanOp {
 /// two slots that have two (ToS, TTL).
 pub const MAX_PLAN_OPS: usize = N_OPTS + 2;
 
-/// What one socket gets at one stage. Fixed size (so a backend can copy it into a map),
-/// built without allocation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(C)]
-pub struct Plan {
-    /// The slots that have entries in `ops`.
-    pub slots: u32,
+/// What one socket gets at one stage: the entries of every option the stage sets, in apply
+/// order, and which options to lock afterwards.
+///
+/// A view over the entries the policy computed when it was built: making one and walking
+/// it copies nothing, which is what the library does in every connect. A backend that
+/// needs the whole plan as one value (the kernel backend copies it into a BPF map) takes
+/// [`Plan::record`].
+#[derive(Clone, Copy)]
+pub struct Plan<'d, 'p> {
+    /// Ready-made entries (a precomputed decision), walked first.
+    ready: &'p [PlanOp],
+    /// The decision whose slots in `set` give the rest of the entries.
+    decision: &'d Decision<'p>,
+    /// The slots whose entries are still to be looked up (the stage's, less those skipped;
+    /// none when `ready` holds them all).
+    set: u32,
+    variant: Variant,
     /// The slots to lock once set: those of the stage that are not soft (including those
     /// the socket already has from its listener, which are not set again).
+    pub lock: u32,
+}
+
+impl<'d, 'p> Plan<'d, 'p> {
+    /// The entries, in apply order.
+    pub fn ops(&self) -> PlanOps<'d, 'p> {
+        PlanOps {
+            cur: self.ready.iter(),
+            decision: self.decision,
+            set: self.set,
+            variant: self.variant,
+        }
+    }
+
+    /// The same plan as one fixed-size value.
+    pub fn record(&self) -> PlanRecord {
+        let mut r = PlanRecord {
+            lock: self.lock,
+            ..PlanRecord::EMPTY
+        };
+        for op in self.ops() {
+            r.push(*op);
+        }
+        r
+    }
+}
+
+/// The entries of a [`Plan`], in apply order.
+pub struct PlanOps<'d, 'p> {
+    cur: core::slice::Iter<'p, PlanOp>,
+    decision: &'d Decision<'p>,
+    set: u32,
+    variant: Variant,
+}
+
+impl<'p> Iterator for PlanOps<'_, 'p> {
+    type Item = &'p PlanOp;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'p PlanOp> {
+        loop {
+            if let Some(op) = self.cur.next() {
+                return Some(op);
+            }
+            if self.set == 0 {
+                return None;
+            }
+            let slot = self.set.trailing_zeros() as usize;
+            self.set &= self.set - 1;
+            if let Some(v) = Opt::from_index(slot).and_then(|o| self.decision.variant_ops(o)) {
+                self.cur = v.get(self.variant).iter();
+            }
+        }
+    }
+}
+
+/// Every precomputed decision's plan per stage and variant, made when the policy is built
+/// (only policies whose rules look at no address or port have precomputed decisions): a
+/// plan for such a socket is then one slice of ready entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FixedPlans {
+    /// (start in `ops`, length), indexed by `(decision × 5 + stage) × 3 + variant`.
+    ranges: Vec<(u16, u8)>,
+    ops: Vec<PlanOp>,
+}
+
+impl FixedPlans {
+    pub(crate) fn build(p: &crate::rules::Policy) -> FixedPlans {
+        let mut f = FixedPlans {
+            ranges: Vec::with_capacity(6 * 5 * 3),
+            ops: Vec::new(),
+        };
+        for i in 0..6 {
+            let Some((d, t)) = p.fixed_decision(i) else {
+                return FixedPlans::default();
+            };
+            for stage in Stage::ALL {
+                for variant in Variant::ALL {
+                    let start = f.ops.len();
+                    f.ops.extend(d.walk(stage, t, variant, 0).ops().copied());
+                    let (Ok(start), Ok(len)) =
+                        (u16::try_from(start), u8::try_from(f.ops.len() - start))
+                    else {
+                        return FixedPlans::default();
+                    };
+                    f.ranges.push((start, len));
+                }
+            }
+        }
+        f
+    }
+
+    fn get(&self, decision: usize, stage: Stage, variant: Variant) -> Option<&[PlanOp]> {
+        let (start, len) = *self
+            .ranges
+            .get((decision * 5 + stage as usize) * 3 + variant as usize)?;
+        self.ops.get(start as usize..start as usize + len as usize)
+    }
+}
+
+/// A [`Plan`] as one fixed-size, pointer-free value that a backend can copy into a map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct PlanRecord {
+    /// The slots that have entries in `ops`.
+    pub slots: u32,
+    /// The slots to lock once set (see [`Plan::lock`]).
     pub lock: u32,
     pub len: u8,
     pub pad: [u8; 3],
     pub ops: [PlanOp; MAX_PLAN_OPS],
 }
 
-impl Default for Plan {
-    fn default() -> Plan {
-        Plan::EMPTY
-    }
-}
-
-impl Plan {
-    pub const EMPTY: Plan = Plan {
+impl PlanRecord {
+    pub const EMPTY: PlanRecord = PlanRecord {
         slots: 0,
         lock: 0,
         len: 0,
@@ -252,11 +363,7 @@ impl Plan {
         &self.ops[..(self.len as usize).min(MAX_PLAN_OPS)]
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0 && self.lock == 0
-    }
-
-    pub(crate) fn push(&mut self, op: PlanOp) {
+    fn push(&mut self, op: PlanOp) {
         if let Some(slot) = self.ops.get_mut(self.len as usize) {
             *slot = op;
             self.len += 1;
@@ -347,7 +454,7 @@ fn bind_op(value: crate::Value, variant: Variant) -> Option<PlanOp> {
     Some(op)
 }
 
-impl Decision<'_> {
+impl<'p> Decision<'p> {
     /// The inherited slots whose value this decision shares with `listener`'s: an
     /// accepted socket already has them.
     pub fn inherited_from(&self, listener: &Decision) -> u32 {
@@ -363,23 +470,62 @@ impl Decision<'_> {
     /// The plan for a socket of `transport` and `variant` at `stage`: the entries of every
     /// option the stage sets, in apply order, except the slots in `skip` (already on the
     /// socket), which are still locked.
-    pub fn plan(&self, stage: Stage, transport: Transport, variant: Variant, skip: u32) -> Plan {
-        let wanted = self.mask() & stage.mask(transport);
-        let mut plan = Plan {
-            lock: wanted & !self.soft_mask(),
-            ..Plan::EMPTY
-        };
-        let mut m = wanted & !skip;
-        while m != 0 {
-            let slot = m.trailing_zeros();
-            m &= m - 1;
-            if let Some(v) = Opt::from_index(slot as usize).and_then(|o| self.variant_ops(o)) {
-                for op in v.get(variant) {
-                    plan.push(*op);
-                }
+    pub fn plan(
+        &self,
+        stage: Stage,
+        transport: Transport,
+        variant: Variant,
+        skip: u32,
+    ) -> Plan<'_, 'p> {
+        if skip == 0 {
+            if let Some(ready) = self.fixed_plan(stage, transport, variant) {
+                return Plan {
+                    ready,
+                    decision: self,
+                    set: 0,
+                    variant,
+                    lock: self.mask() & stage.mask(transport) & !self.soft_mask(),
+                };
             }
         }
-        plan
+        self.walk(stage, transport, variant, skip)
+    }
+
+    /// The ready-made entries of a precomputed decision, if this is one.
+    fn fixed_plan(
+        &self,
+        stage: Stage,
+        transport: Transport,
+        variant: Variant,
+    ) -> Option<&'p [PlanOp]> {
+        let i = self.fixed_index()?;
+        let t = if i < 3 {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
+        if t != transport {
+            return None;
+        }
+        self.policy().fixed_plans.get(i, stage, variant)
+    }
+
+    /// [`Decision::plan`] by looking up each slot's entries (no ready-made ones).
+    fn walk(
+        &self,
+        stage: Stage,
+        transport: Transport,
+        variant: Variant,
+        skip: u32,
+    ) -> Plan<'_, 'p> {
+        let wanted = self.mask() & stage.mask(transport);
+        Plan {
+            ready: &[],
+            decision: self,
+            set: wanted & !skip,
+            variant,
+            lock: wanted & !self.soft_mask(),
+        }
     }
 }
 
@@ -403,7 +549,7 @@ mod tests {
     fn plan_records_are_fixed_size_and_small() {
         assert_eq!(core::mem::size_of::<PlanOp>(), 28);
         assert_eq!(core::mem::align_of::<PlanOp>(), 4);
-        assert!(core::mem::size_of::<Plan>() <= 12 + 28 * MAX_PLAN_OPS);
+        assert!(core::mem::size_of::<PlanRecord>() <= 12 + 28 * MAX_PLAN_OPS);
     }
 
     #[test]
@@ -435,7 +581,6 @@ mod tests {
         let names = |v| {
             d.plan(Stage::Connect, Transport::Tcp, v, 0)
                 .ops()
-                .iter()
                 .map(|o| (o.cname(), o.is_extra()))
                 .collect::<Vec<_>>()
         };
@@ -455,10 +600,14 @@ mod tests {
                 ("SO_PRIORITY", false)
             ]
         );
-        let plan = d.plan(Stage::Connect, Transport::Tcp, Variant::V4, 0);
+        let plan = d
+            .plan(Stage::Connect, Transport::Tcp, Variant::V4, 0)
+            .record();
         assert_eq!(plan.lock, Opt::Priority.bit(), "dscp is soft");
         assert_eq!(plan.slots, Opt::Priority.bit() | Opt::Tos.bit());
-        let skipped = d.plan(Stage::Connect, Transport::Tcp, Variant::V4, Opt::Tos.bit());
+        let skipped = d
+            .plan(Stage::Connect, Transport::Tcp, Variant::V4, Opt::Tos.bit())
+            .record();
         assert_eq!(skipped.len, 1);
     }
 
@@ -477,11 +626,15 @@ mod tests {
         );
         let p = Policy::new(vec![r], OnError::Warn);
         let d = p.decide(&tcp_client());
-        let v4 = d.plan(Stage::Connect, Transport::Tcp, Variant::V4, 0);
+        let v4 = d
+            .plan(Stage::Connect, Transport::Tcp, Variant::V4, 0)
+            .record();
         assert_eq!(v4.len, 2);
         assert_eq!(v4.ops()[1].level, LEVEL_BIND);
         assert_eq!(v4.ops()[1].bytes(), &[10, 0, 0, 5]);
-        let dual = d.plan(Stage::Connect, Transport::Tcp, Variant::V6Dual, 0);
+        let dual = d
+            .plan(Stage::Connect, Transport::Tcp, Variant::V6Dual, 0)
+            .record();
         assert_eq!(
             dual.ops()[1].bytes(),
             &core::net::Ipv4Addr::new(10, 0, 0, 5)
@@ -489,11 +642,15 @@ mod tests {
                 .octets()
         );
         // No IPv6 source address given: a native IPv6 socket gets no bind.
-        let v6 = d.plan(Stage::Connect, Transport::Tcp, Variant::V6, 0);
+        let v6 = d
+            .plan(Stage::Connect, Transport::Tcp, Variant::V6, 0)
+            .record();
         assert_eq!(v6.len, 1);
         assert_eq!(v6.slots, Opt::BindInterface.bit());
         // Listen never binds a source address.
-        let l = d.plan(Stage::Listen, Transport::Tcp, Variant::V4, 0);
+        let l = d
+            .plan(Stage::Listen, Transport::Tcp, Variant::V4, 0)
+            .record();
         assert!(l.ops().iter().all(|o| !o.is_bind()));
     }
 

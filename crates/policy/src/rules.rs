@@ -212,12 +212,46 @@ pub struct Setting {
     pub soft: bool,
 }
 
+/// The options one rule sets, in slot order: only those it sets (a rule that sets one
+/// option holds one entry, not a slot for every option).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings(Vec<(Opt, Setting)>);
+
+impl Settings {
+    pub fn get(&self, opt: Opt) -> Option<&Setting> {
+        self.0.iter().find(|(o, _)| *o == opt).map(|(_, s)| s)
+    }
+    pub fn get_mut(&mut self, opt: Opt) -> Option<&mut Setting> {
+        self.0.iter_mut().find(|(o, _)| *o == opt).map(|(_, s)| s)
+    }
+    /// Sets `opt` (replacing what the rule set for it before).
+    pub fn set(&mut self, opt: Opt, s: Setting) {
+        match self.0.binary_search_by(|(o, _)| o.cmp(&opt)) {
+            Ok(i) => self.0[i].1 = s,
+            Err(i) => self.0.insert(i, (opt, s)),
+        }
+    }
+    /// The set options, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (Opt, &Setting)> + '_ {
+        self.0.iter().map(|(o, s)| (*o, s))
+    }
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Opt, &mut Setting)> + '_ {
+        self.0.iter_mut().map(|(o, s)| (*o, s))
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     /// The user's name for the rule, or where it came from (`policy.toml:12`, `flags`).
     pub name: String,
     pub matcher: Match,
-    pub settings: [Option<Setting>; N_OPTS],
+    pub settings: Settings,
 }
 
 impl Rule {
@@ -225,14 +259,14 @@ impl Rule {
         Rule {
             name: name.into(),
             matcher: Match::default(),
-            settings: [None; N_OPTS],
+            settings: Settings::default(),
         }
     }
     pub fn set(&mut self, opt: Opt, value: Value, soft: bool) {
-        self.settings[opt as usize] = Some(Setting { value, soft });
+        self.settings.set(opt, Setting { value, soft });
     }
     pub fn is_empty(&self) -> bool {
-        self.settings.iter().all(Option::is_none)
+        self.settings.is_empty()
     }
 }
 
@@ -322,7 +356,11 @@ impl<'p> Decision<'p> {
         self.policy
             .rules
             .get(i as usize - 1)
-            .and_then(|r| r.settings.get(slot)?.as_ref())
+            .and_then(|r| r.settings.get(Opt::from_index(slot)?))
+    }
+
+    pub(crate) fn policy(&self) -> &'p Policy {
+        self.policy
     }
 
     /// The precomputed plan entries of `opt` as decided (see [`crate::plan`]).
@@ -483,6 +521,9 @@ pub struct Policy {
     /// When no rule looks at addresses or ports, a decision depends only on the transport
     /// and the role: all six are taken here, once, and `decide` is a copy.
     fixed: Option<Box<[Fixed; 6]>>,
+    /// For the precomputed decisions: each one's plan per stage and variant, ready-made
+    /// (see [`crate::plan::FixedPlans`]).
+    pub(crate) fixed_plans: crate::plan::FixedPlans,
 }
 
 /// A decision without its policy reference, for [`Policy::fixed`].
@@ -507,7 +548,7 @@ fn fixed_index(t: Transport, role: Option<Role>) -> usize {
 
 impl Policy {
     pub fn new(rules: Vec<Rule>, on_error: OnError) -> Policy {
-        // Rules are large (a slot per option): move them only when some must go.
+        // Rules that set nothing are dropped.
         let rules: Vec<Rule> = if rules.iter().any(Rule::is_empty) {
             rules.into_iter().filter(|r| !r.is_empty()).collect()
         } else {
@@ -524,20 +565,15 @@ impl Policy {
         let mut managed = 0;
         let mut masks = Vec::with_capacity(rules.len());
         let mut soft_masks = Vec::with_capacity(rules.len());
-        let settings: usize = rules
-            .iter()
-            .map(|r| r.settings.iter().flatten().count())
-            .sum();
+        let settings: usize = rules.iter().map(|r| r.settings.len()).sum();
         let mut plans: Vec<VariantOps> = Vec::with_capacity(settings.min(64));
         let mut seen: FixedMap<(Opt, Value), u32> = Default::default();
         let mut plan_of = Vec::with_capacity(rules.len());
         for r in &rules {
             let (mut mask, mut soft) = (0u32, 0u32);
             let mut ids = [0u32; N_OPTS];
-            for (slot, st) in r.settings.iter().enumerate() {
-                let (Some(st), Some(&o)) = (st, Opt::ALL.get(slot)) else {
-                    continue;
-                };
+            for (o, st) in r.settings.iter() {
+                let slot = o as usize;
                 mask |= o.bit();
                 if st.soft {
                     soft |= o.bit();
@@ -565,6 +601,7 @@ impl Policy {
             plans,
             plan_of,
             fixed: None,
+            fixed_plans: Default::default(),
         };
         if !p.any_needs_remote && !p.any_local_port {
             let mut fixed = Box::new([Fixed::default(); 6]);
@@ -584,6 +621,7 @@ impl Policy {
                 }
             }
             p.fixed = Some(fixed);
+            p.fixed_plans = crate::plan::FixedPlans::build(&p);
         }
         p
     }
@@ -700,10 +738,8 @@ impl Policy {
         let mut out: [Option<(Setting, &str)>; N_OPTS] = [None; N_OPTS];
         for r in &self.rules {
             if r.matcher.matches(ctx) {
-                for (i, s) in r.settings.iter().enumerate() {
-                    if let Some(s) = s {
-                        out[i] = Some((*s, r.name.as_str()));
-                    }
+                for (o, s) in r.settings.iter() {
+                    out[o as usize] = Some((*s, r.name.as_str()));
                 }
             }
         }
@@ -837,10 +873,8 @@ mod tests {
                     let mut want: [Option<Setting>; N_OPTS] = [None; N_OPTS];
                     for r in &rules {
                         if r.matcher.matches(&c) {
-                            for (w, s) in want.iter_mut().zip(r.settings.iter()) {
-                                if s.is_some() {
-                                    *w = *s;
-                                }
+                            for (o, s) in r.settings.iter() {
+                                want[o as usize] = Some(*s);
                             }
                         }
                     }

@@ -9,7 +9,7 @@
 
 use sockwrap_policy::catalog::{self, parse_keepalive, parse_value, Opt, Raw, Value};
 use sockwrap_policy::env::parse_target;
-use sockwrap_policy::plan::{Plan, Stage, Variant, LEVEL_BIND};
+use sockwrap_policy::plan::{PlanRecord, Stage, Variant, LEVEL_BIND};
 use sockwrap_policy::rules::Cidr;
 use sockwrap_policy::{compiled, parse_config, Ctx, OnError, Policy, Role, Setting, Transport};
 
@@ -165,8 +165,8 @@ fn policy_file_parser_never_panics_and_errors_say_where() {
                     fixed_seen += usize::from(fast.fixed_index().is_some());
                     for stage in Stage::ALL {
                         for variant in Variant::ALL {
-                            let a = fast.plan(stage, ctx.transport, variant, 0);
-                            let b = general.plan(stage, ctx.transport, variant, 0);
+                            let a = fast.plan(stage, ctx.transport, variant, 0).record();
+                            let b = general.plan(stage, ctx.transport, variant, 0).record();
                             assert_eq!(a, b, "{stage:?} {variant:?} {ctx:?} in {text:?}");
                             let r = reference_plan(&want, stage, ctx.transport, variant);
                             assert_eq!(entries(&a), r, "{stage:?} {variant:?} {ctx:?} in {text:?}");
@@ -213,7 +213,7 @@ fn policy_file_parser_never_panics_and_errors_say_where() {
 /// A plan's entries as (level, name, bytes, extra), and its lock mask.
 type Entries = (Vec<(i32, i32, Vec<u8>, bool)>, u32);
 
-fn entries(p: &Plan) -> Entries {
+fn entries(p: &PlanRecord) -> Entries {
     (
         p.ops()
             .iter()

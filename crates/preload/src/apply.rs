@@ -76,8 +76,8 @@ pub fn execute(
     plan: &Plan,
     peer: Option<&SocketAddr>,
 ) -> Result<u32, Errno> {
+    let mut done = 0u32;
     let mut failed = 0u32;
-    let mut not_done = 0u32;
     for op in plan.ops() {
         let bit = 1u32 << op.opt;
         if failed & bit != 0 {
@@ -86,24 +86,22 @@ pub fn execute(
         let r = if op.is_bind() {
             match bind_source(s, op) {
                 Ok(true) => Ok(()),
-                Ok(false) => {
-                    not_done |= bit;
-                    Ok(())
-                }
+                Ok(false) => continue, // the program bound the socket itself
                 Err(e) => Err(e),
             }
         } else {
             sys::setsockopt(s.fd, op.level, op.name, op.bytes())
         };
-        if let Err(e) = r {
-            if op.is_extra() {
-                continue; // IP_TOS/IP_TTL as an extra on an IPv6 socket
+        match r {
+            Ok(()) => done |= bit,
+            Err(_) if op.is_extra() => {} // IP_TOS/IP_TTL as an extra on an IPv6 socket
+            Err(e) => {
+                failed |= bit;
+                refused(g, s, stage, d, op, e)?;
             }
-            failed |= bit;
-            refused(g, s, stage, d, op, e)?;
         }
     }
-    let done = plan.slots & !failed & !not_done;
+    let done = done & !failed;
     log::count_applied(done);
     if done | failed != 0 && (trace::on() || log::enabled(LogLevel::Info)) {
         noted(s, stage, d, plan, peer, done, failed);
@@ -144,7 +142,7 @@ fn noted(
 fn kernel_names(plan: &Plan, opt: Opt) -> Line {
     let mut l = Line::new();
     let mut first = true;
-    for op in plan.ops().iter().filter(|o| o.opt == opt as u8) {
+    for op in plan.ops().filter(|o| o.opt == opt as u8) {
         let _ = write!(l, "{}{}", if first { "" } else { "+" }, op.cname());
         first = false;
     }

@@ -76,7 +76,7 @@ pub fn socket(g: &Global, domain: i32, ty: i32, protocol: i32, real: impl Fn(i32
             if trace::on() {
                 mptcp::trace_created(fd);
             }
-            log::SOCKETS_SEEN.fetch_add(1, Relaxed);
+            log::socket_seen();
             log_at!(LogLevel::Debug, "fd {}: TCP socket created as MPTCP", fd);
             return fd;
         }
@@ -95,7 +95,7 @@ pub fn socket(g: &Global, domain: i32, ty: i32, protocol: i32, real: impl Fn(i32
     if fd < 0 {
         return fd;
     }
-    log::SOCKETS_SEEN.fetch_add(1, Relaxed);
+    log::socket_seen();
     let kind = match (base, protocol) {
         (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => Some((Transport::Tcp, false)),
         (libc::SOCK_STREAM, mptcp::IPPROTO_MPTCP) => Some((Transport::Tcp, true)),
@@ -201,19 +201,35 @@ pub fn listen(g: &Global, fd: i32, real: impl FnOnce() -> i32) -> i32 {
     real()
 }
 
+/// Whether accepting on `listen_fd` needs the peer's address: a rule that looks at
+/// addresses, an info line, MPTCP, or a listener we never saw (its family unknown).
+pub fn accept_wants_peer(g: &Global, listen_fd: i32) -> bool {
+    let known_tcp = fdstate::get(listen_fd)
+        .and_then(FdState::kind)
+        .is_some_and(|k| k.transport == Transport::Tcp && !k.mptcp);
+    g.policy.any_needs_remote()
+        || !known_tcp
+        || log::enabled(LogLevel::Info)
+        || g.policy.manages(Opt::Mptcp)
+}
+
 /// After a successful accept of `fd` on `listen_fd`: apply the rules that match the peer
-/// (`peer`: the address the kernel gave accept, if it gave one).
+/// (`peer`: the address the kernel gave accept, when it was asked for one).
 pub fn accepted(g: &Global, listen_fd: i32, fd: i32, peer: Option<SocketAddr>) -> i32 {
     fdstate::reset(fd);
     let guard = ErrnoGuard::new();
     let listener = fdstate::get(listen_fd).unwrap_or_default();
     let listener_kind = listener.kind();
     let known_tcp = listener_kind.is_some_and(|k| k.transport == Transport::Tcp && !k.mptcp);
-    // The peer's address is asked for only when accept did not give it (the hook passes
-    // a buffer of its own when the program passes none, so that is rare).
-    let peer = peer.or_else(|| sys::peer_addr(fd));
-    let Some(peer) = peer else {
-        return fd;
+    // The peer's address only when something needs it (the hook usually has it already:
+    // it gives accept a buffer of its own when the program passes none).
+    let wants_peer = accept_wants_peer(g, listen_fd);
+    let peer = match peer {
+        None if wants_peer => match sys::peer_addr(fd) {
+            Some(p) => Some(p),
+            None => return fd,
+        },
+        p => p,
     };
     // The local port only matters to rules that match on it.
     let local_port = if g.policy.any_local_port() {
@@ -224,7 +240,11 @@ pub fn accepted(g: &Global, listen_fd: i32, fd: i32, peer: Option<SocketAddr>) -
     } else {
         0
     };
-    let family = family_of(&peer);
+    let family = match (&peer, listener_kind) {
+        (Some(p), _) => family_of(p),
+        (None, Some(k)) => k.family,
+        (None, None) => Family::V4,
+    };
     // An accepted socket is what its listener is (TCP, or MPTCP/TCP when the listener is
     // MPTCP: then the kernel says which); a listener we never saw is asked about.
     let s = if known_tcp {
@@ -246,8 +266,8 @@ pub fn accepted(g: &Global, listen_fd: i32, fd: i32, peer: Option<SocketAddr>) -
         }
     };
     fdstate::set(fd, FdState::seen(Some(s.kind())));
-    log::SOCKETS_SEEN.fetch_add(1, Relaxed);
-    if g.policy.manages(Opt::Mptcp) {
+    log::socket_seen();
+    if let (true, Some(peer)) = (g.policy.manages(Opt::Mptcp), &peer) {
         if s.mptcp {
             log_at!(
                 LogLevel::Info,
@@ -264,7 +284,7 @@ pub fn accepted(g: &Global, listen_fd: i32, fd: i32, peer: Option<SocketAddr>) -
             );
         }
     }
-    if let Err(e) = apply::on_accept(g, listener, s, local_port, Some(&peer)) {
+    if let Err(e) = apply::on_accept(g, listener, s, local_port, peer.as_ref()) {
         // Strict: the connection is refused by closing it; the program sees the errno.
         sys::close(fd);
         drop(guard);

@@ -136,7 +136,7 @@ unsafe fn sockwrap_vars() -> Vec<(&'static [u8], &'static [u8])> {
 /// `addr` must be null or valid for `len` bytes (the program's promise to the kernel).
 unsafe fn ip_arg(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
     // SAFETY: forwarded.
-    unsafe { SockAddr::from_raw(addr, len) }?.as_socket()
+    unsafe { SockAddr::ip_at(addr, len) }
 }
 
 /// The program's option value, at most 256 bytes of it.
@@ -238,15 +238,13 @@ mod work {
         len: *mut socklen_t,
         flags: Option<c_int>,
     ) -> c_int {
-        let wanted = global().is_some() || trace::on();
-        let mut own: libc::sockaddr_storage;
-        let mut own_len: socklen_t;
+        let wanted = trace::on() || global().is_some_and(|g| calls::accept_wants_peer(g, fd));
+        // Written by the kernel before it is read (only the length it reports is read).
+        let mut own = core::mem::MaybeUninit::<libc::sockaddr_storage>::uninit();
+        let mut own_len = core::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
         let (a, l) = if wanted && addr.is_null() {
-            // SAFETY: all-zero is a valid sockaddr_storage.
-            own = unsafe { core::mem::zeroed() };
-            own_len = core::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
             (
-                &mut own as *mut _ as *mut sockaddr,
+                own.as_mut_ptr() as *mut sockaddr,
                 &mut own_len as *mut socklen_t,
             )
         } else {
@@ -265,11 +263,15 @@ mod work {
                 Some(f) => real::accept4(fd, a, l, f),
             }
         };
-        if r < 0 || !wanted {
+        if r < 0 {
             return r;
         }
-        // SAFETY: after a successful accept the kernel wrote the peer's address there.
-        let peer = unsafe { written_addr(a, l, given) };
+        let peer = if wanted {
+            // SAFETY: after a successful accept the kernel wrote the peer's address there.
+            unsafe { written_addr(a, l, given) }
+        } else {
+            None
+        };
         if trace::on() {
             if let Some(p) = peer {
                 ACCEPTED.with(|c| c.set(Some((r, p))));
@@ -508,6 +510,26 @@ mod describe {
         e.finish();
     }
 
+    /// The line of a call whose argument is an address, up to its result: `args.addr`.
+    ///
+    /// # Safety
+    /// `addr` null or valid for `len` bytes.
+    unsafe fn with_addr(
+        call: &str,
+        fd: c_int,
+        addr: *const sockaddr,
+        len: socklen_t,
+    ) -> (Ev, bool) {
+        let mut e = Ev::begin("call", call, fd);
+        // SAFETY: the program promises addr is valid for len bytes.
+        let a = unsafe { SockAddr::from_raw(addr, len) };
+        e.open_obj("args");
+        e.first("addr");
+        trace::addr(&mut e, a.as_ref());
+        e.close_obj();
+        (e, a.is_some_and(|a| a.as_socket().is_some()))
+    }
+
     /// # Safety
     /// `addr` null or valid for `len` bytes.
     pub unsafe fn connect(
@@ -518,15 +540,10 @@ mod describe {
         errno: i32,
         dur: Option<u64>,
     ) {
-        let mut e = Ev::begin("call", "connect", fd);
-        // SAFETY: the program promises addr is valid for len bytes.
-        let a = unsafe { SockAddr::from_raw(addr, len) };
-        e.open_obj("args");
-        e.first("addr");
-        trace::addr(&mut e, a.as_ref());
-        e.close_obj();
+        // SAFETY: forwarded.
+        let (mut e, inet) = unsafe { with_addr("connect", fd, addr, len) };
         result(&mut e, r as i64, errno, dur);
-        if a.is_some_and(|a| a.as_socket().is_some()) {
+        if inet {
             if let Some(kind) = trace::kind_of(fd) {
                 trace::transport(&mut e, kind);
                 trace::local(&mut e, fd);
@@ -546,15 +563,10 @@ mod describe {
         errno: i32,
         _: Option<u64>,
     ) {
-        let mut e = Ev::begin("call", "bind", fd);
-        // SAFETY: the program promises addr is valid for len bytes.
-        let a = unsafe { SockAddr::from_raw(addr, len) };
-        e.open_obj("args");
-        e.first("addr");
-        trace::addr(&mut e, a.as_ref());
-        e.close_obj();
+        // SAFETY: forwarded.
+        let (mut e, inet) = unsafe { with_addr("bind", fd, addr, len) };
         e.result(r as i64, errno);
-        if r == 0 && a.is_some_and(|a| a.as_socket().is_some()) {
+        if r == 0 && inet {
             trace::local(&mut e, fd);
         }
         e.finish();

@@ -185,10 +185,21 @@ static FAILED: [AtomicU32; N_OPTS] = [ZERO; N_OPTS];
 static OVERRIDDEN: [AtomicU32; N_OPTS] = [ZERO; N_OPTS];
 static LAST_ERRNO: [AtomicI32; N_OPTS] = [ZERO_I; N_OPTS];
 static WARNED: [AtomicBool; N_OPTS] = [NO; N_OPTS];
-pub static SOCKETS_SEEN: AtomicU32 = AtomicU32::new(0);
+static SOCKETS_SEEN: AtomicU32 = AtomicU32::new(0);
 
-/// Counts one application of each slot in `slots`.
+/// Counts an inet socket for the exit summary (an `info` line, as the counts above).
+pub fn socket_seen() {
+    if enabled(LogLevel::Info) {
+        SOCKETS_SEEN.fetch_add(1, Relaxed);
+    }
+}
+
+/// Counts one application of each slot in `slots`. The counts only feed the exit summary,
+/// an `info` line: below that level nothing is counted.
 pub fn count_applied(mut slots: u32) {
+    if !enabled(LogLevel::Info) {
+        return;
+    }
     while slots != 0 {
         if let Some(c) = APPLIED.get(slots.trailing_zeros() as usize) {
             c.fetch_add(1, Relaxed);

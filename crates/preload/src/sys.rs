@@ -90,28 +90,30 @@ impl SockAddr {
         Some(a)
     }
 
-    /// The address family (AF_INET, AF_UNIX...), if the length covers it.
-    pub fn family(&self) -> Option<i32> {
-        (self.len as usize >= size_of::<libc::sa_family_t>())
-            .then_some(self.storage.ss_family as i32)
-    }
-
-    /// The IPv4 or IPv6 address, if this is one.
-    pub fn as_socket(&self) -> Option<SocketAddr> {
-        let p = &self.storage as *const libc::sockaddr_storage;
-        match self.family()? {
-            libc::AF_INET if self.len as usize >= size_of::<libc::sockaddr_in>() => {
-                // SAFETY: the storage holds a sockaddr_in (family and length checked) and
-                // is aligned for it.
-                let a = unsafe { &*(p as *const libc::sockaddr_in) };
+    /// The IPv4 or IPv6 address at `p`, read in place (no copy of the whole storage): what
+    /// the hooks do with every address a program passes.
+    ///
+    /// # Safety
+    /// `p` must be null or valid for reading `len` bytes.
+    pub unsafe fn ip_at(p: *const libc::sockaddr, len: libc::socklen_t) -> Option<SocketAddr> {
+        if p.is_null() || (len as usize) < size_of::<libc::sa_family_t>() {
+            return None;
+        }
+        // SAFETY: p is valid for at least the family field.
+        let fam = unsafe { (*p).sa_family } as i32;
+        match fam {
+            libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
+                // SAFETY: len covers a sockaddr_in; read_unaligned as the program's buffer
+                // may not be aligned.
+                let a = unsafe { (p as *const libc::sockaddr_in).read_unaligned() };
                 Some(SocketAddr::V4(SocketAddrV4::new(
                     Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
                     u16::from_be(a.sin_port),
                 )))
             }
-            libc::AF_INET6 if self.len as usize >= size_of::<libc::sockaddr_in6>() => {
+            libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
                 // SAFETY: as above, for sockaddr_in6.
-                let a = unsafe { &*(p as *const libc::sockaddr_in6) };
+                let a = unsafe { (p as *const libc::sockaddr_in6).read_unaligned() };
                 Some(SocketAddr::V6(SocketAddrV6::new(
                     Ipv6Addr::from(a.sin6_addr.s6_addr),
                     u16::from_be(a.sin6_port),
@@ -121,6 +123,18 @@ impl SockAddr {
             }
             _ => None,
         }
+    }
+
+    /// The address family (AF_INET, AF_UNIX...), if the length covers it.
+    pub fn family(&self) -> Option<i32> {
+        (self.len as usize >= size_of::<libc::sa_family_t>())
+            .then_some(self.storage.ss_family as i32)
+    }
+
+    /// The IPv4 or IPv6 address, if this is one.
+    pub fn as_socket(&self) -> Option<SocketAddr> {
+        // SAFETY: the storage is valid for its len bytes (at most its size).
+        unsafe { SockAddr::ip_at(self.as_ptr(), self.len) }
     }
 
     /// The path of an AF_UNIX address (`@name` for the abstract namespace), as bytes.
@@ -220,19 +234,15 @@ pub fn setsockopt(fd: i32, level: i32, name: i32, buf: &[u8]) -> Result<(), Errn
         Ok(())
     }
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        // SAFETY: buf is valid for buf.len() bytes; the kernel only reads it.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_setsockopt,
-                fd as libc::c_long,
-                level as libc::c_long,
-                name as libc::c_long,
-                buf.as_ptr() as *const core::ffi::c_void,
-                buf.len() as libc::c_long,
-            )
-        };
-        check(r).map(|_| ())
+    // SAFETY: buf is valid for buf.len() bytes; the kernel only reads it.
+    unsafe {
+        setsockopt_user(
+            fd,
+            level,
+            name,
+            buf.as_ptr().cast(),
+            buf.len() as libc::socklen_t,
+        )
     }
 }
 
@@ -264,20 +274,12 @@ pub unsafe fn setsockopt_user(
 
 /// `getsockopt(fd, level, name)` for an int-valued option.
 pub fn getsockopt_int(fd: i32, level: i32, name: i32) -> Result<i32, Errno> {
-    let mut v: i32 = 0;
-    let mut len = size_of::<i32>() as libc::socklen_t;
-    // SAFETY: v and len are valid for writing; len tells the kernel v's size.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_getsockopt,
-            fd as libc::c_long,
-            level as libc::c_long,
-            name as libc::c_long,
-            &mut v as *mut i32,
-            &mut len as *mut libc::socklen_t,
-        )
-    };
-    check(r).map(|_| v)
+    let mut b = [0u8; 16];
+    let n = getsockopt_bytes(fd, level, name, &mut b)?;
+    Ok(match n {
+        1 => b[0] as i32,
+        _ => i32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+    })
 }
 
 /// `getsockopt(fd, level, name)` into a small buffer; returns the length the kernel wrote.
