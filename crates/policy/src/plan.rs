@@ -298,15 +298,16 @@ impl<'p> Iterator for PlanOps<'_, 'p> {
 /// plan for such a socket is then one slice of ready entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct FixedPlans {
-    /// (start in `ops`, length), indexed by `(decision × 5 + stage) × 3 + variant`.
-    ranges: Vec<(u16, u8)>,
+    /// (start in `ops`, length), indexed by `(decision × 5 + stage) × 3 + variant`; `None`
+    /// where the plan is not precomputed (it is then walked).
+    ranges: Vec<Option<(u16, u8)>>,
     ops: Vec<PlanOp>,
 }
 
 impl FixedPlans {
     pub(crate) fn build(p: &crate::rules::Policy) -> FixedPlans {
         let mut f = FixedPlans {
-            ranges: Vec::with_capacity(6 * 5 * 3),
+            ranges: vec![None; 6 * 5 * 3],
             ops: Vec::new(),
         };
         for i in 0..6 {
@@ -314,6 +315,18 @@ impl FixedPlans {
                 return FixedPlans::default();
             };
             for stage in Stage::ALL {
+                // Only the stages at which a socket of this decision's role is planned
+                // (a client connects; a server binds, listens and accepts; a fresh UDP
+                // socket is made): the others, which only adopted sockets meet, walk.
+                let role = i % 3; // 0 = none, 1 = client, 2 = server (rules::fixed_index)
+                let used = match stage {
+                    Stage::Connect => role == 1,
+                    Stage::Bind | Stage::Listen | Stage::Accept => role == 2,
+                    Stage::UdpCreate => role == 0 && t == Transport::Udp,
+                };
+                if !used {
+                    continue;
+                }
                 for variant in Variant::ALL {
                     let start = f.ops.len();
                     f.ops.extend(d.walk(stage, t, variant, 0).ops().copied());
@@ -322,7 +335,12 @@ impl FixedPlans {
                     else {
                         return FixedPlans::default();
                     };
-                    f.ranges.push((start, len));
+                    if let Some(r) = f
+                        .ranges
+                        .get_mut((i * 5 + stage as usize) * 3 + variant as usize)
+                    {
+                        *r = Some((start, len));
+                    }
                 }
             }
         }
@@ -330,9 +348,9 @@ impl FixedPlans {
     }
 
     fn get(&self, decision: usize, stage: Stage, variant: Variant) -> Option<&[PlanOp]> {
-        let (start, len) = *self
+        let (start, len) = (*self
             .ranges
-            .get((decision * 5 + stage as usize) * 3 + variant as usize)?;
+            .get((decision * 5 + stage as usize) * 3 + variant as usize)?)?;
         self.ops.get(start as usize..start as usize + len as usize)
     }
 }

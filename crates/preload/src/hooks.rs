@@ -182,6 +182,7 @@ mod work {
 
     /// # Safety
     /// C's contract for `socket(2)`.
+    #[inline(never)]
     pub unsafe fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
         // SAFETY: the program's arguments, with the protocol the policy chose.
         let real = |proto| unsafe { real::socket(domain, ty, proto) };
@@ -193,6 +194,7 @@ mod work {
 
     /// # Safety
     /// C's contract for `connect(2)`.
+    #[inline(never)]
     pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
         // SAFETY: arguments passed through.
         let real = || unsafe { real::connect(fd, addr, len) };
@@ -205,6 +207,7 @@ mod work {
 
     /// # Safety
     /// C's contract for `bind(2)`.
+    #[inline(never)]
     pub unsafe fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
         // SAFETY: arguments passed through.
         let real = || unsafe { real::bind(fd, addr, len) };
@@ -217,6 +220,7 @@ mod work {
 
     /// # Safety
     /// C's contract for `listen(2)`.
+    #[inline(never)]
     pub unsafe fn listen(fd: c_int, backlog: c_int) -> c_int {
         // SAFETY: arguments passed through.
         let real = || unsafe { real::listen(fd, backlog) };
@@ -285,6 +289,7 @@ mod work {
 
     /// # Safety
     /// C's contract for `accept(2)`.
+    #[inline(never)]
     pub unsafe fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
         // SAFETY: forwarded.
         unsafe { accept_any(fd, addr, len, None) }
@@ -292,6 +297,7 @@ mod work {
 
     /// # Safety
     /// C's contract for `accept4(2)`.
+    #[inline(never)]
     pub unsafe fn accept4(
         fd: c_int,
         addr: *mut sockaddr,
@@ -309,6 +315,7 @@ mod work {
     ///
     /// # Safety
     /// C's contract for `setsockopt(2)`.
+    #[inline(never)]
     pub unsafe fn setsockopt(
         fd: c_int,
         level: c_int,
@@ -374,6 +381,7 @@ mod work {
     ///
     /// # Safety
     /// C's contract for `getsockopt(2)`.
+    #[inline(never)]
     pub unsafe fn getsockopt(
         fd: c_int,
         level: c_int,
@@ -393,6 +401,7 @@ mod work {
 
     /// # Safety
     /// C's contract for `close(2)`.
+    #[inline(never)]
     pub unsafe fn close(fd: c_int) -> c_int {
         if trace::on() && trace::untrack(fd) {
             CLOSING_TRACKED.with(|c| c.set(fd));
@@ -404,6 +413,7 @@ mod work {
 
     /// # Safety
     /// C's contract for `close_range(2)`.
+    #[inline(never)]
     pub unsafe fn close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int {
         // SAFETY: arguments passed through.
         let r = unsafe { real::close_range(first, last, flags) };
@@ -416,6 +426,7 @@ mod work {
 
     /// # Safety
     /// C's contract for `closefrom(3)`.
+    #[inline(never)]
     pub unsafe fn closefrom(first: c_int) {
         if let Ok(f) = u32::try_from(first) {
             calls::closed_range(global().is_some(), f, u32::MAX);
@@ -426,6 +437,7 @@ mod work {
 
     /// # Safety
     /// C's contract for `dup(2)`.
+    #[inline(never)]
     pub unsafe fn dup(old: c_int) -> c_int {
         // SAFETY: arguments passed through.
         let r = unsafe { real::dup(old) };
@@ -437,6 +449,7 @@ mod work {
 
     /// # Safety
     /// C's contract for `dup2(2)`.
+    #[inline(never)]
     pub unsafe fn dup2(old: c_int, new: c_int) -> c_int {
         // SAFETY: arguments passed through.
         let r = unsafe { real::dup2(old, new) };
@@ -448,6 +461,7 @@ mod work {
 
     /// # Safety
     /// C's contract for `dup3(2)`.
+    #[inline(never)]
     pub unsafe fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
         // SAFETY: arguments passed through.
         let r = unsafe { real::dup3(old, new, flags) };
@@ -461,7 +475,7 @@ mod work {
 /// The one traced-call wrapper: runs the call (timed when its trace line carries a
 /// duration), then writes its line with the call's result and errno, and leaves errno as
 /// the call left it.
-#[inline(always)]
+#[inline]
 fn traced<R: Copy>(
     timed: bool,
     call: impl FnOnce() -> R,
@@ -492,6 +506,7 @@ mod describe {
         }
     }
 
+    #[inline(never)]
     pub fn socket(domain: c_int, ty: c_int, protocol: c_int, r: c_int, errno: i32, _: Option<u64>) {
         let mut e = Ev::begin("call", "socket", r);
         trace::socket_args(&mut e, domain, ty, protocol);
@@ -532,6 +547,7 @@ mod describe {
 
     /// # Safety
     /// `addr` null or valid for `len` bytes.
+    #[inline(never)]
     pub unsafe fn connect(
         fd: c_int,
         addr: *const sockaddr,
@@ -555,6 +571,7 @@ mod describe {
 
     /// # Safety
     /// `addr` null or valid for `len` bytes.
+    #[inline(never)]
     pub unsafe fn bind(
         fd: c_int,
         addr: *const sockaddr,
@@ -572,6 +589,7 @@ mod describe {
         e.finish();
     }
 
+    #[inline(never)]
     pub fn listen(fd: c_int, backlog: c_int, r: c_int, errno: i32, _: Option<u64>) {
         let mut e = Ev::begin("call", "listen", fd);
         e.open_obj("args");
@@ -623,6 +641,7 @@ mod describe {
         e.finish();
     }
 
+    #[inline(never)]
     pub fn accept(
         fd: c_int,
         _: *mut sockaddr,
@@ -634,6 +653,7 @@ mod describe {
         accepted("accept", fd, None, r, errno, dur)
     }
 
+    #[inline(never)]
     pub fn accept4(
         fd: c_int,
         _: *mut sockaddr,
@@ -648,6 +668,7 @@ mod describe {
 
     /// # Safety
     /// `val` null or valid for `len` bytes.
+    #[inline(never)]
     pub unsafe fn setsockopt(
         fd: c_int,
         level: c_int,
@@ -669,6 +690,7 @@ mod describe {
 
     /// # Safety
     /// `val`/`len` as the program passed them to getsockopt.
+    #[inline(never)]
     pub unsafe fn getsockopt(
         fd: c_int,
         level: c_int,
@@ -694,6 +716,7 @@ mod describe {
     }
 
     /// Only the close of a socket the trace saw as an inet one gets a line.
+    #[inline(never)]
     pub fn close(fd: c_int, r: c_int, errno: i32, _: Option<u64>) {
         if CLOSING_TRACKED.with(|c| c.replace(-1)) != fd {
             return;
@@ -703,6 +726,7 @@ mod describe {
         e.finish();
     }
 
+    #[inline(never)]
     pub fn close_range(
         _: libc::c_uint,
         _: libc::c_uint,
@@ -712,9 +736,13 @@ mod describe {
         _: Option<u64>,
     ) {
     }
+    #[inline(never)]
     pub fn closefrom(_: c_int, _: (), _: i32, _: Option<u64>) {}
+    #[inline(never)]
     pub fn dup(_: c_int, _: c_int, _: i32, _: Option<u64>) {}
+    #[inline(never)]
     pub fn dup2(_: c_int, _: c_int, _: c_int, _: i32, _: Option<u64>) {}
+    #[inline(never)]
     pub fn dup3(_: c_int, _: c_int, _: c_int, _: c_int, _: i32, _: Option<u64>) {}
 }
 
