@@ -23,11 +23,11 @@ BASHDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHDIR  ?= $(PREFIX)/share/zsh/site-functions
 FISHDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 
-CARGO      ?= cargo
-TARGET_DIR ?= target
-REL        := $(TARGET_DIR)/release
-GEN        := $(TARGET_DIR)/gen
-INSTALL    ?= install
+CARGO   ?= cargo
+INSTALL ?= install
+# cargo's own target/ (cargo-deb's asset paths in crates/cli/Cargo.toml name it too)
+REL := target/release
+GEN := target/gen
 
 BIN_DIR := $(DESTDIR)$(PREFIX)/bin
 LIB_DIR := $(DESTDIR)$(PREFIX)/lib/sockwrap
@@ -73,7 +73,7 @@ uninstall:
 # generated files named in crates/cli/Cargo.toml [package.metadata.deb].
 deb: build gen
 	@command -v cargo-deb >/dev/null || { echo "make deb: cargo-deb is missing: cargo install cargo-deb" >&2; exit 1; }
-	$(CARGO) deb -p sockwrap-cli --no-build --output $(TARGET_DIR)/debian/
+	$(CARGO) deb -p sockwrap-cli --no-build --output target/debian/
 
 clean-gen:
 	rm -rf $(GEN)

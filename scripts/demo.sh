@@ -183,5 +183,9 @@ if [ -n "$plain_wire$wrapped_wire" ]; then
     echo "without it, tos 0x0. curl itself was not changed."
 else
     echo "Under sockwrap the server received curl's connection with tos 0xb8 (DSCP EF); without"
-    echo "it, tos 0x0. curl itself was not changed. (Run as root to see the packets in tcpdump too.)"
+    if [ "$IS_ROOT" = 1 ]; then
+        echo "it, tos 0x0. curl itself was not changed."
+    else
+        echo "it, tos 0x0. curl itself was not changed. (Run as root to see the packets in tcpdump too.)"
+    fi
 fi

@@ -18,13 +18,8 @@ PREFIX = "/usr/local"
 def make(*args, timeout=600):
     util.require_tool("make")
     util.require_sockwrap()
-    env = dict(os.environ)
-    # make install uses the build that is there (SOCKWRAP_BIN's directory when it is a
-    # release build in the tree); it only builds what is missing.
-    rel = Path(util.SOCKWRAP_BIN).parent
-    if rel.name == "release":
-        env["TARGET_DIR"] = str(rel.parent)
-    return subprocess.run(["make", "-C", str(REPO), *args], env=env, timeout=timeout,
+    # make install takes the tree's target/release/ build (and builds only what is missing)
+    return subprocess.run(["make", "-C", str(REPO), *args], timeout=timeout,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
