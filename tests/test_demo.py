@@ -43,7 +43,7 @@ def demo(clone, env=None, user=None):
     cmd = [str(clone / "repo/scripts/demo.sh")]
     if user:
         util.require_tool("setpriv")
-        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+        cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *cmd]
         e["HOME"] = "/tmp"
     return subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=180, cwd="/")
 
