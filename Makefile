@@ -27,7 +27,7 @@ CARGO   ?= cargo
 INSTALL ?= install
 # cargo's own target/ (cargo-deb's asset paths in crates/cli/Cargo.toml name it too)
 REL := target/release
-GEN := target/gen
+GEN := $(REL)/gen
 
 BIN_DIR := $(DESTDIR)$(PREFIX)/bin
 LIB_DIR := $(DESTDIR)$(PREFIX)/lib/sockwrap

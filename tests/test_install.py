@@ -2,6 +2,7 @@
 completions. The installed `sockwrap` must find its library with no variable set; the peer
 (IP_RECVTOS) is the witness that the installed tool really changes a program's traffic."""
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -123,9 +124,9 @@ def test_man_pages_render(installed):
                                                  "Per-interface source selection", "Database keepalive",
                                                  "WebRTC"])]:
         r = subprocess.run(["man", "-l", str(prefix / "share/man" / page)], capture_output=True, text=True,
-                           env=clean_env(MANWIDTH="200", MAN_KEEP_FORMATTING="0"), timeout=30)
+                           env=clean_env(MANWIDTH="200"), timeout=30)
         assert r.returncode == 0, r.stderr
-        text = r.stdout.replace("\u2010", "-").replace("\u2212", "-")
+        text = re.sub(".\b", "", r.stdout).replace("\u2010", "-").replace("\u2212", "-")
         for m in must:
             assert m in text, (page, m)
         assert "warning" not in r.stderr.lower(), (page, r.stderr)

@@ -138,11 +138,36 @@ fn exit_section() -> String {
     section("EXIT STATUS", &verbatim(&lines.join("\n")))
 }
 
+/// The date on the pages: `SOURCE_DATE_EPOCH` (reproducible builds) or now, as YYYY-MM-DD.
+fn page_date() -> String {
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        });
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// One man page for `cmd` (the top command or a subcommand), from clap's own sections
 /// plus ours.
 fn man_page(cmd: &Command, top: bool) -> Result<Vec<u8>> {
     let man = clap_mangen::Man::new(cmd.clone())
         .manual("sockwrap manual")
+        .date(page_date())
         .source(format!("sockwrap {}", env!("CARGO_PKG_VERSION")));
     let mut out = Vec::new();
     let io = |e: std::io::Error| Error::setup(format_args!("rendering the man page: {e}"));
@@ -239,7 +264,8 @@ fn option_table() -> String {
 
 fn toml_page() -> String {
     let mut out = format!(
-        ".TH SOCKWRAP.TOML 5 \"\" \"sockwrap {}\" \"sockwrap manual\"\n",
+        ".TH SOCKWRAP.TOML 5 \"{}\" \"sockwrap {}\" \"sockwrap manual\"\n",
+        page_date(),
         env!("CARGO_PKG_VERSION")
     );
     out.push_str(&section(
@@ -341,6 +367,15 @@ pub fn completions(m: &ArgMatches) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_dates() {
+        std::env::set_var("SOURCE_DATE_EPOCH", "0");
+        assert_eq!(page_date(), "1970-01-01");
+        std::env::set_var("SOURCE_DATE_EPOCH", "1709251200");
+        assert_eq!(page_date(), "2024-03-01");
+        std::env::remove_var("SOURCE_DATE_EPOCH");
+    }
 
     #[test]
     fn option_table_has_every_option() {

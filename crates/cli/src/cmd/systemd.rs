@@ -193,10 +193,14 @@ pub fn enable(m: &ArgMatches) -> Result<ExitCode> {
         "LD_PRELOAD".to_string(),
         compose_preload(&lib, existing.map(|(v, _)| v.as_str())),
     )];
-    if vars
-        .iter()
-        .any(|(k, v)| k == "SOCKWRAP_MPTCP" && v != "off" && v != "false" && v != "0")
-    {
+    if vars.iter().any(|(k, v)| {
+        k == "SOCKWRAP_MPTCP"
+            && sockwrap_policy::catalog::parse_value(
+                sockwrap_policy::catalog::Opt::Mptcp,
+                "mptcp",
+                sockwrap_policy::catalog::Raw::Str(v),
+            ) == Ok(sockwrap_policy::Value::Bool(true))
+    }) {
         let godebug = match have.vars.get("GODEBUG") {
             Some((g, _)) if g.contains("multipathtcp=") => g.clone(),
             Some((g, _)) if !g.is_empty() => format!("{g},multipathtcp=1"),
