@@ -277,6 +277,99 @@ mod tests {
         assert_eq!(a[1], ("ExecStart".to_string(), "/bin/true".to_string()));
     }
 
+    fn scratch(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("sockwrap-unitfile-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn put(root: &Path, path: &str, text: &str) {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap_or(root)).ok();
+        std::fs::write(p, text).ok();
+    }
+
+    #[test]
+    fn drop_ins_sort_by_name_and_etc_masks_lib() {
+        let root = scratch("order");
+        put(
+            &root,
+            "lib/systemd/system/a.service",
+            "[Service]\nEnvironment=X=unit\n",
+        );
+        put(
+            &root,
+            "lib/systemd/system/a.service.d/10-x.conf",
+            "[Service]\nEnvironment=X=lib10\n",
+        );
+        put(
+            &root,
+            "etc/systemd/system/a.service.d/10-x.conf",
+            "[Service]\nEnvironment=X=etc10\n",
+        );
+        put(
+            &root,
+            "lib/systemd/system/a.service.d/20-y.conf",
+            "[Service]\nEnvironment=Y=lib20\n",
+        );
+        put(
+            &root,
+            "etc/systemd/system/service.d/05-all.conf",
+            "[Service]\nEnvironment=Z=all\n",
+        );
+        let unit = find_unit(&root, "a.service");
+        assert_eq!(unit, Some(root.join("lib/systemd/system/a.service")));
+        let d = drop_ins(&root, "a.service");
+        let names: Vec<String> = d
+            .iter()
+            .map(|p| {
+                p.strip_prefix(&root)
+                    .map(|r| r.display().to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "etc/systemd/system/service.d/05-all.conf",
+                "etc/systemd/system/a.service.d/10-x.conf",
+                "lib/systemd/system/a.service.d/20-y.conf"
+            ]
+        );
+        let mut files = vec![root.join("lib/systemd/system/a.service")];
+        files.extend(d);
+        let c = compose(&files);
+        let get = |k: &str| c.vars.get(k).map(|(v, _)| v.as_str());
+        assert_eq!(
+            (get("X"), get("Y"), get("Z")),
+            (Some("etc10"), Some("lib20"), Some("all"))
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn empty_environment_resets_and_templates_are_found() {
+        let root = scratch("reset");
+        put(
+            &root,
+            "lib/systemd/system/p@.service",
+            "[Service]\nEnvironment=A=1 B=2\n",
+        );
+        put(
+            &root,
+            "etc/systemd/system/p@.service.d/x.conf",
+            "[Service]\nEnvironment=\nEnvironment=C=3\n",
+        );
+        let unit = find_unit(&root, "p@main.service");
+        assert_eq!(unit, Some(root.join("lib/systemd/system/p@.service")));
+        let mut files: Vec<PathBuf> = unit.into_iter().collect();
+        files.extend(drop_ins(&root, "p@main.service"));
+        let c = compose(&files);
+        assert_eq!(c.vars.keys().collect::<Vec<_>>(), ["C"]);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn unit_names() {
         assert_eq!(unit_name("nginx").as_deref(), Ok("nginx.service"));
