@@ -1,16 +1,21 @@
 """`sockwrap enable/disable/status UNIT`: a drop-in for a systemd service, tested under
 `--root DIR` only (never the machine's /etc).
 
-systemd is not PID 1 on these machines and cannot be started for one unit: `systemd --test`
-exits 1 without output, and `systemctl --root` refuses `cat`/`show`. So the test composes
-the service's environment the way systemd.exec(5) says (unit file, then its drop-ins by file
-name; Environment= merged per variable, an empty assignment resetting the list; quotes and
-`%%`), with its own parser here -- not sockwrap's -- and starts the unit's ExecStart with
-exactly that environment. The witness is the peer: the server reads the ToS of the
-connection (IP_RECVTOS); the same start without the drop-in is the control.
+Two ways of starting the service:
+- the real systemd (test_real_systemd_*): /lib/systemd/systemd runs as PID 1 of new PID,
+  mount, UTS, IPC and cgroup namespaces, with the test root's /etc bind-mounted over /etc
+  (a copy of the host's plus what `enable --root` wrote) and the vendor unit in a fresh
+  /run; it reads the vendor unit and the drop-in itself and starts the unit;
+- for the finer cases, the environment composed the way systemd.exec(5) says (unit file,
+  then its drop-ins by file name; Environment= merged per variable, an empty assignment
+  resetting the list; quotes and `%%`), by the test's own parser -- not sockwrap's -- and
+  the unit's ExecStart started with exactly that environment.
+The witness is the peer: the server reads the ToS of the connection (IP_RECVTOS); the same
+start without the drop-in is the control.
 """
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -252,3 +257,80 @@ def test_refusals(tmp_path, port):
     foreign.write_text("[Service]\nEnvironment=A=1\n")
     r = sw("disable", "swdemo", "--root", root)
     assert r.returncode == 3 and foreign.exists()
+
+
+# --------------------------------------------------------------------------- a real systemd
+
+CGROUP_FS = Path("/sys/fs/cgroup")
+
+
+def _cgroup_dirs():
+    return {p for p in CGROUP_FS.rglob("*") if p.is_dir()} if CGROUP_FS.is_dir() else set()
+
+
+def run_real_systemd(root, unit_dirs_from, target, timeout=40):
+    """Starts the real /lib/systemd/systemd as PID 1 of new PID, mount, UTS, IPC and cgroup
+    namespaces (the network is the host's, so the unit reaches the test's server), with
+    `root/etc` (a copy of the host's /etc plus what `enable --root` wrote) as /etc and a
+    fresh /run holding the vendor units. The target's unit ends the manager when it is done
+    (SuccessAction/FailureAction=exit). Cgroups that systemd made are removed afterwards."""
+    before = _cgroup_dirs()
+    script = (
+        "set -e\n"
+        f"mount --bind '{root}/etc' /etc\n"
+        "mount -t tmpfs tmpfs /run\n"
+        "mkdir -p /run/systemd/system\n"
+        f"cp '{unit_dirs_from}'/* /run/systemd/system/\n"
+        "export container=sockwrap-test\n"
+        f"exec /lib/systemd/systemd --system --unit={target} --log-target=console --log-level=warning\n")
+    try:
+        return subprocess.run(["timeout", "-s", "KILL", str(timeout), "unshare", "--fork", "--pid", "--mount",
+                               "--uts", "--ipc", "--cgroup", "--mount-proc", "--propagation", "private",
+                               "sh", "-c", script],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout + 10)
+    finally:
+        for d in sorted(_cgroup_dirs() - before, key=lambda p: len(p.parts), reverse=True):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
+def test_real_systemd_starts_the_unit_with_the_drop_in(tmp_path, port):
+    """systemd itself composes the environment from the vendor unit and sockwrap's drop-in
+    and starts the service; the peer sees EF, the same unit without the drop-in gives 0."""
+    util.require_root("systemd as PID 1 of a namespace needs root")
+    util.require_tool("unshare", "/lib/systemd/systemd")
+    util.require_sockwrap()
+    root, vendor, other = make_root(tmp_path, port)
+    out = tmp_path / "probe.out"
+    # the probe reports into a file (systemd gives the service no terminal)
+    probe = tmp_path / "probe.sh"
+    probe.write_text(probe.read_text().replace("#!/bin/sh\n", f"#!/bin/sh\nexec >'{out}' 2>&1\n", 1))
+    vendor.write_text(vendor.read_text().replace(
+        "[Service]\n", "[Unit]\nDefaultDependencies=no\nSuccessAction=exit\nFailureAction=exit\n\n[Service]\n", 1))
+    target = vendor.parent / "swtest.target"
+    target.write_text("[Unit]\nDescription=sockwrap test\nRequires=swdemo.service\nAfter=swdemo.service\n")
+    shutil.copytree("/etc", root / "etc", symlinks=True, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("*.lock", "systemd"))
+    (root / "etc/systemd/system").mkdir(parents=True, exist_ok=True)  # only what enable writes
+
+    # Control: the vendor unit alone.
+    with tos_server(socket.AF_INET, port) as srv:
+        r = run_real_systemd(root, vendor.parent, "swtest.target")
+        got = srv.wait(1, timeout=15)
+    assert got and got[0]["tos"] == 0, (got, r.stdout[-3000:], out.read_text() if out.exists() else "")
+    assert "FOO=bar" in out.read_text()
+    out.unlink()
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\nname = "all"\ndscp = "EF"\n')
+    r = sw("enable", "swdemo", "-c", policy, "--root", root)
+    assert r.returncode == 0, r.stderr
+    with tos_server(socket.AF_INET, port) as srv:
+        r = run_real_systemd(root, vendor.parent, "swtest.target")
+        got = srv.wait(1, timeout=15)
+    text = out.read_text() if out.exists() else ""
+    assert got and got[0]["tos"] == EF, (got, r.stdout[-3000:], text)
+    assert "FOO=bar" in text, text
+    assert "libsockwrap.so" in text and other.name in text, text
