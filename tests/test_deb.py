@@ -6,7 +6,6 @@ This installs into the real /usr (that is the point of a package test): it needs
 refuses to run where a sockwrap package is already installed."""
 import os
 import re
-import socket
 import subprocess
 from pathlib import Path
 

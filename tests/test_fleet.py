@@ -3,7 +3,6 @@ commands under `--root` and compares the result with the document, byte for byte
 mapping the build tree's library path to the package's, and the root prefix away)."""
 import re
 import subprocess
-from pathlib import Path
 
 import util
 from util import REPO
