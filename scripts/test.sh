@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(tcpdump openssh-server openssh-client socat iperf3 nftables mptcpize strace curl iproute2 util-linux valgrind proxychains4 man-db dpkg-dev git make zsh)
-TOOLS=(tcpdump sshd ssh socat iperf3 nft mptcpize strace curl ss setpriv valgrind proxychains4 man dpkg-shlibdeps git make zsh)
+PKGS=(tcpdump openssh-server openssh-client socat iperf3 nftables mptcpize strace curl iproute2 util-linux valgrind proxychains4 man-db dpkg-dev git make zsh musl-tools)
+TOOLS=(tcpdump sshd ssh socat iperf3 nft mptcpize strace curl ss setpriv valgrind proxychains4 man dpkg-shlibdeps git make zsh musl-gcc)
 
 missing_tools() {
     local t

@@ -116,3 +116,20 @@ def test_missing_file_in_ld_so_preload_is_reported(tmp_path):
     assert "/nonexistent/libgone.so" in r.stderr and "ld.so" in r.stderr, r.stderr  # the loader's own error
     assert r.returncode == 1 and "names /nonexistent/libgone.so, which is MISSING" in r.stdout, r.stdout
     assert not os.path.exists("/etc/ld.so.preload") or "libgone" not in Path("/etc/ld.so.preload").read_text()
+
+
+def test_musl_program_is_reported_and_really_breaks_under_ld_preload(tmp_path):
+    util.require_tool("musl-gcc")
+    util.require_sockwrap()
+    src = tmp_path / "hello.c"
+    src.write_text('#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n')
+    prog = tmp_path / "hello-musl"
+    r = subprocess.run(["musl-gcc", "-o", str(prog), str(src)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    d = doctor(prog)
+    assert d.returncode == 1 and "MUSL program" in d.stdout, d.stdout
+    assert "glibc program" in doctor("/bin/true").stdout
+    # the witness: it runs alone, and the loader refuses it with the library preloaded
+    assert util.run([prog]).stdout == "hello\n"
+    r = util.run([prog], env={"LD_PRELOAD": str(util.SOCKWRAP_LIB)})
+    assert r.returncode != 0 and "hello" not in r.stdout, (r.returncode, r.stdout, r.stderr)

@@ -92,7 +92,7 @@ fn program(prog: &str) -> bool {
     match interpreter(&bytes) {
         Some(i) if i.contains("musl") => {
             ok = false;
-            println!("  MUSL program (loader {i}): libsockwrap.so is built for glibc and cannot load into it; use cgroup BPF or nftables");
+            println!("  MUSL program (loader {i}): libsockwrap.so is built for glibc; preloaded, it stops the program from starting (the musl loader cannot relocate it). Do not run it under sockwrap; use cgroup BPF or nftables");
         }
         Some(i) => println!("  glibc program (loader {i})"),
         None => {}
