@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(tcpdump openssh-server openssh-client socat iperf3 nftables mptcpize strace curl iproute2 util-linux valgrind proxychains4)
-TOOLS=(tcpdump sshd ssh socat iperf3 nft mptcpize strace curl ss setpriv valgrind proxychains4)
+PKGS=(tcpdump openssh-server openssh-client socat iperf3 nftables mptcpize strace curl iproute2 util-linux valgrind proxychains4 man-db dpkg-dev git make zsh musl-tools)
+TOOLS=(tcpdump sshd ssh socat iperf3 nft mptcpize strace curl ss setpriv valgrind proxychains4 man dpkg-shlibdeps git make zsh musl-gcc)
 
 missing_tools() {
     local t
@@ -31,6 +31,13 @@ if ! "$PYTHON" -c 'import pytest' 2>/dev/null; then
     echo "== installing pytest for $("$PYTHON" -c 'import sys; print(sys.executable)')"
     "$PYTHON" -m pip install -q pytest 2>/dev/null \
         || "$PYTHON" -m pip install -q --break-system-packages pytest
+fi
+
+# `make deb` packs with cargo-deb (tests/test_deb.py). A debug build of it installs faster
+# and is fast enough for a package of two files.
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    echo "== installing cargo-deb (cargo install --locked --debug cargo-deb)"
+    cargo install --locked --debug -q cargo-deb
 fi
 
 echo "== cargo build --release --workspace"

@@ -1,0 +1,339 @@
+//! The command line, defined once: `--help`, the man pages (`gen-man`) and the shell
+//! completions (`gen-completions`) are all generated from [`command`]. The socket option
+//! flags come from the option catalog, so flags, policy keys and `SOCKWRAP_*` variables
+//! always agree.
+
+use crate::error::EXIT_CODES;
+use clap::{Arg, ArgAction, Command};
+use sockwrap_policy::catalog::{Kind, Opt};
+
+/// The CLI flag for an option: `keepalive.idle` becomes `--keepalive-idle`.
+pub fn flag_name(o: Opt) -> String {
+    o.name().replace('.', "-")
+}
+
+fn option_args() -> Vec<Arg> {
+    let mut args = Vec::new();
+    for o in Opt::ALL {
+        let spec = o.spec();
+        let name = flag_name(o);
+        let mut a = Arg::new(name.clone())
+            .long(name)
+            .help(format!("{} [{}]", spec.help, spec.kernel));
+        a = match (o, spec.kind) {
+            (Opt::KeepAlive, _) => a
+                .num_args(0..=1)
+                .default_missing_value("on")
+                .value_name("IDLE,INTVL,CNT"),
+            (_, Kind::Bool) => a
+                .num_args(0..=1)
+                .default_missing_value("on")
+                .value_name("on|off"),
+            (_, Kind::Dscp) => a.value_name("CLASS"),
+            (_, Kind::Name) => a.value_name("NAME"),
+            (_, Kind::Addrs) => a.value_name("IP[,IP6]"),
+            (_, Kind::Linger) => a.value_name("SECS|off"),
+            _ => a.value_name("N").allow_negative_numbers(true),
+        };
+        args.push(a.help_heading("Socket options"));
+    }
+    args.push(
+        Arg::new("tos")
+            .long("tos")
+            .value_name("BYTE")
+            .help(
+                "the whole ToS/traffic class byte 0..255 (instead of --dscp) [IP_TOS, IPV6_TCLASS]",
+            )
+            .conflicts_with("dscp")
+            .help_heading("Socket options"),
+    );
+    args.push(
+        Arg::new("hop-limit")
+            .long("hop-limit")
+            .value_name("N")
+            .help("same as --ttl")
+            .conflicts_with("ttl")
+            .help_heading("Socket options"),
+    );
+    args
+}
+
+fn policy_args() -> Vec<Arg> {
+    vec![
+        Arg::new("config")
+            .short('c')
+            .long("config")
+            .value_name("FILE")
+            .value_hint(clap::ValueHint::FilePath)
+            .help("policy file (TOML); see `sockwrap help-config` and sockwrap.toml(5)"),
+        Arg::new("to")
+            .long("to")
+            .value_name("CIDR[:PORT]")
+            .action(ArgAction::Append)
+            .help("apply the flag options only to these destinations (10.0.0.0/8, 127.0.0.1:8080, [::1]:443, :5432)"),
+        Arg::new("soft")
+            .long("soft")
+            .num_args(0..=1)
+            .default_missing_value("1")
+            .value_name("OPT,...")
+            .help("flag options are defaults the program may change (all, or the listed ones)"),
+        Arg::new("strict")
+            .long("strict")
+            .action(ArgAction::SetTrue)
+            .help("a refused option fails the program's call; a broken policy refuses to start"),
+    ]
+}
+
+fn log_args() -> Vec<Arg> {
+    vec![
+        Arg::new("log")
+            .long("log")
+            .value_name("LEVEL")
+            .help("off, error, warn (default), info, debug"),
+        Arg::new("log-file")
+            .long("log-file")
+            .value_name("PATH")
+            .value_hint(clap::ValueHint::FilePath)
+            .help("write sockwrap's log here instead of stderr"),
+    ]
+}
+
+fn command_arg() -> Arg {
+    Arg::new("command")
+        .num_args(1..)
+        .required(true)
+        .value_name("COMMAND")
+        .value_hint(clap::ValueHint::CommandWithArguments)
+        .last(true)
+}
+
+fn unit_arg() -> Arg {
+    Arg::new("unit")
+        .required(true)
+        .value_name("UNIT")
+        .help("systemd unit (`nginx` means nginx.service)")
+}
+
+fn root_arg() -> Arg {
+    Arg::new("root")
+        .long("root")
+        .value_name("DIR")
+        .value_hint(clap::ValueHint::DirPath)
+        .help("work on the files under DIR instead of / (as systemctl --root); no daemon-reload")
+}
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  sockwrap run --dscp EF --keepalive 30,10,3 --nodelay -- ssh -p 2222 user@host
+  sockwrap run -c /etc/sockwrap/policy.toml -- python3 client.py
+  sockwrap run --mptcp -- iperf3 -c 10.0.1.2
+  sockwrap run --dscp AF41 --to 10.0.0.0/8 --to :443 -- curl https://intranet/
+  sockwrap run --log info --dscp CS6 -- curl http://127.0.0.1:8080/
+
+sockwrap execs the program (no process stays in between) and exits with its status.";
+
+const TRACE_EXAMPLES: &str = "\
+Examples:
+  sockwrap trace -- curl -s http://127.0.0.1:8080/
+  sockwrap trace -o calls.jsonl -- ssh host true
+  sockwrap trace --dscp EF --json -- python3 client.py";
+
+const REPORT_EXAMPLES: &str = "\
+Examples:
+  sockwrap report calls.jsonl
+  sockwrap report --json calls.jsonl | jq '.connections[]'";
+
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  sockwrap check /etc/sockwrap/policy.toml
+  sockwrap check site.toml ssh.toml    # exit 1 if any file has errors";
+
+const EXPLAIN_EXAMPLES: &str = "\
+Examples:
+  sockwrap explain -c policy.toml --dest 10.1.2.3:22 --program ssh
+  sockwrap explain -c policy.toml --dest [2001:db8::5]:5432 --role server
+  sockwrap explain --dscp EF --to :443 --dest 192.0.2.1:443";
+
+const DOCTOR_EXAMPLES: &str = "\
+Examples:
+  sockwrap doctor                        # the machine: congestion control, ld.so.preload, MPTCP
+  sockwrap doctor curl                   # can sockwrap reach curl?
+  sockwrap doctor ./server               # static, Go, musl, setuid or setcap: said, with what to use instead
+  sockwrap doctor --mark 7 --congestion bbr ssh  # can these options be set here, as this user?
+  sockwrap doctor sudo -u app ./client   # a wrapper that drops the environment is reported
+
+Exit 0 when nothing stands in the way, 1 when something does (each finding says what to do).";
+
+const OPTIONS_EXAMPLES: &str = "\
+Examples:
+  sockwrap options
+  sockwrap options | grep -i keepalive";
+
+const HELP_CONFIG_EXAMPLES: &str = "\
+Examples:
+  sockwrap help-config > policy.toml && sockwrap check policy.toml
+
+The format is described in sockwrap.toml(5).";
+
+const ENABLE_EXAMPLES: &str = "\
+Examples:
+  sockwrap enable nginx --dscp AF41
+  sockwrap enable postgresql@15-main -c db-keepalive.toml
+  sockwrap enable --dry-run ssh.service --dscp EF
+  sockwrap enable myapp.service -c policy.toml --root /srv/image
+
+Writes /etc/systemd/system/UNIT.d/sockwrap.conf (the vendor unit is never edited). The
+unit's own Environment= settings stay; an LD_PRELOAD it sets is kept after libsockwrap.so.
+A -c FILE is COPIED to /etc/sockwrap/units/UNIT.toml: later edits of FILE do not reach the
+service until `sockwrap enable` runs again. Then: systemctl restart UNIT.";
+
+const DISABLE_EXAMPLES: &str = "\
+Examples:
+  sockwrap disable nginx
+  sockwrap disable myapp.service --root /srv/image
+
+Removes the drop-in and the policy copy that `enable` wrote, nothing else.
+Then: systemctl restart UNIT.";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  sockwrap status nginx
+  sockwrap status myapp.service --root /srv/image
+
+Exit 0 when the drop-in is in place and complete, 1 when it is not.";
+
+pub fn command() -> Command {
+    let enable = Command::new("enable")
+        .about("Give a systemd service the policy: write a drop-in for UNIT")
+        .after_help(ENABLE_EXAMPLES)
+        .arg(unit_arg())
+        .arg(root_arg())
+        .arg(
+            Arg::new("dry-run")
+                .long("dry-run")
+                .action(ArgAction::SetTrue)
+                .help("print the drop-in (and the policy copy) and change nothing"),
+        )
+        .args(policy_args())
+        .args(option_args())
+        .args(log_args());
+    Command::new("sockwrap")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Run unmodified programs with the socket options you choose (DSCP, keepalive, nodelay, mark, ...)")
+        .long_about(
+            "Run unmodified programs with the socket options you choose (DSCP, keepalive, nodelay, \
+             mark, MPTCP, ...). sockwrap preloads libsockwrap.so into the program; every TCP and UDP \
+             socket it opens gets the options of the policy (flags, SOCKWRAP_* variables or a TOML \
+             file, see sockwrap.toml(5)), locked so the program cannot undo them unless they are soft.",
+        )
+        .after_help(format!(
+            "Examples:\n  sockwrap run --dscp EF -- ssh host\n  sockwrap run -c policy.toml -- curl http://example.net/\n  sockwrap enable nginx --dscp AF41\n\n{EXIT_CODES}"
+        ))
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(
+            Command::new("run")
+                .about("Run a program with the policy applied to its sockets")
+                .after_help(RUN_EXAMPLES)
+                .args(policy_args())
+                .args(option_args())
+                .args(log_args())
+                .arg(Arg::new("trace").long("trace").value_name("FILE").value_hint(clap::ValueHint::FilePath).help("append a JSON-lines trace of every socket call to FILE (docs/trace-schema.md)"))
+                .arg(command_arg()),
+        )
+        .subcommand(
+            Command::new("trace")
+                .about("Run a program, record every socket call it makes, and print one row per connection")
+                .after_help(TRACE_EXAMPLES)
+                .args(policy_args())
+                .args(option_args())
+                .args(log_args())
+                .arg(Arg::new("output").short('o').long("output").value_name("FILE").value_hint(clap::ValueHint::FilePath).help("keep the full record (JSON lines) in FILE (replaced); default: a temporary file, removed"))
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the summary as JSON"))
+                .arg(command_arg()),
+        )
+        .subcommand(
+            Command::new("report")
+                .about("Summarise a trace file (from `sockwrap trace -o` or `run --trace`): one row per connection")
+                .after_help(REPORT_EXAMPLES)
+                .arg(Arg::new("file").required(true).value_name("FILE").value_hint(clap::ValueHint::FilePath))
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the summary as JSON")),
+        )
+        .subcommand(
+            Command::new("check")
+                .about("Validate policy files; print each error with line and column")
+                .after_help(CHECK_EXAMPLES)
+                .arg(Arg::new("files").num_args(1..).required(true).value_name("FILE").value_hint(clap::ValueHint::FilePath)),
+        )
+        .subcommand(
+            Command::new("explain")
+                .about("Show which options a destination would get, and from which rule")
+                .after_help(EXPLAIN_EXAMPLES)
+                .args(policy_args())
+                .args(option_args())
+                .arg(Arg::new("dest").long("dest").value_name("IP:PORT").required(true).help("remote address and port"))
+                .arg(Arg::new("transport").long("transport").value_name("tcp|udp").value_parser(["tcp", "udp"]).default_value("tcp"))
+                .arg(Arg::new("role").long("role").value_name("client|server").value_parser(["client", "server"]).default_value("client"))
+                .arg(Arg::new("program").long("program").value_name("NAME").help("program name to match rules against")),
+        )
+        .subcommand(
+            Command::new("doctor")
+                .about("Can sockwrap reach PROGRAM (static? Go? setuid? setcap? musl?), can the options be set here, is MPTCP usable?")
+                .after_help(DOCTOR_EXAMPLES)
+                .args(policy_args())
+                .args(option_args())
+                .arg(
+                    Arg::new("program")
+                        .value_name("PROGRAM")
+                        .num_args(1..)
+                        .trailing_var_arg(true)
+                        .allow_hyphen_values(true)
+                        .value_hint(clap::ValueHint::CommandWithArguments),
+                ),
+        )
+        .subcommand(enable)
+        .subcommand(
+            Command::new("disable")
+                .about("Remove the drop-in `sockwrap enable` wrote for UNIT")
+                .after_help(DISABLE_EXAMPLES)
+                .arg(unit_arg())
+                .arg(root_arg()),
+        )
+        .subcommand(
+            Command::new("status")
+                .about("Show the sockwrap drop-in of UNIT: the library, the policy, what overrides it")
+                .after_help(STATUS_EXAMPLES)
+                .arg(unit_arg())
+                .arg(root_arg()),
+        )
+        .subcommand(
+            Command::new("options")
+                .about("List every option with its kernel option and accepted values")
+                .after_help(OPTIONS_EXAMPLES),
+        )
+        .subcommand(
+            Command::new("help-config")
+                .about("Print a commented example policy file")
+                .after_help(HELP_CONFIG_EXAMPLES),
+        )
+        .subcommand(
+            Command::new("gen-man")
+                .hide(true)
+                .about("Write the man pages (sockwrap.1, sockwrap-SUBCOMMAND.1, sockwrap.toml.5) into DIR")
+                .arg(Arg::new("dir").required(true).value_name("DIR")),
+        )
+        .subcommand(
+            Command::new("gen-completions")
+                .hide(true)
+                .about("Write the bash, zsh and fish completions into DIR")
+                .arg(Arg::new("dir").required(true).value_name("DIR")),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn definition_is_consistent() {
+        super::command().debug_assert();
+    }
+}

@@ -1,0 +1,53 @@
+//! `sockwrap check FILE...`: parse policy files and print each rule, or each error as
+//! `FILE:LINE:COL: error: ...`. Exit 1 when any file has errors.
+
+use crate::error::{Error, Result};
+use clap::ArgMatches;
+use sockwrap_policy::catalog::Shown;
+use sockwrap_policy::parse_config;
+use std::process::ExitCode;
+
+pub fn check(m: &ArgMatches) -> Result<ExitCode> {
+    let mut bad = false;
+    for f in m.get_many::<String>("files").into_iter().flatten() {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{f}: error: cannot read the policy file: {e}");
+                bad = true;
+                continue;
+            }
+        };
+        match parse_config(&text, f) {
+            Ok(cfg) => {
+                println!("{f}: ok, {} rule(s)", cfg.rules.len());
+                for r in &cfg.rules {
+                    let opts: Vec<String> = r
+                        .settings
+                        .iter()
+                        .map(|(o, s)| {
+                            format!(
+                                "{}={}{}",
+                                o.name(),
+                                Shown(o, s.value),
+                                if s.soft { "(soft)" } else { "" }
+                            )
+                        })
+                        .collect();
+                    println!("  {}: {}", r.name, opts.join(" "));
+                }
+            }
+            Err(errs) => {
+                bad = true;
+                for e in errs {
+                    eprintln!("{e}");
+                }
+            }
+        }
+    }
+    if bad {
+        Err(Error::Findings)
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,407 @@
+//! `sockwrap doctor [OPTIONS] [PROGRAM [ARGS...]]`: can sockwrap reach this program, can the
+//! asked-for options be set here, and is MPTCP usable? Every finding says what to do.
+//!
+//! For a program: a wrapper that drops the environment (sudo, env -i), file capabilities
+//! and setuid (the loader ignores LD_PRELOAD), musl (the library is built for glibc). For
+//! the machine: the congestion algorithms available and allowed, the capabilities the
+//! options need, the host-wide preload file (/etc/ld.so.preload).
+//!
+//! For a program: LD_PRELOAD only works on dynamically linked programs that call libc's
+//! socket functions and are not setuid/setcap; Go programs make raw system calls. For
+//! MPTCP: whether it is enabled, the path manager, and the limits and endpoints that decide
+//! whether a connection can use more than one path (the usual "MPTCP works but uses one
+//! path" cause), with the command that fixes each.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn find_in_path(prog: &str) -> Option<PathBuf> {
+    if prog.contains('/') {
+        return Some(PathBuf::from(prog));
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| p.is_file())
+}
+
+fn has_pt_interp(bytes: &[u8]) -> Option<bool> {
+    // ELF64 little-endian only (the machines we build for); None for anything else.
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        return None;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(bytes[32..40].try_into().ok()?) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    for i in 0..phnum {
+        let off = phoff + i * phentsize;
+        let ty = u32::from_le_bytes(bytes.get(off..off + 4)?.try_into().ok()?);
+        if ty == 3 {
+            return Some(true); // PT_INTERP
+        }
+    }
+    Some(false)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn program(prog: &str) -> bool {
+    let Some(path) = find_in_path(prog) else {
+        println!("program: `{prog}` not found in PATH");
+        return false;
+    };
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("program: cannot read {}: {e}", path.display());
+            return false;
+        }
+    };
+    println!("program: {}", path.display());
+    let mut ok = true;
+    match has_pt_interp(&bytes) {
+        None if bytes.starts_with(b"#!") => {
+            println!("  script: sockwrap applies to the interpreter it runs (fine)")
+        }
+        None => println!("  not an ELF64 executable: cannot tell"),
+        Some(false) => {
+            ok = false;
+            println!("  STATIC binary: LD_PRELOAD cannot reach it. Use cgroup BPF (sock_create/sock_ops) or nftables marking instead.");
+        }
+        Some(true) => println!("  dynamically linked: LD_PRELOAD reaches it"),
+    }
+    if contains(&bytes, b"\xff Go buildinf:") {
+        ok = false;
+        println!(
+            "  GO program: it makes raw system calls and never calls libc's socket functions;"
+        );
+        println!("    for MPTCP `sockwrap run --mptcp` sets GODEBUG=multipathtcp=1 (Go 1.21+); for other options use cgroup BPF or nftables.");
+    } else if has_pt_interp(&bytes) == Some(true) {
+        if contains(&bytes, b"\0connect\0") || contains(&bytes, b"\0socket\0") {
+            println!("  imports libc socket functions: sockwrap's hooks will see its sockets");
+        } else {
+            println!(
+                "  imports no socket/connect from libc itself (its libraries may: e.g. libcurl)"
+            );
+        }
+    }
+    match interpreter(&bytes) {
+        Some(i) if i.contains("musl") => {
+            ok = false;
+            println!("  MUSL program (loader {i}): libsockwrap.so is built for glibc; preloaded, it stops the program from starting (the musl loader cannot relocate it). Do not run it under sockwrap; use cgroup BPF or nftables");
+        }
+        Some(i) => println!("  glibc program (loader {i})"),
+        None => {}
+    }
+    if file_capabilities(&path) {
+        ok = false;
+        println!("  FILE CAPABILITIES (setcap): the loader runs it in secure mode and ignores LD_PRELOAD; use cgroup BPF, or drop the capabilities and grant them another way (systemd AmbientCapabilities=)");
+    }
+    if let Ok(meta) = std::fs::metadata(&path) {
+        if meta.permissions().mode() & 0o6000 != 0 {
+            ok = false;
+            println!("  SETUID/SETGID: the loader ignores LD_PRELOAD for it (secure mode).");
+        }
+    }
+    ok
+}
+
+fn read_trim(p: &str) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn mptcp() -> bool {
+    println!("MPTCP:");
+    let Some(enabled) = read_trim("/proc/sys/net/mptcp/enabled") else {
+        println!(
+            "  not available in this kernel (no /proc/sys/net/mptcp): --mptcp falls back to TCP"
+        );
+        return false;
+    };
+    let mut ok = true;
+    if enabled == "1" {
+        println!("  enabled (net.mptcp.enabled=1)");
+    } else {
+        ok = false;
+        println!("  DISABLED (net.mptcp.enabled={enabled}): fix: sysctl -w net.mptcp.enabled=1");
+    }
+    let pm = read_trim("/proc/sys/net/mptcp/path_manager")
+        .or_else(|| {
+            read_trim("/proc/sys/net/mptcp/pm_type").map(|t| {
+                if t == "0" {
+                    "kernel".into()
+                } else {
+                    "userspace".into()
+                }
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("  path manager: {pm}");
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match ip(&["mptcp", "limits", "show"]) {
+        Some(l) => {
+            println!("  limits: {l}");
+            let subflows = l
+                .split_whitespace()
+                .skip_while(|w| *w != "subflows")
+                .nth(1)
+                .and_then(|v| v.parse::<u32>().ok());
+            if subflows == Some(0) {
+                ok = false;
+                println!("  only ONE path can be used (subflows 0): fix: ip mptcp limits set subflow 2 add_addr_accepted 2 (on both ends)");
+            }
+        }
+        None => println!("  limits: `ip mptcp` not available (install iproute2)"),
+    }
+    match ip(&["mptcp", "endpoint", "show"]) {
+        Some(e) if e.is_empty() => {
+            println!(
+                "  endpoints: none: a client opens extra subflows only from configured endpoints;"
+            );
+            println!(
+                "    fix: ip mptcp endpoint add ADDR dev DEV subflow (client) / signal (server)"
+            );
+        }
+        Some(e) => {
+            for line in e.lines() {
+                println!("  endpoint: {line}");
+            }
+        }
+        None => {}
+    }
+    ok
+}
+
+/// The dynamic loader a program names (PT_INTERP), if it is an ELF64 LE with one.
+fn interpreter(bytes: &[u8]) -> Option<String> {
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        return None;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let u64_at = |o: usize| -> Option<usize> {
+        Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?) as usize)
+    };
+    let phoff = u64_at(32)?;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    for i in 0..phnum {
+        let off = phoff + i * phentsize;
+        let ty = u32::from_le_bytes(bytes.get(off..off + 4)?.try_into().ok()?);
+        if ty == 3 {
+            let (o, n) = (u64_at(off + 8)?, u64_at(off + 32)?);
+            let raw = bytes.get(o..o + n)?;
+            return Some(
+                String::from_utf8_lossy(raw)
+                    .trim_end_matches('\0')
+                    .to_string(),
+            );
+        }
+    }
+    None
+}
+
+/// Commands that start the program with an environment of their own making.
+fn wrapper(prog: &str, args: &[String]) -> bool {
+    let base = Path::new(prog)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(prog);
+    let how = match base {
+        "sudo" | "doas" | "su" | "pkexec" | "runuser" => Some(format!(
+            "`{base}` resets the environment (and is setuid): LD_PRELOAD and SOCKWRAP_* do not reach \
+             the program. Put sockwrap inside: {base} sockwrap run [OPTIONS] -- PROGRAM"
+        )),
+        "env" if args.iter().any(|a| a == "-i" || a == "--ignore-environment" || a == "-") => Some(
+            "`env -i` starts the program with an empty environment: LD_PRELOAD and SOCKWRAP_* are \
+             dropped. Put sockwrap after it: env -i ... sockwrap run [OPTIONS] -- PROGRAM"
+                .to_string(),
+        ),
+        _ => None,
+    };
+    match how {
+        Some(h) => {
+            println!("command: {h}");
+            false
+        }
+        None => true,
+    }
+}
+
+fn file_capabilities(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: both strings are NUL-terminated; a NULL buffer of size 0 only asks the size.
+    let n = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    n > 0
+}
+
+/// CAP_NET_ADMIN in our effective set (the program runs as we do).
+fn have_net_admin() -> bool {
+    read_trim("/proc/self/status")
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 12) != 0)
+}
+
+/// What the asked-for options need from this machine: capabilities, allowed congestion
+/// algorithms, interfaces.
+fn options_here(m: &clap::ArgMatches) -> crate::error::Result<bool> {
+    use sockwrap_policy::catalog::Opt;
+    use sockwrap_policy::Value;
+    let vars = crate::launch::flag_vars(m)?;
+    let available =
+        read_trim("/proc/sys/net/ipv4/tcp_available_congestion_control").unwrap_or_default();
+    let allowed =
+        read_trim("/proc/sys/net/ipv4/tcp_allowed_congestion_control").unwrap_or_default();
+    println!(
+        "congestion control: available: {available}; allowed without CAP_NET_ADMIN: {allowed}"
+    );
+    if vars.is_empty() {
+        return Ok(true);
+    }
+    let loaded = sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |p| {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read the policy file: {e}"))
+    });
+    if !loaded.errors.is_empty() {
+        for e in &loaded.errors {
+            println!("policy: {e}");
+        }
+        return Ok(false);
+    }
+    let admin = have_net_admin();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    println!(
+        "options: checked as uid {uid}, {} CAP_NET_ADMIN",
+        if admin { "with" } else { "without" }
+    );
+    let mut ok = true;
+    let mut need_admin = |what: String| {
+        if !admin {
+            ok = false;
+            println!(
+                "  {what} needs CAP_NET_ADMIN: the kernel answers EPERM. Run the program as root, \
+                      or give it the capability (systemd: AmbientCapabilities=CAP_NET_ADMIN)"
+            );
+        }
+    };
+    let mut notes = Vec::new();
+    for r in loaded.policy.rules() {
+        for (opt, s) in r.settings.iter() {
+            match (opt, s.value) {
+                (Opt::Mark, _) => need_admin(format!("mark (rule {})", r.name)),
+                (Opt::Priority, Value::Int(p)) if p > 6 => {
+                    need_admin(format!("priority {p} (above 6, rule {})", r.name))
+                }
+                (Opt::Congestion, Value::Name(n)) => {
+                    let n = n.as_str();
+                    if !available.split_whitespace().any(|a| a == n) {
+                        notes.push(format!(
+                            "congestion `{n}` (rule {}) is not available: modprobe tcp_{n} (as root), \
+                             or the kernel answers ENOENT",
+                            r.name
+                        ));
+                    } else if !allowed.split_whitespace().any(|a| a == n) {
+                        need_admin(format!(
+                            "congestion `{n}` (rule {}; not in net.ipv4.tcp_allowed_congestion_control, \
+                             or add it there with sysctl)",
+                            r.name
+                        ));
+                    }
+                }
+                (Opt::BindInterface, Value::Name(n))
+                    if !Path::new("/sys/class/net").join(n.as_str()).exists() =>
+                {
+                    notes.push(format!(
+                        "bind-interface `{}` (rule {}): no such interface here (ip link)",
+                        n.as_str(),
+                        r.name
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    for n in notes {
+        ok = false;
+        println!("  {n}");
+    }
+    if ok {
+        println!("  every option can be set here");
+    }
+    Ok(ok)
+}
+
+/// /etc/ld.so.preload: the loader prints an error on every exec for a file it names that
+/// is missing.
+fn host_wide() -> bool {
+    let Ok(text) = std::fs::read_to_string("/etc/ld.so.preload") else {
+        println!("host-wide: no /etc/ld.so.preload (sockwrap is not preloaded into every program)");
+        return true;
+    };
+    let mut ok = true;
+    let entries: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || c == ':')
+        .filter(|e| !e.is_empty() && !e.starts_with('#'))
+        .collect();
+    for e in &entries {
+        if !Path::new(e).exists() {
+            ok = false;
+            println!(
+                "host-wide: /etc/ld.so.preload names {e}, which is MISSING: every program started \
+                 prints a loader error. Remove the line (or reinstall the file)"
+            );
+        } else if e.contains("libsockwrap") {
+            println!(
+                "host-wide: /etc/ld.so.preload preloads {e} into every dynamically linked program"
+            );
+        }
+    }
+    if ok && !entries.iter().any(|e| e.contains("libsockwrap")) {
+        println!("host-wide: /etc/ld.so.preload does not name libsockwrap.so");
+    }
+    ok
+}
+
+pub fn doctor(m: &clap::ArgMatches) -> crate::error::Result<std::process::ExitCode> {
+    let argv: Vec<String> = m
+        .get_many::<String>("program")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    let mut ok = true;
+    if let Some((p, rest)) = argv.split_first() {
+        ok &= wrapper(p, rest);
+        ok &= program(p);
+    }
+    ok &= options_here(m)?;
+    ok &= host_wide();
+    ok &= mptcp();
+    if ok {
+        Ok(std::process::ExitCode::SUCCESS)
+    } else {
+        Err(crate::error::Error::Findings)
+    }
+}

@@ -1,0 +1,36 @@
+//! One module per subcommand. Each takes its matches and returns the exit status, or an
+//! [`Error`](crate::error::Error) that `main` prints and turns into one.
+
+pub mod check;
+pub mod doctor;
+pub mod explain;
+pub mod gen;
+pub mod options;
+pub mod report;
+pub mod run;
+pub mod systemd;
+pub mod trace;
+
+use crate::error::Result;
+use clap::ArgMatches;
+use std::process::ExitCode;
+
+pub fn dispatch(m: &ArgMatches) -> Result<ExitCode> {
+    match m.subcommand() {
+        Some(("run", s)) => run::run(s),
+        Some(("trace", s)) => trace::trace(s),
+        Some(("report", s)) => report::report(s),
+        Some(("check", s)) => check::check(s),
+        Some(("explain", s)) => explain::explain(s),
+        Some(("options", _)) => Ok(options::options()),
+        Some(("help-config", _)) => Ok(options::help_config()),
+        Some(("doctor", s)) => doctor::doctor(s),
+        Some(("enable", s)) => systemd::enable(s),
+        Some(("disable", s)) => systemd::disable(s),
+        Some(("status", s)) => systemd::status(s),
+        Some(("gen-man", s)) => gen::man(s),
+        Some(("gen-completions", s)) => gen::completions(s),
+        // clap requires a subcommand, and every one defined in cli.rs is listed above.
+        _ => Ok(ExitCode::from(crate::error::USAGE)),
+    }
+}

@@ -1,0 +1,491 @@
+//! `sockwrap enable UNIT`, `disable UNIT`, `status UNIT`: the policy for a systemd service,
+//! as a drop-in `/etc/systemd/system/UNIT.d/sockwrap.conf`. The vendor unit is never
+//! edited. The drop-in sets `LD_PRELOAD` to the unversioned library path followed by
+//! whatever `LD_PRELOAD` the unit already had, and the `SOCKWRAP_*` variables; every other
+//! `Environment=` of the unit stays in force because systemd merges drop-ins per variable.
+//!
+//! A policy file (`-c FILE`) is *copied* to `/etc/sockwrap/units/UNIT.toml`, and the
+//! drop-in names the copy: the service keeps the policy it was enabled with, and a later
+//! edit of FILE reaches it only through another `sockwrap enable` (which `status` points
+//! out when the two differ).
+
+use crate::error::{Error, Result};
+use crate::launch::{compose_preload, find_library, flag_vars, log_vars};
+use crate::unitfile::{self, quote_assignment};
+use clap::ArgMatches;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The first line of every drop-in sockwrap writes: `disable` removes only such files.
+const MARKER: &str = "# sockwrap-enable:";
+/// Where the drop-in records the file the policy was copied from.
+const SOURCE_TAG: &str = "# sockwrap-policy-source:";
+const DROP_IN: &str = "sockwrap.conf";
+
+struct Target {
+    root: PathBuf,
+    unit: String,
+}
+
+impl Target {
+    fn from(m: &ArgMatches) -> Result<Target> {
+        let unit = m
+            .get_one::<String>("unit")
+            .map(String::as_str)
+            .unwrap_or("");
+        let unit = unitfile::unit_name(unit).map_err(Error::usage)?;
+        let root = PathBuf::from(
+            m.get_one::<String>("root")
+                .map(String::as_str)
+                .unwrap_or("/"),
+        );
+        if !root.is_dir() {
+            return Err(Error::usage(format_args!(
+                "--root: {} is not a directory",
+                root.display()
+            )));
+        }
+        Ok(Target { root, unit })
+    }
+
+    /// A path of the target system (as the service sees it) below the root we work on.
+    fn at(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+
+    /// A path below the root as the target system names it.
+    fn shown(&self, p: &Path) -> String {
+        match p.strip_prefix(&self.root) {
+            Ok(rel) if self.root != Path::new("/") => format!("/{}", rel.display()),
+            _ => p.display().to_string(),
+        }
+    }
+
+    fn drop_in_name(&self) -> String {
+        format!("/etc/systemd/system/{}.d/{DROP_IN}", self.unit)
+    }
+
+    fn policy_name(&self) -> String {
+        format!("/etc/sockwrap/units/{}.toml", self.unit)
+    }
+
+    fn is_live_system(&self) -> bool {
+        self.root == Path::new("/") && Path::new("/run/systemd/system").is_dir()
+    }
+
+    /// `systemctl daemon-reload` when we changed the real system and systemd runs it.
+    fn reload(&self) -> Result<()> {
+        if !self.is_live_system() {
+            if self.root == Path::new("/") {
+                println!(
+                    "systemd is not running here: the change applies when it next starts {}",
+                    self.unit
+                );
+            }
+            return Ok(());
+        }
+        let st = std::process::Command::new("systemctl")
+            .arg("daemon-reload")
+            .status()
+            .map_err(|e| Error::setup(format_args!("systemctl daemon-reload: {e}")))?;
+        if !st.success() {
+            return Err(Error::setup(format_args!(
+                "systemctl daemon-reload failed ({st})"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so that systemd never
+/// reads half a file.
+fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
+    let io = |e: std::io::Error| Error::setup(format_args!("{}: {e}", path.display()));
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let tmp = dir.join(format!(
+        ".{}.sockwrap-tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(text).and_then(|_| f.sync_all()).map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+pub fn enable(m: &ArgMatches) -> Result<ExitCode> {
+    let t = Target::from(m)?;
+    let dry = m.get_flag("dry-run");
+    let unit_file = unitfile::find_unit(&t.root, &t.unit).ok_or_else(|| {
+        Error::setup(format_args!(
+            "{}: no such unit file in {} (under {})",
+            t.unit,
+            unitfile::UNIT_DIRS.map(|d| format!("/{d}")).join(", "),
+            t.root.display()
+        ))
+    })?;
+
+    // The policy as the flags and the file give it; refuse to write a broken one.
+    let mut vars = flag_vars(m)?;
+    vars.extend(log_vars(m)?);
+    let source = m
+        .get_one::<String>("config")
+        .map(|c| crate::launch::absolute(c));
+    if let Some(src) = &source {
+        std::fs::metadata(src)
+            .map_err(|e| Error::usage(format_args!("--config: {}: {e}", src.display())))?;
+    }
+    if vars.iter().all(|(k, _)| k.starts_with("SOCKWRAP_LOG")) {
+        return Err(Error::usage(
+            "enable: no policy given: add option flags (--dscp EF ...) or -c FILE",
+        ));
+    }
+    let loaded = sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |p| {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read the policy file: {e}"))
+    });
+    if !loaded.errors.is_empty() {
+        for e in &loaded.errors {
+            eprintln!("sockwrap: {e}");
+        }
+        return Err(Error::usage(format_args!(
+            "enable: the policy has errors; nothing written for {}",
+            t.unit
+        )));
+    }
+    let policy_text = match &source {
+        Some(src) => Some(
+            std::fs::read(src).map_err(|e| Error::setup(format_args!("{}: {e}", src.display())))?,
+        ),
+        None => None,
+    };
+    for v in vars.iter_mut() {
+        if v.0 == "SOCKWRAP_CONFIG" {
+            v.1 = t.policy_name();
+        }
+    }
+
+    // What the unit already has: its own LD_PRELOAD (and GODEBUG) are kept after ours.
+    let ours = t.at(&t.drop_in_name());
+    let mut files = vec![unit_file.clone()];
+    files.extend(
+        unitfile::drop_ins(&t.root, &t.unit)
+            .into_iter()
+            .filter(|p| *p != ours),
+    );
+    let have = unitfile::compose(&files);
+    for (ef, from) in &have.env_files {
+        let path = t.at(ef.trim_start_matches('-'));
+        if let Some(v) = unitfile::env_file_value(&path, "LD_PRELOAD") {
+            return Err(Error::setup(format_args!(
+                "{}: EnvironmentFile={ef} (from {}) sets LD_PRELOAD={v}, which would override the drop-in: \
+                 add the library there instead",
+                t.unit,
+                from.display()
+            )));
+        }
+    }
+    let lib = find_library()?;
+    let existing = have.vars.get("LD_PRELOAD");
+    let mut lines = vec![(
+        "LD_PRELOAD".to_string(),
+        compose_preload(&lib, existing.map(|(v, _)| v.as_str())),
+    )];
+    if vars.iter().any(|(k, v)| {
+        k == "SOCKWRAP_MPTCP"
+            && sockwrap_policy::catalog::parse_value(
+                sockwrap_policy::catalog::Opt::Mptcp,
+                "mptcp",
+                sockwrap_policy::catalog::Raw::Str(v),
+            ) == Ok(sockwrap_policy::Value::Bool(true))
+    }) {
+        let godebug = match have.vars.get("GODEBUG") {
+            Some((g, _)) if g.contains("multipathtcp=") => g.clone(),
+            Some((g, _)) if !g.is_empty() => format!("{g},multipathtcp=1"),
+            _ => "multipathtcp=1".to_string(),
+        };
+        lines.push(("GODEBUG".into(), godebug));
+    }
+    lines.extend(vars.iter().cloned());
+
+    let mut text = format!(
+        "{MARKER} the sockwrap policy for {unit} (sockwrap {ver}).\n\
+         # Do not edit: run `sockwrap enable {unit} ...` again, or `sockwrap disable {unit}`.\n\
+         # The unit's own Environment= settings stay in force; LD_PRELOAD keeps what the unit had",
+        unit = t.unit,
+        ver = env!("CARGO_PKG_VERSION")
+    );
+    match existing {
+        Some((v, from)) => text.push_str(&format!("\n# ({v}, from {}).\n", t.shown(from))),
+        None => text.push_str(".\n"),
+    }
+    if let Some(src) = &source {
+        text.push_str(&format!(
+            "# The policy is a copy of {0}, taken at enable time: edits of {0} need another\n\
+             # `sockwrap enable`.\n{SOURCE_TAG} {0}\n",
+            src.display()
+        ));
+    }
+    text.push_str("[Service]\n");
+    for (k, v) in &lines {
+        text.push_str(&format!("Environment={}\n", quote_assignment(k, v)));
+    }
+
+    // Drop-ins that sort after ours and set LD_PRELOAD win over it.
+    for later in unitfile::drop_ins(&t.root, &t.unit) {
+        let name = later
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.as_str() > DROP_IN
+            && unitfile::compose(std::slice::from_ref(&later))
+                .vars
+                .contains_key("LD_PRELOAD")
+        {
+            eprintln!(
+                "sockwrap: warning: {} sets LD_PRELOAD and is read after {DROP_IN}: it overrides sockwrap's; \
+                 add {} to it",
+                later.display(),
+                lib.display()
+            );
+        }
+    }
+    if lib.to_string_lossy().contains("/target/") {
+        eprintln!(
+            "sockwrap: note: the drop-in points at {} in a build tree; `make install` or the .deb \
+             give a path that stays (/usr/lib/sockwrap/libsockwrap.so)",
+            lib.display()
+        );
+    }
+
+    if dry {
+        println!("# would write {}:", ours.display());
+        print!("{text}");
+        if let Some(src) = &source {
+            println!(
+                "# would copy {} to {}",
+                src.display(),
+                t.at(&t.policy_name()).display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(p) = &policy_text {
+        write_atomic(&t.at(&t.policy_name()), p)?;
+    } else if t.at(&t.policy_name()).exists() {
+        // Enabled before with -c, now without: the old copy would be stale.
+        let _ = std::fs::remove_file(t.at(&t.policy_name()));
+    }
+    write_atomic(&ours, text.as_bytes())?;
+    println!("wrote {}", ours.display());
+    if let Some(src) = &source {
+        println!(
+            "copied {} to {} (edits of the original need `sockwrap enable` again)",
+            src.display(),
+            t.at(&t.policy_name()).display()
+        );
+    }
+    t.reload()?;
+    println!(
+        "restart the service to apply it: systemctl restart {}",
+        t.unit
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ours_or_refuse(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.starts_with(MARKER) => Ok(Some(text)),
+        Ok(_) => Err(Error::setup(format_args!(
+            "{}: not written by `sockwrap enable` (no `{MARKER}` first line); left alone",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::setup(format_args!("{}: {e}", path.display()))),
+    }
+}
+
+pub fn disable(m: &ArgMatches) -> Result<ExitCode> {
+    let t = Target::from(m)?;
+    let path = t.at(&t.drop_in_name());
+    if ours_or_refuse(&path)?.is_none() {
+        println!("{}: not enabled (no {})", t.unit, path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let io = |p: &Path, e: std::io::Error| Error::setup(format_args!("{}: {e}", p.display()));
+    std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+    println!("removed {}", path.display());
+    let policy = t.at(&t.policy_name());
+    match std::fs::remove_file(&policy) {
+        Ok(()) => println!("removed {}", policy.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&policy, e)),
+    }
+    // Directories we may have made, only when nothing else is in them.
+    for d in [
+        path.parent().map(Path::to_path_buf),
+        policy.parent().map(Path::to_path_buf),
+        policy
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let _ = std::fs::remove_dir(d);
+    }
+    t.reload()?;
+    println!(
+        "restart the service to apply it: systemctl restart {}",
+        t.unit
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(m: &ArgMatches) -> Result<ExitCode> {
+    let t = Target::from(m)?;
+    let path = t.at(&t.drop_in_name());
+    let mut ok = true;
+    let unit_file = unitfile::find_unit(&t.root, &t.unit);
+    match &unit_file {
+        Some(u) => println!("{}: unit file {}", t.unit, u.display()),
+        None => {
+            ok = false;
+            println!("{}: no unit file found", t.unit);
+        }
+    }
+    let Some(text) = ours_or_refuse(&path)? else {
+        println!(
+            "  sockwrap: not enabled (no {}); enable it with: sockwrap enable {} ...",
+            path.display(),
+            t.unit
+        );
+        return Err(Error::Findings);
+    };
+    println!("  drop-in: {}", path.display());
+    let mine = unitfile::compose(std::slice::from_ref(&path));
+    let lib = mine
+        .vars
+        .get("LD_PRELOAD")
+        .and_then(|(v, _)| v.split([':', ' ']).next())
+        .unwrap_or("")
+        .to_string();
+    if t.at(&lib).is_file() {
+        println!("  library: {lib}");
+    } else if t.root != Path::new("/") && Path::new(&lib).is_file() {
+        println!(
+            "  library: {lib} (on this machine; not under {})",
+            t.root.display()
+        );
+    } else {
+        ok = false;
+        println!("  library: {lib} is MISSING: install sockwrap (make install, or the .deb), then enable again");
+    }
+    for (k, (v, _)) in &mine.vars {
+        if k.starts_with("SOCKWRAP_") || k == "GODEBUG" {
+            println!("  {k}={v}");
+        }
+    }
+    // What the service gets with every file read: does a later file take LD_PRELOAD away?
+    let mut files: Vec<PathBuf> = unit_file.into_iter().collect();
+    files.extend(unitfile::drop_ins(&t.root, &t.unit));
+    let all = unitfile::compose(&files);
+    match all.vars.get("LD_PRELOAD") {
+        Some((v, from)) if v.split([':', ' ']).any(|e| e == lib) => {
+            println!("  LD_PRELOAD in force: {v}");
+            if *from != path {
+                println!("    (set last by {})", from.display());
+            }
+        }
+        Some((v, from)) => {
+            ok = false;
+            println!(
+                "  LD_PRELOAD is OVERRIDDEN by {} ({v}): add {lib} there",
+                from.display()
+            );
+        }
+        None => {
+            ok = false;
+            println!("  LD_PRELOAD is reset by a later Environment= line: sockwrap is not loaded");
+        }
+    }
+    if let Some((cfg, _)) = mine.vars.get("SOCKWRAP_CONFIG") {
+        let copy = t.at(cfg);
+        match std::fs::read_to_string(&copy) {
+            Ok(body) => {
+                match sockwrap_policy::parse_config(&body, &copy.display().to_string()) {
+                    Ok(c) => println!("  policy: {} ({} rule(s))", copy.display(), c.rules.len()),
+                    Err(errs) => {
+                        ok = false;
+                        println!("  policy: {} has errors:", copy.display());
+                        for e in errs {
+                            println!("    {e}");
+                        }
+                    }
+                }
+                let source = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(SOURCE_TAG))
+                    .map(|s| s.trim().to_string());
+                if let Some(src) = source {
+                    match std::fs::read_to_string(&src) {
+                        Ok(orig) if orig == body => println!("    same as {src}"),
+                        Ok(_) => println!(
+                            "    {src} has changed since: `sockwrap enable {} -c {src}` takes the new version",
+                            t.unit
+                        ),
+                        Err(_) => println!("    copied from {src}, which is gone"),
+                    }
+                }
+            }
+            Err(e) => {
+                ok = false;
+                println!(
+                    "  policy: {} cannot be read ({e}): run sockwrap enable again",
+                    copy.display()
+                );
+            }
+        }
+    }
+    if t.is_live_system() {
+        running(&t.unit, &lib, &mut ok);
+    }
+    if ok {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Error::Findings)
+    }
+}
+
+/// On a live system: is the running main process of the unit using the library?
+fn running(unit: &str, lib: &str, ok: &mut bool) {
+    let out = std::process::Command::new("systemctl")
+        .args(["show", "-p", "MainPID", "--value", unit])
+        .output();
+    let pid = out
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u32>()
+                .ok()
+        })
+        .unwrap_or(0);
+    if pid == 0 {
+        println!("  not running");
+        return;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+        Ok(maps) if maps.contains(lib) => println!("  running: pid {pid} has {lib} loaded"),
+        Ok(_) => {
+            *ok = false;
+            println!(
+                "  running: pid {pid} does NOT have the library loaded: systemctl restart {unit}"
+            );
+        }
+        Err(e) => println!("  running: pid {pid} ({e})"),
+    }
+}
