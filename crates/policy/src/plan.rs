@@ -11,7 +11,7 @@
 //! makes the same calls.
 
 use crate::catalog::{Applies, Family, Opt, When, N_OPTS};
-use crate::rules::{Decision, Transport};
+use crate::rules::{Decision, Role, Transport};
 
 /// The moment a plan is for: which socket call the options are set in.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
@@ -314,15 +314,15 @@ impl FixedPlans {
             let Some((d, t)) = p.fixed_decision(i) else {
                 return FixedPlans::default();
             };
+            let role = crate::rules::fixed_slot(i).1;
             for stage in Stage::ALL {
                 // Only the stages at which a socket of this decision's role is planned
                 // (a client connects; a server binds, listens and accepts; a fresh UDP
                 // socket is made): the others, which only adopted sockets meet, walk.
-                let role = i % 3; // 0 = none, 1 = client, 2 = server (rules::fixed_index)
                 let used = match stage {
-                    Stage::Connect => role == 1,
-                    Stage::Bind | Stage::Listen | Stage::Accept => role == 2,
-                    Stage::UdpCreate => role == 0 && t == Transport::Udp,
+                    Stage::Connect => role == Some(Role::Client),
+                    Stage::Bind | Stage::Listen | Stage::Accept => role == Some(Role::Server),
+                    Stage::UdpCreate => role.is_none() && t == Transport::Udp,
                 };
                 if !used {
                     continue;
@@ -495,18 +495,14 @@ impl<'p> Decision<'p> {
         variant: Variant,
         skip: u32,
     ) -> Plan<'_, 'p> {
+        let mut plan = self.walk(stage, transport, variant, skip);
         if skip == 0 {
             if let Some(ready) = self.fixed_plan(stage, transport, variant) {
-                return Plan {
-                    ready,
-                    decision: self,
-                    set: 0,
-                    variant,
-                    lock: self.mask() & stage.mask(transport) & !self.soft_mask(),
-                };
+                plan.ready = ready;
+                plan.set = 0;
             }
         }
-        self.walk(stage, transport, variant, skip)
+        plan
     }
 
     /// The ready-made entries of a precomputed decision, if this is one.
@@ -517,12 +513,7 @@ impl<'p> Decision<'p> {
         variant: Variant,
     ) -> Option<&'p [PlanOp]> {
         let i = self.fixed_index()?;
-        let t = if i < 3 {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        };
-        if t != transport {
+        if crate::rules::fixed_slot(i).0 != transport {
             return None;
         }
         self.policy().fixed_plans.get(i, stage, variant)

@@ -534,6 +534,16 @@ struct Fixed {
     soft: u32,
 }
 
+/// The socket a precomputed decision is for: the inverse of [`fixed_index`].
+pub(crate) fn fixed_slot(i: usize) -> (Transport, Option<Role>) {
+    let t = if i < 3 {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    (t, [None, Some(Role::Client), Some(Role::Server)][i % 3])
+}
+
 fn fixed_index(t: Transport, role: Option<Role>) -> usize {
     let t = match t {
         Transport::Tcp => 0,
@@ -682,11 +692,7 @@ impl Policy {
     /// them (no rule looks at addresses or ports).
     pub fn fixed_decision(&self, i: usize) -> Option<(Decision<'_>, Transport)> {
         let x = self.fixed.as_deref()?.get(i)?;
-        let t = if i < 3 {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        };
+        let (t, _) = fixed_slot(i);
         Some((
             Decision {
                 from: x.from,

@@ -33,7 +33,7 @@ impl Global {
         }
     }
 
-    fn strict(&self) -> bool {
+    pub fn strict(&self) -> bool {
         self.policy.on_error == OnError::Fail
     }
 }

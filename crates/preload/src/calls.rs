@@ -84,9 +84,8 @@ pub fn socket(g: &Global, domain: i32, ty: i32, protocol: i32, real: impl Fn(i32
         if !mptcp::is_refusal(e) {
             return fd; // EMFILE and the like: the program sees what TCP would have given
         }
-        let strict = g.policy.on_error == sockwrap_policy::OnError::Fail;
-        mptcp::warn_refused(e, strict);
-        if strict {
+        mptcp::warn_refused(e, g.strict());
+        if g.strict() {
             sys::set_errno(e);
             return -1;
         }
@@ -96,13 +95,7 @@ pub fn socket(g: &Global, domain: i32, ty: i32, protocol: i32, real: impl Fn(i32
         return fd;
     }
     log::socket_seen();
-    let kind = match (base, protocol) {
-        (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => Some((Transport::Tcp, false)),
-        (libc::SOCK_STREAM, mptcp::IPPROTO_MPTCP) => Some((Transport::Tcp, true)),
-        (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => Some((Transport::Udp, false)),
-        _ => None,
-    }
-    .map(|(transport, mptcp)| Kind {
+    let kind = fdstate::transport_of(base, protocol).map(|(transport, mptcp)| Kind {
         transport,
         mptcp,
         family,
@@ -214,8 +207,15 @@ pub fn accept_wants_peer(g: &Global, listen_fd: i32) -> bool {
 }
 
 /// After a successful accept of `fd` on `listen_fd`: apply the rules that match the peer
-/// (`peer`: the address the kernel gave accept, when it was asked for one).
-pub fn accepted(g: &Global, listen_fd: i32, fd: i32, peer: Option<SocketAddr>) -> i32 {
+/// (`peer`: the address the kernel gave accept, asked for when [`accept_wants_peer`] said
+/// so, as `wants_peer` repeats).
+pub fn accepted(
+    g: &Global,
+    listen_fd: i32,
+    fd: i32,
+    wants_peer: bool,
+    peer: Option<SocketAddr>,
+) -> i32 {
     fdstate::reset(fd);
     let guard = ErrnoGuard::new();
     let listener = fdstate::get(listen_fd).unwrap_or_default();
@@ -223,7 +223,6 @@ pub fn accepted(g: &Global, listen_fd: i32, fd: i32, peer: Option<SocketAddr>) -
     let known_tcp = listener_kind.is_some_and(|k| k.transport == Transport::Tcp && !k.mptcp);
     // The peer's address only when something needs it (the hook usually has it already:
     // it gives accept a buffer of its own when the program passes none).
-    let wants_peer = accept_wants_peer(g, listen_fd);
     let peer = match peer {
         None if wants_peer => match sys::peer_addr(fd) {
             Some(p) => Some(p),
@@ -247,23 +246,19 @@ pub fn accepted(g: &Global, listen_fd: i32, fd: i32, peer: Option<SocketAddr>) -
     };
     // An accepted socket is what its listener is (TCP, or MPTCP/TCP when the listener is
     // MPTCP: then the kernel says which); a listener we never saw is asked about.
-    let s = if known_tcp {
-        Sock {
-            fd,
-            family,
-            transport: Transport::Tcp,
-            mptcp: false,
-        }
+    let mptcp = if known_tcp {
+        false
     } else {
         match fdstate::kernel_kind(fd) {
-            Some((Transport::Tcp, mptcp)) => Sock {
-                fd,
-                family,
-                transport: Transport::Tcp,
-                mptcp,
-            },
+            Some((Transport::Tcp, mptcp)) => mptcp,
             _ => return fd,
         }
+    };
+    let s = Sock {
+        fd,
+        family,
+        transport: Transport::Tcp,
+        mptcp,
     };
     fdstate::set(fd, FdState::seen(Some(s.kind())));
     log::socket_seen();

@@ -148,17 +148,24 @@ impl FdState {
     }
 }
 
+/// TCP (MPTCP counted as TCP, with `true`) or UDP, from a socket's type (without the
+/// SOCK_NONBLOCK/SOCK_CLOEXEC flags) and protocol as `socket()` takes them (0: the type's
+/// default) or the kernel reports them. Anything else: None.
+pub fn transport_of(ty: i32, protocol: i32) -> Option<(Transport, bool)> {
+    match (ty, protocol) {
+        (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => Some((Transport::Tcp, false)),
+        (libc::SOCK_STREAM, sys::IPPROTO_MPTCP) => Some((Transport::Tcp, true)),
+        (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => Some((Transport::Udp, false)),
+        _ => None,
+    }
+}
+
 /// TCP or UDP, asked of the kernel (the descriptor may come from anywhere: inherited,
 /// received, made with a raw system call), and whether it is MPTCP. Anything else: None.
 pub fn kernel_kind(fd: i32) -> Option<(Transport, bool)> {
     let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok()?;
     let proto = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).ok()?;
-    match (ty, proto) {
-        (libc::SOCK_STREAM, libc::IPPROTO_TCP) => Some((Transport::Tcp, false)),
-        (libc::SOCK_STREAM, sys::IPPROTO_MPTCP) => Some((Transport::Tcp, true)),
-        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => Some((Transport::Udp, false)),
-        _ => None,
-    }
+    transport_of(ty, proto)
 }
 
 struct Entry(AtomicU64);

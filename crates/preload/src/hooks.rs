@@ -242,7 +242,8 @@ mod work {
         len: *mut socklen_t,
         flags: Option<c_int>,
     ) -> c_int {
-        let wanted = trace::on() || global().is_some_and(|g| calls::accept_wants_peer(g, fd));
+        let policy_wants = global().is_some_and(|g| calls::accept_wants_peer(g, fd));
+        let wanted = trace::on() || policy_wants;
         // Written by the kernel before it is read (only the length it reports is read).
         let mut own = core::mem::MaybeUninit::<libc::sockaddr_storage>::uninit();
         let mut own_len = core::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
@@ -282,7 +283,7 @@ mod work {
             }
         }
         match global() {
-            Some(g) => calls::accepted(g, fd, r, peer),
+            Some(g) => calls::accepted(g, fd, r, policy_wants, peer),
             None => r,
         }
     }

@@ -717,17 +717,13 @@ pub fn kind_from_args(domain: i32, ty: i32, protocol: i32) -> Option<Option<Kind
         libc::AF_INET6 => Family::V6,
         _ => return None,
     };
-    let (transport, mptcp) = match (ty & 0xf, protocol) {
-        (libc::SOCK_STREAM, 0 | libc::IPPROTO_TCP) => (Transport::Tcp, false),
-        (libc::SOCK_STREAM, sys::IPPROTO_MPTCP) => (Transport::Tcp, true),
-        (libc::SOCK_DGRAM, 0 | libc::IPPROTO_UDP) => (Transport::Udp, false),
-        _ => return Some(None),
-    };
-    Some(Some(Kind {
-        transport,
-        mptcp,
-        family,
-    }))
+    Some(
+        crate::fdstate::transport_of(ty & 0xf, protocol).map(|(transport, mptcp)| Kind {
+            transport,
+            mptcp,
+            family,
+        }),
+    )
 }
 
 /// One `"ev":"apply"` line: what sockwrap set on a socket (`kernel`: the C names, joined
