@@ -109,9 +109,17 @@ fn command_arg() -> Arg {
 
 fn unit_arg() -> Arg {
     Arg::new("unit")
-        .required(true)
+        .required_unless_present("system")
         .value_name("UNIT")
         .help("systemd unit (`nginx` means nginx.service)")
+}
+
+fn system_arg() -> Arg {
+    Arg::new("system")
+        .long("system")
+        .action(ArgAction::SetTrue)
+        .conflicts_with("unit")
+        .help("the whole host: every dynamically linked program, through /etc/ld.so.preload and /etc/sockwrap/host.policy")
 }
 
 fn root_arg() -> Arg {
@@ -181,32 +189,45 @@ Examples:
   sockwrap enable postgresql@15-main -c db-keepalive.toml
   sockwrap enable --dry-run ssh.service --dscp EF
   sockwrap enable myapp.service -c policy.toml --root /srv/image
+  sockwrap enable --system -c host.toml        # every program of the host
+  sockwrap enable --system                     # recompile /etc/sockwrap/host.toml after an edit
 
 Writes /etc/systemd/system/UNIT.d/sockwrap.conf (the vendor unit is never edited). The
 unit's own Environment= settings stay; an LD_PRELOAD it sets is kept after libsockwrap.so.
 A -c FILE is COPIED to /etc/sockwrap/units/UNIT.toml: later edits of FILE do not reach the
-service until `sockwrap enable` runs again. Then: systemctl restart UNIT.";
+service until `sockwrap enable` runs again. Then: systemctl restart UNIT.
+
+With --system: the policy is compiled into /etc/sockwrap/host.policy (no process parses
+TOML; one that no rule names reads one line of it), a copy kept as /etc/sockwrap/host.toml,
+and the library added to /etc/ld.so.preload (atomically). Programs started from then on get
+it; `program` rules choose which. The log is off unless --log says otherwise.";
 
 const DISABLE_EXAMPLES: &str = "\
 Examples:
   sockwrap disable nginx
   sockwrap disable myapp.service --root /srv/image
+  sockwrap disable --system
 
-Removes the drop-in and the policy copy that `enable` wrote, nothing else.
+Removes the drop-in and the policy copy that `enable` wrote, nothing else. With --system:
+the library's line in /etc/ld.so.preload (only that line) and /etc/sockwrap/host.*.
 Then: systemctl restart UNIT.";
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
   sockwrap status nginx
   sockwrap status myapp.service --root /srv/image
+  sockwrap status --system
 
 Exit 0 when the drop-in is in place and complete, 1 when it is not.";
 
 pub fn command() -> Command {
     let enable = Command::new("enable")
-        .about("Give a systemd service the policy: write a drop-in for UNIT")
+        .about(
+            "Give a systemd service the policy (a drop-in for UNIT), or the whole host (--system)",
+        )
         .after_help(ENABLE_EXAMPLES)
         .arg(unit_arg())
+        .arg(system_arg())
         .arg(root_arg())
         .arg(
             Arg::new("dry-run")
@@ -294,16 +315,18 @@ pub fn command() -> Command {
         .subcommand(enable)
         .subcommand(
             Command::new("disable")
-                .about("Remove the drop-in `sockwrap enable` wrote for UNIT")
+                .about("Remove what `sockwrap enable` wrote for UNIT (or --system)")
                 .after_help(DISABLE_EXAMPLES)
                 .arg(unit_arg())
+                .arg(system_arg())
                 .arg(root_arg()),
         )
         .subcommand(
             Command::new("status")
-                .about("Show the sockwrap drop-in of UNIT: the library, the policy, what overrides it")
+                .about("Show the sockwrap drop-in of UNIT (or the host-wide state, --system): the library, the policy, what overrides it")
                 .after_help(STATUS_EXAMPLES)
                 .arg(unit_arg())
+                .arg(system_arg())
                 .arg(root_arg()),
         )
         .subcommand(

@@ -368,6 +368,181 @@ pub fn decode(text: &str, fp: u64) -> Option<(Vec<Rule>, OnError)> {
     Some((rules, on_error))
 }
 
+// ---- the host-wide form: `sockwrap enable --system` ----
+//
+// Every dynamically linked program of a host loads the library through /etc/ld.so.preload,
+// and most of them match no rule. So the file starts with one line that lets a process
+// decide, from its first read, whether anything in the file can be for it:
+//
+// ```text
+// swh1 <catalog id hex> <log level> <all 0|1> <body length> <n> <program>*n\n
+// <the swp1 form, for no variables>
+// ```
+//
+// `all` is 1 when some rule names no program (then every process decodes the body); the
+// names are every program any rule names. The catalog id changes whenever the catalog's
+// options change (their slots are in the body): a file written by another version of
+// sockwrap is refused as a whole, never misread.
+
+/// Where `sockwrap enable --system` writes the compiled host policy, and the library reads it.
+pub const HOST_FILE: &str = "/etc/sockwrap/host.policy";
+/// The policy file it was compiled from (a copy, as for units).
+pub const HOST_SOURCE: &str = "/etc/sockwrap/host.toml";
+const HOST_MAGIC: &str = "swh1";
+/// The first line must fit in the library's first read of the file.
+pub const HOST_HEAD_MAX: usize = 4096;
+/// A host policy larger than this is refused (the library reads it whole).
+pub const HOST_MAX: usize = 16 << 20;
+
+/// FNV-1a over the catalog's option names in slot order: what the slots in a compiled body
+/// mean. Computed at compile time.
+pub const CATALOG_ID: u64 = {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < N_OPTS {
+        let name = crate::catalog::TABLE[i].name.as_bytes();
+        let mut j = 0;
+        while j < name.len() {
+            h ^= name[j] as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            j += 1;
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    h
+};
+
+/// The host form of `rules`: the head line, then the body.
+pub fn encode_host(rules: &[Rule], on_error: OnError, log: crate::LogLevel) -> String {
+    let body = encode(rules, on_error, fingerprint([]));
+    let all = rules.iter().any(|r| r.matcher.program.is_empty());
+    let mut names: Vec<&str> = rules
+        .iter()
+        .flat_map(|r| r.matcher.program.iter().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let line = |all: bool, names: &[&str]| {
+        let mut head = String::new();
+        let _ = write!(
+            head,
+            "{HOST_MAGIC} {CATALOG_ID:016x} {} {} {} {}",
+            log.as_str(),
+            all as u8,
+            body.len(),
+            names.len()
+        );
+        for n in names {
+            head.push(' ');
+            esc(&mut head, n);
+        }
+        head.push('\n');
+        head
+    };
+    let mut head = line(all || names.is_empty(), if all { &[] } else { &names });
+    if head.len() > HOST_HEAD_MAX {
+        // Too many names for the first read: every process decodes the body instead.
+        head = line(true, &[]);
+    }
+    head + &body
+}
+
+/// What the head line of a host policy says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HostHead<'a> {
+    pub log: crate::LogLevel,
+    /// Some rule applies to every program.
+    pub all: bool,
+    /// Bytes of the head line, newline included.
+    pub head_len: usize,
+    pub body_len: usize,
+    names: &'a str,
+}
+
+/// Why a host policy cannot be used.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum HostError {
+    /// Not a host policy, or cut short, or changed by hand.
+    Damaged,
+    /// Written by a sockwrap whose option catalog differs from this library's.
+    OtherVersion,
+}
+
+impl HostError {
+    pub fn describe(self) -> &'static str {
+        match self {
+            HostError::Damaged => "damaged (not a compiled host policy, or cut short)",
+            HostError::OtherVersion => "compiled by another version of sockwrap",
+        }
+    }
+}
+
+/// Reads the head line from the first bytes of the file (at least the whole line, or all
+/// of a file shorter than [`HOST_HEAD_MAX`]).
+pub fn host_head(first: &[u8]) -> Result<HostHead<'_>, HostError> {
+    let nl = find_byte(first, b'\n');
+    let line = first
+        .get(..nl)
+        .filter(|_| nl < first.len())
+        .and_then(|l| core::str::from_utf8(l).ok())
+        .ok_or(HostError::Damaged)?;
+    let mut t = Tokens { s: line, pos: 0 };
+    if t.next() != Some(HOST_MAGIC) {
+        return Err(HostError::Damaged);
+    }
+    if hex_u128(t.next().ok_or(HostError::Damaged)?) != Some(CATALOG_ID as u128) {
+        return Err(HostError::OtherVersion);
+    }
+    let mut field = || t.next().ok_or(HostError::Damaged);
+    let log = crate::LogLevel::parse(field()?).ok_or(HostError::Damaged)?;
+    let all = match field()? {
+        "0" => false,
+        "1" => true,
+        _ => return Err(HostError::Damaged),
+    };
+    let body_len: usize = field()?.parse().map_err(|_| HostError::Damaged)?;
+    let n: usize = field()?.parse().map_err(|_| HostError::Damaged)?;
+    let names = line.get(t.pos.min(line.len())..).unwrap_or("");
+    if names.split(' ').filter(|s| !s.is_empty()).count() != n || body_len > HOST_MAX {
+        return Err(HostError::Damaged);
+    }
+    Ok(HostHead {
+        log,
+        all,
+        head_len: nl + 1,
+        body_len,
+        names,
+    })
+}
+
+impl HostHead<'_> {
+    /// Whether some rule names `program` (as [`crate::Policy::for_program`] compares).
+    pub fn names(&self, program: &[u8]) -> bool {
+        self.names.split(' ').any(|n| {
+            n.as_bytes() == program
+                || (n.contains('%') && unesc(n).is_some_and(|u| u.as_bytes() == program))
+        })
+    }
+
+    /// Whether anything in the file can apply to a program called by one of `names`.
+    pub fn may_apply(&self, names: &[&[u8]]) -> bool {
+        self.all || names.iter().any(|n| self.names(n))
+    }
+}
+
+/// The rules of a whole host policy file.
+pub fn decode_host(text: &str) -> Result<(Vec<Rule>, OnError, crate::LogLevel), HostError> {
+    let head = host_head(text.as_bytes())?;
+    let body = text
+        .get(head.head_len..)
+        .filter(|b| b.len() == head.body_len)
+        .ok_or(HostError::Damaged)?;
+    let (rules, on_error) = decode(body, fingerprint([])).ok_or(HostError::Damaged)?;
+    Ok((rules, on_error, head.log))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,5 +613,70 @@ linger = "off"
             fingerprint([("SOCKWRAP_A", "BC")]),
             fingerprint([("SOCKWRAP_AB", "C")])
         );
+    }
+
+    #[test]
+    fn host_form_round_trip_and_prefilter() {
+        let text = r#"
+[[rule]]
+match = { program = ["ssh", "we ird"] }
+dscp = "AF41"
+[[rule]]
+match = { program = ["psql"], port = 5432 }
+keepalive = "30,10,3"
+"#;
+        let cfg = crate::parse_config(text, "h.toml").expect("valid");
+        let file = encode_host(&cfg.rules, OnError::Warn, crate::LogLevel::Off);
+        let head = host_head(file.as_bytes()).expect("head");
+        assert!(!head.all);
+        assert_eq!(head.log, crate::LogLevel::Off);
+        assert!(head.may_apply(&[b"curl", b"ssh"]));
+        assert!(head.may_apply(&[b"we ird"]));
+        assert!(head.may_apply(&[b"psql"]));
+        assert!(!head.may_apply(&[b"curl", b"python3"]));
+        assert!(!head.may_apply(&[b"ss"]), "no prefix match");
+        let (rules, oe, _) = decode_host(&file).expect("decodes");
+        assert_eq!(rules, cfg.rules);
+        assert_eq!(oe, OnError::Warn);
+        // A rule for every program: every process decodes.
+        let all = crate::parse_config("[[rule]]\ndscp = \"EF\"\n", "a.toml").expect("valid");
+        let file2 = encode_host(&all.rules, OnError::Fail, crate::LogLevel::Warn);
+        assert!(host_head(file2.as_bytes())
+            .expect("head")
+            .may_apply(&[b"x"]));
+        // Damage: cut, edited, another catalog.
+        assert_eq!(
+            decode_host(&file[..file.len() - 1]),
+            Err(HostError::Damaged)
+        );
+        assert_eq!(
+            host_head(b"swh1 0000000000000000 off 0 0 0\n"),
+            Err(HostError::OtherVersion)
+        );
+        assert_eq!(host_head(b"garbage"), Err(HostError::Damaged));
+        assert_eq!(host_head(b""), Err(HostError::Damaged));
+        let edited = file.replacen(" 2 ", " 3 ", 1);
+        assert!(decode_host(&edited).is_err());
+    }
+
+    #[test]
+    fn a_host_head_too_long_for_one_read_falls_back_to_all() {
+        let mut rules = Vec::new();
+        for i in 0..600 {
+            let mut r = Rule::new(format!("r{i}"));
+            r.matcher.program = vec![format!("program-number-{i}")];
+            r.settings.set(
+                Opt::NoDelay,
+                Setting {
+                    value: crate::Value::Bool(true),
+                    soft: false,
+                },
+            );
+            rules.push(r);
+        }
+        let file = encode_host(&rules, OnError::Warn, crate::LogLevel::Off);
+        let head = host_head(file.as_bytes()).expect("head");
+        assert!(head.all && head.head_len <= HOST_HEAD_MAX);
+        assert_eq!(decode_host(&file).expect("decodes").0, rules);
     }
 }

@@ -78,6 +78,18 @@ const NOT_OURS: &[&str] = &[
     "SOCKWRAP_POLICY",
 ];
 
+/// Whether a `SOCKWRAP_*` variable says something about the policy (an option, a target, a
+/// policy file, strictness), as opposed to only where to log or trace. A process with none
+/// of these takes the host-wide policy, if there is one (`sockwrap enable --system`).
+pub fn is_policy_var(name: &str) -> bool {
+    name.starts_with("SOCKWRAP_")
+        && !matches!(
+            name,
+            "SOCKWRAP_LOG" | "SOCKWRAP_LOG_FILE" | "SOCKWRAP_TRACE" | "SOCKWRAP_TRACE_IO"
+        )
+        && (name == "SOCKWRAP_POLICY" || !NOT_OURS.contains(&name))
+}
+
 /// The environment variable for an option: `SOCKWRAP_` + upper-snake name.
 pub fn var_for(opt: Opt) -> String {
     format!(

@@ -99,6 +99,44 @@ pub fn load<'a>(
     }
 }
 
+/// The policy of a process that has no policy variables, from the host-wide file
+/// ([`compiled::HOST_FILE`], read by the caller). The variables still say where to log and
+/// trace; the log level defaults to the one `sockwrap enable --system` wrote in the file.
+/// `text` is `None` when the file could not be read whole.
+pub fn load_host<'a>(
+    vars: impl IntoIterator<Item = (&'a str, &'a str)>,
+    text: Result<&str, compiled::HostError>,
+) -> Loaded {
+    let vars: Vec<(&str, &str)> = vars.into_iter().collect();
+    let mut env = env::from_vars(vars.iter().copied());
+    let log_set = vars.iter().any(|(k, _)| *k == "SOCKWRAP_LOG");
+    if !log_set {
+        env.log_level = LogLevel::Off;
+    }
+    let mut errors = core::mem::take(&mut env.errors);
+    let mut policy = Policy::default();
+    match text.and_then(compiled::decode_host) {
+        Ok((rules, on_error, log)) => {
+            if !log_set {
+                env.log_level = log;
+            }
+            if errors.is_empty() {
+                policy = Policy::new(rules, on_error);
+            }
+        }
+        Err(e) => errors.push(ConfigError {
+            source: compiled::HOST_FILE.into(),
+            pos: None,
+            msg: format!("{}: run `sockwrap enable --system` again", e.describe()),
+        }),
+    }
+    Loaded {
+        policy,
+        env,
+        errors,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +203,27 @@ mod tests {
                 .map(|s| s.value),
             Some(Value::Bool(false))
         );
+    }
+
+    #[test]
+    fn the_host_policy_takes_the_log_settings_of_the_variables() {
+        let cfg = parse_config("[[rule]]\ndscp = \"EF\"\n", "h.toml").expect("valid");
+        let file = compiled::encode_host(&cfg.rules, OnError::Warn, LogLevel::Error);
+        let l = load_host([], Ok(&file));
+        assert!(l.errors.is_empty());
+        assert_eq!(l.env.log_level, LogLevel::Error);
+        assert_eq!(l.policy.rules(), &cfg.rules[..]);
+        let l = load_host([("SOCKWRAP_LOG", "debug")], Ok(&file));
+        assert_eq!(l.env.log_level, LogLevel::Debug);
+        let l = load_host([], Ok(&file[..10]));
+        assert_eq!(l.errors.len(), 1);
+        assert!(l.policy.is_empty());
+        assert_eq!(l.env.log_level, LogLevel::Off, "quiet by default on a host");
+        assert!(env::is_policy_var("SOCKWRAP_DSCP"));
+        assert!(env::is_policy_var("SOCKWRAP_POLICY"));
+        assert!(!env::is_policy_var("SOCKWRAP_LOG"));
+        assert!(!env::is_policy_var("SOCKWRAP_TRACE"));
+        assert!(!env::is_policy_var("SOCKWRAP_LIB"));
     }
 
     #[test]

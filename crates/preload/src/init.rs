@@ -6,6 +6,7 @@
 use crate::apply::Global;
 use crate::{log, log_at, sys, trace};
 use core::ffi::CStr;
+use sockwrap_policy::compiled::{self, HostError};
 use sockwrap_policy::LogLevel;
 use std::borrow::Cow;
 
@@ -17,15 +18,23 @@ pub fn init(
     resolve: impl FnOnce(),
 ) -> Option<Box<Global>> {
     // Secure mode (setuid, setcap): as the loader itself does with LD_LIBRARY_PATH,
-    // sockwrap ignores what the environment says.
-    if sys::secure_mode() || vars.is_empty() {
-        // Nothing asked of us: stay a pass-through at the lowest start-up cost (nothing
-        // allocated, nothing else resolved).
-        return None;
-    }
+    // sockwrap ignores what the environment says; only the host-wide policy (a root-owned
+    // file) applies there.
+    let vars: &[(&[u8], &[u8])] = if sys::secure_mode() { &[] } else { vars };
     fn text(b: &[u8]) -> Cow<'_, str> {
         String::from_utf8_lossy(b)
     }
+    let from_env = vars
+        .iter()
+        .any(|(k, _)| core::str::from_utf8(k).is_ok_and(sockwrap_policy::env::is_policy_var));
+    // No policy variables: the host-wide policy, if `sockwrap enable --system` wrote one
+    // and anything in it can be for this program. Otherwise nothing was asked of us: stay
+    // a pass-through at the lowest start-up cost (nothing allocated, nothing resolved).
+    let host = if from_env {
+        None
+    } else {
+        Some(host_text(argv0.map(|a| basename(a.to_bytes())))?)
+    };
     let vars: Vec<(Cow<str>, Cow<str>)> = vars.iter().map(|(k, v)| (text(k), text(v))).collect();
     // argv[0]'s basename, only where it is used (the trace's program name, program rules).
     let base = || {
@@ -34,10 +43,13 @@ pub fn init(
             s.rsplit('/').next().unwrap_or("").to_string()
         })
     };
-    let loaded =
-        sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_ref(), v.as_ref())), |path| {
+    let pairs = vars.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+    let loaded = match &host {
+        Some(text) => sockwrap_policy::load_host(pairs, text.as_deref().map_err(|e| *e)),
+        None => sockwrap_policy::load(pairs, |path| {
             std::fs::read_to_string(path).map_err(|e| format!("cannot read the policy file: {e}"))
-        });
+        }),
+    };
     log::init(loaded.env.log_level, loaded.env.log_file.as_deref());
     resolve();
     if let Some(path) = loaded.env.trace.as_deref() {
@@ -100,4 +112,52 @@ pub fn init(
         return None; // no rule for this program: hooks stay pass-through
     }
     Some(Box::new(Global::new(policy)))
+}
+
+fn basename(path: &[u8]) -> &[u8] {
+    path.rsplit(|&c| c == b'/').next().unwrap_or(path)
+}
+
+/// The host-wide policy file, whole, when it may hold a rule for this program: `None` when
+/// there is no such file (the usual case: one failed `open`) or when its first line shows
+/// that no rule names this program (one `open`, one `read`, perhaps one `readlink`).
+fn host_text(argv0: Option<&[u8]>) -> Option<Result<String, HostError>> {
+    let fd = sys::open(compiled::HOST_FILE, libc::O_RDONLY | libc::O_CLOEXEC).ok()?;
+    let r = read_host(fd, argv0);
+    sys::close(fd);
+    r
+}
+
+fn read_host(fd: i32, argv0: Option<&[u8]>) -> Option<Result<String, HostError>> {
+    let mut first = [0u8; compiled::HOST_HEAD_MAX];
+    let n = sys::read_full(fd, &mut first);
+    let head = match compiled::host_head(&first[..n]) {
+        Ok(h) => h,
+        Err(e) => return Some(Err(e)),
+    };
+    if !head.all && !argv0.is_some_and(|a| head.names(a)) {
+        let mut buf = [0u8; 4096];
+        let exe = sys::readlink(c"/proc/self/exe", &mut buf).map(basename);
+        if !exe.is_some_and(|e| head.names(e)) {
+            return None;
+        }
+    }
+    let total = head.head_len + head.body_len;
+    let mut text = Vec::with_capacity(total + 1);
+    text.extend_from_slice(&first[..n]);
+    if n == first.len() {
+        // The rest, and one byte more to see that the file ends where the head says.
+        let mut chunk = [0u8; 4096];
+        while text.len() <= total {
+            let got = sys::read_full(fd, &mut chunk);
+            text.extend_from_slice(&chunk[..got]);
+            if got < chunk.len() {
+                break;
+            }
+        }
+    }
+    if text.len() != total {
+        return Some(Err(HostError::Damaged));
+    }
+    Some(String::from_utf8(text).map_err(|_| HostError::Damaged))
 }

@@ -517,6 +517,22 @@ pub fn open(path: &str, flags: i32) -> Result<i32, Errno> {
     }
 }
 
+/// Reads into `buf` until it is full or the file ends (or fails): the bytes read.
+pub fn read_full(fd: i32, buf: &mut [u8]) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: rest is valid for writes of its length. read() is not one of our hooks.
+        let n = unsafe { libc::read(fd, rest.as_mut_ptr() as *mut core::ffi::c_void, rest.len()) };
+        if n > 0 {
+            done += n as usize;
+        } else if n == 0 || errno() != libc::EINTR {
+            break;
+        }
+    }
+    done
+}
+
 /// Whether the loader runs this process in secure mode (setuid, setcap).
 pub fn secure_mode() -> bool {
     // SAFETY: getauxval has no preconditions.

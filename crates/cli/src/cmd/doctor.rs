@@ -360,6 +360,9 @@ fn options_here(m: &clap::ArgMatches) -> crate::error::Result<bool> {
 fn host_wide() -> bool {
     let Ok(text) = std::fs::read_to_string("/etc/ld.so.preload") else {
         println!("host-wide: no /etc/ld.so.preload (sockwrap is not preloaded into every program)");
+        if Path::new("/etc/sockwrap/host.state").exists() {
+            return super::host::report(Path::new("/"));
+        }
         return true;
     };
     let mut ok = true;
@@ -382,6 +385,11 @@ fn host_wide() -> bool {
     }
     if ok && !entries.iter().any(|e| e.contains("libsockwrap")) {
         println!("host-wide: /etc/ld.so.preload does not name libsockwrap.so");
+    }
+    if entries.iter().any(|e| e.contains("libsockwrap"))
+        || Path::new("/etc/sockwrap/host.state").exists()
+    {
+        ok &= super::host::report(Path::new("/"));
     }
     ok
 }

@@ -5,6 +5,7 @@ pub mod check;
 pub mod doctor;
 pub mod explain;
 pub mod gen;
+pub mod host;
 pub mod options;
 pub mod report;
 pub mod run;
@@ -25,6 +26,9 @@ pub fn dispatch(m: &ArgMatches) -> Result<ExitCode> {
         Some(("options", _)) => Ok(options::options()),
         Some(("help-config", _)) => Ok(options::help_config()),
         Some(("doctor", s)) => doctor::doctor(s),
+        Some(("enable", s)) if s.get_flag("system") => host::enable(s),
+        Some(("disable", s)) if s.get_flag("system") => host::disable(s),
+        Some(("status", s)) if s.get_flag("system") => host::status(s),
         Some(("enable", s)) => systemd::enable(s),
         Some(("disable", s)) => systemd::disable(s),
         Some(("status", s)) => systemd::status(s),
