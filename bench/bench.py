@@ -410,7 +410,75 @@ def verdict(ok):
     return "met" if ok else "**MISSED**"
 
 
+def host_policies(tmp):
+    """Two host-wide policies of 50 rules, each rule for one program: in `nomatch` no rule
+    names `true`; in `match` the last one does, with the FLAGS options."""
+    out = {}
+    for kind in ("nomatch", "match"):
+        lines = []
+        for i in range(50):
+            prog = "true" if kind == "match" and i == 49 else f"prog{i}"
+            body = ('dscp = "EF"\nnodelay = true\nkeepalive = "30,10,3"' if prog == "true"
+                    else 'dscp = "AF41"')
+            lines.append(f'[[rule]]\nmatch = {{ program = ["{prog}"], port = [{1000 + i}] }}\n{body}\n')
+        p = os.path.join(tmp, f"host-{kind}.toml")
+        with open(p, "w") as f:
+            f.write("\n".join(lines))
+        out[kind] = p
+    return out
+
+
+def host_probe(spec_path, out_path):
+    """Inside the mount namespace of host_start(): the start figures of the variants."""
+    import json
+    with open(spec_path) as f:
+        spec = json.load(f)
+    variants = [(n, e) for n, e in spec["variants"]]
+    res = {"start": startbench(spec["rounds"], variants), "cg": {}, "faults": {}}
+    for name, env in variants:
+        if shutil.which("valgrind"):
+            res["cg"][name] = (callgrind_total(["/bin/true"], env), syscalls_true(env))
+        res["faults"][name] = faults_true(env)
+    with open(out_path, "w") as f:
+        json.dump(res, f)
+
+
+def host_start(rounds, policy_file, tmp, kind):
+    """Start figures with a compiled host policy at /etc/sockwrap/host.policy: compiled by
+    `sockwrap enable --system --root` into a scratch root, then put in place inside a
+    private mount namespace whose /etc is an overlay (the machine's /etc is not touched).
+    Only the host file is put there, not /etc/ld.so.preload: the variants preload the
+    library with LD_PRELOAD (the same loader path), so that `none` and `floor` stay clean."""
+    import json
+    cli = os.path.join(ROOT, "target", "release", "sockwrap")
+    root = os.path.join(tmp, f"root-{kind}")
+    lib_real = os.path.realpath(LIB)
+    os.makedirs(root + os.path.dirname(lib_real), exist_ok=True)
+    os.makedirs(os.path.join(root, "etc"), exist_ok=True)
+    shutil.copy(lib_real, root + lib_real)
+    os.chmod(root + lib_real, 0o644)
+    run([cli, "enable", "--system", "-c", policy_file, "--root", root],
+        env=clean_env({"SOCKWRAP_LIB": lib_real}))
+    upper, work = os.path.join(tmp, f"up-{kind}"), os.path.join(tmp, f"wk-{kind}")
+    os.makedirs(upper, exist_ok=True)
+    os.makedirs(work, exist_ok=True)
+    spec = os.path.join(tmp, f"spec-{kind}.json")
+    out = os.path.join(tmp, f"out-{kind}.json")
+    with open(spec, "w") as f:
+        json.dump({"rounds": rounds, "variants": [["none", {}], ["floor", {"LD_PRELOAD": FLOOR}],
+                                                   [f"sw-host-{kind}", {"LD_PRELOAD": LIB}]]}, f)
+    script = (f"mount --make-rprivate / && mount -t overlay overlay -o lowerdir=/etc,"
+              f"upperdir={upper},workdir={work} /etc && mkdir -p /etc/sockwrap && "
+              f"cp {root}/etc/sockwrap/host.policy /etc/sockwrap/ && "
+              f"exec {sys.executable} {os.path.abspath(__file__)} --host-probe {spec} {out}")
+    run(["unshare", "-m", "sh", "-c", script], env=clean_env(), timeout=900)
+    with open(out) as f:
+        return json.load(f)
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--host-probe":
+        return host_probe(sys.argv[2], sys.argv[3])
     ap = argparse.ArgumentParser(description="sockwrap benchmarks (issue 6)")
     ap.add_argument("--quick", action="store_true", help="fewer rounds (~1.5 min instead of ~4)")
     ap.add_argument("--full-callgrind", action="store_true",
@@ -481,6 +549,17 @@ def main():
         R["rss"][name] = rss_kib(env, P["rss_reps"])
     note_cmd("start", "RSS: VmRSS/RssAnon/RssFile from /proc/PID/status of `sleep 30` "
                       "0.15 s after start, per variant, median of runs")
+
+    # 1b. whole hosts (sockwrap enable --system)
+    R["host"] = {}
+    if os.geteuid() == 0 and shutil.which("unshare"):
+        log("1b whole host: compiled host policy, program matched or not")
+        hp = host_policies(tmp)
+        for kind in ("nomatch", "match"):
+            R["host"][kind] = host_start(P["start_rounds"], hp[kind], tmp, kind)
+        note_cmd("start", "whole host: `sockwrap enable --system -c host-KIND.toml --root R`, then in "
+                          "`unshare -m` with an overlay over /etc: startbench ROUNDS /bin/true with "
+                          "none, floor, LD_PRELOAD=libsockwrap.so (and callgrind, strace, faults)")
 
     # 2. per call instructions
     pc_variants = [
@@ -657,6 +736,36 @@ def report(R, P, quick, build_note, mptcpwrap, pol, full_cg):
         w(f"| {name} | {v['VmRSS']:.0f} | {add:+.0f} | {v['RssAnon'] - rss['none']['RssAnon']:+.0f} | "
           f"{v['RssFile'] - rss['none']['RssFile']:+.0f} | {g} |")
     w("")
+
+    # ---- 1b
+    if R.get("host"):
+        w("### Whole host (`sockwrap enable --system`)")
+        w("")
+        w("Every dynamically linked program of the host loads the library, so what matters is "
+          "the cost for a program that no rule names. Two host policies of 50 rules, each rule "
+          "for one program (`match = { program = [...] }`): in *nomatch* none names `true`, in "
+          "*match* the last names it (dscp EF, nodelay, keepalive). Each is measured in its own "
+          "run, with its own `none` and `floor` (same method as above).")
+        w("")
+        w("| host policy | added µs | floor added µs | × floor | goal | instructions | added instr | syscalls | page faults |")
+        w("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+        for kind, res in R["host"].items():
+            name = f"sw-host-{kind}"
+            st_h = res["start"]
+            d, fa = st_h[name][3], st_h["floor"][3]
+            ratio = d / fa if fa > 0 else None
+            g = ""
+            if kind == "nomatch" and ratio is not None:
+                ok = ratio <= 2
+                g = f"≤ 2x: {verdict(ok)}"
+                summary.append(("start, host-wide policy, program no rule names ≤ 2x floor", ok,
+                                f"{d:.0f} µs vs floor {fa:.0f} µs = {ratio:.1f}x"))
+            ci, sy = res["cg"].get(name, (None, None))
+            c0 = res["cg"].get("none", (None,))[0]
+            w(f"| {kind} | {d:.1f} | {fa:.1f} | {'' if ratio is None else f'{ratio:.1f}x'} | {g} | "
+              f"{fmt(ci)} | {fmt(ci - c0 if ci is not None and c0 is not None else None)} | "
+              f"{fmt(sy)} | {fmt(res['faults'].get(name))} |")
+        w("")
 
     # ---- 2
     w("## 2. Per call: user-space instructions (callgrind)")

@@ -5,10 +5,20 @@
 //! * Static `libgcc_eh.a`: std refers to the unwinder even with nothing to unwind, and
 //!   resolving that through `libgcc_s.so.1` costs ~110 µs per exec of every program under
 //!   sockwrap (measured, DESIGN.md). Linking the static unwinder ahead of it removes the load.
+//!   (The library is no_std and built with panic=abort now, so nothing should refer to the
+//!   unwinder; the static copy stays as a guard should a dependency bring a reference.)
+//! * `src/thread.c`: the per-thread state (see `sys::Thread`), compiled with the `cc` crate.
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/thread.c");
+    cc::Build::new()
+        .file("src/thread.c")
+        .opt_level(2)
+        .pic(true)
+        .warnings(true)
+        .compile("sockwrap_thread");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,defs");
     // Bind libc functions on first use, not all ~50 at load: rustc links with -z now by
     // default, which costs every exec under sockwrap a symbol look-up per import.

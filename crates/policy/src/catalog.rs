@@ -19,6 +19,8 @@
 //! pure Rust and must not depend on libc's headers (the CLI and the kernel backend use it
 //! too).
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use core::fmt;
 
 /// Linux socket-level constants used by the catalog (values from `<asm-generic/socket.h>`,

@@ -23,6 +23,8 @@
 //! ```
 
 use crate::catalog::{BindAddrs, Name16, Opt, Value, N_OPTS};
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::rules::{Cidr, Match, OnError, Ports, Role, Rule, Setting, Transport};
 use core::fmt::Write;
 
@@ -389,8 +391,9 @@ pub const HOST_FILE: &str = "/etc/sockwrap/host.policy";
 /// The policy file it was compiled from (a copy, as for units).
 pub const HOST_SOURCE: &str = "/etc/sockwrap/host.toml";
 const HOST_MAGIC: &str = "swh1";
-/// The first line must fit in the library's first read of the file.
-pub const HOST_HEAD_MAX: usize = 4096;
+/// The first line must fit in the library's first read of the file (a buffer on the
+/// constructor's stack in every process: small, so that it needs no new stack page).
+pub const HOST_HEAD_MAX: usize = 1024;
 /// A host policy larger than this is refused (the library reads it whole).
 pub const HOST_MAX: usize = 16 << 20;
 
@@ -662,7 +665,7 @@ keepalive = "30,10,3"
     #[test]
     fn a_host_head_too_long_for_one_read_falls_back_to_all() {
         let mut rules = Vec::new();
-        for i in 0..600 {
+        for i in 0..200 {
             let mut r = Rule::new(format!("r{i}"));
             r.matcher.program = vec![format!("program-number-{i}")];
             r.settings.set(

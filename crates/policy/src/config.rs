@@ -15,6 +15,8 @@
 //! errors of a file are collected, so `sockwrap check` can print them in one go.
 
 use crate::catalog::{parse_keepalive, parse_value, Opt, Raw, Value};
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::rules::{Cidr, Match, OnError, Ports, Role, Rule, Transport};
 use core::fmt;
 use core::ops::Range;
@@ -118,7 +120,7 @@ fn one_or_many<'a, 'i>(v: &'a Spanned<DeValue<'i>>) -> Vec<&'a Spanned<DeValue<'
 
 /// Parses a policy file's text. `source` names it in errors (usually the path).
 pub fn parse_config(text: &str, source: &str) -> Result<Config, Vec<ConfigError>> {
-    let line_starts = std::iter::once(0)
+    let line_starts = core::iter::once(0)
         .chain(text.match_indices('\n').map(|(i, _)| i + 1))
         .collect();
     let mut cx = Ctx {

@@ -15,6 +15,8 @@
 
 use crate::catalog::{parse_keepalive, parse_value, Opt, Raw};
 use crate::config::ConfigError;
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::rules::{Cidr, Match, Ports, Rule};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]

@@ -6,6 +6,25 @@
 //! touches a socket or calls libc: it is testable as plain Rust.
 
 #![forbid(unsafe_code)]
+// core + alloc only: the library (libsockwrap.so) links this crate into every process it is
+// preloaded into, and std's panic, backtrace and I/O machinery would come with it.
+#![no_std]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+/// What std's prelude would give; each module takes it with `use crate::prelude::*`.
+#[allow(unused_imports)]
+pub(crate) mod prelude {
+    pub use alloc::borrow::ToOwned;
+    pub use alloc::boxed::Box;
+    pub use alloc::format;
+    pub use alloc::string::{String, ToString};
+    pub use alloc::vec;
+    pub use alloc::vec::Vec;
+}
+use prelude::*;
 
 pub mod catalog;
 pub mod compiled;

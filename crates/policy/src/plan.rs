@@ -11,6 +11,8 @@
 //! makes the same calls.
 
 use crate::catalog::{Applies, Family, Opt, When, N_OPTS};
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::rules::{Decision, Role, Transport};
 
 /// The moment a plan is for: which socket call the options are set in.

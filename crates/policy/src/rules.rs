@@ -10,6 +10,8 @@
 
 use crate::catalog::{Opt, Value, N_OPTS};
 use crate::plan::VariantOps;
+#[allow(unused_imports)]
+use crate::prelude::*;
 use core::net::IpAddr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -400,7 +402,7 @@ impl<'p> Decision<'p> {
 /// key. Written here because it is a dozen lines (the multiply-rotate step of rustc's
 /// FxHasher, plus a final mix so that keys differing only in high bits, like /24 networks,
 /// still spread over the low bits that pick the bucket).
-type FixedMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+type FixedMap<K, V> = hashbrown::HashMap<K, V, core::hash::BuildHasherDefault<FastHasher>>;
 
 #[derive(Default, Clone, Copy)]
 struct FastHasher(u64);
@@ -411,7 +413,7 @@ impl FastHasher {
     }
 }
 
-impl std::hash::Hasher for FastHasher {
+impl core::hash::Hasher for FastHasher {
     fn write(&mut self, bytes: &[u8]) {
         for c in bytes.chunks(8) {
             let mut b = [0u8; 8];

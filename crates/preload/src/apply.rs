@@ -8,6 +8,8 @@
 
 use crate::fdstate::{self, FdState, Kind};
 use crate::log::{self, Line};
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::sys::{self, Errno, SockAddr};
 use crate::{log_at, mptcp, trace};
 use core::fmt::Write;

@@ -10,7 +10,7 @@
 //!
 //! Freeing arena memory gives back only the most recent block (what a growing Vec or a
 //! temporary string does); anything else stays used until exit, bounded by the arena's
-//! size. When the arena is full, allocations go to libc ([`std::alloc::System`]).
+//! size. When the arena is full, allocations go to libc's malloc (as std's `System` does).
 //! Untouched arena pages cost nothing: `.bss` is mapped, not backed, until written.
 //! Lock-free (one compare-and-swap per allocation), so safe from any thread.
 //!
@@ -19,14 +19,18 @@
 
 #![allow(unsafe_code)]
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
-use std::alloc::System;
 
 const SIZE: usize = 256 * 1024;
 
-#[repr(C, align(4096))]
+// Not page-aligned: the arena then starts on the page of the library's other statics
+// (.data and the first bytes of .bss), which every exec touches anyway, so a small policy
+// costs no page of its own.
+#[repr(C, align(16))]
 struct Space(UnsafeCell<[u8; SIZE]>);
 
 // SAFETY: the bytes are handed out in disjoint blocks, each to one owner (see `alloc`).
@@ -47,8 +51,54 @@ fn in_arena(p: *mut u8) -> bool {
     a >= base() && a < base() + SIZE
 }
 
+/// libc's allocator, as std's `System` uses it: malloc when its 16-byte alignment is
+/// enough, posix_memalign otherwise.
+struct System;
+
+/// What glibc's malloc guarantees on x86_64 and aarch64.
+const MALLOC_ALIGN: usize = 16;
+
+impl System {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.align() <= MALLOC_ALIGN && layout.align() <= layout.size() {
+            // SAFETY: plain malloc.
+            unsafe { libc::malloc(layout.size()) as *mut u8 }
+        } else {
+            let mut out: *mut libc::c_void = core::ptr::null_mut();
+            let align = layout.align().max(core::mem::size_of::<usize>());
+            // SAFETY: align is a power of two and a multiple of the pointer size.
+            match unsafe { libc::posix_memalign(&mut out, align, layout.size()) } {
+                0 => out as *mut u8,
+                _ => core::ptr::null_mut(),
+            }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: ptr came from malloc or posix_memalign above.
+        unsafe { libc::free(ptr as *mut libc::c_void) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if layout.align() <= MALLOC_ALIGN && layout.align() <= new_size {
+            // SAFETY: ptr came from malloc or posix_memalign, both accepted by realloc.
+            unsafe { libc::realloc(ptr as *mut libc::c_void, new_size) as *mut u8 }
+        } else {
+            // SAFETY: as GlobalAlloc's default realloc: a new block, copy, free the old.
+            unsafe {
+                let new = self.alloc(Layout::from_size_align_unchecked(new_size, layout.align()));
+                if !new.is_null() {
+                    core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                    self.dealloc(ptr, layout);
+                }
+                new
+            }
+        }
+    }
+}
+
 // SAFETY: blocks are disjoint ranges of SPACE reserved by compare-and-swap, aligned as
-// asked; everything else is System's.
+// asked; everything else is libc's.
 unsafe impl GlobalAlloc for Arena {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let mut cur = NEXT.load(Ordering::Relaxed);

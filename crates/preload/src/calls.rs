@@ -8,6 +8,8 @@
 
 use crate::apply::{self, family_of, Global, Sock};
 use crate::fdstate::{self, FdState, Kind};
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::sys::{self, Errno, ErrnoGuard};
 use crate::{log, log_at, mptcp, trace};
 use core::net::SocketAddr;

@@ -8,6 +8,8 @@
 //! reused by a non-socket, documented in the README.) Descriptors above the table (65536)
 //! get no locks: sockwrap's options are still applied, but the program can change them.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::sys;
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use sockwrap_policy::catalog::Family;

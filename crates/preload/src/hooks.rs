@@ -17,9 +17,10 @@
 
 use crate::apply::Global;
 use crate::calls;
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::sys::{self, SockAddr};
 use crate::trace::{self, Ev};
-use core::cell::Cell;
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::net::SocketAddr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -78,10 +79,7 @@ unsafe extern "C" fn sockwrap_init(
     // SAFETY: the constructor runs before any other code of the program reads or changes
     // the environment.
     let vars = unsafe { sockwrap_vars() };
-    // A panic here must not reach the program: catch it and stay pass-through.
-    let loaded =
-        std::panic::catch_unwind(|| crate::init::init(argv0, &vars, real_fns::resolve_all));
-    if let Ok(Some(g)) = loaded {
+    if let Some(g) = crate::init::init(argv0, &vars, real_fns::resolve_all) {
         publish(g);
     }
     if global().is_some() || trace::on() {
@@ -167,13 +165,9 @@ unsafe fn written_addr(
     unsafe { ip_arg(addr, (*len).min(given)) }
 }
 
-thread_local! {
-    /// The last accepted descriptor of this thread and its peer, so the trace line needs
-    /// no getpeername (the work and the trace line of one accept run back to back).
-    static ACCEPTED: Cell<Option<(i32, SocketAddr)>> = const { Cell::new(None) };
-    /// A descriptor whose close was traced-and-tracked when its close began.
-    static CLOSING_TRACKED: Cell<i32> = const { Cell::new(-1) };
-}
+// Per thread (sys::Thread): the last accepted descriptor and its peer, so the trace line
+// needs no getpeername (the work and the trace line of one accept run back to back); and
+// a descriptor whose close was traced-and-tracked when its close began.
 
 /// What every hook's work is: the policy part when a policy is published, with the
 /// bookkeeping that also holds without one (trace tracking, the trace descriptor).
@@ -279,7 +273,7 @@ mod work {
         };
         if trace::on() {
             if let Some(p) = peer {
-                ACCEPTED.with(|c| c.set(Some((r, p))));
+                sys::thread().set_accepted(r, p);
             }
         }
         match global() {
@@ -405,7 +399,7 @@ mod work {
     #[inline(never)]
     pub unsafe fn close(fd: c_int) -> c_int {
         if trace::on() && trace::untrack(fd) {
-            CLOSING_TRACKED.with(|c| c.set(fd));
+            sys::thread().set_closing(fd);
         }
         calls::closing(global().is_some(), fd);
         // SAFETY: arguments passed through.
@@ -630,11 +624,7 @@ mod describe {
             if let Some(k) = kind {
                 trace::transport(&mut e, k);
                 trace::local(&mut e, r);
-                let peer = ACCEPTED
-                    .with(|c| c.take())
-                    .filter(|(afd, _)| *afd == r)
-                    .map(|(_, p)| p)
-                    .or_else(|| sys::peer_addr(r));
+                let peer = sys::thread().take_accepted(r).or_else(|| sys::peer_addr(r));
                 trace::peer(&mut e, peer);
             }
             trace::track(r, kind);
@@ -719,7 +709,7 @@ mod describe {
     /// Only the close of a socket the trace saw as an inet one gets a line.
     #[inline(never)]
     pub fn close(fd: c_int, r: c_int, errno: i32, _: Option<u64>) {
-        if CLOSING_TRACKED.with(|c| c.replace(-1)) != fd {
+        if sys::thread().take_closing() != fd {
             return;
         }
         let mut e = Ev::begin("call", "close", fd);
@@ -794,7 +784,10 @@ macro_rules! hooks {
 
             pub mod slots {
                 use super::*;
-                $( pub static $name: AtomicUsize = AtomicUsize::new(0); )*
+                // In `.data`, not `.bss`: the constructor writes them in every exec, and
+                // .data's page is written anyway (relocations), a .bss page would be one
+                // more page fault.
+                $( #[link_section = ".data"] pub static $name: AtomicUsize = AtomicUsize::new(0); )*
             }
 
             $(

@@ -4,11 +4,13 @@
 //! the program untouched (fail-open) with one error line.
 
 use crate::apply::Global;
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::{log, log_at, sys, trace};
+use alloc::borrow::Cow;
 use core::ffi::CStr;
 use sockwrap_policy::compiled::{self, HostError};
 use sockwrap_policy::LogLevel;
-use std::borrow::Cow;
 
 /// `vars`: the process's `SOCKWRAP_*` variables (name, value), borrowed from `environ`.
 /// `resolve` resolves the real functions (after the log is open, so it can say where).
@@ -33,8 +35,11 @@ pub fn init(
     let host = if from_env {
         None
     } else {
-        Some(host_text(argv0.map(|a| basename(a.to_bytes())))?)
+        host_text(argv0.map(|a| basename(a.to_bytes())))
     };
+    if host.is_none() && vars.is_empty() {
+        return None;
+    }
     let vars: Vec<(Cow<str>, Cow<str>)> = vars.iter().map(|(k, v)| (text(k), text(v))).collect();
     // argv[0]'s basename, only where it is used (the trace's program name, program rules).
     let base = || {
@@ -47,7 +52,9 @@ pub fn init(
     let loaded = match &host {
         Some(text) => sockwrap_policy::load_host(pairs, text.as_deref().map_err(|e| *e)),
         None => sockwrap_policy::load(pairs, |path| {
-            std::fs::read_to_string(path).map_err(|e| format!("cannot read the policy file: {e}"))
+            let bytes = sys::read_file(path)
+                .map_err(|e| format!("cannot read the policy file: {}", sys::errno_name(e.0)))?;
+            String::from_utf8(bytes).map_err(|_| "the policy file is not UTF-8 text".to_string())
         }),
     };
     log::init(loaded.env.log_level, loaded.env.log_file.as_deref());
@@ -88,11 +95,9 @@ pub fn init(
         if let Some(b) = base() {
             names.push(b);
         }
-        let mut buf = [0u8; 4096];
-        if let Some(exe) = sys::readlink(c"/proc/self/exe", &mut buf) {
-            if let Some(b) = exe.rsplit(|&c| c == b'/').next() {
-                names.push(String::from_utf8_lossy(b).into_owned());
-            }
+        let mut buf = [0u8; 256];
+        if let Some(b) = sys::exe_basename(&mut buf) {
+            names.push(String::from_utf8_lossy(b).into_owned());
         }
         let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let p = loaded.policy.for_program(&name_refs);
@@ -136,8 +141,8 @@ fn read_host(fd: i32, argv0: Option<&[u8]>) -> Option<Result<String, HostError>>
         Err(e) => return Some(Err(e)),
     };
     if !head.all && !argv0.is_some_and(|a| head.names(a)) {
-        let mut buf = [0u8; 4096];
-        let exe = sys::readlink(c"/proc/self/exe", &mut buf).map(basename);
+        let mut buf = [0u8; 256];
+        let exe = sys::exe_basename(&mut buf);
         if !exe.is_some_and(|e| head.names(e)) {
             return None;
         }

@@ -18,6 +18,13 @@
 //! * `sys`: raw system calls and the socket-address type; `arena`: the allocator.
 //!
 //! `unsafe` is denied here and allowed only in `hooks`, `sys` and `arena`.
+//!
+//! core + alloc only, no std: every process the library is preloaded into pays at exec for
+//! what the library brings (relocations, symbol imports, pages touched), and std brings its
+//! panic, backtrace and I/O machinery. The per-thread state std's `thread_local!` gave is
+//! in `thread.c` (see `sys::Thread`). A panic, which the code is written never to reach
+//! (clippy denies unwrap, expect and panic here), ends the process with one line saying
+//! where: there is no unwinding without std.
 
 #![deny(
     unsafe_code,
@@ -26,6 +33,20 @@
     clippy::expect_used,
     clippy::panic
 )]
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+/// What std's prelude would give; each module takes it with `use crate::prelude::*`.
+#[allow(unused_imports)]
+mod prelude {
+    pub use alloc::borrow::ToOwned;
+    pub use alloc::boxed::Box;
+    pub use alloc::format;
+    pub use alloc::string::{String, ToString};
+    pub use alloc::vec;
+    pub use alloc::vec::Vec;
+}
 
 mod apply;
 mod arena;
@@ -41,3 +62,10 @@ mod trace;
 /// Everything the library allocates comes from its own arena first (see `arena`).
 #[global_allocator]
 static ALLOC: arena::Arena = arena::Arena;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    log::panicked(info);
+    sys::abort()
+}

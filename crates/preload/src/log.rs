@@ -7,6 +7,8 @@
 //! never lands in a file the program opened on a number it had closed. Stderr that is a
 //! socket (inetd style) or closed gets nothing.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::sys;
 use core::fmt::{self, Write};
 use core::sync::atomic::{
@@ -188,6 +190,18 @@ static WARNED: [AtomicBool; N_OPTS] = [NO; N_OPTS];
 static SOCKETS_SEEN: AtomicU32 = AtomicU32::new(0);
 
 /// Counts an inet socket for the exit summary (an `info` line, as the counts above).
+/// The panic handler's one line, to stderr (whatever the log level: the process is about
+/// to end, and this says why).
+#[cfg_attr(test, allow(dead_code))]
+pub fn panicked(info: &core::panic::PanicInfo<'_>) {
+    let mut line = Line::new();
+    let _ = writeln!(
+        line,
+        "sockwrap: internal error ({info}); the process is aborted. Please report it."
+    );
+    sys::write_all(2, line.as_bytes());
+}
+
 pub fn socket_seen() {
     if enabled(LogLevel::Info) {
         SOCKETS_SEEN.fetch_add(1, Relaxed);

@@ -16,6 +16,8 @@
 //! would have without sockwrap.
 
 use crate::fdstate::{self, FdState, Kind};
+#[allow(unused_imports)]
+use crate::prelude::*;
 use crate::sys::{self, Errno};
 use crate::{log_at, trace};
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};

@@ -11,6 +11,8 @@
 
 #![allow(unsafe_code)]
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use core::mem::{size_of, MaybeUninit};
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
@@ -540,7 +542,7 @@ pub fn secure_mode() -> bool {
 }
 
 /// The target of a symbolic link such as `/proc/self/exe`, into `buf`.
-pub fn readlink<'a>(path: &core::ffi::CStr, buf: &'a mut [u8; 4096]) -> Option<&'a [u8]> {
+pub fn readlink<'a>(path: &core::ffi::CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
     // SAFETY: path is NUL-terminated, buf is valid for its length.
     let n = unsafe {
         libc::readlink(
@@ -550,6 +552,31 @@ pub fn readlink<'a>(path: &core::ffi::CStr, buf: &'a mut [u8; 4096]) -> Option<&
         )
     };
     usize::try_from(n).ok().map(|n| &buf[..n])
+}
+
+/// The basename of this process's executable, into `out`. A short buffer first: a 4 KiB
+/// one on the constructor's stack is a page fault of its own in every exec.
+pub fn exe_basename(out: &mut [u8; 256]) -> Option<&[u8]> {
+    let n = readlink(c"/proc/self/exe", out)?.len();
+    if n < out.len() {
+        let start = out[..n]
+            .iter()
+            .rposition(|&c| c == b'/')
+            .map_or(0, |i| i + 1);
+        return Some(&out[start..n]);
+    }
+    long_exe_basename(out)
+}
+
+#[cold]
+#[inline(never)]
+fn long_exe_basename(out: &mut [u8; 256]) -> Option<&[u8]> {
+    let mut buf = [0u8; 4096];
+    let path = readlink(c"/proc/self/exe", &mut buf)?;
+    let base = path.rsplit(|&c| c == b'/').next()?;
+    let n = base.len().min(out.len());
+    out[..n].copy_from_slice(&base[..n]);
+    Some(&out[..n])
 }
 
 /// Short names for the errnos a socket option can fail with.
@@ -573,4 +600,152 @@ pub fn errno_name(e: i32) -> &'static str {
         libc::EBUSY => "EBUSY (busy)",
         _ => "error",
     }
+}
+
+/// Ends the process at once (a panic: there is no unwinding without std).
+#[cfg_attr(test, allow(dead_code))]
+pub fn abort() -> ! {
+    // SAFETY: abort has no preconditions and does not return.
+    unsafe { libc::abort() }
+}
+
+/// A value set once, in the constructor, then read by any thread: std's `OnceLock`
+/// without std (and without blocking: a second `set` fails instead of waiting).
+pub struct SetOnce<T> {
+    claimed: core::sync::atomic::AtomicBool,
+    ready: core::sync::atomic::AtomicBool,
+    value: core::cell::UnsafeCell<MaybeUninit<T>>,
+}
+
+// SAFETY: the value is written once, by the one caller that claimed it, before `ready` is
+// released; readers see it only after acquiring `ready`, and only share it (&T).
+unsafe impl<T: Send + Sync> Sync for SetOnce<T> {}
+
+impl<T> SetOnce<T> {
+    pub const fn new() -> SetOnce<T> {
+        SetOnce {
+            claimed: core::sync::atomic::AtomicBool::new(false),
+            ready: core::sync::atomic::AtomicBool::new(false),
+            value: core::cell::UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+
+    pub fn set(&self, v: T) -> Result<(), T> {
+        use core::sync::atomic::Ordering::{AcqRel, Release};
+        if self.claimed.swap(true, AcqRel) {
+            return Err(v);
+        }
+        // SAFETY: only the one caller that claimed the cell writes, and no reader looks
+        // before `ready`.
+        unsafe { (*self.value.get()).write(v) };
+        self.ready.store(true, Release);
+        Ok(())
+    }
+
+    pub fn get(&self) -> Option<&T> {
+        if self.ready.load(core::sync::atomic::Ordering::Acquire) {
+            // SAFETY: ready is set only after the value was written, and it is never
+            // written again.
+            Some(unsafe { (*self.value.get()).assume_init_ref() })
+        } else {
+            None
+        }
+    }
+}
+
+/// This thread's own state (`thread.c`: zeroed when the thread starts; every field means
+/// "nothing known" at zero). Cells, so `&Thread` never leaves its thread.
+#[repr(C)]
+pub struct Thread {
+    /// (pid, tid) as last asked of the kernel (the trace).
+    pid: core::cell::Cell<i32>,
+    tid: core::cell::Cell<i32>,
+    /// fd + 1 of the last accepted socket whose peer is in `accepted` (0: none).
+    accepted_fd1: core::cell::Cell<i32>,
+    /// fd + 1 of a descriptor whose close began while the trace tracked it (0: none).
+    closing_fd1: core::cell::Cell<i32>,
+    accepted: core::cell::Cell<MaybeUninit<SocketAddr>>,
+}
+
+/// The C block is 64 bytes with 8-byte alignment.
+const _: () = assert!(size_of::<Thread>() <= 64 && core::mem::align_of::<Thread>() <= 8);
+
+// The pointer is opaque to C: thread.c only hands out its block.
+#[allow(improper_ctypes)]
+extern "C" {
+    fn sockwrap_thread() -> *mut Thread;
+}
+
+/// The calling thread's [`Thread`].
+pub fn thread() -> &'static Thread {
+    // SAFETY: thread.c returns this thread's block: zeroed at thread start (a valid Thread:
+    // integers and a MaybeUninit), large and aligned enough (checked above), and alive
+    // until the thread exits. Thread is not Sync, so the reference cannot reach another
+    // thread or a static, and so cannot outlive the thread.
+    unsafe { &*sockwrap_thread() }
+}
+
+impl Thread {
+    /// (pid, tid) as last recorded.
+    pub fn ids(&self) -> (i32, i32) {
+        (self.pid.get(), self.tid.get())
+    }
+
+    pub fn set_ids(&self, pid: i32, tid: i32) {
+        self.pid.set(pid);
+        self.tid.set(tid);
+    }
+
+    pub fn set_accepted(&self, fd: i32, peer: SocketAddr) {
+        self.accepted.set(MaybeUninit::new(peer));
+        self.accepted_fd1.set(fd.wrapping_add(1));
+    }
+
+    /// The peer recorded for `fd` by the accept that just returned it; clears the record.
+    pub fn take_accepted(&self, fd: i32) -> Option<SocketAddr> {
+        let was = self.accepted_fd1.replace(0);
+        if was != 0 && was == fd.wrapping_add(1) {
+            // SAFETY: accepted_fd1 is non-zero only after set_accepted wrote `accepted`.
+            Some(unsafe { self.accepted.get().assume_init() })
+        } else {
+            None
+        }
+    }
+
+    pub fn set_closing(&self, fd: i32) {
+        self.closing_fd1.set(fd.wrapping_add(1));
+    }
+
+    /// The descriptor recorded by [`set_closing`](Self::set_closing), or -1; clears it.
+    pub fn take_closing(&self) -> i32 {
+        self.closing_fd1.replace(0).wrapping_sub(1)
+    }
+}
+
+/// The whole content of a small file (the policy file), read without std.
+pub fn read_file(path: &str) -> Result<alloc::vec::Vec<u8>, Errno> {
+    let fd = open(path, libc::O_RDONLY | libc::O_CLOEXEC)?;
+    let mut out = alloc::vec::Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        // SAFETY: chunk is valid for writes of its length. read() is not one of our hooks.
+        let n = unsafe {
+            libc::read(
+                fd,
+                chunk.as_mut_ptr() as *mut core::ffi::c_void,
+                chunk.len(),
+            )
+        };
+        if n > 0 {
+            out.extend_from_slice(&chunk[..n as usize]);
+        } else if n == 0 {
+            break;
+        } else if errno() != libc::EINTR {
+            let e = Errno(errno());
+            close(fd);
+            return Err(e);
+        }
+    }
+    close(fd);
+    Ok(out)
 }

@@ -24,14 +24,15 @@
 
 use crate::fdstate::Kind;
 use crate::log::Line;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use crate::sys::SetOnce;
 use crate::sys::{self, SockAddr};
-use core::cell::Cell;
 use core::fmt::{self, Write};
 use core::net::SocketAddr;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 use sockwrap_policy::catalog::{Family, Shown};
 use sockwrap_policy::{Opt, Transport, Value};
-use std::sync::OnceLock;
 
 /// In `.data`, not `.bss`: with the other statics every exec touches (see `GLOBAL`).
 #[allow(unsafe_code)] // link_section: a placement, nothing else
@@ -40,8 +41,8 @@ static ON: AtomicBool = AtomicBool::new(false);
 static FD: AtomicI32 = AtomicI32::new(-1);
 static DEV: AtomicU64 = AtomicU64::new(0);
 static INO: AtomicU64 = AtomicU64::new(0);
-static PROG: OnceLock<([u8; 64], usize)> = OnceLock::new();
-static PATH: OnceLock<String> = OnceLock::new();
+static PROG: SetOnce<([u8; 64], usize)> = SetOnce::new();
+static PATH: SetOnce<String> = SetOnce::new();
 
 /// Per descriptor the trace has seen: the pid that saw it (low 32 bits; only that pid
 /// forgets it: a vfork child shares this memory, and its close_range before exec must not
@@ -54,14 +55,9 @@ static TRACKED: [AtomicU64; TRACKED_N] = [UNTRACKED; TRACKED_N];
 const INET: u64 = 1 << 32;
 
 /// The cached pid, on a page a forked child gets zeroed (see `sys::Page`).
-static PID: OnceLock<&'static AtomicI32> = OnceLock::new();
+static PID: SetOnce<&'static AtomicI32> = SetOnce::new();
 /// Used when no such page could be had: then the atfork handler alone resets it.
 static PID_FALLBACK: AtomicI32 = AtomicI32::new(0);
-
-thread_local! {
-    /// (pid, tid) of this thread, as last asked.
-    static TID: Cell<(i32, i32)> = const { Cell::new((0, 0)) };
-}
 
 /// Whether tracing is on: the only cost the hooks pay when it is not.
 #[inline(always)]
@@ -88,14 +84,15 @@ fn pid() -> i32 {
 
 fn tid() -> i32 {
     let pid = pid();
-    TID.with(|c| match c.get() {
+    let me = sys::thread();
+    match me.ids() {
         (p, t) if p == pid && t != 0 => t,
         _ => {
             let t = sys::gettid();
-            c.set((pid, t));
+            me.set_ids(pid, t);
             t
         }
-    })
+    }
 }
 
 /// A forked child asks for its own pid (called from the pthread_atfork child handler).
