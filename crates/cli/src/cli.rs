@@ -329,6 +329,13 @@ pub fn command() -> Command {
         .subcommand(
             Command::new("attach")
                 .about("Set socket options on the open sockets of a running process (once: they cannot be locked)")
+                .long_about(
+                    "Set socket options on the open TCP and UDP sockets of a running process, without \
+                     restarting it: each socket is duplicated with pidfd_getfd (the program does not \
+                     notice), given the options the policy's rules choose for it, and read back before \
+                     and after. The values are set once and cannot be locked: the program may set its \
+                     own again, and sockets it opens later get nothing.",
+                )
                 .after_help(ATTACH_EXAMPLES)
                 .arg(Arg::new("pid").required(true).value_name("PID").value_parser(clap::value_parser!(i32)).allow_negative_numbers(true).help("the process (a thread ID means its process)"))
                 .arg(Arg::new("list").long("list").action(ArgAction::SetTrue).help("show the TCP/UDP sockets and their current options; change nothing"))
