@@ -24,7 +24,12 @@ DROP = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 # A python3 client that sends one byte every 100 ms (for at most 60 s).
 CLIENT = textwrap.dedent("""\
     import socket, sys, time
-    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+    if len(sys.argv) > 3:  # an MPTCP socket (IPPROTO_MPTCP)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+        s.connect((host, int(sys.argv[1])))
+    else:
+        s = socket.create_connection((host, int(sys.argv[1])))
     print(s.getsockname()[1], flush=True)
     for _ in range(600):
         s.send(b"x")
@@ -85,8 +90,8 @@ def attach(*args, user=None, timeout=30):
     return run(cmd, timeout=timeout)
 
 
-def start_client(procs, tmp_path, port, user=None):
-    cmd = [util.PY, "-c", CLIENT, port]
+def start_client(procs, tmp_path, port, user=None, host="127.0.0.1", mptcp=False):
+    cmd = [util.PY, "-c", CLIENT, port, host] + (["mptcp"] if mptcp else [])
     p = procs.spawn(DROP + cmd if user else cmd)
     line = wait_output_line(p).strip()
     assert line.isdigit(), f"client did not start: {line!r} {p.stderr.read() if p.poll() is not None else ''}"
@@ -114,8 +119,8 @@ class Sink(util.AcceptServer):
                     return
 
 
-def sink(port):
-    return Sink(port)
+def sink(port, host="127.0.0.1"):
+    return Sink(port, host)
 
 
 def client_packets(port, lport, secs):
@@ -285,6 +290,16 @@ def test_rules_by_local_port_and_role_choose_only_matching_sockets(procs, tmp_pa
         assert len(from_b) >= 30 and {x.tos for x in from_b} == {0}, cap.text
         # its own client connection to port A: remote port A, role client: unchanged
         assert len(own_pkts) >= 10 and {x.tos for x in own_pkts} == {0}, cap.text
+
+        # The listener on A was changed too: a connection accepted after attach inherits
+        # its ToS; one accepted on B does not.
+        with Capture(bpf) as cap:
+            late = [socket.create_connection(("127.0.0.1", pt)) for pt in (port, port2)]
+            clients.extend(late)
+            time.sleep(1.0)
+        to_a, to_b = (cap.to_port(c.getsockname()[1]) for c in late)
+        assert len(to_a) >= 5 and {x.tos for x in to_a} == {EF}, cap.text
+        assert len(to_b) >= 5 and {x.tos for x in to_b} == {0}, cap.text
     finally:
         for c in clients:
             c.close()
@@ -364,3 +379,156 @@ def test_help_says_values_are_set_once_and_not_locked():
     assert r.returncode == 0
     text = " ".join(r.stdout.split())
     assert "ONCE" in text and "NOT locked" in text and "--dry-run" in text and "ptrace_scope" in text
+
+
+@pytest.mark.parametrize("host", ["::1", "::ffff:127.0.0.1"])
+def test_ipv6_client_gets_the_traffic_class(procs, tmp_path, port, host):
+    """An AF_INET6 client: IPV6_TCLASS for native IPv6 (`class 0xb8`), and IP_TOS as well
+    when it talks to a v4-mapped address (its packets are IPv4: `tos 0xb8`)."""
+    util.require_root("tcpdump and attach to a process")
+    util.require_ipv6()
+    with sink(port, "::1" if host == "::1" else "127.0.0.1"):
+        p, lport = start_client(procs, tmp_path, port, host=host)
+        before, cap = client_packets(port, lport, 0.8)
+        assert len(before) >= 4 and {x.tos for x in before} == {0}, cap.text
+        r = attach(p.pid, "--dscp", "EF", "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        (sock,) = [s for s in json.loads(r.stdout)["sockets"] if s.get("local", "").endswith(f":{lport}")]
+        assert sock["family"] == "ipv6"
+        kernel = {o["kernel"]: o["result"] for o in sock["options"]}
+        assert kernel["IPV6_TCLASS"] == "set"
+        assert ("IP_TOS" in kernel) == (host != "::1"), kernel
+        after, cap = client_packets(port, lport, 1.0)
+        assert len(after) >= 5 and {x.tos for x in after} == {EF}, cap.text
+        assert {x.family for x in after} == {6 if host == "::1" else 4}
+
+
+def test_udp_sender_gets_dscp_at_the_peer(procs, port):
+    """An unconnected UDP socket sending with sendto() every 100 ms: the receiver's IP_RECVTOS
+    sees 0 before attach and 0xb8 after."""
+    util.require_root("attach to a process")
+    sender = textwrap.dedent("""\
+        import socket, sys, time
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        print(s.getsockname()[1], flush=True)
+        for i in range(600):
+            s.sendto(b"%d" % i, ("127.0.0.1", int(sys.argv[1])))
+            time.sleep(0.1)
+        """)
+    with util.tos_server(socket.AF_INET, port, "udp") as srv:
+        p = procs.spawn([util.PY, "-c", sender, port])
+        lport = int(wait_output_line(p).strip())
+        srv.wait(5)
+        r = attach(p.pid, "--dscp", "EF", "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        (sock,) = [s for s in json.loads(r.stdout)["sockets"] if s.get("local") == f"127.0.0.1:{lport}"]
+        assert sock["transport"] == "udp" and sock["state"] == "UNCONN" and sock["role"] is None
+        n = len(srv.results)
+        time.sleep(1.0)
+        res = srv.wait(n + 5)
+        assert {x["tos"] for x in res[:n - 1]} == {0}, res
+        assert len(res[n + 1:]) >= 5 and {x["tos"] for x in res[n + 1:]} == {EF}, res
+
+
+def test_mptcp_client_gets_dscp_and_refused_options_are_named(procs, tmp_path, port):
+    """An MPTCP socket is not in /proc/net/tcp (its subflows are): attach reads it from the
+    socket itself. IP_TOS reaches the subflow's packets; TCP_USER_TIMEOUT, which MPTCP
+    sockets refuse (catalog fact), is skipped with its reason."""
+    util.require_root("tcpdump and attach to a process")
+    with sink(port):
+        p, lport = start_client(procs, tmp_path, port, mptcp=True)
+        before, cap = client_packets(port, lport, 0.8)
+        assert len(before) >= 4 and {x.tos for x in before} == {0}, cap.text
+        r = attach(p.pid, "--dscp", "EF", "--user-timeout", "5s", "--role", "client")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert re.search(rf"mptcp 127.0.0.1:{lport} -> 127.0.0.1:{port} .* dscp \(IP_TOS\) .*\| EF\(0xb8\)", r.stdout), r.stdout
+        assert "skipped: MPTCP sockets refuse TCP_USER_TIMEOUT" in r.stdout, r.stdout
+        after, cap = client_packets(port, lport, 1.0)
+        assert len(after) >= 5 and {x.tos for x in after} == {EF}, cap.text
+
+
+def test_program_rules_match_the_targets_name(procs, tmp_path, port):
+    util.require_root("attach to a process")
+    pol = tmp_path / "p.toml"
+    with sink(port):
+        p, lport = start_client(procs, tmp_path, port)
+        pol.write_text('[[rule]]\nmatch = { program = "curl" }\ndscp = "EF"\n')
+        r = attach(p.pid, "-c", pol)
+        assert r.returncode == 0 and "no rule applies" in r.stdout, r.stdout
+        assert util.ss_field(ss_entry(lport), "tos") in (None, "0", "0x0"), ss_entry(lport)
+        name = os.path.basename(os.readlink(f"/proc/{p.pid}/exe"))
+        pol.write_text(f'[[rule]]\nmatch = {{ program = "{name}" }}\ndscp = "EF"\n')
+        r = attach(p.pid, "-c", pol)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert util.ss_field(ss_entry(lport), "tos") == "0xb8", ss_entry(lport)
+
+
+def test_a_thread_id_means_its_process(procs, tmp_path, port):
+    util.require_root("attach to a process")
+    prog = textwrap.dedent("""\
+        import socket, sys, threading, time
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+        t = threading.Thread(target=time.sleep, args=(60,), daemon=True)
+        t.start()
+        print(s.getsockname()[1], t.native_id, flush=True)
+        time.sleep(60)
+        """)
+    with sink(port):
+        p = procs.spawn([util.PY, "-c", prog, port])
+        lport, tid = map(int, wait_output_line(p).split())
+        assert tid != p.pid
+        r = attach(tid, "--dscp", "EF")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"{tid} is a thread of process {p.pid}" in r.stderr
+        assert util.ss_field(ss_entry(lport), "tos") == "0xb8", ss_entry(lport)
+
+
+SECCOMP_ENOSYS = r"""
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+/* Runs argv[2..] with system call number argv[1] answering ENOSYS: a kernel without it. */
+int main(int argc, char **argv) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, atoi(argv[1]), 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = { sizeof f / sizeof f[0], f };
+    if (argc < 3 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog))
+        return 99;
+    execv(argv[2], argv + 2);
+    return 98;
+}
+"""
+
+
+@pytest.mark.parametrize("call,nr", [("pidfd_open", 434), ("pidfd_getfd", 438)])
+def test_kernel_without_pidfd_getfd_is_one_line_exit_3(procs, tmp_path, port, call, nr):
+    """A kernel older than 5.6, simulated: a seccomp filter makes the call answer ENOSYS
+    (x86_64/aarch64 numbers). Control: the same command without the filter works."""
+    util.require_tool("gcc")
+    util.require(os.uname().machine in ("x86_64", "aarch64"), "system call numbers for x86_64/aarch64")
+    src = tmp_path / "nosys.c"
+    src.write_text(SECCOMP_ENOSYS)
+    exe = tmp_path / "nosys"
+    c = run(["gcc", "-O", "-o", exe, src])
+    assert c.returncode == 0, c.stderr
+    with sink(port):
+        p, lport = start_client(procs, tmp_path, port)
+        util.require_sockwrap()
+        r = run([exe, str(nr), util.SOCKWRAP_BIN, "attach", p.pid, "--dscp", "EF"])
+        assert r.returncode == 3, r
+        (line,) = r.stderr.strip().splitlines()
+        assert line.startswith(f"sockwrap: attach: this kernel (") and f"has no {call}()" in line, line
+        assert "Linux 5.6 or later" in line
+        assert util.ss_field(ss_entry(lport), "tos") in (None, "0", "0x0")
+        r = attach(p.pid, "--dscp", "EF")
+        assert r.returncode == 0, r.stderr
+        assert util.ss_field(ss_entry(lport), "tos") == "0xb8"
