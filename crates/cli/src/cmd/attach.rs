@@ -176,15 +176,80 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
     } else {
         vec![target]
     };
-    let by_program = policy.rules().iter().any(|r| !r.matcher.program.is_empty());
-    let mut tables: HashMap<String, Tables> = HashMap::new();
-    let mut reports = Vec::new();
-    let mut exited = Vec::new();
-    for &p in &pids {
-        let first = p == target;
+    let mut w = Walk {
+        target,
+        o: &o,
+        policy: &policy,
+        by_program: policy.rules().iter().any(|r| !r.matcher.program.is_empty()),
+        tables: HashMap::new(),
+        reports: Vec::new(),
+        exited: Vec::new(),
+    };
+    // A failure in a later process of the tree still shows what was done before it.
+    let fatal = pids.iter().find_map(|&p| w.process(p).err());
+    let (reports, exited) = (w.reports, w.exited);
+    if fatal.is_some() && reports.is_empty() {
+        return Err(fatal.unwrap_or(Error::Findings));
+    }
+    if o.json {
+        print!("{}", json(target, &o, &reports, &exited));
+    } else {
+        print!("{}", table(&o, &reports));
+        for p in &exited {
+            println!("process {p} exited during the run");
+        }
+    }
+    let refused: Vec<&Row> = reports
+        .iter()
+        .flat_map(|r| &r.rows)
+        .filter(|r| matches!(r.outcome, Outcome::Refused(..)))
+        .collect();
+    if let Some(first) = refused.first() {
+        let (err, hint) = match &first.outcome {
+            Outcome::Refused(e, h) => (e.to_string(), *h),
+            _ => (String::new(), ""),
+        };
+        eprintln!(
+            "sockwrap: attach: the kernel refused {} option{}: first {} ({}): {err}{}{hint}",
+            refused.len(),
+            if refused.len() == 1 { "" } else { "s" },
+            first.option,
+            first.kernel,
+            if hint.is_empty() { "" } else { ": " },
+        );
+        return Err(fatal.unwrap_or(Error::Findings));
+    }
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The walk over the processes: what it needs and what it found.
+struct Walk<'a> {
+    target: i32,
+    o: &'a Opts,
+    policy: &'a Policy,
+    by_program: bool,
+    /// The socket tables, once per network namespace.
+    tables: HashMap<String, Tables>,
+    reports: Vec<Report>,
+    exited: Vec<i32>,
+}
+
+impl Walk<'_> {
+    /// Every TCP/UDP socket of process `p`, one report each.
+    fn process(&mut self, p: i32) -> Result<()> {
+        let first = p == self.target;
+        let o = self.o;
+        let tables = &mut self.tables;
+        let reports = &mut self.reports;
+        let exited = &mut self.exited;
+        let by_program = self.by_program;
+        let policy = self.policy;
         let pidfd = match pidfd::pidfd_open(p) {
             Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) && !first => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) && !first => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(no_such_pid(p)),
             Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
                 return Err(old_kernel("pidfd_open"))
@@ -194,7 +259,7 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
         let fds = match procnet::socket_fds(p) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(no_permission(p)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !first => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !first => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(no_such_pid(p)),
             Err(e) => {
                 return Err(Error::setup(format_args!(
@@ -215,7 +280,9 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
             })?;
             tables.insert(ns.clone(), t);
         }
-        let Some(t) = tables.get(&ns) else { continue };
+        let Some(t) = tables.get(&ns) else {
+            return Ok(());
+        };
         let pol = if by_program {
             let names = procnet::program_names(p);
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -233,7 +300,7 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
                     }
                     Some(libc::ESRCH) => {
                         exited.push(p);
-                        break;
+                        return Ok(());
                     }
                     Some(libc::EPERM) | Some(libc::EACCES) => return Err(no_permission(p)),
                     Some(libc::ENOSYS) => return Err(old_kernel("pidfd_getfd")),
@@ -267,36 +334,9 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
             reports.push(r);
             drop(dup); // hold the program's socket no longer than its rows take
         }
+
+        Ok(())
     }
-    if o.json {
-        print!("{}", json(target, &o, &reports, &exited));
-    } else {
-        print!("{}", table(&o, &reports));
-        for p in &exited {
-            println!("process {p} exited during the run");
-        }
-    }
-    let refused: Vec<&Row> = reports
-        .iter()
-        .flat_map(|r| &r.rows)
-        .filter(|r| matches!(r.outcome, Outcome::Refused(..)))
-        .collect();
-    if let Some(first) = refused.first() {
-        let (err, hint) = match &first.outcome {
-            Outcome::Refused(e, h) => (e.to_string(), *h),
-            _ => (String::new(), ""),
-        };
-        eprintln!(
-            "sockwrap: attach: the kernel refused {} option{}: first {} ({}): {err}{}{hint}",
-            refused.len(),
-            if refused.len() == 1 { "" } else { "s" },
-            first.option,
-            first.kernel,
-            if hint.is_empty() { "" } else { ": " },
-        );
-        return Err(Error::Findings);
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn gone(pid: i32, fd: i32, why: &'static str) -> Report {
