@@ -314,9 +314,28 @@ def test_missing_pid_is_one_line_exit_2():
     assert r.returncode == 2 and r.stdout == "", r
     lines = r.stderr.strip().splitlines()
     assert lines == [f"sockwrap: attach: no process {p.pid} (check the PID with `ps -p {p.pid}` or `pgrep NAME`)"], r.stderr
-    # nothing asked for: a usage error too, before any process is touched
+    # nothing asked for, a missing or broken policy: usage errors, before any process is touched
     r = attach(os.getpid())
     assert r.returncode == 2 and "nothing to set" in r.stderr
+    r = attach(os.getpid(), "-c", "/nonexistent/policy.toml")
+    assert r.returncode == 2 and r.stderr.startswith("sockwrap: --config: /nonexistent/policy.toml:"), r.stderr
+
+
+def test_broken_policy_touches_nothing(procs, tmp_path, port):
+    util.require_root("attach to a process")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\ndscp = "EF"\nnodelay = "maybe"\n')
+    with sink(port):
+        p, lport = start_client(procs, tmp_path, port)
+        r = attach(p.pid, "-c", bad)
+        assert r.returncode == 2 and r.stdout == "", r
+        assert f"{bad}:3:" in r.stderr and r.stderr.strip().splitlines()[-1] == \
+            "sockwrap: attach: the policy has errors; no process was touched", r.stderr
+        assert util.ss_field(ss_entry(lport), "tos") in (None, "0", "0x0"), ss_entry(lport)
+        # control: the same file mended is applied
+        bad.write_text('[[rule]]\ndscp = "EF"\nnodelay = true\n')
+        assert attach(p.pid, "-c", bad).returncode == 0
+        assert util.ss_field(ss_entry(lport), "tos") == "0xb8"
 
 
 def test_unprivileged_caller_against_another_users_process(procs, tmp_path, port):

@@ -212,8 +212,8 @@ reuseport) are named and skipped. Every value is read back before and after.
 
 Needs Linux 5.6+ (pidfd_getfd) and ptrace access to the process: root (CAP_SYS_PTRACE),
 or its own user with kernel.yama.ptrace_scope = 0. Exit 0 when every option was set (or
-already was), 1 when the kernel refused one (mark needs CAP_NET_ADMIN), 2 no such PID,
-3 no permission or a kernel older than 5.6.";
+already was), 1 when the kernel refused one (mark needs CAP_NET_ADMIN), 2 no such PID
+or a policy with errors (nothing is touched), 3 no permission or a kernel older than 5.6.";
 
 const STATUS_EXAMPLES: &str = "\
 Examples:

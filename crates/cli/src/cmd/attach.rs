@@ -144,6 +144,11 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
             "attach: nothing to set: give options (--dscp EF, --keepalive 30,10,3, ...) or a policy (-c FILE); --list shows the sockets",
         ));
     }
+    if let Some(c) = m.get_one::<String>("config") {
+        if let Err(e) = std::fs::metadata(c) {
+            return Err(Error::usage(format_args!("--config: {c}: {e}")));
+        }
+    }
     let policy = if o.list {
         Policy::default()
     } else {
@@ -153,9 +158,11 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
             });
         if !loaded.errors.is_empty() {
             for e in &loaded.errors {
-                eprintln!("{e}");
+                eprintln!("sockwrap: {e}");
             }
-            return Err(Error::Findings);
+            return Err(Error::usage(
+                "attach: the policy has errors; no process was touched",
+            ));
         }
         loaded.policy
     };
