@@ -206,9 +206,9 @@ Examples:
 Each TCP/UDP socket of the process gets what the policy's rules choose for it (remote,
 port, local-port, role, transport, program: as under `sockwrap run`). The values are set
 ONCE and are NOT locked: the program may set its own again later, and sockets it opens
-after attach get nothing (restart it under `sockwrap run` for that). Options that cannot
-change on an open socket (mptcp, bind-address, bind-interface, maxseg, reuseaddr,
-reuseport) are named and skipped. Every value is read back before and after.
+after attach get nothing (restart it under `sockwrap run` for that). Every value is read
+back before and after. Options that cannot change on an open socket are named and skipped:
+  {FIXED}.
 
 Needs Linux 5.6+ (pidfd_getfd) and ptrace access to the process: root (CAP_SYS_PTRACE),
 or its own user with kernel.yama.ptrace_scope = 0. Exit 0 when every option was set (or
@@ -221,6 +221,16 @@ Examples:
   sockwrap status myapp.service --root /srv/image
 
 Exit 0 when the drop-in is in place and complete, 1 when it is not.";
+
+/// [`ATTACH_EXAMPLES`] with the options attach skips, from the catalog.
+fn attach_help() -> String {
+    let fixed: Vec<&str> = Opt::ALL
+        .into_iter()
+        .filter(|o| sockwrap_policy::plan::fixed_once_open(*o).is_some())
+        .map(Opt::name)
+        .collect();
+    ATTACH_EXAMPLES.replace("{FIXED}", &fixed.join(", "))
+}
 
 pub fn command() -> Command {
     let enable = Command::new("enable")
@@ -336,7 +346,7 @@ pub fn command() -> Command {
                      and after. The values are set once and cannot be locked: the program may set its \
                      own again, and sockets it opens later get nothing.",
                 )
-                .after_help(ATTACH_EXAMPLES)
+                .after_help(attach_help())
                 .arg(Arg::new("pid").required(true).value_name("PID").value_parser(clap::value_parser!(i32)).allow_negative_numbers(true).help("the process (a thread ID means its process)"))
                 .arg(Arg::new("list").long("list").action(ArgAction::SetTrue).help("show the TCP/UDP sockets and their current options; change nothing"))
                 .arg(Arg::new("dry-run").long("dry-run").action(ArgAction::SetTrue).help("show what would change, with the current values; set nothing"))
