@@ -48,6 +48,7 @@ EXPECTED = [
     "share/man/man1/sockwrap-run.1",
     "share/man/man1/sockwrap-enable.1",
     "share/man/man1/sockwrap-status.1",
+    "share/man/man1/sockwrap-attach.1",
     "share/man/man5/sockwrap.toml.5",
     "share/bash-completion/completions/sockwrap",
     "share/zsh/site-functions/_sockwrap",
@@ -119,6 +120,7 @@ def test_man_pages_render(installed):
     for page, must in [("man1/sockwrap.1", ["EXIT STATUS", "FILES", "libsockwrap.so", "SOCKWRAP_LIB"]),
                        ("man1/sockwrap-run.1", ["--dscp", "EXAMPLES"]),
                        ("man1/sockwrap-enable.1", ["--dry-run", "COPIED"]),
+                       ("man1/sockwrap-attach.1", ["--dry-run", "cannot be locked", "ptrace_scope", "CAP_SYS_PTRACE"]),
                        ("man5/sockwrap.toml.5", ["keepalive.idle", "TCP_KEEPIDLE", "SSH QoS", "MPTCP for a legacy client",
                                                  "Per-interface source selection", "Database keepalive",
                                                  "WebRTC"])]:

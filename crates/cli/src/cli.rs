@@ -212,6 +212,26 @@ Removes the drop-in and the policy copy that `enable` wrote, nothing else. With 
 the library's line in /etc/ld.so.preload (only that line) and /etc/sockwrap/host.*.
 Then: systemctl restart UNIT.";
 
+const ATTACH_EXAMPLES: &str = "\
+Examples:
+  sockwrap attach 4242 --list                                # its sockets and their options now
+  sudo sockwrap attach 4242 --dscp EF --keepalive 30,10,3 --dry-run
+  sudo sockwrap attach 4242 --dscp EF --keepalive 30,10,3
+  sudo sockwrap attach 4242 -c policy.toml --role client
+  sudo sockwrap attach $(pgrep -o sshd) --tree --dscp CS2 --json
+
+Each TCP/UDP socket of the process gets what the policy's rules choose for it (remote,
+port, local-port, role, transport, program: as under `sockwrap run`). The values are set
+ONCE and are NOT locked: the program may set its own again later, and sockets it opens
+after attach get nothing (restart it under `sockwrap run` for that). Every value is read
+back before and after. Options that cannot change on an open socket are named and skipped:
+  {FIXED}.
+
+Needs Linux 5.6+ (pidfd_getfd) and ptrace access to the process: root (CAP_SYS_PTRACE),
+or its own user with kernel.yama.ptrace_scope = 0. Exit 0 when every option was set (or
+already was), 1 when the kernel refused one (mark needs CAP_NET_ADMIN), 2 no such PID
+or a policy with errors (nothing is touched), 3 no permission or a kernel older than 5.6.";
+
 const STATUS_EXAMPLES: &str = "\
 Examples:
   sockwrap status nginx
@@ -219,6 +239,16 @@ Examples:
   sockwrap status --system
 
 Exit 0 when the drop-in is in place and complete, 1 when it is not.";
+
+/// [`ATTACH_EXAMPLES`] with the options attach skips, from the catalog.
+fn attach_help() -> String {
+    let fixed: Vec<&str> = Opt::ALL
+        .into_iter()
+        .filter(|o| sockwrap_policy::plan::fixed_once_open(*o).is_some())
+        .map(Opt::name)
+        .collect();
+    ATTACH_EXAMPLES.replace("{FIXED}", &fixed.join(", "))
+}
 
 pub fn command() -> Command {
     let enable = Command::new("enable")
@@ -328,6 +358,26 @@ pub fn command() -> Command {
                 .arg(unit_arg())
                 .arg(system_arg())
                 .arg(root_arg()),
+        )
+        .subcommand(
+            Command::new("attach")
+                .about("Set socket options on the open sockets of a running process (once: they cannot be locked)")
+                .long_about(
+                    "Set socket options on the open TCP and UDP sockets of a running process, without \
+                     restarting it: each socket is duplicated with pidfd_getfd (the program does not \
+                     notice), given the options the policy's rules choose for it, and read back before \
+                     and after. The values are set once and cannot be locked: the program may set its \
+                     own again, and sockets it opens later get nothing.",
+                )
+                .after_help(attach_help())
+                .arg(Arg::new("pid").required(true).value_name("PID").value_parser(clap::value_parser!(i32)).allow_negative_numbers(true).help("the process (a thread ID means its process)"))
+                .arg(Arg::new("list").long("list").action(ArgAction::SetTrue).help("show the TCP/UDP sockets and their current options; change nothing"))
+                .arg(Arg::new("dry-run").long("dry-run").action(ArgAction::SetTrue).help("show what would change, with the current values; set nothing"))
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the result as JSON"))
+                .arg(Arg::new("tree").long("tree").action(ArgAction::SetTrue).help("also every descendant process (forked workers, sshd's session processes)"))
+                .arg(Arg::new("role").long("role").value_name("client|server").value_parser(["client", "server"]).help("only sockets of this role (server: listening and accepted sockets)"))
+                .args(policy_args().into_iter().filter(|a| matches!(a.get_id().as_str(), "config" | "to")))
+                .args(option_args()),
         )
         .subcommand(
             Command::new("options")

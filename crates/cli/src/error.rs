@@ -33,6 +33,8 @@ Exit status:
   2              bad command line or value, missing policy file, policy refused (--strict)
   3              setup: libsockwrap.so not found, a file cannot be read or written,
                  systemctl failed
+  attach         1: the kernel refused an option (the rest was set); 2: no such PID,
+                 a policy with errors; 3: no permission (ptrace), a kernel older than 5.6
   126            the program exists but cannot be executed
   127            the program was not found";
 

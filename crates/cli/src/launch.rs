@@ -54,7 +54,8 @@ pub fn flag_vars(m: &ArgMatches) -> Result<Vec<(String, String)>> {
     if !targets.is_empty() {
         vars.push(("SOCKWRAP_TO".into(), targets.join(" ")));
     }
-    if let Some(s) = m.get_one::<String>("soft") {
+    // `attach` has no --soft or --strict (nothing it sets is locked, no call can fail).
+    if let Some(s) = m.try_get_one::<String>("soft").ok().flatten() {
         if s != "1" {
             for n in s.split(',') {
                 if Opt::from_name(n.trim()).is_none() {
@@ -64,7 +65,7 @@ pub fn flag_vars(m: &ArgMatches) -> Result<Vec<(String, String)>> {
         }
         vars.push(("SOCKWRAP_SOFT".into(), s.clone()));
     }
-    if m.get_flag("strict") {
+    if m.try_get_one::<bool>("strict").ok().flatten() == Some(&true) {
         vars.push(("SOCKWRAP_STRICT".into(), "1".into()));
     }
     if let Some(c) = m.get_one::<String>("config") {

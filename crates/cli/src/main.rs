@@ -4,6 +4,8 @@ mod cli;
 mod cmd;
 mod error;
 mod launch;
+mod pidfd;
+mod procnet;
 mod summary;
 mod unitfile;
 

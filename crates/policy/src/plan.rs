@@ -540,6 +540,39 @@ impl<'p> Decision<'p> {
     }
 }
 
+/// Why `opt` can no longer be changed on a socket that is already connected or listening
+/// (`sockwrap attach` names and skips these), or `None` when setting it still has its
+/// effect. Derived from the catalog where it can be: the protocol ([`When::Create`]),
+/// bind-time options ([`When::BeforeBind`]) and what is not a socket option at all (the
+/// source address: no kernel options). Two before-connect options need saying by hand:
+/// the MSS is announced in the SYN, and moving an open connection to another device
+/// changes its route under it. The other before-connect options (ToS, TTL, mark, rcvbuf,
+/// congestion) act on the packets that follow.
+pub fn fixed_once_open(opt: Opt) -> Option<&'static str> {
+    let spec = opt.spec();
+    match spec.when {
+        When::Create => return Some("the protocol is chosen at socket()"),
+        When::BeforeBind => return Some("only means something before bind()"),
+        When::Any | When::BeforeConnect => {}
+    }
+    if spec.ops.is_empty() {
+        return Some("the source address is chosen at bind()/connect()");
+    }
+    match opt {
+        Opt::MaxSeg => Some("the MSS is announced in the SYN"),
+        Opt::BindInterface => Some("the device of an open connection is fixed by its route"),
+        _ => None,
+    }
+}
+
+/// The slots [`fixed_once_open`] names: what `attach` skips.
+pub fn fixed_once_open_mask() -> u32 {
+    Opt::ALL
+        .into_iter()
+        .filter(|o| fixed_once_open(*o).is_some())
+        .fold(0, |m, o| m | o.bit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -687,5 +720,40 @@ mod tests {
             Variant::of(Family::V6, Stage::Accept, None),
             Variant::V6Dual
         );
+    }
+    #[test]
+    fn what_attach_can_still_change() {
+        for o in [
+            Opt::Mptcp,
+            Opt::BindAddress,
+            Opt::BindInterface,
+            Opt::MaxSeg,
+            Opt::ReuseAddr,
+            Opt::ReusePort,
+        ] {
+            assert!(fixed_once_open(o).is_some(), "{o:?}");
+        }
+        for o in [
+            Opt::Tos,
+            Opt::Priority,
+            Opt::Ttl,
+            Opt::Mark,
+            Opt::SndBuf,
+            Opt::RcvBuf,
+            Opt::MaxPacingRate,
+            Opt::Linger,
+            Opt::KeepAlive,
+            Opt::KeepIdle,
+            Opt::KeepIntvl,
+            Opt::KeepCnt,
+            Opt::NoDelay,
+            Opt::UserTimeout,
+            Opt::Congestion,
+            Opt::NotsentLowat,
+        ] {
+            assert_eq!(fixed_once_open(o), None, "{o:?}");
+        }
+        assert_eq!(fixed_once_open_mask() & Opt::Tos.bit(), 0);
+        assert_ne!(fixed_once_open_mask() & Opt::MaxSeg.bit(), 0);
     }
 }

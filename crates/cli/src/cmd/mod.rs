@@ -1,6 +1,7 @@
 //! One module per subcommand. Each takes its matches and returns the exit status, or an
 //! [`Error`](crate::error::Error) that `main` prints and turns into one.
 
+pub mod attach;
 pub mod check;
 pub mod doctor;
 pub mod explain;
@@ -21,6 +22,7 @@ pub fn dispatch(m: &ArgMatches) -> Result<ExitCode> {
         Some(("run", s)) => run::run(s),
         Some(("trace", s)) => trace::trace(s),
         Some(("report", s)) => report::report(s),
+        Some(("attach", s)) => attach::attach(s),
         Some(("check", s)) => check::check(s),
         Some(("explain", s)) => explain::explain(s),
         Some(("options", _)) => Ok(options::options()),

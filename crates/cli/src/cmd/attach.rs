@@ -1,0 +1,934 @@
+//! `sockwrap attach PID`: give the open sockets of a running program the policy's options,
+//! once, without restarting it and without anything of sockwrap inside it.
+//!
+//! The sockets are found in `/proc` ([`crate::procnet`]); each is duplicated into this
+//! process with `pidfd_getfd` ([`crate::pidfd`]), which shares the program's own socket:
+//! options set on the duplicate are set on the program's socket. Which options a socket
+//! gets is decided as the library decides (the same rules, the same [`Plan`] entries);
+//! options that no longer mean anything on an open socket are named and skipped
+//! ([`plan::fixed_once_open`]). Every value is read back with `getsockopt` before and
+//! after. Nothing is locked: the program may set its own values again later.
+//!
+//! Each duplicate is held only while its socket's rows are made (a program's `close()` of
+//! a socket we still hold would not release it), and nothing but the options asked for is
+//! changed (IP_TOS also rewrites SO_PRIORITY on IPv4, so the priority is put back).
+
+use crate::error::{Error, Result};
+use crate::launch::flag_vars;
+use crate::pidfd;
+use crate::procnet::{self, Entry, Tables, TCP_LISTEN};
+use clap::ArgMatches;
+use sockwrap_policy::catalog::{self, k, Applies, Enc, Family, Name16, OpFamily, Opt, Shown};
+use sockwrap_policy::plan::{self, Stage, Variant};
+use sockwrap_policy::rules::ip_key;
+use sockwrap_policy::{Ctx, Policy, Role, Transport, Value};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::process::ExitCode;
+
+const IPPROTO_MPTCP: i32 = 262;
+
+/// One socket of the target, as found.
+struct Sock {
+    pid: i32,
+    fd: i32,
+    transport: Transport,
+    family: Family,
+    mptcp: bool,
+    local: SocketAddr,
+    remote: Option<SocketAddr>,
+    state: &'static str,
+    listening: bool,
+    role: Option<Role>,
+}
+
+impl Sock {
+    fn endpoints(&self) -> String {
+        let proto = match (self.transport, self.mptcp) {
+            (Transport::Udp, _) => "udp",
+            (Transport::Tcp, true) => "mptcp",
+            (Transport::Tcp, false) => "tcp",
+        };
+        match self.remote {
+            Some(r) => format!("{proto} {} -> {r}", self.local),
+            None => format!("{proto} {}", self.local),
+        }
+    }
+
+    fn role_name(&self) -> &'static str {
+        match self.role {
+            Some(Role::Client) => "client",
+            Some(Role::Server) => "server",
+            None => "-",
+        }
+    }
+
+    /// Whether the socket may carry IPv4 (an AF_INET6 socket with a v4-mapped peer, or no
+    /// peer yet: a dual-stack listener).
+    fn variant(&self) -> Variant {
+        let mapped = self.remote.map(|r| match r {
+            SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+            SocketAddr::V4(_) => true,
+        });
+        Variant::of(self.family, Stage::Connect, mapped)
+    }
+}
+
+/// What happened to one option of one socket.
+enum Outcome {
+    /// Set; `after` is what the kernel reports now.
+    Set,
+    /// The socket already had the value: nothing was called.
+    Already,
+    /// `--dry-run`: it would be set.
+    WouldSet,
+    /// The kernel said no.
+    Refused(io::Error, &'static str),
+    /// Not attempted, and why.
+    Skipped(String),
+    /// `--list`: the current value.
+    Listed,
+}
+
+struct Row {
+    option: String,
+    kernel: &'static str,
+    before: Option<Value>,
+    wanted: Option<Value>,
+    after: Option<Value>,
+    outcome: Outcome,
+    opt: Option<Opt>,
+}
+
+/// One socket and its rows; `gone` when it closed during the run.
+struct Report {
+    sock: Option<Sock>,
+    pid: i32,
+    fd: i32,
+    gone: Option<&'static str>,
+    rows: Vec<Row>,
+    /// No rule chose an option for this socket.
+    no_rule: bool,
+}
+
+struct Opts {
+    list: bool,
+    dry_run: bool,
+    json: bool,
+    role: Option<Role>,
+}
+
+pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
+    let pid = *m.get_one::<i32>("pid").unwrap_or(&0);
+    let o = Opts {
+        list: m.get_flag("list"),
+        dry_run: m.get_flag("dry-run"),
+        json: m.get_flag("json"),
+        role: match m.get_one::<String>("role").map(String::as_str) {
+            Some("client") => Some(Role::Client),
+            Some("server") => Some(Role::Server),
+            _ => None,
+        },
+    };
+    let vars = flag_vars(m)?;
+    if o.list && !vars.is_empty() {
+        return Err(Error::usage(
+            "attach: --list shows the sockets as they are; to see what options would change, use --dry-run",
+        ));
+    }
+    if !o.list && vars.is_empty() {
+        return Err(Error::usage(
+            "attach: nothing to set: give options (--dscp EF, --keepalive 30,10,3, ...) or a policy (-c FILE); --list shows the sockets",
+        ));
+    }
+    if let Some(c) = m.get_one::<String>("config") {
+        if let Err(e) = std::fs::metadata(c) {
+            return Err(Error::usage(format_args!("--config: {c}: {e}")));
+        }
+    }
+    let policy = if o.list {
+        Policy::default()
+    } else {
+        let loaded =
+            sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |p| {
+                std::fs::read_to_string(p).map_err(|e| format!("cannot read the policy file: {e}"))
+            });
+        if !loaded.errors.is_empty() {
+            for e in &loaded.errors {
+                eprintln!("sockwrap: {e}");
+            }
+            return Err(Error::usage(
+                "attach: the policy has errors; no process was touched",
+            ));
+        }
+        loaded.policy
+    };
+    if pid <= 0 {
+        return Err(no_such_pid(pid));
+    }
+    let target = match procnet::tgid(pid) {
+        Some(t) => t,
+        None => return Err(no_such_pid(pid)),
+    };
+    if target != pid {
+        eprintln!(
+            "sockwrap: attach: {pid} is a thread of process {target}; its threads share one descriptor table: attaching to {target}"
+        );
+    }
+    let pids = if m.get_flag("tree") {
+        procnet::tree(target)
+    } else {
+        vec![target]
+    };
+    let mut w = Walk {
+        target,
+        o: &o,
+        policy: &policy,
+        by_program: policy.rules().iter().any(|r| !r.matcher.program.is_empty()),
+        tables: HashMap::new(),
+        reports: Vec::new(),
+        exited: Vec::new(),
+    };
+    // A failure in a later process of the tree still shows what was done before it.
+    let fatal = pids.iter().find_map(|&p| w.process(p).err());
+    let (reports, exited) = (w.reports, w.exited);
+    if fatal.is_some() && reports.is_empty() {
+        return Err(fatal.unwrap_or(Error::Findings));
+    }
+    if o.json {
+        print!("{}", json(target, &o, &reports, &exited));
+    } else {
+        print!("{}", table(&o, &reports));
+        for p in &exited {
+            println!("process {p} exited during the run");
+        }
+    }
+    let refused: Vec<&Row> = reports
+        .iter()
+        .flat_map(|r| &r.rows)
+        .filter(|r| matches!(r.outcome, Outcome::Refused(..)))
+        .collect();
+    if let Some(first) = refused.first() {
+        let (err, hint) = match &first.outcome {
+            Outcome::Refused(e, h) => (e.to_string(), *h),
+            _ => (String::new(), ""),
+        };
+        eprintln!(
+            "sockwrap: attach: the kernel refused {} option{}: first {} ({}): {err}{}{hint}",
+            refused.len(),
+            if refused.len() == 1 { "" } else { "s" },
+            first.option,
+            first.kernel,
+            if hint.is_empty() { "" } else { ": " },
+        );
+        return Err(fatal.unwrap_or(Error::Findings));
+    }
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The walk over the processes: what it needs and what it found.
+struct Walk<'a> {
+    target: i32,
+    o: &'a Opts,
+    policy: &'a Policy,
+    by_program: bool,
+    /// The socket tables, once per network namespace.
+    tables: HashMap<String, Tables>,
+    reports: Vec<Report>,
+    exited: Vec<i32>,
+}
+
+impl Walk<'_> {
+    /// Every TCP/UDP socket of process `p`, one report each.
+    fn process(&mut self, p: i32) -> Result<()> {
+        let first = p == self.target;
+        let o = self.o;
+        let tables = &mut self.tables;
+        let reports = &mut self.reports;
+        let exited = &mut self.exited;
+        let by_program = self.by_program;
+        let policy = self.policy;
+        let pidfd = match pidfd::pidfd_open(p) {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) && !first => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(no_such_pid(p)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                return Err(old_kernel("pidfd_open"))
+            }
+            Err(e) => return Err(Error::setup(format_args!("attach: pidfd_open({p}): {e}"))),
+        };
+        let fds = match procnet::socket_fds(p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Err(no_permission(p)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !first => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(no_such_pid(p)),
+            Err(e) => {
+                return Err(Error::setup(format_args!(
+                    "attach: cannot read /proc/{p}/fd: {e}"
+                )))
+            }
+        };
+        let ns = procnet::netns(p).unwrap_or_default();
+        if !tables.contains_key(&ns) {
+            let t = Tables::read(p).map_err(|e| {
+                if e.kind() == io::ErrorKind::PermissionDenied {
+                    no_permission(p)
+                } else {
+                    Error::setup(format_args!(
+                        "attach: cannot read the socket tables /proc/{p}/net/: {e}"
+                    ))
+                }
+            })?;
+            tables.insert(ns.clone(), t);
+        }
+        let Some(t) = tables.get(&ns) else {
+            return Ok(());
+        };
+        let pol = if by_program {
+            let names = procnet::program_names(p);
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            policy.for_program(&refs)
+        } else {
+            policy.clone()
+        };
+        for (fd, ino) in fds {
+            let dup = match pidfd::pidfd_getfd(&pidfd, fd) {
+                Ok(d) => d,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EBADF) => {
+                        reports.push(gone(p, fd, "closed during the run: skipped"));
+                        continue;
+                    }
+                    Some(libc::ESRCH) => {
+                        exited.push(p);
+                        return Ok(());
+                    }
+                    Some(libc::EPERM) | Some(libc::EACCES) => return Err(no_permission(p)),
+                    Some(libc::ENOSYS) => return Err(old_kernel("pidfd_getfd")),
+                    _ => {
+                        return Err(Error::setup(format_args!(
+                            "attach: pidfd_getfd({p}, {fd}): {e}"
+                        )))
+                    }
+                },
+            };
+            // The descriptor may have been closed and its number reused since /proc was read.
+            if pidfd::inode(&dup).ok() != Some(ino) {
+                reports.push(gone(
+                    p,
+                    fd,
+                    "closed during the run (the descriptor is now another file): skipped",
+                ));
+                continue;
+            }
+            let Some(sock) = describe(p, fd, &dup, t.by_inode.get(&ino), t) else {
+                continue; // not a TCP or UDP socket: Unix, netlink, raw...
+            };
+            if o.role.is_some() && sock.role != o.role {
+                continue;
+            }
+            let r = if o.list {
+                list_socket(sock, &dup)
+            } else {
+                apply_socket(sock, &dup, &pol, o.dry_run)
+            };
+            reports.push(r);
+            drop(dup); // hold the program's socket no longer than its rows take
+        }
+
+        Ok(())
+    }
+}
+
+fn gone(pid: i32, fd: i32, why: &'static str) -> Report {
+    Report {
+        sock: None,
+        pid,
+        fd,
+        gone: Some(why),
+        rows: Vec::new(),
+        no_rule: false,
+    }
+}
+
+fn no_such_pid(pid: i32) -> Error {
+    Error::usage(format_args!(
+        "attach: no process {pid} (check the PID with `ps -p {pid}` or `pgrep NAME`)"
+    ))
+}
+
+fn old_kernel(call: &str) -> Error {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    Error::setup(format_args!(
+        "attach: this kernel ({release}) has no {call}(): attach needs Linux 5.6 or later; on older kernels restart the program under `sockwrap run`"
+    ))
+}
+
+fn no_permission(pid: i32) -> Error {
+    let yama = match std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope") {
+        Ok(v) => format!("kernel.yama.ptrace_scope is {} here", v.trim()),
+        Err(_) => "Yama is not active here (no kernel.yama.ptrace_scope)".into(),
+    };
+    Error::setup(format_args!(
+        "attach: not allowed to take the sockets of process {pid}: pidfd_getfd needs ptrace access to it: run as root (CAP_SYS_PTRACE), or as the process's own user with kernel.yama.ptrace_scope = 0 ({yama})"
+    ))
+}
+
+/// The socket's facts: from the namespace's table when it is listed there, otherwise
+/// (MPTCP sockets, sockets made after the table was read, unbound sockets) from the
+/// duplicate itself. `None` for sockets that are not TCP or UDP over IP.
+fn describe(pid: i32, fd: i32, dup: &OwnedFd, e: Option<&Entry>, t: &Tables) -> Option<Sock> {
+    let int = |level, name| pidfd::getsockopt_int(dup, level, name).ok();
+    let domain = int(libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    let family = match domain {
+        libc::AF_INET => Family::V4,
+        libc::AF_INET6 => Family::V6,
+        _ => return None,
+    };
+    let proto = int(libc::SOL_SOCKET, libc::SO_PROTOCOL).unwrap_or(0);
+    let (transport, mptcp) = match (int(libc::SOL_SOCKET, libc::SO_TYPE)?, proto) {
+        (libc::SOCK_STREAM, libc::IPPROTO_TCP) => (Transport::Tcp, false),
+        (libc::SOCK_STREAM, IPPROTO_MPTCP) => (Transport::Tcp, true),
+        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => (Transport::Udp, false),
+        _ => return None,
+    };
+    let (local, remote, state, listening) = match e {
+        Some(e) => (
+            e.local,
+            e.remote,
+            e.state_name(),
+            e.transport == Transport::Tcp && e.state == TCP_LISTEN,
+        ),
+        None => {
+            let local = pidfd::local_addr(dup)?;
+            let remote = pidfd::peer_addr(dup);
+            let listening = int(libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0;
+            let state = match (listening, remote.is_some(), transport) {
+                (true, _, _) => "LISTEN",
+                (_, true, _) => "ESTAB",
+                (_, false, Transport::Udp) => "UNCONN",
+                (_, false, Transport::Tcp) => "CLOSE",
+            };
+            (local, remote, state, listening)
+        }
+    };
+    let role = match transport {
+        Transport::Tcp if listening || t.is_accepted(local) => Some(Role::Server),
+        Transport::Tcp => Some(Role::Client),
+        Transport::Udp if remote.is_some() => Some(Role::Client),
+        // An unconnected UDP socket on a port below the ephemeral range was bound by the
+        // program: a server. On an ephemeral port it may be either (the library too leaves
+        // the role of a fresh UDP socket open).
+        Transport::Udp if local.port() != 0 && local.port() < ephemeral_low() => Some(Role::Server),
+        Transport::Udp => None,
+    };
+    Some(Sock {
+        pid,
+        fd,
+        transport,
+        family,
+        mptcp,
+        local,
+        remote,
+        state,
+        listening,
+        role,
+    })
+}
+
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(32768)
+}
+
+/// The value a kernel option reports, as the catalog's value type.
+fn decode(enc: Enc, b: &[u8]) -> Option<Value> {
+    let int = || Some(i32::from_ne_bytes(b.get(..4)?.try_into().ok()?));
+    Some(match enc {
+        Enc::Int | Enc::BufSize => Value::Int(int()? as i64),
+        Enc::U32 => Value::Int(int()? as u32 as i64),
+        Enc::Bool => Value::Bool(int()? != 0),
+        Enc::Str | Enc::StrNul => {
+            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+            Value::Name(Name16::new(std::str::from_utf8(&b[..end]).ok()?)?)
+        }
+        Enc::Linger => {
+            let on = int()?;
+            let secs = i32::from_ne_bytes(b.get(4..8)?.try_into().ok()?);
+            Value::Linger((on != 0).then_some(secs.clamp(0, u16::MAX as i32) as u16))
+        }
+    })
+}
+
+fn read(dup: &OwnedFd, level: i32, name: i32, enc: Enc) -> Option<Value> {
+    let mut buf = [0u8; 16];
+    let n = pidfd::getsockopt(dup, level, name, &mut buf).ok()?;
+    decode(enc, &buf[..n])
+}
+
+/// Whether the socket already has `want` (the kernel keeps a TCP socket's ECN bits in its
+/// ToS and reports buffer sizes doubled).
+fn same(enc: Enc, opt: Opt, tcp: bool, have: Option<Value>, want: Option<Value>) -> bool {
+    match (have, want) {
+        (Some(Value::Int(h)), Some(Value::Int(w))) if opt == Opt::Tos && tcp => h & !3 == w & !3,
+        (Some(Value::Int(h)), Some(Value::Int(w))) if enc == Enc::BufSize => h == w * 2,
+        (h, w) => h.is_some() && h == w,
+    }
+}
+
+/// What to say when the kernel refuses an option, for the options where the reason is
+/// known.
+fn refusal_hint(level: i32, name: i32, err: &io::Error) -> &'static str {
+    match (level, name, err.raw_os_error()) {
+        (k::SOL_SOCKET, k::SO_MARK, Some(libc::EPERM)) => "SO_MARK needs CAP_NET_ADMIN (run attach as root)",
+        (k::SOL_SOCKET, k::SO_PRIORITY, Some(libc::EPERM)) => {
+            "a priority above 6 needs CAP_NET_ADMIN (run attach as root)"
+        }
+        (k::IPPROTO_TCP, k::TCP_CONGESTION, Some(libc::EPERM)) => {
+            "the algorithm is not in net.ipv4.tcp_allowed_congestion_control (root may use any loaded one)"
+        }
+        (k::IPPROTO_TCP, k::TCP_CONGESTION, Some(libc::ENOENT)) => {
+            "no such algorithm is loaded (see net.ipv4.tcp_available_congestion_control)"
+        }
+        _ => "",
+    }
+}
+
+fn apply_socket(sock: Sock, dup: &OwnedFd, policy: &Policy, dry_run: bool) -> Report {
+    let server = sock.role == Some(Role::Server);
+    let ctx = Ctx {
+        transport: sock.transport,
+        role: sock.role,
+        remote: sock.remote.map(|r| (ip_key(r.ip()), r.port())),
+        // As in the library: rules by local port are about servers.
+        local_port: server.then_some(sock.local.port()),
+    };
+    let d = policy.decide(&ctx);
+    let tcp = sock.transport == Transport::Tcp;
+    let relevant: u32 = d.mask()
+        & Opt::ALL
+            .into_iter()
+            .filter(|o| tcp || o.spec().applies != Applies::Tcp)
+            .fold(0, |m, o| m | o.bit());
+    let fixed = plan::fixed_once_open_mask();
+    let mut rows = Vec::new();
+    for (opt, s) in d.iter_mask(relevant & fixed) {
+        let why = plan::fixed_once_open(opt).unwrap_or("");
+        rows.push(Row {
+            option: opt.name().to_string(),
+            kernel: opt.spec().kernel,
+            before: None,
+            wanted: Some(s.value),
+            after: None,
+            outcome: Outcome::Skipped(format!("cannot change on an open socket: {why}")),
+            opt: Some(opt),
+        });
+    }
+    let plan = d.plan(Stage::Connect, sock.transport, sock.variant(), fixed);
+    let sets_priority = d.mask() & Opt::Priority.bit() != 0;
+    for op in plan.ops() {
+        let Some(opt) = op.option() else { continue };
+        let Some(ko) = catalog::kernel_opt(op.level, op.name) else {
+            continue;
+        };
+        let before = read(dup, op.level, op.name, ko.enc);
+        let wanted = decode(ko.enc, op.bytes());
+        let mut row = Row {
+            option: opt.name().to_string(),
+            kernel: ko.cname,
+            before,
+            wanted,
+            after: before,
+            outcome: Outcome::Already,
+            opt: Some(opt),
+        };
+        if sock.mptcp && !ko.mptcp {
+            row.outcome = Outcome::Skipped(format!("MPTCP sockets refuse {}", ko.cname));
+        } else if same(ko.enc, opt, tcp, before, wanted) {
+            row.outcome = Outcome::Already;
+        } else if dry_run {
+            row.outcome = Outcome::WouldSet;
+        } else {
+            // IP_TOS also rewrites SO_PRIORITY: keep the program's priority unless the
+            // policy sets one itself (after ToS, in apply order).
+            let guard = op.level == k::IPPROTO_IP && op.name == k::IP_TOS && !sets_priority;
+            let prio = guard
+                .then(|| pidfd::getsockopt_int(dup, k::SOL_SOCKET, k::SO_PRIORITY).ok())
+                .flatten();
+            match pidfd::setsockopt(dup, op.level, op.name, op.bytes()) {
+                Ok(()) => row.outcome = Outcome::Set,
+                Err(e) if op.is_extra() => {
+                    row.outcome = Outcome::Skipped(format!(
+                        "IPv4 header option on an IPv6 socket, refused ({e}): not needed"
+                    ))
+                }
+                Err(e) => {
+                    let hint = refusal_hint(op.level, op.name, &e);
+                    row.outcome = Outcome::Refused(e, hint);
+                }
+            }
+            if let Some(p) = prio {
+                if pidfd::getsockopt_int(dup, k::SOL_SOCKET, k::SO_PRIORITY).ok() != Some(p) {
+                    let restored =
+                        pidfd::setsockopt(dup, k::SOL_SOCKET, k::SO_PRIORITY, &p.to_ne_bytes());
+                    if let Err(e) = restored {
+                        rows.push(Row {
+                            option: "priority".into(),
+                            kernel: "SO_PRIORITY",
+                            before: Some(Value::Int(p as i64)),
+                            wanted: Some(Value::Int(p as i64)),
+                            after: read(dup, k::SOL_SOCKET, k::SO_PRIORITY, Enc::Int),
+                            outcome: Outcome::Refused(
+                                e,
+                                "setting IP_TOS changed SO_PRIORITY and it could not be put back",
+                            ),
+                            opt: Some(Opt::Priority),
+                        });
+                    }
+                }
+            }
+            row.after = read(dup, op.level, op.name, ko.enc);
+        }
+        rows.push(row);
+    }
+    let no_rule = rows.is_empty();
+    Report {
+        pid: sock.pid,
+        fd: sock.fd,
+        sock: Some(sock),
+        gone: None,
+        rows,
+        no_rule,
+    }
+}
+
+/// `--list`: every option attach could change, as the socket has it now.
+fn list_socket(sock: Sock, dup: &OwnedFd) -> Report {
+    let tcp = sock.transport == Transport::Tcp;
+    let v = sock.variant();
+    let mut rows = Vec::new();
+    for opt in Opt::ALL {
+        let spec = opt.spec();
+        if plan::fixed_once_open(opt).is_some() || (!tcp && spec.applies == Applies::Tcp) {
+            continue;
+        }
+        for ko in spec.ops {
+            let wanted = match ko.family {
+                OpFamily::Any => true,
+                OpFamily::V6 => v.family() == Family::V6,
+                OpFamily::V4Header => v.maybe_v4(),
+            };
+            if !wanted {
+                continue;
+            }
+            let now = read(dup, ko.level, ko.name, ko.enc);
+            rows.push(Row {
+                option: opt.name().to_string(),
+                kernel: ko.cname,
+                before: now,
+                wanted: None,
+                after: now,
+                outcome: Outcome::Listed,
+                opt: Some(opt),
+            });
+        }
+    }
+    Report {
+        pid: sock.pid,
+        fd: sock.fd,
+        sock: Some(sock),
+        gone: None,
+        rows,
+        no_rule: false,
+    }
+}
+
+fn shown(opt: Option<Opt>, v: Option<Value>) -> String {
+    match (opt, v) {
+        (Some(o), Some(v)) => Shown(o, v).to_string(),
+        (None, Some(v)) => v.to_string(),
+        (_, None) => "-".into(),
+    }
+}
+
+/// The `after` cell: the value now, or what happened instead.
+fn after_cell(r: &Row) -> String {
+    match &r.outcome {
+        Outcome::Set => shown(r.opt, r.after),
+        Outcome::Already => format!("{} (already)", shown(r.opt, r.after)),
+        Outcome::WouldSet => format!("would be {} (dry run)", shown(r.opt, r.wanted)),
+        Outcome::Refused(e, _) => format!("REFUSED: {e}"),
+        Outcome::Skipped(why) => format!("skipped: {why}"),
+        Outcome::Listed => shown(r.opt, r.after),
+    }
+}
+
+fn table(o: &Opts, reports: &[Report]) -> String {
+    let mut lines: Vec<[String; 6]> = Vec::new();
+    let head = if o.list {
+        ["pid:fd", "endpoints", "state", "option", "value", ""]
+    } else {
+        ["pid:fd", "endpoints", "state", "option", "before", "after"]
+    };
+    let (mut changed, mut unchanged, mut skipped, mut refused, mut socks) = (0, 0, 0, 0, 0);
+    for r in reports {
+        let id = format!("{}:{}", r.pid, r.fd);
+        let Some(s) = &r.sock else {
+            skipped += 1;
+            lines.push([
+                id,
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                r.gone.unwrap_or("").into(),
+            ]);
+            continue;
+        };
+        socks += 1;
+        let state = format!("{} {}", s.state, s.role_name());
+        if r.no_rule {
+            unchanged += 1;
+            lines.push([
+                id,
+                s.endpoints(),
+                state,
+                "-".into(),
+                "-".into(),
+                "no rule applies: unchanged".into(),
+            ]);
+            continue;
+        }
+        let mut any_set = false;
+        for row in &r.rows {
+            match row.outcome {
+                Outcome::Set | Outcome::WouldSet => any_set = true,
+                Outcome::Refused(..) => refused += 1,
+                _ => {}
+            }
+            let opt = format!("{} ({})", row.option, row.kernel);
+            let (before, after) = if o.list {
+                (shown(row.opt, row.after), String::new())
+            } else {
+                (shown(row.opt, row.before), after_cell(row))
+            };
+            lines.push([id.clone(), s.endpoints(), state.clone(), opt, before, after]);
+        }
+        if any_set {
+            changed += 1;
+        } else {
+            unchanged += 1;
+        }
+    }
+    let ncol = if o.list { 5 } else { 6 };
+    let mut w = [0usize; 6];
+    for l in std::iter::once(&head.map(String::from)).chain(lines.iter()) {
+        for (i, c) in l.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let fmt_line = |out: &mut String, cells: &[String]| {
+        out.push('|');
+        for (i, c) in cells.iter().take(ncol).enumerate() {
+            let _ = write!(out, " {c:<width$} |", width = w[i]);
+        }
+        out.push('\n');
+    };
+    fmt_line(&mut out, &head.map(String::from));
+    out.push('|');
+    for wi in w.iter().take(ncol) {
+        let _ = write!(out, "{}|", "-".repeat(wi + 2));
+    }
+    out.push('\n');
+    for l in &lines {
+        fmt_line(&mut out, l);
+    }
+    if o.list {
+        let _ = writeln!(out, "{socks} TCP/UDP sockets");
+    } else {
+        let _ = writeln!(
+            out,
+            "{socks} TCP/UDP sockets: {changed} {}, {unchanged} unchanged, {skipped} closed during the run, {refused} options refused{}",
+            if o.dry_run { "would change" } else { "changed" },
+            if o.dry_run { " (dry run: nothing was set)" } else { "" }
+        );
+        if !o.dry_run && changed > 0 {
+            out.push_str(
+                "set once: the program may set its own values again; attach cannot lock them\n",
+            );
+        }
+    }
+    out
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn json_val(v: Option<Value>) -> String {
+    match v {
+        None => "null".into(),
+        Some(Value::Int(i)) => i.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        Some(Value::Linger(None)) => "\"off\"".into(),
+        Some(Value::Linger(Some(s))) => s.to_string(),
+        Some(v) => json_str(&v.to_string()),
+    }
+}
+
+fn json(target: i32, o: &Opts, reports: &[Report], exited: &[i32]) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "{{\"pid\":{target},\"mode\":{},\"locked\":false,\"sockets\":[",
+        json_str(if o.list {
+            "list"
+        } else if o.dry_run {
+            "dry-run"
+        } else {
+            "apply"
+        })
+    );
+    for (i, r) in reports.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{{\"pid\":{},\"fd\":{}", r.pid, r.fd);
+        match &r.sock {
+            None => {
+                let _ = write!(out, ",\"skipped\":{}", json_str(r.gone.unwrap_or("")));
+            }
+            Some(s) => {
+                let _ = write!(
+                    out,
+                    ",\"transport\":{},\"mptcp\":{},\"family\":{},\"local\":{},\"remote\":{},\"state\":{},\"listening\":{},\"role\":{}",
+                    json_str(if s.transport == Transport::Tcp { "tcp" } else { "udp" }),
+                    s.mptcp,
+                    json_str(if s.family == Family::V4 { "ipv4" } else { "ipv6" }),
+                    json_str(&s.local.to_string()),
+                    s.remote.map(|r| json_str(&r.to_string())).unwrap_or_else(|| "null".into()),
+                    json_str(s.state),
+                    s.listening,
+                    match s.role { Some(_) => json_str(s.role_name()), None => "null".into() },
+                );
+            }
+        }
+        out.push_str(",\"options\":[");
+        for (j, row) in r.rows.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            let (result, why) = match &row.outcome {
+                Outcome::Set => ("set", String::new()),
+                Outcome::Already => ("unchanged", String::new()),
+                Outcome::WouldSet => ("would-set", String::new()),
+                Outcome::Refused(e, h) => (
+                    "refused",
+                    if h.is_empty() {
+                        e.to_string()
+                    } else {
+                        format!("{e}: {h}")
+                    },
+                ),
+                Outcome::Skipped(w) => ("skipped", w.clone()),
+                Outcome::Listed => ("current", String::new()),
+            };
+            let _ = write!(
+                out,
+                "{{\"option\":{},\"kernel\":{},\"before\":{},\"wanted\":{},\"after\":{},\"shown\":{},\"result\":{}",
+                json_str(&row.option),
+                json_str(row.kernel),
+                json_val(row.before),
+                json_val(row.wanted),
+                json_val(row.after),
+                json_str(&shown(row.opt, row.after)),
+                json_str(result),
+            );
+            if !why.is_empty() {
+                let _ = write!(out, ",\"reason\":{}", json_str(&why));
+            }
+            out.push('}');
+        }
+        out.push_str("]}");
+    }
+    out.push_str("],\"exited\":[");
+    out.push_str(
+        &exited
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    out.push_str("]}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_decode_as_the_kernel_writes_them() {
+        assert_eq!(
+            decode(Enc::Int, &0xb8i32.to_ne_bytes()),
+            Some(Value::Int(0xb8))
+        );
+        assert_eq!(
+            decode(Enc::Bool, &1i32.to_ne_bytes()),
+            Some(Value::Bool(true))
+        );
+        assert_eq!(
+            decode(Enc::U32, &(-1i32).to_ne_bytes()),
+            Some(Value::Int(u32::MAX as i64))
+        );
+        let mut cc = [0u8; 16];
+        cc[..5].copy_from_slice(b"cubic");
+        assert_eq!(
+            decode(Enc::Str, &cc).map(|v| v.to_string()),
+            Some("cubic".into())
+        );
+        let mut l = [0u8; 8];
+        l[..4].copy_from_slice(&1i32.to_ne_bytes());
+        l[4..].copy_from_slice(&5i32.to_ne_bytes());
+        assert_eq!(decode(Enc::Linger, &l), Some(Value::Linger(Some(5))));
+        assert_eq!(decode(Enc::Int, &[1, 2]), None);
+    }
+
+    #[test]
+    fn already_set_ignores_ecn_bits_and_doubled_buffers() {
+        let i = |v| Some(Value::Int(v));
+        assert!(same(Enc::Int, Opt::Tos, true, i(0xba), i(0xb8)));
+        assert!(!same(Enc::Int, Opt::Tos, false, i(0xba), i(0xb8)));
+        assert!(same(Enc::BufSize, Opt::SndBuf, true, i(2048), i(1024)));
+        assert!(!same(Enc::Int, Opt::Priority, true, None, i(0)));
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+}
