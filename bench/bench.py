@@ -705,20 +705,24 @@ def report(R, P, quick, build_note, mptcpwrap, pol, full_cg):
 
         w("**What stands in the way** of " + ", ".join(missed) + " (beyond the floor: " +
           "; ".join(extra(n) for n in ["sw-nopolicy"] + missed if n in st) + "). "
-          "An exec under a preload costs page faults and system calls more than instructions "
-          "(about 2–3 µs per fault on this virtual machine, against ~0.3 ns per instruction). "
-          "Recording the faults (`perf record -e page-faults -c 1 -d /bin/true`, `perf script`) "
-          "shows where sockwrap's come from: (1) the loader writing relocations — "
-          f"{rel.get('RELATIVE', '?')} relative relocations (std's panic locations and vtables, "
-          "our tables, the hook slots) land on 4–5 pages that every process copies on write, and "
-          f"{rel.get('GLOB_DAT', '?')} GLOB_DAT symbol look-ups for the libc functions std imports "
-          "through the GOT (rustc links without a PLT); the floor has a handful; (2) the first "
-          "touch of each 64 KiB window of the ~500 KiB of code the constructor and std's argv "
-          "set-up run in, and of the .bss pages of our statics; (3) with a policy: the memory "
-          "of the policy itself (a rule keeps a slot for every option, 832 bytes) and the code "
-          "that builds it. The remaining steps are a smaller library rather than faster code: "
-          "no std in the preload (no panic locations, no backtrace code, no GOT imports) and a "
-          "rule layout without a slot per option. Not done in this round.")
+          "An exec under a preload costs page faults and instructions in about equal parts "
+          "here (fitting the rows above: ~3 µs per page fault and ~0.9 µs per thousand "
+          "instructions, most of them the loader's, with cold caches). The library has no "
+          f"std any more (core + alloc): {R['size']:,} bytes, "
+          f"{rel.get('RELATIVE', '?')} relative relocations (the catalog's tables, core's "
+          "panic locations, the hook slots) on three pages, and "
+          f"{rel.get('GLOB_DAT', '?')} GLOB_DAT symbol look-ups. What is left, from "
+          "callgrind and `perf record -e page-faults -d` of one exec: (1) the loader's work "
+          "for any preload of this size (the floor pays most of it too); (2) with a policy, "
+          "resolving the 14 real functions with dlsym at start (~11,000 instructions, ~800 "
+          "each: kept eager, because a forked child of a threaded program must not be the "
+          "first to call dlsym), building the policy's precomputed decisions and plans "
+          "(`Policy::new`, ~13,000 for three flags) and parsing the variables (~5,000); "
+          "(3) the pages the policy's memory lands on (~9 KiB for three flags: three arena "
+          "pages) and the 64 KiB code windows the constructor runs in. The next steps: "
+          "resolve the real functions in one pass over libc's symbol table instead of 14 "
+          "dlsym calls, build the fixed plans on first use per role, and allocate the "
+          "policy in one block.")
         w("")
     rss = R["rss"]
     w(f"Size: libsockwrap.so {R['size']:,} bytes ({R['size'] / 1024:.0f} KiB); floor.so "

@@ -133,3 +133,12 @@ def test_musl_program_is_reported_and_really_breaks_under_ld_preload(tmp_path):
     assert util.run([prog]).stdout == "hello\n"
     r = util.run([prog], env={"LD_PRELOAD": str(util.SOCKWRAP_LIB)})
     assert r.returncode != 0 and "hello" not in r.stdout, (r.returncode, r.stdout, r.stderr)
+    # so `sockwrap run` refuses it with one line (exit 3, setup) instead of breaking it,
+    # also when it is found through PATH; a glibc program runs
+    for how, env in [(str(prog), None), ("hello-musl", {"PATH": f"{tmp_path}:/usr/bin:/bin"})]:
+        r = util.run([util.SOCKWRAP_BIN, "run", "--dscp", "EF", "--", how], env=env)
+        assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
+        assert "musl program" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "hello" not in r.stdout
+    r = util.run([util.SOCKWRAP_BIN, "run", "--dscp", "EF", "--", "/bin/echo", "glibc"])
+    assert r.returncode == 0 and r.stdout == "glibc\n", r.stderr

@@ -558,17 +558,23 @@ def test_setuid_program_ignores_ld_preload(cbuild, port, setuid):
     assert res and res[0]["tos"] == (0 if setuid else EF), res
 
 
-def _secure_ns_run(prog, lib, port, env, uid=65534):
+def _secure_ns_run(prog, lib, port, env, uid=65534, host_policy=None):
     """In a private mount namespace with an overlay on /etc, write /etc/ld.so.preload naming
-    the library, drop to `uid` and exec `prog` directly from a python process that was started
-    before the file existed (so no other, non-secure process loads the library there)."""
+    the library (and /etc/sockwrap/host.policy, when given), drop to `uid` and exec `prog`
+    directly from a python process that was started before the file existed (so no other,
+    non-secure process loads the library there)."""
     ovl = Path(tempfile.mkdtemp(prefix="sockwrap-ovl-"))
     (ovl / "u").mkdir()
     (ovl / "w").mkdir()
+    if host_policy is not None:
+        (ovl / "host.policy").write_text(host_policy)
     code = f"""
-import os, subprocess, sys
+import os, shutil, subprocess, sys
 subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
                 "lowerdir=/etc,upperdir={ovl}/u,workdir={ovl}/w", "/etc"], check=True)
+if {host_policy is not None!r}:
+    os.makedirs("/etc/sockwrap", exist_ok=True)
+    shutil.copy("{ovl}/host.policy", "/etc/sockwrap/host.policy")
 open("/etc/ld.so.preload", "w").write("{lib}\\n")
 os.setgroups([]); os.setresgid({uid}, {uid}, {uid}); os.setresuid({uid}, {uid}, {uid})
 os.execv("{prog}", ["{prog}", "127.0.0.1", "{port}"])
@@ -605,6 +611,37 @@ def test_secure_mode_library_ignores_environment(cbuild, port, tmp_path):
     assert res[0]["tos"] == 0, f"secure-mode process took SOCKWRAP_DSCP from the environment: {res}"
     assert created is None, f"secure-mode process opened SOCKWRAP_LOG_FILE from the environment:\n{created}"
     assert "sockwrap" not in r.stderr, f"secure-mode process logged at the environment's level: {r.stderr}"
+
+
+def test_secure_mode_process_gets_the_host_policy(cbuild, port, tmp_path):
+    """A setuid program ignores the environment but does get the host-wide policy
+    (`sockwrap enable --system`): a root-owned file, not the caller's wish. The peer sees
+    the host's EF, not the environment's CS1 (the test above is the control: no host
+    policy, tos 0)."""
+    util.require_sockwrap()
+    util.require_root("mount namespace + setuid need root")
+    util.require_tool("unshare")
+    d, prog, lib = _setuid_client(cbuild)
+    os.chmod(prog, 0o4755)
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / str(lib).lstrip("/")).parent.mkdir(parents=True)
+    shutil.copy(lib, root / str(lib).lstrip("/"))
+    os.chmod(root / str(lib).lstrip("/"), 0o755)
+    pol = tmp_path / "host.toml"
+    pol.write_text('[[rule]]\ndscp = "EF"\n')
+    try:
+        r = run([util.SOCKWRAP_BIN, "enable", "--system", "-c", pol, "--root", root],
+                env={"SOCKWRAP_LIB": str(lib)})
+        assert r.returncode == 0, r.stderr
+        host = (root / "etc/sockwrap/host.policy").read_text()
+        with tos_server(socket.AF_INET, port, reply=b"ok") as srv:
+            r = _secure_ns_run(prog, lib, port, {"SOCKWRAP_DSCP": "CS1"}, host_policy=host)
+            res = srv.wait(1)
+    finally:
+        shutil.rmtree(d)
+    assert r.returncode == 0 and "done" in r.stdout, r.stdout + r.stderr
+    assert res and res[0]["tos"] == EF, f"setuid program under a host policy: {res}"
 
 
 def test_secure_mode_control_library_loaded_via_ld_so_preload(cbuild, port, tmp_path):

@@ -150,6 +150,71 @@ fn read_policy_file(path: &str) -> std::result::Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read the policy file: {e}"))
 }
 
+/// The dynamic loader a program names (PT_INTERP), if it is an ELF64 LE with one.
+pub fn interpreter(bytes: &[u8]) -> Option<String> {
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        return None;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let u64_at = |o: usize| -> Option<usize> {
+        Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?) as usize)
+    };
+    let phoff = u64_at(32)?;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    for i in 0..phnum {
+        let off = phoff + i * phentsize;
+        let ty = u32::from_le_bytes(bytes.get(off..off + 4)?.try_into().ok()?);
+        if ty == 3 {
+            let (o, n) = (u64_at(off + 8)?, u64_at(off + 32)?);
+            let raw = bytes.get(o..o + n)?;
+            return Some(
+                String::from_utf8_lossy(raw)
+                    .trim_end_matches('\0')
+                    .to_string(),
+            );
+        }
+    }
+    None
+}
+
+/// `prog` as exec would find it (PATH for a bare name).
+fn resolve_program(prog: &std::ffi::OsStr) -> Option<PathBuf> {
+    let p = Path::new(prog);
+    if p.as_os_str().as_encoded_bytes().contains(&b'/') {
+        return Some(p.to_path_buf());
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(if d.is_empty() { "." } else { d }).join(p))
+        .find(|c| c.is_file())
+}
+
+/// Refuses a program the glibc-built library cannot load into: a musl program's loader
+/// cannot relocate libsockwrap.so and the program would not start at all (exit 127), which
+/// is worse than no policy. Only the program named is checked (not what it runs).
+fn refuse_musl(prog: &std::ffi::OsStr) -> Result<()> {
+    use std::io::Read as _;
+    let Some(path) = resolve_program(prog) else {
+        return Ok(()); // exec reports a missing program itself
+    };
+    let mut head = vec![0u8; 64 * 1024];
+    let n = match std::fs::File::open(&path).and_then(|mut f| f.read(&mut head)) {
+        Ok(n) => n,
+        Err(_) => return Ok(()),
+    };
+    match interpreter(&head[..n]) {
+        Some(i) if i.contains("musl") => Err(Error::setup(format_args!(
+            "{}: a musl program (loader {i}); libsockwrap.so is built for glibc and would stop \
+             it from starting, so it is not run. Run it without sockwrap, or use cgroup BPF \
+             or nftables for its sockets (`sockwrap doctor {}` says more)",
+            path.display(),
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The program's command with the library and the `SOCKWRAP_*` variables set; `extra`
 /// variables (the trace) are set even when the policy has errors.
 pub fn prepare(
@@ -205,6 +270,7 @@ pub fn prepare(
         }
         eprintln!("sockwrap: the policy has errors; tracing the program without applying it");
     }
+    refuse_musl(prog)?;
     let lib = find_library()?;
     let existing = std::env::var("LD_PRELOAD").ok();
     cmd.env("LD_PRELOAD", compose_preload(&lib, existing.as_deref()));

@@ -184,32 +184,7 @@ fn mptcp() -> bool {
     ok
 }
 
-/// The dynamic loader a program names (PT_INTERP), if it is an ELF64 LE with one.
-fn interpreter(bytes: &[u8]) -> Option<String> {
-    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
-        return None;
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
-    let u64_at = |o: usize| -> Option<usize> {
-        Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?) as usize)
-    };
-    let phoff = u64_at(32)?;
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
-    for i in 0..phnum {
-        let off = phoff + i * phentsize;
-        let ty = u32::from_le_bytes(bytes.get(off..off + 4)?.try_into().ok()?);
-        if ty == 3 {
-            let (o, n) = (u64_at(off + 8)?, u64_at(off + 32)?);
-            let raw = bytes.get(o..o + n)?;
-            return Some(
-                String::from_utf8_lossy(raw)
-                    .trim_end_matches('\0')
-                    .to_string(),
-            );
-        }
-    }
-    None
-}
+use crate::launch::interpreter;
 
 /// Commands that start the program with an environment of their own making.
 fn wrapper(prog: &str, args: &[String]) -> bool {
