@@ -45,6 +45,15 @@ cargo build --release --workspace
 echo "== cargo test --workspace (unit tests, dev profile: fat LTO makes test builds slow)"
 cargo test --workspace
 
+echo "== the preload library is core + alloc only (no std: see crates/preload/src/lib.rs)"
+# A dependency that enables std somewhere in the workspace (feature unification) would
+# bring std's start-up work back into every process under sockwrap.
+if nm -C target/release/libsockwrap.so | grep -q ' std::'; then
+    echo "libsockwrap.so links std; these symbols:" >&2
+    nm -C target/release/libsockwrap.so | grep ' std::' | head >&2
+    exit 1
+fi
+
 echo "== smoke: the preload library loads into a plain program"
 LD_PRELOAD="$PWD/target/release/libsockwrap.so" /bin/true
 LD_PRELOAD="$PWD/target/release/libsockwrap.so" SOCKWRAP_DSCP=EF /bin/true
