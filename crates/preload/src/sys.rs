@@ -554,6 +554,22 @@ pub fn readlink<'a>(path: &core::ffi::CStr, buf: &'a mut [u8]) -> Option<&'a [u8
     usize::try_from(n).ok().map(|n| &buf[..n])
 }
 
+/// The basename of the path this program was executed by (`AT_EXECFN`: the path given to
+/// execve, symlinks not resolved). Free: the kernel put it on the stack; reading
+/// `/proc/self/exe` costs a fresh process ~20 µs (procfs builds the process's entries).
+pub fn exec_fn_basename() -> Option<&'static [u8]> {
+    // SAFETY: getauxval has no preconditions; AT_EXECFN, when present, points to a
+    // NUL-terminated string on the process's initial stack, alive for the whole process.
+    let path = unsafe {
+        let p = libc::getauxval(libc::AT_EXECFN) as *const libc::c_char;
+        if p.is_null() {
+            return None;
+        }
+        core::ffi::CStr::from_ptr(p).to_bytes()
+    };
+    Some(path.rsplit(|&c| c == b'/').next().unwrap_or(path))
+}
+
 /// The basename of this process's executable, into `out`. A short buffer first: a 4 KiB
 /// one on the constructor's stack is a page fault of its own in every exec.
 pub fn exe_basename(out: &mut [u8; 256]) -> Option<&[u8]> {
