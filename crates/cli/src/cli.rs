@@ -130,7 +130,13 @@ Examples:
   sockwrap run --dscp AF41 --to 10.0.0.0/8 --to :443 -- curl https://intranet/
   sockwrap run --log info --dscp CS6 -- curl http://127.0.0.1:8080/
 
-sockwrap execs the program (no process stays in between) and exits with its status.";
+sockwrap execs the program (no process stays in between) and exits with its status.
+
+With --kernel (root): sockwrap stays as the parent, runs the program in a fresh cgroup v2
+child with BPF programs built from the same policy, waits for the program's whole process
+tree, then detaches and removes the cgroup; the exit status is the program's.
+  sudo sockwrap run --kernel --dscp EF --keepalive 30,10,3 -- ./static-or-go-binary
+  sudo sockwrap run --kernel -c policy.toml --user app -- ./server";
 
 const TRACE_EXAMPLES: &str = "\
 Examples:
@@ -239,6 +245,8 @@ pub fn command() -> Command {
                 .args(option_args())
                 .args(log_args())
                 .arg(Arg::new("trace").long("trace").value_name("FILE").value_hint(clap::ValueHint::FilePath).help("append a JSON-lines trace of every socket call to FILE (docs/trace-schema.md)"))
+                .arg(Arg::new("kernel").long("kernel").action(ArgAction::SetTrue).conflicts_with("trace").help("apply the policy with cgroup BPF programs instead of the library: reaches static and Go binaries and libc's own sockets (root only; see KERNEL BACKEND in the README)"))
+                .arg(Arg::new("user").long("user").value_name("USER").requires("kernel").help("with --kernel: run the program as USER (name or uid) after moving it into the cgroup"))
                 .arg(command_arg()),
         )
         .subcommand(

@@ -149,6 +149,26 @@ fn read_policy_file(path: &str) -> std::result::Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read the policy file: {e}"))
 }
 
+/// The whole policy as the flags, `-c FILE` and the inherited `SOCKWRAP_*` variables give
+/// it, for the backends that do not hand the program variables (`run --kernel`).
+pub fn load_policy(m: &ArgMatches) -> Result<sockwrap_policy::Loaded> {
+    let vars = flag_vars(m)?;
+    if let Some(c) = m.get_one::<String>("config") {
+        if let Err(e) = std::fs::metadata(c) {
+            return Err(Error::usage(format_args!("--config: {c}: {e}")));
+        }
+    }
+    let mut seen: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("SOCKWRAP_") && k != compiled::VAR)
+        .collect();
+    seen.retain(|(k, _)| !vars.iter().any(|(f, _)| f == k));
+    seen.extend(vars);
+    Ok(sockwrap_policy::load(
+        seen.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        read_policy_file,
+    ))
+}
+
 /// The program's command with the library and the `SOCKWRAP_*` variables set; `extra`
 /// variables (the trace) are set even when the policy has errors.
 pub fn prepare(

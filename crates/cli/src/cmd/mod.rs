@@ -5,6 +5,7 @@ pub mod check;
 pub mod doctor;
 pub mod explain;
 pub mod gen;
+pub mod kernel;
 pub mod options;
 pub mod report;
 pub mod run;
