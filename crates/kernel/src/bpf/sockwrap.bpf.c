@@ -18,8 +18,8 @@
 //   cgroup/bind4, bind6       bind(): the bind-time options (reuseaddr...), UDP servers
 //   sockops                   listen() (TCP_LISTEN_CB) and accepted sockets
 //                             (PASSIVE_ESTABLISHED_CB)
-//   cgroup/sendmsg4, sendmsg6 sendto() on an unconnected UDP socket: the options of the
-//                             destination, per datagram
+//   cgroup/sendmsg4, sendmsg6 sendto() on an unconnected UDP socket: what sock_create could
+//                             not set (see on_sendmsg for why not per destination)
 //   cgroup/setsockopt         locks: the program's own setsockopt of a locked option is
 //                             skipped and reports success (optlen = -1)
 
@@ -117,7 +117,7 @@ struct config {
 struct skstate {
 	__u32 lock;      // slots locked on this socket
 	__u32 prog;      // program class of the process that made it
-	__u32 dest_plan; // unconnected UDP: 1 + the plan of the last destination sent to
+	__u32 dest_plan; // unconnected UDP: the first sendto() has applied the UDP plan
 	__u32 pad;
 };
 
@@ -434,61 +434,40 @@ int sw_connect6(struct bpf_sock_addr *ctx)
 	return on_connect(ctx, ip6, v4_mapped(ip6) ? VAR_V6DUAL : VAR_V6);
 }
 
-// sendto() on an unconnected UDP socket: this datagram's destination decides, as a connect
-// to it would. What the previous destination set and this one does not (ToS, priority,
-// mark) goes back to the kernel's default, so that one destination's class does not leak
-// into the next.
-static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, const __u32 ip6[4], __u8 variant)
+// sendto() on an unconnected UDP socket: the options sock_create could not set (it has no
+// setsockopt helper), from the decision without a destination, once per socket.
+//
+// Not per destination, and not for the first datagram: on 6.18 udp_sendmsg copies the
+// socket's ToS, mark and priority into the datagram's cookie (ipcm_init_sk) before this
+// hook runs, so what is set here reaches the next datagram. Per-destination options would
+// be one datagram late on every change of destination (measured: each datagram carried the
+// previous destination's class), so rules that name a destination reach UDP at connect()
+// only, as in the library.
+static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, __u8 variant)
 {
 	struct config *c = cfg();
 	struct skstate *st;
-	struct kplan *p, *prev;
+	struct kplan *p;
 	struct dkey k = {};
-	__u32 index = 0, tag, zero = 0;
+	__u32 index = 0;
 	int failed;
 
 	if (transport_of(ctx->type, ctx->protocol) != T_UDP || !ctx->sk)
 		return 1;
 	st = state_of(ctx->sk);
-	if (!st)
+	if (!st || st->dest_plan)
 		return 1;
+	st->dest_plan = 1; // done, whatever the outcome
 	k.prog = st->prog;
 	k.transport = T_UDP;
-	k.stage = STAGE_CONNECT;
+	k.stage = STAGE_UDP_CREATE;
 	k.variant = variant;
-	k.ipc = network_class(ip6);
-	k.rpc = port_class(&rports, bpf_ntohs((__u16)ctx->user_port));
 	p = plan_for(&k, &index);
-	tag = p ? index + 1 : 0;
-	if (tag == st->dest_plan)
-		return 1;
-	if (st->dest_plan) {
-		__u32 pi = st->dest_plan - 1;
-		prev = bpf_map_lookup_elem(&plans, &pi);
-		if (prev) {
-			__u32 keep = p ? p->slots : 0;
-			for (__u32 i = 0; i < MAX_OPS; i++) {
-				struct kop *op;
-
-				if (i >= prev->len)
-					break;
-				op = &prev->ops[i];
-				if (keep & (1u << (op->opt & 31)))
-					continue;
-				if ((op->level == SOL_SOCKET_ &&
-				     (op->name == SO_PRIORITY_ || op->name == SO_MARK_)) ||
-				    (op->level == IPPROTO_IP && op->name == IP_TOS) ||
-				    (op->level == IPPROTO_IPV6 && op->name == 67 /* IPV6_TCLASS */))
-					bpf_setsockopt(ctx, op->level, op->name, &zero, 4);
-			}
-		}
-	}
-	st->dest_plan = tag;
 	if (!p)
 		return 1;
 	failed = APPLY(ctx, p, 0);
 	st->lock |= p->lock;
-	count(C_APPLIED_BASE + STAGE_CONNECT);
+	count(C_APPLIED_BASE + STAGE_UDP_CREATE);
 	if (failed && c && (c->flags & CFG_STRICT))
 		return 0;
 	return 1;
@@ -497,17 +476,13 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, const __u32 ip6
 SEC("cgroup/sendmsg4")
 int sw_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	__u32 ip6[4] = { 0, 0, bpf_htonl(0xffff), ctx->user_ip4 };
-
-	return on_sendmsg(ctx, ip6, VAR_V4);
+	return on_sendmsg(ctx, VAR_V4);
 }
 
 SEC("cgroup/sendmsg6")
 int sw_sendmsg6(struct bpf_sock_addr *ctx)
 {
-	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
-
-	return on_sendmsg(ctx, ip6, v4_mapped(ip6) ? VAR_V6DUAL : VAR_V6);
+	return on_sendmsg(ctx, VAR_V6DUAL);
 }
 
 static __always_inline int on_bind(struct bpf_sock_addr *ctx, __u8 variant)
