@@ -553,6 +553,62 @@ def test_background_children_keep_the_programs_until_they_end(port):
         assert pkts and all(p.tos == EF for p in pkts), [hex(p.tos) for p in pkts]
 
 
+def leave_a_cgroup_behind(procs):
+    """Starts `run --kernel -- sleep`, kills sockwrap with SIGKILL, returns (cgroup, sleeper
+    pids): the command outlives it in the leftover cgroup."""
+    p = procs.spawn([util.SOCKWRAP_BIN, "run", "--kernel", "--dscp", "EF", "--", "sleep", "30"])
+    assert util.wait_until(lambda: len(our_cgroups()) == 1, timeout=10), "no cgroup made"
+    cg = our_cgroups()[0]
+    sleeper = util.wait_until(lambda: (cg / "cgroup.procs").read_text().split(), timeout=5)
+    assert sleeper, "the command is not in the cgroup"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=5)
+    return cg, sleeper
+
+
+def end(pids, cg):
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+    assert util.wait_until(lambda: (cg / "cgroup.procs").read_text().strip() == "", timeout=5)
+
+
+def test_doctor_finds_and_removes_the_leftovers_of_a_killed_sockwrap(procs):
+    require_kernel_backend()
+    cg, sleeper = leave_a_cgroup_behind(procs)
+    d = util.run([util.SOCKWRAP_BIN, "doctor"])
+    assert d.returncode == 1 and "still run in it" in d.stdout, d.stdout
+    end(sleeper, cg)
+    # Not root: reported, not removed.
+    d = util.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                  util.SOCKWRAP_BIN, "doctor"])
+    assert f"leftover cgroup {cg}" in d.stdout and cg.exists(), d.stdout
+    d = util.run([util.SOCKWRAP_BIN, "doctor"])
+    assert f"removed the leftover cgroup {cg}" in d.stdout, d.stdout
+    assert not cg.exists()
+
+
+def test_doctor_says_only_the_kernel_backend_reaches_static_and_go(bins, go_client):
+    util.require_sockwrap()
+    for prog in (bins["client"], go_client):
+        d = util.run([util.SOCKWRAP_BIN, "doctor", prog])
+        assert "backend: only the kernel backend reaches it: sudo sockwrap run --kernel" in d.stdout, d.stdout
+    d = util.run([util.SOCKWRAP_BIN, "doctor", "/bin/true"])
+    assert "backend: the library (sockwrap run) reaches" in d.stdout, d.stdout
+
+
+def test_explain_kernel_shows_the_hook_and_its_calls():
+    util.require_sockwrap()
+    r = util.run([util.SOCKWRAP_BIN, "explain", "--kernel", "--dscp", "EF", "--mark", "5",
+                  "--soft", "mark", "--dest", "10.0.0.1:22"])
+    assert r.returncode == 0, r.stderr
+    assert "cgroup/connect4 (connect to 10.0.0.1:22):" in r.stdout
+    assert "bpf_setsockopt(IP_TOS, 184 (0xb8))" in r.stdout
+    assert "bpf_setsockopt(SO_MARK, 5 (0x5))" in r.stdout
+    assert "which reports success): dscp\n" in r.stdout, r.stdout  # mark is soft
+    r = util.run([util.SOCKWRAP_BIN, "explain", "--kernel", "--linger", "3", "--dest", "10.0.0.1:22"])
+    assert "refuses rule `flags`: linger: SO_LINGER" in r.stdout, r.stdout
+
+
 def test_kill_9_leftovers_are_removed_by_the_next_run(procs):
     require_kernel_backend()
     p = procs.spawn([util.SOCKWRAP_BIN, "run", "--kernel", "--dscp", "EF", "--", "sleep", "30"])

@@ -158,7 +158,8 @@ const EXPLAIN_EXAMPLES: &str = "\
 Examples:
   sockwrap explain -c policy.toml --dest 10.1.2.3:22 --program ssh
   sockwrap explain -c policy.toml --dest [2001:db8::5]:5432 --role server
-  sockwrap explain --dscp EF --to :443 --dest 192.0.2.1:443";
+  sockwrap explain --dscp EF --to :443 --dest 192.0.2.1:443
+  sockwrap explain --kernel -c policy.toml --dest 10.1.2.3:22 --program ssh";
 
 const DOCTOR_EXAMPLES: &str = "\
 Examples:
@@ -282,7 +283,8 @@ pub fn command() -> Command {
                 .arg(Arg::new("dest").long("dest").value_name("IP:PORT").required(true).help("remote address and port"))
                 .arg(Arg::new("transport").long("transport").value_name("tcp|udp").value_parser(["tcp", "udp"]).default_value("tcp"))
                 .arg(Arg::new("role").long("role").value_name("client|server").value_parser(["client", "server"]).default_value("client"))
-                .arg(Arg::new("program").long("program").value_name("NAME").help("program name to match rules against")),
+                .arg(Arg::new("program").long("program").value_name("NAME").help("program name to match rules against"))
+                .arg(Arg::new("kernel").long("kernel").action(ArgAction::SetTrue).help("also show what the --kernel BPF programs would do: the hook, each bpf_setsockopt/bpf_bind, the locks; or what --kernel refuses")),
         )
         .subcommand(
             Command::new("doctor")

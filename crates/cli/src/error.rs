@@ -30,9 +30,10 @@ Exit status:
   0              success
   1              findings: `check` found errors, `doctor` found a problem,
                  `status` found no sockwrap drop-in
-  2              bad command line or value, missing policy file, policy refused (--strict)
+  2              bad command line or value, missing policy file, policy refused (--strict;
+                 with --kernel also errors or options BPF cannot set)
   3              setup: libsockwrap.so not found, a file cannot be read or written,
-                 systemctl failed
+                 systemctl failed, --kernel without root or attach failed
   126            the program exists but cannot be executed
   127            the program was not found";
 

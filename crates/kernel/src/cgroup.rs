@@ -161,6 +161,8 @@ pub enum Leftover {
     Busy(PathBuf, Vec<i32>),
     /// Could not be removed.
     Failed(PathBuf, String),
+    /// An empty cgroup of a sockwrap that is gone, reported only (not root).
+    Stale(PathBuf),
 }
 
 impl std::fmt::Display for Leftover {
@@ -174,6 +176,11 @@ impl std::fmt::Display for Leftover {
                 pids
             ),
             Leftover::Failed(p, e) => write!(f, "cannot remove the leftover cgroup {}: {e}", p.display()),
+            Leftover::Stale(p) => write!(
+                f,
+                "leftover cgroup {} (its sockwrap is gone); as root, `sockwrap doctor` or the next `sockwrap run --kernel` removes it",
+                p.display()
+            ),
         }
     }
 }
@@ -205,7 +212,7 @@ pub fn sweep(mount: &Path, remove: bool) -> Vec<Leftover> {
                     if !pids.is_empty() {
                         found.push(Leftover::Busy(path, pids));
                     } else if !remove {
-                        found.push(Leftover::Removed(path));
+                        found.push(Leftover::Stale(path));
                     } else {
                         match std::fs::remove_dir(&path) {
                             Ok(()) => found.push(Leftover::Removed(path)),

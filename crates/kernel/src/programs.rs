@@ -249,7 +249,12 @@ fn with_sources(e: &dyn std::error::Error) -> String {
 fn verifier_error(e: &aya::programs::ProgramError) -> String {
     // The verifier's log is long; its last lines say why.
     let s = format!("{e:#}");
-    let tail: Vec<&str> = s.lines().rev().take(4).collect();
+    let n = if std::env::var_os("SOCKWRAP_VERIFIER_LOG").is_some() {
+        60
+    } else {
+        4
+    };
+    let tail: Vec<&str> = s.lines().rev().take(n).collect();
     format!(
         "load: {}",
         tail.into_iter().rev().collect::<Vec<_>>().join(" / ")

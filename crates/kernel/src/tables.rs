@@ -24,8 +24,9 @@ use sockwrap_policy::rules::Cidr;
 use sockwrap_policy::{Ctx, OnError, Policy, Role, Stage, Transport, Variant};
 use std::collections::HashMap;
 
-/// Entries per kernel plan (`MAX_OPS` in sockwrap.bpf.c).
-pub const MAX_OPS: usize = 24;
+/// Entries per kernel plan (`MAX_OPS` in sockwrap.bpf.c; a power of two, so that the
+/// programs bound an index with a mask).
+pub const MAX_OPS: usize = 32;
 const _: () = assert!(MAX_PLAN_OPS <= MAX_OPS);
 
 /// The most decision keys a policy may need (the product of its classes): beyond this the

@@ -31,7 +31,7 @@
 #include <bpf/bpf_endian.h>
 
 // Keep in step with crates/kernel/src/tables.rs (checked there by size assertions).
-#define MAX_OPS 24
+#define MAX_OPS 32 // a power of two (see apply_one)
 #define N_COUNTERS 32
 
 #define LEVEL_BIND (-1)
@@ -285,36 +285,60 @@ static __always_inline long bind_source(struct bpf_sock_addr *ctx, struct kop *o
 	return 0;
 }
 
-// Applies every entry of `p` with bpf_setsockopt (and bpf_bind where `can_bind`). Returns
-// whether an entry that counts failed.
-#define APPLY(ctx, p, can_bind)                                                        \
+// Applies every entry of `p` with bpf_setsockopt (and bpf_bind in the connect hooks).
+// The loop runs in bpf_loop so that the verifier checks one entry once, not every unrolled
+// iteration: loading stays fast.
+struct apply_args {
+	void *ctx;
+	struct kplan *p;
+	int failed;
+};
+
+static __always_inline long apply_one(struct apply_args *a, __u32 i, int can_bind)
+{
+	struct kplan *p = a->p;
+	struct kop *op;
+	char buf[16];
+	__u32 len;
+	long r = 0;
+
+	// MAX_OPS is a power of two: the mask bounds the index for the verifier.
+	i &= MAX_OPS - 1;
+	if (i >= p->len)
+		return 1; // stop
+	op = &p->ops[i];
+	len = op->len;
+	if (op->level == LEVEL_BIND) {
+		if (can_bind)
+			r = bind_source(a->ctx, op);
+	} else {
+		if (len < 1 || len > 16)
+			return 0;
+		__builtin_memcpy(buf, op->val, 16);
+		r = bpf_setsockopt(a->ctx, op->level, op->name, buf, len);
+	}
+	if (r && !(op->flags & OP_EXTRA)) {
+		count(op->opt & 31);
+		a->failed = 1;
+	}
+	return 0;
+}
+
+static long apply_cb(__u64 i, void *data)
+{
+	return apply_one(data, i, 0);
+}
+
+static long apply_bind_cb(__u64 i, void *data)
+{
+	return apply_one(data, i, 1);
+}
+
+#define APPLY(ctx_, p_, can_bind)                                                      \
 	({                                                                             \
-		int failed_ = 0;                                                       \
-		for (__u32 i_ = 0; i_ < MAX_OPS; i_++) {                               \
-			struct kop *op_;                                               \
-			char buf_[16];                                                 \
-			__u32 len_;                                                    \
-			long r_ = 0;                                                   \
-			if (i_ >= (p)->len)                                            \
-				break;                                                 \
-			op_ = &(p)->ops[i_];                                           \
-			len_ = op_->len;                                               \
-			if (op_->level == LEVEL_BIND) {                                \
-				if (can_bind)                                          \
-					r_ = bind_source((void *)(ctx), op_);          \
-			} else {                                                       \
-				if (len_ < 1 || len_ > 16)                             \
-					continue;                                      \
-				__builtin_memcpy(buf_, op_->val, 16);                  \
-				r_ = bpf_setsockopt(ctx, op_->level, op_->name, buf_,  \
-						    len_);                             \
-			}                                                              \
-			if (r_ && !(op_->flags & OP_EXTRA)) {                          \
-				count(op_->opt & 31);                                  \
-				failed_ = 1;                                           \
-			}                                                              \
-		}                                                                      \
-		failed_;                                                               \
+		struct apply_args a_ = { .ctx = (ctx_), .p = (p_) };                    \
+		bpf_loop(MAX_OPS, (can_bind) ? apply_bind_cb : apply_cb, &a_, 0);       \
+		a_.failed;                                                             \
 	})
 
 SEC("cgroup/sock_create")
