@@ -648,3 +648,60 @@ def test_nothing_is_left_in_the_cgroup_tree_after_a_run():
     assert "/sockwrap-" in line, line
     after = sorted(str(p) for p, _, _ in os.walk(root))
     assert after == before
+
+
+def test_ipv6_and_v4_mapped_connections_get_the_class(port):
+    """connect6: a native IPv6 connection carries the traffic class, and an AF_INET6 socket
+    connecting to a v4-mapped address carries the ToS in its IPv4 header."""
+    require_kernel_backend()
+    util.require_ipv6()
+    code = ("import socket,sys\n"
+            "s=socket.socket(socket.AF_INET6)\n"
+            "s.connect((sys.argv[1], int(sys.argv[2]))); s.send(b'x'); s.close()\n")
+    for host, sink_host, fam in (("::1", "::1", 6), ("::ffff:127.0.0.1", "127.0.0.1", 4)):
+        with Sink(port, host=sink_host):
+            with util.Capture(f"tcp dst port {port}") as cap:
+                r = kernel(["--dscp", "EF"], [util.PY, "-c", code, host, port])
+            assert r.returncode == 0, r.stderr
+            pkts = client_packets(cap, port)
+            assert pkts and all(p.family == fam and p.tos == EF for p in pkts), \
+                [(p.family, hex(p.tos)) for p in pkts]
+            with util.Capture(f"tcp dst port {port}") as cap:
+                r = plain([util.PY, "-c", code, host, port])
+            pkts = client_packets(cap, port)
+            assert pkts and all(p.tos == 0 for p in pkts)
+
+
+def test_source_address_is_bound_by_bpf_bind(bins, port):
+    """connect4: bpf_bind gives the static client the source address (the peer sees it)."""
+    require_kernel_backend()
+    peers = []
+
+    class Peer(Sink):
+        def on_accept(self, c):
+            peers.append(c.getpeername()[0])
+            super().on_accept(c)
+
+    client = [bins["client"], "127.0.0.1", port, "plain", 10]
+    with Peer(port):
+        r = kernel(["--bind-address", "127.0.0.5"], client)
+        assert r.returncode == 0, r.stderr
+        r = plain(client)
+        assert util.wait_until(lambda: len(peers) == 2)
+    assert peers == ["127.0.0.5", "127.0.0.1"]
+
+
+def test_program_rules_match_the_kernel_name(bins, port, tmp_path):
+    """A `program` rule matches the task's name (comm: the executable's name, 15 bytes)."""
+    require_kernel_backend()
+    policy = tmp_path / "prog.toml"
+    policy.write_text('[[rule]]\nname = "by-name"\nmatch = { program = "client" }\ndscp = "EF"\n')
+    other = tmp_path / "not-the-client"
+    shutil.copy(bins["client"], other)
+    with Sink(port):
+        for prog, want in ((bins["client"], EF), (other, 0)):
+            with util.Capture(f"tcp dst port {port}") as cap:
+                r = kernel(["-c", policy], [prog, "127.0.0.1", port, "plain", 10])
+            assert r.returncode == 0, r.stderr
+            pkts = client_packets(cap, port)
+            assert pkts and all(p.tos == want for p in pkts), (prog, [hex(p.tos) for p in pkts])
