@@ -705,3 +705,20 @@ def test_program_rules_match_the_kernel_name(bins, port, tmp_path):
             assert r.returncode == 0, r.stderr
             pkts = client_packets(cap, port)
             assert pkts and all(p.tos == want for p in pkts), (prog, [hex(p.tos) for p in pkts])
+
+
+def test_a_refused_option_is_reported_and_fails_the_call_under_strict(port):
+    """The kernel refuses an option while the command runs: counted and said at the end;
+    with --strict, the connect itself fails (EPERM)."""
+    require_kernel_backend()
+    code = ("import socket,sys\n"
+            "try:\n socket.create_connection(('127.0.0.1', int(sys.argv[1]))).close(); print('connected')\n"
+            "except PermissionError: print('EPERM')\n")
+    with Sink(port):
+        r = kernel(["--congestion", "nosuchcc"], [util.PY, "-c", code, port])
+        assert r.returncode == 0 and r.stdout.strip() == "connected", r.stdout + r.stderr
+        assert "congestion (TCP_CONGESTION) was refused by the kernel 1 time" in r.stderr, r.stderr
+        r = kernel(["--strict", "--congestion", "nosuchcc"], [util.PY, "-c", code, port])
+        assert r.stdout.strip() == "EPERM", r.stdout + r.stderr
+        r = plain([util.PY, "-c", code, port])
+        assert r.stdout.strip() == "connected"
