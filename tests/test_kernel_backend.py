@@ -722,3 +722,18 @@ def test_a_refused_option_is_reported_and_fails_the_call_under_strict(port):
         assert r.stdout.strip() == "EPERM", r.stdout + r.stderr
         r = plain([util.PY, "-c", code, port])
         assert r.stdout.strip() == "connected"
+
+
+def test_a_signal_after_the_command_ended_reaches_what_it_left_running(procs):
+    require_kernel_backend()
+    p = procs.spawn([util.SOCKWRAP_BIN, "run", "--kernel", "--dscp", "EF", "--",
+                     "sh", "-c", "sleep 30 & exit 3"])
+    assert util.wait_until(lambda: len(our_cgroups()) == 1, timeout=10)
+    cg = our_cgroups()[0]
+    # The shell is gone, its sleep remains: sockwrap waits for it.
+    assert util.wait_until(lambda: len((cg / "cgroup.procs").read_text().split()) == 1, timeout=5)
+    time.sleep(0.3)
+    assert p.poll() is None, "sockwrap returned while a process of the command still ran"
+    os.kill(p.pid, signal.SIGTERM)
+    assert p.wait(timeout=10) == 3  # the command's own status
+    assert not cg.exists()

@@ -40,8 +40,15 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
     if code <= 0 && pid > 0 {
         // SAFETY: kill is async-signal-safe.
         unsafe { libc::kill(pid, sig) };
+    } else if code <= 0 {
+        // The command has ended and its background processes are being waited for: the
+        // waiting loop passes the signal on to every process left in the cgroup.
+        PENDING.store(sig, Ordering::Relaxed);
     }
 }
+
+/// A signal for the processes left in the cgroup after the command ended.
+static PENDING: AtomicI32 = AtomicI32::new(0);
 
 /// The user `--user` names: (uid, gid, supplementary groups, name, home).
 struct User {
@@ -264,9 +271,18 @@ fn run_in(
         }
     }
     let status = child.wait();
+    CHILD.store(0, Ordering::Relaxed);
     // The command's whole tree: what it started in the background is in the cgroup too,
-    // and keeps the programs until it ends.
+    // and keeps the programs until it ends. A signal sent to sockwrap meanwhile goes to
+    // each of those processes.
     while cg.populated() {
+        let sig = PENDING.swap(0, Ordering::Relaxed);
+        if sig != 0 {
+            for pid in cgroup::procs(&cg.path) {
+                // SAFETY: kill(2) on a pid read from our own cgroup.
+                unsafe { libc::kill(pid, sig) };
+            }
+        }
         wait_events(cg);
     }
     report(m, &attached.counters(), on_error);
@@ -291,8 +307,8 @@ fn wait_events(cg: &Cgroup) {
         events: libc::POLLPRI,
         revents: 0,
     };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, 1000) };
+    // SAFETY: one valid pollfd. A signal ends the wait early (EINTR), as it should.
+    unsafe { libc::poll(&mut pfd, 1, 200) };
 }
 
 /// What the programs counted: options the kernel refused (warned unless --log off/error),
