@@ -737,3 +737,32 @@ def test_a_signal_after_the_command_ended_reaches_what_it_left_running(procs):
     os.kill(p.pid, signal.SIGTERM)
     assert p.wait(timeout=10) == 3  # the command's own status
     assert not cg.exists()
+
+
+def test_a_bound_udp_server_replies_with_the_server_class(port, procs, tmp_path):
+    """bind4: a UDP server's socket gets the server-role options when it binds, so its
+    replies (sendto on a bound, unconnected socket) carry the class: the client's IP_RECVTOS."""
+    require_kernel_backend()
+    policy = tmp_path / "udp-server.toml"
+    policy.write_text(f'[[rule]]\nname = "dns-like"\nmatch = {{ role = "server", local-port = {port}, '
+                      f'transport = "udp" }}\ndscp = "EF"\n')
+    server = ("import socket,sys\n"
+              "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              "s.bind(('127.0.0.1', int(sys.argv[1]))); print('ready', flush=True)\n"
+              "s.settimeout(10)\n"
+              "d, peer = s.recvfrom(100); s.sendto(b'reply', peer)\n")
+
+    def ask(cmd):
+        p = procs.spawn(cmd)
+        assert util.wait_output_line(p).strip() == "ready"
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+        c.settimeout(5)
+        c.sendto(b"ask", ("127.0.0.1", port))
+        data, anc, _, _ = c.recvmsg(100, 64)
+        c.close()
+        assert data == b"reply" and p.wait(timeout=10) == 0
+        return util.tos_from_cmsgs(anc)
+
+    assert ask([util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", util.PY, "-c", server, port]) == EF
+    assert ask([util.PY, "-c", server, port]) == 0
