@@ -33,6 +33,11 @@ const _: () = assert!(MAX_PLAN_OPS <= MAX_OPS);
 /// kernel backend refuses it rather than use much kernel memory.
 pub const MAX_DECISIONS: usize = 1 << 18;
 
+/// The key stage of an accepted socket whose listener got no listen plan (sockwrap.bpf.c):
+/// the whole accept plan, nothing assumed inherited. `Stage::Accept` keys hold the plan
+/// without the options the listener passed on.
+pub const STAGE_ACCEPT_FULL: u8 = 5;
+
 /// `config.flags` (sockwrap.bpf.c).
 pub const CFG_PROGRAMS: u32 = 1;
 pub const CFG_STRICT: u32 = 2;
@@ -417,34 +422,54 @@ impl Tables {
                                 if d.is_empty() {
                                     continue;
                                 }
+                                // An accepted socket has what its listener passed on, as in
+                                // the library: those slots are not set again, unless the
+                                // listener got no listen plan here (ACCEPT_FULL).
+                                let inherited = if stage == Stage::Accept {
+                                    let listener = pol.decide(&Ctx {
+                                        remote: None,
+                                        ..ctx
+                                    });
+                                    d.inherited_from(&listener)
+                                } else {
+                                    0
+                                };
+                                let runs: &[(u8, u32)] = if stage == Stage::Accept {
+                                    &[(Stage::Accept as u8, 1), (STAGE_ACCEPT_FULL, 0)]
+                                } else {
+                                    &[(stage as u8, 0)]
+                                };
                                 for &v in sh.variants {
-                                    let rec = d.plan(stage, t, v, 0).record();
-                                    if rec.len == 0 && rec.lock == 0 {
-                                        continue;
-                                    }
-                                    let kp = kernel_plan(&rec)?;
-                                    let idx = match plan_index.get(&kp) {
-                                        Some(&i) => i,
-                                        None => {
-                                            plans.push(kp);
-                                            let i = plans.len() as u32 - 1;
-                                            plan_index.insert(kp, i);
-                                            i
+                                    for &(stage_code, use_skip) in runs {
+                                        let skip = if use_skip == 1 { inherited } else { 0 };
+                                        let rec = d.plan(stage, t, v, skip).record();
+                                        if rec.len == 0 && rec.lock == 0 {
+                                            continue;
                                         }
-                                    };
-                                    decisions.push((
-                                        DKey {
-                                            ipc,
-                                            prog: pc as u32,
-                                            rpc,
-                                            lpc,
-                                            transport: transport_code(t),
-                                            stage: stage as u8,
-                                            variant: v as u8,
-                                            pad: 0,
-                                        },
-                                        idx,
-                                    ));
+                                        let kp = kernel_plan(&rec)?;
+                                        let idx = match plan_index.get(&kp) {
+                                            Some(&i) => i,
+                                            None => {
+                                                plans.push(kp);
+                                                let i = plans.len() as u32 - 1;
+                                                plan_index.insert(kp, i);
+                                                i
+                                            }
+                                        };
+                                        decisions.push((
+                                            DKey {
+                                                ipc,
+                                                prog: pc as u32,
+                                                rpc,
+                                                lpc,
+                                                transport: transport_code(t),
+                                                stage: stage_code,
+                                                variant: v as u8,
+                                                pad: 0,
+                                            },
+                                            idx,
+                                        ));
+                                    }
                                 }
                             }
                         }
@@ -573,6 +598,12 @@ mod tests {
                 ipc: 0,
                 rpc: 0,
                 lpc: 0,
+                // What an accepted socket gets when its listener passed nothing on.
+                stage: if st == Stage::Accept {
+                    STAGE_ACCEPT_FULL
+                } else {
+                    st as u8
+                },
                 ..k
             };
             let plan = t.plan(&k).unwrap_or_else(|| panic!("{tr:?} {st:?}"));
@@ -590,6 +621,35 @@ mod tests {
         );
         assert!(t.plan(&k).is_none());
         assert_eq!(t.flags, 0);
+    }
+
+    #[test]
+    fn accepted_sockets_get_only_what_the_listener_did_not_pass_on() {
+        let mut r = Rule::new("server");
+        r.matcher.role = Some(Role::Server);
+        r.set(Opt::Tos, Value::Int(0xb8), false);
+        r.set(Opt::Priority, Value::Int(5), false);
+        let p = Policy::new(vec![r], OnError::Warn);
+        let t = Tables::build(&p).expect("tables");
+        let remote = Some((ip("127.0.0.1"), 40000));
+        let k = t.key(
+            None,
+            Transport::Tcp,
+            Stage::Accept,
+            Variant::V4,
+            remote,
+            Some(80),
+        );
+        let inherited = t.plan(&k).expect("accept plan");
+        assert_eq!(names(inherited), vec!["SO_PRIORITY"]); // not inherited (6.18)
+        assert_eq!(inherited.lock, Opt::Tos.bit() | Opt::Priority.bit());
+        let full = t
+            .plan(&DKey {
+                stage: STAGE_ACCEPT_FULL,
+                ..k
+            })
+            .expect("full accept plan");
+        assert_eq!(names(full), vec!["IP_TOS", "SO_PRIORITY"]);
     }
 
     #[test]

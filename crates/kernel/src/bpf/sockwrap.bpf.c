@@ -53,6 +53,9 @@
 #define STAGE_CONNECT 2
 #define STAGE_LISTEN 3
 #define STAGE_ACCEPT 4
+// An accepted socket whose listener got no listen plan here (made outside the cgroup, or
+// inherited): every option of the accept decision, none assumed inherited.
+#define STAGE_ACCEPT_FULL 5
 // policy::Variant
 #define VAR_V4 0
 #define VAR_V6 1
@@ -118,7 +121,8 @@ struct skstate {
 	__u32 lock;      // slots locked on this socket
 	__u32 prog;      // program class of the process that made it
 	__u32 dest_plan; // unconnected UDP: the first sendto() has applied the UDP plan
-	__u32 pad;
+	__u32 listened;  // a listener whose listen plan was applied (accepted sockets inherit
+			 // this storage, BPF_F_CLONE, and with it the listener's options)
 };
 
 struct {
@@ -587,7 +591,7 @@ int sw_sockops(struct bpf_sock_ops *skops)
 		__u32 ip6[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
 				 skops->remote_ip6[3] };
 
-		k.stage = STAGE_ACCEPT;
+		k.stage = st->listened ? STAGE_ACCEPT : STAGE_ACCEPT_FULL;
 		if (skops->family == AF_INET) {
 			ip6[0] = 0;
 			ip6[1] = 0;
@@ -605,7 +609,12 @@ int sw_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	APPLY(skops, p, 0);
 	st->lock |= p->lock;
-	count(C_APPLIED_BASE + k.stage);
+	if (op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
+		st->listened = 1;
+		count(C_APPLIED_BASE + STAGE_LISTEN);
+	} else {
+		count(C_APPLIED_BASE + STAGE_ACCEPT);
+	}
 	return 1;
 }
 
