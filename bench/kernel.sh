@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}
-RUNS=5
+RUNS=${RUNS:-5}
 SW=${SOCKWRAP_BIN:-$PWD/target/release/sockwrap}
 [ "$(id -u)" = 0 ] || { echo "bench/kernel.sh: needs root (--kernel)" >&2; exit 1; }
 [ -x "$SW" ] || { echo "bench/kernel.sh: $SW not built (cargo build --release)" >&2; exit 1; }
@@ -22,9 +22,6 @@ CB=$PWD/bench/build/connbench
 FLAGS=(--dscp EF --nodelay --keepalive 30,10,3)
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-per_conn() { # command... -> median ns per connection over RUNS runs
-    for _ in $(seq $RUNS); do "$@" | awk '{print $2}'; done | median
-}
 wall_ms() { # command... -> median wall ms over RUNS runs
     for _ in $(seq $RUNS); do
         local t0 t1
@@ -33,10 +30,19 @@ wall_ms() { # command... -> median wall ms over RUNS runs
     done | median | awk '{printf "%.2f", $1 / 1000}'
 }
 
-none=$(per_conn "$CB" loop "$N")
-own=$(per_conn "$CB" loop "$N" own)
-lib=$(per_conn "$SW" run "${FLAGS[@]}" -- "$CB" loop "$N")
-ker=$(per_conn "$SW" run --kernel "${FLAGS[@]}" -- "$CB" loop "$N")
+# Interleaved (none, own, library, kernel; RUNS times) so that drift in the machine's load
+# (these machines are shared) reaches the four alike; the median of each.
+: > bench/build/k-none; : > bench/build/k-own; : > bench/build/k-lib; : > bench/build/k-ker
+for _ in $(seq $RUNS); do
+    "$CB" loop "$N" | awk '{print $2}' >> bench/build/k-none
+    "$CB" loop "$N" own | awk '{print $2}' >> bench/build/k-own
+    "$SW" run "${FLAGS[@]}" -- "$CB" loop "$N" | awk '{print $2}' >> bench/build/k-lib
+    "$SW" run --kernel "${FLAGS[@]}" -- "$CB" loop "$N" | awk '{print $2}' >> bench/build/k-ker
+done
+none=$(median < bench/build/k-none)
+own=$(median < bench/build/k-own)
+lib=$(median < bench/build/k-lib)
+ker=$(median < bench/build/k-ker)
 # Once per run: making the cgroup, loading and attaching the programs, and removing them.
 run_true=$(wall_ms /bin/true)
 run_lib=$(wall_ms "$SW" run "${FLAGS[@]}" -- /bin/true)

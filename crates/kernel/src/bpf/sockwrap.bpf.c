@@ -267,9 +267,16 @@ static __always_inline struct kplan *plan_for(struct dkey *k, __u32 *index)
 	return bpf_map_lookup_elem(&plans, i);
 }
 
+// The socket's storage, made on first need: a socket no plan applies to gets none (the
+// allocation is most of what the programs cost a socket).
 static __always_inline struct skstate *state_of(struct bpf_sock *sk)
 {
 	return bpf_sk_storage_get(&sockets, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+}
+
+static __always_inline struct skstate *state_if_any(struct bpf_sock *sk)
+{
+	return bpf_sk_storage_get(&sockets, sk, 0, 0);
 }
 
 // bpf_bind to the source address of a LEVEL_BIND entry, port 0: the kernel then binds with
@@ -360,6 +367,11 @@ int sw_sock_create(struct bpf_sock *sk)
 	t = transport_of(sk->type, sk->protocol);
 	if (t < 0)
 		return 1;
+	// A TCP socket needs its storage here only to remember the program's name; without
+	// program rules the later hooks make it when they apply something (it costs an
+	// allocation per socket).
+	if (t != T_UDP && !(c && (c->flags & CFG_PROGRAMS)))
+		return 1;
 	st = state_of(sk);
 	if (!st)
 		return 1;
@@ -422,7 +434,7 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, const __u32 ip6
 	t = transport_of(ctx->type, ctx->protocol);
 	if (t < 0 || !ctx->sk)
 		return 1;
-	st = state_of(ctx->sk);
+	st = state_if_any(ctx->sk);
 	k.prog = st ? st->prog : program_class(c);
 	k.transport = t;
 	k.stage = STAGE_CONNECT;
@@ -433,6 +445,8 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, const __u32 ip6
 	if (!p)
 		return 1;
 	failed = APPLY(ctx, p, 1);
+	if (!st)
+		st = state_of(ctx->sk);
 	if (st)
 		st->lock |= p->lock;
 	count(C_APPLIED_BASE + STAGE_CONNECT);
@@ -482,17 +496,21 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, __u8 variant)
 
 	if (transport_of(ctx->type, ctx->protocol) != T_UDP || !ctx->sk)
 		return 1;
-	st = state_of(ctx->sk);
-	if (!st || st->dest_plan)
+	st = state_if_any(ctx->sk);
+	if (st && st->dest_plan)
 		return 1;
-	st->dest_plan = 1; // done, whatever the outcome
-	k.prog = st->prog;
+	k.prog = st ? st->prog : program_class(c);
 	k.transport = T_UDP;
 	k.stage = STAGE_UDP_CREATE;
 	k.variant = variant;
 	p = plan_for(&k, &index);
 	if (!p)
 		return 1;
+	if (!st)
+		st = state_of(ctx->sk);
+	if (!st)
+		return 1;
+	st->dest_plan = 1; // done, whatever the outcome
 	failed = APPLY(ctx, p, 0);
 	st->lock |= p->lock;
 	count(C_APPLIED_BASE + STAGE_UDP_CREATE);
@@ -525,7 +543,7 @@ static __always_inline int on_bind(struct bpf_sock_addr *ctx, __u8 variant)
 	t = transport_of(ctx->type, ctx->protocol);
 	if (t < 0 || !ctx->sk)
 		return 1;
-	st = state_of(ctx->sk);
+	st = state_if_any(ctx->sk);
 	k.prog = st ? st->prog : program_class(c);
 	k.transport = t;
 	k.stage = STAGE_BIND;
@@ -535,8 +553,12 @@ static __always_inline int on_bind(struct bpf_sock_addr *ctx, __u8 variant)
 	if (!p)
 		return 1;
 	failed = APPLY(ctx, p, 0);
-	if (st && t == T_UDP)
-		st->lock |= p->lock;
+	if (t == T_UDP) {
+		if (!st)
+			st = state_of(ctx->sk);
+		if (st)
+			st->lock |= p->lock;
+	}
 	count(C_APPLIED_BASE + STAGE_BIND);
 	if (failed && c && (c->flags & CFG_STRICT))
 		return 0;
@@ -575,10 +597,9 @@ int sw_sockops(struct bpf_sock_ops *skops)
 	sk = skops->sk;
 	if (!sk)
 		return 1;
-	st = bpf_sk_storage_get(&sockets, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
-		return 1;
-	k.prog = st->prog;
+	// An accepted socket has its listener's storage (BPF_F_CLONE) if the listener had one.
+	st = state_if_any(sk);
+	k.prog = st ? st->prog : 0;
 	k.transport = T_TCP;
 	k.lpc = port_class(&lports, skops->local_port);
 	if (op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
@@ -591,7 +612,7 @@ int sw_sockops(struct bpf_sock_ops *skops)
 		__u32 ip6[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
 				 skops->remote_ip6[3] };
 
-		k.stage = st->listened ? STAGE_ACCEPT : STAGE_ACCEPT_FULL;
+		k.stage = st && st->listened ? STAGE_ACCEPT : STAGE_ACCEPT_FULL;
 		if (skops->family == AF_INET) {
 			ip6[0] = 0;
 			ip6[1] = 0;
@@ -608,6 +629,10 @@ int sw_sockops(struct bpf_sock_ops *skops)
 	if (!p)
 		return 1;
 	APPLY(skops, p, 0);
+	if (!st)
+		st = bpf_sk_storage_get(&sockets, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 1;
 	st->lock |= p->lock;
 	if (op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
 		st->listened = 1;
