@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(tcpdump openssh-server openssh-client socat iperf3 nftables mptcpize strace curl iproute2 util-linux valgrind proxychains4 man-db dpkg-dev git make zsh musl-tools)
-TOOLS=(tcpdump sshd ssh socat iperf3 nft mptcpize strace curl ss setpriv valgrind proxychains4 man dpkg-shlibdeps git make zsh musl-gcc)
+PKGS=(tcpdump openssh-server openssh-client socat iperf3 nftables mptcpize strace curl iproute2 util-linux valgrind proxychains4 man-db dpkg-dev git make zsh musl-tools golang-go bpftool libc6-dev)
+TOOLS=(tcpdump sshd ssh socat iperf3 nft mptcpize strace curl ss setpriv valgrind proxychains4 man dpkg-shlibdeps git make zsh musl-gcc go bpftool)
 
 missing_tools() {
     local t
@@ -25,6 +25,9 @@ if [ -n "$(missing_tools)" ]; then
         echo "warning: missing tools: $(missing_tools | tr '\n' ' ') (not root or no apt-get)" >&2
     fi
 fi
+
+# The build's own prerequisites (clang, libbpf-dev for crates/kernel), when run by hand.
+scripts/ci-prereqs.sh
 
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import pytest' 2>/dev/null; then

@@ -138,7 +138,13 @@ Examples:
   sockwrap run --dscp AF41 --to 10.0.0.0/8 --to :443 -- curl https://intranet/
   sockwrap run --log info --dscp CS6 -- curl http://127.0.0.1:8080/
 
-sockwrap execs the program (no process stays in between) and exits with its status.";
+sockwrap execs the program (no process stays in between) and exits with its status.
+
+With --kernel (root): sockwrap stays as the parent, runs the program in a fresh cgroup v2
+child with BPF programs built from the same policy, waits for the program's whole process
+tree, then detaches and removes the cgroup; the exit status is the program's.
+  sudo sockwrap run --kernel --dscp EF --keepalive 30,10,3 -- ./static-or-go-binary
+  sudo sockwrap run --kernel -c policy.toml --user app -- ./server";
 
 const TRACE_EXAMPLES: &str = "\
 Examples:
@@ -160,7 +166,8 @@ const EXPLAIN_EXAMPLES: &str = "\
 Examples:
   sockwrap explain -c policy.toml --dest 10.1.2.3:22 --program ssh
   sockwrap explain -c policy.toml --dest [2001:db8::5]:5432 --role server
-  sockwrap explain --dscp EF --to :443 --dest 192.0.2.1:443";
+  sockwrap explain --dscp EF --to :443 --dest 192.0.2.1:443
+  sockwrap explain --kernel -c policy.toml --dest 10.1.2.3:22 --program ssh";
 
 const DOCTOR_EXAMPLES: &str = "\
 Examples:
@@ -290,6 +297,8 @@ pub fn command() -> Command {
                 .args(option_args())
                 .args(log_args())
                 .arg(Arg::new("trace").long("trace").value_name("FILE").value_hint(clap::ValueHint::FilePath).help("append a JSON-lines trace of every socket call to FILE (docs/trace-schema.md)"))
+                .arg(Arg::new("kernel").long("kernel").action(ArgAction::SetTrue).conflicts_with("trace").help("apply the policy with cgroup BPF programs instead of the library: reaches static and Go binaries and libc's own sockets (root only; README: 'The kernel backend')"))
+                .arg(Arg::new("user").long("user").value_name("USER").requires("kernel").help("with --kernel: run the program as USER (name or uid) after moving it into the cgroup"))
                 .arg(command_arg()),
         )
         .subcommand(
@@ -325,7 +334,8 @@ pub fn command() -> Command {
                 .arg(Arg::new("dest").long("dest").value_name("IP:PORT").required(true).help("remote address and port"))
                 .arg(Arg::new("transport").long("transport").value_name("tcp|udp").value_parser(["tcp", "udp"]).default_value("tcp"))
                 .arg(Arg::new("role").long("role").value_name("client|server").value_parser(["client", "server"]).default_value("client"))
-                .arg(Arg::new("program").long("program").value_name("NAME").help("program name to match rules against")),
+                .arg(Arg::new("program").long("program").value_name("NAME").help("program name to match rules against"))
+                .arg(Arg::new("kernel").long("kernel").action(ArgAction::SetTrue).help("also show what the --kernel BPF programs would do: the hook, each bpf_setsockopt/bpf_bind, the locks; or what --kernel refuses")),
         )
         .subcommand(
             Command::new("doctor")

@@ -30,9 +30,10 @@ Exit status:
   0              success
   1              findings: `check` found errors, `doctor` found a problem,
                  `status` found no sockwrap drop-in
-  2              bad command line or value, missing policy file, policy refused (--strict)
+  2              bad command line or value, missing policy file, policy refused (--strict;
+                 with --kernel also errors or options BPF cannot set)
   3              setup: libsockwrap.so not found, a file cannot be read or written,
-                 systemctl failed
+                 systemctl failed, --kernel without root or its programs failed to attach
   attach         1: the kernel refused an option (the rest was set); 2: no such PID,
                  a policy with errors; 3: no permission (ptrace), a kernel older than 5.6
   126            the program exists but cannot be executed

@@ -206,13 +206,33 @@ fn refuse_musl(prog: &std::ffi::OsStr) -> Result<()> {
     match interpreter(&head[..n]) {
         Some(i) if i.contains("musl") => Err(Error::setup(format_args!(
             "{}: a musl program (loader {i}); libsockwrap.so is built for glibc and would stop \
-             it from starting, so it is not run. Run it without sockwrap, or use cgroup BPF \
-             or nftables for its sockets (`sockwrap doctor {}` says more)",
+             it from starting, so it is not run. `sockwrap run --kernel` reaches it (cgroup \
+             BPF, as root); `sockwrap doctor {}` says more",
             path.display(),
             path.display()
         ))),
         _ => Ok(()),
     }
+}
+
+/// The whole policy as the flags, `-c FILE` and the inherited `SOCKWRAP_*` variables give
+/// it, for the backends that do not hand the program variables (`run --kernel`).
+pub fn load_policy(m: &ArgMatches) -> Result<sockwrap_policy::Loaded> {
+    let vars = flag_vars(m)?;
+    if let Some(c) = m.get_one::<String>("config") {
+        if let Err(e) = std::fs::metadata(c) {
+            return Err(Error::usage(format_args!("--config: {c}: {e}")));
+        }
+    }
+    let mut seen: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("SOCKWRAP_") && k != compiled::VAR)
+        .collect();
+    seen.retain(|(k, _)| !vars.iter().any(|(f, _)| f == k));
+    seen.extend(vars);
+    Ok(sockwrap_policy::load(
+        seen.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        read_policy_file,
+    ))
 }
 
 /// The program's command with the library and the `SOCKWRAP_*` variables set; `extra`

@@ -515,7 +515,7 @@ pub fn host_head(first: &[u8]) -> Result<HostHead<'_>, HostError> {
     } else {
         names.bytes().filter(|&b| b == b' ').count() + 1
     };
-    if count != n || body_len > HOST_MAX || names.contains("  ") {
+    if count != n || body_len > HOST_MAX {
         return Err(HostError::Damaged);
     }
     Ok(HostHead {
@@ -530,14 +530,25 @@ pub fn host_head(first: &[u8]) -> Result<HostHead<'_>, HostError> {
 impl HostHead<'_> {
     /// Whether some rule names `program` (as [`crate::Policy::for_program`] compares).
     pub fn names(&self, program: &[u8]) -> bool {
-        self.names.as_bytes().split(|&b| b == b' ').any(|n| {
-            n == program
+        // Token by token with the word-at-a-time space search (a byte-by-byte split cost
+        // ~80 instructions per name, in every process of the host).
+        let all = self.names.as_bytes();
+        let mut pos = 0;
+        while pos < all.len() {
+            let len = find_byte(&all[pos..], b' ');
+            let n = &all[pos..pos + len];
+            if !n.is_empty() && n == program
                 || (n.contains(&b'%')
                     && core::str::from_utf8(n)
                         .ok()
                         .and_then(unesc)
                         .is_some_and(|u| u.as_bytes() == program))
-        })
+            {
+                return true;
+            }
+            pos += len + 1;
+        }
+        false
     }
 
     /// Whether anything in the file can apply to a program called by one of `names`.

@@ -63,6 +63,8 @@ fn program(prog: &str) -> bool {
     };
     println!("program: {}", path.display());
     let mut ok = true;
+    // Nothing that rides on LD_PRELOAD reaches it; the cgroup BPF programs do.
+    let mut kernel_only = false;
     match has_pt_interp(&bytes) {
         None if bytes.starts_with(b"#!") => {
             println!("  script: sockwrap applies to the interpreter it runs (fine)")
@@ -70,16 +72,18 @@ fn program(prog: &str) -> bool {
         None => println!("  not an ELF64 executable: cannot tell"),
         Some(false) => {
             ok = false;
-            println!("  STATIC binary: LD_PRELOAD cannot reach it. Use cgroup BPF (sock_create/sock_ops) or nftables marking instead.");
+            kernel_only = true;
+            println!("  STATIC binary: LD_PRELOAD cannot reach it.");
         }
         Some(true) => println!("  dynamically linked: LD_PRELOAD reaches it"),
     }
     if contains(&bytes, b"\xff Go buildinf:") {
         ok = false;
+        kernel_only = true;
         println!(
             "  GO program: it makes raw system calls and never calls libc's socket functions;"
         );
-        println!("    for MPTCP `sockwrap run --mptcp` sets GODEBUG=multipathtcp=1 (Go 1.21+); for other options use cgroup BPF or nftables.");
+        println!("    for MPTCP `sockwrap run --mptcp` sets GODEBUG=multipathtcp=1 (Go 1.21+).");
     } else if has_pt_interp(&bytes) == Some(true) {
         if contains(&bytes, b"\0connect\0") || contains(&bytes, b"\0socket\0") {
             println!("  imports libc socket functions: sockwrap's hooks will see its sockets");
@@ -92,20 +96,28 @@ fn program(prog: &str) -> bool {
     match interpreter(&bytes) {
         Some(i) if i.contains("musl") => {
             ok = false;
-            println!("  MUSL program (loader {i}): libsockwrap.so is built for glibc; preloaded, it stops the program from starting (the musl loader cannot relocate it). Do not run it under sockwrap; use cgroup BPF or nftables");
+            kernel_only = true;
+            println!("  MUSL program (loader {i}): libsockwrap.so is built for glibc; preloaded, it stops the program from starting (the musl loader cannot relocate it). Do not run it under the library");
         }
         Some(i) => println!("  glibc program (loader {i})"),
         None => {}
     }
     if file_capabilities(&path) {
         ok = false;
-        println!("  FILE CAPABILITIES (setcap): the loader runs it in secure mode and ignores LD_PRELOAD; use cgroup BPF, or drop the capabilities and grant them another way (systemd AmbientCapabilities=)");
+        kernel_only = true;
+        println!("  FILE CAPABILITIES (setcap): the loader runs it in secure mode and ignores LD_PRELOAD; use --kernel, or drop the capabilities and grant them another way (systemd AmbientCapabilities=)");
     }
     if let Ok(meta) = std::fs::metadata(&path) {
         if meta.permissions().mode() & 0o6000 != 0 {
             ok = false;
+            kernel_only = true;
             println!("  SETUID/SETGID: the loader ignores LD_PRELOAD for it (secure mode).");
         }
+    }
+    if kernel_only {
+        println!("  backend: only the kernel backend reaches it: sudo sockwrap run --kernel [OPTIONS] -- {prog}");
+    } else {
+        println!("  backend: the library (sockwrap run) reaches the sockets it makes through libc; --kernel (root) reaches those and the ones glibc makes inside itself (its DNS resolver)");
     }
     ok
 }
@@ -330,6 +342,44 @@ fn options_here(m: &clap::ArgMatches) -> crate::error::Result<bool> {
     Ok(ok)
 }
 
+/// The kernel backend here: the cgroup v2 mount, whether we may attach, what `--kernel`
+/// would refuse of the asked-for options, and the leftovers of a sockwrap that was killed
+/// (removed when root; a leftover that still holds processes is a finding).
+fn kernel_backend(m: &clap::ArgMatches) -> crate::error::Result<bool> {
+    use sockwrap_kernel::cgroup;
+    let mut ok = true;
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    match cgroup::mount_point() {
+        Err(e) => println!("kernel backend: unavailable: {e}"),
+        Ok(mount) => {
+            println!(
+                "kernel backend (--kernel): cgroup v2 at {}; {}",
+                mount.display(),
+                if root {
+                    "root: may attach"
+                } else {
+                    "not root: only root may attach (BPF skips capability checks)"
+                }
+            );
+            for l in cgroup::sweep(&mount, root) {
+                if matches!(l, cgroup::Leftover::Busy(..) | cgroup::Leftover::Failed(..)) {
+                    ok = false;
+                }
+                println!("  {l}");
+            }
+        }
+    }
+    let vars = crate::launch::flag_vars(m)?;
+    if !vars.is_empty() {
+        let loaded = crate::launch::load_policy(m)?;
+        for r in sockwrap_kernel::refusals(&loaded.policy) {
+            println!("  --kernel cannot set {r}");
+        }
+    }
+    Ok(ok)
+}
+
 /// /etc/ld.so.preload: the loader prints an error on every exec for a file it names that
 /// is missing.
 fn host_wide() -> bool {
@@ -381,6 +431,7 @@ pub fn doctor(m: &clap::ArgMatches) -> crate::error::Result<std::process::ExitCo
     }
     ok &= options_here(m)?;
     ok &= host_wide();
+    ok &= kernel_backend(m)?;
     ok &= mptcp();
     if ok {
         Ok(std::process::ExitCode::SUCCESS)

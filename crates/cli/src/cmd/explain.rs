@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::launch::flag_vars;
 use clap::ArgMatches;
-use sockwrap_policy::catalog::{self, Shown};
+use sockwrap_policy::catalog::{self, Opt, Shown};
 use sockwrap_policy::rules::ip_key;
 use sockwrap_policy::{Ctx, Role, Transport};
 use std::net::SocketAddr;
@@ -69,5 +69,157 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
             );
         }
     }
+    if m.get_flag("kernel") {
+        kernel(
+            &loaded.policy,
+            m.get_one::<String>("program").map(String::as_str),
+            addr,
+            transport,
+            role,
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One plan entry as the BPF program makes it.
+fn show_op(op: &sockwrap_policy::PlanOp) -> String {
+    if op.is_bind() {
+        let b = op.bytes();
+        let ip = match b.len() {
+            4 => std::net::IpAddr::from([b[0], b[1], b[2], b[3]]).to_string(),
+            16 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(b);
+                std::net::IpAddr::from(a).to_string()
+            }
+            _ => "?".into(),
+        };
+        return format!("bpf_bind({ip}, port 0)");
+    }
+    let name = if op.level == 1 && op.name == 62 {
+        "SO_BINDTOIFINDEX"
+    } else {
+        op.cname()
+    };
+    let b = op.bytes();
+    let val = if b.len() == 4 {
+        let v = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+        format!("{v} ({v:#x})")
+    } else {
+        format!("\"{}\"", String::from_utf8_lossy(b).trim_end_matches('\0'))
+    };
+    format!(
+        "bpf_setsockopt({name}, {val}){}",
+        if op.is_extra() {
+            " (extra: a refusal is not a failure)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// `explain --kernel`: the hook that would run for this destination and what it would do.
+fn kernel(
+    policy: &sockwrap_policy::Policy,
+    program: Option<&str>,
+    addr: SocketAddr,
+    transport: Transport,
+    role: Role,
+) -> Result<()> {
+    use sockwrap_policy::{Stage, Variant};
+    println!("--kernel:");
+    let refused = sockwrap_kernel::refusals(policy);
+    if !refused.is_empty() {
+        for r in refused {
+            println!("  refuses {r}");
+        }
+        println!("  (sockwrap run --kernel does not start with this policy)");
+        return Ok(());
+    }
+    let tables = sockwrap_kernel::Tables::build(policy)
+        .map_err(|e| Error::usage(format_args!("--kernel: {e}")))?;
+    if let Some(p) = program {
+        let seen =
+            String::from_utf8_lossy(&sockwrap_kernel::tables::comm_key(p)[..p.len().min(15)])
+                .into_owned();
+        println!("  program `{p}` is matched by its kernel name (comm) `{seen}`: the first 15 bytes of the executable's name");
+    }
+    let v6 = addr.is_ipv6();
+    let mapped = matches!(addr.ip(), std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_some());
+    let variant = match (v6, mapped) {
+        (false, _) => Variant::V4,
+        (true, true) => Variant::V6Dual,
+        (true, false) => Variant::V6,
+    };
+    let remote = Some((ip_key(addr.ip()), addr.port()));
+    let fam = if v6 { "6" } else { "4" };
+    // (hook, stage, remote, variant)
+    type Case = (String, Stage, Option<(u128, u16)>, Variant);
+    let mut cases: Vec<Case> = Vec::new();
+    match (role, transport) {
+        (Role::Client, _) => {
+            cases.push((
+                format!("cgroup/connect{fam} (connect to {addr})"),
+                Stage::Connect,
+                remote,
+                variant,
+            ));
+            if transport == Transport::Udp {
+                cases.push((
+                    "cgroup/sock_create, then cgroup/sendmsg at the first sendto() of an unconnected socket (any destination)".into(),
+                    Stage::UdpCreate,
+                    None,
+                    if v6 { Variant::V6Dual } else { Variant::V4 },
+                ));
+            }
+        }
+        (Role::Server, Transport::Tcp) => {
+            cases.push((
+                format!("sockops PASSIVE_ESTABLISHED (a connection accepted from {addr}, on a local port no rule names)"),
+                Stage::Accept,
+                remote,
+                variant,
+            ));
+        }
+        (Role::Server, Transport::Udp) => {
+            cases.push((
+                format!("cgroup/bind{fam} (a UDP server's bind, on a local port no rule names)"),
+                Stage::Bind,
+                None,
+                if v6 { Variant::V6Dual } else { Variant::V4 },
+            ));
+        }
+    }
+    for (hook, stage, remote, variant) in cases {
+        let key = tables.key(program, transport, stage, variant, remote, None);
+        match tables.plan(&key) {
+            None => println!("  {hook}: nothing"),
+            Some(p) => {
+                println!("  {hook}:");
+                for op in p.ops() {
+                    if stage == Stage::UdpCreate
+                        && !op.is_bind()
+                        && op.level == 1
+                        && matches!(op.name, 36 | 12 | 62)
+                    {
+                        println!(
+                            "    sock_create writes {}",
+                            show_op(op).replace("bpf_setsockopt", "the socket's field for")
+                        );
+                    } else {
+                        println!("    {}", show_op(op));
+                    }
+                }
+                let locked: Vec<&str> = Opt::ALL
+                    .iter()
+                    .filter(|o| p.lock & o.bit() != 0)
+                    .map(|o| o.name())
+                    .collect();
+                if !locked.is_empty() {
+                    println!("    locked (cgroup/setsockopt skips the program's own setsockopt, which reports success): {}", locked.join(", "));
+                }
+            }
+        }
+    }
+    Ok(())
 }

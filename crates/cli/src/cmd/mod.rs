@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod explain;
 pub mod gen;
 pub mod host;
+pub mod kernel;
 pub mod options;
 pub mod report;
 pub mod run;

@@ -9,6 +9,9 @@ use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 
 pub fn run(m: &ArgMatches) -> Result<ExitCode> {
+    if m.get_flag("kernel") {
+        return super::kernel::run(m);
+    }
     let mut extra = Vec::new();
     if let Some(f) = m.get_one::<String>("trace") {
         extra.push((

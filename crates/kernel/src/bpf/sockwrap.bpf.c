@@ -1,0 +1,676 @@
+// SPDX-License-Identifier: MIT OR GPL-2.0
+//
+// sockwrap's kernel backend: cgroup BPF programs that carry out the Plans the policy
+// computed, for every socket made in the cgroup they are attached to (static binaries, Go,
+// io_uring, and the sockets libc opens inside itself included).
+//
+// Nothing is decided here. The loader (crates/kernel/src/tables.rs) enumerates every
+// decision the policy can take, as classes of (program name, transport, stage, remote
+// network, remote port, local port, IP variant), and fills the maps below; a program turns
+// the socket in front of it into that key, looks up the Plan and applies its entries.
+//
+// Programs and the socket calls they stand in for:
+//   cgroup/sock_create        socket(): UDP mark, priority, bound device (no setsockopt helper
+//                             here: the three fields are written directly); records the
+//                             program class for later hooks that run outside the process
+//   cgroup/connect4, connect6 connect(): every option before the SYN (bpf_setsockopt), the
+//                             source address (bpf_bind)
+//   cgroup/bind4, bind6       bind(): the bind-time options (reuseaddr...), UDP servers
+//   sockops                   listen() (TCP_LISTEN_CB) and accepted sockets
+//                             (PASSIVE_ESTABLISHED_CB)
+//   cgroup/sendmsg4, sendmsg6 sendto() on an unconnected UDP socket: what sock_create could
+//                             not set (see on_sendmsg for why not per destination)
+//   cgroup/setsockopt         locks: the program's own setsockopt of a locked option is
+//                             skipped and reports success (optlen = -1)
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/socket.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// Keep in step with crates/kernel/src/tables.rs (checked there by size assertions).
+#define MAX_OPS 32 // a power of two (see apply_one)
+#define N_COUNTERS 32
+
+#define LEVEL_BIND (-1)
+#define OP_EXTRA 1
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SOL_SOCKET_ 1
+#define SO_PRIORITY_ 12
+#define SO_MARK_ 36
+#define SO_BINDTOIFINDEX_ 62
+#define IPPROTO_MPTCP_ 262
+#define SOCK_STREAM_ 1
+#define SOCK_DGRAM_ 2
+
+// policy::Stage
+#define STAGE_UDP_CREATE 0
+#define STAGE_BIND 1
+#define STAGE_CONNECT 2
+#define STAGE_LISTEN 3
+#define STAGE_ACCEPT 4
+// An accepted socket whose listener got no listen plan here (made outside the cgroup, or
+// inherited): every option of the accept decision, none assumed inherited.
+#define STAGE_ACCEPT_FULL 5
+// policy::Variant
+#define VAR_V4 0
+#define VAR_V6 1
+#define VAR_V6DUAL 2
+// transports
+#define T_TCP 0
+#define T_UDP 1
+
+// config.flags
+#define CFG_PROGRAMS 1 // some rule names a program: look the comm up
+#define CFG_STRICT 2   // on_error = fail: a failed option fails the call (connect, bind, sendmsg)
+
+// counters (after the per-slot failure counters 0..N_OPTS)
+#define C_APPLIED_BASE 24 // + stage: plans applied
+#define C_LOCKED 29       // setsockopt calls skipped by a lock
+
+// policy::PlanOp, byte for byte.
+struct kop {
+	__s32 level;
+	__s32 name;
+	__u8 opt;
+	__u8 len;
+	__u8 flags;
+	__u8 pad;
+	__u8 val[16];
+};
+
+struct kplan {
+	__u32 lock;  // slots to lock once set
+	__u32 slots; // slots that have entries
+	__u32 len;
+	__u32 pad;
+	struct kop ops[MAX_OPS];
+};
+
+struct dkey {
+	__u32 ipc;  // remote network class (0: no rule network contains it, or no remote)
+	__u32 prog; // program class (0: no rule names it)
+	__u16 rpc;  // remote port class
+	__u16 lpc;  // local port class
+	__u8 transport;
+	__u8 stage;
+	__u8 variant;
+	__u8 pad;
+};
+
+struct lpm_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct optkey {
+	__s32 level;
+	__s32 name;
+};
+
+struct config {
+	__u32 flags;
+	__u32 pad;
+};
+
+struct skstate {
+	__u32 lock;      // slots locked on this socket
+	__u32 prog;      // program class of the process that made it
+	__u32 dest_plan; // unconnected UDP: the first sendto() has applied the UDP plan
+	__u32 listened;  // a listener whose listen plan was applied (accepted sockets inherit
+			 // this storage, BPF_F_CLONE, and with it the listener's options)
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); // set by the loader
+	__type(key, __u32);
+	__type(value, struct kplan);
+} plans SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1); // set by the loader
+	__type(key, struct dkey);
+	__type(value, __u32);
+} decisions SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1); // set by the loader
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_key);
+	__type(value, __u32);
+} networks SEC(".maps");
+
+// Port → port class, four ports per entry (key port / 4, slot port % 4). Filled by the
+// loader through mmap; all zero (one class) when no rule names a port.
+struct port_classes {
+	__u16 cls[4];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct port_classes);
+} rports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct port_classes);
+} lports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1); // set by the loader
+	__type(key, char[16]);
+	__type(value, __u32);
+} programs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct optkey);
+	__type(value, __u32);
+} lockable SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct skstate);
+} sockets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, N_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 i)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &i);
+	if (c)
+		__sync_fetch_and_add(c, 1);
+}
+
+static __always_inline struct config *cfg(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&config, &zero);
+}
+
+static __always_inline __u32 program_class(struct config *c)
+{
+	char comm[16] = {};
+	__u32 *cls;
+
+	if (!c || !(c->flags & CFG_PROGRAMS))
+		return 0;
+	bpf_get_current_comm(comm, sizeof(comm));
+	cls = bpf_map_lookup_elem(&programs, comm);
+	return cls ? *cls : 0;
+}
+
+// The class of `port`: ports of one class are in the same port ranges of every rule.
+static __always_inline __u16 port_class(void *classes, __u32 port)
+{
+	__u32 key = (port >> 2) & 16383;
+	struct port_classes *pc = bpf_map_lookup_elem(classes, &key);
+
+	return pc ? pc->cls[port & 3] : 0;
+}
+
+static __always_inline __u32 network_class(const __u32 ip6[4])
+{
+	struct lpm_key k = { .prefixlen = 128 };
+	__u32 *cls;
+
+	__builtin_memcpy(k.addr, ip6, 16);
+	cls = bpf_map_lookup_elem(&networks, &k);
+	return cls ? *cls : 0;
+}
+
+static __always_inline int transport_of(__u32 type, __u32 protocol)
+{
+	if (type == SOCK_STREAM_ && (protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP_))
+		return T_TCP;
+	if (type == SOCK_DGRAM_ && protocol == IPPROTO_UDP)
+		return T_UDP;
+	return -1;
+}
+
+static __always_inline struct kplan *plan_for(struct dkey *k, __u32 *index)
+{
+	__u32 *i = bpf_map_lookup_elem(&decisions, k);
+
+	if (!i)
+		return 0;
+	*index = *i;
+	return bpf_map_lookup_elem(&plans, i);
+}
+
+// The socket's storage, made on first need: a socket no plan applies to gets none (the
+// allocation is most of what the programs cost a socket).
+static __always_inline struct skstate *state_of(struct bpf_sock *sk)
+{
+	return bpf_sk_storage_get(&sockets, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+}
+
+static __always_inline struct skstate *state_if_any(struct bpf_sock *sk)
+{
+	return bpf_sk_storage_get(&sockets, sk, 0, 0);
+}
+
+// bpf_bind to the source address of a LEVEL_BIND entry, port 0: the kernel then binds with
+// IP_BIND_ADDRESS_NO_PORT semantics (BIND_FORCE_ADDRESS_NO_PORT), and connect picks the port.
+static __always_inline long bind_source(struct bpf_sock_addr *ctx, struct kop *op)
+{
+	if (op->name == AF_INET && ctx->family == AF_INET) {
+		struct sockaddr_in sa = { .sin_family = AF_INET };
+		__builtin_memcpy(&sa.sin_addr, op->val, 4);
+		return bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+	}
+	if (op->name == AF_INET6 && ctx->family == AF_INET6) {
+		struct sockaddr_in6 sa = { .sin6_family = AF_INET6 };
+		__builtin_memcpy(&sa.sin6_addr, op->val, 16);
+		return bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+	}
+	return 0;
+}
+
+// Applies every entry of `p` with bpf_setsockopt (and bpf_bind in the connect hooks).
+// The loop runs in bpf_loop so that the verifier checks one entry once, not every unrolled
+// iteration: loading stays fast.
+struct apply_args {
+	void *ctx;
+	struct kplan *p;
+	int failed;
+};
+
+static __always_inline long apply_one(struct apply_args *a, __u32 i, int can_bind)
+{
+	struct kplan *p = a->p;
+	struct kop *op;
+	char buf[16];
+	__u32 len;
+	long r = 0;
+
+	// MAX_OPS is a power of two: the mask bounds the index for the verifier.
+	i &= MAX_OPS - 1;
+	if (i >= p->len)
+		return 1; // stop
+	op = &p->ops[i];
+	len = op->len;
+	if (op->level == LEVEL_BIND) {
+		if (can_bind)
+			r = bind_source(a->ctx, op);
+	} else {
+		if (len < 1 || len > 16)
+			return 0;
+		__builtin_memcpy(buf, op->val, 16);
+		r = bpf_setsockopt(a->ctx, op->level, op->name, buf, len);
+	}
+	if (r && !(op->flags & OP_EXTRA)) {
+		count(op->opt & 31);
+		a->failed = 1;
+	}
+	return 0;
+}
+
+static long apply_cb(__u64 i, void *data)
+{
+	return apply_one(data, i, 0);
+}
+
+static long apply_bind_cb(__u64 i, void *data)
+{
+	return apply_one(data, i, 1);
+}
+
+#define APPLY(ctx_, p_, can_bind)                                                      \
+	({                                                                             \
+		struct apply_args a_ = { .ctx = (ctx_), .p = (p_) };                    \
+		bpf_loop(MAX_OPS, (can_bind) ? apply_bind_cb : apply_cb, &a_, 0);       \
+		a_.failed;                                                             \
+	})
+
+SEC("cgroup/sock_create")
+int sw_sock_create(struct bpf_sock *sk)
+{
+	struct config *c = cfg();
+	struct skstate *st;
+	struct kplan *p;
+	struct dkey k = {};
+	__u32 index;
+	int t;
+
+	if (sk->family != AF_INET && sk->family != AF_INET6)
+		return 1;
+	t = transport_of(sk->type, sk->protocol);
+	if (t < 0)
+		return 1;
+	// A TCP socket needs its storage here only to remember the program's name; without
+	// program rules the later hooks make it when they apply something (it costs an
+	// allocation per socket).
+	if (t != T_UDP && !(c && (c->flags & CFG_PROGRAMS)))
+		return 1;
+	st = state_of(sk);
+	if (!st)
+		return 1;
+	st->prog = program_class(c);
+	if (t != T_UDP)
+		return 1;
+	k.prog = st->prog;
+	k.transport = T_UDP;
+	k.stage = STAGE_UDP_CREATE;
+	k.variant = sk->family == AF_INET ? VAR_V4 : VAR_V6DUAL;
+	p = plan_for(&k, &index);
+	if (!p)
+		return 1;
+	__u32 mark = 0, prio = 0, dev = 0, have = 0;
+	for (__u32 i = 0; i < MAX_OPS; i++) {
+		struct kop *op;
+		__u32 v;
+
+		if (i >= p->len)
+			break;
+		op = &p->ops[i];
+		if (op->level != SOL_SOCKET_ || op->len != 4)
+			continue;
+		__builtin_memcpy(&v, op->val, 4);
+		if (op->name == SO_MARK_) {
+			mark = v;
+			have |= 1;
+		} else if (op->name == SO_PRIORITY_) {
+			prio = v;
+			have |= 2;
+		} else if (op->name == SO_BINDTOIFINDEX_) {
+			dev = v;
+			have |= 4;
+		}
+	}
+	// One store per field, each through the context pointer itself (the verifier refuses
+	// a store through a pointer the compiler computed from it).
+	if (have & 1)
+		sk->mark = mark;
+	asm volatile("" ::: "memory");
+	if (have & 2)
+		sk->priority = prio;
+	asm volatile("" ::: "memory");
+	if (have & 4)
+		sk->bound_dev_if = dev;
+	st->lock |= p->lock;
+	count(C_APPLIED_BASE + STAGE_UDP_CREATE);
+	return 1;
+}
+
+static __always_inline int on_connect(struct bpf_sock_addr *ctx, const __u32 ip6[4], __u8 variant)
+{
+	struct config *c = cfg();
+	struct skstate *st;
+	struct kplan *p;
+	struct dkey k = {};
+	__u32 index;
+	int t, failed;
+
+	t = transport_of(ctx->type, ctx->protocol);
+	if (t < 0 || !ctx->sk)
+		return 1;
+	st = state_if_any(ctx->sk);
+	k.prog = st ? st->prog : program_class(c);
+	k.transport = t;
+	k.stage = STAGE_CONNECT;
+	k.variant = variant;
+	k.ipc = network_class(ip6);
+	k.rpc = port_class(&rports, bpf_ntohs((__u16)ctx->user_port));
+	p = plan_for(&k, &index);
+	if (!p)
+		return 1;
+	failed = APPLY(ctx, p, 1);
+	if (!st)
+		st = state_of(ctx->sk);
+	if (st)
+		st->lock |= p->lock;
+	count(C_APPLIED_BASE + STAGE_CONNECT);
+	if (failed && c && (c->flags & CFG_STRICT))
+		return 0;
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int sw_connect4(struct bpf_sock_addr *ctx)
+{
+	__u32 ip6[4] = { 0, 0, bpf_htonl(0xffff), ctx->user_ip4 };
+
+	return on_connect(ctx, ip6, VAR_V4);
+}
+
+static __always_inline int v4_mapped(const __u32 ip6[4])
+{
+	return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff);
+}
+
+SEC("cgroup/connect6")
+int sw_connect6(struct bpf_sock_addr *ctx)
+{
+	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+
+	return on_connect(ctx, ip6, v4_mapped(ip6) ? VAR_V6DUAL : VAR_V6);
+}
+
+// sendto() on an unconnected UDP socket: the options sock_create could not set (it has no
+// setsockopt helper), from the decision without a destination, once per socket.
+//
+// Not per destination, and not for the first datagram: on 6.18 udp_sendmsg copies the
+// socket's ToS, mark and priority into the datagram's cookie (ipcm_init_sk) before this
+// hook runs, so what is set here reaches the next datagram. Per-destination options would
+// be one datagram late on every change of destination (measured: each datagram carried the
+// previous destination's class), so rules that name a destination reach UDP at connect()
+// only, as in the library.
+static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, __u8 variant)
+{
+	struct config *c = cfg();
+	struct skstate *st;
+	struct kplan *p;
+	struct dkey k = {};
+	__u32 index = 0;
+	int failed;
+
+	if (transport_of(ctx->type, ctx->protocol) != T_UDP || !ctx->sk)
+		return 1;
+	st = state_if_any(ctx->sk);
+	if (st && st->dest_plan)
+		return 1;
+	k.prog = st ? st->prog : program_class(c);
+	k.transport = T_UDP;
+	k.stage = STAGE_UDP_CREATE;
+	k.variant = variant;
+	p = plan_for(&k, &index);
+	if (!p)
+		return 1;
+	if (!st)
+		st = state_of(ctx->sk);
+	if (!st)
+		return 1;
+	st->dest_plan = 1; // done, whatever the outcome
+	failed = APPLY(ctx, p, 0);
+	st->lock |= p->lock;
+	count(C_APPLIED_BASE + STAGE_UDP_CREATE);
+	if (failed && c && (c->flags & CFG_STRICT))
+		return 0;
+	return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int sw_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return on_sendmsg(ctx, VAR_V4);
+}
+
+SEC("cgroup/sendmsg6")
+int sw_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return on_sendmsg(ctx, VAR_V6DUAL);
+}
+
+static __always_inline int on_bind(struct bpf_sock_addr *ctx, __u8 variant)
+{
+	struct config *c = cfg();
+	struct skstate *st;
+	struct kplan *p;
+	struct dkey k = {};
+	__u32 index;
+	int t, failed;
+
+	t = transport_of(ctx->type, ctx->protocol);
+	if (t < 0 || !ctx->sk)
+		return 1;
+	st = state_if_any(ctx->sk);
+	k.prog = st ? st->prog : program_class(c);
+	k.transport = t;
+	k.stage = STAGE_BIND;
+	k.variant = variant;
+	k.lpc = port_class(&lports, bpf_ntohs((__u16)ctx->user_port));
+	p = plan_for(&k, &index);
+	if (!p)
+		return 1;
+	failed = APPLY(ctx, p, 0);
+	if (t == T_UDP) {
+		if (!st)
+			st = state_of(ctx->sk);
+		if (st)
+			st->lock |= p->lock;
+	}
+	count(C_APPLIED_BASE + STAGE_BIND);
+	if (failed && c && (c->flags & CFG_STRICT))
+		return 0;
+	return 1;
+}
+
+SEC("cgroup/bind4")
+int sw_bind4(struct bpf_sock_addr *ctx)
+{
+	return on_bind(ctx, VAR_V4);
+}
+
+SEC("cgroup/bind6")
+int sw_bind6(struct bpf_sock_addr *ctx)
+{
+	return on_bind(ctx, VAR_V6DUAL);
+}
+
+// listen() and accepted connections. sock_ops runs outside the process (accepts complete in
+// softirq): the program class comes from the socket's storage, which sock_create filled and
+// which accepted sockets inherit from their listener (BPF_F_CLONE).
+SEC("sockops")
+int sw_sockops(struct bpf_sock_ops *skops)
+{
+	struct bpf_sock *sk;
+	struct skstate *st;
+	struct kplan *p;
+	struct dkey k = {};
+	__u32 index;
+	__u32 op = skops->op;
+
+	if (op != BPF_SOCK_OPS_TCP_LISTEN_CB && op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
+		return 1;
+	if (skops->family != AF_INET && skops->family != AF_INET6)
+		return 1;
+	sk = skops->sk;
+	if (!sk)
+		return 1;
+	// An accepted socket has its listener's storage (BPF_F_CLONE) if the listener had one.
+	st = state_if_any(sk);
+	k.prog = st ? st->prog : 0;
+	k.transport = T_TCP;
+	k.lpc = port_class(&lports, skops->local_port);
+	if (op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
+		k.stage = STAGE_LISTEN;
+		k.variant = skops->family == AF_INET ? VAR_V4 : VAR_V6DUAL;
+	} else {
+		// Every field read unconditionally, each straight from the context (the verifier
+		// refuses a load through a pointer the compiler computed from it).
+		__u32 r4 = skops->remote_ip4;
+		__u32 ip6[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
+				 skops->remote_ip6[3] };
+
+		k.stage = st && st->listened ? STAGE_ACCEPT : STAGE_ACCEPT_FULL;
+		if (skops->family == AF_INET) {
+			ip6[0] = 0;
+			ip6[1] = 0;
+			ip6[2] = bpf_htonl(0xffff);
+			ip6[3] = r4;
+			k.variant = VAR_V4;
+		} else {
+			k.variant = v4_mapped(ip6) ? VAR_V6DUAL : VAR_V6;
+		}
+		k.ipc = network_class(ip6);
+		k.rpc = port_class(&rports, bpf_ntohl(skops->remote_port));
+	}
+	p = plan_for(&k, &index);
+	if (!p)
+		return 1;
+	APPLY(skops, p, 0);
+	if (!st)
+		st = bpf_sk_storage_get(&sockets, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 1;
+	st->lock |= p->lock;
+	if (op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
+		st->listened = 1;
+		count(C_APPLIED_BASE + STAGE_LISTEN);
+	} else {
+		count(C_APPLIED_BASE + STAGE_ACCEPT);
+	}
+	return 1;
+}
+
+SEC("cgroup/setsockopt")
+int sw_setsockopt(struct bpf_sockopt *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	struct optkey k = { .level = ctx->level, .name = ctx->optname };
+	struct skstate *st;
+	__u32 *slot;
+
+	if (!sk)
+		goto pass;
+	slot = bpf_map_lookup_elem(&lockable, &k);
+	if (!slot)
+		goto pass;
+	st = bpf_sk_storage_get(&sockets, sk, 0, 0);
+	if (!st)
+		goto pass;
+	if (st->lock & (1u << (*slot & 31))) {
+		// Skip the kernel's setsockopt; the caller sees success, the value stays.
+		ctx->optlen = -1;
+		count(C_LOCKED);
+		return 1;
+	}
+pass:
+	// An option we do not handle, with a value larger than a page: the kernel must use
+	// the caller's buffer as it is (else the caller gets EFAULT).
+	if (ctx->optlen > 4096)
+		ctx->optlen = 0;
+	return 1;
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

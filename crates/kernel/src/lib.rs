@@ -1,0 +1,34 @@
+//! sockwrap's kernel backend: the policy's Plans carried out by cgroup BPF programs, for
+//! every socket made in a cgroup — static binaries, Go programs, io_uring, and the sockets
+//! libc opens inside itself, which `libsockwrap.so` cannot reach.
+//!
+//! Called by the CLI (`sockwrap run --kernel`, `doctor`, `explain --kernel`), never by the
+//! library: libsockwrap.so does not link this crate.
+//!
+//! - [`tables`]: the policy enumerated into map contents (pure, testable without a kernel);
+//! - [`programs`]: loading the compiled programs (`src/bpf/sockwrap.bpf.c`), filling the
+//!   maps, attaching to a cgroup, reading the counters;
+//! - [`cgroup`]: the cgroup v2 child a command runs in, and the leftovers of a sockwrap
+//!   that was killed.
+//!
+//! BPF programs are not subject to the capability checks a program's own `setsockopt` is:
+//! `--kernel` can give SO_MARK, or a priority above 6, to an unprivileged program. That is a
+//! feature, and the reason only root may attach.
+
+pub mod cgroup;
+pub mod programs;
+pub mod tables;
+
+pub use tables::{refusals, Tables};
+
+/// A failure, as one line for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(pub String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,271 @@
+//! The compiled programs, loaded, filled with a policy's [`Tables`] and attached to one
+//! cgroup. Dropping [`Attached`] detaches them: they are attached through BPF links, which
+//! the kernel also releases when sockwrap dies, so a killed sockwrap leaves no program
+//! behind (only its empty cgroup, which [`crate::cgroup::sweep`] removes).
+
+use crate::tables::{DKey, KPlan, Tables, N_COUNTERS};
+use crate::Error;
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData};
+use aya::programs::{
+    CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockopt, Program, SockOps,
+};
+use aya::{Ebpf, EbpfLoader, Pod};
+use std::os::fd::{AsFd, AsRawFd};
+
+/// The object clang built from `src/bpf/sockwrap.bpf.c` (see build.rs).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockwrap.bpf.o"));
+
+/// The programs, in the order they are attached.
+pub const PROGRAMS: [&str; 9] = [
+    "sw_setsockopt",
+    "sw_sock_create",
+    "sw_bind4",
+    "sw_bind6",
+    "sw_connect4",
+    "sw_connect6",
+    "sw_sendmsg4",
+    "sw_sendmsg6",
+    "sw_sockops",
+];
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Config {
+    flags: u32,
+    pad: u32,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct OptKey {
+    level: i32,
+    name: i32,
+}
+
+// SAFETY: plain #[repr(C)] data without padding bytes that the kernel could read as
+// uninitialised (every field is written), no pointers.
+unsafe impl Pod for KPlan {}
+// SAFETY: as above.
+unsafe impl Pod for DKey {}
+// SAFETY: as above.
+unsafe impl Pod for Config {}
+// SAFETY: as above.
+unsafe impl Pod for OptKey {}
+
+fn err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error(format!("{what}: {e}"))
+}
+
+/// The programs loaded and attached to one cgroup.
+pub struct Attached {
+    ebpf: Ebpf,
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Map, Error> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| Error(format!("the BPF object has no map `{name}`")))
+}
+
+/// Writes port classes into a BPF_F_MMAPABLE array of four u16 per 8-byte element.
+fn fill_ports(ebpf: &mut Ebpf, name: &str, class: &[u16]) -> Result<(), Error> {
+    if class.iter().all(|&c| c == 0) {
+        return Ok(()); // the map starts zeroed
+    }
+    let Map::Array(data) = map(ebpf, name)? else {
+        return Err(Error(format!("map `{name}` is not an array")));
+    };
+    let data: &MapData = data;
+    let fd = data.fd().as_fd().as_raw_fd();
+    let len = 16384 * 8;
+    // SAFETY: mapping the map's own memory (BPF_F_MMAPABLE, 16384 elements of 8 bytes),
+    // writing inside it, unmapping it again; nothing else refers to the mapping.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(err(
+                &format!("mmap of map `{name}`"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let words = p as *mut u16;
+        for (port, &c) in class.iter().enumerate().take(65536) {
+            words.add(port).write(c);
+        }
+        libc::munmap(p, len);
+    }
+    Ok(())
+}
+
+impl Attached {
+    /// Loads the programs with `tables` in their maps, and attaches them to the cgroup
+    /// directory `cgroup`.
+    pub fn load(tables: &Tables, cgroup: &std::fs::File) -> Result<Attached, Error> {
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries("plans", tables.plans.len().max(1) as u32)
+            .map_max_entries("decisions", tables.decisions.len().max(1) as u32)
+            .map_max_entries("networks", tables.networks.len().max(1) as u32)
+            .map_max_entries("programs", tables.programs.len().max(1) as u32);
+        let mut ebpf = loader
+            .load(OBJECT)
+            .map_err(|e| err("loading the BPF object", e))?;
+
+        {
+            let mut m: Array<_, Config> =
+                Array::try_from(map(&mut ebpf, "config")?).map_err(|e| err("map config", e))?;
+            m.set(
+                0,
+                Config {
+                    flags: tables.flags,
+                    pad: 0,
+                },
+                0,
+            )
+            .map_err(|e| err("map config", e))?;
+        }
+        {
+            let mut m: Array<_, KPlan> =
+                Array::try_from(map(&mut ebpf, "plans")?).map_err(|e| err("map plans", e))?;
+            for (i, p) in tables.plans.iter().enumerate() {
+                m.set(i as u32, p, 0).map_err(|e| err("map plans", e))?;
+            }
+        }
+        {
+            let mut m: HashMap<_, DKey, u32> = HashMap::try_from(map(&mut ebpf, "decisions")?)
+                .map_err(|e| err("map decisions", e))?;
+            for (k, v) in &tables.decisions {
+                m.insert(k, v, 0).map_err(|e| err("map decisions", e))?;
+            }
+        }
+        {
+            let mut m: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(map(&mut ebpf, "networks")?)
+                .map_err(|e| err("map networks", e))?;
+            for n in &tables.networks {
+                let key = aya::maps::lpm_trie::Key::new(n.prefix_len, n.addr);
+                m.insert(&key, n.class, 0)
+                    .map_err(|e| err("map networks", e))?;
+            }
+        }
+        {
+            let mut m: HashMap<_, [u8; 16], u32> = HashMap::try_from(map(&mut ebpf, "programs")?)
+                .map_err(|e| err("map programs", e))?;
+            for (k, v) in &tables.programs {
+                m.insert(k, v, 0).map_err(|e| err("map programs", e))?;
+            }
+        }
+        {
+            let mut m: HashMap<_, OptKey, u32> = HashMap::try_from(map(&mut ebpf, "lockable")?)
+                .map_err(|e| err("map lockable", e))?;
+            for ((level, name), slot) in &tables.lockable {
+                let k = OptKey {
+                    level: *level,
+                    name: *name,
+                };
+                m.insert(k, slot, 0).map_err(|e| err("map lockable", e))?;
+            }
+        }
+        fill_ports(&mut ebpf, "rports", &tables.rport_class)?;
+        fill_ports(&mut ebpf, "lports", &tables.lport_class)?;
+
+        for name in PROGRAMS {
+            let prog = ebpf
+                .program_mut(name)
+                .ok_or_else(|| Error(format!("the BPF object has no program `{name}`")))?;
+            let what = format!("program {name}");
+            // Through a BPF link (aya uses one on 5.7+), which is always "multi" and takes no flags.
+            let mode = CgroupAttachMode::Single;
+            let r = match prog {
+                Program::CgroupSock(p) => load_attach(p, cgroup, mode),
+                Program::CgroupSockAddr(p) => load_attach(p, cgroup, mode),
+                Program::CgroupSockopt(p) => load_attach(p, cgroup, mode),
+                Program::SockOps(p) => load_attach(p, cgroup, mode),
+                _ => Err(Error("unexpected program type".into())),
+            };
+            r.map_err(|e| err(&what, e))?;
+        }
+        Ok(Attached { ebpf })
+    }
+
+    /// The programs' counters: failures per option slot, plans applied per stage, locks.
+    pub fn counters(&self) -> Vec<u64> {
+        let Some(m) = self.ebpf.map("counters") else {
+            return Vec::new();
+        };
+        let Ok(a) = Array::<_, u64>::try_from(m) else {
+            return Vec::new();
+        };
+        (0..N_COUNTERS).map(|i| a.get(&i, 0).unwrap_or(0)).collect()
+    }
+}
+
+/// One program type's load-then-attach.
+trait CgroupProgram {
+    fn load_it(&mut self) -> Result<(), String>;
+    fn attach_it(&mut self, cgroup: &std::fs::File, mode: CgroupAttachMode) -> Result<(), String>;
+}
+
+macro_rules! cgroup_program {
+    ($t:ty) => {
+        impl CgroupProgram for $t {
+            fn load_it(&mut self) -> Result<(), String> {
+                self.load().map_err(|e| verifier_error(&e))
+            }
+            fn attach_it(
+                &mut self,
+                cgroup: &std::fs::File,
+                mode: CgroupAttachMode,
+            ) -> Result<(), String> {
+                self.attach(cgroup, mode)
+                    .map(|_| ())
+                    .map_err(|e| format!("attach: {}", with_sources(&e)))
+            }
+        }
+    };
+}
+cgroup_program!(CgroupSock);
+cgroup_program!(CgroupSockAddr);
+cgroup_program!(CgroupSockopt);
+cgroup_program!(SockOps);
+
+/// An error and its causes, on one line.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn verifier_error(e: &aya::programs::ProgramError) -> String {
+    // The verifier's log is long; its last lines say why.
+    let s = format!("{e:#}");
+    let n = if std::env::var_os("SOCKWRAP_VERIFIER_LOG").is_some() {
+        60
+    } else {
+        4
+    };
+    let tail: Vec<&str> = s.lines().rev().take(n).collect();
+    format!(
+        "load: {}",
+        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+    )
+}
+
+fn load_attach(
+    p: &mut impl CgroupProgram,
+    cgroup: &std::fs::File,
+    mode: CgroupAttachMode,
+) -> Result<(), Error> {
+    p.load_it().map_err(Error)?;
+    p.attach_it(cgroup, mode).map_err(Error)
+}

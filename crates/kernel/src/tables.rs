@@ -1,0 +1,767 @@
+//! The policy as BPF map contents: every decision it can take, enumerated once when
+//! `sockwrap run --kernel` starts, so that the programs only look up.
+//!
+//! A rule matches on the remote network, the remote and local port ranges, the role, the
+//! transport and the program name. Each of those is turned into a small class number that
+//! the programs compute from the socket:
+//! - remote network: one class per distinct CIDR of the rules, found by longest-prefix match
+//!   (an LPM trie). The CIDRs containing an address are exactly those containing its longest
+//!   matching CIDR, so the class decides every rule's remote condition; class 0 is "in none";
+//! - ports: the rules' ranges cut 0..=65535 into intervals, one class per interval (an array
+//!   indexed by port);
+//! - program: one class per distinct name (first 15 bytes: all the kernel keeps of a task's
+//!   name, `comm`), class 0 for any other program;
+//! - role and transport follow from the hook and the socket.
+//!
+//! For every combination the policy itself decides ([`Policy::decide`] on a representative
+//! socket of the class), and the decision's [`Plan`](sockwrap_policy::Plan) per stage and
+//! IP variant is stored: the programs apply the very entries the library would.
+
+use crate::Error;
+use sockwrap_policy::catalog::Opt;
+use sockwrap_policy::plan::{PlanOp, PlanRecord, MAX_PLAN_OPS};
+use sockwrap_policy::rules::Cidr;
+use sockwrap_policy::{Ctx, OnError, Policy, Role, Stage, Transport, Variant};
+use std::collections::HashMap;
+
+/// Entries per kernel plan (`MAX_OPS` in sockwrap.bpf.c; a power of two, so that the
+/// programs bound an index with a mask).
+pub const MAX_OPS: usize = 32;
+const _: () = assert!(MAX_PLAN_OPS <= MAX_OPS);
+
+/// The most decision keys a policy may need (the product of its classes): beyond this the
+/// kernel backend refuses it rather than use much kernel memory.
+pub const MAX_DECISIONS: usize = 1 << 18;
+
+/// The key stage of an accepted socket whose listener got no listen plan (sockwrap.bpf.c):
+/// the whole accept plan, nothing assumed inherited. `Stage::Accept` keys hold the plan
+/// without the options the listener passed on.
+pub const STAGE_ACCEPT_FULL: u8 = 5;
+
+/// `config.flags` (sockwrap.bpf.c).
+pub const CFG_PROGRAMS: u32 = 1;
+pub const CFG_STRICT: u32 = 2;
+
+/// Counters (the `counters` map): 0..N_OPTS failures per option slot, then plans applied per
+/// stage, then setsockopt calls a lock skipped.
+pub const C_APPLIED_BASE: u32 = 24;
+pub const C_LOCKED: u32 = 29;
+pub const N_COUNTERS: u32 = 32;
+
+const SOL_SOCKET: i32 = 1;
+const SO_BINDTODEVICE: i32 = 25;
+const SO_BINDTOIFINDEX: i32 = 62;
+
+/// A plan as the programs read it (`struct kplan`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct KPlan {
+    pub lock: u32,
+    pub slots: u32,
+    pub len: u32,
+    pub pad: u32,
+    pub ops: [PlanOp; MAX_OPS],
+}
+const _: () = assert!(core::mem::size_of::<KPlan>() == 16 + 28 * MAX_OPS);
+
+impl KPlan {
+    pub fn ops(&self) -> &[PlanOp] {
+        &self.ops[..(self.len as usize).min(MAX_OPS)]
+    }
+}
+
+/// A decision key (`struct dkey`): which socket, at which stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[repr(C)]
+pub struct DKey {
+    pub ipc: u32,
+    pub prog: u32,
+    pub rpc: u16,
+    pub lpc: u16,
+    pub transport: u8,
+    pub stage: u8,
+    pub variant: u8,
+    pub pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<DKey>() == 16);
+
+/// One remote-network class: the CIDR (v4-mapped form for IPv4) as an LPM key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network {
+    pub prefix_len: u32,
+    pub addr: [u8; 16],
+    pub class: u32,
+}
+
+/// Everything the maps hold.
+#[derive(Clone, Debug)]
+pub struct Tables {
+    pub flags: u32,
+    pub plans: Vec<KPlan>,
+    pub decisions: Vec<(DKey, u32)>,
+    pub networks: Vec<Network>,
+    /// Port → class, for remote and local ports (all 0 when no rule names a port).
+    pub rport_class: Vec<u16>,
+    pub lport_class: Vec<u16>,
+    pub programs: Vec<([u8; 16], u32)>,
+    /// (level, name) → the slot a program's own setsockopt of it touches.
+    pub lockable: Vec<((i32, i32), u32)>,
+    /// Program names longer than the kernel's 15 bytes, as (name, what the kernel sees).
+    pub truncated_programs: Vec<(String, String)>,
+}
+
+fn transport_code(t: Transport) -> u8 {
+    match t {
+        Transport::Tcp => 0,
+        Transport::Udp => 1,
+    }
+}
+
+/// Where a socket is when a stage is planned: the role it has and what is known.
+struct StageShape {
+    role: Option<Role>,
+    remote: bool,
+    local: bool,
+    variants: &'static [Variant],
+}
+
+fn shape(stage: Stage, t: Transport) -> Option<StageShape> {
+    const ALL: &[Variant] = &[Variant::V4, Variant::V6, Variant::V6Dual];
+    const NO_PEER: &[Variant] = &[Variant::V4, Variant::V6Dual];
+    let s = |role, remote, local, variants| {
+        Some(StageShape {
+            role,
+            remote,
+            local,
+            variants,
+        })
+    };
+    match (stage, t) {
+        (Stage::UdpCreate, Transport::Udp) => s(None, false, false, NO_PEER),
+        (Stage::UdpCreate, Transport::Tcp) => None,
+        (Stage::Bind, _) => s(Some(Role::Server), false, true, NO_PEER),
+        // connect(), and sendto() on an unconnected UDP socket (a datagram is a connection
+        // to its destination).
+        (Stage::Connect, _) => s(Some(Role::Client), true, false, ALL),
+        (Stage::Listen, Transport::Tcp) => s(Some(Role::Server), false, true, NO_PEER),
+        (Stage::Accept, Transport::Tcp) => s(Some(Role::Server), true, true, ALL),
+        (Stage::Listen | Stage::Accept, Transport::Udp) => None,
+    }
+}
+
+/// The options `--kernel` cannot carry out, one line each: why, and what to use instead.
+/// A policy with any of them is refused, never applied in part.
+pub fn refusals(policy: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in policy.rules() {
+        for (opt, _) in rule.settings.iter() {
+            let why = match opt {
+                Opt::Linger => {
+                    "SO_LINGER: bpf_setsockopt does not support it (kernel 6.18 net/core/filter.c); use the library (sockwrap run without --kernel)"
+                }
+                Opt::Ttl => {
+                    "IP_TTL / IPV6_UNICAST_HOPS: bpf_setsockopt does not support them (kernel 6.18 net/core/filter.c); use the library (sockwrap run without --kernel)"
+                }
+                Opt::Mptcp => {
+                    "MPTCP: the protocol is chosen in socket(), and changing it from BPF needs an fmod_ret program on update_socket_protocol, which this kernel refuses (EPERM); Go 1.21+ programs: GODEBUG=multipathtcp=1, dynamically linked ones: sockwrap run --mptcp without --kernel"
+                }
+                _ => continue,
+            };
+            out.push(format!("rule `{}`: {}: {why}", rule.name, opt.name()));
+        }
+    }
+    out
+}
+
+/// The slot each kernel option a program may set belongs to: every catalog option's
+/// kernel options and their `same_as` aliases.
+fn lockable() -> Vec<((i32, i32), u32)> {
+    let mut v = Vec::new();
+    for o in Opt::ALL {
+        let spec = o.spec();
+        for ko in spec.ops {
+            v.push(((ko.level, ko.name), o as u32));
+        }
+        for &(l, n) in spec.same_as {
+            v.push(((l, n), o as u32));
+        }
+    }
+    v.sort();
+    v.dedup_by_key(|(k, _)| *k);
+    v
+}
+
+/// Cuts 0..=65535 at the start and one past the end of every range: ports between two cuts
+/// are in the same ranges. Returns the class of every port and one representative per class.
+fn port_classes(ranges: &[sockwrap_policy::rules::Ports]) -> (Vec<u16>, Vec<u16>) {
+    let mut cuts: Vec<u32> = vec![0];
+    for r in ranges {
+        cuts.push(r.lo as u32);
+        cuts.push(r.hi as u32 + 1);
+    }
+    cuts.retain(|&c| c <= 65535);
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut class = vec![0u16; 65536];
+    for (i, w) in cuts.iter().enumerate() {
+        let end = cuts.get(i + 1).copied().unwrap_or(65536);
+        for p in *w..end {
+            class[p as usize] = i as u16;
+        }
+    }
+    let reps = cuts.iter().map(|&c| c as u16).collect();
+    (class, reps)
+}
+
+/// An address of each network class, or `None` where the class has none (its network is
+/// covered by longer ones): for class k ≥ 1 an address in CIDR k and in no longer CIDR of
+/// the set, for class 0 an address in none. Any maximal interval of such addresses starts at
+/// the network's first address or just past a longer CIDR's end, so those are the candidates.
+fn network_representatives(cidrs: &[(u128, u128)]) -> Vec<Option<u128>> {
+    let end = |(net, mask): (u128, u128)| net | !mask;
+    let longest = |ip: u128| -> Option<usize> {
+        cidrs
+            .iter()
+            .enumerate()
+            .filter(|(_, (net, mask))| ip & mask == *net)
+            .max_by_key(|(_, (_, mask))| mask.count_ones())
+            .map(|(i, _)| i)
+    };
+    let mut reps = Vec::with_capacity(cidrs.len() + 1);
+    // Class 0: an address in no CIDR.
+    let mut cands = vec![0u128];
+    cands.extend(cidrs.iter().filter_map(|&c| end(c).checked_add(1)));
+    reps.push(cands.into_iter().find(|&ip| longest(ip).is_none()));
+    for (k, &(net, mask)) in cidrs.iter().enumerate() {
+        let mut cands = vec![net];
+        cands.extend(
+            cidrs
+                .iter()
+                .filter(|&&(n2, m2)| m2.count_ones() > mask.count_ones() && n2 & mask == net)
+                .filter_map(|&c| end(c).checked_add(1))
+                .filter(|ip| ip & mask == net),
+        );
+        reps.push(cands.into_iter().find(|&ip| longest(ip) == Some(k)));
+    }
+    reps
+}
+
+/// The name the kernel keeps for a task (`comm`): the first 15 bytes, NUL-padded.
+pub fn comm_key(name: &str) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    let b = name.as_bytes();
+    let n = b.len().min(15);
+    k[..n].copy_from_slice(&b[..n]);
+    k
+}
+
+/// The interface index of `name`, in sockwrap's network namespace.
+fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string and nothing else.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+fn kernel_plan(rec: &PlanRecord) -> Result<KPlan, Error> {
+    let mut k = KPlan {
+        lock: rec.lock,
+        slots: rec.slots,
+        len: 0,
+        pad: 0,
+        ops: [PlanOp::EMPTY; MAX_OPS],
+    };
+    for (i, op) in rec.ops().iter().enumerate() {
+        let mut op = *op;
+        // The device by index: sock_create can only write an index (bound_dev_if), and one
+        // form for every program keeps the plans identical.
+        if op.level == SOL_SOCKET && op.name == SO_BINDTODEVICE {
+            let name = String::from_utf8_lossy(op.bytes())
+                .trim_end_matches('\0')
+                .to_string();
+            let idx = ifindex(&name).ok_or_else(|| {
+                Error(format!(
+                    "bind-interface: no interface `{name}` here (the kernel backend binds by index, resolved when sockwrap starts)"
+                ))
+            })?;
+            op.name = SO_BINDTOIFINDEX;
+            op.val = [0; 16];
+            op.val[..4].copy_from_slice(&(idx as i32).to_ne_bytes());
+            op.len = 4;
+        }
+        if let Some(slot) = k.ops.get_mut(i) {
+            *slot = op;
+            k.len += 1;
+        }
+    }
+    Ok(k)
+}
+
+impl Tables {
+    /// Every decision of `policy`, as map contents.
+    pub fn build(policy: &Policy) -> Result<Tables, Error> {
+        // Program classes.
+        let mut names: Vec<String> = policy
+            .rules()
+            .iter()
+            .flat_map(|r| r.matcher.program.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut by_key: Vec<([u8; 16], Vec<String>)> = Vec::new();
+        let mut truncated = Vec::new();
+        for n in names {
+            let key = comm_key(&n);
+            if n.len() > 15 {
+                let seen = String::from_utf8_lossy(&key[..15]).into_owned();
+                truncated.push((n.clone(), seen));
+            }
+            match by_key.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => v.push(n),
+                None => by_key.push((key, vec![n])),
+            }
+        }
+        let mut prog_policies = vec![policy.for_program(&[])];
+        let mut programs = Vec::new();
+        for (i, (key, names)) in by_key.iter().enumerate() {
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            prog_policies.push(policy.for_program(&refs));
+            programs.push((*key, i as u32 + 1));
+        }
+
+        // Network classes.
+        let mut cidrs: Vec<(u128, u128)> = policy
+            .rules()
+            .iter()
+            .flat_map(|r| r.matcher.remote.iter().map(Cidr::parts))
+            .collect();
+        cidrs.sort_by_key(|&(net, mask)| (mask.count_ones(), net));
+        cidrs.dedup();
+        let net_reps = network_representatives(&cidrs);
+        let networks = cidrs
+            .iter()
+            .enumerate()
+            .map(|(i, &(net, mask))| Network {
+                prefix_len: mask.count_ones(),
+                addr: net.to_be_bytes(),
+                class: i as u32 + 1,
+            })
+            .collect();
+
+        // Port classes.
+        let rranges: Vec<_> = policy
+            .rules()
+            .iter()
+            .flat_map(|r| r.matcher.port.iter().copied())
+            .collect();
+        let lranges: Vec<_> = policy
+            .rules()
+            .iter()
+            .flat_map(|r| r.matcher.local_port.iter().copied())
+            .collect();
+        let (rport_class, rreps) = port_classes(&rranges);
+        let (lport_class, lreps) = port_classes(&lranges);
+
+        let n_keys = prog_policies.len() * net_reps.len() * rreps.len() * lreps.len() * 2 * 5 * 3;
+        if n_keys > MAX_DECISIONS * 4 {
+            return Err(Error(format!(
+                "the policy has too many combinations for the kernel backend ({} programs × {} networks × {} remote port ranges × {} local port ranges); use the library, or fewer overlapping rules",
+                prog_policies.len(),
+                net_reps.len(),
+                rreps.len(),
+                lreps.len()
+            )));
+        }
+
+        let mut plans: Vec<KPlan> = Vec::new();
+        let mut plan_index: HashMap<KPlan, u32> = HashMap::new();
+        let mut decisions = Vec::new();
+        for (pc, pol) in prog_policies.iter().enumerate() {
+            for t in [Transport::Tcp, Transport::Udp] {
+                for stage in Stage::ALL {
+                    let Some(sh) = shape(stage, t) else {
+                        continue;
+                    };
+                    let nets: Vec<(u32, Option<u128>)> = if sh.remote {
+                        net_reps
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(c, r)| r.map(|ip| (c as u32, Some(ip))))
+                            .collect()
+                    } else {
+                        vec![(0, None)]
+                    };
+                    let rps: Vec<(u16, u16)> = if sh.remote {
+                        rreps
+                            .iter()
+                            .enumerate()
+                            .map(|(c, &p)| (c as u16, p))
+                            .collect()
+                    } else {
+                        vec![(0, 0)]
+                    };
+                    let lps: Vec<(u16, Option<u16>)> = if sh.local {
+                        lreps
+                            .iter()
+                            .enumerate()
+                            .map(|(c, &p)| (c as u16, Some(p)))
+                            .collect()
+                    } else {
+                        vec![(0, None)]
+                    };
+                    for &(ipc, ip) in &nets {
+                        for &(rpc, rport) in &rps {
+                            for &(lpc, lport) in &lps {
+                                let ctx = Ctx {
+                                    transport: t,
+                                    role: sh.role,
+                                    remote: ip.map(|ip| (ip, rport)),
+                                    local_port: lport,
+                                };
+                                let d = pol.decide(&ctx);
+                                if d.is_empty() {
+                                    continue;
+                                }
+                                // An accepted socket has what its listener passed on, as in
+                                // the library: those slots are not set again, unless the
+                                // listener got no listen plan here (ACCEPT_FULL).
+                                let inherited = if stage == Stage::Accept {
+                                    let listener = pol.decide(&Ctx {
+                                        remote: None,
+                                        ..ctx
+                                    });
+                                    d.inherited_from(&listener)
+                                } else {
+                                    0
+                                };
+                                let runs: &[(u8, u32)] = if stage == Stage::Accept {
+                                    &[(Stage::Accept as u8, 1), (STAGE_ACCEPT_FULL, 0)]
+                                } else {
+                                    &[(stage as u8, 0)]
+                                };
+                                for &v in sh.variants {
+                                    for &(stage_code, use_skip) in runs {
+                                        let skip = if use_skip == 1 { inherited } else { 0 };
+                                        let rec = d.plan(stage, t, v, skip).record();
+                                        if rec.len == 0 && rec.lock == 0 {
+                                            continue;
+                                        }
+                                        let kp = kernel_plan(&rec)?;
+                                        let idx = match plan_index.get(&kp) {
+                                            Some(&i) => i,
+                                            None => {
+                                                plans.push(kp);
+                                                let i = plans.len() as u32 - 1;
+                                                plan_index.insert(kp, i);
+                                                i
+                                            }
+                                        };
+                                        decisions.push((
+                                            DKey {
+                                                ipc,
+                                                prog: pc as u32,
+                                                rpc,
+                                                lpc,
+                                                transport: transport_code(t),
+                                                stage: stage_code,
+                                                variant: v as u8,
+                                                pad: 0,
+                                            },
+                                            idx,
+                                        ));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if decisions.len() > MAX_DECISIONS {
+            return Err(Error(format!(
+                "the policy needs {} decisions in the kernel, more than {MAX_DECISIONS}; use the library, or fewer overlapping rules",
+                decisions.len()
+            )));
+        }
+        let mut flags = 0;
+        if !programs.is_empty() {
+            flags |= CFG_PROGRAMS;
+        }
+        if policy.on_error == OnError::Fail {
+            flags |= CFG_STRICT;
+        }
+        Ok(Tables {
+            flags,
+            plans,
+            decisions,
+            networks,
+            rport_class,
+            lport_class,
+            programs,
+            lockable: lockable(),
+            truncated_programs: truncated,
+        })
+    }
+
+    /// The plan the programs would apply for `key`, if any (for `explain --kernel` and tests).
+    pub fn plan(&self, key: &DKey) -> Option<&KPlan> {
+        let (_, i) = self.decisions.iter().find(|(k, _)| k == key)?;
+        self.plans.get(*i as usize)
+    }
+
+    /// The key the programs compute for a socket of `transport` at `stage`, as `connect`,
+    /// `sendmsg`, `bind`, `listen` or `accept` would see it.
+    pub fn key(
+        &self,
+        program: Option<&str>,
+        transport: Transport,
+        stage: Stage,
+        variant: Variant,
+        remote: Option<(u128, u16)>,
+        local_port: Option<u16>,
+    ) -> DKey {
+        let prog = program
+            .and_then(|p| {
+                let k = comm_key(p);
+                self.programs.iter().find(|(n, _)| *n == k).map(|(_, c)| *c)
+            })
+            .unwrap_or(0);
+        let ipc = remote
+            .and_then(|(ip, _)| {
+                self.networks
+                    .iter()
+                    .filter(|n| {
+                        let mask = if n.prefix_len == 0 {
+                            0
+                        } else {
+                            u128::MAX << (128 - n.prefix_len)
+                        };
+                        ip & mask == u128::from_be_bytes(n.addr)
+                    })
+                    .max_by_key(|n| n.prefix_len)
+                    .map(|n| n.class)
+            })
+            .unwrap_or(0);
+        DKey {
+            ipc,
+            prog,
+            rpc: remote
+                .map(|(_, p)| self.rport_class[p as usize])
+                .unwrap_or(0),
+            lpc: local_port
+                .map(|p| self.lport_class[p as usize])
+                .unwrap_or(0),
+            transport: transport_code(transport),
+            stage: stage as u8,
+            variant: variant as u8,
+            pad: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sockwrap_policy::rules::{ip_key, Ports, Rule};
+    use sockwrap_policy::Value;
+
+    fn ip(s: &str) -> u128 {
+        ip_key(s.parse().expect("address"))
+    }
+
+    fn names(p: &KPlan) -> Vec<&'static str> {
+        p.ops().iter().map(|o| o.cname()).collect()
+    }
+
+    #[test]
+    fn a_flag_policy_reaches_every_stage() {
+        let mut r = Rule::new("flags");
+        r.set(Opt::Tos, Value::Int(0xb8), false);
+        let p = Policy::new(vec![r], OnError::Warn);
+        let t = Tables::build(&p).expect("tables");
+        for (tr, st) in [
+            (Transport::Tcp, Stage::Connect),
+            (Transport::Tcp, Stage::Listen),
+            (Transport::Tcp, Stage::Accept),
+            (Transport::Udp, Stage::Connect),
+            (Transport::Udp, Stage::UdpCreate),
+        ] {
+            let k = t.key(
+                None,
+                tr,
+                st,
+                Variant::V4,
+                Some((ip("10.0.0.1"), 80)),
+                Some(80),
+            );
+            let k = DKey {
+                ipc: 0,
+                rpc: 0,
+                lpc: 0,
+                // What an accepted socket gets when its listener passed nothing on.
+                stage: if st == Stage::Accept {
+                    STAGE_ACCEPT_FULL
+                } else {
+                    st as u8
+                },
+                ..k
+            };
+            let plan = t.plan(&k).unwrap_or_else(|| panic!("{tr:?} {st:?}"));
+            assert_eq!(names(plan), vec!["IP_TOS"], "{tr:?} {st:?}");
+            assert_eq!(plan.lock, Opt::Tos.bit());
+        }
+        // TCP bind sets only bind-time options: none here.
+        let k = t.key(
+            None,
+            Transport::Tcp,
+            Stage::Bind,
+            Variant::V4,
+            None,
+            Some(80),
+        );
+        assert!(t.plan(&k).is_none());
+        assert_eq!(t.flags, 0);
+    }
+
+    #[test]
+    fn accepted_sockets_get_only_what_the_listener_did_not_pass_on() {
+        let mut r = Rule::new("server");
+        r.matcher.role = Some(Role::Server);
+        r.set(Opt::Tos, Value::Int(0xb8), false);
+        r.set(Opt::Priority, Value::Int(5), false);
+        let p = Policy::new(vec![r], OnError::Warn);
+        let t = Tables::build(&p).expect("tables");
+        let remote = Some((ip("127.0.0.1"), 40000));
+        let k = t.key(
+            None,
+            Transport::Tcp,
+            Stage::Accept,
+            Variant::V4,
+            remote,
+            Some(80),
+        );
+        let inherited = t.plan(&k).expect("accept plan");
+        assert_eq!(names(inherited), vec!["SO_PRIORITY"]); // not inherited (6.18)
+        assert_eq!(inherited.lock, Opt::Tos.bit() | Opt::Priority.bit());
+        let full = t
+            .plan(&DKey {
+                stage: STAGE_ACCEPT_FULL,
+                ..k
+            })
+            .expect("full accept plan");
+        assert_eq!(names(full), vec!["IP_TOS", "SO_PRIORITY"]);
+    }
+
+    #[test]
+    fn networks_and_ports_match_as_the_library_does() {
+        let mut wide = Rule::new("wide");
+        wide.matcher.remote = vec![Cidr::parse("10.0.0.0/8").expect("cidr")];
+        wide.set(Opt::Tos, Value::Int(0x28), false);
+        let mut narrow = Rule::new("narrow");
+        narrow.matcher.remote = vec![Cidr::parse("10.1.0.0/16").expect("cidr")];
+        narrow.matcher.port = vec![Ports { lo: 443, hi: 443 }];
+        narrow.set(Opt::Tos, Value::Int(0xb8), false);
+        let p = Policy::new(vec![wide, narrow], OnError::Warn);
+        let t = Tables::build(&p).expect("tables");
+        for (dest, port) in [
+            ("10.1.2.3", 443),
+            ("10.1.2.3", 80),
+            ("10.2.0.1", 443),
+            ("192.0.2.1", 443),
+            ("10.0.0.0", 443),
+            ("10.1.0.0", 443),
+        ] {
+            let remote = (ip(dest), port);
+            let want = p.decide(&Ctx {
+                transport: Transport::Tcp,
+                role: Some(Role::Client),
+                remote: Some(remote),
+                local_port: None,
+            });
+            let want = want
+                .plan(Stage::Connect, Transport::Tcp, Variant::V4, 0)
+                .record();
+            let k = t.key(
+                None,
+                Transport::Tcp,
+                Stage::Connect,
+                Variant::V4,
+                Some(remote),
+                None,
+            );
+            let got = t.plan(&k).map(|k| k.ops().to_vec()).unwrap_or_default();
+            assert_eq!(got, want.ops().to_vec(), "{dest}:{port}");
+        }
+    }
+
+    #[test]
+    fn representatives_avoid_longer_networks() {
+        let c = |s| Cidr::parse(s).expect("cidr").parts();
+        // 10.0.0.0/8 with its first /16 taken by a longer rule: 10.1.0.0 stands for it.
+        let set = vec![c("10.0.0.0/8"), c("10.0.0.0/16")];
+        let reps = network_representatives(&set);
+        assert_eq!(reps[1], Some(ip("10.1.0.0")));
+        assert_eq!(reps[2], Some(ip("10.0.0.0")));
+        assert_eq!(reps[0], Some(0));
+        // A network covered entirely by longer ones has no class of its own.
+        let set = vec![c("10.0.0.0/31"), c("10.0.0.0/32"), c("10.0.0.1/32")];
+        assert_eq!(network_representatives(&set)[1], None);
+    }
+
+    #[test]
+    fn programs_are_matched_by_comm() {
+        let mut r = Rule::new("go");
+        r.matcher.program = vec!["a-very-long-program-name".into()];
+        r.set(Opt::Mark, Value::Int(7), false);
+        let p = Policy::new(vec![r], OnError::Fail);
+        let t = Tables::build(&p).expect("tables");
+        assert_eq!(t.flags, CFG_PROGRAMS | CFG_STRICT);
+        assert_eq!(
+            t.truncated_programs,
+            vec![("a-very-long-program-name".into(), "a-very-long-pro".into())]
+        );
+        let k = t.key(
+            Some("a-very-long-pro"),
+            Transport::Tcp,
+            Stage::Connect,
+            Variant::V4,
+            Some((ip("127.0.0.1"), 1)),
+            None,
+        );
+        assert_eq!(t.plan(&k).map(names), Some(vec!["SO_MARK"]));
+        let other = t.key(
+            Some("curl"),
+            Transport::Tcp,
+            Stage::Connect,
+            Variant::V4,
+            Some((ip("127.0.0.1"), 1)),
+            None,
+        );
+        assert!(t.plan(&other).is_none());
+    }
+
+    #[test]
+    fn what_bpf_cannot_set_is_refused_by_name() {
+        let mut r = Rule::new("flags");
+        r.set(Opt::Linger, Value::Int(5), false);
+        r.set(Opt::Ttl, Value::Int(9), false);
+        r.set(Opt::Mptcp, Value::Bool(true), false);
+        r.set(Opt::Tos, Value::Int(0xb8), false);
+        let p = Policy::new(vec![r], OnError::Warn);
+        let lines = refusals(&p);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains("SO_LINGER")));
+        assert!(lines.iter().any(|l| l.contains("IP_TTL")));
+        assert!(lines.iter().any(|l| l.contains("GODEBUG=multipathtcp=1")));
+    }
+
+    #[test]
+    fn locks_cover_every_kernel_option_and_alias() {
+        let l = lockable();
+        let find = |lv, n| l.iter().find(|(k, _)| *k == (lv, n)).map(|(_, s)| *s);
+        assert_eq!(find(0, 1), Some(Opt::Tos as u32)); // IP_TOS
+        assert_eq!(find(41, 67), Some(Opt::Tos as u32)); // IPV6_TCLASS
+        assert_eq!(find(1, 32), Some(Opt::SndBuf as u32)); // SO_SNDBUFFORCE
+        assert_eq!(find(6, 4), Some(Opt::KeepIdle as u32)); // TCP_KEEPIDLE
+    }
+}

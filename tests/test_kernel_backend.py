@@ -1,0 +1,768 @@
+"""`sockwrap run --kernel`: the policy carried out by cgroup BPF programs.
+
+What the library cannot reach, proved with witnesses other than sockwrap: a static C
+binary and a Go binary (tcpdump on the wire, `ss` for the keepalive timer), a static binary
+that resets IP_TOS after connect (tcpdump: the locked class stays), a static server with a
+server-role rule (its SYN-ACK and data on the wire), glibc's own resolver socket (a DNS stub
+of the test's reads the ToS with IP_RECVTOS), connected UDP per destination (each
+receiver's IP_RECVTOS), SO_MARK for an unprivileged program (ss fwmark). Every witness is
+also run without sockwrap, so the test can fail. The cgroup tree is checked after every run
+and after a `kill -9` of sockwrap.
+
+Traffic stays on loopback; programs attach only to the cgroups sockwrap makes.
+"""
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import util
+from util import EF
+
+CS1 = 0x20
+# An interpreter `nobody` may run (the test's own may live under /root).
+SYSTEM_PY = "/usr/bin/python3"
+
+CLIENT_C = r"""
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* client HOST PORT MODE SLEEP_MS
+ *   MODE plain: connect, send, sleep, send, close
+ *   MODE reset: set IP_TOS 0xb8 itself before connect, IP_TOS 0 after connect (as OpenSSH
+ *               does after login), then send: the data shows which value the socket has */
+int main(int argc, char **argv) {
+    if (argc < 5) return 2;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
+    inet_pton(AF_INET, argv[1], &a.sin_addr);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    int reset = strcmp(argv[3], "reset") == 0, v = 0xb8, zero = 0;
+    if (reset) setsockopt(s, IPPROTO_IP, IP_TOS, &v, sizeof v);
+    if (connect(s, (struct sockaddr *)&a, sizeof a)) { perror("connect"); return 1; }
+    if (reset && setsockopt(s, IPPROTO_IP, IP_TOS, &zero, sizeof zero)) { perror("IP_TOS"); return 1; }
+    write(s, "hello\n", 6);
+    usleep(atoi(argv[4]) * 1000);
+    write(s, "bye\n", 4);
+    close(s);
+    return 0;
+}
+"""
+
+SERVER_C = r"""
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* server PORT: accept one connection, read it to the end, answer, exit */
+int main(int argc, char **argv) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 4)) { perror("listen"); return 1; }
+    printf("listening\n");
+    fflush(stdout);
+    int c = accept(s, 0, 0);
+    if (c < 0) { perror("accept"); return 1; }
+    char buf[256];
+    ssize_t n = read(c, buf, sizeof buf);
+    write(c, "answer\n", 7);
+    (void)n;
+    usleep(200000);
+    close(c);
+    return 0;
+}
+"""
+
+UDP_C = r"""
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* udp MODE PORT_A PORT_B N
+ *   MODE connected: one socket connected to each port, N datagrams on each
+ *   MODE unconnected: one socket, sendto() N datagrams to each port, alternating */
+static struct sockaddr_in to(int port) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    return a;
+}
+int main(int argc, char **argv) {
+    int n = atoi(argv[4]);
+    struct sockaddr_in a = to(atoi(argv[2])), b = to(atoi(argv[3]));
+    if (strcmp(argv[1], "connected") == 0) {
+        int sa = socket(AF_INET, SOCK_DGRAM, 0), sb = socket(AF_INET, SOCK_DGRAM, 0);
+        connect(sa, (struct sockaddr *)&a, sizeof a);
+        connect(sb, (struct sockaddr *)&b, sizeof b);
+        for (int i = 0; i < n; i++) { send(sa, "a", 1, 0); send(sb, "b", 1, 0); }
+    } else {
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        for (int i = 0; i < n; i++) {
+            sendto(s, "a", 1, 0, (struct sockaddr *)&a, sizeof a);
+            sendto(s, "b", 1, 0, (struct sockaddr *)&b, sizeof b);
+        }
+    }
+    return 0;
+}
+"""
+
+GO_CLIENT = r"""
+package main
+
+import (
+	"net"
+	"os"
+	"time"
+)
+
+// client ADDR: net.Dial as any Go program does (Go sets its own keepalive of 15 s on
+// every dialed connection), write, wait, write, close.
+func main() {
+	c, err := net.Dial("tcp", os.Args[1])
+	if err != nil {
+		os.Exit(1)
+	}
+	c.Write([]byte("hello\n"))
+	time.Sleep(1500 * time.Millisecond)
+	c.Write([]byte("bye\n"))
+	c.Close()
+}
+"""
+
+
+# --------------------------------------------------------------------------- prerequisites
+
+def cgroup2_mount():
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "cgroup2":
+                return Path(parts[1])
+    return None
+
+
+def require_kernel_backend():
+    util.require_sockwrap()
+    util.require_root("sockwrap run --kernel attaches BPF programs: root only")
+    util.require(cgroup2_mount() is not None, "no cgroup v2 hierarchy mounted")
+
+
+def our_cgroups():
+    """Every sockwrap-PID-START directory anywhere in the cgroup v2 tree."""
+    root = cgroup2_mount()
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        for d in dirnames:
+            if d.startswith("sockwrap-"):
+                found.append(Path(dirpath) / d)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_cgroup_left_behind():
+    """Every test here: no cgroup of sockwrap's before, and none after."""
+    if os.geteuid() == 0 and cgroup2_mount() is not None:
+        assert our_cgroups() == [], "a cgroup of sockwrap's was left by an earlier run"
+    yield
+    if os.geteuid() == 0 and cgroup2_mount() is not None:
+        assert util.wait_until(lambda: our_cgroups() == [], timeout=5), \
+            f"sockwrap left cgroups behind: {our_cgroups()}"
+
+
+@pytest.fixture(scope="module")
+def bins(tmp_path_factory):
+    """The test's own programs: static C binaries (gcc -static) and a Go binary."""
+    util.require_tool("gcc")
+    d = tmp_path_factory.mktemp("kernel-bins")
+    out = {}
+    for name, src in (("client", CLIENT_C), ("server", SERVER_C), ("udp", UDP_C)):
+        c = d / f"{name}.c"
+        c.write_text(src)
+        r = subprocess.run(["gcc", "-static", "-O1", "-o", str(d / name), str(c)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        out[name] = d / name
+        # Static indeed: no program interpreter, so no LD_PRELOAD can reach it.
+        assert b"ld-linux" not in (d / name).read_bytes()[:4096]
+    return out
+
+
+@pytest.fixture(scope="module")
+def go_client(tmp_path_factory):
+    util.require_tool("go")
+    d = tmp_path_factory.mktemp("kernel-go")
+    (d / "client.go").write_text(GO_CLIENT)
+    env = dict(os.environ, CGO_ENABLED="0", GO111MODULE="off", GOFLAGS="-mod=mod",
+               GOCACHE=str(d / "cache"), GOPATH=str(d / "gopath"), GOPROXY="off")
+    r = subprocess.run(["go", "build", "-o", str(d / "goclient"), str(d / "client.go")],
+                       cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert b"\xff Go buildinf:" in (d / "goclient").read_bytes()
+    return d / "goclient"
+
+
+def kernel(args, cmd, timeout=30, env=None):
+    return util.run([util.SOCKWRAP_BIN, "run", "--kernel", *args, "--", *cmd],
+                    env=env, timeout=timeout)
+
+
+def plain(cmd, timeout=30):
+    return util.run(cmd, timeout=timeout)
+
+
+class Sink(util.AcceptServer):
+    """A plain peer that reads each connection to its end (the witness is tcpdump or ss)."""
+
+    def on_accept(self, c):
+        threading.Thread(target=self._drain, args=(c,), daemon=True).start()
+
+    def _drain(self, c):
+        c.settimeout(5)
+        try:
+            while c.recv(4096):
+                pass
+        except OSError:
+            pass
+        c.close()
+
+
+def client_packets(cap, port):
+    return [p for p in cap.to_port(port)]
+
+
+def keepalive_seconds_while(run_client, port):
+    """Runs `run_client` in a thread; returns the keepalive timer `ss` shows for its
+    connection to :port (None when it has none) and the client's result."""
+    res = {}
+    t = threading.Thread(target=lambda: res.setdefault("r", run_client()), daemon=True)
+    t.start()
+    entries = util.ss_client(port, timeout=5)
+    t.join(30)
+    timers = [util.keepalive_timer(e) for e in entries]
+    return [util.seconds(x) if x else None for x in timers], res.get("r")
+
+
+# --------------------------------------------------------------------------- the tests
+
+def test_static_binary_gets_dscp_on_the_wire_and_keepalive_in_ss(bins, port):
+    require_kernel_backend()
+    client = [bins["client"], "127.0.0.1", port, "plain", 1500]
+    with Sink(port):
+        with util.Capture(f"tcp dst port {port}") as cap:
+            timers, r = keepalive_seconds_while(
+                lambda: kernel(["--dscp", "EF", "--keepalive", "30,10,3"], client), port)
+        assert r.returncode == 0, r.stderr
+        pkts = client_packets(cap, port)
+        assert pkts and pkts[0].flags == "S", cap.text
+        assert all(p.tos == EF for p in pkts), [hex(p.tos) for p in pkts]
+        assert timers and timers[0] is not None and 20 < timers[0] <= 30, timers
+
+        # Control: the same binary without sockwrap.
+        with util.Capture(f"tcp dst port {port}") as cap:
+            timers, r = keepalive_seconds_while(lambda: plain(client), port)
+        assert r.returncode == 0, r.stderr
+        pkts = client_packets(cap, port)
+        assert pkts and all(p.tos == 0 for p in pkts), [hex(p.tos) for p in pkts]
+        assert timers == [None], timers
+
+
+def test_go_binary_gets_dscp_and_keeps_the_locked_keepalive(go_client, port):
+    require_kernel_backend()
+    client = [go_client, f"127.0.0.1:{port}"]
+    with Sink(port):
+        with util.Capture(f"tcp dst port {port}") as cap:
+            timers, r = keepalive_seconds_while(
+                lambda: kernel(["--dscp", "EF", "--keepalive", "40,10,3"], client), port)
+        assert r.returncode == 0, r.stderr
+        pkts = client_packets(cap, port)
+        assert pkts and pkts[0].flags == "S"
+        assert all(p.tos == EF for p in pkts), [hex(p.tos) for p in pkts]
+        # Go sets a 15 s keepalive itself after connect; the lock keeps ours (40 s).
+        assert timers and timers[0] is not None and 20 < timers[0] <= 40, timers
+
+        with util.Capture(f"tcp dst port {port}") as cap:
+            timers, r = keepalive_seconds_while(lambda: plain(client), port)
+        pkts = client_packets(cap, port)
+        assert pkts and all(p.tos == 0 for p in pkts)
+        # Control: Go's own 15 s.
+        assert timers and timers[0] is not None and timers[0] <= 15, timers
+
+
+def test_a_static_binary_that_resets_ip_tos_keeps_the_locked_dscp(bins, port):
+    require_kernel_backend()
+    client = [bins["client"], "127.0.0.1", port, "reset", 300]
+    with Sink(port):
+        # Control first: the binary's own IP_TOS 0 after connect takes effect normally.
+        with util.Capture(f"tcp dst port {port}") as cap:
+            r = plain(client)
+        assert r.returncode == 0, r.stderr
+        data = [p for p in client_packets(cap, port) if p.length]
+        assert data and all(p.tos == 0 for p in data), [(p.flags, hex(p.tos)) for p in data]
+
+        with util.Capture(f"tcp dst port {port}") as cap:
+            r = kernel(["--dscp", "EF"], client)
+        # The program's setsockopt reported success (it exits 1 if not) ...
+        assert r.returncode == 0, r.stderr
+        # ... and the class stayed, on every data segment after the reset.
+        data = [p for p in client_packets(cap, port) if p.length]
+        assert data and all(p.tos == EF for p in data), [(p.flags, hex(p.tos)) for p in data]
+
+
+def test_server_role_rule_reaches_accepted_connections(bins, port, procs, tmp_path):
+    require_kernel_backend()
+    policy = tmp_path / "server.toml"
+    policy.write_text(textwrap.dedent(f"""\
+        [[rule]]
+        name = "server"
+        match = {{ role = "server", local-port = {port} }}
+        dscp = "EF"
+        [[rule]]
+        name = "clients-untouched"
+        match = {{ role = "client" }}
+        dscp = "CS1"
+    """))
+
+    def serve(under_kernel):
+        cmd = [bins["server"], port]
+        if under_kernel:
+            cmd = [util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", *cmd]
+        p = procs.spawn(cmd)
+        assert util.wait_output_line(p).strip() == "listening"
+        with util.Capture(f"tcp src port {port}") as cap:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                c.sendall(b"question\n")
+                c.shutdown(socket.SHUT_WR)
+                assert c.recv(100) == b"answer\n"
+            assert p.wait(timeout=10) == 0
+        return [x for x in cap.packets if x.sport == port]
+
+    pkts = serve(True)
+    assert pkts and pkts[0].flags == "S.", [x.raw for x in pkts]  # the SYN-ACK too
+    assert all(x.tos == EF for x in pkts), [(x.flags, hex(x.tos)) for x in pkts]
+    pkts = serve(False)
+    assert pkts and all(x.tos == 0 for x in pkts)
+
+
+def test_connected_udp_gets_the_class_of_its_destination(bins, port, port2, tmp_path):
+    require_kernel_backend()
+    policy = tmp_path / "udp.toml"
+    policy.write_text(textwrap.dedent(f"""\
+        [[rule]]
+        name = "a"
+        match = {{ remote = "127.0.0.1", port = {port}, transport = "udp" }}
+        dscp = "EF"
+        [[rule]]
+        name = "b"
+        match = {{ remote = "127.0.0.0/8", port = {port2}, transport = "udp" }}
+        dscp = "CS1"
+    """))
+    cmd = [bins["udp"], "connected", port, port2, 5]
+    with util.tos_server(socket.AF_INET, port, "udp") as a, \
+            util.tos_server(socket.AF_INET, port2, "udp") as b:
+        r = kernel(["-c", policy], cmd)
+        assert r.returncode == 0, r.stderr
+        assert util.wait_until(lambda: len(a.results) == 5 and len(b.results) == 5)
+        assert [x["tos"] for x in a.results] == [EF] * 5
+        assert [x["tos"] for x in b.results] == [CS1] * 5
+    with util.tos_server(socket.AF_INET, port, "udp") as a, \
+            util.tos_server(socket.AF_INET, port2, "udp") as b:
+        r = plain(cmd)
+        assert util.wait_until(lambda: len(a.results) == 5 and len(b.results) == 5)
+        assert {x["tos"] for x in a.results + b.results} == {0}
+
+
+def test_unconnected_udp_gets_the_policy_from_its_second_datagram(bins, port, port2):
+    """What 6.18 allows: udp_sendmsg copies the socket's ToS into the datagram before the
+    sendmsg hook runs, and sock_create cannot set a ToS. So the first datagram of a socket
+    that was never connected or bound leaves without it, the rest carry it. (Per
+    destination this would be one datagram late on every change of destination, which is
+    why rules naming a destination reach UDP at connect() only.)"""
+    require_kernel_backend()
+    cmd = [bins["udp"], "unconnected", port, port2, 4]
+    with util.tos_server(socket.AF_INET, port, "udp") as a, \
+            util.tos_server(socket.AF_INET, port2, "udp") as b:
+        r = kernel(["--dscp", "EF"], cmd)
+        assert r.returncode == 0, r.stderr
+        assert util.wait_until(lambda: len(a.results) == 4 and len(b.results) == 4)
+        assert [x["tos"] for x in a.results] == [0, EF, EF, EF]
+        assert [x["tos"] for x in b.results] == [EF] * 4
+    with util.tos_server(socket.AF_INET, port, "udp") as a:
+        plain(cmd)
+        assert util.wait_until(lambda: len(a.results) == 4)
+        assert {x["tos"] for x in a.results} == {0}
+
+
+DNS_STUB = r"""
+import socket, struct, sys
+IP_RECVTOS = 13
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
+s.bind((sys.argv[1], 53))
+s.settimeout(15)
+print("ready", flush=True)
+while True:
+    try:
+        q, anc, _, peer = s.recvmsg(512, 64)
+    except socket.timeout:
+        break
+    tos = next((a[2][0] for a in anc if a[0] == socket.IPPROTO_IP and a[1] == 1), -1)
+    print("query tos", tos, flush=True)
+    # Answer A queries with 192.0.2.7, anything else with an empty answer.
+    qid, flags, qd = struct.unpack("!HHH", q[:6])
+    end = 12
+    while q[end] != 0:
+        end += q[end] + 1
+    question = q[12:end + 5]
+    qtype = struct.unpack("!H", q[end + 1:end + 3])[0]
+    answers = b""
+    n = 0
+    if qtype == 1:
+        answers = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([192, 0, 2, 7])
+        n = 1
+    s.sendto(struct.pack("!HHHHHH", qid, 0x8180, 1, n, 0, 0) + question + answers, peer)
+"""
+
+
+def test_glibc_resolver_sockets_get_the_policy(tmp_path, procs):
+    """glibc opens, connects and sends its resolver's UDP socket inside libc: the library
+    never sees it (measured: tos 0 under --dscp EF); the kernel backend does."""
+    require_kernel_backend()
+    util.require_tool("unshare", "getent")
+    stub_ip = "127.0.0.77"
+    (tmp_path / "stub.py").write_text(DNS_STUB)
+    (tmp_path / "resolv.conf").write_text(f"nameserver {stub_ip}\noptions attempts:1 timeout:2\n")
+    (tmp_path / "nsswitch.conf").write_text("hosts: dns\n")
+    stub = procs.spawn([util.PY, tmp_path / "stub.py", stub_ip])
+    assert util.wait_output_line(stub).strip() == "ready"
+
+    def lookup(prefix):
+        inner = " ".join(str(x) for x in prefix) + " getent ahostsv4 probe.sockwrap.test"
+        script = (f"mount --bind {tmp_path}/resolv.conf /etc/resolv.conf && "
+                  f"mount --bind {tmp_path}/nsswitch.conf /etc/nsswitch.conf && exec {inner}")
+        r = util.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert "192.0.2.7" in r.stdout, r.stdout + r.stderr
+        line = util.wait_output_line(stub, timeout=5)
+        assert line.startswith("query tos"), line
+        return int(line.split()[2])
+
+    assert lookup([util.SOCKWRAP_BIN, "run", "--kernel", "--dscp", "EF", "--"]) == EF
+    # Control: the same lookup without sockwrap, and under the library (which glibc's
+    # resolver never calls).
+    assert lookup([]) == 0
+    assert lookup([util.SOCKWRAP_BIN, "run", "--dscp", "EF", "--"]) == 0
+
+
+def test_mark_for_an_unprivileged_program(port):
+    """BPF skips the capability check: `nobody` gets SO_MARK, which its own setsockopt
+    cannot set (EPERM)."""
+    require_kernel_backend()
+    util.require_tool(SYSTEM_PY)
+    code = ("import socket,sys,time\n"
+            "s=socket.create_connection(('127.0.0.1',int(sys.argv[1])))\n"
+            "try:\n s2=socket.socket(); s2.setsockopt(socket.SOL_SOCKET, 36, 7); print('own mark ok')\n"
+            "except PermissionError: print('own mark EPERM')\n"
+            "time.sleep(1.5)\n")
+    with Sink(port):
+        res = {}
+        t = threading.Thread(target=lambda: res.setdefault("r", kernel(
+            ["--mark", "0x2a", "--user", "nobody"], [SYSTEM_PY, "-c", code, port])), daemon=True)
+        t.start()
+        entries = util.ss_client(port, timeout=5)
+        t.join(20)
+        assert res["r"].returncode == 0, res["r"].stderr
+        assert "own mark EPERM" in res["r"].stdout
+        assert entries and util.ss_field(entries[0], "fwmark") == "0x2a", entries
+        # Control: nobody without sockwrap has no mark.
+        res = {}
+        t = threading.Thread(target=lambda: res.setdefault("r", util.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", SYSTEM_PY, "-c", code,
+             port], timeout=20)), daemon=True)
+        t.start()
+        entries = util.ss_client(port, timeout=5)
+        t.join(20)
+        assert entries and util.ss_field(entries[0], "fwmark") is None, entries
+
+
+@pytest.mark.parametrize("flag, option", [
+    (["--linger", "5"], "SO_LINGER"),
+    (["--ttl", "9"], "IP_TTL"),
+    (["--mptcp"], "GODEBUG=multipathtcp=1"),
+])
+def test_options_bpf_cannot_set_are_refused_by_name(flag, option):
+    require_kernel_backend()
+    r = kernel([*flag, "--dscp", "EF"], ["true"])
+    assert r.returncode == 2, r.stderr
+    lines = [l for l in r.stderr.splitlines() if "--kernel cannot set" in l]
+    assert len(lines) == 1 and option in lines[0], r.stderr
+
+
+def test_only_root_may_attach():
+    util.require_sockwrap()
+    util.require_root("needs root to drop to nobody")
+    util.require_tool("setpriv")
+    r = util.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                  util.SOCKWRAP_BIN, "run", "--kernel", "--dscp", "EF", "--", "true"])
+    assert r.returncode == 3, r.stderr
+    assert "only root may attach" in r.stderr
+
+
+def test_exit_status_and_signals_pass_through():
+    require_kernel_backend()
+    assert kernel(["--dscp", "EF"], ["sh", "-c", "exit 7"]).returncode == 7
+    assert kernel(["--dscp", "EF"], ["sh", "-c", "kill -TERM $$"]).returncode == 128 + 15
+    assert kernel(["--dscp", "EF"], ["/nonexistent/program"]).returncode == 127
+
+
+def test_background_children_keep_the_programs_until_they_end(port):
+    """The whole process tree: a child the command left behind still gets the policy."""
+    require_kernel_backend()
+    code = ("import socket,sys,time\n"
+            "time.sleep(0.5)\n"
+            "s=socket.create_connection(('127.0.0.1',int(sys.argv[1]))); s.send(b'x'); s.close()\n")
+    with Sink(port):
+        with util.Capture(f"tcp dst port {port}") as cap:
+            t0 = time.monotonic()
+            r = kernel(["--dscp", "EF"], ["sh", "-c", f"{util.PY} -c \"{code}\" {port} & exit 0"])
+            elapsed = time.monotonic() - t0
+        assert r.returncode == 0, r.stderr
+        assert elapsed >= 0.4, "sockwrap returned before the background child ended"
+        pkts = client_packets(cap, port)
+        assert pkts and all(p.tos == EF for p in pkts), [hex(p.tos) for p in pkts]
+
+
+def leave_a_cgroup_behind(procs):
+    """Starts `run --kernel -- sleep`, kills sockwrap with SIGKILL, returns (cgroup, sleeper
+    pids): the command outlives it in the leftover cgroup."""
+    p = procs.spawn([util.SOCKWRAP_BIN, "run", "--kernel", "--dscp", "EF", "--", "sleep", "30"])
+    assert util.wait_until(lambda: len(our_cgroups()) == 1, timeout=10), "no cgroup made"
+    cg = our_cgroups()[0]
+    sleeper = util.wait_until(lambda: (cg / "cgroup.procs").read_text().split(), timeout=5)
+    assert sleeper, "the command is not in the cgroup"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=5)
+    return cg, sleeper
+
+
+def end(pids, cg):
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+    assert util.wait_until(lambda: (cg / "cgroup.procs").read_text().strip() == "", timeout=5)
+
+
+def test_doctor_finds_and_removes_the_leftovers_of_a_killed_sockwrap(procs):
+    require_kernel_backend()
+    cg, sleeper = leave_a_cgroup_behind(procs)
+    d = util.run([util.SOCKWRAP_BIN, "doctor"])
+    assert d.returncode == 1 and "still run in it" in d.stdout, d.stdout
+    end(sleeper, cg)
+    # Not root: reported, not removed.
+    d = util.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                  util.SOCKWRAP_BIN, "doctor"])
+    assert f"leftover cgroup {cg}" in d.stdout and cg.exists(), d.stdout
+    d = util.run([util.SOCKWRAP_BIN, "doctor"])
+    assert f"removed the leftover cgroup {cg}" in d.stdout, d.stdout
+    assert not cg.exists()
+
+
+def test_doctor_says_only_the_kernel_backend_reaches_static_and_go(bins, go_client):
+    util.require_sockwrap()
+    for prog in (bins["client"], go_client):
+        d = util.run([util.SOCKWRAP_BIN, "doctor", prog])
+        assert "backend: only the kernel backend reaches it: sudo sockwrap run --kernel" in d.stdout, d.stdout
+    d = util.run([util.SOCKWRAP_BIN, "doctor", "/bin/true"])
+    assert "backend: the library (sockwrap run) reaches" in d.stdout, d.stdout
+
+
+def test_explain_kernel_shows_the_hook_and_its_calls():
+    util.require_sockwrap()
+    r = util.run([util.SOCKWRAP_BIN, "explain", "--kernel", "--dscp", "EF", "--mark", "5",
+                  "--soft", "mark", "--dest", "10.0.0.1:22"])
+    assert r.returncode == 0, r.stderr
+    assert "cgroup/connect4 (connect to 10.0.0.1:22):" in r.stdout
+    assert "bpf_setsockopt(IP_TOS, 184 (0xb8))" in r.stdout
+    assert "bpf_setsockopt(SO_MARK, 5 (0x5))" in r.stdout
+    assert "which reports success): dscp\n" in r.stdout, r.stdout  # mark is soft
+    r = util.run([util.SOCKWRAP_BIN, "explain", "--kernel", "--linger", "3", "--dest", "10.0.0.1:22"])
+    assert "refuses rule `flags`: linger: SO_LINGER" in r.stdout, r.stdout
+
+
+def test_kill_9_leftovers_are_removed_by_the_next_run(procs):
+    require_kernel_backend()
+    p = procs.spawn([util.SOCKWRAP_BIN, "run", "--kernel", "--dscp", "EF", "--", "sleep", "30"])
+    assert util.wait_until(lambda: len(our_cgroups()) == 1, timeout=10), "no cgroup made"
+    cg = our_cgroups()[0]
+    assert cg.name == f"sockwrap-{p.pid}-" + cg.name.split("-")[2]
+    sleeper = util.wait_until(lambda: (cg / "cgroup.procs").read_text().split(), timeout=5)
+    assert sleeper, "the command is not in the cgroup"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=5)
+    # The programs were attached through BPF links: they went with sockwrap.
+    if shutil.which("bpftool"):
+        shown = subprocess.run(["bpftool", "cgroup", "show", str(cg)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, timeout=10)
+        assert "sw_" not in shown.stdout, shown.stdout
+    # While the command still runs in it, the next run leaves it alone and says so.
+    r = kernel([], ["true"])
+    assert r.returncode == 0, r.stderr
+    assert "still run in it" in r.stderr and cg.exists(), r.stderr
+    for pid in sleeper:
+        os.kill(int(pid), signal.SIGKILL)
+    assert util.wait_until(lambda: (cg / "cgroup.procs").read_text().strip() == "", timeout=5)
+    r = kernel([], ["true"])
+    assert r.returncode == 0, r.stderr
+    assert f"removed the leftover cgroup {cg}" in r.stderr, r.stderr
+    assert our_cgroups() == []
+
+
+def test_nothing_is_left_in_the_cgroup_tree_after_a_run():
+    require_kernel_backend()
+    root = cgroup2_mount()
+    before = sorted(str(p) for p, _, _ in os.walk(root))
+    r = kernel(["--dscp", "EF"], ["sh", "-c", "cat /proc/self/cgroup"])
+    assert r.returncode == 0, r.stderr
+    # The command ran in a child of sockwrap's own cgroup, named after sockwrap.
+    line = [l for l in r.stdout.splitlines() if l.startswith("0::")][0]
+    assert "/sockwrap-" in line, line
+    after = sorted(str(p) for p, _, _ in os.walk(root))
+    assert after == before
+
+
+def test_ipv6_and_v4_mapped_connections_get_the_class(port):
+    """connect6: a native IPv6 connection carries the traffic class, and an AF_INET6 socket
+    connecting to a v4-mapped address carries the ToS in its IPv4 header."""
+    require_kernel_backend()
+    util.require_ipv6()
+    code = ("import socket,sys\n"
+            "s=socket.socket(socket.AF_INET6)\n"
+            "s.connect((sys.argv[1], int(sys.argv[2]))); s.send(b'x'); s.close()\n")
+    for host, sink_host, fam in (("::1", "::1", 6), ("::ffff:127.0.0.1", "127.0.0.1", 4)):
+        with Sink(port, host=sink_host):
+            with util.Capture(f"tcp dst port {port}") as cap:
+                r = kernel(["--dscp", "EF"], [util.PY, "-c", code, host, port])
+            assert r.returncode == 0, r.stderr
+            pkts = client_packets(cap, port)
+            assert pkts and all(p.family == fam and p.tos == EF for p in pkts), \
+                [(p.family, hex(p.tos)) for p in pkts]
+            with util.Capture(f"tcp dst port {port}") as cap:
+                r = plain([util.PY, "-c", code, host, port])
+            pkts = client_packets(cap, port)
+            assert pkts and all(p.tos == 0 for p in pkts)
+
+
+def test_source_address_is_bound_by_bpf_bind(bins, port):
+    """connect4: bpf_bind gives the static client the source address (the peer sees it)."""
+    require_kernel_backend()
+    peers = []
+
+    class Peer(Sink):
+        def on_accept(self, c):
+            peers.append(c.getpeername()[0])
+            super().on_accept(c)
+
+    client = [bins["client"], "127.0.0.1", port, "plain", 10]
+    with Peer(port):
+        r = kernel(["--bind-address", "127.0.0.5"], client)
+        assert r.returncode == 0, r.stderr
+        r = plain(client)
+        assert util.wait_until(lambda: len(peers) == 2)
+    assert peers == ["127.0.0.5", "127.0.0.1"]
+
+
+def test_program_rules_match_the_kernel_name(bins, port, tmp_path):
+    """A `program` rule matches the task's name (comm: the executable's name, 15 bytes)."""
+    require_kernel_backend()
+    policy = tmp_path / "prog.toml"
+    policy.write_text('[[rule]]\nname = "by-name"\nmatch = { program = "client" }\ndscp = "EF"\n')
+    other = tmp_path / "not-the-client"
+    shutil.copy(bins["client"], other)
+    with Sink(port):
+        for prog, want in ((bins["client"], EF), (other, 0)):
+            with util.Capture(f"tcp dst port {port}") as cap:
+                r = kernel(["-c", policy], [prog, "127.0.0.1", port, "plain", 10])
+            assert r.returncode == 0, r.stderr
+            pkts = client_packets(cap, port)
+            assert pkts and all(p.tos == want for p in pkts), (prog, [hex(p.tos) for p in pkts])
+
+
+def test_a_refused_option_is_reported_and_fails_the_call_under_strict(port):
+    """The kernel refuses an option while the command runs: counted and said at the end;
+    with --strict, the connect itself fails (EPERM)."""
+    require_kernel_backend()
+    code = ("import socket,sys\n"
+            "try:\n socket.create_connection(('127.0.0.1', int(sys.argv[1]))).close(); print('connected')\n"
+            "except PermissionError: print('EPERM')\n")
+    with Sink(port):
+        r = kernel(["--congestion", "nosuchcc"], [util.PY, "-c", code, port])
+        assert r.returncode == 0 and r.stdout.strip() == "connected", r.stdout + r.stderr
+        assert "congestion (TCP_CONGESTION) was refused by the kernel 1 time" in r.stderr, r.stderr
+        r = kernel(["--strict", "--congestion", "nosuchcc"], [util.PY, "-c", code, port])
+        assert r.stdout.strip() == "EPERM", r.stdout + r.stderr
+        r = plain([util.PY, "-c", code, port])
+        assert r.stdout.strip() == "connected"
+
+
+def test_a_signal_after_the_command_ended_reaches_what_it_left_running(procs):
+    require_kernel_backend()
+    p = procs.spawn([util.SOCKWRAP_BIN, "run", "--kernel", "--dscp", "EF", "--",
+                     "sh", "-c", "sleep 30 & exit 3"])
+    assert util.wait_until(lambda: len(our_cgroups()) == 1, timeout=10)
+    cg = our_cgroups()[0]
+    # The shell is gone, its sleep remains: sockwrap waits for it.
+    assert util.wait_until(lambda: len((cg / "cgroup.procs").read_text().split()) == 1, timeout=5)
+    time.sleep(0.3)
+    assert p.poll() is None, "sockwrap returned while a process of the command still ran"
+    os.kill(p.pid, signal.SIGTERM)
+    assert p.wait(timeout=10) == 3  # the command's own status
+    assert not cg.exists()
+
+
+def test_a_bound_udp_server_replies_with_the_server_class(port, procs, tmp_path):
+    """bind4: a UDP server's socket gets the server-role options when it binds, so its
+    replies (sendto on a bound, unconnected socket) carry the class: the client's IP_RECVTOS."""
+    require_kernel_backend()
+    policy = tmp_path / "udp-server.toml"
+    policy.write_text(f'[[rule]]\nname = "dns-like"\nmatch = {{ role = "server", local-port = {port}, '
+                      f'transport = "udp" }}\ndscp = "EF"\n')
+    server = ("import socket,sys\n"
+              "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              "s.bind(('127.0.0.1', int(sys.argv[1]))); print('ready', flush=True)\n"
+              "s.settimeout(10)\n"
+              "d, peer = s.recvfrom(100); s.sendto(b'reply', peer)\n")
+
+    def ask(cmd):
+        p = procs.spawn(cmd)
+        assert util.wait_output_line(p).strip() == "ready"
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        c.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+        c.settimeout(5)
+        c.sendto(b"ask", ("127.0.0.1", port))
+        data, anc, _, _ = c.recvmsg(100, 64)
+        c.close()
+        assert data == b"reply" and p.wait(timeout=10) == 0
+        return util.tos_from_cmsgs(anc)
+
+    assert ask([util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", util.PY, "-c", server, port]) == EF
+    assert ask([util.PY, "-c", server, port]) == 0
