@@ -3,6 +3,7 @@
 mod cli;
 mod cmd;
 mod error;
+mod files;
 mod launch;
 mod pidfd;
 mod procnet;

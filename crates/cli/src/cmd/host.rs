@@ -17,11 +17,11 @@
 //! it and nothing else is in it), then the files in `/etc/sockwrap`.
 
 use crate::error::{Error, Result};
+use crate::files::{io_err, root_dir, write_atomic};
 use crate::launch::{absolute, find_library, flag_vars, log_vars};
 use clap::ArgMatches;
 use sockwrap_policy::compiled::{self, HOST_FILE, HOST_SOURCE};
 use sockwrap_policy::LogLevel;
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,18 +35,7 @@ struct Root(PathBuf);
 
 impl Root {
     fn from(m: &ArgMatches) -> Result<Root> {
-        let root = PathBuf::from(
-            m.get_one::<String>("root")
-                .map(String::as_str)
-                .unwrap_or("/"),
-        );
-        if !root.is_dir() {
-            return Err(Error::usage(format_args!(
-                "--root: {} is not a directory",
-                root.display()
-            )));
-        }
-        Ok(Root(root))
+        root_dir(m).map(Root)
     }
 
     fn at(&self, path: &str) -> PathBuf {
@@ -109,39 +98,6 @@ impl State {
     }
 }
 
-fn io_err(p: &Path, e: std::io::Error) -> Error {
-    Error::setup(format_args!("{}: {e}", p.display()))
-}
-
-/// Writes `text` to `path` through a temporary file in the same directory, `fsync` and a
-/// rename: a process that execs meanwhile sees the old file or the new one, never half.
-fn write_atomic(path: &Path, text: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.sockwrap-tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-    f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .and_then(|_| f.write_all(text))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io_err(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        if e.raw_os_error() == Some(libc::EBUSY) {
-            Error::setup(format_args!(
-                "{}: cannot be replaced atomically (it is a mount point): {e}",
-                path.display()
-            ))
-        } else {
-            io_err(path, e)
-        }
-    })
-}
-
 /// The entries of an ld.so.preload text (the loader splits on white space and colons).
 fn entries(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| c.is_whitespace() || c == ':')
@@ -202,10 +158,7 @@ fn check_library(root: &Root, lib: &Path) -> Result<()> {
 /// `SOCKWRAP_CONFIG` in `vars` is [`HOST_SOURCE`] (the name the rules carry, as the copy's);
 /// its text is read from `file`.
 fn compile(vars: &[(String, String)], file: &Path, log: LogLevel) -> Result<(String, usize)> {
-    let loaded = sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |_| {
-        std::fs::read_to_string(file)
-            .map_err(|e| format!("{}: cannot read the policy file: {e}", file.display()))
-    });
+    let loaded = load_from(vars, file);
     if !loaded.errors.is_empty() {
         for e in &loaded.errors {
             eprintln!("sockwrap: {e}");
@@ -353,10 +306,10 @@ pub fn enable(m: &ArgMatches) -> Result<ExitCode> {
 
     if let Some(src) = &source {
         let body = std::fs::read(src).map_err(|e| io_err(src, e))?;
-        write_atomic(&root.at(HOST_SOURCE), &body, 0o644)?;
+        write_atomic(&root.at(HOST_SOURCE), &body, Some(0o644))?;
     }
     let host_file = root.at(HOST_FILE);
-    write_atomic(&host_file, compiled_text.as_bytes(), 0o644)?;
+    write_atomic(&host_file, compiled_text.as_bytes(), Some(0o644))?;
     // Read back what every process will read.
     let back = std::fs::read_to_string(&host_file).map_err(|e| io_err(&host_file, e))?;
     compiled::decode_host(&back).map_err(|e| {
@@ -366,9 +319,9 @@ pub fn enable(m: &ArgMatches) -> Result<ExitCode> {
             e.describe()
         ))
     })?;
-    write_atomic(&root.at(STATE), state.render().as_bytes(), 0o644)?;
+    write_atomic(&root.at(STATE), state.render().as_bytes(), Some(0o644))?;
     if Some(&new_preload) != preload.as_ref() {
-        write_atomic(&preload_path, new_preload.as_bytes(), 0o644)?;
+        write_atomic(&preload_path, new_preload.as_bytes(), Some(0o644))?;
         println!("{}: added {lib_s}", preload_path.display());
     } else {
         println!("{}: already names {lib_s}", preload_path.display());
@@ -418,7 +371,7 @@ pub fn disable(m: &ArgMatches) -> Result<ExitCode> {
                 );
             }
             Some(rest) => {
-                write_atomic(&preload_path, rest.as_bytes(), 0o644)?;
+                write_atomic(&preload_path, rest.as_bytes(), Some(0o644))?;
                 println!("{}: removed {}", preload_path.display(), state.library);
             }
             None => println!(
@@ -552,10 +505,16 @@ pub fn report(root_dir: &Path) -> bool {
     ok
 }
 
+/// The policy `vars` give, the policy file's text read from `file` (see [`compile`]).
+fn load_from(vars: &[(String, String)], file: &Path) -> sockwrap_policy::Loaded {
+    sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |_| {
+        std::fs::read_to_string(file)
+            .map_err(|e| format!("{}: cannot read the policy file: {e}", file.display()))
+    })
+}
+
 fn compile_quiet(vars: &[(String, String)], file: &Path, log: LogLevel) -> Option<String> {
-    let loaded = sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |_| {
-        std::fs::read_to_string(file).map_err(|e| e.to_string())
-    });
+    let loaded = load_from(vars, file);
     (loaded.errors.is_empty() && !loaded.policy.rules().is_empty())
         .then(|| compiled::encode_host(loaded.policy.rules(), loaded.policy.on_error, log))
 }

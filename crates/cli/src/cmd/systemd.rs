@@ -10,10 +10,10 @@
 //! out when the two differ).
 
 use crate::error::{Error, Result};
+use crate::files::{root_dir, write_atomic};
 use crate::launch::{compose_preload, find_library, flag_vars, log_vars};
 use crate::unitfile::{self, quote_assignment};
 use clap::ArgMatches;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -35,17 +35,7 @@ impl Target {
             .map(String::as_str)
             .unwrap_or("");
         let unit = unitfile::unit_name(unit).map_err(Error::usage)?;
-        let root = PathBuf::from(
-            m.get_one::<String>("root")
-                .map(String::as_str)
-                .unwrap_or("/"),
-        );
-        if !root.is_dir() {
-            return Err(Error::usage(format_args!(
-                "--root: {} is not a directory",
-                root.display()
-            )));
-        }
+        let root = root_dir(m)?;
         Ok(Target { root, unit })
     }
 
@@ -96,24 +86,6 @@ impl Target {
         }
         Ok(())
     }
-}
-
-/// Writes `text` to `path` through a temporary file and a rename, so that systemd never
-/// reads half a file.
-fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
-    let io = |e: std::io::Error| Error::setup(format_args!("{}: {e}", path.display()));
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!(
-        ".{}.sockwrap-tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(text).and_then(|_| f.sync_all()).map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)
 }
 
 pub fn enable(m: &ArgMatches) -> Result<ExitCode> {
@@ -273,12 +245,12 @@ pub fn enable(m: &ArgMatches) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(p) = &policy_text {
-        write_atomic(&t.at(&t.policy_name()), p)?;
+        write_atomic(&t.at(&t.policy_name()), p, None)?;
     } else if t.at(&t.policy_name()).exists() {
         // Enabled before with -c, now without: the old copy would be stale.
         let _ = std::fs::remove_file(t.at(&t.policy_name()));
     }
-    write_atomic(&ours, text.as_bytes())?;
+    write_atomic(&ours, text.as_bytes(), None)?;
     println!("wrote {}", ours.display());
     if let Some(src) = &source {
         println!(
