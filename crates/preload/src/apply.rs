@@ -307,6 +307,7 @@ pub fn on_connect(g: &Global, s: Sock, remote: &SocketAddr) -> Result<Sock, Errn
         role: Some(Role::Client),
         remote: Some(ip_key_of(remote)),
         local_port: None,
+        host: None,
     };
     let d = g.policy.decide(&ctx);
     let s = settle_protocol(g, s, &d)?;
@@ -369,12 +370,13 @@ fn settle_protocol(g: &Global, mut s: Sock, d: &Decision) -> Result<Sock, Errno>
     Ok(s)
 }
 
-fn server_ctx(s: Sock, local_port: u16, remote: Option<&SocketAddr>) -> Ctx {
+fn server_ctx(s: Sock, local_port: u16, remote: Option<&SocketAddr>) -> Ctx<'static> {
     Ctx {
         transport: s.transport,
         role: Some(Role::Server),
         remote: remote.map(ip_key_of),
         local_port: Some(local_port),
+        host: None,
     }
 }
 
@@ -446,6 +448,7 @@ pub fn on_udp_socket(g: &Global, s: Sock) -> Result<(), Errno> {
         role: None,
         remote: None,
         local_port: None,
+        host: None,
     };
     let d = g.policy.decide(&ctx);
     if d.is_empty() {
@@ -484,6 +487,7 @@ pub fn adopt(g: &Global, fd: i32) {
         role: if listening { Some(Role::Server) } else { None },
         remote: peer.as_ref().map(ip_key_of),
         local_port: Some(local.port()),
+        host: None,
     };
     let d = g.policy.decide(&ctx);
     let locked = if d.is_empty() {

@@ -512,6 +512,7 @@ fn apply_socket(sock: Sock, dup: &OwnedFd, policy: &Policy, dry_run: bool) -> Re
         remote: sock.remote.map(|r| (ip_key(r.ip()), r.port())),
         // As in the library: rules by local port are about servers.
         local_port: server.then_some(sock.local.port()),
+        host: None,
     };
     let d = policy.decide(&ctx);
     let tcp = sock.transport == Transport::Tcp;

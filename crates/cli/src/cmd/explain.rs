@@ -47,6 +47,7 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
         role: Some(role),
         remote: Some((ip_key(addr.ip()), addr.port())),
         local_port: None,
+        host: None,
     };
     let rows = policy.explain(&ctx);
     if rows.is_empty() {
