@@ -185,6 +185,12 @@ impl Match {
         !self.local_port.is_empty() || self.except.as_ref().is_some_and(|e| e.uses_local_port())
     }
 
+    /// Whether this match (or its exception) names programs: then the policy must be
+    /// specialised with [`Policy::for_program`] before it decides.
+    pub fn uses_program(&self) -> bool {
+        !self.program.is_empty() || self.except.as_ref().is_some_and(|e| e.uses_program())
+    }
+
     /// Whether this match (or its exception) names host patterns.
     pub fn uses_host(&self) -> bool {
         !self.host.is_empty() || self.except.as_ref().is_some_and(|e| e.uses_host())

@@ -25,12 +25,16 @@ pub struct Global {
     pub policy: Policy,
     /// Whether a fresh TCP socket of this process is created as MPTCP.
     pub mptcp_at_creation: bool,
+    /// The seeded choices of `fail` rules.
+    pub chooser: crate::seed::Chooser,
 }
 
 impl Global {
-    pub fn new(policy: Policy) -> Global {
+    pub fn new(policy: Policy, seed: Option<u64>) -> Global {
+        let any_fail = policy.rules().iter().any(|r| r.actions.fail.is_some());
         Global {
             mptcp_at_creation: mptcp::wanted_at_creation(&policy),
+            chooser: crate::seed::Chooser::new(policy.rules().len(), any_fail, seed),
             policy,
         }
     }
@@ -301,14 +305,13 @@ fn run(
 }
 
 /// connect(): decide with the remote address and apply everything before the SYN.
-pub fn on_connect(g: &Global, s: Sock, remote: &SocketAddr) -> Result<Sock, Errno> {
-    let ctx = Ctx {
-        transport: s.transport,
-        role: Some(Role::Client),
-        remote: Some(ip_key_of(remote)),
-        local_port: None,
-        host: None,
-    };
+pub fn on_connect(
+    g: &Global,
+    s: Sock,
+    remote: &SocketAddr,
+    host: Option<&str>,
+) -> Result<Sock, Errno> {
+    let ctx = connect_ctx(s, remote, host);
     let d = g.policy.decide(&ctx);
     let s = settle_protocol(g, s, &d)?;
     if d.is_empty() {
@@ -317,6 +320,17 @@ pub fn on_connect(g: &Global, s: Sock, remote: &SocketAddr) -> Result<Sock, Errn
     let locked = run(g, s, Stage::Connect, &d, Some(remote), 0)?;
     record(s, locked, false);
     Ok(s)
+}
+
+/// What a connect of `s` to `remote` (which came from the name `host`) is decided on.
+pub fn connect_ctx<'a>(s: Sock, remote: &SocketAddr, host: Option<&'a str>) -> Ctx<'a> {
+    Ctx {
+        transport: s.transport,
+        role: Some(Role::Client),
+        remote: Some(ip_key_of(remote)),
+        local_port: None,
+        host,
+    }
 }
 
 fn ip_key_of(a: &SocketAddr) -> (u128, u16) {

@@ -187,7 +187,7 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
         target,
         o: &o,
         policy: &policy,
-        by_program: policy.rules().iter().any(|r| !r.matcher.program.is_empty()),
+        by_program: policy.rules().iter().any(|r| r.matcher.uses_program()),
         tables: HashMap::new(),
         reports: Vec::new(),
         exited: Vec::new(),
