@@ -22,7 +22,7 @@ def test_launcher_passes_the_compiled_policy(tmp_path):
     r = run_under_sockwrap(["--config", str(pol)], ["env"])
     assert r.returncode == 0, r.stderr
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("SOCKWRAP_POLICY=")), None)
-    assert line and line.startswith("SOCKWRAP_POLICY=swp1 "), r.stdout
+    assert line and line.startswith("SOCKWRAP_POLICY=swp2 "), r.stdout
 
 
 def test_children_apply_the_policy_after_the_file_is_gone(tmp_path, port):
@@ -76,12 +76,15 @@ def test_a_damaged_compiled_form_is_ignored(tmp_path, port):
     blobs = [
         "garbage",
         f"swp9 {fp} w 0",                              # unknown version
-        f"swp1 {fp} w 1 r 0 0 0 - - 0 1 0 0 b1",       # dscp (slot 0) given a boolean
-        f"swp1 {fp} w 1 r 0 0 0 - - 0 1 0 0 i300",     # ToS byte out of range
-        f"swp1 {fp} w 2 r 0 0 0 - - 0 1 0 0 i32",      # says 2 rules, holds 1
-        f"swp1 {fp} w 1 r 0 0 0 - - 0 1 0 0 i32 x",    # trailing token
-        f"swp1 {fp} w 1 r 1 ffff0a000001/120 0 0 - - 0 1 0 0 i32",  # host bits set in a /120
-        f"swp1 {fp} w 1 r 1 ffff0a000000/129 0 0 - - 0 1 0 0 i32",  # prefix beyond 128
+        f"swp1 {fp} w 1 r 0 0 0 - - 0 1 0 0 i32",      # the version before (no hosts, actions)
+        f"swp2 {fp} w 1 r 0 0 0 - - 0 0 - 1 0 0 b1 -",       # dscp (slot 0) given a boolean
+        f"swp2 {fp} w 1 r 0 0 0 - - 0 0 - 1 0 0 i300 -",     # ToS byte out of range
+        f"swp2 {fp} w 2 r 0 0 0 - - 0 0 - 1 0 0 i32 -",      # says 2 rules, holds 1
+        f"swp2 {fp} w 1 r 0 0 0 - - 0 0 - 1 0 0 i32 - x",    # trailing token
+        f"swp2 {fp} w 1 r 1 ffff0a000001/120 0 0 - - 0 0 - 1 0 0 i32 -",  # host bits set in a /120
+        f"swp2 {fp} w 1 r 1 ffff0a000000/129 0 0 - - 0 0 - 1 0 0 i32 -",  # prefix beyond 128
+        f"swp2 {fp} w 1 r 0 0 0 - - 0 1 a*b - 1 0 0 i32 -",  # not a host pattern
+        f"swp2 {fp} w 1 r 0 0 0 - - 0 0 - 1 0 0 i32 A - - - 2000000,104",  # fail rate above 1
     ]
     for blob in blobs:
         with tos_server(socket.AF_INET, port) as srv:
@@ -90,7 +93,7 @@ def test_a_damaged_compiled_form_is_ignored(tmp_path, port):
             assert r.returncode == 0, r.stderr
             assert [g["tos"] for g in srv.wait(2)] == [EF], blob
     # Counter-check: the same fingerprint with a well-formed form is used (CS1, not EF).
-    good = f"swp1 {fp} w 1 r 0 0 0 - - 0 1 0 0 i32"
+    good = f"swp2 {fp} w 1 r 0 0 0 - - 0 0 - 1 0 0 i32 -"
     with tos_server(socket.AF_INET, port) as srv:
         r = util.run_preloaded(util.peer("tcp_client.py", "127.0.0.1", port),
                                SOCKWRAP_CONFIG=str(pol), SOCKWRAP_POLICY=good)

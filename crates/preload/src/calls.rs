@@ -144,8 +144,10 @@ pub fn connect(
         drop(guard);
         return real(None);
     };
-    let mut name = names::NameBuf::new();
+    // The name buffer is made only for a policy with host rules (it is 253 bytes).
+    let mut name: names::NameBuf;
     let host = if g.policy.any_host() {
+        name = names::NameBuf::new();
         names::lookup(rules::ip_key(remote.ip()), &mut name)
     } else {
         None

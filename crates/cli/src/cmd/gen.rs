@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 /// The worked examples of sockwrap.toml(5), one per use case: (title, file name, text).
 /// The same files are in docs/examples/, checked by the tests with `sockwrap check`.
-pub const EXAMPLES: [(&str, &str, &str); 5] = [
+pub const EXAMPLES: [(&str, &str, &str); 6] = [
     (
         "SSH QoS",
         "ssh-qos.toml",
@@ -38,6 +38,11 @@ pub const EXAMPLES: [(&str, &str, &str); 5] = [
         "Per-interface source selection",
         "source-per-interface.toml",
         include_str!("../../../../docs/examples/source-per-interface.toml"),
+    ),
+    (
+        "Changing what a program does: deny, redirect, delay, seeded faults, host names",
+        "chaos.toml",
+        include_str!("../../../../docs/examples/chaos.toml"),
     ),
 ];
 
@@ -307,7 +312,50 @@ fn toml_page() -> String {
          .TP\n\\fBrole\\fP = \"client\" | \"server\"\nclient: \\fBconnect\\fP(2); server: \\fBlisten\\fP(2) and \
          \\fBaccept\\fP(2). Options set on a listening socket are inherited by accepted ones.\n\
          .TP\n\\fBtransport\\fP = \"tcp\" | \"udp\"\n\
-         .TP\n\\fBprogram\\fP = name or list\nthe basename of argv[0] or of the executable.\n",
+         .TP\n\\fBprogram\\fP = name or list\nthe basename of argv[0] or of the executable.\n\
+         .TP\n\\fBhost\\fP = name or list\nhost names the remote address came from: exact \
+         (\"db.example.com\") or a suffix (\"*.example.com\": any name below example.com, not \
+         example.com itself), without regard to case. The library records the names the program \
+         resolves through libc (\\fBgetaddrinfo\\fP(3), \\fBgethostbyname\\fP(3) and their _r and 2 \
+         forms) with the addresses they gave, in a table of the last 64 names and 512 addresses per \
+         process; an address belongs to the name that gave it last, for every later connect to it. \
+         A program that resolves by itself (Go, c\\-ares, a DNS\\-over\\-HTTPS client) never reaches \
+         these hooks: its addresses have no name. Not available with \\fB\\-\\-kernel\\fP.\n\
+         .TP\n\\fBexcept\\fP = { ... }\nthe rule does not apply where this table of match fields \
+         holds (\\fBmatch = { host = \"*.corp\", except = { remote = \"10.9.0.0/16\" } }\\fP). An \
+         exception cannot have an exception of its own. An exception on a field not known yet (the \
+         remote address before \\fBconnect\\fP(2)) keeps the rule waiting until it is known.\n",
+    ));
+    out.push_str(&section(
+        "CONNECTION ACTIONS",
+        ".PP\nBesides options, a rule can change what a matching \\fBconnect\\fP(2) does. For each \
+         action the last matching rule that sets it wins, as for options. They reach the program's \
+         connects only (the library does not hook \\fBsendto\\fP(2)); with \\fB\\-\\-kernel\\fP, see \
+         \\fBsockwrap explain \\-\\-kernel\\fP for what the BPF programs carry out. Each is also a flag of \
+         \\fBsockwrap run\\fP (\\fB\\-\\-deny\\fP, \\fB\\-\\-redirect\\fP, \\fB\\-\\-delay\\fP, \\fB\\-\\-fail\\fP, \
+         \\fB\\-\\-seed\\fP, narrowed by \\fB\\-\\-to\\fP) and a variable (\\fBSOCKWRAP_DENY\\fP, ...).\n\
+         .TP\n\\fBdeny\\fP = true | \"ERRNO\"\nthe connect fails with ERRNO (ECONNREFUSED for true; also \
+         ENETUNREACH, EHOSTUNREACH, ETIMEDOUT, ECONNRESET, ECONNABORTED, EACCES, EPERM, ENETDOWN, \
+         EHOSTDOWN, EADDRNOTAVAIL, EADDRINUSE, ENOBUFS, EAGAIN, EINTR, EPROTO, ENOMEM). Nothing is sent. \
+         With \\fBdelay\\fP the failure comes after the delay: \\fBdeny = \"ETIMEDOUT\"\\fP with \
+         \\fBdelay = \"5s\"\\fP imitates a host that never answers.\n\
+         .TP\n\\fBredirect\\fP = \"ADDR:PORT\" | { to = \"ADDR:PORT\", peername = \"program\" | \"target\" }\n\
+         the connect goes to ADDR:PORT instead (\"[::1]:8443\" for IPv6; an IPv4 target on an IPv6 \
+         socket is reached v4\\-mapped; an IPv6 target on an IPv4 socket fails with EAFNOSUPPORT). \
+         \\fBgetpeername\\fP(2) answers what the program asked for (\\fBpeername = \"program\"\\fP, the \
+         default) or where it really went (\\fB\"target\"\\fP). The trace shows both.\n\
+         .TP\n\\fBdelay\\fP = \"250ms\" | \"2s\" | milliseconds\nthe TCP connect completes this much later \
+         (at most 1 hour). A blocking connect sleeps. A non\\-blocking one does not block the thread: \
+         \\fBconnect\\fP returns EINPROGRESS and the socket stays \"connecting\" for \\fBpoll\\fP(2), \
+         \\fBepoll\\fP(7) and \\fBselect\\fP(2) until the delay is over (it waits as a loopback listener; \
+         a thread of sockwrap's then makes the real connect). Meanwhile \\fBgetsockname\\fP(2) shows a \
+         loopback address, and a socket the program bound itself listens on its address for the \
+         delay. UDP connects are not delayed.\n\
+         .TP\n\\fBfail\\fP = { rate = 0..1, errno = \"ERRNO\" }\nthis fraction of matching connects fail \
+         with ERRNO (default ECONNRESET). The choices come from a seeded generator, per rule and per \
+         process: \\fBSOCKWRAP_SEED\\fP=\\fIN\\fP or \\fB\\-\\-seed\\fP \\fIN\\fP gives the same failures at the same \
+         connects in every run. Without a seed \\fBsockwrap run\\fP chooses one, prints it, and passes \
+         it to every process of the run.\n",
     ));
     out.push_str(&section(
         "OPTIONS",

@@ -1,0 +1,147 @@
+"""Client for the connection-action tests. Prints one JSON object per connect on stdout.
+
+  action_client.py blocking FAMILY HOST PORT           one blocking connect, send b"ping", read the reply
+  action_client.py asyncio HOST PORT [HOST PORT ...]    concurrent asyncio connects (epoll)
+  action_client.py select HOST PORT                     non-blocking connect, select() for writability
+  action_client.py loop HOST PORT N                     N blocking connects, one char each: . ok, x refused/reset
+  action_client.py byname NAME PORT                     getaddrinfo(NAME) then connect, send, read
+  action_client.py byname_then_addr NAME ADDR PORT      the same, then a connect to ADDR (no name)
+
+FAMILY is 4, 6 (IPv6 socket) or 6m (IPv6 socket, v4-mapped address). Each result has
+`ok`, `errno` (name), `peer` (getpeername), `reply`, `elapsed` (s).
+"""
+import asyncio
+import errno
+import json
+import select
+import socket
+import sys
+import time
+
+
+def name(e):
+    return errno.errorcode.get(e, str(e))
+
+
+def report(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def talk(s):
+    s.sendall(b"ping")
+    s.settimeout(5)
+    try:
+        return s.recv(64).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def blocking(fam, host, port):
+    family = socket.AF_INET if fam == "4" else socket.AF_INET6
+    if fam == "6m":
+        host = "::ffff:" + host
+    s = socket.socket(family, socket.SOCK_STREAM)
+    t0 = time.monotonic()
+    try:
+        s.connect((host, port))
+    except OSError as e:
+        report(ok=False, errno=name(e.errno), elapsed=time.monotonic() - t0)
+        return
+    elapsed = time.monotonic() - t0
+    peer = s.getpeername()
+    report(ok=True, peer=[peer[0], peer[1]], reply=talk(s), elapsed=elapsed)
+    s.close()
+
+
+async def one(host, port, t0):
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+    except (OSError, asyncio.TimeoutError) as e:
+        report(port=port, ok=False, errno=name(getattr(e, "errno", None) or errno.ETIMEDOUT),
+               elapsed=time.monotonic() - t0)
+        return
+    elapsed = time.monotonic() - t0
+    peer = w.get_extra_info("peername")
+    w.write(b"ping")
+    await w.drain()
+    try:
+        reply = (await asyncio.wait_for(r.read(64), 5)).decode(errors="replace")
+    except asyncio.TimeoutError:
+        reply = ""
+    report(port=port, ok=True, peer=[peer[0], peer[1]], reply=reply, elapsed=elapsed)
+    w.close()
+
+
+async def many(pairs):
+    t0 = time.monotonic()
+    await asyncio.gather(*(one(h, p, t0) for h, p in pairs))
+
+
+def with_select(host, port):
+    s = socket.socket()
+    s.setblocking(False)
+    t0 = time.monotonic()
+    r = s.connect_ex((host, port))
+    if r not in (0, errno.EINPROGRESS):
+        report(ok=False, errno=name(r), elapsed=time.monotonic() - t0)
+        return
+    _, w, _ = select.select([], [s], [], 10)
+    if not w:
+        report(ok=False, errno="TIMEOUT", elapsed=time.monotonic() - t0)
+        return
+    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    elapsed = time.monotonic() - t0
+    if err:
+        report(ok=False, errno=name(err), elapsed=elapsed)
+        return
+    s.setblocking(True)
+    peer = s.getpeername()
+    report(ok=True, peer=[peer[0], peer[1]], reply=talk(s), elapsed=elapsed)
+
+
+def loop(host, port, n):
+    out = []
+    for _ in range(n):
+        s = socket.socket()
+        try:
+            s.connect((host, port))
+            out.append(".")
+        except OSError:
+            out.append("x")
+        s.close()
+    report(pattern="".join(out))
+
+
+def byname(host, port):
+    t0 = time.monotonic()
+    try:
+        s = socket.create_connection((host, port), timeout=5)
+    except OSError as e:
+        report(ok=False, errno=name(e.errno), elapsed=time.monotonic() - t0)
+        return
+    peer = s.getpeername()
+    report(ok=True, peer=[peer[0], peer[1]], reply=talk(s), elapsed=time.monotonic() - t0)
+
+
+def main():
+    mode = sys.argv[1]
+    a = sys.argv[2:]
+    if mode == "blocking":
+        blocking(a[0], a[1], int(a[2]))
+    elif mode == "asyncio":
+        asyncio.run(many([(a[i], int(a[i + 1])) for i in range(0, len(a), 2)]))
+    elif mode == "select":
+        with_select(a[0], int(a[1]))
+    elif mode == "loop":
+        loop(a[0], int(a[1]), int(a[2]))
+    elif mode == "byname":
+        byname(a[0], int(a[1]))
+    elif mode == "byname_then_addr":
+        byname(a[0], int(a[2]))
+        blocking("4", a[1], int(a[2]))
+    else:
+        sys.exit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+"""Connection actions (deny, redirect, delay, fail) and host-name rules (issue #14).
+
+Witnesses: the client's own result (exit status, errno, the reply it read, how long its
+connect took, what getpeername said), the server (how many connections it accepted, which
+port answered), the wire (tcpdump: no SYN leaves for a denied connect) and the peer socket
+(IP_RECVTOS) for host-name rules. Each is also run without sockwrap, so that the test can
+fail.
+"""
+import json
+import os
+import re
+import socket
+import subprocess
+import textwrap
+import threading
+
+import pytest
+
+import util
+from util import EF, Capture, peer, run, run_under_sockwrap, tos_server
+
+
+class EchoServer:
+    """Counts the connections it accepts; answers each one's first read with
+    `pong:PORT` (so the client can tell which server it reached). HTTP requests get an
+    HTTP/1.0 answer with that body, for curl."""
+
+    def __init__(self, port, host="127.0.0.1"):
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.port = port
+        self.ls = socket.socket(fam, socket.SOCK_STREAM)
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind((host, port))
+        self.ls.listen(512)
+        self.ls.settimeout(0.2)
+        self.accepted = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.serve, daemon=True)
+        self.t.start()
+
+    def serve(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                continue
+            with self.lock:
+                self.accepted += 1
+            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
+
+    def handle(self, c):
+        c.settimeout(5)
+        try:
+            d = c.recv(4096)
+            body = f"pong:{self.port}".encode()
+            if d.startswith(b"GET "):
+                c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            elif d:
+                c.sendall(body)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def count(self):
+        with self.lock:
+            return self.accepted
+
+    def close(self):
+        self.stop.set()
+        self.t.join(5)
+        self.ls.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def results(r):
+    assert r.returncode == 0, r.stdout + r.stderr
+    return [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+
+
+def policy(tmp_path, text, name="policy.toml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def curl(port, host="127.0.0.1", extra=()):
+    return ["curl", "-s", "-m", "5", *extra, f"http://{host}:{port}/"]
+
+
+def settle(server, n, timeout=3):
+    util.wait_until(lambda: server.count() >= n, timeout)
+    return server.count()
+
+
+# --------------------------------------------------------------------------- deny
+
+def test_deny_curl_exits_7_and_no_syn_leaves(port):
+    util.require_tool("curl")
+    with EchoServer(port) as srv:
+        r = run(curl(port))
+        assert r.returncode == 0 and r.stdout == f"pong:{port}", r.stdout + r.stderr
+        assert settle(srv, 1) == 1
+        with Capture(f"tcp dst port {port}") as cap:
+            r = run_under_sockwrap(["--deny", "--to", f"127.0.0.1:{port}"], curl(port))
+        assert r.returncode == 7, (r.returncode, r.stdout, r.stderr)
+        assert srv.count() == 1, "the server saw a connection that was denied"
+        assert not [p for p in cap.packets if "S" in (p.flags or "")], cap.text
+        # The witness works: the same capture sees the SYN of an allowed connect.
+        with Capture(f"tcp dst port {port}") as cap:
+            assert run(curl(port)).returncode == 0
+        assert [p for p in cap.packets if "S" in (p.flags or "")], cap.text
+
+
+def test_deny_errno_and_except_from_a_policy_file(tmp_path, port):
+    cfg = policy(tmp_path, f"""
+        [[rule]]
+        name = "no-db"
+        match = {{ port = {port}, except = {{ remote = "127.0.0.2" }} }}
+        deny = "ENETUNREACH"
+        """)
+    with EchoServer(port, host="0.0.0.0") as srv:
+        cmd = lambda h: peer("action_client.py", "blocking", "4", h, port)
+        base = [results(run(cmd(h)))[0] for h in ("127.0.0.1", "127.0.0.2")]
+        assert [b["ok"] for b in base] == [True, True]
+        got = [results(run_under_sockwrap(["-c", cfg], cmd(h)))[0] for h in ("127.0.0.1", "127.0.0.2")]
+        assert got[0] == {"ok": False, "errno": "ENETUNREACH", "elapsed": got[0]["elapsed"]}
+        assert got[1]["ok"] and got[1]["reply"] == f"pong:{port}", got
+        assert settle(srv, 3) == 3  # two without sockwrap, the excepted one with it
+
+
+# --------------------------------------------------------------------------- redirect
+
+def test_redirect_curl_to_a_dead_port_gets_the_live_servers_body(port, port2):
+    util.require_tool("curl")
+    dead = port2
+    with EchoServer(port) as srv:
+        r = run(curl(dead))
+        assert r.returncode == 7, "nothing may listen on the dead port"
+        r = run_under_sockwrap(["--redirect", f"127.0.0.1:{port}", "--to", f":{dead}"], curl(dead))
+        assert r.returncode == 0 and r.stdout == f"pong:{port}", (r.returncode, r.stdout, r.stderr)
+        assert settle(srv, 1) == 1
+
+
+@pytest.mark.parametrize("fam", ["6m", "6"])
+def test_redirect_ipv6_and_v4_mapped_and_getpeername(tmp_path, port, port2, fam):
+    if fam == "6":
+        util.require_ipv6()
+    host, live_host = ("127.0.0.1", "127.0.0.1") if fam == "6m" else ("::1", "::1")
+    dead = port2
+    target = f"127.0.0.1:{port}" if fam == "6m" else f"[::1]:{port}"
+    cmd = peer("action_client.py", "blocking", fam, host, dead)
+    with EchoServer(port, host=live_host) as srv:
+        assert results(run(cmd))[0]["errno"] == "ECONNREFUSED"
+        got = results(run_under_sockwrap(["--redirect", target, "--to", f":{dead}"], cmd))[0]
+        assert got["ok"] and got["reply"] == f"pong:{port}", got
+        # The program's view: the address it asked for.
+        assert got["peer"][1] == dead, got
+        assert got["peer"][0] == ("::ffff:127.0.0.1" if fam == "6m" else "::1"), got
+        cfg = policy(tmp_path, f"""
+            [[rule]]
+            match = {{ port = {dead} }}
+            redirect = {{ to = "{target}", peername = "target" }}
+            """)
+        got = results(run_under_sockwrap(["-c", cfg], cmd))[0]
+        assert got["ok"] and got["peer"][1] == port, got
+        assert settle(srv, 2) == 2
+
+
+def test_redirect_nonblocking_asyncio(port, port2):
+    dead = port2
+    cmd = peer("action_client.py", "asyncio", "127.0.0.1", dead)
+    with EchoServer(port) as srv:
+        assert results(run(cmd))[0]["ok"] is False
+        got = results(run_under_sockwrap(["--redirect", f"127.0.0.1:{port}", "--to", f":{dead}"], cmd))[0]
+        assert got["ok"] and got["reply"] == f"pong:{port}" and got["peer"][1] == dead, got
+        assert settle(srv, 1) == 1
+
+
+# --------------------------------------------------------------------------- fail
+
+def pattern(args, port, n=100):
+    got = results(run_under_sockwrap(args, peer("action_client.py", "loop", "127.0.0.1", port, n)))
+    return got[0]["pattern"]
+
+
+def test_fail_is_seeded_near_the_rate_and_the_server_counts_the_rest(port):
+    with EchoServer(port) as srv:
+        assert pattern([], port) == "." * 100
+        settle(srv, 100)
+        before = srv.count()
+        args = ["--fail", "0.3,ECONNRESET", "--to", f":{port}"]
+        a = pattern([*args, "--seed", "7"], port)
+        b = pattern([*args, "--seed", "7"], port)
+        c = pattern([*args, "--seed", "8"], port)
+        assert a == b, "the same seed must fail the same connects"
+        assert a != c, "another seed must choose otherwise"
+        for p in (a, b, c):
+            assert 15 <= p.count("x") <= 45, p
+        let_through = sum(p.count(".") for p in (a, b, c))
+        assert settle(srv, before + let_through) == before + let_through
+
+
+def test_fail_without_a_seed_says_the_seed_and_it_repeats(port):
+    with EchoServer(port):
+        cmd = peer("action_client.py", "loop", "127.0.0.1", port, 60)
+        r = run_under_sockwrap(["--fail", "0.5", "--to", f":{port}"], cmd)
+        m = re.search(r"seed (\d+) \(--seed \d+ repeats this run\)", r.stderr)
+        assert m, r.stderr
+        first = results(r)[0]["pattern"]
+        again = pattern(["--fail", "0.5", "--to", f":{port}", "--seed", m.group(1)], port, 60)
+        assert again == first
+
+
+# --------------------------------------------------------------------------- delay
+
+def test_delay_asyncio_delays_only_the_matching_connection(port, port2):
+    cmd = peer("action_client.py", "asyncio", "127.0.0.1", port, "127.0.0.1", port2)
+    with EchoServer(port), EchoServer(port2):
+        base = {g["port"]: g for g in results(run(cmd))}
+        assert all(g["ok"] and g["elapsed"] < 0.3 for g in base.values()), base
+        got = {g["port"]: g for g in results(run_under_sockwrap(["--delay", "700ms", "--to", f":{port2}"], cmd))}
+        assert got[port]["ok"] and got[port]["elapsed"] < 0.3, got
+        assert got[port2]["ok"] and got[port2]["reply"] == f"pong:{port2}", got
+        assert 0.65 <= got[port2]["elapsed"] < 5, got
+
+
+def test_delay_select_blocking_and_curl(port):
+    util.require_tool("curl")
+    with EchoServer(port):
+        for mode in ("select", "blocking"):
+            args = ("4",) if mode == "blocking" else ()
+            cmd = peer("action_client.py", mode, *args, "127.0.0.1", port)
+            assert results(run(cmd))[0]["elapsed"] < 0.3
+            got = results(run_under_sockwrap(["--delay", "500ms", "--to", f":{port}"], cmd))[0]
+            assert got["ok"] and got["reply"] == f"pong:{port}" and got["elapsed"] >= 0.45, (mode, got)
+        fmt = ["-w", "%{time_connect}", "-o", "/dev/null"]
+        assert float(run(curl(port, extra=fmt)).stdout) < 0.3
+        r = run_under_sockwrap(["--delay", "500ms", "--to", f":{port}"], curl(port, extra=fmt))
+        assert r.returncode == 0 and float(r.stdout) >= 0.45, r.stdout + r.stderr
+
+
+def test_a_delayed_deny_times_out_later_without_blocking(port, port2):
+    cmd = peer("action_client.py", "asyncio", "127.0.0.1", port, "127.0.0.1", port2)
+    with EchoServer(port) as srv, EchoServer(port2):
+        got = {g["port"]: g for g in results(run_under_sockwrap(
+            ["--deny", "ETIMEDOUT", "--delay", "600ms", "--to", f":{port}"], cmd))}
+        assert got[port] ["ok"] is False and got[port]["errno"] == "ETIMEDOUT", got
+        assert 0.55 <= got[port]["elapsed"] < 5, got
+        assert got[port2]["ok"] and got[port2]["elapsed"] < 0.3, "the other connect was held up"
+        assert srv.count() == 0
+
+
+# --------------------------------------------------------------------------- host names
+
+def in_private_hosts(tmp_path, hosts_text, script):
+    """Runs `script` (sh) in a private mount namespace whose /etc/hosts is `hosts_text`."""
+    util.require_root("a private /etc/hosts needs a mount namespace (root)")
+    util.require_tool("unshare")
+    hosts = tmp_path / "hosts"
+    hosts.write_text(hosts_text)
+    real = open("/etc/hosts").read()
+    r = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {hosts} /etc/hosts && {script}"],
+                       capture_output=True, text=True, timeout=30, env=util._env(None))
+    assert open("/etc/hosts").read() == real, "the machine's /etc/hosts must not change"
+    return r
+
+
+def test_host_rule_marks_the_connection_made_by_name(tmp_path, port):
+    cfg = policy(tmp_path, """
+        [[rule]]
+        match = { host = ["db.test", "*.internal.test"] }
+        dscp = "EF"
+        """)
+    trace = tmp_path / "t.jsonl"
+    client = " ".join(peer("action_client.py", "byname_then_addr", "db.test", "127.0.0.1", port))
+    hosts = "127.0.0.1 localhost\n127.0.0.2 db.test\n"
+    # The client connects by name (to 127.0.0.2), reads the reply, then by address (to
+    # 127.0.0.1): the server's records are in that order.
+    with tos_server(socket.AF_INET, port, host="0.0.0.0", reply=b"ok") as srv:
+        r = in_private_hosts(tmp_path, hosts, client)
+        assert [x["ok"] for x in results(r)] == [True, True], r.stderr
+        plain = [x["tos"] for x in srv.wait(2)]
+    assert plain == [0, 0]
+    with tos_server(socket.AF_INET, port, host="0.0.0.0", reply=b"ok") as srv:
+        r = in_private_hosts(tmp_path, hosts,
+                             f"{util.SOCKWRAP_BIN} trace -o {trace} -c {cfg} -- {client}")
+        assert r.returncode == 0, r.stdout + r.stderr
+        got = [x["tos"] for x in srv.wait(2)]
+    assert got == [EF, 0], got
+    # The summary (on stderr) names the host; the trace has the resolution.
+    assert "127.0.0.2:%d (db.test)" % port in r.stderr, r.stderr
+    lines = [json.loads(l) for l in trace.read_text().splitlines()]
+    res = [l for l in lines if l["ev"] == "resolve" and l["name"] == "db.test"]
+    assert res and res[0]["addrs"] == ["127.0.0.2"] and res[0]["result"] == "ok", res
+    conns = [l for l in lines if l["ev"] == "call" and l["call"] == "connect"]
+    assert [c.get("host") for c in conns] == ["db.test", None], conns
+
+
+def test_deny_by_host_name(tmp_path, port):
+    cfg = policy(tmp_path, """
+        [[rule]]
+        match = { host = "license.test" }
+        deny = "ECONNREFUSED"
+        """)
+    hosts = "127.0.0.1 localhost license.test\n"
+    client = " ".join(peer("action_client.py", "byname", "license.test", port))
+    with EchoServer(port) as srv:
+        r = in_private_hosts(tmp_path, hosts, client)
+        assert results(r)[0]["ok"], r.stderr
+        r = in_private_hosts(tmp_path, hosts, f"{util.SOCKWRAP_BIN} run -c {cfg} -- {client}")
+        assert results(r)[0]["errno"] == "ECONNREFUSED", r.stdout + r.stderr
+        assert settle(srv, 1) == 1
+
+
+# --------------------------------------------------------------------------- the trace
+
+def test_trace_shows_both_addresses_of_a_redirect(tmp_path, port, port2):
+    trace = tmp_path / "t.jsonl"
+    with EchoServer(port):
+        r = run([util.SOCKWRAP_BIN, "trace", "-o", trace, "--redirect", f"127.0.0.1:{port}",
+                 "--to", f":{port2}", "--",
+                 *peer("action_client.py", "blocking", "4", "127.0.0.1", port2)])
+        assert r.returncode == 0, r.stderr
+    c = [json.loads(l) for l in trace.read_text().splitlines() if '"call":"connect"' in l][0]
+    assert c["args"]["addr"] == f"127.0.0.1:{port2}" and c["ret"] == 0, c
+    assert c["action"] == {"redirect": f"127.0.0.1:{port}"}, c
+    assert f"redirected to 127.0.0.1:{port}" in r.stderr
+
+
+# --------------------------------------------------------------------------- check, explain
+
+def test_check_and_explain_know_the_actions(tmp_path):
+    bad = policy(tmp_path, """
+        [[rule]]
+        deny = "EBOGUS"
+        fail = { rate = 1.5 }
+        redirect = "localhost"
+        match = { host = "a*b" }
+        """, "bad.toml")
+    r = run([util.SOCKWRAP_BIN, "check", bad])
+    assert r.returncode == 1
+    for want in ["bad.toml:3:8: error: deny: `EBOGUS` is not an errno",
+                 "bad.toml:4:17: error: fail.rate: rate 1.5 is outside 0..1",
+                 "bad.toml:5:12: error: redirect: `localhost` is not an address:port",
+                 "bad.toml:6:18: error: match.host: `a*b` is not a host name"]:
+        assert want in r.stderr, r.stderr
+    good = policy(tmp_path, """
+        [[rule]]
+        name = "flaky-db"
+        match = { port = 5432 }
+        fail = { rate = 0.2, errno = "ECONNRESET" }
+        delay = "250ms"
+
+        [[rule]]
+        name = "internal"
+        match = { host = "*.internal.example", except = { remote = "10.9.0.0/16" } }
+        dscp = "AF21"
+        redirect = "127.0.0.1:8443"
+        """)
+    r = run([util.SOCKWRAP_BIN, "check", good])
+    assert r.returncode == 0 and "fail=0.2/ECONNRESET" in r.stdout and "delay=250ms" in r.stdout, r.stdout
+    r = run([util.SOCKWRAP_BIN, "explain", "-c", good, "--dest", "10.1.1.1:5432"])
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"fail\s+rate 0.2 errno ECONNRESET\s+from flaky-db", r.stdout), r.stdout
+    assert re.search(r"delay\s+250ms\s+from flaky-db", r.stdout), r.stdout
+    assert "redirect" not in r.stdout, "no host name given: the host rule must not apply"
+    r = run([util.SOCKWRAP_BIN, "explain", "-c", good, "--dest", "10.1.1.1:443", "--host", "api.internal.example"])
+    assert re.search(r"redirect\s+127.0.0.1:8443\s+from internal", r.stdout), r.stdout
+    r = run([util.SOCKWRAP_BIN, "explain", "-c", good, "--dest", "10.9.1.1:443", "--host", "api.internal.example"])
+    assert "no option applies" in r.stdout, r.stdout
+    r = run([util.SOCKWRAP_BIN, "run", "--deny", "EBOGUS", "--", "true"])
+    assert r.returncode == 2 and "--deny: `EBOGUS` is not an errno" in r.stderr, r.stderr
+    r = run([util.SOCKWRAP_BIN, "run", "--redirect", "nowhere", "--", "true"])
+    assert r.returncode == 2 and "--redirect:" in r.stderr, r.stderr
