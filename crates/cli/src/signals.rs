@@ -12,7 +12,7 @@ const SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, li
 static CHILD: AtomicI32 = AtomicI32::new(0);
 /// The last signal received and not passed on.
 static PENDING: AtomicI32 = AtomicI32::new(0);
-/// Store every signal, also a terminal's.
+/// Store every signal, also a terminal's (set by [`catch`]).
 static CATCH_ALL: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
@@ -59,6 +59,13 @@ pub fn forward_to(pid: u32) {
 /// The child has ended: signals sent to sockwrap alone are kept for [`take`].
 pub fn child_ended() {
     CHILD.store(0, Ordering::Relaxed);
+}
+
+/// No child: every termination signal, a terminal's ^C included, is kept for [`take`]
+/// (and ends a blocking poll(2) with EINTR).
+pub fn catch() {
+    CATCH_ALL.store(true, Ordering::Relaxed);
+    install();
 }
 
 /// The signal received since the last call, if any.
