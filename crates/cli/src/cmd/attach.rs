@@ -12,6 +12,11 @@
 //! Each duplicate is held only while its socket's rows are made (a program's `close()` of
 //! a socket we still hold would not release it), and nothing but the options asked for is
 //! changed (IP_TOS also rewrites SO_PRIORITY on IPv4, so the priority is put back).
+//!
+//! `--follow` ([`follow`]) adds the kernel backend: the processes are moved into a sockwrap
+//! cgroup (a child of the cgroup each is in) carrying the BPF programs of the same policy,
+//! before the one-shot part, so that the sockets they open from then on get the policy and
+//! its locks; sockwrap stays until they exit or a signal moves them back.
 
 use crate::error::{Error, Result};
 use crate::launch::flag_vars;

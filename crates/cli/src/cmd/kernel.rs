@@ -7,6 +7,9 @@
 //! detaches the programs, removes the cgroup and exits with the command's status. A
 //! sockwrap that was killed leaves only an empty cgroup (BPF links die with their process):
 //! the next `run --kernel`, and `doctor`, remove it.
+//!
+//! `attach --follow` uses the same pieces on a running process: [`tables_for`] (the
+//! refusals), [`remove_cgroup`], [`wait_events`] and [`report`].
 
 use crate::error::{Error, Result};
 use clap::ArgMatches;
