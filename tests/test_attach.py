@@ -896,6 +896,28 @@ def test_follow_tree_moves_every_process_and_waits_for_all_of_them(procs, port, 
     assert end_follow(f)[0] == 128 + signal.SIGTERM
 
 
+def test_follow_tree_across_two_cgroups_gives_each_its_own_and_puts_each_back(procs, unit):
+    """As sshd's sessions, which systemd puts in scopes of their own: the program in the
+    unit, its child in another cgroup. Each is moved into a sockwrap cgroup under its own,
+    and each goes back to its own."""
+    unit_dir, unit_rel = unit
+    p = start_followed(procs, unit_dir)
+    child = tell(p, "child 30")
+    session = unit_dir / "session"
+    session.mkdir()
+    put_into(session, child)
+    f, err = start_follow(procs, p.pid, "--tree", "--dscp", "EF")
+    mine, its = cgroup_of(p.pid), cgroup_of(child)
+    assert mine.startswith(f"{unit_rel}/sockwrap-follow-{f.pid}-"), err
+    assert its.startswith(f"{unit_rel}/session/sockwrap-follow-{f.pid}-"), err
+    assert len(follow_cgroups()) == 2
+    os.kill(f.pid, signal.SIGTERM)
+    rc, _, err2 = end_follow(f)
+    assert rc == 128 + signal.SIGTERM, err2
+    assert cgroup_of(p.pid) == unit_rel and cgroup_of(child) == f"{unit_rel}/session"
+    assert follow_cgroups() == []
+
+
 def test_follow_refuses_options_the_kernel_backend_cannot_set_and_touches_nothing(procs, port, unit):
     unit_dir, unit_rel = unit
     with sink(port):

@@ -1429,15 +1429,16 @@ mod follow {
             }
             failed.extend(self.remove());
             let cgroups = paths.join(", ");
+            let its = if paths.len() == 1 { "its" } else { "their" };
             match stopped {
                 Some(sig) => eprintln!(
-                    "sockwrap: {WHAT}: stopped by {}: moved {} back to where {} came from; removed {cgroups} and its programs. Sockets opened while followed keep their options, without locks from now on",
+                    "sockwrap: {WHAT}: stopped by {}: moved {} back to where {} came from; removed {cgroups} and {its} programs. Sockets opened while followed keep their options, without locks from now on",
                     signal_name(sig),
                     if moved.is_empty() { "no process".to_string() } else { procs_named(&moved) },
                     if moved.len() == 1 { "it" } else { "they" },
                 ),
                 None => eprintln!(
-                    "sockwrap: {WHAT}: the followed processes have exited; removed {cgroups} and its programs"
+                    "sockwrap: {WHAT}: the followed processes have exited; removed {cgroups} and {its} programs"
                 ),
             }
             for l in &strayed {
