@@ -918,6 +918,18 @@ def test_follow_tree_across_two_cgroups_gives_each_its_own_and_puts_each_back(pr
     assert follow_cgroups() == []
 
 
+def test_a_process_moved_out_by_someone_else_ends_the_follow_with_exit_1(procs, unit):
+    unit_dir, unit_rel = unit
+    p = start_followed(procs, unit_dir)
+    f, err = start_follow(procs, p.pid, "--dscp", "EF")
+    assert cgroup_of(p.pid).startswith(f"{unit_rel}/sockwrap-follow-")
+    put_into(unit_dir, p.pid)  # as an administrator (or systemd) could
+    rc, _, err2 = end_follow(f)
+    assert rc == 1, err2
+    assert f"process {p.pid} ({comm(p.pid)}) left the sockwrap cgroup while it was followed" in err2, err2
+    assert p.poll() is None and cgroup_of(p.pid) == unit_rel and follow_cgroups() == []
+
+
 def test_follow_refuses_options_the_kernel_backend_cannot_set_and_touches_nothing(procs, port, unit):
     unit_dir, unit_rel = unit
     with sink(port):
