@@ -84,6 +84,40 @@ fn policy_args() -> Vec<Arg> {
     ]
 }
 
+/// What the flag rule does to a matching connect (with `--to`, only those destinations).
+fn action_args() -> Vec<Arg> {
+    let h = "Connection actions (with --to: only those destinations)";
+    vec![
+        Arg::new("deny")
+            .long("deny")
+            .num_args(0..=1)
+            .default_missing_value("ECONNREFUSED")
+            .value_name("ERRNO")
+            .help("matching connects fail with ERRNO (default ECONNREFUSED; also ENETUNREACH, EACCES, ETIMEDOUT...); nothing is sent")
+            .help_heading(h),
+        Arg::new("redirect")
+            .long("redirect")
+            .value_name("ADDR:PORT")
+            .help("matching connects go to ADDR:PORT instead (getpeername still answers what the program asked for)")
+            .help_heading(h),
+        Arg::new("delay")
+            .long("delay")
+            .value_name("DURATION")
+            .help("matching TCP connects complete DURATION later (250ms, 2s); non-blocking ones do not block the program")
+            .help_heading(h),
+        Arg::new("fail")
+            .long("fail")
+            .value_name("RATE[,ERRNO]")
+            .help("this fraction 0..1 of matching connects fail with ERRNO (default ECONNRESET), chosen by a seeded generator")
+            .help_heading(h),
+        Arg::new("seed")
+            .long("seed")
+            .value_name("N")
+            .help("seed of the --fail / fail = { ... } choices: the same seed fails the same connects (default: random, printed)")
+            .help_heading(h),
+    ]
+}
+
 fn log_args() -> Vec<Arg> {
     vec![
         Arg::new("log")
@@ -137,6 +171,9 @@ Examples:
   sockwrap run --mptcp -- iperf3 -c 10.0.1.2
   sockwrap run --dscp AF41 --to 10.0.0.0/8 --to :443 -- curl https://intranet/
   sockwrap run --log info --dscp CS6 -- curl http://127.0.0.1:8080/
+  sockwrap run --deny --to 192.0.2.10:443 -- ./app          # the app must cope without it
+  sockwrap run --redirect 127.0.0.1:8443 --to 192.0.2.10:443 -- ./app
+  sockwrap run --fail 0.2,ECONNRESET --delay 250ms --to :5432 --seed 7 -- ./app
 
 sockwrap execs the program (no process stays in between) and exits with its status.
 
@@ -167,7 +204,8 @@ Examples:
   sockwrap explain -c policy.toml --dest 10.1.2.3:22 --program ssh
   sockwrap explain -c policy.toml --dest [2001:db8::5]:5432 --role server
   sockwrap explain --dscp EF --to :443 --dest 192.0.2.1:443
-  sockwrap explain --kernel -c policy.toml --dest 10.1.2.3:22 --program ssh";
+  sockwrap explain --kernel -c policy.toml --dest 10.1.2.3:22 --program ssh
+  sockwrap explain -c chaos.toml --dest 10.9.1.1:443 --host api.internal.example";
 
 const DOCTOR_EXAMPLES: &str = "\
 Examples:
@@ -311,6 +349,7 @@ pub fn command() -> Command {
         )
         .args(policy_args())
         .args(option_args())
+        .args(action_args())
         .args(log_args());
     Command::new("sockwrap")
         .version(env!("CARGO_PKG_VERSION"))
@@ -332,6 +371,7 @@ pub fn command() -> Command {
                 .after_help(RUN_EXAMPLES)
                 .args(policy_args())
                 .args(option_args())
+                .args(action_args())
                 .args(log_args())
                 .arg(Arg::new("trace").long("trace").value_name("FILE").value_hint(clap::ValueHint::FilePath).help("append a JSON-lines trace of every socket call to FILE (docs/trace-schema.md)"))
                 .arg(Arg::new("kernel").long("kernel").action(ArgAction::SetTrue).conflicts_with("trace").help("apply the policy with cgroup BPF programs instead of the library: reaches static and Go binaries and libc's own sockets (root only; README: 'The kernel backend')"))
@@ -344,6 +384,7 @@ pub fn command() -> Command {
                 .after_help(TRACE_EXAMPLES)
                 .args(policy_args())
                 .args(option_args())
+                .args(action_args())
                 .args(log_args())
                 .arg(Arg::new("output").short('o').long("output").value_name("FILE").value_hint(clap::ValueHint::FilePath).help("keep the full record (JSON lines) in FILE (replaced); default: a temporary file, removed"))
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the summary as JSON"))
@@ -368,7 +409,9 @@ pub fn command() -> Command {
                 .after_help(EXPLAIN_EXAMPLES)
                 .args(policy_args())
                 .args(option_args())
+                .args(action_args())
                 .arg(Arg::new("dest").long("dest").value_name("IP:PORT").required(true).help("remote address and port"))
+                .arg(Arg::new("host").long("host").value_name("NAME").help("the host name the program resolved to get this address (for match.host rules)"))
                 .arg(Arg::new("transport").long("transport").value_name("tcp|udp").value_parser(["tcp", "udp"]).default_value("tcp"))
                 .arg(Arg::new("role").long("role").value_name("client|server").value_parser(["client", "server"]).default_value("client"))
                 .arg(Arg::new("program").long("program").value_name("NAME").help("program name to match rules against"))

@@ -54,6 +54,33 @@ pub fn flag_vars(m: &ArgMatches) -> Result<Vec<(String, String)>> {
     if !targets.is_empty() {
         vars.push(("SOCKWRAP_TO".into(), targets.join(" ")));
     }
+    // Connection actions (not on `attach`, `doctor`: they have no connect to act on).
+    let action = |id: &str| m.try_get_one::<String>(id).ok().flatten();
+    if let Some(v) = action("deny") {
+        sockwrap_policy::rules::parse_errno(v)
+            .map_err(|e| Error::usage(format_args!("--deny: {e}")))?;
+        vars.push(("SOCKWRAP_DENY".into(), v.clone()));
+    }
+    if let Some(v) = action("redirect") {
+        sockwrap_policy::rules::parse_redirect(v)
+            .map_err(|e| Error::usage(format_args!("--redirect: {e}")))?;
+        vars.push(("SOCKWRAP_REDIRECT".into(), v.clone()));
+    }
+    if let Some(v) = action("delay") {
+        sockwrap_policy::rules::parse_delay(v)
+            .map_err(|e| Error::usage(format_args!("--delay: {e}")))?;
+        vars.push(("SOCKWRAP_DELAY".into(), v.clone()));
+    }
+    if let Some(v) = action("fail") {
+        sockwrap_policy::env::parse_fail(v)
+            .map_err(|e| Error::usage(format_args!("--fail: {e}")))?;
+        vars.push(("SOCKWRAP_FAIL".into(), v.clone()));
+    }
+    if let Some(v) = action("seed") {
+        sockwrap_policy::env::parse_seed(v)
+            .map_err(|e| Error::usage(format_args!("--seed: {e}")))?;
+        vars.push(("SOCKWRAP_SEED".into(), v.clone()));
+    }
     // `attach` has no --soft or --strict (nothing it sets is locked, no call can fail).
     if let Some(s) = m.try_get_one::<String>("soft").ok().flatten() {
         if s != "1" {
@@ -235,6 +262,19 @@ pub fn load_policy(m: &ArgMatches) -> Result<sockwrap_policy::Loaded> {
     ))
 }
 
+/// A seed for `fail` choices: from the kernel's random source, else the clock.
+fn random_seed() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_ne_bytes(b),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+    }
+}
+
 /// The program's command with the library and the `SOCKWRAP_*` variables set; `extra`
 /// variables (the trace) are set even when the policy has errors.
 pub fn prepare(
@@ -289,6 +329,21 @@ pub fn prepare(
             return Ok((cmd, prog.clone()));
         }
         eprintln!("sockwrap: the policy has errors; tracing the program without applying it");
+    }
+    // `fail` rules without a seed: one seed for the whole run (every process of it), said
+    // once, so that the run can be repeated.
+    if loaded.errors.is_empty()
+        && loaded.env.seed.is_none()
+        && loaded
+            .policy
+            .rules()
+            .iter()
+            .any(|r| r.actions.fail.is_some())
+    {
+        let seed = random_seed();
+        eprintln!("sockwrap: fail rules choose with seed {seed} (--seed {seed} repeats this run)");
+        vars.push(("SOCKWRAP_SEED".into(), seed.to_string()));
+        seen.push(("SOCKWRAP_SEED".into(), seed.to_string()));
     }
     refuse_musl(prog)?;
     let lib = find_library()?;

@@ -286,6 +286,8 @@ pub struct Conn {
     pub mptcp: bool,
     pub local: Option<String>,
     pub remote: Option<String>,
+    /// The host name the remote address came from (the program resolved it).
+    pub host: Option<String>,
     pub own: Vec<String>,
     pub sockwrap: Vec<String>,
     pub latency_ns: Option<i64>,
@@ -307,6 +309,7 @@ impl Conn {
             ("mptcp".into(), Json::Bool(self.mptcp)),
             ("local".into(), s(&self.local)),
             ("remote".into(), s(&self.remote)),
+            ("host".into(), s(&self.host)),
             ("program_options".into(), list(&self.own)),
             ("sockwrap".into(), list(&self.sockwrap)),
             (
@@ -405,6 +408,21 @@ pub fn summarise(text: &str) -> Summary {
                 if call == "connect" {
                     c.role = "client".into();
                     c.remote = args.str("addr").map(str::to_string);
+                    c.host = e.str("host").map(str::to_string);
+                    if let Some(a) = e.get("action") {
+                        if let Some(x) = a.str("deny") {
+                            c.sockwrap.push(format!("denied ({x})"));
+                        }
+                        if let Some(x) = a.str("fail") {
+                            c.sockwrap.push(format!("failed ({x})"));
+                        }
+                        if let Some(x) = a.int("delay_ms") {
+                            c.sockwrap.push(format!("delayed {x}ms"));
+                        }
+                        if let Some(x) = a.str("redirect") {
+                            c.sockwrap.push(format!("redirected to {x}"));
+                        }
+                    }
                     if ret == 0 {
                         c.result = "ok".into();
                         c.latency_ns = e.int("dur_ns");
@@ -542,7 +560,11 @@ pub fn table(sum: &Summary, colour: bool) -> String {
             c.role.clone(),
             c.transport.clone(),
             c.local.clone().unwrap_or_else(|| "-".into()),
-            c.remote.clone().unwrap_or_else(|| "-".into()),
+            match (&c.remote, &c.host) {
+                (Some(r), Some(h)) => format!("{r} ({h})"),
+                (Some(r), None) => r.clone(),
+                (None, _) => "-".into(),
+            },
             latency(c.latency_ns),
             c.result.clone(),
             if c.own.is_empty() {

@@ -176,8 +176,31 @@ pub fn refusals(policy: &Policy) -> Vec<String> {
                 out.push(format!("rule `{}`: {}: {why}", rule.name, opt.name()));
             }
         }
+        let name = &rule.name;
+        if rule.matcher.uses_host() {
+            out.push(format!("rule `{name}`: match.host: host names are known only to the library, which sees the program's getaddrinfo; the kernel sees addresses (use match.remote, or sockwrap run without --kernel)"));
+        }
+        let a = &rule.actions;
+        if a.deny.is_some() {
+            out.push(format!("rule `{name}`: deny: not carried out by the kernel backend yet; use sockwrap run without --kernel"));
+        }
+        if a.redirect.is_some() {
+            out.push(format!("rule `{name}`: redirect: not carried out by the kernel backend yet; use sockwrap run without --kernel"));
+        }
+        if a.delay_ms.is_some() {
+            out.push(format!("rule `{name}`: delay: a BPF program cannot hold a connect back and let it go later; use sockwrap run without --kernel"));
+        }
+        if a.fail.is_some() {
+            out.push(format!("rule `{name}`: fail: the seeded per-rule choices live in the library; use sockwrap run without --kernel"));
+        }
     }
     out
+}
+
+/// A rule's match and its exception: the fields of both cut the classes (so that `decide`
+/// on one representative per class sees every exception as the library does).
+fn matches(r: &sockwrap_policy::Rule) -> impl Iterator<Item = &sockwrap_policy::rules::Match> {
+    core::iter::once(&r.matcher).chain(r.matcher.except.as_deref())
 }
 
 /// The slot each kernel option a program may set belongs to: every catalog option's
@@ -311,7 +334,8 @@ impl Tables {
         let mut names: Vec<String> = policy
             .rules()
             .iter()
-            .flat_map(|r| r.matcher.program.iter().cloned())
+            .flat_map(matches)
+            .flat_map(|m| m.program.iter().cloned())
             .collect();
         names.sort();
         names.dedup();
@@ -340,7 +364,8 @@ impl Tables {
         let mut cidrs: Vec<(u128, u128)> = policy
             .rules()
             .iter()
-            .flat_map(|r| r.matcher.remote.iter().map(Cidr::parts))
+            .flat_map(matches)
+            .flat_map(|m| m.remote.iter().map(Cidr::parts))
             .collect();
         cidrs.sort_by_key(|&(net, mask)| (mask.count_ones(), net));
         cidrs.dedup();
@@ -359,12 +384,14 @@ impl Tables {
         let rranges: Vec<_> = policy
             .rules()
             .iter()
-            .flat_map(|r| r.matcher.port.iter().copied())
+            .flat_map(matches)
+            .flat_map(|m| m.port.iter().copied())
             .collect();
         let lranges: Vec<_> = policy
             .rules()
             .iter()
-            .flat_map(|r| r.matcher.local_port.iter().copied())
+            .flat_map(matches)
+            .flat_map(|m| m.local_port.iter().copied())
             .collect();
         let (rport_class, rreps) = port_classes(&rranges);
         let (lport_class, lreps) = port_classes(&lranges);
@@ -424,6 +451,7 @@ impl Tables {
                                     role: sh.role,
                                     remote: ip.map(|ip| (ip, rport)),
                                     local_port: lport,
+                                    host: None,
                                 };
                                 let d = pol.decide(&ctx);
                                 if d.is_empty() {
@@ -684,6 +712,7 @@ mod tests {
                 role: Some(Role::Client),
                 remote: Some(remote),
                 local_port: None,
+                host: None,
             });
             let want = want
                 .plan(Stage::Connect, Transport::Tcp, Variant::V4, 0)

@@ -16,21 +16,28 @@
 //! every byte outside printable ASCII.
 //!
 //! ```text
-//! swp1 <fingerprint hex> <on_error w|f> <rule count> RULE*
+//! swp2 <fingerprint hex> <on_error w|f> <rule count> RULE*
 //! RULE = <name> <n> (<net hex>/<prefix length>)*n <n> (<lo> <hi>)*n <n> (<lo> <hi>)*n
-//!        <role - c s> <transport - t u> <n> <program>*n <n> (<slot> <soft 0 1> <value>)*n
+//!        <role - c s> <transport - t u> <n> <program>*n <n> <host pattern>*n (- | E MATCH)
+//!        <n> (<slot> <soft 0 1> <value>)*n ACTIONS
+//! MATCH = the match fields of RULE, from the remote networks to the exception (which has none)
+//! ACTIONS = - | A <deny errno or -> <redirect P|T address:port or -> <delay ms or -> <fail ppm,errno or ->
 //! value = b0 | b1 | i<decimal> | n<escaped name> | a<v4 hex or ->,<v6 hex or -> | l- | l<secs>
 //! ```
 
 use crate::catalog::{BindAddrs, Name16, Opt, Value, N_OPTS};
 #[allow(unused_imports)]
 use crate::prelude::*;
-use crate::rules::{Cidr, Match, OnError, Ports, Role, Rule, Setting, Transport};
+use crate::rules::{
+    Actions, Cidr, Fail, HostPat, Match, OnError, Ports, Redirect, Role, Rule, Setting, Transport,
+};
 use core::fmt::Write;
 
 /// The variable that carries the compiled policy.
 pub const VAR: &str = "SOCKWRAP_POLICY";
-const MAGIC: &str = "swp1";
+/// The form's version: bumped whenever the token grammar changes (version 2 added host
+/// patterns, exceptions and connect actions). Also part of [`CATALOG_ID`].
+const MAGIC: &str = "swp2";
 /// Larger forms are not passed (one environment string may hold at most 128 KiB); the
 /// library then reads the policy file itself.
 pub const MAX_LEN: usize = 96 * 1024;
@@ -220,6 +227,184 @@ fn dec_value(t: &str) -> Option<Value> {
     })
 }
 
+fn enc_match(o: &mut String, m: &Match) {
+    let _ = write!(o, " {}", m.remote.len());
+    for c in &m.remote {
+        let (net, mask) = c.raw();
+        let _ = write!(o, " {net:x}/{}", mask.leading_ones());
+    }
+    for list in [&m.port, &m.local_port] {
+        let _ = write!(o, " {}", list.len());
+        for p in list.iter() {
+            let _ = write!(o, " {} {}", p.lo, p.hi);
+        }
+    }
+    o.push_str(match m.role {
+        None => " -",
+        Some(Role::Client) => " c",
+        Some(Role::Server) => " s",
+    });
+    o.push_str(match m.transport {
+        None => " -",
+        Some(Transport::Tcp) => " t",
+        Some(Transport::Udp) => " u",
+    });
+    let _ = write!(o, " {}", m.program.len());
+    for p in &m.program {
+        o.push(' ');
+        esc(o, p);
+    }
+    let _ = write!(o, " {}", m.host.len());
+    for h in &m.host {
+        let _ = write!(o, " {h}");
+    }
+    match &m.except {
+        None => o.push_str(" -"),
+        Some(e) => {
+            o.push_str(" E");
+            enc_match(o, e);
+        }
+    }
+}
+
+fn enc_actions(o: &mut String, a: &Actions) {
+    if a.is_empty() {
+        o.push_str(" -");
+        return;
+    }
+    o.push_str(" A ");
+    match a.deny {
+        Some(e) => {
+            let _ = write!(o, "{e}");
+        }
+        None => o.push('-'),
+    }
+    match a.redirect {
+        Some(r) => {
+            let _ = write!(o, " {}{}", if r.show_target { "T" } else { "P" }, r.to);
+        }
+        None => o.push_str(" -"),
+    }
+    match a.delay_ms {
+        Some(d) => {
+            let _ = write!(o, " {d}");
+        }
+        None => o.push_str(" -"),
+    }
+    match a.fail {
+        Some(f) => {
+            let _ = write!(o, " {},{}", f.ppm, f.errno);
+        }
+        None => o.push_str(" -"),
+    }
+}
+
+fn dec_match<'t>(
+    next: &mut impl FnMut() -> Option<&'t str>,
+    count: &impl Fn(Option<&str>) -> Option<usize>,
+    depth: u8,
+) -> Option<Match> {
+    let mut m = Match::default();
+    let n = count(next())?;
+    m.remote.reserve_exact(n);
+    for _ in 0..n {
+        let tok = next()?;
+        let slash = find_byte(tok.as_bytes(), b'/');
+        let (net, len) = (tok.get(..slash)?, tok.get(slash + 1..)?);
+        let len: u32 = len.parse().ok()?;
+        let mask = match len {
+            0 => 0,
+            1..=128 => !0u128 << (128 - len),
+            _ => return None,
+        };
+        m.remote.push(Cidr::from_raw(hex_u128(net)?, mask)?);
+    }
+    for which in 0..2 {
+        let n = count(next())?;
+        if which == 0 {
+            m.port.reserve_exact(n);
+        } else {
+            m.local_port.reserve_exact(n);
+        }
+        for _ in 0..n {
+            let lo = next()?.parse().ok()?;
+            let hi = next()?.parse().ok()?;
+            let p = Ports { lo, hi };
+            if which == 0 {
+                m.port.push(p);
+            } else {
+                m.local_port.push(p);
+            }
+        }
+    }
+    m.role = match next()? {
+        "-" => None,
+        "c" => Some(Role::Client),
+        "s" => Some(Role::Server),
+        _ => return None,
+    };
+    m.transport = match next()? {
+        "-" => None,
+        "t" => Some(Transport::Tcp),
+        "u" => Some(Transport::Udp),
+        _ => return None,
+    };
+    for _ in 0..count(next())? {
+        m.program.push(unesc(next()?)?);
+    }
+    for _ in 0..count(next())? {
+        m.host.push(HostPat::parse(next()?).ok()?);
+    }
+    m.except = match next()? {
+        "-" => None,
+        "E" if depth == 0 => Some(Box::new(dec_match(next, count, 1)?)),
+        _ => return None,
+    };
+    Some(m)
+}
+
+fn dec_actions<'t>(next: &mut impl FnMut() -> Option<&'t str>) -> Option<Actions> {
+    match next()? {
+        "-" => return Some(Actions::default()),
+        "A" => {}
+        _ => return None,
+    }
+    let mut a = Actions::default();
+    let t = next()?;
+    if t != "-" {
+        a.deny = Some(t.parse().ok()?);
+    }
+    let t = next()?;
+    if t != "-" {
+        let show_target = match t.get(..1)? {
+            "T" => true,
+            "P" => false,
+            _ => return None,
+        };
+        a.redirect = Some(Redirect {
+            to: t.get(1..)?.parse().ok()?,
+            show_target,
+        });
+    }
+    let t = next()?;
+    if t != "-" {
+        a.delay_ms = Some(t.parse().ok()?);
+    }
+    let t = next()?;
+    if t != "-" {
+        let (ppm, errno) = t.split_once(',')?;
+        let ppm: u32 = ppm.parse().ok()?;
+        if ppm > 1_000_000 {
+            return None;
+        }
+        a.fail = Some(Fail {
+            ppm,
+            errno: errno.parse().ok()?,
+        });
+    }
+    Some(a)
+}
+
 /// The compiled form of `rules` (as [`crate::Policy::rules`] gives them) for a process whose
 /// other `SOCKWRAP_*` variables have fingerprint `fp`.
 pub fn encode(rules: &[Rule], on_error: OnError, fp: u64) -> String {
@@ -236,38 +421,13 @@ pub fn encode(rules: &[Rule], on_error: OnError, fp: u64) -> String {
     for r in rules {
         o.push(' ');
         esc(&mut o, &r.name);
-        let m = &r.matcher;
-        let _ = write!(o, " {}", m.remote.len());
-        for c in &m.remote {
-            let (net, mask) = c.raw();
-            let _ = write!(o, " {net:x}/{}", mask.leading_ones());
-        }
-        for list in [&m.port, &m.local_port] {
-            let _ = write!(o, " {}", list.len());
-            for p in list.iter() {
-                let _ = write!(o, " {} {}", p.lo, p.hi);
-            }
-        }
-        o.push_str(match m.role {
-            None => " -",
-            Some(Role::Client) => " c",
-            Some(Role::Server) => " s",
-        });
-        o.push_str(match m.transport {
-            None => " -",
-            Some(Transport::Tcp) => " t",
-            Some(Transport::Udp) => " u",
-        });
-        let _ = write!(o, " {}", m.program.len());
-        for p in &m.program {
-            o.push(' ');
-            esc(&mut o, p);
-        }
+        enc_match(&mut o, &r.matcher);
         let _ = write!(o, " {}", r.settings.len());
         for (opt, s) in r.settings.iter() {
             let _ = write!(o, " {} {} ", opt as usize, s.soft as u8);
             enc_value(&mut o, &s.value);
         }
+        enc_actions(&mut o, &r.actions);
     }
     o
 }
@@ -295,54 +455,7 @@ pub fn decode(text: &str, fp: u64) -> Option<(Vec<Rule>, OnError)> {
     let mut rules = Vec::with_capacity(nrules);
     for _ in 0..nrules {
         let mut r = Rule::new(unesc(next()?)?);
-        let mut m = Match::default();
-        let n = count(next())?;
-        m.remote.reserve_exact(n);
-        for _ in 0..n {
-            let tok = next()?;
-            let slash = find_byte(tok.as_bytes(), b'/');
-            let (net, len) = (tok.get(..slash)?, tok.get(slash + 1..)?);
-            let len: u32 = len.parse().ok()?;
-            let mask = match len {
-                0 => 0,
-                1..=128 => !0u128 << (128 - len),
-                _ => return None,
-            };
-            m.remote.push(Cidr::from_raw(hex_u128(net)?, mask)?);
-        }
-        for which in 0..2 {
-            let n = count(next())?;
-            if which == 0 {
-                m.port.reserve_exact(n);
-            } else {
-                m.local_port.reserve_exact(n);
-            }
-            for _ in 0..n {
-                let lo = next()?.parse().ok()?;
-                let hi = next()?.parse().ok()?;
-                let p = Ports { lo, hi };
-                if which == 0 {
-                    m.port.push(p);
-                } else {
-                    m.local_port.push(p);
-                }
-            }
-        }
-        m.role = match next()? {
-            "-" => None,
-            "c" => Some(Role::Client),
-            "s" => Some(Role::Server),
-            _ => return None,
-        };
-        m.transport = match next()? {
-            "-" => None,
-            "t" => Some(Transport::Tcp),
-            "u" => Some(Transport::Udp),
-            _ => return None,
-        };
-        for _ in 0..count(next())? {
-            m.program.push(unesc(next()?)?);
-        }
+        let m = dec_match(&mut next, &count, 0)?;
         r.matcher = m;
         for _ in 0..count(next())? {
             let slot: usize = next()?.parse().ok()?;
@@ -362,6 +475,7 @@ pub fn decode(text: &str, fp: u64) -> Option<(Vec<Rule>, OnError)> {
             }
             r.settings.set(opt, Setting { value, soft });
         }
+        r.actions = dec_actions(&mut next)?;
         rules.push(r);
     }
     if next().is_some() {
@@ -378,7 +492,7 @@ pub fn decode(text: &str, fp: u64) -> Option<(Vec<Rule>, OnError)> {
 //
 // ```text
 // swh1 <catalog id hex> <log level> <all 0|1> <body length> <n> <program>*n\n
-// <the swp1 form, for no variables>
+// <the swp2 form, for no variables>
 // ```
 //
 // `all` is 1 when some rule names no program (then every process decodes the body); the
@@ -401,6 +515,14 @@ pub const HOST_MAX: usize = 16 << 20;
 /// mean. Computed at compile time.
 pub const CATALOG_ID: u64 = {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    // The body's grammar version first: a file in another grammar is another version.
+    let magic = MAGIC.as_bytes();
+    let mut k = 0;
+    while k < magic.len() {
+        h ^= magic[k] as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        k += 1;
+    }
     let mut i = 0;
     while i < N_OPTS {
         let name = crate::catalog::TABLE[i].name.as_bytes();
@@ -614,6 +736,26 @@ linger = "off"
         assert!(decode(&blob[..blob.len() - 3], fp).is_none());
         assert!(decode(&format!("{blob} x"), fp).is_none());
         assert!(decode(&blob.replace(" AF41", " XX"), fp).is_none() || !blob.contains(" AF41"));
+    }
+
+    #[test]
+    fn round_trip_of_actions_hosts_and_exceptions() {
+        let text = "[[rule]]\nmatch = { host = [\"db.test\", \"*.internal.example\"], except = { remote = \"10.9.0.0/16\", program = \"x y\" } }\ndscp = \"AF21\"\n[[rule]]\nmatch = { port = 5432 }\nfail = { rate = 0.2, errno = \"ECONNREFUSED\" }\ndelay = \"250ms\"\n[[rule]]\nredirect = { to = \"[::1]:8443\", peername = \"target\" }\ndeny = \"EACCES\"\n";
+        let cfg = crate::parse_config(text, "p.toml").expect("valid");
+        let blob = encode(&cfg.rules, OnError::Warn, 7);
+        let (rules, _) = decode(&blob, 7).expect("decodes");
+        assert_eq!(rules, cfg.rules);
+        assert_eq!(
+            rules[1].actions.fail.map(|f| (f.ppm, f.errno)),
+            Some((200_000, 111))
+        );
+        assert!(rules[2].actions.redirect.is_some_and(|r| r.show_target));
+        // Every cut of the blob is refused, never misread.
+        for cut in 1..blob.len() {
+            if let Some((r, _)) = decode(&blob[..cut], 7) {
+                assert_ne!(r, cfg.rules, "cut at {cut}");
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,10 @@
 use crate::catalog::{parse_keepalive, parse_value, Opt, Raw, Value};
 #[allow(unused_imports)]
 use crate::prelude::*;
-use crate::rules::{Cidr, Match, OnError, Ports, Role, Rule, Transport};
+use crate::rules::{
+    parse_delay, parse_errno, parse_redirect, rate_ppm, Cidr, Fail, HostPat, Match, OnError, Ports,
+    Redirect, Role, Rule, Transport,
+};
 use core::fmt;
 use core::ops::Range;
 use toml::de::{DeTable, DeValue};
@@ -221,8 +224,103 @@ fn parse_rule(cx: &mut Ctx<'_>, t: &DeTable<'_>, default_name: String) -> Option
                     format!("name: expected a string, got {}", kind_name(other)),
                 ),
             },
+            "deny" => match val.get_ref() {
+                DeValue::Boolean(true) => rule.actions.deny = Some(111),
+                DeValue::Boolean(false) => {}
+                DeValue::String(s) => match parse_errno(s) {
+                    Ok(e) => rule.actions.deny = Some(e),
+                    Err(e) => cx.err(val.span(), format!("deny: {e}")),
+                },
+                other => cx.err(
+                    val.span(),
+                    format!("deny: expected true or an errno name such as \"ECONNREFUSED\", got {}", show(other)),
+                ),
+            },
+            "redirect" => {
+                let (to, show_target, span) = match val.get_ref() {
+                    DeValue::String(s) => (Some(s.as_ref()), false, val.span()),
+                    DeValue::Table(rt) => {
+                        let mut to = None;
+                        let mut show_target = false;
+                        for (rk, rv) in rt.iter() {
+                            match (rk.get_ref().as_ref(), rv.get_ref()) {
+                                ("to", DeValue::String(s)) => to = Some(s.as_ref()),
+                                ("peername", DeValue::String(s)) if s == "program" || s == "target" => {
+                                    show_target = s == "target"
+                                }
+                                ("peername", other) => cx.err(
+                                    rv.span(),
+                                    format!("redirect.peername: expected \"program\" (what the program asked for) or \"target\", got {}", show(other)),
+                                ),
+                                (k, _) => cx.err(rk.span(), format!("redirect: unknown key `{k}`: expected to or peername")),
+                            }
+                        }
+                        if to.is_none() {
+                            cx.err(val.span(), "redirect: missing `to = \"ADDRESS:PORT\"`");
+                        }
+                        (to, show_target, val.span())
+                    }
+                    other => {
+                        cx.err(val.span(), format!("redirect: expected \"ADDRESS:PORT\" or a table, got {}", kind_name(other)));
+                        (None, false, val.span())
+                    }
+                };
+                if let Some(t) = to {
+                    match parse_redirect(t) {
+                        Ok(to) => rule.actions.redirect = Some(Redirect { to, show_target }),
+                        Err(e) => cx.err(span, format!("redirect: {e}")),
+                    }
+                }
+            }
+            "delay" => match val.get_ref() {
+                DeValue::String(s) => match parse_delay(s) {
+                    Ok(ms) => rule.actions.delay_ms = Some(ms),
+                    Err(e) => cx.err(val.span(), format!("delay: {e}")),
+                },
+                DeValue::Integer(_) => match as_int(val.get_ref()).map(|n| parse_delay(&n.to_string())) {
+                    Some(Ok(ms)) => rule.actions.delay_ms = Some(ms),
+                    Some(Err(e)) => cx.err(val.span(), format!("delay: {e}")),
+                    None => cx.err(val.span(), "delay: not a number"),
+                },
+                other => cx.err(val.span(), format!("delay: expected a duration such as \"250ms\", got {}", show(other))),
+            },
+            "fail" => match val.get_ref() {
+                DeValue::Table(ft) => {
+                    let mut rate = None;
+                    let mut errno = 104; // ECONNRESET
+                    for (fk, fv) in ft.iter() {
+                        match fk.get_ref().as_ref() {
+                            "rate" => {
+                                let v = match fv.get_ref() {
+                                    DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+                                    DeValue::Integer(_) => as_int(fv.get_ref()).map(|i| i as f64),
+                                    _ => None,
+                                };
+                                match v.map(rate_ppm) {
+                                    Some(Ok(ppm)) => rate = Some(ppm),
+                                    Some(Err(e)) => cx.err(fv.span(), format!("fail.rate: {e}")),
+                                    None => cx.err(fv.span(), format!("fail.rate: expected a number 0..1, got {}", show(fv.get_ref()))),
+                                }
+                            }
+                            "errno" => match fv.get_ref() {
+                                DeValue::String(s) => match parse_errno(s) {
+                                    Ok(e) => errno = e,
+                                    Err(e) => cx.err(fv.span(), format!("fail.errno: {e}")),
+                                },
+                                other => cx.err(fv.span(), format!("fail.errno: expected an errno name, got {}", show(other))),
+                            },
+                            k => cx.err(fk.span(), format!("fail: unknown key `{k}`: expected rate or errno")),
+                        }
+                    }
+                    match rate {
+                        Some(ppm) => rule.actions.fail = Some(Fail { ppm, errno }),
+                        None => cx.err(val.span(), "fail: missing `rate = 0..1`"),
+                    }
+                }
+                other => cx.err(val.span(), format!("fail: expected a table such as {{ rate = 0.2, errno = \"ECONNRESET\" }}, got {}", kind_name(other))),
+            },
             "match" => match val.get_ref() {
-                DeValue::Table(m) => rule.matcher = parse_match(cx, m),
+                DeValue::Table(m) => rule.matcher = parse_match(cx, m, false),
                 other => cx.err(
                     val.span(),
                     format!("match: expected a table, got {}", kind_name(other)),
@@ -326,7 +424,7 @@ pub fn unknown_key_msg(k: &str) -> String {
     match close {
         Some(n) => format!("unknown option `{k}` (did you mean `{n}`?)"),
         None => format!(
-            "unknown option `{k}`: expected one of name, match, soft, {}",
+            "unknown option `{k}`: expected one of name, match, soft, deny, redirect, delay, fail, {}",
             known.join(", ")
         ),
     }
@@ -368,7 +466,7 @@ fn set_scalar(
     }
 }
 
-fn parse_match(cx: &mut Ctx<'_>, t: &DeTable<'_>) -> Match {
+fn parse_match(cx: &mut Ctx<'_>, t: &DeTable<'_>, nested: bool) -> Match {
     let mut m = Match::default();
     for (key, val) in t.iter() {
         let k = key.get_ref().replace('_', "-");
@@ -427,10 +525,33 @@ fn parse_match(cx: &mut Ctx<'_>, t: &DeTable<'_>) -> Match {
                     }
                 }
             }
+            "host" => {
+                for item in one_or_many(val) {
+                    match item.get_ref() {
+                        DeValue::String(s) => match HostPat::parse(s) {
+                            Ok(h) => m.host.push(h),
+                            Err(e) => cx.err(item.span(), format!("match.host: {e}")),
+                        },
+                        other => cx.err(item.span(), format!("match.host: expected a host name or \"*.suffix\", got {}", kind_name(other))),
+                    }
+                }
+            }
+            "except" if nested => cx.err(key.span(), "match.except: an exception cannot have an exception of its own"),
+            "except" => match val.get_ref() {
+                DeValue::Table(e) => {
+                    let e = parse_match(cx, e, true);
+                    if e.is_any() {
+                        cx.err(val.span(), "match.except: empty (it would exclude everything)");
+                    } else {
+                        m.except = Some(Box::new(e));
+                    }
+                }
+                other => cx.err(val.span(), format!("match.except: expected a table of match keys, got {}", kind_name(other))),
+            },
             _ => cx.err(
                 key.span(),
                 format!(
-                    "match: unknown key `{}`: expected remote, port, local-port, role, transport or program",
+                    "match: unknown key `{}`: expected remote, port, local-port, role, transport, program, host or except",
                     key.get_ref()
                 ),
             ),
@@ -504,6 +625,36 @@ soft = ["nodelay"]
             )),
             "{shown:?}"
         );
+    }
+
+    #[test]
+    fn actions_and_their_errors() {
+        let ok = "[[rule]]\nmatch = { host = \"license.example.com\" }\ndeny = \"ECONNREFUSED\"\n[[rule]]\nmatch = { remote = \"192.0.2.10\", port = 443 }\nredirect = \"127.0.0.1:8443\"\n[[rule]]\ndeny = true\ndelay = 100\n";
+        let cfg = parse_config(ok, "a.toml").expect("valid");
+        assert_eq!(cfg.rules[0].actions.deny, Some(111));
+        assert_eq!(
+            cfg.rules[1].actions.redirect.map(|r| r.to.port()),
+            Some(8443)
+        );
+        assert_eq!(cfg.rules[2].actions.delay_ms, Some(100));
+        let bad = "[[rule]]\ndeny = \"EBOGUS\"\nfail = { rate = 1.5 }\nredirect = \"localhost\"\ndelay = \"soon\"\nmatch = { host = \"a*b\", except = { except = { port = 1 } } }\n[[rule]]\nfail = { errno = \"ECONNRESET\" }\nmatch = { except = {} }\n";
+        let errs: Vec<String> = parse_config(bad, "b.toml")
+            .expect_err("invalid")
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        for want in [
+            "b.toml:2:8: error: deny: `EBOGUS` is not an errno",
+            "b.toml:3:17: error: fail.rate: rate 1.5 is outside 0..1",
+            "b.toml:4:12: error: redirect: `localhost` is not an address:port",
+            "b.toml:5:9: error: delay: `soon` is not a delay",
+            "b.toml:6:18: error: match.host: `a*b` is not a host name",
+            "error: match.except: an exception cannot have an exception of its own",
+            "b.toml:8:8: error: fail: missing `rate = 0..1`",
+            "b.toml:9:20: error: match.except: empty",
+        ] {
+            assert!(errs.iter().any(|e| e.contains(want)), "{want}\n{errs:#?}");
+        }
     }
 
     #[test]

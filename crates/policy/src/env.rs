@@ -12,12 +12,19 @@
 //! | `SOCKWRAP_LOG`, `SOCKWRAP_LOG_FILE` | log level (off, error, warn, info, debug) and file |
 //! | `SOCKWRAP_TRACE` | JSON-lines trace of every socket call, appended to this file (docs/trace-schema.md) |
 //! | `SOCKWRAP_TRACE_IO` | `1`: byte counts per connection (not implemented yet: accepted and ignored) |
+//! | `SOCKWRAP_DENY` | the flag rule's connects fail with this errno (`1` = ECONNREFUSED) |
+//! | `SOCKWRAP_REDIRECT` | the flag rule's connects go to this `ADDRESS:PORT` |
+//! | `SOCKWRAP_DELAY` | the flag rule's connects complete this much later (`250ms`) |
+//! | `SOCKWRAP_FAIL` | `RATE[,ERRNO]`: this fraction of the flag rule's connects fail (ECONNRESET) |
+//! | `SOCKWRAP_SEED` | the seed of the `fail` choices (a number); without it a random one is logged |
 
 use crate::catalog::{parse_keepalive, parse_value, Opt, Raw};
 use crate::config::ConfigError;
 #[allow(unused_imports)]
 use crate::prelude::*;
-use crate::rules::{Cidr, Match, Ports, Rule};
+use crate::rules::{
+    parse_delay, parse_errno, parse_redirect, rate_ppm, Cidr, Fail, Match, Ports, Redirect, Rule,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum LogLevel {
@@ -64,6 +71,8 @@ pub struct EnvSettings {
     pub trace: Option<String>,
     /// `SOCKWRAP_TRACE_IO=1`: byte counts per connection were asked for.
     pub trace_io: bool,
+    /// `SOCKWRAP_SEED`: the seed of the `fail` choices.
+    pub seed: Option<u64>,
     pub errors: Vec<ConfigError>,
     /// Variables that look like ours but mean nothing (typos); reported as warnings.
     pub unknown: Vec<String>,
@@ -87,7 +96,11 @@ pub fn is_policy_var(name: &str) -> bool {
     name.starts_with("SOCKWRAP_")
         && !matches!(
             name,
-            "SOCKWRAP_LOG" | "SOCKWRAP_LOG_FILE" | "SOCKWRAP_TRACE" | "SOCKWRAP_TRACE_IO"
+            "SOCKWRAP_LOG"
+                | "SOCKWRAP_LOG_FILE"
+                | "SOCKWRAP_TRACE"
+                | "SOCKWRAP_TRACE_IO"
+                | "SOCKWRAP_SEED"
         )
         && (name == "SOCKWRAP_POLICY" || !NOT_OURS.contains(&name))
 }
@@ -142,6 +155,29 @@ pub fn parse_target(s: &str) -> Result<Match, String> {
     Ok(m)
 }
 
+/// A seed: a decimal number up to 2^64-1.
+pub fn parse_seed(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("`{s}` is not a seed (expected a number 0..18446744073709551615)"))
+}
+
+/// `RATE[,ERRNO]` (`0.2`, `0.2,ECONNREFUSED`): a `fail` action from a flag or variable.
+pub fn parse_fail(s: &str) -> Result<Fail, String> {
+    let (rate, errno) = match s.split_once([',', ':']) {
+        Some((r, e)) => (r, parse_errno(e)?),
+        None => (s, 104),
+    };
+    let v: f64 = rate
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}`: expected RATE[,ERRNO] with RATE a number 0..1"))?;
+    Ok(Fail {
+        ppm: rate_ppm(v).map_err(|e| format!("`{s}`: {e}"))?,
+        errno,
+    })
+}
+
 /// Reads the `SOCKWRAP_*` variables out of an environment.
 pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> EnvSettings {
     let mut out = EnvSettings::default();
@@ -183,6 +219,35 @@ pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> EnvS
                 }
             }
             _ if NOT_OURS.contains(&k) => {}
+            "SEED" => match parse_seed(v) {
+                Ok(n) => out.seed = Some(n),
+                Err(e) => err(&mut out, k, e),
+            },
+            "DENY" => match v.trim() {
+                "" | "0" | "off" | "no" | "false" => {}
+                "1" | "on" | "yes" | "true" => rule.actions.deny = Some(111),
+                name => match parse_errno(name) {
+                    Ok(e) => rule.actions.deny = Some(e),
+                    Err(e) => err(&mut out, k, e),
+                },
+            },
+            "REDIRECT" => match parse_redirect(v) {
+                Ok(to) => {
+                    rule.actions.redirect = Some(Redirect {
+                        to,
+                        show_target: false,
+                    })
+                }
+                Err(e) => err(&mut out, k, e),
+            },
+            "DELAY" => match parse_delay(v) {
+                Ok(ms) => rule.actions.delay_ms = Some(ms),
+                Err(e) => err(&mut out, k, e),
+            },
+            "FAIL" => match parse_fail(v) {
+                Ok(f) => rule.actions.fail = Some(f),
+                Err(e) => err(&mut out, k, e),
+            },
             "KEEPALIVE" => match parse_keepalive(v) {
                 Ok(vals) => {
                     for (o, val) in vals {

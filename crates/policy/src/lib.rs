@@ -172,6 +172,7 @@ mod tests {
             role: Some(Role::Client),
             remote: None,
             local_port: None,
+            host: None,
         };
         let d = l.policy.decide(&ctx);
         assert_eq!(d.get(Opt::Tos).map(|s| s.value), Some(Value::Int(0xb8)));
@@ -217,6 +218,7 @@ mod tests {
                     role: Some(Role::Client),
                     remote: None,
                     local_port: None,
+                    host: None,
                 })
                 .get(Opt::NoDelay)
                 .map(|s| s.value),

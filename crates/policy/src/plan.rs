@@ -580,12 +580,13 @@ mod tests {
     use crate::rules::{Ctx, OnError, Policy, Role, Rule};
     use crate::Value;
 
-    fn tcp_client() -> Ctx {
+    fn tcp_client() -> Ctx<'static> {
         Ctx {
             transport: Transport::Tcp,
             role: Some(Role::Client),
             remote: None,
             local_port: None,
+            host: None,
         }
     }
 

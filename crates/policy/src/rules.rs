@@ -164,16 +164,70 @@ pub struct Match {
     /// Program names (basename of argv[0] or of the executable). Resolved once per process by
     /// [`Policy::for_program`]; the hot path never compares strings.
     pub program: Vec<String>,
+    /// Host names the destination address must have come from (see [`HostPat`]).
+    pub host: Vec<HostPat>,
+    /// The rule does not apply where this matches (`except = { ... }`).
+    pub except: Option<Box<Match>>,
 }
 
 impl Match {
     /// Whether this rule can decide without a remote address (and so can be applied at
     /// socket creation or on a listener).
     pub fn needs_remote(&self) -> bool {
-        !self.remote.is_empty() || !self.port.is_empty()
+        !self.remote.is_empty()
+            || !self.port.is_empty()
+            || !self.host.is_empty()
+            || self.except.as_ref().is_some_and(|e| e.needs_remote())
     }
 
-    fn matches(&self, ctx: &Ctx) -> bool {
+    /// Whether this match (or its exception) looks at the local port.
+    pub fn uses_local_port(&self) -> bool {
+        !self.local_port.is_empty() || self.except.as_ref().is_some_and(|e| e.uses_local_port())
+    }
+
+    /// Whether this match (or its exception) names programs: then the policy must be
+    /// specialised with [`Policy::for_program`] before it decides.
+    pub fn uses_program(&self) -> bool {
+        !self.program.is_empty() || self.except.as_ref().is_some_and(|e| e.uses_program())
+    }
+
+    /// Whether this match (or its exception) names host patterns.
+    pub fn uses_host(&self) -> bool {
+        !self.host.is_empty() || self.except.as_ref().is_some_and(|e| e.uses_host())
+    }
+
+    /// Matches everything (no field set).
+    pub fn is_any(&self) -> bool {
+        self.remote.is_empty()
+            && self.port.is_empty()
+            && self.local_port.is_empty()
+            && self.role.is_none()
+            && self.transport.is_none()
+            && self.program.is_empty()
+            && self.host.is_empty()
+            && self.except.is_none()
+    }
+
+    pub(crate) fn matches(&self, ctx: &Ctx) -> bool {
+        if !self.matches_fields(ctx) {
+            return false;
+        }
+        match &self.except {
+            None => true,
+            // An exception that looks at something not known yet cannot be ruled out: the
+            // rule waits until it is known (as a rule on the remote waits for connect).
+            Some(e)
+                if (ctx.remote.is_none() && e.needs_remote())
+                    || (ctx.local_port.is_none() && !e.local_port.is_empty())
+                    || (ctx.role.is_none() && e.role.is_some()) =>
+            {
+                false
+            }
+            Some(e) => !e.matches(ctx),
+        }
+    }
+
+    fn matches_fields(&self, ctx: &Ctx) -> bool {
         if let Some(t) = self.transport {
             if t != ctx.transport {
                 return false;
@@ -202,8 +256,209 @@ impl Match {
                 _ => return false,
             }
         }
+        if !self.host.is_empty() {
+            match ctx.host {
+                Some(name) if ctx.remote.is_some() && self.host.iter().any(|h| h.matches(name)) => {
+                }
+                _ => return false,
+            }
+        }
         true
     }
+}
+
+/// A host-name pattern of `match.host`: an exact name (`db.example.com`) or a suffix
+/// (`*.example.com`: any name below example.com, not example.com itself). Compared without
+/// regard to case or a trailing dot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPat {
+    /// Lower case, without the `*.` and without a trailing dot.
+    name: String,
+    suffix: bool,
+}
+
+impl HostPat {
+    pub fn parse(s: &str) -> Result<HostPat, String> {
+        let t = s.trim();
+        let (suffix, rest) = match t.strip_prefix("*.") {
+            Some(r) => (true, r),
+            None => (false, t),
+        };
+        let rest = rest.strip_suffix('.').unwrap_or(rest);
+        let bad = |why: &str| Err(format!("`{s}` is not a host name or `*.` suffix: {why}"));
+        if rest.is_empty() {
+            return bad("it is empty");
+        }
+        if rest.len() > 253 {
+            return bad("longer than 253 bytes");
+        }
+        for label in rest.split('.') {
+            if label.is_empty() || label.len() > 63 {
+                return bad("a label is empty or longer than 63 bytes");
+            }
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return bad("only letters, digits, `-` and `_` may appear in labels, and `*` only as a leading `*.`");
+            }
+        }
+        Ok(HostPat {
+            name: rest.to_ascii_lowercase(),
+            suffix,
+        })
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        let n = name.strip_suffix('.').unwrap_or(name);
+        if !self.suffix {
+            return n.eq_ignore_ascii_case(&self.name);
+        }
+        n.len() > self.name.len() + 1
+            && n.as_bytes()[n.len() - self.name.len() - 1] == b'.'
+            && n[n.len() - self.name.len()..].eq_ignore_ascii_case(&self.name)
+    }
+}
+
+impl core::fmt::Display for HostPat {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.suffix {
+            f.write_str("*.")?;
+        }
+        f.write_str(&self.name)
+    }
+}
+
+/// The errno names a `deny` or `fail` action may give, with their values (the same on every
+/// Linux architecture sockwrap builds for: the generic table).
+pub const ERRNOS: &[(&str, i32)] = &[
+    ("ECONNREFUSED", 111),
+    ("ENETUNREACH", 101),
+    ("EHOSTUNREACH", 113),
+    ("ETIMEDOUT", 110),
+    ("ECONNRESET", 104),
+    ("ECONNABORTED", 103),
+    ("EACCES", 13),
+    ("EPERM", 1),
+    ("ENETDOWN", 100),
+    ("EHOSTDOWN", 112),
+    ("EADDRNOTAVAIL", 99),
+    ("EADDRINUSE", 98),
+    ("ENOBUFS", 105),
+    ("EAGAIN", 11),
+    ("EINTR", 4),
+    ("EPROTO", 71),
+    ("ENOMEM", 12),
+];
+
+/// An errno by name (`ECONNREFUSED`, case-insensitive) or number.
+pub fn parse_errno(s: &str) -> Result<i32, String> {
+    let t = s.trim();
+    if let Some((_, v)) = ERRNOS.iter().find(|(n, _)| n.eq_ignore_ascii_case(t)) {
+        return Ok(*v);
+    }
+    let names: Vec<&str> = ERRNOS.iter().map(|(n, _)| *n).collect();
+    Err(format!(
+        "`{s}` is not an errno sockwrap can give a connect: expected one of {}",
+        names.join(", ")
+    ))
+}
+
+pub fn errno_name(e: i32) -> &'static str {
+    ERRNOS
+        .iter()
+        .find(|(_, v)| *v == e)
+        .map(|(n, _)| *n)
+        .unwrap_or("EOTHER")
+}
+
+/// Where a `redirect` sends a connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    pub to: core::net::SocketAddr,
+    /// `getpeername` answers the address the connect really went to, not the one the
+    /// program asked for (the default).
+    pub show_target: bool,
+}
+
+/// A `fail` action: this fraction of matching connects fail with `errno`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fail {
+    /// Parts per million, 0..=1,000,000.
+    pub ppm: u32,
+    pub errno: i32,
+}
+
+/// What a rule does to a matching connect, besides setting options. For each kind the last
+/// matching rule that sets it wins, as for options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Actions {
+    /// The connect fails with this errno; nothing is sent.
+    pub deny: Option<i32>,
+    pub redirect: Option<Redirect>,
+    /// The connect completes (or fails) this many milliseconds later.
+    pub delay_ms: Option<u32>,
+    pub fail: Option<Fail>,
+}
+
+impl Actions {
+    pub fn is_empty(&self) -> bool {
+        *self == Actions::default()
+    }
+    /// Takes what `later` sets.
+    fn overlay(&mut self, later: &Actions) {
+        self.deny = later.deny.or(self.deny);
+        self.redirect = later.redirect.or(self.redirect);
+        self.delay_ms = later.delay_ms.or(self.delay_ms);
+        self.fail = later.fail.or(self.fail);
+    }
+}
+
+/// The actions a connect gets, with the rule that set `fail` (each rule draws from its own
+/// seeded sequence).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectActions {
+    pub actions: Actions,
+    /// Index of the rule whose `fail` won.
+    pub fail_rule: u32,
+}
+
+/// Parses `250ms`, `2s`, `1.5s`, `100` (milliseconds); at most one hour.
+pub fn parse_delay(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a delay (expected e.g. 250ms, 2s, 1.5s)"))?;
+    let ms = v * scale;
+    if !(0.0..=3_600_000.0).contains(&ms) {
+        return Err(format!("`{s}`: a delay must be between 0 and 1 hour"));
+    }
+    Ok(ms as u32)
+}
+
+/// Parses `127.0.0.1:8443` or `[::1]:8443`.
+pub fn parse_redirect(s: &str) -> Result<core::net::SocketAddr, String> {
+    s.trim().parse::<core::net::SocketAddr>().map_err(|_| {
+        format!("`{s}` is not an address:port (expected e.g. 127.0.0.1:8443 or [::1]:8443)")
+    })
+}
+
+/// A rate `0..1` as parts per million.
+pub fn rate_ppm(v: f64) -> Result<u32, String> {
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("rate {v} is outside 0..1"));
+    }
+    Ok((v * 1_000_000.0 + 0.5) as u32)
 }
 
 /// One option as a rule sets it.
@@ -254,6 +509,8 @@ pub struct Rule {
     pub name: String,
     pub matcher: Match,
     pub settings: Settings,
+    /// What the rule does to a matching connect (deny, redirect, delay, fail).
+    pub actions: Actions,
 }
 
 impl Rule {
@@ -262,24 +519,28 @@ impl Rule {
             name: name.into(),
             matcher: Match::default(),
             settings: Settings::default(),
+            actions: Actions::default(),
         }
     }
     pub fn set(&mut self, opt: Opt, value: Value, soft: bool) {
         self.settings.set(opt, Setting { value, soft });
     }
     pub fn is_empty(&self) -> bool {
-        self.settings.is_empty()
+        self.settings.is_empty() && self.actions.is_empty()
     }
 }
 
 /// What is known about a socket when a decision is taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ctx {
+pub struct Ctx<'a> {
     pub transport: Transport,
     pub role: Option<Role>,
     /// Remote address ([`ip_key`] form) and port.
     pub remote: Option<(u128, u16)>,
     pub local_port: Option<u16>,
+    /// The host name the remote address came from, when the program resolved one that gave
+    /// it (the library's name table).
+    pub host: Option<&'a str>,
 }
 
 /// The options one socket gets: for each slot, the rule that won it. Small (no copies of
@@ -514,6 +775,11 @@ pub struct Policy {
     /// Per rule: the slots it sets softly.
     soft_masks: Vec<u32>,
     index: RemoteIndex,
+    /// The rules with connect actions (deny, redirect, delay, fail), in order: the only ones
+    /// a connect looks at for them, and none in most policies.
+    action_rules: Vec<u32>,
+    /// Some rule (or exception) names host patterns: the library records resolved names.
+    any_host: bool,
     /// The plan entries of every distinct (option, value) the rules set, for the three
     /// kinds of socket ([`crate::plan::Variant`]): computed once here, so a plan is a few
     /// copies and applying it the `setsockopt` calls, nothing else.
@@ -570,7 +836,11 @@ impl Policy {
         let udp_dest_rules = rules
             .iter()
             .any(|r| r.matcher.needs_remote() && r.matcher.transport != Some(Transport::Tcp));
-        let any_local_port = rules.iter().any(|r| !r.matcher.local_port.is_empty());
+        let any_local_port = rules.iter().any(|r| r.matcher.uses_local_port());
+        let any_host = rules.iter().any(|r| r.matcher.uses_host());
+        let action_rules = (0..rules.len() as u32)
+            .filter(|&i| !rules[i as usize].actions.is_empty())
+            .collect();
         let index = RemoteIndex::build(&rules);
         // One pass over every rule's slots: the masks, and the kernel operations of each
         // distinct (option, value), computed once.
@@ -610,6 +880,8 @@ impl Policy {
             masks,
             soft_masks,
             index,
+            action_rules,
+            any_host,
             plans,
             plan_of,
             fixed: None,
@@ -624,6 +896,7 @@ impl Policy {
                         role,
                         remote: None,
                         local_port: None,
+                        host: None,
                     });
                     fixed[fixed_index(t, role)] = Fixed {
                         from: d.from,
@@ -652,9 +925,23 @@ impl Policy {
                         .any(|p| names.contains(&p.as_str()))
             })
             .cloned()
-            .map(|mut r| {
+            .filter_map(|mut r| {
                 r.matcher.program.clear();
-                r
+                // An exception by program is settled here too: for this program it is the
+                // rest of the exception, for others it never holds.
+                if let Some(e) = r.matcher.except.as_mut() {
+                    if !e.program.is_empty() {
+                        if e.program.iter().any(|p| names.contains(&p.as_str())) {
+                            e.program.clear();
+                            if e.is_any() {
+                                return None; // excepted entirely
+                            }
+                        } else {
+                            r.matcher.except = None;
+                        }
+                    }
+                }
+                Some(r)
             })
             .collect();
         Policy::new(rules, self.on_error)
@@ -680,6 +967,73 @@ impl Policy {
     }
     pub fn any_needs_remote(&self) -> bool {
         self.any_needs_remote
+    }
+    /// Whether some rule has connect actions (deny, redirect, delay, fail).
+    pub fn any_actions(&self) -> bool {
+        !self.action_rules.is_empty()
+    }
+    /// Whether some rule redirects (then `getpeername` may have to answer for it).
+    pub fn any_redirect(&self) -> bool {
+        self.action_rules
+            .iter()
+            .any(|&i| self.rules[i as usize].actions.redirect.is_some())
+    }
+    /// Whether some rule looks at host names (then the names a program resolves matter).
+    pub fn any_host(&self) -> bool {
+        self.any_host
+    }
+
+    /// The actions a connect in `ctx` gets: for each kind, the last matching rule's.
+    pub fn connect_actions(&self, ctx: &Ctx) -> ConnectActions {
+        let mut out = ConnectActions::default();
+        for &i in &self.action_rules {
+            let r = &self.rules[i as usize];
+            if r.matcher.matches(ctx) {
+                out.actions.overlay(&r.actions);
+                if r.actions.fail.is_some() {
+                    out.fail_rule = i;
+                }
+            }
+        }
+        out
+    }
+
+    /// Like [`Policy::connect_actions`], naming the rule of each action (for `explain`).
+    pub fn explain_actions(&self, ctx: &Ctx) -> Vec<(&'static str, String, &str)> {
+        let mut out: [Option<(String, &str)>; 4] = Default::default();
+        for &i in &self.action_rules {
+            let r = &self.rules[i as usize];
+            if !r.matcher.matches(ctx) {
+                continue;
+            }
+            let a = &r.actions;
+            let n = r.name.as_str();
+            if let Some(e) = a.deny {
+                out[0] = Some((errno_name(e).to_string(), n));
+            }
+            if let Some(rd) = a.redirect {
+                let shown = if rd.show_target {
+                    ", getpeername shows the target"
+                } else {
+                    ""
+                };
+                out[1] = Some((format!("{}{shown}", rd.to), n));
+            }
+            if let Some(d) = a.delay_ms {
+                out[2] = Some((format!("{d}ms"), n));
+            }
+            if let Some(f) = a.fail {
+                out[3] = Some((
+                    format!("rate {} errno {}", f.ppm as f64 / 1e6, errno_name(f.errno)),
+                    n,
+                ));
+            }
+        }
+        ["deny", "redirect", "delay", "fail"]
+            .into_iter()
+            .zip(out)
+            .filter_map(|(k, v)| v.map(|(s, n)| (k, s, n)))
+            .collect()
     }
 
     /// The options a socket in `ctx` gets. Later rules override earlier ones per option.
@@ -762,12 +1116,13 @@ impl Policy {
 mod tests {
     use super::*;
 
-    fn ctx(remote: &str, port: u16) -> Ctx {
+    fn ctx(remote: &str, port: u16) -> Ctx<'static> {
         Ctx {
             transport: Transport::Tcp,
             role: Some(Role::Client),
             remote: Some((ip_key(remote.parse().expect("ip")), port)),
             local_port: None,
+            host: None,
         }
     }
 
@@ -839,6 +1194,7 @@ mod tests {
             role: None,
             remote: None,
             local_port: None,
+            host: None,
         };
         assert!(p.decide(&c).is_empty());
         assert!(p.any_needs_remote());
@@ -892,6 +1248,126 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn host_patterns() {
+        let h = HostPat::parse("*.Example.com.").expect("valid");
+        assert_eq!(h.to_string(), "*.example.com");
+        assert!(h.matches("a.example.com"));
+        assert!(h.matches("A.B.EXAMPLE.COM."));
+        assert!(!h.matches("example.com"));
+        assert!(!h.matches("badexample.com"));
+        let e = HostPat::parse("db.test").expect("valid");
+        assert!(e.matches("DB.test") && !e.matches("x.db.test"));
+        for bad in ["", "*.", "a..b", "a*b.c", "*.*.c", "a b", &"x".repeat(64)] {
+            assert!(HostPat::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn except_and_host_in_matching() {
+        let mut r = Rule::new("r");
+        r.matcher.host = vec![HostPat::parse("*.internal.example").expect("valid")];
+        r.matcher.except = Some(Box::new(Match {
+            remote: vec![Cidr::parse("10.9.0.0/16").expect("valid")],
+            ..Match::default()
+        }));
+        r.set(Opt::Tos, Value::Int(0x48), false);
+        let p = Policy::new(vec![r], OnError::Warn);
+        assert!(p.any_needs_remote() && p.any_host());
+        let with = |ip: &str, host: Option<&'static str>| {
+            let mut c = ctx(ip, 80);
+            c.host = host;
+            !p.decide(&c).is_empty()
+        };
+        assert!(with("10.1.0.1", Some("db.internal.example")));
+        assert!(!with("10.9.0.1", Some("db.internal.example")), "excepted");
+        assert!(!with("10.1.0.1", None), "an address not from a name");
+        assert!(!with("10.1.0.1", Some("db.example")));
+        // Before connect nothing is known: neither the host rule nor an exception on the
+        // remote can decide, so nothing applies yet.
+        let mut a = Rule::new("a");
+        a.matcher.except = Some(Box::new(Match {
+            remote: vec![Cidr::parse("10.0.0.0/8").expect("valid")],
+            ..Match::default()
+        }));
+        a.set(Opt::NoDelay, Value::Bool(true), false);
+        let p = Policy::new(vec![a], OnError::Warn);
+        let mut c = ctx("10.1.1.1", 80);
+        assert!(p.decide(&c).is_empty());
+        c.remote = None;
+        assert!(p.decide(&c).is_empty(), "must wait for the remote");
+        assert!(!p.decide(&ctx("192.0.2.1", 80)).is_empty());
+    }
+
+    #[test]
+    fn connect_actions_last_rule_wins_per_kind() {
+        let mut a = Rule::new("a");
+        a.actions.deny = Some(111);
+        a.actions.delay_ms = Some(100);
+        let mut b = Rule::new("b");
+        b.matcher.port = vec![Ports::parse("5432").expect("valid")];
+        b.actions.fail = Some(Fail {
+            ppm: 200_000,
+            errno: 104,
+        });
+        b.actions.delay_ms = Some(250);
+        let mut c = Rule::new("c");
+        c.set(Opt::Tos, Value::Int(0xb8), false);
+        let p = Policy::new(vec![c, a, b], OnError::Warn);
+        assert!(p.any_actions() && !p.any_redirect());
+        let x = p.connect_actions(&ctx("127.0.0.1", 5432));
+        assert_eq!(x.actions.deny, Some(111));
+        assert_eq!(x.actions.delay_ms, Some(250));
+        assert_eq!(x.actions.fail.map(|f| f.ppm), Some(200_000));
+        assert_eq!(x.fail_rule, 2);
+        let x = p.connect_actions(&ctx("127.0.0.1", 80));
+        assert_eq!(x.actions.delay_ms, Some(100));
+        assert!(x.actions.fail.is_none());
+        let names: Vec<&str> = p
+            .explain_actions(&ctx("127.0.0.1", 5432))
+            .iter()
+            .map(|(k, _, n)| if *k == "delay" { *n } else { "" })
+            .filter(|n| !n.is_empty())
+            .collect();
+        assert_eq!(names, ["b"]);
+        // An action-only rule is kept (it sets no option).
+        let mut d = Rule::new("d");
+        d.actions.deny = Some(13);
+        assert!(!Policy::new(vec![d], OnError::Warn).is_empty());
+        assert!(!Policy::new(Vec::new(), OnError::Warn).any_actions());
+    }
+
+    #[test]
+    fn action_value_parsers() {
+        assert_eq!(parse_errno("econnrefused"), Ok(111));
+        assert!(parse_errno("EBOGUS").unwrap_err().contains("ECONNREFUSED"));
+        assert_eq!(parse_delay("250ms"), Ok(250));
+        assert_eq!(parse_delay("1.5s"), Ok(1500));
+        assert_eq!(parse_delay("40"), Ok(40));
+        assert!(parse_delay("2h").is_err() && parse_delay("-1s").is_err());
+        assert!(parse_redirect("127.0.0.1:8443").is_ok());
+        assert!(parse_redirect("[::1]:8443").is_ok());
+        assert!(parse_redirect("127.0.0.1").is_err());
+        assert_eq!(rate_ppm(0.3), Ok(300_000));
+        assert!(rate_ppm(1.5).is_err());
+    }
+
+    #[test]
+    fn program_exceptions_are_settled_per_program() {
+        let mut r = Rule::new("r");
+        r.matcher.except = Some(Box::new(Match {
+            program: vec!["curl".into()],
+            ..Match::default()
+        }));
+        r.set(Opt::Tos, Value::Int(0xb8), false);
+        let p = Policy::new(vec![r], OnError::Warn);
+        assert!(p.for_program(&["curl"]).is_empty());
+        assert!(!p
+            .for_program(&["wget"])
+            .decide(&ctx("1.2.3.4", 80))
+            .is_empty());
     }
 
     #[test]

@@ -32,6 +32,7 @@ const SEEDS: &[&str] = &[
     "[[rule]]\ndscp = \"EF\"\nmatch = { remote = [\"10.0.0.0/8\", \"::1\"], port = [22, \"8000-8100\"] }\n",
     "on_error = \"fail\"\n[[rule]]\nkeepalive = \"30,10,3\"\nsoft = [\"keepalive\"]\nmark = 0x10\n",
     "[[rule]]\nbind-address = \"127.0.0.2,::1\"\nlinger = 0\nmax-pacing-rate = \"8mbit\"\nuser-timeout = \"30s\"\n",
+    "[[rule]]\nmatch = { host = [\"db.test\", \"*.internal.example\"], except = { remote = \"10.9.0.0/16\", port = 22 } }\ndscp = \"AF21\"\n[[rule]]\nmatch = { port = 5432 }\nfail = { rate = 0.2, errno = \"ECONNRESET\" }\ndelay = \"250ms\"\n[[rule]]\nmatch = { remote = \"192.0.2.10\", port = 443 }\nredirect = { to = \"[::1]:8443\", peername = \"target\" }\n[[rule]]\ndeny = \"ENETUNREACH\"\n",
     "[[rule]]\ndscp = \"AF21\"\nttl = 9\nreuseport = true\n[[rule]]\nmatch = { role = \"server\" }\npriority = 3\nsoft = true\ncongestion = \"reno\"\n[[rule]]\nmatch = { transport = \"udp\" }\ndscp = \"EF\"\nbind-interface = \"lo\"\n",
 ];
 
@@ -149,6 +150,7 @@ fn policy_file_parser_never_panics_and_errors_say_where() {
                             Some((ip, [22u16, 80, 443, 5432][rng.below(4)]))
                         },
                         local_port: [None, Some(443u16), Some(5432)][rng.below(3)],
+                        host: None,
                     };
                     let got: Vec<(Opt, Setting)> = pol.decide(&ctx).iter().collect();
                     let want: Vec<(Opt, Setting)> = pol

@@ -25,12 +25,16 @@ pub struct Global {
     pub policy: Policy,
     /// Whether a fresh TCP socket of this process is created as MPTCP.
     pub mptcp_at_creation: bool,
+    /// The seeded choices of `fail` rules.
+    pub chooser: crate::seed::Chooser,
 }
 
 impl Global {
-    pub fn new(policy: Policy) -> Global {
+    pub fn new(policy: Policy, seed: Option<u64>) -> Global {
+        let any_fail = policy.rules().iter().any(|r| r.actions.fail.is_some());
         Global {
             mptcp_at_creation: mptcp::wanted_at_creation(&policy),
+            chooser: crate::seed::Chooser::new(policy.rules().len(), any_fail, seed),
             policy,
         }
     }
@@ -301,13 +305,13 @@ fn run(
 }
 
 /// connect(): decide with the remote address and apply everything before the SYN.
-pub fn on_connect(g: &Global, s: Sock, remote: &SocketAddr) -> Result<Sock, Errno> {
-    let ctx = Ctx {
-        transport: s.transport,
-        role: Some(Role::Client),
-        remote: Some(ip_key_of(remote)),
-        local_port: None,
-    };
+pub fn on_connect(
+    g: &Global,
+    s: Sock,
+    remote: &SocketAddr,
+    host: Option<&str>,
+) -> Result<Sock, Errno> {
+    let ctx = connect_ctx(s, remote, host);
     let d = g.policy.decide(&ctx);
     let s = settle_protocol(g, s, &d)?;
     if d.is_empty() {
@@ -316,6 +320,17 @@ pub fn on_connect(g: &Global, s: Sock, remote: &SocketAddr) -> Result<Sock, Errn
     let locked = run(g, s, Stage::Connect, &d, Some(remote), 0)?;
     record(s, locked, false);
     Ok(s)
+}
+
+/// What a connect of `s` to `remote` (which came from the name `host`) is decided on.
+pub fn connect_ctx<'a>(s: Sock, remote: &SocketAddr, host: Option<&'a str>) -> Ctx<'a> {
+    Ctx {
+        transport: s.transport,
+        role: Some(Role::Client),
+        remote: Some(ip_key_of(remote)),
+        local_port: None,
+        host,
+    }
 }
 
 fn ip_key_of(a: &SocketAddr) -> (u128, u16) {
@@ -369,12 +384,13 @@ fn settle_protocol(g: &Global, mut s: Sock, d: &Decision) -> Result<Sock, Errno>
     Ok(s)
 }
 
-fn server_ctx(s: Sock, local_port: u16, remote: Option<&SocketAddr>) -> Ctx {
+fn server_ctx(s: Sock, local_port: u16, remote: Option<&SocketAddr>) -> Ctx<'static> {
     Ctx {
         transport: s.transport,
         role: Some(Role::Server),
         remote: remote.map(ip_key_of),
         local_port: Some(local_port),
+        host: None,
     }
 }
 
@@ -446,6 +462,7 @@ pub fn on_udp_socket(g: &Global, s: Sock) -> Result<(), Errno> {
         role: None,
         remote: None,
         local_port: None,
+        host: None,
     };
     let d = g.policy.decide(&ctx);
     if d.is_empty() {
@@ -484,6 +501,7 @@ pub fn adopt(g: &Global, fd: i32) {
         role: if listening { Some(Role::Server) } else { None },
         remote: peer.as_ref().map(ip_key_of),
         local_port: Some(local.port()),
+        host: None,
     };
     let d = g.policy.decide(&ctx);
     let locked = if d.is_empty() {

@@ -10,12 +10,12 @@ use crate::apply::{self, family_of, Global, Sock};
 use crate::fdstate::{self, FdState, Kind};
 #[allow(unused_imports)]
 use crate::prelude::*;
-use crate::sys::{self, Errno, ErrnoGuard};
-use crate::{log, log_at, mptcp, trace};
+use crate::sys::{self, Errno, ErrnoGuard, SockAddr};
+use crate::{actions, log, log_at, mptcp, names, trace};
 use core::net::SocketAddr;
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use sockwrap_policy::catalog::{self, Family};
-use sockwrap_policy::{LogLevel, Opt, Transport};
+use sockwrap_policy::{rules, LogLevel, Opt, Transport};
 
 /// Fails the hooked call with `e` (strict mode).
 fn fail(e: Errno) -> i32 {
@@ -124,23 +124,54 @@ pub fn socket(g: &Global, domain: i32, ty: i32, protocol: i32, real: impl Fn(i32
     fd
 }
 
-/// `connect()`: the options for this destination go on before the SYN.
-pub fn connect(g: &Global, fd: i32, remote: Option<SocketAddr>, real: impl FnOnce() -> i32) -> i32 {
-    let mut was_mptcp = false;
-    if let Some(remote) = remote {
-        let guard = ErrnoGuard::new();
-        if let Some(s) = sock(fd, family_of(&remote)) {
-            match apply::on_connect(g, s, &remote) {
-                Ok(s) => was_mptcp = s.mptcp,
-                Err(e) => {
-                    drop(guard);
-                    return fail(e);
-                }
-            }
-        }
+/// `connect()`: the options for this destination go on before the SYN, and the rule's
+/// actions (deny, redirect, delay, fail) are carried out. `real` is the program's connect,
+/// to the address given (None: the program's own).
+pub fn connect(
+    g: &Global,
+    fd: i32,
+    remote: Option<SocketAddr>,
+    real: impl FnOnce(Option<&SockAddr>) -> i32,
+) -> i32 {
+    let Some(remote) = remote else {
+        return real(None);
+    };
+    if let Some(e) = actions::parked_connect(fd) {
+        return fail(Errno(e));
     }
-    let r = real();
-    if was_mptcp && log::enabled(LogLevel::Info) {
+    let guard = ErrnoGuard::new();
+    let Some(s) = sock(fd, family_of(&remote)) else {
+        drop(guard);
+        return real(None);
+    };
+    let mut name = names::NameBuf::new();
+    let host = if g.policy.any_host() {
+        names::lookup(rules::ip_key(remote.ip()), &mut name)
+    } else {
+        None
+    };
+    let s = match apply::on_connect(g, s, &remote, host) {
+        Ok(s) => s,
+        Err(e) => {
+            drop(guard);
+            return fail(e);
+        }
+    };
+    let acts = if g.policy.any_actions() {
+        Some(
+            g.policy
+                .connect_actions(&apply::connect_ctx(s, &remote, host)),
+        )
+        .filter(|a| !a.actions.is_empty())
+    } else {
+        None
+    };
+    drop(guard);
+    let r = match acts {
+        Some(a) => actions::connect(g, s, &remote, &a, real),
+        None => real(None),
+    };
+    if s.mptcp && log::enabled(LogLevel::Info) {
         let guard = ErrnoGuard::new();
         match (r, mptcp::still_mptcp(fd)) {
             (0, Some(true)) => log_at!(LogLevel::Info, "fd {}: connected with MPTCP", fd),
@@ -155,6 +186,27 @@ pub fn connect(g: &Global, fd: i32, remote: Option<SocketAddr>, real: impl FnOnc
         drop(guard);
     }
     r
+}
+
+/// The names a program resolves matter: a rule looks at host names, or the trace shows
+/// them.
+pub fn wants_names(g: Option<&Global>) -> bool {
+    trace::on() || g.is_some_and(|g| g.policy.any_host())
+}
+
+/// A resolution through libc gave `ips` for `name`.
+pub fn resolved(name: &[u8], ips: &[u128]) {
+    names::record(name, ips);
+}
+
+/// `getpeername` succeeded on `fd`: what it should answer instead, if sockwrap redirected
+/// the connect (the program's view: the address it asked for).
+pub fn peer_shown(g: &Global, fd: i32) -> Option<SocketAddr> {
+    if !g.policy.any_redirect() {
+        return None;
+    }
+    let _guard = ErrnoGuard::new();
+    actions::asked_peer(fd)
 }
 
 /// `bind()`: options that must be in place before bind, and UDP servers' rules.
@@ -400,6 +452,12 @@ pub fn setsockopt_failed(
 
 /// The program read SO_ERROR (`so_error`) on `fd`: the moment a non-blocking MPTCP connect
 /// is known to have succeeded, and whether it stayed MPTCP.
+/// What `getsockopt(SO_ERROR)` answers for a socket whose connect sockwrap delayed (see
+/// `actions`), if it is one: then the kernel is not asked.
+pub fn parked_so_error(fd: i32) -> Option<i32> {
+    actions::parked_so_error(fd)
+}
+
 pub fn so_error_read(fd: i32, so_error: i32) {
     let Some(state) = fdstate::get(fd) else {
         return;

@@ -41,6 +41,7 @@ const MPTCP_PENDING: u64 = 1 << 37;
 const KIND_TCP: u64 = 1 << 38;
 const KIND_UDP: u64 = 1 << 39;
 const KIND_MPTCP: u64 = 1 << 40;
+const REDIRECTED: u64 = 1 << 41;
 const KIND_BITS: u64 = KIND_TCP | KIND_UDP | KIND_MPTCP | FAMILY_V6;
 
 impl FdState {
@@ -142,6 +143,15 @@ impl FdState {
 
     pub fn with_mptcp_pending(self, on: bool) -> FdState {
         self.set_flag(MPTCP_PENDING, on)
+    }
+
+    /// sockwrap redirected this socket's connect (`getpeername` may answer for it).
+    pub fn redirected(self) -> bool {
+        self.flag(REDIRECTED)
+    }
+
+    pub fn with_redirected(self, on: bool) -> FdState {
+        self.set_flag(REDIRECTED, on)
     }
 
     /// What survives a new decision on the same socket: how it was made.

@@ -165,6 +165,80 @@ unsafe fn written_addr(
     unsafe { ip_arg(addr, (*len).min(given)) }
 }
 
+/// At most this many addresses of one answer are recorded and traced.
+const MAX_IPS: usize = 32;
+
+/// The program's name argument, without its NUL.
+///
+/// # Safety
+/// `p` null or NUL-terminated.
+unsafe fn c_name<'a>(p: *const c_char) -> Option<&'a [u8]> {
+    // SAFETY: the caller's promise.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+/// The IPv4 and IPv6 addresses of a getaddrinfo answer (each once), in key form.
+///
+/// # Safety
+/// `ai` null or a list getaddrinfo returned and not yet freed.
+unsafe fn addrinfo_ips(mut ai: *const libc::addrinfo, out: &mut [u128; MAX_IPS]) -> usize {
+    let mut n = 0;
+    let mut hops = 0;
+    while !ai.is_null() && n < out.len() && hops < 1024 {
+        // SAFETY: ai is an entry of the list; its ai_addr is valid for ai_addrlen bytes.
+        let (addr, len, next) = unsafe { ((*ai).ai_addr, (*ai).ai_addrlen, (*ai).ai_next) };
+        // SAFETY: as above.
+        if let Some(a) = unsafe { ip_arg(addr, len) } {
+            let k = sockwrap_policy::rules::ip_key(a.ip());
+            if !out[..n].contains(&k) {
+                out[n] = k;
+                n += 1;
+            }
+        }
+        ai = next;
+        hops += 1;
+    }
+    n
+}
+
+/// The addresses of a hostent, in key form.
+///
+/// # Safety
+/// `h` a hostent libc filled (its address list NULL-terminated).
+unsafe fn hostent_ips(h: *const libc::hostent, out: &mut [u128; MAX_IPS]) -> usize {
+    // SAFETY: the caller's promise.
+    let (ty, len, list) = unsafe { ((*h).h_addrtype, (*h).h_length, (*h).h_addr_list) };
+    if list.is_null() {
+        return 0;
+    }
+    let mut n = 0;
+    while n < out.len() {
+        // SAFETY: the list is NULL-terminated; each entry holds h_length bytes.
+        let p = unsafe { *list.add(n) };
+        if p.is_null() {
+            break;
+        }
+        let ip = match (ty, len) {
+            (libc::AF_INET, 4) => {
+                let mut b = [0u8; 4];
+                // SAFETY: the entry holds 4 bytes.
+                unsafe { core::ptr::copy_nonoverlapping(p as *const u8, b.as_mut_ptr(), 4) };
+                core::net::IpAddr::from(b)
+            }
+            (libc::AF_INET6, 16) => {
+                let mut b = [0u8; 16];
+                // SAFETY: the entry holds 16 bytes.
+                unsafe { core::ptr::copy_nonoverlapping(p as *const u8, b.as_mut_ptr(), 16) };
+                core::net::IpAddr::from(b)
+            }
+            _ => break,
+        };
+        out[n] = sockwrap_policy::rules::ip_key(ip);
+        n += 1;
+    }
+    n
+}
+
 // Per thread (sys::Thread): the last accepted descriptor and its peer, so the trace line
 // needs no getpeername (the work and the trace line of one accept run back to back); and
 // a descriptor whose close was traced-and-tracked when its close began.
@@ -190,12 +264,18 @@ mod work {
     /// C's contract for `connect(2)`.
     #[inline(never)]
     pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-        // SAFETY: arguments passed through.
-        let real = || unsafe { real::connect(fd, addr, len) };
+        // SAFETY: the program's arguments, or its descriptor and the address the policy
+        // redirects it to (valid for its own length).
+        let real = |to: Option<&SockAddr>| unsafe {
+            match to {
+                Some(a) => real::connect(fd, a.as_ptr(), a.len()),
+                None => real::connect(fd, addr, len),
+            }
+        };
         match global() {
             // SAFETY: the program promises addr is valid for len bytes.
             Some(g) => calls::connect(g, fd, unsafe { ip_arg(addr, len) }, real),
-            None => real(),
+            None => real(None),
         }
     }
 
@@ -384,14 +464,155 @@ mod work {
         val: *mut c_void,
         len: *mut socklen_t,
     ) -> c_int {
+        let so_error = level == libc::SOL_SOCKET && name == libc::SO_ERROR;
+        let parked = if so_error && global().is_some() {
+            calls::parked_so_error(fd)
+        } else {
+            None
+        };
         // SAFETY: arguments passed through.
         let r = unsafe { real::getsockopt(fd, level, name, val, len) };
-        if r == 0 && level == libc::SOL_SOCKET && name == libc::SO_ERROR && !val.is_null() {
-            // SAFETY: the kernel just wrote an int there.
+        // SAFETY (both): the kernel just wrote an int at val, *len bytes of it.
+        if r == 0 && so_error && !val.is_null() && !len.is_null() && unsafe { *len } as usize >= 4 {
+            if let Some(e) = parked {
+                // SAFETY: see above; val holds an int.
+                unsafe { (val as *mut i32).write_unaligned(e) };
+            }
+            // SAFETY: see above.
             let so_error = unsafe { (val as *const i32).read_unaligned() };
             calls::so_error_read(fd, so_error);
         }
         r
+    }
+
+    /// The peer's address; for a connect sockwrap redirected, the address the program
+    /// asked for (unless the rule says otherwise).
+    ///
+    /// # Safety
+    /// C's contract for `getpeername(2)`.
+    #[inline(never)]
+    pub unsafe fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+        // SAFETY: arguments passed through.
+        let r = unsafe { real::getpeername(fd, addr, len) };
+        if r != 0 || addr.is_null() || len.is_null() {
+            return r;
+        }
+        if let Some(asked) = global().and_then(|g| calls::peer_shown(g, fd)) {
+            let a = SockAddr::from(asked);
+            // SAFETY: the call succeeded, so addr is valid for the *len bytes the program
+            // gave (the kernel wrote there); at most that many are written, and *len says
+            // the full length, as the kernel does.
+            unsafe {
+                let room = (*len as usize).min(a.len() as usize);
+                core::ptr::copy_nonoverlapping(a.as_ptr() as *const u8, addr as *mut u8, room);
+                *len = a.len();
+            }
+        }
+        r
+    }
+
+    /// # Safety
+    /// C's contract for `getaddrinfo(3)`.
+    #[inline(never)]
+    pub unsafe fn getaddrinfo(
+        node: *const c_char,
+        service: *const c_char,
+        hints: *const libc::addrinfo,
+        res: *mut *mut libc::addrinfo,
+    ) -> c_int {
+        // SAFETY: arguments passed through.
+        let r = unsafe { real::getaddrinfo(node, service, hints, res) };
+        if r == 0 && calls::wants_names(global()) {
+            let mut ips = [0u128; MAX_IPS];
+            // SAFETY: node is the program's name (NUL-terminated or null); after success
+            // *res is libc's answer list.
+            unsafe {
+                let n = addrinfo_ips(*res, &mut ips);
+                if let Some(name) = c_name(node) {
+                    calls::resolved(name, &ips[..n]);
+                }
+            }
+        }
+        r
+    }
+
+    /// # Safety
+    /// C's contract for `gethostbyname(3)`.
+    #[inline(never)]
+    pub unsafe fn gethostbyname(name: *const c_char) -> *mut libc::hostent {
+        // SAFETY: arguments passed through.
+        let h = unsafe { real::gethostbyname(name) };
+        // SAFETY: name as the program gave it; h is null or libc's answer.
+        unsafe { record_hostent(name, h) };
+        h
+    }
+
+    /// # Safety
+    /// C's contract for `gethostbyname2(3)`.
+    #[inline(never)]
+    pub unsafe fn gethostbyname2(name: *const c_char, af: c_int) -> *mut libc::hostent {
+        // SAFETY: arguments passed through.
+        let h = unsafe { real::gethostbyname2(name, af) };
+        // SAFETY: as for gethostbyname.
+        unsafe { record_hostent(name, h) };
+        h
+    }
+
+    /// # Safety
+    /// C's contract for `gethostbyname_r(3)`.
+    #[inline(never)]
+    pub unsafe fn gethostbyname_r(
+        name: *const c_char,
+        ret: *mut libc::hostent,
+        buf: *mut c_char,
+        buflen: libc::size_t,
+        result: *mut *mut libc::hostent,
+        h_errnop: *mut c_int,
+    ) -> c_int {
+        // SAFETY: arguments passed through.
+        let r = unsafe { real::gethostbyname_r(name, ret, buf, buflen, result, h_errnop) };
+        if r == 0 && !result.is_null() {
+            // SAFETY: after success *result is null or ret, filled by libc.
+            unsafe { record_hostent(name, *result) };
+        }
+        r
+    }
+
+    /// # Safety
+    /// C's contract for `gethostbyname2_r(3)`.
+    #[inline(never)]
+    pub unsafe fn gethostbyname2_r(
+        name: *const c_char,
+        af: c_int,
+        ret: *mut libc::hostent,
+        buf: *mut c_char,
+        buflen: libc::size_t,
+        result: *mut *mut libc::hostent,
+        h_errnop: *mut c_int,
+    ) -> c_int {
+        // SAFETY: arguments passed through.
+        let r = unsafe { real::gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop) };
+        if r == 0 && !result.is_null() {
+            // SAFETY: as for gethostbyname_r.
+            unsafe { record_hostent(name, *result) };
+        }
+        r
+    }
+
+    /// # Safety
+    /// `name` null or NUL-terminated; `h` null or a hostent libc filled.
+    unsafe fn record_hostent(name: *const c_char, h: *const libc::hostent) {
+        if h.is_null() || !calls::wants_names(global()) {
+            return;
+        }
+        let mut ips = [0u128; MAX_IPS];
+        // SAFETY: forwarded.
+        unsafe {
+            let n = hostent_ips(h, &mut ips);
+            if let Some(name) = c_name(name) {
+                calls::resolved(name, &ips[..n]);
+            }
+        }
     }
 
     /// # Safety
@@ -554,6 +775,13 @@ mod describe {
         // SAFETY: forwarded.
         let (mut e, inet) = unsafe { with_addr("connect", fd, addr, len) };
         result(&mut e, r as i64, errno, dur);
+        // SAFETY: forwarded.
+        if let Some(remote) = unsafe { ip_arg(addr, len) } {
+            trace::host(&mut e, &remote);
+        }
+        if let Some(n) = sys::thread().take_action(fd) {
+            trace::action(&mut e, &n);
+        }
         if inet {
             if let Some(kind) = trace::kind_of(fd) {
                 trace::transport(&mut e, kind);
@@ -735,6 +963,170 @@ mod describe {
     pub fn dup2(_: c_int, _: c_int, _: c_int, _: i32, _: Option<u64>) {}
     #[inline(never)]
     pub fn dup3(_: c_int, _: c_int, _: c_int, _: c_int, _: i32, _: Option<u64>) {}
+
+    pub fn getpeername(
+        _: c_int,
+        _: *mut sockaddr,
+        _: *mut socklen_t,
+        _: c_int,
+        _: i32,
+        _: Option<u64>,
+    ) {
+    }
+
+    /// # Safety
+    /// getaddrinfo's arguments after the call returned `r`.
+    pub unsafe fn getaddrinfo(
+        node: *const c_char,
+        _: *const c_char,
+        _: *const libc::addrinfo,
+        res: *mut *mut libc::addrinfo,
+        r: c_int,
+        _: i32,
+        dur: Option<u64>,
+    ) {
+        // SAFETY: as the program passed them; *res is the answer after success.
+        let Some(name) = (unsafe { c_name(node) }) else {
+            return;
+        };
+        let mut ips = [0u128; MAX_IPS];
+        let n = if r == 0 && !res.is_null() {
+            // SAFETY: see above.
+            unsafe { addrinfo_ips(*res, &mut ips) }
+        } else {
+            0
+        };
+        trace::resolved("getaddrinfo", name, &ips[..n], trace::eai_name(r), dur);
+    }
+
+    /// # Safety
+    /// As for [`hostent_line`].
+    pub unsafe fn gethostbyname(
+        name: *const c_char,
+        h: *mut libc::hostent,
+        _: i32,
+        dur: Option<u64>,
+    ) {
+        // SAFETY: forwarded.
+        unsafe {
+            hostent_line(
+                "gethostbyname",
+                name,
+                h,
+                if h.is_null() { "error" } else { "ok" },
+                dur,
+            )
+        }
+    }
+
+    /// # Safety
+    /// As for [`hostent_line`].
+    pub unsafe fn gethostbyname2(
+        name: *const c_char,
+        _: c_int,
+        h: *mut libc::hostent,
+        _: i32,
+        dur: Option<u64>,
+    ) {
+        // SAFETY: forwarded.
+        unsafe {
+            hostent_line(
+                "gethostbyname2",
+                name,
+                h,
+                if h.is_null() { "error" } else { "ok" },
+                dur,
+            )
+        }
+    }
+
+    /// # Safety
+    /// gethostbyname_r's arguments after the call returned `r`.
+    pub unsafe fn gethostbyname_r(
+        name: *const c_char,
+        _: *mut libc::hostent,
+        _: *mut c_char,
+        _: libc::size_t,
+        result: *mut *mut libc::hostent,
+        h_errnop: *mut c_int,
+        r: c_int,
+        _: i32,
+        dur: Option<u64>,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { hostent_r_line("gethostbyname_r", name, result, h_errnop, r, dur) }
+    }
+
+    /// # Safety
+    /// gethostbyname2_r's arguments after the call returned `r`.
+    pub unsafe fn gethostbyname2_r(
+        name: *const c_char,
+        _: c_int,
+        _: *mut libc::hostent,
+        _: *mut c_char,
+        _: libc::size_t,
+        result: *mut *mut libc::hostent,
+        h_errnop: *mut c_int,
+        r: c_int,
+        _: i32,
+        dur: Option<u64>,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { hostent_r_line("gethostbyname2_r", name, result, h_errnop, r, dur) }
+    }
+
+    /// # Safety
+    /// `result`/`h_errnop` as the program passed them to a call that returned `r`.
+    unsafe fn hostent_r_line(
+        call: &str,
+        name: *const c_char,
+        result: *mut *mut libc::hostent,
+        h_errnop: *mut c_int,
+        r: c_int,
+        dur: Option<u64>,
+    ) {
+        // SAFETY: after the call, *result is null or the filled hostent, *h_errnop set.
+        unsafe {
+            let h = if r == 0 && !result.is_null() {
+                *result
+            } else {
+                core::ptr::null_mut()
+            };
+            let why = if !h.is_null() {
+                "ok"
+            } else if r != 0 {
+                sys::errno_name(r)
+            } else if !h_errnop.is_null() {
+                trace::h_errno_name(*h_errnop)
+            } else {
+                "error"
+            };
+            hostent_line(call, name, h, why, dur)
+        }
+    }
+
+    /// # Safety
+    /// `name` null or NUL-terminated; `h` null or a hostent libc filled.
+    unsafe fn hostent_line(
+        call: &str,
+        name: *const c_char,
+        h: *const libc::hostent,
+        result: &str,
+        dur: Option<u64>,
+    ) {
+        // SAFETY: the caller's promise.
+        let Some(name) = (unsafe { c_name(name) }) else {
+            return;
+        };
+        let mut ips = [0u128; MAX_IPS];
+        // SAFETY: as above.
+        let n = if h.is_null() {
+            0
+        } else {
+            unsafe { hostent_ips(h, &mut ips) }
+        };
+        trace::resolved(call, name, &ips[..n], result, dur);
+    }
 }
 
 /// The real functions: the next definitions after ours.
@@ -776,7 +1168,7 @@ static DECIDED: AtomicBool = AtomicBool::new(false);
 
 /// Writes everything a hook is from its row: see the module note.
 macro_rules! hooks {
-    ($( $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, $timing:ident, missing $missing:block ; )*) => {
+    ($( $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, $timing:ident, $resolve:ident, missing $missing:block ; )*) => {
         /// The real functions' addresses (0 = not yet resolved) and callers.
         #[allow(non_upper_case_globals)]
         mod real_fns {
@@ -813,12 +1205,15 @@ macro_rules! hooks {
                 }
             )*
 
-            /// Resolves every real function; logs each at debug level.
+            /// Resolves every real function of an `eager` row (the others resolve at their
+            /// first call); logs each at debug level.
             pub fn resolve_all() {
                 $(
-                    let p = super::real::resolve(concat!(stringify!($name), "\0"));
-                    slots::$name.store(p, Ordering::Release);
-                    crate::log_at!(sockwrap_policy::LogLevel::Debug, "Loading {} => {:#x}", stringify!($name), p);
+                    if hooks!(@eager $resolve) {
+                        let p = super::real::resolve(concat!(stringify!($name), "\0"));
+                        slots::$name.store(p, Ordering::Release);
+                        crate::log_at!(sockwrap_policy::LogLevel::Debug, "Loading {} => {:#x}", stringify!($name), p);
+                    }
                 )*
             }
 
@@ -927,6 +1322,8 @@ macro_rules! hooks {
     };
     (@timed timed) => { true };
     (@timed untimed) => { false };
+    (@eager eager) => { true };
+    (@eager lazy) => { false };
 }
 
 /// What a slot holds when there is nothing to do: libc's function, or for `closefrom`
@@ -949,7 +1346,13 @@ mod pass {
         close_range,
         dup,
         dup2,
-        dup3
+        dup3,
+        getpeername,
+        getaddrinfo,
+        gethostbyname,
+        gethostbyname2,
+        gethostbyname_r,
+        gethostbyname2_r
     );
 
     unsafe extern "C" fn closefrom_pass(first: c_int) {
@@ -963,20 +1366,26 @@ mod pass {
 }
 
 hooks! {
-    socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int, untimed, missing { enosys() };
-    connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int, timed, missing { enosys() };
-    bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int, untimed, missing { enosys() };
-    listen(fd: c_int, backlog: c_int) -> c_int, untimed, missing { enosys() };
-    accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int, timed, missing { enosys() };
-    accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int, timed, missing { enosys() };
-    setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int, untimed, missing { enosys() };
-    getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int, untimed, missing { enosys() };
-    close(fd: c_int) -> c_int, untimed, missing { enosys() };
-    close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int, untimed, missing { enosys() };
-    closefrom(first: c_int) -> (), untimed, missing { sys::close_from(first.max(0) as u32) };
-    dup(old: c_int) -> c_int, untimed, missing { enosys() };
-    dup2(old: c_int, new: c_int) -> c_int, untimed, missing { enosys() };
-    dup3(old: c_int, new: c_int, flags: c_int) -> c_int, untimed, missing { enosys() };
+    socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int, untimed, eager, missing { enosys() };
+    connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int, timed, eager, missing { enosys() };
+    bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int, untimed, eager, missing { enosys() };
+    listen(fd: c_int, backlog: c_int) -> c_int, untimed, eager, missing { enosys() };
+    accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int, timed, eager, missing { enosys() };
+    accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int, timed, eager, missing { enosys() };
+    setsockopt(fd: c_int, level: c_int, name: c_int, val: *const c_void, len: socklen_t) -> c_int, untimed, eager, missing { enosys() };
+    getsockopt(fd: c_int, level: c_int, name: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int, untimed, eager, missing { enosys() };
+    close(fd: c_int) -> c_int, untimed, eager, missing { enosys() };
+    close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int, untimed, eager, missing { enosys() };
+    closefrom(first: c_int) -> (), untimed, eager, missing { sys::close_from(first.max(0) as u32) };
+    dup(old: c_int) -> c_int, untimed, eager, missing { enosys() };
+    dup2(old: c_int, new: c_int) -> c_int, untimed, eager, missing { enosys() };
+    dup3(old: c_int, new: c_int, flags: c_int) -> c_int, untimed, eager, missing { enosys() };
+    getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int, untimed, lazy, missing { enosys() };
+    getaddrinfo(node: *const c_char, service: *const c_char, hints: *const libc::addrinfo, res: *mut *mut libc::addrinfo) -> c_int, timed, lazy, missing { libc::EAI_FAIL };
+    gethostbyname(name: *const c_char) -> *mut libc::hostent, timed, lazy, missing { core::ptr::null_mut() };
+    gethostbyname2(name: *const c_char, af: c_int) -> *mut libc::hostent, timed, lazy, missing { core::ptr::null_mut() };
+    gethostbyname_r(name: *const c_char, ret: *mut libc::hostent, buf: *mut c_char, buflen: libc::size_t, result: *mut *mut libc::hostent, h_errnop: *mut c_int) -> c_int, timed, lazy, missing { libc::ENOSYS };
+    gethostbyname2_r(name: *const c_char, af: c_int, ret: *mut libc::hostent, buf: *mut c_char, buflen: libc::size_t, result: *mut *mut libc::hostent, h_errnop: *mut c_int) -> c_int, timed, lazy, missing { libc::ENOSYS };
 }
 
 /// A real function libc does not have: fail as the kernel does for an unknown call.

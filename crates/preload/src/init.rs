@@ -88,7 +88,7 @@ pub fn init(
         .policy
         .rules()
         .iter()
-        .any(|r| !r.matcher.program.is_empty());
+        .any(|r| r.matcher.uses_program());
     let all_rules = loaded.policy.rules().len();
     let policy = if by_program {
         let mut names: Vec<String> = Vec::new();
@@ -116,7 +116,7 @@ pub fn init(
     if policy.is_empty() {
         return None; // no rule for this program: hooks stay pass-through
     }
-    Some(Box::new(Global::new(policy)))
+    Some(Box::new(Global::new(policy, loaded.env.seed)))
 }
 
 fn basename(path: &[u8]) -> &[u8] {

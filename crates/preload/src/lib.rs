@@ -12,6 +12,8 @@
 //! * `calls`: what each hooked call does, in safe Rust, around the real call.
 //! * `apply`: decisions and the execution of the policy's [`sockwrap_policy::Plan`].
 //! * `mptcp`: protocol changes (MPTCP ↔ TCP) and their fallbacks.
+//! * `actions`: connect actions (deny, redirect, delay, fail); `seed`: the seeded `fail`
+//!   choices; `names`: the host names a program resolved, by address.
 //! * `fdstate`: what is known per descriptor (locks, kind), a typed value per fd.
 //! * `trace`, `log`: JSON lines and log lines, one `write(2)` each.
 //! * `init`: the constructor's work, in safe Rust.
@@ -48,6 +50,7 @@ mod prelude {
     pub use alloc::vec::Vec;
 }
 
+mod actions;
 mod apply;
 mod arena;
 mod calls;
@@ -56,6 +59,8 @@ mod hooks;
 mod init;
 mod log;
 mod mptcp;
+mod names;
+mod seed;
 mod sys;
 mod trace;
 

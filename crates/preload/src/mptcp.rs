@@ -43,6 +43,7 @@ pub fn wanted_at_creation(policy: &Policy) -> bool {
                 role,
                 remote: None,
                 local_port: None,
+                host: None,
             };
             policy.decide(&ctx).get(Opt::Mptcp).map(|s| s.value) == Some(Value::Bool(true))
         })

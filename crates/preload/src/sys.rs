@@ -164,8 +164,13 @@ impl SockAddr {
         Some((out, used))
     }
 
-    fn as_ptr(&self) -> *const libc::sockaddr {
+    pub fn as_ptr(&self) -> *const libc::sockaddr {
         &self.storage as *const _ as *const libc::sockaddr
+    }
+
+    /// The length in use.
+    pub fn len(&self) -> libc::socklen_t {
+        self.len
     }
 }
 
@@ -351,6 +356,118 @@ pub fn bind(fd: i32, addr: &SockAddr) -> Result<(), Errno> {
         )
     };
     check(r).map(|_| ())
+}
+
+/// `connect(fd, addr)` as a raw system call (never our own hook).
+pub fn connect(fd: i32, addr: &SockAddr) -> Result<(), Errno> {
+    // SAFETY: addr is valid for its len bytes (at most a sockaddr_storage).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_connect,
+            fd as libc::c_long,
+            addr.as_ptr(),
+            addr.len as libc::c_long,
+        )
+    };
+    check(r).map(|_| ())
+}
+
+/// `listen(fd, backlog)` as a raw system call.
+pub fn listen(fd: i32, backlog: i32) -> Result<(), Errno> {
+    // SAFETY: no pointers involved.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_listen,
+            fd as libc::c_long,
+            backlog as libc::c_long,
+        )
+    };
+    check(r).map(|_| ())
+}
+
+/// `shutdown(fd, how)` as a raw system call.
+pub fn shutdown(fd: i32, how: i32) -> Result<(), Errno> {
+    // SAFETY: no pointers involved.
+    let r = unsafe { libc::syscall(libc::SYS_shutdown, fd as libc::c_long, how as libc::c_long) };
+    check(r).map(|_| ())
+}
+
+/// Sleeps `ms` milliseconds, the whole time even if signals interrupt the sleep.
+pub fn sleep_ms(ms: u32) {
+    let mut ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    loop {
+        let mut rem = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: both timespecs are valid for the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_nanosleep,
+                &ts as *const libc::timespec,
+                &mut rem as *mut libc::timespec,
+            )
+        };
+        if r == 0 || errno() != libc::EINTR {
+            return;
+        }
+        ts = rem;
+    }
+}
+
+/// 64 random bits from the kernel (`getrandom`), or from the clock if that fails.
+pub fn random_u64() -> u64 {
+    let mut v = 0u64;
+    // SAFETY: v is valid for writing 8 bytes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getrandom,
+            &mut v as *mut u64,
+            8 as libc::c_long,
+            libc::GRND_NONBLOCK as libc::c_long,
+        )
+    };
+    if r == 8 {
+        v
+    } else {
+        clock_ns(libc::CLOCK_REALTIME) ^ ((getpid() as u64) << 32)
+    }
+}
+
+/// Runs `f` on a new detached thread with every signal blocked (so that none of the
+/// program's handlers ever runs on it). False if the thread could not be made.
+pub fn spawn(f: Box<dyn FnOnce() + Send>) -> bool {
+    extern "C" fn start(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void {
+        // SAFETY: arg is the Box<Box<dyn FnOnce>> leaked by `spawn` for this thread alone.
+        let f = unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) };
+        f();
+        core::ptr::null_mut()
+    }
+    let arg = Box::into_raw(Box::new(f)) as *mut core::ffi::c_void;
+    // SAFETY: plain libc calls on valid local storage; the attribute and masks are
+    // initialised before use, and `arg` is reclaimed if the thread is not created.
+    unsafe {
+        let mut attr = MaybeUninit::<libc::pthread_attr_t>::uninit();
+        libc::pthread_attr_init(attr.as_mut_ptr());
+        libc::pthread_attr_setdetachstate(attr.as_mut_ptr(), libc::PTHREAD_CREATE_DETACHED);
+        libc::pthread_attr_setstacksize(attr.as_mut_ptr(), 64 * 1024);
+        let mut all = MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigfillset(all.as_mut_ptr());
+        let mut old = MaybeUninit::<libc::sigset_t>::uninit();
+        libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
+        let mut tid = MaybeUninit::<libc::pthread_t>::uninit();
+        let r = libc::pthread_create(tid.as_mut_ptr(), attr.as_ptr(), start, arg);
+        libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), core::ptr::null_mut());
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        if r != 0 {
+            drop(Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>));
+            return false;
+        }
+    }
+    true
 }
 
 /// `fd`'s file type bits (`st_mode & S_IFMT`), device and inode, from one fstat.
@@ -625,6 +742,48 @@ pub fn abort() -> ! {
     unsafe { libc::abort() }
 }
 
+/// A value behind a spin lock that gives up: [`Spin::with`] returns `None` rather than wait
+/// without bound (a signal handler on the thread that holds the lock must not deadlock).
+/// For the rare paths only (names resolved, redirected and delayed connects); never held
+/// across a system call.
+pub struct Spin<T> {
+    locked: core::sync::atomic::AtomicBool,
+    value: core::cell::UnsafeCell<T>,
+}
+
+// SAFETY: the value is reached only by the one caller that holds `locked`.
+unsafe impl<T: Send> Sync for Spin<T> {}
+
+impl<T> Spin<T> {
+    pub const fn new(v: T) -> Spin<T> {
+        Spin {
+            locked: core::sync::atomic::AtomicBool::new(false),
+            value: core::cell::UnsafeCell::new(v),
+        }
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        use core::sync::atomic::Ordering;
+        let mut spins = 0u32;
+        while self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins > 1 << 22 {
+                return None;
+            }
+            core::hint::spin_loop();
+        }
+        // SAFETY: `locked` is held: no other reference to the value exists until it is
+        // released below.
+        let r = f(unsafe { &mut *self.value.get() });
+        self.locked.store(false, Ordering::Release);
+        Some(r)
+    }
+}
+
 /// A value set once, in the constructor, then read by any thread: std's `OnceLock`
 /// without std (and without blocking: a second `set` fails instead of waiting).
 pub struct SetOnce<T> {
@@ -681,10 +840,26 @@ pub struct Thread {
     /// fd + 1 of a descriptor whose close began while the trace tracked it (0: none).
     closing_fd1: core::cell::Cell<i32>,
     accepted: core::cell::Cell<MaybeUninit<SocketAddr>>,
+    /// fd + 1 of the connect whose action is in `action` (0: none).
+    action_fd1: core::cell::Cell<i32>,
+    action: core::cell::Cell<MaybeUninit<ActionNote>>,
 }
 
-/// The C block is 64 bytes with 8-byte alignment.
-const _: () = assert!(size_of::<Thread>() <= 64 && core::mem::align_of::<Thread>() <= 8);
+/// What sockwrap did to a connect, for its trace line (written right after, on the same
+/// thread).
+#[derive(Clone, Copy, Debug)]
+pub struct ActionNote {
+    /// The connect failed with this errno by a `deny` (or 0).
+    pub denied: i32,
+    /// The connect failed with this errno by a `fail` choice (or 0).
+    pub failed: i32,
+    pub delay_ms: u32,
+    /// Where a `redirect` sent it.
+    pub redirected: Option<SocketAddr>,
+}
+
+/// The C block is 128 bytes with 8-byte alignment.
+const _: () = assert!(size_of::<Thread>() <= 128 && core::mem::align_of::<Thread>() <= 8);
 
 // The pointer is opaque to C: thread.c only hands out its block.
 #[allow(improper_ctypes)]
@@ -723,6 +898,22 @@ impl Thread {
         if was != 0 && was == fd.wrapping_add(1) {
             // SAFETY: accepted_fd1 is non-zero only after set_accepted wrote `accepted`.
             Some(unsafe { self.accepted.get().assume_init() })
+        } else {
+            None
+        }
+    }
+
+    pub fn set_action(&self, fd: i32, note: ActionNote) {
+        self.action.set(MaybeUninit::new(note));
+        self.action_fd1.set(fd.wrapping_add(1));
+    }
+
+    /// The action recorded for `fd` by the connect that just returned; clears the record.
+    pub fn take_action(&self, fd: i32) -> Option<ActionNote> {
+        let was = self.action_fd1.replace(0);
+        if was != 0 && was == fd.wrapping_add(1) {
+            // SAFETY: action_fd1 is non-zero only after set_action wrote `action`.
+            Some(unsafe { self.action.get().assume_init() })
         } else {
             None
         }

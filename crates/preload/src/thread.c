@@ -7,7 +7,7 @@
  * starts zeroed; the Rust side (sys::Thread) gives every field a meaning in which zero is
  * "nothing known". */
 struct sockwrap_thread {
-    int words[16];
+    long words[16];
 };
 
 static __thread struct sockwrap_thread state __attribute__((tls_model("initial-exec")));

@@ -814,3 +814,99 @@ pub fn opt_args(e: &mut Ev, level: i32, name: i32, val: Option<&[u8]>) {
         }
     }
 }
+
+/// An address in the policy's key form ([`sockwrap_policy::rules::ip_key`]) as an IP.
+fn ip_of_key(k: u128) -> core::net::IpAddr {
+    let v6 = core::net::Ipv6Addr::from(k);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => core::net::IpAddr::V4(v4),
+        None => core::net::IpAddr::V6(v6),
+    }
+}
+
+/// getaddrinfo's error codes by name.
+pub fn eai_name(code: i32) -> &'static str {
+    match code {
+        0 => "ok",
+        -1 => "EAI_BADFLAGS",
+        -2 => "EAI_NONAME",
+        -3 => "EAI_AGAIN",
+        -4 => "EAI_FAIL",
+        -5 => "EAI_NODATA",
+        -6 => "EAI_FAMILY",
+        -7 => "EAI_SOCKTYPE",
+        -8 => "EAI_SERVICE",
+        -9 => "EAI_ADDRFAMILY",
+        -10 => "EAI_MEMORY",
+        -11 => "EAI_SYSTEM",
+        -12 => "EAI_OVERFLOW",
+        _ => "EAI_OTHER",
+    }
+}
+
+/// h_errno's values by name (gethostbyname*).
+pub fn h_errno_name(code: i32) -> &'static str {
+    match code {
+        0 => "ok",
+        1 => "HOST_NOT_FOUND",
+        2 => "TRY_AGAIN",
+        3 => "NO_RECOVERY",
+        4 => "NO_DATA",
+        _ => "H_OTHER",
+    }
+}
+
+/// `"ev":"resolve"`: a name the program resolved through libc, what it gave and how long
+/// it took (docs/trace-schema.md).
+pub fn resolved(call: &str, name: &[u8], ips: &[u128], result: &str, dur: Option<u64>) {
+    let mut e = Ev::begin("resolve", call, -1);
+    e.key("name").bytes_str(name);
+    e.key("addrs").raw("[");
+    for (i, &ip) in ips.iter().enumerate() {
+        if i > 0 {
+            e.raw(",");
+        }
+        e.disp(ip_of_key(ip));
+    }
+    e.raw("]");
+    e.key("result").str(result);
+    if let Some(d) = dur {
+        e.key("dur_ns").int(d as i64);
+    }
+    e.finish();
+}
+
+/// `,"host":"NAME"` on a connect line, when the address came from a name the program
+/// resolved.
+pub fn host(e: &mut Ev, remote: &SocketAddr) {
+    let mut buf = crate::names::NameBuf::new();
+    if let Some(n) = crate::names::lookup(sockwrap_policy::rules::ip_key(remote.ip()), &mut buf) {
+        e.key("host").str(n);
+    }
+}
+
+/// `,"action":{...}`: what sockwrap did to this connect (deny, fail, delay, redirect).
+pub fn action(e: &mut Ev, n: &crate::sys::ActionNote) {
+    e.open_obj("action");
+    let mut sep = "";
+    if n.denied != 0 {
+        e.raw(sep);
+        e.first("deny").str(errno_short(n.denied));
+        sep = ",";
+    }
+    if n.failed != 0 {
+        e.raw(sep);
+        e.first("fail").str(errno_short(n.failed));
+        sep = ",";
+    }
+    if n.delay_ms != 0 {
+        e.raw(sep);
+        e.first("delay_ms").int(n.delay_ms as i64);
+        sep = ",";
+    }
+    if let Some(to) = n.redirected {
+        e.raw(sep);
+        e.first("redirect").disp(to);
+    }
+    e.close_obj();
+}

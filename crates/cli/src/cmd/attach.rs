@@ -240,7 +240,7 @@ fn one_shot(target: i32, pids: &[i32], o: &Opts, policy: &Policy) -> Result<Exit
         target,
         o,
         policy,
-        by_program: policy.rules().iter().any(|r| !r.matcher.program.is_empty()),
+        by_program: policy.rules().iter().any(|r| r.matcher.uses_program()),
         tables: HashMap::new(),
         reports: Vec::new(),
         exited: Vec::new(),
@@ -565,6 +565,7 @@ fn apply_socket(sock: Sock, dup: &OwnedFd, policy: &Policy, dry_run: bool) -> Re
         remote: sock.remote.map(|r| (ip_key(r.ip()), r.port())),
         // As in the library: rules by local port are about servers.
         local_port: server.then_some(sock.local.port()),
+        host: None,
     };
     let d = policy.decide(&ctx);
     let tcp = sock.transport == Transport::Tcp;

@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use clap::ArgMatches;
 use sockwrap_policy::catalog::Shown;
 use sockwrap_policy::parse_config;
+use sockwrap_policy::rules::errno_name;
 use std::process::ExitCode;
 
 pub fn check(m: &ArgMatches) -> Result<ExitCode> {
@@ -34,6 +35,32 @@ pub fn check(m: &ArgMatches) -> Result<ExitCode> {
                             )
                         })
                         .collect();
+                    let mut opts = opts;
+                    let a = &r.actions;
+                    if let Some(e) = a.deny {
+                        opts.push(format!("deny={}", errno_name(e)));
+                    }
+                    if let Some(rd) = a.redirect {
+                        opts.push(format!(
+                            "redirect={}{}",
+                            rd.to,
+                            if rd.show_target {
+                                "(peername: target)"
+                            } else {
+                                ""
+                            }
+                        ));
+                    }
+                    if let Some(d) = a.delay_ms {
+                        opts.push(format!("delay={d}ms"));
+                    }
+                    if let Some(f) = a.fail {
+                        opts.push(format!(
+                            "fail={}/{}",
+                            f.ppm as f64 / 1e6,
+                            errno_name(f.errno)
+                        ));
+                    }
                     println!("  {}: {}", r.name, opts.join(" "));
                 }
             }

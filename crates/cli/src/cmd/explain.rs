@@ -42,14 +42,26 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
         Some(p) => loaded.policy.for_program(&[p.as_str()]),
         None => loaded.policy.clone(),
     };
+    let host = m.get_one::<String>("host").map(String::as_str);
     let ctx = Ctx {
         transport,
         role: Some(role),
         remote: Some((ip_key(addr.ip()), addr.port())),
         local_port: None,
+        host,
     };
     let rows = policy.explain(&ctx);
-    if rows.is_empty() {
+    let actions = if role == Role::Client {
+        policy.explain_actions(&ctx)
+    } else {
+        Vec::new()
+    };
+    let shown = match host {
+        Some(h) => format!("{dest} from {h}"),
+        None => dest.to_string(),
+    };
+    let dest = shown.as_str();
+    if rows.is_empty() && actions.is_empty() {
         println!("{dest} ({transport:?} {role:?}): no option applies");
     } else {
         println!("{dest} ({transport:?} {role:?}):");
@@ -67,6 +79,14 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
                     ""
                 }
             );
+        }
+        for (kind, what, rule) in actions {
+            let note = if kind == "delay" && transport == Transport::Udp {
+                "  (TCP only: UDP connects are not delayed)"
+            } else {
+                ""
+            };
+            println!("  {kind:<18} {what:<21} from {rule}{note}");
         }
     }
     if m.get_flag("kernel") {
