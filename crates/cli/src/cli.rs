@@ -264,18 +264,47 @@ Examples:
   sudo sockwrap attach 4242 --dscp EF --keepalive 30,10,3
   sudo sockwrap attach 4242 -c policy.toml --role client
   sudo sockwrap attach $(pgrep -o sshd) --tree --dscp CS2 --json
+  sudo sockwrap attach 4242 --dscp EF --follow --dry-run     # what --follow would move where
+  sudo sockwrap attach 4242 --dscp EF --follow               # and its new sockets, until it exits
 
 Each TCP/UDP socket of the process gets what the policy's rules choose for it (remote,
 port, local-port, role, transport, program: as under `sockwrap run`). The values are set
 ONCE and are NOT locked: the program may set its own again later, and sockets it opens
-after attach get nothing (restart it under `sockwrap run` for that). Every value is read
-back before and after. Options that cannot change on an open socket are named and skipped:
+after attach get nothing (unless --follow; or restart it under `sockwrap run`). Every value
+is read back before and after. Options that cannot change on an open socket are named and
+skipped:
   {FIXED}.
 
 Needs Linux 5.6+ (pidfd_getfd) and ptrace access to the process: root (CAP_SYS_PTRACE),
 or its own user with kernel.yama.ptrace_scope = 0. Exit 0 when every option was set (or
 already was), 1 when the kernel refused one (mark needs CAP_NET_ADMIN), 2 no such PID
-or a policy with errors (nothing is touched), 3 no permission or a kernel older than 5.6.";
+or a policy with errors (nothing is touched), 3 no permission or a kernel older than 5.6.
+
+FOLLOW (--follow, root): before the one-shot part, the process (all its threads; with
+--tree every process of the tree) is moved into a fresh cgroup v2 child, made UNDER THE
+CGROUP IT IS IN (sockwrap-follow-PID-START) and carrying the kernel backend's BPF
+programs built from the same policy (as `run --kernel`). The sockets it opens from then on
+get the policy and its locks; its open sockets get the one-shot values, without locks (a
+socket belongs to the cgroup it was made in; so does a connection accepted later by a
+listener opened before: it inherits what the one-shot part set on the listener). sockwrap stays in the foreground until every process in the cgroup
+has exited (exit 0, or 1 if the kernel refused an option), or until Ctrl-C, TERM, HUP or
+QUIT: then it moves them back to the cgroup they came from, and they keep running (exit
+128+N). Either way it removes the cgroup and its programs. Options the kernel backend
+cannot set ({REFUSED}) are refused first, one line each, exit 2, and nothing is done,
+the one-shot part neither. Not root, no cgroup v2, BPF programs that do not load, or a
+process that cannot be moved (a kernel thread, a threaded cgroup, another sockwrap's
+cgroup): one line, exit 3, the process left where it was. If sockwrap is killed (kill -9),
+its cgroup stays with the process in it, without programs; `sockwrap doctor` (root) or the
+next `run --kernel` or `attach --follow` moves the process back and removes it.
+
+What the move does to a systemd service: the cgroup is a child of the unit's, so the
+unit's accounting (CPU, memory, IO: cgroup v2 counts children in their parent) and its
+limits (MemoryMax=, TasksMax=, ...: they bound the whole subtree) still include the
+process, and `systemctl stop` still reaches it (KillMode=control-group and mixed kill the
+unit's whole subtree); systemd removes the sockwrap cgroup with the unit's. While
+followed, the process is no longer directly in the unit's cgroup: `systemctl status` lists
+it under the sockwrap cgroup, and the unit's own cgroup.procs no longer holds it. Stopping
+the follow moves it back.";
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
@@ -285,14 +314,22 @@ Examples:
 
 Exit 0 when the drop-in is in place and complete, 1 when it is not.";
 
-/// [`ATTACH_EXAMPLES`] with the options attach skips, from the catalog.
+/// [`ATTACH_EXAMPLES`] with the options attach skips and those --follow refuses, from the
+/// catalog and the kernel backend.
 fn attach_help() -> String {
     let fixed: Vec<&str> = Opt::ALL
         .into_iter()
         .filter(|o| sockwrap_policy::plan::fixed_once_open(*o).is_some())
         .map(Opt::name)
         .collect();
-    ATTACH_EXAMPLES.replace("{FIXED}", &fixed.join(", "))
+    let refused: Vec<&str> = Opt::ALL
+        .into_iter()
+        .filter(|o| sockwrap_kernel::tables::refused_opt(*o).is_some())
+        .map(Opt::name)
+        .collect();
+    ATTACH_EXAMPLES
+        .replace("{FIXED}", &fixed.join(", "))
+        .replace("{REFUSED}", &refused.join(", "))
 }
 
 pub fn command() -> Command {
@@ -428,6 +465,7 @@ pub fn command() -> Command {
                 .arg(Arg::new("dry-run").long("dry-run").action(ArgAction::SetTrue).help("show what would change, with the current values; set nothing"))
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the result as JSON"))
                 .arg(Arg::new("tree").long("tree").action(ArgAction::SetTrue).help("also every descendant process (forked workers, sshd's session processes)"))
+                .arg(Arg::new("follow").long("follow").action(ArgAction::SetTrue).conflicts_with("list").help("also move the process (with --tree: the tree) into a sockwrap cgroup with the kernel backend's programs, so that the sockets it opens later get the policy and its locks; stays until it exits, Ctrl-C moves it back (root; see FOLLOW below)"))
                 .arg(Arg::new("role").long("role").value_name("client|server").value_parser(["client", "server"]).help("only sockets of this role (server: listening and accepted sockets)"))
                 .args(policy_args().into_iter().filter(|a| matches!(a.get_id().as_str(), "config" | "to")))
                 .args(option_args()),

@@ -36,6 +36,9 @@ Exit status:
                  systemctl failed, --kernel without root or its programs failed to attach
   attach         1: the kernel refused an option (the rest was set); 2: no such PID,
                  a policy with errors; 3: no permission (ptrace), a kernel older than 5.6
+  attach --follow  0: the followed processes ended; 1: they did, an option was refused;
+                 128+N: stopped by signal N, the processes moved back; 2: options BPF
+                 cannot set; 3: not root, no cgroup v2, BPF, a process that cannot move
   126            the program exists but cannot be executed
   127            the program was not found";
 

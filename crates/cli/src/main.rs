@@ -7,6 +7,7 @@ mod files;
 mod launch;
 mod pidfd;
 mod procnet;
+mod signals;
 mod summary;
 mod unitfile;
 

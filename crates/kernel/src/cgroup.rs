@@ -1,17 +1,33 @@
-//! The cgroup v2 child a command runs in under `sockwrap run --kernel`, and the leftovers
-//! of a sockwrap that was killed before it could remove its own.
+//! The cgroup v2 child a command runs in under `sockwrap run --kernel`, the one a running
+//! process is moved into by `sockwrap attach --follow`, and the leftovers of a sockwrap that
+//! was killed before it could remove its own.
 //!
-//! The child is made under sockwrap's own cgroup and named `sockwrap-PID-START` (sockwrap's
-//! pid and its start time in clock ticks, from /proc/PID/stat): the name says whose it is,
-//! and whether that sockwrap still runs. Nothing else in the tree is ever written to or
-//! removed: [`sweep`] only removes empty directories of that exact form whose sockwrap is
-//! gone.
+//! `run --kernel` makes its child under sockwrap's own cgroup and names it
+//! `sockwrap-PID-START` (sockwrap's pid and its start time in clock ticks, from
+//! /proc/PID/stat): the name says whose it is, and whether that sockwrap still runs.
+//! `attach --follow` makes `sockwrap-follow-PID-START` under the cgroup the followed process
+//! was in, so that the process stays inside its service's cgroup (its accounting, limits and
+//! `systemctl stop`). Nothing else in the tree is ever written to or removed: [`sweep`] only
+//! touches directories of those exact forms whose sockwrap is gone, removes the empty ones,
+//! and moves the processes of a follow leftover back to its parent (where they came from).
 
 use crate::Error;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const PREFIX: &str = "sockwrap-";
+const FOLLOW: &str = "follow-";
+
+/// Which command made a cgroup of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `run --kernel`: `sockwrap-PID-START`, under sockwrap's own cgroup; the command was
+    /// started in it.
+    Run,
+    /// `attach --follow`: `sockwrap-follow-PID-START`, under the cgroup the followed
+    /// processes came from.
+    Follow,
+}
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on most hosts,
 /// `/sys/fs/cgroup/unified` on hybrid ones), from /proc/mounts.
@@ -51,14 +67,38 @@ fn unescape(s: &str) -> String {
 /// This process's cgroup v2 path relative to the mount (`/user.slice/...`), from the `0::`
 /// line of /proc/self/cgroup.
 pub fn own_path() -> Result<String, Error> {
-    let s = std::fs::read_to_string("/proc/self/cgroup")
-        .map_err(|e| Error(format!("cannot read /proc/self/cgroup: {e}")))?;
+    path_in("/proc/self/cgroup", "this process")
+}
+
+/// The cgroup v2 path of process `pid` relative to the mount, from /proc/PID/cgroup. A path
+/// starting with `/..` is outside this process's cgroup namespace.
+pub fn path_of(pid: i32) -> Result<String, Error> {
+    path_in(&format!("/proc/{pid}/cgroup"), &format!("process {pid}"))
+}
+
+fn path_in(file: &str, who: &str) -> Result<String, Error> {
+    let s = std::fs::read_to_string(file).map_err(|e| Error(format!("cannot read {file}: {e}")))?;
     s.lines()
         .find_map(|l| l.strip_prefix("0::"))
         .map(|p| p.trim().to_string())
-        .ok_or_else(|| {
-            Error("this process is in no cgroup v2 (no 0:: line in /proc/self/cgroup)".into())
-        })
+        .ok_or_else(|| Error(format!("{who} is in no cgroup v2 (no 0:: line in {file})")))
+}
+
+/// `cgroup.type` of a cgroup directory: `domain`, `domain threaded`, `domain invalid` or
+/// `threaded`. The root has no such file and is a domain.
+pub fn type_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("cgroup.type"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "domain".into())
+}
+
+/// Moves process `pid`, all its threads, into the cgroup directory `dir` (one write of
+/// its pid to `cgroup.procs`).
+pub fn move_pid(dir: &Path, pid: i32) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))?;
+    f.write_all(format!("{pid}\n").as_bytes())
 }
 
 /// The start time of process `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -71,7 +111,16 @@ pub fn start_time(pid: u32) -> Option<u64> {
 
 /// The owner a directory name says, if it is one of ours: (pid, start time).
 pub fn owner_of(name: &str) -> Option<(u32, u64)> {
+    parse_name(name).map(|(_, pid, start)| (pid, start))
+}
+
+/// What a directory name says, if it is one of ours: (kind, pid, start time).
+pub fn parse_name(name: &str) -> Option<(Kind, u32, u64)> {
     let rest = name.strip_prefix(PREFIX)?;
+    let (kind, rest) = match rest.strip_prefix(FOLLOW) {
+        Some(r) => (Kind::Follow, r),
+        None => (Kind::Run, rest),
+    };
     let (pid, start) = rest.split_once('-')?;
     if pid.is_empty()
         || start.is_empty()
@@ -79,7 +128,7 @@ pub fn owner_of(name: &str) -> Option<(u32, u64)> {
     {
         return None;
     }
-    Some((pid.parse().ok()?, start.parse().ok()?))
+    Some((kind, pid.parse().ok()?, start.parse().ok()?))
 }
 
 fn owner_alive(pid: u32, start: u64) -> bool {
@@ -93,6 +142,16 @@ pub fn procs(dir: &Path) -> Vec<i32> {
         .unwrap_or_default()
 }
 
+/// This sockwrap's cgroup name of `kind`.
+pub fn name(kind: Kind) -> String {
+    let pid = std::process::id();
+    let start = start_time(pid).unwrap_or(0);
+    match kind {
+        Kind::Run => format!("{PREFIX}{pid}-{start}"),
+        Kind::Follow => format!("{PREFIX}{FOLLOW}{pid}-{start}"),
+    }
+}
+
 /// A cgroup of ours: made by [`Cgroup::create`], removed by [`Cgroup::remove`].
 #[derive(Debug)]
 pub struct Cgroup {
@@ -100,16 +159,23 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    /// Makes `sockwrap-PID-START` under this process's own cgroup.
+    /// Makes `sockwrap-PID-START` under this process's own cgroup (`run --kernel`).
     pub fn create(mount: &Path) -> Result<Cgroup, Error> {
         let own = own_path()?;
-        let parent = mount.join(own.trim_start_matches('/'));
-        let pid = std::process::id();
-        let start = start_time(pid).unwrap_or(0);
-        let path = parent.join(format!("{PREFIX}{pid}-{start}"));
+        Cgroup::create_under(&mount.join(own.trim_start_matches('/')), Kind::Run)
+    }
+
+    /// Makes this sockwrap's cgroup of `kind` under the cgroup directory `parent`.
+    pub fn create_under(parent: &Path, kind: Kind) -> Result<Cgroup, Error> {
+        let path = parent.join(name(kind));
         std::fs::create_dir(&path)
             .map_err(|e| Error(format!("cannot create the cgroup {}: {e}", path.display())))?;
         Ok(Cgroup { path })
+    }
+
+    /// The cgroup it was made under.
+    pub fn parent(&self) -> &Path {
+        self.path.parent().unwrap_or(&self.path)
     }
 
     /// The directory, opened for attaching programs.
@@ -163,6 +229,12 @@ pub enum Leftover {
     Failed(PathBuf, String),
     /// An empty cgroup of a sockwrap that is gone, reported only (not root).
     Stale(PathBuf),
+    /// The cgroup of an `attach --follow` that is gone: its processes were moved back to
+    /// the parent, where they came from, and it was removed.
+    Restored(PathBuf, Vec<i32>),
+    /// The cgroup of an `attach --follow` that is gone, with processes in it, reported only
+    /// (not root).
+    Strayed(PathBuf, Vec<i32>),
 }
 
 impl std::fmt::Display for Leftover {
@@ -181,12 +253,28 @@ impl std::fmt::Display for Leftover {
                 "leftover cgroup {} (its sockwrap is gone); as root, `sockwrap doctor` or the next `sockwrap run --kernel` removes it",
                 p.display()
             ),
+            Leftover::Restored(p, pids) => write!(
+                f,
+                "moved processes {:?} back to {} and removed the leftover cgroup {} (its `sockwrap attach --follow` is gone)",
+                pids,
+                p.parent().unwrap_or(p).display(),
+                p.display()
+            ),
+            Leftover::Strayed(p, pids) => write!(
+                f,
+                "leftover cgroup {}: its `sockwrap attach --follow` is gone (and with it the BPF programs), processes {:?} are still in it; as root, `sockwrap doctor` or the next `run --kernel` or `attach --follow` moves them back to {} and removes it",
+                p.display(),
+                pids,
+                p.parent().unwrap_or(p).display()
+            ),
         }
     }
 }
 
 /// Finds the cgroups of sockwraps that are gone, anywhere under `mount`, and removes those
-/// with no process left. With `remove` false, only reports (`doctor` without root).
+/// with no process left; the processes of an `attach --follow` leftover are first moved
+/// back to its parent, the cgroup they were moved out of. With `remove` false, only reports
+/// (`doctor` without root).
 pub fn sweep(mount: &Path, remove: bool) -> Vec<Leftover> {
     let mut found = Vec::new();
     let mut stack = vec![(mount.to_path_buf(), 0u32)];
@@ -202,14 +290,16 @@ pub fn sweep(mount: &Path, remove: bool) -> Vec<Leftover> {
             let path = e.path();
             let name = e.file_name();
             let name = name.to_string_lossy();
-            match owner_of(&name) {
-                Some((pid, start)) if !owner_alive(pid, start) => {
+            match parse_name(&name) {
+                Some((kind, pid, start)) if !owner_alive(pid, start) => {
                     // Its own children first (a nested run under a killed one).
                     for l in sweep(&path, remove) {
                         found.push(l);
                     }
                     let pids = procs(&path);
-                    if !pids.is_empty() {
+                    if kind == Kind::Follow && !pids.is_empty() {
+                        found.push(restore(path, pids, remove));
+                    } else if !pids.is_empty() {
                         found.push(Leftover::Busy(path, pids));
                     } else if !remove {
                         found.push(Leftover::Stale(path));
@@ -226,6 +316,47 @@ pub fn sweep(mount: &Path, remove: bool) -> Vec<Leftover> {
         }
     }
     found
+}
+
+/// An `attach --follow` leftover with processes: moved back to the parent, then removed.
+fn restore(path: PathBuf, pids: Vec<i32>, remove: bool) -> Leftover {
+    if !remove {
+        return Leftover::Strayed(path, pids);
+    }
+    let parent = path.parent().unwrap_or(&path).to_path_buf();
+    let mut moved = Vec::new();
+    // A process may fork while it is moved: its child is born here; go round until empty.
+    for _ in 0..20 {
+        let now = procs(&path);
+        if now.is_empty() {
+            break;
+        }
+        for pid in now {
+            match move_pid(&parent, pid) {
+                Ok(()) => moved.push(pid),
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                Err(e) => {
+                    return Leftover::Failed(
+                        path,
+                        format!(
+                            "cannot move process {pid} back to {}: {e}",
+                            parent.display()
+                        ),
+                    )
+                }
+            }
+        }
+    }
+    for _ in 0..50 {
+        match std::fs::remove_dir(&path) {
+            Ok(()) => return Leftover::Restored(path, moved),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => return Leftover::Failed(path, e.to_string()),
+        }
+    }
+    Leftover::Failed(path, "still busy after its processes were moved out".into())
 }
 
 /// Moves the calling process into the cgroup whose `cgroup.procs` is open as `fd`. Used
@@ -258,6 +389,26 @@ mod tests {
         assert_eq!(owner_of("sockwrap--456"), None);
         assert_eq!(owner_of("user.slice"), None);
         assert_eq!(owner_of("sockwrap.service"), None);
+        assert_eq!(parse_name("sockwrap-1-2"), Some((Kind::Run, 1, 2)));
+        assert_eq!(
+            parse_name("sockwrap-follow-1-2"),
+            Some((Kind::Follow, 1, 2))
+        );
+        assert_eq!(parse_name("sockwrap-follow-1"), None);
+        assert_eq!(parse_name("sockwrap-follower-1-2"), None);
+    }
+
+    #[test]
+    fn our_names_say_our_pid_and_kind() {
+        let me = std::process::id();
+        assert_eq!(
+            parse_name(&name(Kind::Run)).map(|n| (n.0, n.1)),
+            Some((Kind::Run, me))
+        );
+        assert_eq!(
+            parse_name(&name(Kind::Follow)).map(|n| (n.0, n.1)),
+            Some((Kind::Follow, me))
+        );
     }
 
     #[test]

@@ -149,25 +149,32 @@ fn shape(stage: Stage, t: Transport) -> Option<StageShape> {
     }
 }
 
+/// Why the kernel backend cannot carry out option `o`, and what to use instead; `None` for
+/// the options it carries out.
+pub fn refused_opt(o: Opt) -> Option<&'static str> {
+    Some(match o {
+        Opt::Linger => {
+            "SO_LINGER: bpf_setsockopt does not support it (kernel 6.18 net/core/filter.c); use the library (sockwrap run without --kernel)"
+        }
+        Opt::Ttl => {
+            "IP_TTL / IPV6_UNICAST_HOPS: bpf_setsockopt does not support them (kernel 6.18 net/core/filter.c); use the library (sockwrap run without --kernel)"
+        }
+        Opt::Mptcp => {
+            "MPTCP: the protocol is chosen in socket(), and changing it from BPF needs an fmod_ret program on update_socket_protocol, which this kernel refuses (EPERM); Go 1.21+ programs: GODEBUG=multipathtcp=1, dynamically linked ones: sockwrap run --mptcp without --kernel"
+        }
+        _ => return None,
+    })
+}
+
 /// The options `--kernel` cannot carry out, one line each: why, and what to use instead.
 /// A policy with any of them is refused, never applied in part.
 pub fn refusals(policy: &Policy) -> Vec<String> {
     let mut out = Vec::new();
     for rule in policy.rules() {
         for (opt, _) in rule.settings.iter() {
-            let why = match opt {
-                Opt::Linger => {
-                    "SO_LINGER: bpf_setsockopt does not support it (kernel 6.18 net/core/filter.c); use the library (sockwrap run without --kernel)"
-                }
-                Opt::Ttl => {
-                    "IP_TTL / IPV6_UNICAST_HOPS: bpf_setsockopt does not support them (kernel 6.18 net/core/filter.c); use the library (sockwrap run without --kernel)"
-                }
-                Opt::Mptcp => {
-                    "MPTCP: the protocol is chosen in socket(), and changing it from BPF needs an fmod_ret program on update_socket_protocol, which this kernel refuses (EPERM); Go 1.21+ programs: GODEBUG=multipathtcp=1, dynamically linked ones: sockwrap run --mptcp without --kernel"
-                }
-                _ => continue,
-            };
-            out.push(format!("rule `{}`: {}: {why}", rule.name, opt.name()));
+            if let Some(why) = refused_opt(opt) {
+                out.push(format!("rule `{}`: {}: {why}", rule.name, opt.name()));
+            }
         }
         let name = &rule.name;
         if rule.matcher.uses_host() {

@@ -363,7 +363,12 @@ fn kernel_backend(m: &clap::ArgMatches) -> crate::error::Result<bool> {
                 }
             );
             for l in cgroup::sweep(&mount, root) {
-                if matches!(l, cgroup::Leftover::Busy(..) | cgroup::Leftover::Failed(..)) {
+                if matches!(
+                    l,
+                    cgroup::Leftover::Busy(..)
+                        | cgroup::Leftover::Failed(..)
+                        | cgroup::Leftover::Strayed(..)
+                ) {
                     ok = false;
                 }
                 println!("  {l}");

@@ -7,6 +7,9 @@
 //! detaches the programs, removes the cgroup and exits with the command's status. A
 //! sockwrap that was killed leaves only an empty cgroup (BPF links die with their process):
 //! the next `run --kernel`, and `doctor`, remove it.
+//!
+//! `attach --follow` uses the same pieces on a running process: [`tables_for`] (the
+//! refusals), [`remove_cgroup`], [`wait_events`] and [`report`].
 
 use crate::error::{Error, Result};
 use clap::ArgMatches;
@@ -15,40 +18,15 @@ use sockwrap_kernel::programs::Attached;
 use sockwrap_kernel::tables::{C_APPLIED_BASE, C_LOCKED};
 use sockwrap_kernel::Tables;
 use sockwrap_policy::catalog::Opt;
-use sockwrap_policy::{OnError, Stage};
+use sockwrap_policy::{OnError, Policy, Stage};
 use std::ffi::{CString, OsString};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Why only root may attach, said wherever it is refused.
 pub const ROOT_ONLY: &str = "--kernel: only root may attach BPF programs to a cgroup (BPF skips the capability checks a program's own setsockopt meets: it can give SO_MARK or a priority above 6 to an unprivileged program, so attaching is root's decision); run it with sudo";
-
-static CHILD: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    // As in `trace`: a terminal's ^C already reached the child (si_code > 0); a kill(1)
-    // reached only us (si_code <= 0) and is passed on.
-    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    let code = if info.is_null() {
-        0
-    } else {
-        unsafe { (*info).si_code }
-    };
-    let pid = CHILD.load(Ordering::Relaxed);
-    if code <= 0 && pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    } else if code <= 0 {
-        // The command has ended and its background processes are being waited for: the
-        // waiting loop passes the signal on to every process left in the cgroup.
-        PENDING.store(sig, Ordering::Relaxed);
-    }
-}
-
-/// A signal for the processes left in the cgroup after the command ended.
-static PENDING: AtomicI32 = AtomicI32::new(0);
 
 /// The user `--user` names: (uid, gid, supplementary groups, name, home).
 struct User {
@@ -154,26 +132,12 @@ pub fn run(m: &ArgMatches) -> Result<ExitCode> {
             "--kernel: refusing to start the program: the policy has errors",
         ));
     }
-    let refused = sockwrap_kernel::refusals(&loaded.policy);
-    if !refused.is_empty() {
-        for r in &refused {
-            eprintln!("sockwrap: --kernel cannot set {r}");
-        }
-        return Err(Error::usage(format_args!(
-            "--kernel: refusing to start the program: {} option{} the kernel backend cannot set (never dropped silently)",
-            refused.len(),
-            if refused.len() == 1 { "" } else { "s" }
-        )));
-    }
-    let tables =
-        Tables::build(&loaded.policy).map_err(|e| Error::usage(format_args!("--kernel: {e}")))?;
-    if !quiet(m) {
-        for (name, seen) in &tables.truncated_programs {
-            eprintln!(
-                "sockwrap: --kernel: program `{name}` is matched as `{seen}`: the kernel keeps only the first 15 bytes of a program's name"
-            );
-        }
-    }
+    let tables = tables_for(
+        &loaded.policy,
+        "--kernel",
+        "refusing to start the program",
+        quiet(m),
+    )?;
 
     let mount = cgroup::mount_point().map_err(|e| Error::setup(format_args!("--kernel: {e}")))?;
     for l in cgroup::sweep(&mount, true) {
@@ -191,18 +155,8 @@ pub fn run(m: &ArgMatches) -> Result<ExitCode> {
     );
     // Whatever happened, the cgroup goes (the programs went with `Attached`). A process
     // that outlived a failed start keeps it busy: say so rather than wait.
-    if cg.path.exists() {
-        let mut removed = cg.remove();
-        for _ in 0..50 {
-            if removed.is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            removed = cg.remove();
-        }
-        if let Err(e) = removed {
-            eprintln!("sockwrap: --kernel: {e}");
-        }
+    if let Err(e) = remove_cgroup(&cg) {
+        eprintln!("sockwrap: --kernel: {e}");
     }
     result
 }
@@ -259,33 +213,28 @@ fn run_in(
         err,
     })?;
     drop(procs);
-    CHILD.store(child.id() as i32, Ordering::Relaxed);
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-        // SAFETY: installing a handler that only calls kill(2).
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = forward as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
+    crate::signals::forward_to(child.id());
     let status = child.wait();
-    CHILD.store(0, Ordering::Relaxed);
+    crate::signals::child_ended();
     // The command's whole tree: what it started in the background is in the cgroup too,
     // and keeps the programs until it ends. A signal sent to sockwrap meanwhile goes to
     // each of those processes.
     while cg.populated() {
-        let sig = PENDING.swap(0, Ordering::Relaxed);
-        if sig != 0 {
+        if let Some(sig) = crate::signals::take() {
             for pid in cgroup::procs(&cg.path) {
                 // SAFETY: kill(2) on a pid read from our own cgroup.
                 unsafe { libc::kill(pid, sig) };
             }
         }
-        wait_events(cg);
+        wait_events(&[&cg.path]);
     }
-    report(m, &attached.counters(), on_error);
+    report(
+        "--kernel",
+        &attached.counters(),
+        on_error,
+        quiet(m),
+        verbose(m),
+    );
     drop(attached);
     let s =
         status.map_err(|e| Error::setup(format_args!("--kernel: waiting for the program: {e}")))?;
@@ -296,33 +245,89 @@ fn run_in(
     Ok(ExitCode::from((128 + sig) as u8))
 }
 
-/// Waits for a change of `cgroup.events` (the kernel signals POLLPRI), at most a second.
-fn wait_events(cg: &Cgroup) {
-    let Ok(f) = std::fs::File::open(cg.path.join("cgroup.events")) else {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        return;
-    };
-    let mut pfd = libc::pollfd {
-        fd: f.as_raw_fd(),
-        events: libc::POLLPRI,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd. A signal ends the wait early (EINTR), as it should.
-    unsafe { libc::poll(&mut pfd, 1, 200) };
+/// The policy's map contents for the BPF programs, or `Err` (exit 2) after one line per
+/// option the kernel backend cannot set: never dropped silently, and refused before
+/// anything is changed. `what` starts each line (`--kernel`, `attach --follow`); `refusing`
+/// says what is not done.
+pub fn tables_for(policy: &Policy, what: &str, refusing: &str, quiet: bool) -> Result<Tables> {
+    let refused = sockwrap_kernel::refusals(policy);
+    if !refused.is_empty() {
+        for r in &refused {
+            eprintln!("sockwrap: {what} cannot set {r}");
+        }
+        return Err(Error::usage(format_args!(
+            "{what}: {refusing}: {} option{} the kernel backend cannot set (never dropped silently)",
+            refused.len(),
+            if refused.len() == 1 { "" } else { "s" }
+        )));
+    }
+    let tables = Tables::build(policy).map_err(|e| Error::usage(format_args!("{what}: {e}")))?;
+    if !quiet {
+        for (name, seen) in &tables.truncated_programs {
+            eprintln!(
+                "sockwrap: {what}: program `{name}` is matched as `{seen}`: the kernel keeps only the first 15 bytes of a program's name"
+            );
+        }
+    }
+    Ok(tables)
 }
 
-/// What the programs counted: options the kernel refused (warned unless --log off/error),
-/// and with --log info the plans applied per stage and the setsockopt calls locks skipped.
-fn report(m: &ArgMatches, counters: &[u64], on_error: OnError) {
-    if counters.is_empty() {
+/// Removes a cgroup of ours once its last process has gone: a process that just exited
+/// leaves it populated for a moment, so it is tried for up to a second. Gone already (a
+/// `systemctl stop` of the unit it was in removes it) counts as removed.
+pub fn remove_cgroup(cg: &Cgroup) -> std::result::Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..50 {
+        if !cg.path.exists() {
+            return Ok(());
+        }
+        match cg.remove() {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(last)
+}
+
+/// Waits for a change of any of the cgroups' `cgroup.events` (the kernel signals POLLPRI),
+/// at most 200 ms. A signal ends the wait early (EINTR), as it should.
+pub fn wait_events(cgroups: &[&Path]) {
+    let files: Vec<std::fs::File> = cgroups
+        .iter()
+        .filter_map(|p| std::fs::File::open(p.join("cgroup.events")).ok())
+        .collect();
+    if files.is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
         return;
     }
-    if !quiet(m) {
-        for o in Opt::ALL {
-            let n = counters.get(o as usize).copied().unwrap_or(0);
-            if n > 0 {
+    let mut pfds: Vec<libc::pollfd> = files
+        .iter()
+        .map(|f| libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: pfds holds pfds.len() valid pollfds whose files outlive the call.
+    unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 200) };
+}
+
+/// What the programs counted: options the kernel refused (warned unless `quiet`), and when
+/// `verbose` the plans applied per stage and the setsockopt calls locks skipped. Returns
+/// whether the kernel refused any option.
+pub fn report(what: &str, counters: &[u64], on_error: OnError, quiet: bool, verbose: bool) -> bool {
+    if counters.is_empty() {
+        return false;
+    }
+    let mut refused = false;
+    for o in Opt::ALL {
+        let n = counters.get(o as usize).copied().unwrap_or(0);
+        if n > 0 {
+            refused = true;
+            if !quiet {
                 eprintln!(
-                    "sockwrap: --kernel: {} ({}) was refused by the kernel {n} time{}{}",
+                    "sockwrap: {what}: {} ({}) was refused by the kernel {n} time{}{}",
                     o.name(),
                     o.spec().kernel,
                     if n == 1 { "" } else { "s" },
@@ -335,7 +340,7 @@ fn report(m: &ArgMatches, counters: &[u64], on_error: OnError) {
             }
         }
     }
-    if verbose(m) {
+    if verbose {
         let applied: Vec<String> = Stage::ALL
             .iter()
             .map(|s| {
@@ -347,9 +352,10 @@ fn report(m: &ArgMatches, counters: &[u64], on_error: OnError) {
             })
             .collect();
         eprintln!(
-            "sockwrap: --kernel: plans applied: {}; setsockopt calls kept from changing a locked option: {}",
+            "sockwrap: {what}: plans applied: {}; setsockopt calls kept from changing a locked option: {}",
             applied.join(", "),
             counters.get(C_LOCKED as usize).copied().unwrap_or(0)
         );
     }
+    refused
 }

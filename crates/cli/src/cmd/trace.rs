@@ -9,27 +9,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicI32, Ordering};
-
-/// The child's pid, for the signal handler that forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT.
-static CHILD: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    // A terminal's ^C already reached the whole process group, child included (si_code > 0,
-    // SI_KERNEL): forwarding it would deliver it twice. kill(1) and friends (si_code <= 0)
-    // reached only us: pass them on.
-    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    let code = if info.is_null() {
-        0
-    } else {
-        unsafe { (*info).si_code }
-    };
-    let pid = CHILD.load(Ordering::Relaxed);
-    if code <= 0 && pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
 
 fn temp_record() -> PathBuf {
     let nanos = std::time::SystemTime::now()
@@ -71,17 +50,7 @@ pub fn trace(m: &ArgMatches) -> Result<ExitCode> {
             err,
         }
     })?;
-    CHILD.store(child.id() as i32, Ordering::Relaxed);
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-        // SAFETY: installing a handler that only calls kill(2).
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = forward as *const () as usize;
-            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
+    crate::signals::forward_to(child.id());
     let status = child.wait();
     let text = std::fs::read(&path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
