@@ -171,7 +171,7 @@ def test_bash_completion_completes_subcommands_and_flags(installed):
 def test_examples_check_clean(installed):
     _dest, prefix = installed
     ex = sorted((prefix / "share/doc/sockwrap/examples").glob("*.toml"))
-    assert len(ex) == 6
+    assert len(ex) == 7  # example-policy.toml and docs/examples/*.toml
     r = subprocess.run([str(prefix / "bin/sockwrap"), "check", *map(str, ex)], env=clean_env(),
                        capture_output=True, text=True, timeout=20)
     assert r.returncode == 0, r.stdout + r.stderr
