@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use clap::ArgMatches;
 use sockwrap_kernel::cgroup::{self, Cgroup};
 use sockwrap_kernel::programs::Attached;
-use sockwrap_kernel::tables::{C_APPLIED_BASE, C_LOCKED};
+use sockwrap_kernel::tables::{C_APPLIED_BASE, C_DENIED, C_LOCKED, C_REDIRECTED};
 use sockwrap_kernel::Tables;
 use sockwrap_policy::catalog::Opt;
 use sockwrap_policy::{OnError, Stage};
@@ -346,10 +346,13 @@ fn report(m: &ArgMatches, counters: &[u64], on_error: OnError) {
                 format!("{} {n}", s.call())
             })
             .collect();
+        let n = |i: u32| counters.get(i as usize).copied().unwrap_or(0);
         eprintln!(
-            "sockwrap: --kernel: plans applied: {}; setsockopt calls kept from changing a locked option: {}",
+            "sockwrap: --kernel: plans applied: {}; setsockopt calls kept from changing a locked option: {}; connects and datagrams denied: {}, redirected: {}",
             applied.join(", "),
-            counters.get(C_LOCKED as usize).copied().unwrap_or(0)
+            n(C_LOCKED),
+            n(C_DENIED),
+            n(C_REDIRECTED)
         );
     }
 }
