@@ -158,6 +158,11 @@ struct skstate {
 	__u32 dest_plan; // unconnected UDP: the first sendto() has applied the UDP plan
 	__u32 listened;  // a listener whose listen plan was applied (accepted sockets inherit
 			 // this storage, BPF_F_CLONE, and with it the listener's options)
+};
+
+// A redirected socket's addresses, in storage of their own: made only when a redirect
+// happens, so that other sockets' storage (skstate) stays as small as without actions.
+struct rdstate {
 	struct redirected peer;  // connect(): what getpeername answers, and recvmsg
 	struct redirected dgram; // the last redirected sendto(): what recvmsg answers
 };
@@ -240,6 +245,13 @@ struct {
 	__type(key, int);
 	__type(value, struct skstate);
 } sockets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct rdstate);
+} redirects SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -571,15 +583,19 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, const __u32 ip6
 			return 0;
 	}
 	if (act && (act->flags & ACT_REDIRECT)) {
+		struct rdstate *rd;
+
 		e = redirect_to(ctx, act, is4, 0);
 		if (e)
 			return refuse(e);
-		if (!st)
-			st = state_of(ctx->sk);
-		if (st)
-			remember(&st->peer, act, ip6, port);
-	} else if (st) {
-		st->peer.flags = 0; // connected again (UDP), not redirected this time
+		rd = bpf_sk_storage_get(&redirects, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (rd)
+			remember(&rd->peer, act, ip6, port);
+	} else if (c && (c->flags & CFG_ACTIONS)) {
+		struct rdstate *rd = bpf_sk_storage_get(&redirects, ctx->sk, 0, 0);
+
+		if (rd)
+			rd->peer.flags = 0; // connected again (UDP), not redirected this time
 	}
 	return 1;
 }
@@ -647,13 +663,15 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, const __u32 ip6
 			return refuse(act->deny);
 		}
 		if (act && (act->flags & ACT_REDIRECT)) {
+			struct rdstate *rd;
+
 			e = redirect_to(ctx, act, is4, 1);
 			if (e)
 				return refuse(e);
-			if (!st)
-				st = state_of(ctx->sk);
-			if (st)
-				remember(&st->dgram, act, ip6, port);
+			rd = bpf_sk_storage_get(&redirects, ctx->sk, 0,
+						BPF_SK_STORAGE_GET_F_CREATE);
+			if (rd)
+				remember(&rd->dgram, act, ip6, port);
 		}
 	}
 	if (st && st->dest_plan)
@@ -723,18 +741,18 @@ static __always_inline void answer_orig(struct bpf_sock_addr *ctx, const struct 
 static __always_inline int restore(struct bpf_sock_addr *ctx, const __u32 ip6[4], int is4,
 				   int datagrams)
 {
-	struct skstate *st;
+	struct rdstate *rd;
 	__u32 port = bpf_ntohs((__u16)ctx->user_port);
 
 	if (!ctx->sk)
 		return 1;
-	st = state_if_any(ctx->sk);
-	if (!st)
+	rd = bpf_sk_storage_get(&redirects, ctx->sk, 0, 0);
+	if (!rd)
 		return 1;
-	if (datagrams && went_to(&st->dgram, ip6, port))
-		answer_orig(ctx, &st->dgram, is4);
-	else if (went_to(&st->peer, ip6, port))
-		answer_orig(ctx, &st->peer, is4);
+	if (datagrams && went_to(&rd->dgram, ip6, port))
+		answer_orig(ctx, &rd->dgram, is4);
+	else if (went_to(&rd->peer, ip6, port))
+		answer_orig(ctx, &rd->peer, is4);
 	return 1;
 }
 
