@@ -943,6 +943,17 @@ def test_deny_gives_static_and_go_clients_the_errno_and_the_server_no_connection
         assert [p.flags for p in cap.to_port(port)][:1] == ["S"], cap.text
 
 
+ASYNC_FETCH = """
+import asyncio, sys
+async def main():
+    r, w = await asyncio.open_connection(sys.argv[1], int(sys.argv[2]))
+    w.write(b"ping\\n")
+    print("answer", (await r.readline()).decode().strip())
+    print("peer", *w.get_extra_info("peername")[:2])
+asyncio.run(main())
+"""
+
+
 def test_redirect_reaches_a_live_server_for_ipv4_ipv6_and_v4_mapped(bins, port, port2, tmp_path):
     """connect4/6 rewrite the address: a static client connecting where nothing listens gets
     the live server's answer, and getpeername tells it the address it asked for."""
@@ -966,12 +977,18 @@ def test_redirect_reaches_a_live_server_for_ipv4_ipv6_and_v4_mapped(bins, port, 
             assert r.returncode == 0, r.stdout + r.stderr
             assert r.stdout.splitlines() == [f"answer served-by-{served}", f"peer {host} {dead}"], \
                 r.stdout
-        assert (v4.accepted, v6.accepted) == (2, 1)
+        # A non-blocking connect (asyncio): rewritten before it starts, the same way.
+        r = kernel(args, [util.PY, "-c", ASYNC_FETCH, "127.0.0.1", dead], env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.splitlines() == [f"answer served-by-{port}", f"peer 127.0.0.1 {dead}"], r.stdout
+        assert (v4.accepted, v6.accepted) == (3, 1)
         # Control: nothing listens where the client connects.
         for host in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
             r = plain([fetch, "tcp", host, dead])
             assert r.returncode == 1 and "connect errno 111" in r.stdout, r.stdout
-        assert (v4.accepted, v6.accepted) == (2, 1)
+        r = plain([util.PY, "-c", ASYNC_FETCH, "127.0.0.1", dead])
+        assert r.returncode == 1 and "ConnectionRefusedError" in r.stderr, r.stderr
+        assert (v4.accepted, v6.accepted) == (3, 1)
 
 
 def test_getpeername_shows_the_target_when_the_rule_says_so(bins, port, tmp_path):
