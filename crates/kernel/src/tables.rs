@@ -189,23 +189,15 @@ fn transport_code(t: Transport) -> u8 {
     }
 }
 
-fn transport_of_code(c: u8) -> Transport {
-    if c == 1 {
-        Transport::Udp
-    } else {
-        Transport::Tcp
-    }
-}
-
 /// The key of an action entry (`action_for` in sockwrap.bpf.c): the classes of the
 /// destination and program, stage connect, no variant or local port.
-fn action_key(prog: u32, t: Transport, ipc: u32, rpc: u16) -> DKey {
+fn action_key(prog: u32, transport: u8, ipc: u32, rpc: u16) -> DKey {
     DKey {
         ipc,
         prog,
         rpc,
         lpc: 0,
-        transport: transport_code(t),
+        transport,
         stage: Stage::Connect as u8,
         variant: 0,
         pad: 0,
@@ -540,7 +532,10 @@ impl Tables {
                                 if stage == Stage::Connect && pol.any_actions() {
                                     if let Some(a) = KAction::of(&pol.connect_actions(&ctx).actions)
                                     {
-                                        actions.push((action_key(pc as u32, t, ipc, rpc), a));
+                                        actions.push((
+                                            action_key(pc as u32, transport_code(t), ipc, rpc),
+                                            a,
+                                        ));
                                     }
                                 }
                                 let d = pol.decide(&ctx);
@@ -643,7 +638,7 @@ impl Tables {
     /// The `deny` or `redirect` a connect (or unconnected sendto) with `key` gets, if any:
     /// the programs look it up by the key's classes at stage connect.
     pub fn action(&self, key: &DKey) -> Option<&KAction> {
-        let k = action_key(key.prog, transport_of_code(key.transport), key.ipc, key.rpc);
+        let k = action_key(key.prog, key.transport, key.ipc, key.rpc);
         self.actions.iter().find(|(x, _)| *x == k).map(|(_, a)| a)
     }
 
