@@ -522,7 +522,7 @@ static __always_inline void remember(struct redirected *r, const struct kaction 
 // target. Each store goes straight to the context (see sw_sock_create). Returns an errno when
 // the target cannot be written in this form: an IPv6 target for a sockaddr_in, and an IPv4
 // target for a native IPv6 datagram (udpv6_sendmsg refuses a v4-mapped rewrite with the
-// kernel-internal ENOTSUPP; connect6 accepts it).
+// kernel-internal ENOTSUPP: measured, the program got errno 524; connect6 accepts it).
 static __always_inline int redirect_to(struct bpf_sock_addr *ctx, const struct kaction *a,
 				       int is4, int sendmsg)
 {
