@@ -127,20 +127,97 @@ int main(int argc, char **argv) {
 }
 """
 
+FETCH_C = r"""
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* fetch tcp|udp|udp-connect HOST PORT: an AF_INET socket for a dotted quad, AF_INET6 for
+ * anything else (::1, ::ffff:127.0.0.1). tcp: connect, send a line, print the answer and
+ * getpeername. udp: sendto one datagram, print sendto's result, then the answer and who sent
+ * it. udp-connect: connect, send, print the answer, its sender and getpeername. */
+static void show(const char *what, struct sockaddr_storage *ss) {
+    char h[64] = "?";
+    int port = 0;
+    if (ss->ss_family == AF_INET) {
+        struct sockaddr_in *a = (void *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, h, sizeof h);
+        port = ntohs(a->sin_port);
+    } else {
+        struct sockaddr_in6 *a = (void *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, h, sizeof h);
+        port = ntohs(a->sin6_port);
+    }
+    printf("%s %s %d\n", what, h, port);
+}
+int main(int argc, char **argv) {
+    if (argc < 4) return 2;
+    struct sockaddr_storage to = {0}, got;
+    socklen_t len;
+    int v6 = strchr(argv[2], ':') != 0, udp = strncmp(argv[1], "udp", 3) == 0;
+    if (v6) {
+        struct sockaddr_in6 *a = (void *)&to;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(atoi(argv[3]));
+        inet_pton(AF_INET6, argv[2], &a->sin6_addr);
+    } else {
+        struct sockaddr_in *a = (void *)&to;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(atoi(argv[3]));
+        inet_pton(AF_INET, argv[2], &a->sin_addr);
+    }
+    socklen_t tolen = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int s = socket(v6 ? AF_INET6 : AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
+    struct timeval tv = {.tv_sec = 3};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[256];
+    ssize_t n;
+    if (strcmp(argv[1], "udp") == 0) {
+        n = sendto(s, "ping\n", 5, 0, (struct sockaddr *)&to, tolen);
+        printf("sendto %zd errno %d %s\n", n, n < 0 ? errno : 0, n < 0 ? strerror(errno) : "");
+        fflush(stdout);
+        if (n < 0) return 1;
+    } else {
+        if (connect(s, (struct sockaddr *)&to, tolen)) {
+            printf("connect errno %d %s\n", errno, strerror(errno));
+            return 1;
+        }
+        write(s, "ping\n", 5);
+    }
+    len = sizeof got;
+    n = recvfrom(s, buf, sizeof buf - 1, 0, (struct sockaddr *)&got, &len);
+    if (n < 0) { printf("no answer errno %d\n", errno); return 1; }
+    buf[n] = 0;
+    printf("answer %s", buf);
+    if (udp) show("from", &got);
+    len = sizeof got;
+    if (strcmp(argv[1], "udp") != 0 && getpeername(s, (struct sockaddr *)&got, &len) == 0)
+        show("peer", &got);
+    return 0;
+}
+"""
+
 GO_CLIENT = r"""
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"time"
 )
 
 // client ADDR: net.Dial as any Go program does (Go sets its own keepalive of 15 s on
-// every dialed connection), write, wait, write, close.
+// every dialed connection), write, wait, write, close. A failed dial prints its error.
 func main() {
 	c, err := net.Dial("tcp", os.Args[1])
 	if err != nil {
+		fmt.Println(err)
 		os.Exit(1)
 	}
 	c.Write([]byte("hello\n"))
@@ -196,7 +273,8 @@ def bins(tmp_path_factory):
     util.require_tool("gcc")
     d = tmp_path_factory.mktemp("kernel-bins")
     out = {}
-    for name, src in (("client", CLIENT_C), ("server", SERVER_C), ("udp", UDP_C)):
+    for name, src in (("client", CLIENT_C), ("server", SERVER_C), ("udp", UDP_C),
+                      ("fetch", FETCH_C)):
         c = d / f"{name}.c"
         c.write_text(src)
         r = subprocess.run(["gcc", "-static", "-O1", "-o", str(d / name), str(c)],
@@ -766,3 +844,270 @@ def test_a_bound_udp_server_replies_with_the_server_class(port, procs, tmp_path)
 
     assert ask([util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", util.PY, "-c", server, port]) == EF
     assert ask([util.PY, "-c", server, port]) == 0
+
+
+# --------------------------------------------------------------------------- deny and redirect
+
+def action_flags(deny=None, redirect=None, to=None):
+    """`--deny` / `--redirect` with `--to`, as (args, env). Where this sockwrap has no such
+    flags yet, the variables they become (SOCKWRAP_DENY, SOCKWRAP_REDIRECT, SOCKWRAP_TO),
+    which `run --kernel` reads into the same policy."""
+    have = "--deny" in util.run([util.SOCKWRAP_BIN, "run", "--help"]).stdout
+    args, env = [], {}
+    for flag, val in (("deny", deny), ("redirect", redirect), ("to", to)):
+        if val is None:
+            continue
+        if have:
+            args += [f"--{flag}", val]
+        else:
+            env[f"SOCKWRAP_{flag.upper()}"] = val
+    return args, env
+
+
+class Answerer(util.AcceptServer):
+    """Answers each connection with one line naming its port, and counts them."""
+
+    def __init__(self, port, host="127.0.0.1"):
+        self.port = port
+        super().__init__(port, host=host)
+
+    def on_accept(self, c):
+        with c:
+            c.settimeout(5)
+            try:
+                c.recv(100)
+                c.sendall(b"served-by-%d\n" % self.port)
+            except OSError:
+                pass
+
+
+class UdpEcho:
+    """Answers each datagram with `echo-` and the datagram, and keeps what it received."""
+
+    def __init__(self, port, host="127.0.0.1"):
+        self.s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                               socket.SOCK_DGRAM)
+        self.s.bind((host, port))
+        self.s.settimeout(0.2)
+        self.got = []
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.serve, daemon=True)
+        self.t.start()
+
+    def serve(self):
+        while not self.stop.is_set():
+            try:
+                d, peer = self.s.recvfrom(100)
+            except OSError:
+                continue
+            self.got.append(d)
+            self.s.sendto(b"echo-" + d, peer)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.t.join(5)
+        self.s.close()
+
+
+def test_deny_gives_static_and_go_clients_the_errno_and_the_server_no_connection(
+        bins, go_client, port, port2, tmp_path):
+    """connect4 refuses the connect with the rule's errno (bpf_set_retval): the program sees
+    it, the server accepts nothing and no SYN is on the wire. Other destinations pass."""
+    require_kernel_backend()
+    static = [bins["client"], "127.0.0.1", port, "plain", 10]
+    go = [go_client, f"127.0.0.1:{port}"]
+    policy = tmp_path / "deny.toml"
+    policy.write_text(f'[[rule]]\nname = "no-db"\nmatch = {{ port = {port} }}\ndeny = "ENETUNREACH"\n')
+    args, env = action_flags(deny="ECONNREFUSED", to=f"127.0.0.1:{port}")
+    with Answerer(port) as server, Sink(port2) as other:
+        with util.Capture(f"tcp dst port {port}") as cap:
+            r = kernel(args, static, env=env)
+            assert r.returncode == 1 and "connect: Connection refused" in r.stderr, r.stdout + r.stderr
+            r = kernel(["-c", policy], go)
+            assert r.returncode == 1 and "connect: network is unreachable" in r.stdout, \
+                r.stdout + r.stderr
+            # The same policy lets another destination through.
+            r = kernel(["-c", policy], [bins["client"], "127.0.0.1", port2, "plain", 10])
+            assert r.returncode == 0, r.stderr
+        assert server.accepted == 0
+        assert cap.to_port(port) == [], cap.text
+        assert util.wait_until(lambda: other.accepted == 1)
+        # Control: without sockwrap both connect.
+        with util.Capture(f"tcp dst port {port}") as cap:
+            assert plain(static).returncode == 0
+            assert plain(go).returncode == 0
+        assert util.wait_until(lambda: server.accepted == 2)
+        assert [p.flags for p in cap.to_port(port)][:1] == ["S"], cap.text
+
+
+ASYNC_FETCH = """
+import asyncio, sys
+async def main():
+    r, w = await asyncio.open_connection(sys.argv[1], int(sys.argv[2]))
+    w.write(b"ping\\n")
+    print("answer", (await r.readline()).decode().strip())
+    print("peer", *w.get_extra_info("peername")[:2])
+asyncio.run(main())
+"""
+
+
+def test_redirect_reaches_a_live_server_for_ipv4_ipv6_and_v4_mapped(bins, port, port2, tmp_path):
+    """connect4/6 rewrite the address: a static client connecting where nothing listens gets
+    the live server's answer, and getpeername tells it the address it asked for."""
+    require_kernel_backend()
+    util.require_ipv6()
+    dead = util.free_port()  # nothing listens here
+    fetch = bins["fetch"]
+    with Answerer(port) as v4, Answerer(port2, host="::1") as v6:
+        # IPv4, through the flags.
+        args, env = action_flags(redirect=f"127.0.0.1:{port}", to=f":{dead}")
+        r = kernel(args, [fetch, "tcp", "127.0.0.1", dead], env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.splitlines() == [f"answer served-by-{port}", f"peer 127.0.0.1 {dead}"], r.stdout
+        # Native IPv6, and a v4-mapped address on an AF_INET6 socket to an IPv4 target.
+        for host, target, served in (("::1", f"[::1]:{port2}", port2),
+                                     ("::ffff:127.0.0.1", f"127.0.0.1:{port}", port)):
+            policy = tmp_path / "redirect.toml"
+            policy.write_text(f'[[rule]]\nname = "double"\nmatch = {{ port = {dead} }}\n'
+                              f'redirect = "{target}"\n')
+            r = kernel(["-c", policy], [fetch, "tcp", host, dead])
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert r.stdout.splitlines() == [f"answer served-by-{served}", f"peer {host} {dead}"], \
+                r.stdout
+        # A non-blocking connect (asyncio): rewritten before it starts, the same way.
+        r = kernel(args, [util.PY, "-c", ASYNC_FETCH, "127.0.0.1", dead], env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.splitlines() == [f"answer served-by-{port}", f"peer 127.0.0.1 {dead}"], r.stdout
+        assert (v4.accepted, v6.accepted) == (3, 1)
+        # Control: nothing listens where the client connects.
+        for host in ("127.0.0.1", "::1", "::ffff:127.0.0.1"):
+            r = plain([fetch, "tcp", host, dead])
+            assert r.returncode == 1 and "connect errno 111" in r.stdout, r.stdout
+        r = plain([util.PY, "-c", ASYNC_FETCH, "127.0.0.1", dead])
+        assert r.returncode == 1 and "ConnectionRefusedError" in r.stderr, r.stderr
+        assert (v4.accepted, v6.accepted) == (3, 1)
+
+
+def test_getpeername_shows_the_target_when_the_rule_says_so(bins, port, tmp_path):
+    require_kernel_backend()
+    dead = util.free_port()
+    policy = tmp_path / "target.toml"
+    policy.write_text(f'[[rule]]\nmatch = {{ port = {dead} }}\n'
+                      f'redirect = {{ to = "127.0.0.1:{port}", peername = "target" }}\n')
+    with Answerer(port) as server:
+        r = kernel(["-c", policy], [bins["fetch"], "tcp", "127.0.0.1", dead])
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.splitlines() == [f"answer served-by-{port}", f"peer 127.0.0.1 {port}"], r.stdout
+        assert server.accepted == 1
+
+
+def test_redirected_udp_connected_and_unconnected_get_the_echo(bins, port, tmp_path):
+    """UDP: connect4 rewrites a connected socket's peer, sendmsg4 each unconnected sendto's
+    destination; getpeername and recvfrom answer the address the program used (the
+    getpeername and recvmsg hooks)."""
+    require_kernel_backend()
+    dead = util.free_port()
+    fetch = bins["fetch"]
+    policy = tmp_path / "udp.toml"
+    policy.write_text(f'[[rule]]\nmatch = {{ port = {dead}, transport = "udp" }}\n'
+                      f'redirect = "127.0.0.1:{port}"\n')
+    with UdpEcho(port) as echo:
+        r = kernel(["-c", policy], [fetch, "udp", "127.0.0.1", dead])
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.splitlines() == ["sendto 5 errno 0 ", "answer echo-ping",
+                                         f"from 127.0.0.1 {dead}"], r.stdout
+        r = kernel(["-c", policy], [fetch, "udp-connect", "::ffff:127.0.0.1", dead])
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.splitlines() == ["answer echo-ping", f"from ::ffff:127.0.0.1 {dead}",
+                                         f"peer ::ffff:127.0.0.1 {dead}"], r.stdout
+        # What the kernel cannot do: a native IPv6 datagram rewritten to an IPv4 target
+        # (udpv6_sendmsg refuses it); the program is told so, EAFNOSUPPORT.
+        if socket.has_ipv6:
+            r = kernel(["-c", policy], [fetch, "udp", "::1", dead])
+            assert r.returncode == 1 and r.stdout.startswith("sendto -1 errno 97"), r.stdout
+        assert echo.got == [b"ping\n"] * 2
+        # Control: nothing answers at the port the program uses.
+        r = plain([fetch, "udp-connect", "127.0.0.1", dead])
+        assert r.returncode == 1, r.stdout
+        assert echo.got == [b"ping\n"] * 2
+
+
+def test_a_denied_unconnected_udp_sendto_sends_nothing(bins, port, port2, tmp_path):
+    """sendmsg4 matches each datagram's destination: sendto to the denied one fails with the
+    rule's errno and nothing reaches its receiver (nor the wire); the other destination of
+    the same socket gets every datagram."""
+    require_kernel_backend()
+    policy = tmp_path / "deny-udp.toml"
+    policy.write_text(f'[[rule]]\nmatch = {{ port = {port}, transport = "udp" }}\ndeny = "EACCES"\n')
+    cmd = [bins["udp"], "unconnected", port, port2, 4]
+    with util.tos_server(socket.AF_INET, port, "udp") as a, \
+            util.tos_server(socket.AF_INET, port2, "udp") as b:
+        with util.Capture(f"udp dst port {port}") as cap:
+            r = kernel(["-c", policy], cmd)
+            assert r.returncode == 0, r.stderr
+            r = kernel(["-c", policy], [bins["fetch"], "udp", "127.0.0.1", port])
+            assert r.stdout.startswith("sendto -1 errno 13 "), r.stdout
+        assert util.wait_until(lambda: len(b.results) == 4)
+        assert a.results == [] and cap.to_port(port) == [], cap.text
+        # Control: without sockwrap the datagrams arrive.
+        assert plain(cmd).returncode == 0
+        assert util.wait_until(lambda: len(a.results) == 4 and len(b.results) == 8)
+
+
+def test_delay_fail_and_host_stay_refused_under_kernel(tmp_path):
+    require_kernel_backend()
+    policy = tmp_path / "chaos.toml"
+    policy.write_text(textwrap.dedent("""\
+        [[rule]]
+        name = "slow"
+        match = { port = 5432 }
+        delay = "250ms"
+        [[rule]]
+        name = "flaky"
+        fail = { rate = 0.2, errno = "ECONNRESET" }
+        [[rule]]
+        name = "by-name"
+        match = { host = "db.test" }
+        deny = true
+    """))
+    r = kernel(["-c", policy], ["true"])
+    assert r.returncode == 2, r.stderr
+    lines = [l for l in r.stderr.splitlines() if "--kernel cannot set" in l]
+    assert len(lines) == 3, r.stderr
+    for rule, what in (("slow", "delay:"), ("flaky", "fail:"), ("by-name", "match.host:")):
+        assert any(f"rule `{rule}`: {what}" in l for l in lines), r.stderr
+
+
+def test_explain_kernel_shows_deny_and_redirect(tmp_path):
+    util.require_sockwrap()
+    policy = tmp_path / "actions.toml"
+    policy.write_text(textwrap.dedent("""\
+        [[rule]]
+        name = "lab"
+        match = { remote = "192.0.2.10" }
+        redirect = "127.0.0.1:8443"
+        [[rule]]
+        name = "no-db"
+        match = { port = 5432, except = { remote = "10.9.0.0/16" } }
+        deny = "ETIMEDOUT"
+    """))
+
+    def explain(dest, *extra):
+        r = util.run([util.SOCKWRAP_BIN, "explain", "--kernel", "-c", policy, "--dest", dest, *extra])
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    out = explain("192.0.2.10:443")
+    assert "cgroup/connect4 (connect to 192.0.2.10:443):\n    redirect: the address is rewritten to 127.0.0.1:8443" in out, out
+    assert "getpeername answers 192.0.2.10:443" in out, out
+    out = explain("10.1.0.1:5432", "--transport", "udp")
+    assert "deny: the connect fails with ETIMEDOUT (110)" in out, out
+    assert "so does an unconnected sendto() to 10.1.0.1:5432" in out, out
+    out = explain("[::ffff:192.0.2.10]:5432")  # both match: deny wins, nothing leaves
+    assert "cgroup/connect6" in out and "deny: the connect fails with ETIMEDOUT" in out, out
+    assert "redirect" not in out.split("--kernel:")[1], out
+    out = explain("10.9.0.1:5432")  # the exception
+    assert "cgroup/connect4 (connect to 10.9.0.1:5432): nothing" in out, out

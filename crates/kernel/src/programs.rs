@@ -3,7 +3,7 @@
 //! the kernel also releases when sockwrap dies, so a killed sockwrap leaves no program
 //! behind (only its empty cgroup, which [`crate::cgroup::sweep`] removes).
 
-use crate::tables::{DKey, KPlan, Tables, N_COUNTERS};
+use crate::tables::{DKey, KAction, KPlan, Tables, N_COUNTERS};
 use crate::Error;
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData};
 use aya::programs::{
@@ -28,6 +28,15 @@ pub const PROGRAMS: [&str; 9] = [
     "sw_sockops",
 ];
 
+/// Attached as well when some rule redirects: they answer getpeername and recvmsg with the
+/// address the program asked for.
+pub const REDIRECT_PROGRAMS: [&str; 4] = [
+    "sw_getpeername4",
+    "sw_getpeername6",
+    "sw_recvmsg4",
+    "sw_recvmsg6",
+];
+
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct Config {
@@ -47,6 +56,8 @@ struct OptKey {
 unsafe impl Pod for KPlan {}
 // SAFETY: as above.
 unsafe impl Pod for DKey {}
+// SAFETY: as above.
+unsafe impl Pod for KAction {}
 // SAFETY: as above.
 unsafe impl Pod for Config {}
 // SAFETY: as above.
@@ -111,6 +122,7 @@ impl Attached {
         loader
             .map_max_entries("plans", tables.plans.len().max(1) as u32)
             .map_max_entries("decisions", tables.decisions.len().max(1) as u32)
+            .map_max_entries("actions", tables.actions.len().max(1) as u32)
             .map_max_entries("networks", tables.networks.len().max(1) as u32)
             .map_max_entries("programs", tables.programs.len().max(1) as u32);
         let mut ebpf = loader
@@ -145,6 +157,13 @@ impl Attached {
             }
         }
         {
+            let mut m: HashMap<_, DKey, KAction> =
+                HashMap::try_from(map(&mut ebpf, "actions")?).map_err(|e| err("map actions", e))?;
+            for (k, v) in &tables.actions {
+                m.insert(k, v, 0).map_err(|e| err("map actions", e))?;
+            }
+        }
+        {
             let mut m: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(map(&mut ebpf, "networks")?)
                 .map_err(|e| err("map networks", e))?;
             for n in &tables.networks {
@@ -174,7 +193,12 @@ impl Attached {
         fill_ports(&mut ebpf, "rports", &tables.rport_class)?;
         fill_ports(&mut ebpf, "lports", &tables.lport_class)?;
 
-        for name in PROGRAMS {
+        let extra: &[&str] = if tables.redirects {
+            &REDIRECT_PROGRAMS
+        } else {
+            &[]
+        };
+        for &name in PROGRAMS.iter().chain(extra) {
             let prog = ebpf
                 .program_mut(name)
                 .ok_or_else(|| Error(format!("the BPF object has no program `{name}`")))?;

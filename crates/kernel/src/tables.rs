@@ -15,7 +15,9 @@
 //!
 //! For every combination the policy itself decides ([`Policy::decide`] on a representative
 //! socket of the class), and the decision's [`Plan`](sockwrap_policy::Plan) per stage and
-//! IP variant is stored: the programs apply the very entries the library would.
+//! IP variant is stored: the programs apply the very entries the library would. Connect
+//! actions are enumerated the same way ([`Policy::connect_actions`] per class): the `deny`
+//! and `redirect` a connect, or an unconnected sendto, to a destination of the class gets.
 
 use crate::Error;
 use sockwrap_policy::catalog::Opt;
@@ -41,11 +43,16 @@ pub const STAGE_ACCEPT_FULL: u8 = 5;
 /// `config.flags` (sockwrap.bpf.c).
 pub const CFG_PROGRAMS: u32 = 1;
 pub const CFG_STRICT: u32 = 2;
+/// Some rule denies or redirects: the connect and sendmsg programs look up `actions`.
+pub const CFG_ACTIONS: u32 = 4;
 
 /// Counters (the `counters` map): 0..N_OPTS failures per option slot, then plans applied per
 /// stage, then setsockopt calls a lock skipped.
 pub const C_APPLIED_BASE: u32 = 24;
 pub const C_LOCKED: u32 = 29;
+/// Connects and datagrams denied, and redirected.
+pub const C_DENIED: u32 = 30;
+pub const C_REDIRECTED: u32 = 31;
 pub const N_COUNTERS: u32 = 32;
 
 const SOL_SOCKET: i32 = 1;
@@ -85,6 +92,67 @@ pub struct DKey {
 }
 const _: () = assert!(core::mem::size_of::<DKey>() == 16);
 
+/// `kaction.flags` (sockwrap.bpf.c).
+pub const ACT_REDIRECT: u32 = 1;
+pub const ACT_SHOW_TARGET: u32 = 2;
+pub const ACT_TARGET_V4: u32 = 4;
+
+/// What a connect (or unconnected sendto) to a destination class gets besides options
+/// (`struct kaction`): the winning `deny`, else the winning `redirect`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct KAction {
+    /// The errno the call fails with (0: not denied).
+    pub deny: u32,
+    pub flags: u32,
+    /// The redirect target, network order, v4-mapped for IPv4.
+    pub ip6: [u8; 16],
+    /// The redirect target's port, host order.
+    pub port: u32,
+    pub pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<KAction>() == 32);
+
+impl KAction {
+    fn of(a: &sockwrap_policy::rules::Actions) -> Option<KAction> {
+        if let Some(e) = a.deny {
+            // A denied connect is never redirected: nothing leaves.
+            return Some(KAction {
+                deny: e as u32,
+                ..KAction::default()
+            });
+        }
+        let r = a.redirect?;
+        let mut flags = ACT_REDIRECT;
+        if r.show_target {
+            flags |= ACT_SHOW_TARGET;
+        }
+        if r.to.is_ipv4() {
+            flags |= ACT_TARGET_V4;
+        }
+        Some(KAction {
+            deny: 0,
+            flags,
+            ip6: sockwrap_policy::rules::ip_key(r.to.ip()).to_be_bytes(),
+            port: r.to.port() as u32,
+            pad: 0,
+        })
+    }
+
+    /// The redirect target, if this action redirects.
+    pub fn target(&self) -> Option<std::net::SocketAddr> {
+        if self.flags & ACT_REDIRECT == 0 {
+            return None;
+        }
+        let v6 = std::net::Ipv6Addr::from(self.ip6);
+        let ip = match (self.flags & ACT_TARGET_V4 != 0, v6.to_ipv4_mapped()) {
+            (true, Some(v4)) => std::net::IpAddr::V4(v4),
+            _ => std::net::IpAddr::V6(v6),
+        };
+        Some(std::net::SocketAddr::new(ip, self.port as u16))
+    }
+}
+
 /// One remote-network class: the CIDR (v4-mapped form for IPv4) as an LPM key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Network {
@@ -99,6 +167,10 @@ pub struct Tables {
     pub flags: u32,
     pub plans: Vec<KPlan>,
     pub decisions: Vec<(DKey, u32)>,
+    /// Connect actions per (program, transport, network, remote port) class, stage connect.
+    pub actions: Vec<(DKey, KAction)>,
+    /// Some action redirects: the getpeername and recvmsg programs are attached.
+    pub redirects: bool,
     pub networks: Vec<Network>,
     /// Port → class, for remote and local ports (all 0 when no rule names a port).
     pub rport_class: Vec<u16>,
@@ -114,6 +186,21 @@ fn transport_code(t: Transport) -> u8 {
     match t {
         Transport::Tcp => 0,
         Transport::Udp => 1,
+    }
+}
+
+/// The key of an action entry (`action_for` in sockwrap.bpf.c): the classes of the
+/// destination and program, stage connect, no variant or local port.
+fn action_key(prog: u32, transport: u8, ipc: u32, rpc: u16) -> DKey {
+    DKey {
+        ipc,
+        prog,
+        rpc,
+        lpc: 0,
+        transport,
+        stage: Stage::Connect as u8,
+        variant: 0,
+        pad: 0,
     }
 }
 
@@ -166,8 +253,9 @@ pub fn refused_opt(o: Opt) -> Option<&'static str> {
     })
 }
 
-/// The options `--kernel` cannot carry out, one line each: why, and what to use instead.
-/// A policy with any of them is refused, never applied in part.
+/// The options and actions `--kernel` cannot carry out, one line each: why, and what to use
+/// instead. A policy with any of them is refused, never applied in part. (`deny` and
+/// `redirect` are carried out: connect4/6 and sendmsg4/6 refuse or rewrite the address.)
 pub fn refusals(policy: &Policy) -> Vec<String> {
     let mut out = Vec::new();
     for rule in policy.rules() {
@@ -181,12 +269,6 @@ pub fn refusals(policy: &Policy) -> Vec<String> {
             out.push(format!("rule `{name}`: match.host: host names are known only to the library, which sees the program's getaddrinfo; the kernel sees addresses (use match.remote, or sockwrap run without --kernel)"));
         }
         let a = &rule.actions;
-        if a.deny.is_some() {
-            out.push(format!("rule `{name}`: deny: not carried out by the kernel backend yet; use sockwrap run without --kernel"));
-        }
-        if a.redirect.is_some() {
-            out.push(format!("rule `{name}`: redirect: not carried out by the kernel backend yet; use sockwrap run without --kernel"));
-        }
         if a.delay_ms.is_some() {
             out.push(format!("rule `{name}`: delay: a BPF program cannot hold a connect back and let it go later; use sockwrap run without --kernel"));
         }
@@ -410,6 +492,7 @@ impl Tables {
         let mut plans: Vec<KPlan> = Vec::new();
         let mut plan_index: HashMap<KPlan, u32> = HashMap::new();
         let mut decisions = Vec::new();
+        let mut actions = Vec::new();
         for (pc, pol) in prog_policies.iter().enumerate() {
             for t in [Transport::Tcp, Transport::Udp] {
                 for stage in Stage::ALL {
@@ -453,6 +536,15 @@ impl Tables {
                                     local_port: lport,
                                     host: None,
                                 };
+                                if stage == Stage::Connect && pol.any_actions() {
+                                    if let Some(a) = KAction::of(&pol.connect_actions(&ctx).actions)
+                                    {
+                                        actions.push((
+                                            action_key(pc as u32, transport_code(t), ipc, rpc),
+                                            a,
+                                        ));
+                                    }
+                                }
                                 let d = pol.decide(&ctx);
                                 if d.is_empty() {
                                     continue;
@@ -512,10 +604,10 @@ impl Tables {
                 }
             }
         }
-        if decisions.len() > MAX_DECISIONS {
+        if decisions.len() + actions.len() > MAX_DECISIONS {
             return Err(Error(format!(
                 "the policy needs {} decisions in the kernel, more than {MAX_DECISIONS}; use the library, or fewer overlapping rules",
-                decisions.len()
+                decisions.len() + actions.len()
             )));
         }
         let mut flags = 0;
@@ -525,10 +617,16 @@ impl Tables {
         if policy.on_error == OnError::Fail {
             flags |= CFG_STRICT;
         }
+        if !actions.is_empty() {
+            flags |= CFG_ACTIONS;
+        }
+        let redirects = actions.iter().any(|(_, a)| a.flags & ACT_REDIRECT != 0);
         Ok(Tables {
             flags,
             plans,
             decisions,
+            actions,
+            redirects,
             networks,
             rport_class,
             lport_class,
@@ -542,6 +640,13 @@ impl Tables {
     pub fn plan(&self, key: &DKey) -> Option<&KPlan> {
         let (_, i) = self.decisions.iter().find(|(k, _)| k == key)?;
         self.plans.get(*i as usize)
+    }
+
+    /// The `deny` or `redirect` a connect (or unconnected sendto) with `key` gets, if any:
+    /// the programs look it up by the key's classes at stage connect.
+    pub fn action(&self, key: &DKey) -> Option<&KAction> {
+        let k = action_key(key.prog, key.transport, key.ipc, key.rpc);
+        self.actions.iter().find(|(x, _)| *x == k).map(|(_, a)| a)
     }
 
     /// The key the programs compute for a socket of `transport` at `stage`, as `connect`,
@@ -789,6 +894,133 @@ mod tests {
         assert!(lines.iter().any(|l| l.contains("SO_LINGER")));
         assert!(lines.iter().any(|l| l.contains("IP_TTL")));
         assert!(lines.iter().any(|l| l.contains("GODEBUG=multipathtcp=1")));
+    }
+
+    fn connect_key(t: &Tables, tr: Transport, dest: &str, port: u16) -> DKey {
+        t.key(
+            None,
+            tr,
+            Stage::Connect,
+            Variant::V4,
+            Some((ip(dest), port)),
+            None,
+        )
+    }
+
+    #[test]
+    fn deny_and_redirect_last_rule_wins_per_kind_as_in_the_library() {
+        let to = |s: &str| sockwrap_policy::rules::Redirect {
+            to: s.parse().expect("address"),
+            show_target: false,
+        };
+        let mut wide = Rule::new("wide");
+        wide.matcher.remote = vec![Cidr::parse("10.0.0.0/8").expect("cidr")];
+        wide.actions.redirect = Some(to("127.0.0.1:8443"));
+        let mut db = Rule::new("db");
+        db.matcher.port = vec![Ports { lo: 5432, hi: 5432 }];
+        db.matcher.transport = Some(Transport::Tcp);
+        db.actions.deny = Some(101);
+        let mut v6 = Rule::new("v6");
+        v6.matcher.remote = vec![Cidr::parse("10.1.0.0/16").expect("cidr")];
+        v6.actions.redirect = Some(sockwrap_policy::rules::Redirect {
+            to: "[::1]:9000".parse().expect("address"),
+            show_target: true,
+        });
+        let mut marked = Rule::new("options only");
+        marked.set(Opt::Tos, Value::Int(0xb8), false);
+        let p = Policy::new(vec![wide, db, v6, marked], OnError::Warn);
+        let t = Tables::build(&p).expect("tables");
+        assert_eq!(t.flags & CFG_ACTIONS, CFG_ACTIONS);
+        assert!(t.redirects);
+        for tr in [Transport::Tcp, Transport::Udp] {
+            for (dest, port) in [
+                ("10.2.0.1", 80),
+                ("10.1.0.1", 80),
+                ("10.1.0.1", 5432),
+                ("192.0.2.1", 5432),
+                ("192.0.2.1", 80),
+            ] {
+                let want = p
+                    .connect_actions(&Ctx {
+                        transport: tr,
+                        role: Some(Role::Client),
+                        remote: Some((ip(dest), port)),
+                        local_port: None,
+                        host: None,
+                    })
+                    .actions;
+                let got = t.action(&connect_key(&t, tr, dest, port));
+                let deny = got.map(|a| a.deny).filter(|&e| e != 0);
+                assert_eq!(deny, want.deny.map(|e| e as u32), "{tr:?} {dest}:{port}");
+                // A denied connect is not redirected (nothing leaves).
+                let redirect = got.and_then(KAction::target);
+                let want_redirect = want.redirect.filter(|_| want.deny.is_none());
+                assert_eq!(
+                    redirect,
+                    want_redirect.map(|r| r.to),
+                    "{tr:?} {dest}:{port}"
+                );
+                if let (Some(a), Some(r)) = (got, want_redirect) {
+                    assert_eq!(a.flags & ACT_SHOW_TARGET != 0, r.show_target);
+                    assert_eq!(a.flags & ACT_TARGET_V4 != 0, r.to.is_ipv4());
+                }
+            }
+        }
+        // The later rule's redirect, in the target's v4-mapped form for IPv4.
+        let a = t
+            .action(&connect_key(&t, Transport::Tcp, "10.2.0.1", 80))
+            .expect("redirected");
+        assert_eq!(a.ip6, ip("127.0.0.1").to_be_bytes());
+        assert_eq!((a.port, a.flags), (8443, ACT_REDIRECT | ACT_TARGET_V4));
+        // Without action rules the programs never look actions up.
+        let mut r = Rule::new("flags");
+        r.set(Opt::Tos, Value::Int(0xb8), false);
+        let t = Tables::build(&Policy::new(vec![r], OnError::Warn)).expect("tables");
+        assert!(t.actions.is_empty() && !t.redirects && t.flags & CFG_ACTIONS == 0);
+    }
+
+    /// `except` cuts the classes too: the excepted network gets no action in the kernel, the
+    /// rest of the rule's network does.
+    #[test]
+    fn the_kernel_tables_honour_an_exception() {
+        let mut r = Rule::new("no-https-but-the-lab");
+        r.matcher.port = vec![Ports { lo: 443, hi: 443 }];
+        r.matcher.except = Some(Box::new(sockwrap_policy::rules::Match {
+            remote: vec![Cidr::parse("10.9.0.0/16").expect("cidr")],
+            ..Default::default()
+        }));
+        r.actions.deny = Some(111);
+        let p = Policy::new(vec![r], OnError::Warn);
+        let t = Tables::build(&p).expect("tables");
+        let denied = |dest: &str, port: u16| {
+            t.action(&connect_key(&t, Transport::Tcp, dest, port))
+                .is_some_and(|a| a.deny == 111)
+        };
+        assert!(denied("10.1.0.1", 443));
+        assert!(denied("192.0.2.1", 443));
+        assert!(!denied("10.9.0.1", 443), "excepted network");
+        assert!(!denied("10.9.255.255", 443), "excepted network");
+        assert!(denied("10.10.0.0", 443), "just past the exception");
+        assert!(!denied("10.1.0.1", 80), "another port");
+    }
+
+    #[test]
+    fn deny_and_redirect_are_carried_out_delay_fail_and_host_refused() {
+        let mut a = Rule::new("a");
+        a.actions.deny = Some(111);
+        a.actions.redirect = Some(sockwrap_policy::rules::Redirect {
+            to: "127.0.0.1:1".parse().expect("address"),
+            show_target: false,
+        });
+        assert!(refusals(&Policy::new(vec![a.clone()], OnError::Warn)).is_empty());
+        a.actions.delay_ms = Some(10);
+        a.actions.fail = Some(sockwrap_policy::rules::Fail { ppm: 1, errno: 104 });
+        a.matcher.host = vec![sockwrap_policy::rules::HostPat::parse("db.test").expect("host")];
+        let lines = refusals(&Policy::new(vec![a], OnError::Warn));
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        for what in ["delay:", "fail:", "match.host:"] {
+            assert!(lines.iter().any(|l| l.contains(what)), "{what} {lines:?}");
+        }
     }
 
     #[test]

@@ -138,6 +138,65 @@ fn show_op(op: &sockwrap_policy::PlanOp) -> String {
     )
 }
 
+/// What connect4/6 and sendmsg4/6 do with `deny` or `redirect` for a connect (or an
+/// unconnected sendto) to `addr`.
+fn action_lines(
+    a: &sockwrap_kernel::tables::KAction,
+    addr: SocketAddr,
+    transport: Transport,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let udp = transport == Transport::Udp;
+    let also = if udp {
+        format!(", and so is an unconnected sendto()'s to {addr} (cgroup/sendmsg)")
+    } else {
+        String::new()
+    };
+    if a.deny != 0 {
+        let e = a.deny as i32;
+        out.push(format!(
+            "deny: the connect fails with {} ({e}), set by bpf_set_retval; nothing is sent{}",
+            sockwrap_policy::rules::errno_name(e),
+            if udp {
+                format!("; so does an unconnected sendto() to {addr} (cgroup/sendmsg)")
+            } else {
+                String::new()
+            }
+        ));
+        return out;
+    }
+    let Some(to) = a.target() else {
+        return out;
+    };
+    let mapped = matches!(addr.ip(), std::net::IpAddr::V6(v) if v.to_ipv4_mapped().is_some());
+    if addr.is_ipv4() && to.is_ipv6() {
+        out.push(format!("redirect to {to}: the connect fails with EAFNOSUPPORT (97): an IPv4 address cannot be rewritten to an IPv6 target"));
+        return out;
+    }
+    let form = if addr.is_ipv6() && to.is_ipv4() {
+        format!(" (as ::ffff:{})", to.ip())
+    } else {
+        String::new()
+    };
+    if udp && addr.is_ipv6() && !mapped && to.is_ipv4() {
+        out.push(format!("redirect: the address is rewritten to {to}{form}; an unconnected sendto() to {addr} fails with EAFNOSUPPORT (97) instead: udpv6_sendmsg does not take a v4-mapped rewrite of a native IPv6 destination"));
+    } else {
+        out.push(format!(
+            "redirect: the address is rewritten to {to}{form}{also}"
+        ));
+    }
+    if a.flags & sockwrap_kernel::tables::ACT_SHOW_TARGET != 0 {
+        out.push(format!("getpeername answers {to} (peername = \"target\")"));
+    } else if udp {
+        out.push(format!("getpeername, and recvfrom() of the target's datagrams, answer {addr}: what the program asked for (cgroup/getpeername, cgroup/recvmsg)"));
+    } else {
+        out.push(format!(
+            "getpeername answers {addr}: what the program asked for (cgroup/getpeername)"
+        ));
+    }
+    out
+}
+
 /// `explain --kernel`: the hook that would run for this destination and what it would do.
 fn kernel(
     policy: &sockwrap_policy::Policy,
@@ -212,10 +271,25 @@ fn kernel(
     }
     for (hook, stage, remote, variant) in cases {
         let key = tables.key(program, transport, stage, variant, remote, None);
+        let action = (stage == Stage::Connect)
+            .then(|| tables.action(&key))
+            .flatten();
+        if let Some(a) = action {
+            println!("  {hook}:");
+            for line in action_lines(a, addr, transport) {
+                println!("    {line}");
+            }
+            if a.deny != 0 {
+                continue; // nothing else happens to a denied connect
+            }
+        }
         match tables.plan(&key) {
+            None if action.is_some() => {}
             None => println!("  {hook}: nothing"),
             Some(p) => {
-                println!("  {hook}:");
+                if action.is_none() {
+                    println!("  {hook}:");
+                }
                 for op in p.ops() {
                     if stage == Stage::UdpCreate
                         && !op.is_bind()

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use clap::ArgMatches;
 use sockwrap_kernel::cgroup::{self, Cgroup};
 use sockwrap_kernel::programs::Attached;
-use sockwrap_kernel::tables::{C_APPLIED_BASE, C_LOCKED};
+use sockwrap_kernel::tables::{C_APPLIED_BASE, C_DENIED, C_LOCKED, C_REDIRECTED};
 use sockwrap_kernel::Tables;
 use sockwrap_policy::catalog::Opt;
 use sockwrap_policy::{OnError, Policy, Stage};
@@ -351,10 +351,13 @@ pub fn report(what: &str, counters: &[u64], on_error: OnError, quiet: bool, verb
                 format!("{} {n}", s.call())
             })
             .collect();
+        let n = |i: u32| counters.get(i as usize).copied().unwrap_or(0);
         eprintln!(
-            "sockwrap: {what}: plans applied: {}; setsockopt calls kept from changing a locked option: {}",
+            "sockwrap: {what}: plans applied: {}; setsockopt calls kept from changing a locked option: {}; connects and datagrams denied: {}, redirected: {}",
             applied.join(", "),
-            counters.get(C_LOCKED as usize).copied().unwrap_or(0)
+            n(C_LOCKED),
+            n(C_DENIED),
+            n(C_REDIRECTED)
         );
     }
     refused

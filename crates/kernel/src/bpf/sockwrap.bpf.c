@@ -13,13 +13,18 @@
 //   cgroup/sock_create        socket(): UDP mark, priority, bound device (no setsockopt helper
 //                             here: the three fields are written directly); records the
 //                             program class for later hooks that run outside the process
-//   cgroup/connect4, connect6 connect(): every option before the SYN (bpf_setsockopt), the
-//                             source address (bpf_bind)
+//   cgroup/connect4, connect6 connect(): `deny` (the connect fails with the rule's errno,
+//                             bpf_set_retval), every option before the SYN (bpf_setsockopt),
+//                             the source address (bpf_bind), `redirect` (the address rewritten)
 //   cgroup/bind4, bind6       bind(): the bind-time options (reuseaddr...), UDP servers
 //   sockops                   listen() (TCP_LISTEN_CB) and accepted sockets
 //                             (PASSIVE_ESTABLISHED_CB)
-//   cgroup/sendmsg4, sendmsg6 sendto() on an unconnected UDP socket: what sock_create could
-//                             not set (see on_sendmsg for why not per destination)
+//   cgroup/sendmsg4, sendmsg6 sendto() on an unconnected UDP socket: `deny` and `redirect`
+//                             per destination, and what sock_create could not set (see
+//                             on_sendmsg for why options are not per destination)
+//   cgroup/getpeername4, 6    getpeername() of a redirected socket: the address the program
+//   cgroup/recvmsg4, 6        connected or sent to, not the target (attached only when some
+//                             rule redirects); recvmsg: the source of the target's datagrams
 //   cgroup/setsockopt         locks: the program's own setsockopt of a locked option is
 //                             skipped and reports success (optlen = -1)
 
@@ -39,6 +44,7 @@
 
 #define AF_INET 2
 #define AF_INET6 10
+#define EAFNOSUPPORT_ 97
 #define SOL_SOCKET_ 1
 #define SO_PRIORITY_ 12
 #define SO_MARK_ 36
@@ -67,10 +73,18 @@
 // config.flags
 #define CFG_PROGRAMS 1 // some rule names a program: look the comm up
 #define CFG_STRICT 2   // on_error = fail: a failed option fails the call (connect, bind, sendmsg)
+#define CFG_ACTIONS 4  // some rule denies or redirects: look the destination's action up
 
 // counters (after the per-slot failure counters 0..N_OPTS)
 #define C_APPLIED_BASE 24 // + stage: plans applied
 #define C_LOCKED 29       // setsockopt calls skipped by a lock
+#define C_DENIED 30       // connects and datagrams denied
+#define C_REDIRECTED 31   // connects and datagrams redirected
+
+// kaction.flags
+#define ACT_REDIRECT 1
+#define ACT_SHOW_TARGET 2 // getpeername answers the target (peername = "target")
+#define ACT_TARGET_V4 4   // the target is an IPv4 address (ip6 holds it v4-mapped)
 
 // policy::PlanOp, byte for byte.
 struct kop {
@@ -102,6 +116,27 @@ struct dkey {
 	__u8 pad;
 };
 
+// What a connect (or an unconnected sendto) to a destination gets besides options: the
+// winning `deny` and `redirect` of the policy (crates/kernel/src/tables.rs, KAction).
+struct kaction {
+	__u32 deny;   // errno the call fails with; 0: not denied (deny wins over redirect)
+	__u32 flags;  // ACT_*
+	__u32 ip6[4]; // redirect target, network order, v4-mapped for IPv4
+	__u32 port;   // redirect target port, host order
+	__u32 pad;
+};
+
+// A redirect remembered on the socket: the program's address and where it really went,
+// both v4-mapped for IPv4.
+struct redirected {
+	__u32 flags; // ACT_REDIRECT set when in use, ACT_SHOW_TARGET as the rule said
+	__u32 orig_port;
+	__u32 target_port;
+	__u32 pad;
+	__u32 orig[4];
+	__u32 target[4];
+};
+
 struct lpm_key {
 	__u32 prefixlen;
 	__u8 addr[16];
@@ -125,6 +160,13 @@ struct skstate {
 			 // this storage, BPF_F_CLONE, and with it the listener's options)
 };
 
+// A redirected socket's addresses, in storage of their own: made only when a redirect
+// happens, so that other sockets' storage (skstate) stays as small as without actions.
+struct rdstate {
+	struct redirected peer;  // connect(): what getpeername answers, and recvmsg
+	struct redirected dgram; // the last redirected sendto(): what recvmsg answers
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -145,6 +187,13 @@ struct {
 	__type(key, struct dkey);
 	__type(value, __u32);
 } decisions SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1); // set by the loader
+	__type(key, struct dkey);
+	__type(value, struct kaction);
+} actions SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -196,6 +245,13 @@ struct {
 	__type(key, int);
 	__type(value, struct skstate);
 } sockets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct rdstate);
+} redirects SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -422,36 +478,125 @@ int sw_sock_create(struct bpf_sock *sk)
 	return 1;
 }
 
-static __always_inline int on_connect(struct bpf_sock_addr *ctx, const __u32 ip6[4], __u8 variant)
+// The `deny` and `redirect` of a destination, when some rule has one (CFG_ACTIONS): one
+// entry per (program, transport, network, remote port) class, stage connect.
+static __always_inline struct kaction *action_for(struct config *c, const struct dkey *k)
+{
+	struct dkey a = {};
+
+	if (!c || !(c->flags & CFG_ACTIONS))
+		return 0;
+	a.ipc = k->ipc;
+	a.prog = k->prog;
+	a.rpc = k->rpc;
+	a.transport = k->transport;
+	a.stage = STAGE_CONNECT;
+	return bpf_map_lookup_elem(&actions, &a);
+}
+
+// Refuses the call with `errno`: returning 0 alone gives the caller EPERM; bpf_set_retval
+// (cgroup programs, 5.18+) chooses the error. Nothing is sent.
+static __always_inline int refuse(int errno_)
+{
+	bpf_set_retval(-errno_);
+	return 0;
+}
+
+static __always_inline void remember(struct redirected *r, const struct kaction *a,
+				     const __u32 ip6[4], __u32 port)
+{
+	r->flags = ACT_REDIRECT | (a->flags & ACT_SHOW_TARGET);
+	r->orig_port = port;
+	r->target_port = a->port;
+	r->orig[0] = ip6[0];
+	r->orig[1] = ip6[1];
+	r->orig[2] = ip6[2];
+	r->orig[3] = ip6[3];
+	r->target[0] = a->ip6[0];
+	r->target[1] = a->ip6[1];
+	r->target[2] = a->ip6[2];
+	r->target[3] = a->ip6[3];
+}
+
+// Points a sockaddr_in (connect4, sendmsg4) or sockaddr_in6 (connect6, sendmsg6) at the
+// target. Each store goes straight to the context (see sw_sock_create). Returns an errno when
+// the target cannot be written in this form: an IPv6 target for a sockaddr_in, and an IPv4
+// target for a native IPv6 datagram (udpv6_sendmsg refuses a v4-mapped rewrite with the
+// kernel-internal ENOTSUPP: measured, the program got errno 524; connect6 accepts it).
+static __always_inline int redirect_to(struct bpf_sock_addr *ctx, const struct kaction *a,
+				       int is4, int sendmsg)
+{
+	if (is4) {
+		if (!(a->flags & ACT_TARGET_V4))
+			return EAFNOSUPPORT_;
+		ctx->user_ip4 = a->ip6[3];
+	} else {
+		if (sendmsg && (a->flags & ACT_TARGET_V4))
+			return EAFNOSUPPORT_;
+		ctx->user_ip6[0] = a->ip6[0];
+		ctx->user_ip6[1] = a->ip6[1];
+		ctx->user_ip6[2] = a->ip6[2];
+		ctx->user_ip6[3] = a->ip6[3];
+	}
+	ctx->user_port = bpf_htons((__u16)a->port);
+	count(C_REDIRECTED);
+	return 0;
+}
+
+static __always_inline int on_connect(struct bpf_sock_addr *ctx, const __u32 ip6[4], __u8 variant,
+				      int is4)
 {
 	struct config *c = cfg();
 	struct skstate *st;
+	struct kaction *act;
 	struct kplan *p;
 	struct dkey k = {};
-	__u32 index;
-	int t, failed;
+	__u32 index, port;
+	int t, failed, e;
 
 	t = transport_of(ctx->type, ctx->protocol);
 	if (t < 0 || !ctx->sk)
 		return 1;
+	port = bpf_ntohs((__u16)ctx->user_port);
 	st = state_if_any(ctx->sk);
 	k.prog = st ? st->prog : program_class(c);
 	k.transport = t;
 	k.stage = STAGE_CONNECT;
 	k.variant = variant;
 	k.ipc = network_class(ip6);
-	k.rpc = port_class(&rports, bpf_ntohs((__u16)ctx->user_port));
+	k.rpc = port_class(&rports, port);
+	act = action_for(c, &k);
+	if (act && act->deny) {
+		count(C_DENIED);
+		return refuse(act->deny);
+	}
+	// Options are those of the destination the program asked for (the rules matched it).
 	p = plan_for(&k, &index);
-	if (!p)
-		return 1;
-	failed = APPLY(ctx, p, 1);
-	if (!st)
-		st = state_of(ctx->sk);
-	if (st)
-		st->lock |= p->lock;
-	count(C_APPLIED_BASE + STAGE_CONNECT);
-	if (failed && c && (c->flags & CFG_STRICT))
-		return 0;
+	if (p) {
+		failed = APPLY(ctx, p, 1);
+		if (!st)
+			st = state_of(ctx->sk);
+		if (st)
+			st->lock |= p->lock;
+		count(C_APPLIED_BASE + STAGE_CONNECT);
+		if (failed && c && (c->flags & CFG_STRICT))
+			return 0;
+	}
+	if (act && (act->flags & ACT_REDIRECT)) {
+		struct rdstate *rd;
+
+		e = redirect_to(ctx, act, is4, 0);
+		if (e)
+			return refuse(e);
+		rd = bpf_sk_storage_get(&redirects, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (rd)
+			remember(&rd->peer, act, ip6, port);
+	} else if (c && (c->flags & CFG_ACTIONS)) {
+		struct rdstate *rd = bpf_sk_storage_get(&redirects, ctx->sk, 0, 0);
+
+		if (rd)
+			rd->peer.flags = 0; // connected again (UDP), not redirected this time
+	}
 	return 1;
 }
 
@@ -460,7 +605,7 @@ int sw_connect4(struct bpf_sock_addr *ctx)
 {
 	__u32 ip6[4] = { 0, 0, bpf_htonl(0xffff), ctx->user_ip4 };
 
-	return on_connect(ctx, ip6, VAR_V4);
+	return on_connect(ctx, ip6, VAR_V4, 1);
 }
 
 static __always_inline int v4_mapped(const __u32 ip6[4])
@@ -473,19 +618,24 @@ int sw_connect6(struct bpf_sock_addr *ctx)
 {
 	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
 
-	return on_connect(ctx, ip6, v4_mapped(ip6) ? VAR_V6DUAL : VAR_V6);
+	return on_connect(ctx, ip6, v4_mapped(ip6) ? VAR_V6DUAL : VAR_V6, 0);
 }
 
-// sendto() on an unconnected UDP socket: the options sock_create could not set (it has no
-// setsockopt helper), from the decision without a destination, once per socket.
+// sendto() on an unconnected UDP socket.
 //
-// Not per destination, and not for the first datagram: on 6.18 udp_sendmsg copies the
-// socket's ToS, mark and priority into the datagram's cookie (ipcm_init_sk) before this
-// hook runs, so what is set here reaches the next datagram. Per-destination options would
-// be one datagram late on every change of destination (measured: each datagram carried the
-// previous destination's class), so rules that name a destination reach UDP at connect()
-// only, as in the library.
-static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, __u8 variant)
+// `deny` and `redirect` per destination: each datagram's address is matched (the sendmsg
+// hooks run for every sendto with an address; a v4-mapped destination on an AF_INET6
+// socket reaches sendmsg4, udpv6_sendmsg hands it to udp_sendmsg first).
+//
+// Options: what sock_create could not set (it has no setsockopt helper), from the decision
+// without a destination, once per socket. Not per destination, and not for the first
+// datagram: on 6.18 udp_sendmsg copies the socket's ToS, mark and priority into the
+// datagram's cookie (ipcm_init_sk) before this hook runs, so what is set here reaches the
+// next datagram. Per-destination options would be one datagram late on every change of
+// destination (measured: each datagram carried the previous destination's class), so rules
+// that name a destination reach UDP at connect() only, as in the library.
+static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, const __u32 ip6[4], __u8 variant,
+				      int is4)
 {
 	struct config *c = cfg();
 	struct skstate *st;
@@ -497,6 +647,33 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, __u8 variant)
 	if (transport_of(ctx->type, ctx->protocol) != T_UDP || !ctx->sk)
 		return 1;
 	st = state_if_any(ctx->sk);
+	if (c && (c->flags & CFG_ACTIONS)) {
+		struct dkey d = {};
+		struct kaction *act;
+		__u32 port = bpf_ntohs((__u16)ctx->user_port);
+		int e;
+
+		d.prog = st ? st->prog : program_class(c);
+		d.transport = T_UDP;
+		d.ipc = network_class(ip6);
+		d.rpc = port_class(&rports, port);
+		act = action_for(c, &d);
+		if (act && act->deny) {
+			count(C_DENIED);
+			return refuse(act->deny);
+		}
+		if (act && (act->flags & ACT_REDIRECT)) {
+			struct rdstate *rd;
+
+			e = redirect_to(ctx, act, is4, 1);
+			if (e)
+				return refuse(e);
+			rd = bpf_sk_storage_get(&redirects, ctx->sk, 0,
+						BPF_SK_STORAGE_GET_F_CREATE);
+			if (rd)
+				remember(&rd->dgram, act, ip6, port);
+		}
+	}
 	if (st && st->dest_plan)
 		return 1;
 	k.prog = st ? st->prog : program_class(c);
@@ -522,13 +699,93 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, __u8 variant)
 SEC("cgroup/sendmsg4")
 int sw_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return on_sendmsg(ctx, VAR_V4);
+	__u32 ip6[4] = { 0, 0, bpf_htonl(0xffff), ctx->user_ip4 };
+
+	return on_sendmsg(ctx, ip6, VAR_V4, 1);
 }
 
 SEC("cgroup/sendmsg6")
 int sw_sendmsg6(struct bpf_sock_addr *ctx)
 {
-	return on_sendmsg(ctx, VAR_V6DUAL);
+	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+
+	return on_sendmsg(ctx, ip6, VAR_V6DUAL, 0);
+}
+
+// Whether `r` is a redirect to (ip6, port): the address the kernel is about to answer.
+static __always_inline int went_to(const struct redirected *r, const __u32 ip6[4], __u32 port)
+{
+	return (r->flags & ACT_REDIRECT) && !(r->flags & ACT_SHOW_TARGET) &&
+	       r->target_port == port && r->target[0] == ip6[0] && r->target[1] == ip6[1] &&
+	       r->target[2] == ip6[2] && r->target[3] == ip6[3];
+}
+
+// Answers with the program's own address instead of the target.
+static __always_inline void answer_orig(struct bpf_sock_addr *ctx, const struct redirected *r,
+					int is4)
+{
+	if (is4) {
+		ctx->user_ip4 = r->orig[3];
+	} else {
+		ctx->user_ip6[0] = r->orig[0];
+		ctx->user_ip6[1] = r->orig[1];
+		ctx->user_ip6[2] = r->orig[2];
+		ctx->user_ip6[3] = r->orig[3];
+	}
+	ctx->user_port = bpf_htons((__u16)r->orig_port);
+}
+
+// getpeername() (peer) and recvmsg() (peer or the last redirected sendto): the program sees
+// the address it asked for, unless its rule says peername = "target". The verifier makes
+// these programs return 1: they can change the answer, never fail the call.
+static __always_inline int restore(struct bpf_sock_addr *ctx, const __u32 ip6[4], int is4,
+				   int datagrams)
+{
+	struct rdstate *rd;
+	__u32 port = bpf_ntohs((__u16)ctx->user_port);
+
+	if (!ctx->sk)
+		return 1;
+	rd = bpf_sk_storage_get(&redirects, ctx->sk, 0, 0);
+	if (!rd)
+		return 1;
+	if (datagrams && went_to(&rd->dgram, ip6, port))
+		answer_orig(ctx, &rd->dgram, is4);
+	else if (went_to(&rd->peer, ip6, port))
+		answer_orig(ctx, &rd->peer, is4);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int sw_getpeername4(struct bpf_sock_addr *ctx)
+{
+	__u32 ip6[4] = { 0, 0, bpf_htonl(0xffff), ctx->user_ip4 };
+
+	return restore(ctx, ip6, 1, 0);
+}
+
+SEC("cgroup/getpeername6")
+int sw_getpeername6(struct bpf_sock_addr *ctx)
+{
+	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+
+	return restore(ctx, ip6, 0, 0);
+}
+
+SEC("cgroup/recvmsg4")
+int sw_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	__u32 ip6[4] = { 0, 0, bpf_htonl(0xffff), ctx->user_ip4 };
+
+	return restore(ctx, ip6, 1, 1);
+}
+
+SEC("cgroup/recvmsg6")
+int sw_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+
+	return restore(ctx, ip6, 0, 1);
 }
 
 static __always_inline int on_bind(struct bpf_sock_addr *ctx, __u8 variant)
