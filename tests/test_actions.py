@@ -288,12 +288,16 @@ def test_host_rule_marks_the_connection_made_by_name(tmp_path, port):
         assert [x["ok"] for x in results(r)] == [True, True], r.stderr
         plain = [x["tos"] for x in srv.wait(2)]
     assert plain == [0, 0]
-    with tos_server(socket.AF_INET, port, host="0.0.0.0", reply=b"ok") as srv:
+    with tos_server(socket.AF_INET, port, host="0.0.0.0", reply=b"ok") as srv, \
+            Capture(f"tcp dst port {port}") as cap:
         r = in_private_hosts(tmp_path, hosts,
                              f"{util.SOCKWRAP_BIN} trace -o {trace} -c {cfg} -- {client}")
         assert r.returncode == 0, r.stdout + r.stderr
         got = [x["tos"] for x in srv.wait(2)]
     assert got == [EF, 0], got
+    # The wire: every packet to the name's address carries EF, none to the other.
+    wire = {dst: {p.tos for p in cap.packets if p.dst == dst} for dst in ("127.0.0.2", "127.0.0.1")}
+    assert wire == {"127.0.0.2": {EF}, "127.0.0.1": {0}}, cap.text
     # The summary (on stderr) names the host; the trace has the resolution.
     assert "127.0.0.2:%d (db.test)" % port in r.stderr, r.stderr
     lines = [json.loads(l) for l in trace.read_text().splitlines()]
