@@ -332,9 +332,13 @@ def test_trace_shows_both_addresses_of_a_redirect(tmp_path, port, port2):
                  "--to", f":{port2}", "--",
                  *peer("action_client.py", "blocking", "4", "127.0.0.1", port2)])
         assert r.returncode == 0, r.stderr
-    c = [json.loads(l) for l in trace.read_text().splitlines() if '"call":"connect"' in l][0]
+    lines = [json.loads(l) for l in trace.read_text().splitlines()]
+    c = [l for l in lines if l["ev"] == "call" and l["call"] == "connect"][0]
     assert c["args"]["addr"] == f"127.0.0.1:{port2}" and c["ret"] == 0, c
     assert c["action"] == {"redirect": f"127.0.0.1:{port}"}, c
+    ev = [l for l in lines if l["ev"] == "action"]
+    assert len(ev) == 1 and ev[0]["addr"] == f"127.0.0.1:{port2}", ev
+    assert ev[0]["action"] == {"redirect": f"127.0.0.1:{port}"} and ev[0]["fd"] == c["fd"], ev
     assert f"redirected to 127.0.0.1:{port}" in r.stderr
 
 

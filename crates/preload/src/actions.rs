@@ -27,7 +27,7 @@ use crate::fdstate;
 #[allow(unused_imports)]
 use crate::prelude::*;
 use crate::sys::{self, ActionNote, Errno, SockAddr, Spin};
-use crate::{log, log_at};
+use crate::{log, log_at, trace};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use sockwrap_policy::catalog::Family;
@@ -60,7 +60,7 @@ pub fn connect(
                     s.fd,
                     r.to
                 );
-                return fail(s.fd, libc::EAFNOSUPPORT, note(0, 0, 0, None));
+                return fail(s.fd, remote, libc::EAFNOSUPPORT, note(0, 0, 0, None));
             }
         },
     };
@@ -125,7 +125,7 @@ pub fn connect(
                     if target.is_some_and(|(_, show)| !show) {
                         remember_redirect(s.fd, *remote);
                     }
-                    sys::thread().set_action(s.fd, n);
+                    noted(s.fd, remote, n);
                     sys::set_errno(libc::EINPROGRESS);
                     return -1;
                 }
@@ -136,7 +136,7 @@ pub fn connect(
         }
     }
     if let Some(e) = errno {
-        return fail(s.fd, e, n);
+        return fail(s.fd, remote, e, n);
     }
     let r = real(dest.as_ref());
     let e = sys::errno();
@@ -145,7 +145,7 @@ pub fn connect(
             remember_redirect(s.fd, *remote);
         }
     }
-    sys::thread().set_action(s.fd, n);
+    noted(s.fd, remote, n);
     sys::set_errno(e);
     r
 }
@@ -159,8 +159,20 @@ fn note(denied: i32, failed: i32, delay_ms: u32, redirected: Option<SocketAddr>)
     }
 }
 
-fn fail(fd: i32, e: i32, n: ActionNote) -> i32 {
+/// Records what was done to the connect of `fd`: for its trace line, and as an event of
+/// its own.
+fn noted(fd: i32, asked: &SocketAddr, n: ActionNote) {
+    if n.denied == 0 && n.failed == 0 && n.delay_ms == 0 && n.redirected.is_none() {
+        return; // a `fail` rule that let this connect through did nothing to it
+    }
+    if trace::on() {
+        trace::action_event(fd, asked, &n);
+    }
     sys::thread().set_action(fd, n);
+}
+
+fn fail(fd: i32, asked: &SocketAddr, e: i32, n: ActionNote) -> i32 {
+    noted(fd, asked, n);
     sys::set_errno(e);
     -1
 }

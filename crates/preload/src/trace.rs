@@ -885,6 +885,15 @@ pub fn host(e: &mut Ev, remote: &SocketAddr) {
     }
 }
 
+/// `"ev":"action"`: sockwrap's own event for what it did to a connect to `asked` (the
+/// address the program gave), written when it acts, before the connect's own line.
+pub fn action_event(fd: i32, asked: &SocketAddr, n: &crate::sys::ActionNote) {
+    let mut e = Ev::begin("action", "connect", fd);
+    e.key("addr").disp(asked);
+    action(&mut e, n);
+    e.finish();
+}
+
 /// `,"action":{...}`: what sockwrap did to this connect (deny, fail, delay, redirect).
 pub fn action(e: &mut Ev, n: &crate::sys::ActionNote) {
     e.open_obj("action");
