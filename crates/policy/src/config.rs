@@ -291,12 +291,12 @@ fn parse_rule(cx: &mut Ctx<'_>, t: &DeTable<'_>, default_name: String) -> Option
                     for (fk, fv) in ft.iter() {
                         match fk.get_ref().as_ref() {
                             "rate" => {
-                                let v = match fv.get_ref() {
-                                    DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
-                                    DeValue::Integer(_) => as_int(fv.get_ref()).map(|i| i as f64),
+                                let text = match fv.get_ref() {
+                                    DeValue::Float(f) => Some(f.as_str().to_string()),
+                                    DeValue::Integer(_) => as_int(fv.get_ref()).map(|i| i.to_string()),
                                     _ => None,
                                 };
-                                match v.map(rate_ppm) {
+                                match text.map(|t| rate_ppm(&t)) {
                                     Some(Ok(ppm)) => rate = Some(ppm),
                                     Some(Err(e)) => cx.err(fv.span(), format!("fail.rate: {e}")),
                                     None => cx.err(fv.span(), format!("fail.rate: expected a number 0..1, got {}", show(fv.get_ref()))),

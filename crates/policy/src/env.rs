@@ -168,12 +168,8 @@ pub fn parse_fail(s: &str) -> Result<Fail, String> {
         Some((r, e)) => (r, parse_errno(e)?),
         None => (s, 104),
     };
-    let v: f64 = rate
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}`: expected RATE[,ERRNO] with RATE a number 0..1"))?;
     Ok(Fail {
-        ppm: rate_ppm(v).map_err(|e| format!("`{s}`: {e}"))?,
+        ppm: rate_ppm(rate).map_err(|e| format!("`{s}`: {e}"))?,
         errno,
     })
 }

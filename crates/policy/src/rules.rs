@@ -423,24 +423,43 @@ pub struct ConnectActions {
     pub fail_rule: u32,
 }
 
+/// A decimal number (`12`, `0.25`, `1.5`) times 10^`digits`, digits beyond that dropped.
+/// Integer arithmetic on purpose: core's float parsing and printing are ~30 KiB of code
+/// and tables, which every process the library loads into would carry.
+fn decimal_scaled(s: &str, digits: u32) -> Option<u64> {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+        || int.len() > 12
+    {
+        return None;
+    }
+    let mut v: u64 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let mut f = frac.bytes();
+    for _ in 0..digits {
+        let d = f.next().map(|b| (b - b'0') as u64).unwrap_or(0);
+        v = v.checked_mul(10)?.checked_add(d)?;
+    }
+    Some(v)
+}
+
 /// Parses `250ms`, `2s`, `1.5s`, `100` (milliseconds); at most one hour.
 pub fn parse_delay(s: &str) -> Result<u32, String> {
     let t = s.trim();
-    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1.0)
+    let (num, unit_ms) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1)
     } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1000.0)
+        (n, 1000)
     } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60_000.0)
+        (n, 60_000)
     } else {
-        (t, 1.0)
+        (t, 1)
     };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a delay (expected e.g. 250ms, 2s, 1.5s)"))?;
-    let ms = v * scale;
-    if !(0.0..=3_600_000.0).contains(&ms) {
+    // Thousandths of the unit, so that "1.5s" and "0.25ms" are exact enough.
+    let milli = decimal_scaled(num.trim(), 3)
+        .ok_or_else(|| format!("`{s}` is not a delay (expected e.g. 250ms, 2s, 1.5s)"))?;
+    let ms = milli.saturating_mul(unit_ms) / 1000;
+    if ms > 3_600_000 {
         return Err(format!("`{s}`: a delay must be between 0 and 1 hour"));
     }
     Ok(ms as u32)
@@ -453,12 +472,26 @@ pub fn parse_redirect(s: &str) -> Result<core::net::SocketAddr, String> {
     })
 }
 
-/// A rate `0..1` as parts per million.
-pub fn rate_ppm(v: f64) -> Result<u32, String> {
-    if !(0.0..=1.0).contains(&v) {
-        return Err(format!("rate {v} is outside 0..1"));
+/// A rate `0..1` (`0.3`, `1`, `0.000001`) as parts per million.
+pub fn rate_ppm(s: &str) -> Result<u32, String> {
+    match decimal_scaled(s.trim(), 6) {
+        Some(ppm) if ppm <= 1_000_000 => Ok(ppm as u32),
+        Some(_) => Err(format!("rate {} is outside 0..1", s.trim())),
+        None => Err(format!(
+            "`{s}` is not a rate (expected a number 0..1 such as 0.2)"
+        )),
     }
-    Ok((v * 1_000_000.0 + 0.5) as u32)
+}
+
+/// A rate in parts per million as a decimal (`0.2`), for messages.
+pub fn rate_text(ppm: u32) -> String {
+    let frac = format!("{:06}", ppm % 1_000_000);
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        format!("{}", ppm / 1_000_000)
+    } else {
+        format!("{}.{frac}", ppm / 1_000_000)
+    }
 }
 
 /// One option as a rule sets it.
@@ -1024,7 +1057,7 @@ impl Policy {
             }
             if let Some(f) = a.fail {
                 out[3] = Some((
-                    format!("rate {} errno {}", f.ppm as f64 / 1e6, errno_name(f.errno)),
+                    format!("rate {} errno {}", rate_text(f.ppm), errno_name(f.errno)),
                     n,
                 ));
             }
@@ -1350,8 +1383,14 @@ mod tests {
         assert!(parse_redirect("127.0.0.1:8443").is_ok());
         assert!(parse_redirect("[::1]:8443").is_ok());
         assert!(parse_redirect("127.0.0.1").is_err());
-        assert_eq!(rate_ppm(0.3), Ok(300_000));
-        assert!(rate_ppm(1.5).is_err());
+        assert_eq!(rate_ppm("0.3"), Ok(300_000));
+        assert_eq!(rate_ppm("1"), Ok(1_000_000));
+        assert_eq!(rate_ppm(".000001"), Ok(1));
+        assert!(rate_ppm("1.5").is_err() && rate_ppm("-0.1").is_err() && rate_ppm("1e-1").is_err());
+        assert_eq!(rate_text(200_000), "0.2");
+        assert_eq!(rate_text(1_000_000), "1");
+        assert_eq!(parse_delay("0.25ms"), Ok(0));
+        assert_eq!(parse_delay("2m"), Ok(120_000));
     }
 
     #[test]

@@ -136,6 +136,35 @@ pub fn connect(
     let Some(remote) = remote else {
         return real(None);
     };
+    if g.connect_extras {
+        return connect_acting(g, fd, remote, real);
+    }
+    let guard = ErrnoGuard::new();
+    let Some(s) = sock(fd, family_of(&remote)) else {
+        drop(guard);
+        return real(None);
+    };
+    let s = match apply::on_connect(g, s, &remote, None) {
+        Ok(s) => s,
+        Err(e) => {
+            drop(guard);
+            return fail(e);
+        }
+    };
+    drop(guard);
+    let r = real(None);
+    connected(fd, s, r)
+}
+
+/// [`connect`] for a policy with connection actions or host-name rules: the destination's
+/// name, then the options, then the actions. (Only such a policy can have parked sockets.)
+#[inline(never)]
+fn connect_acting(
+    g: &Global,
+    fd: i32,
+    remote: SocketAddr,
+    real: impl FnOnce(Option<&SockAddr>) -> i32,
+) -> i32 {
     if let Some(e) = actions::parked_connect(fd) {
         return fail(Errno(e));
     }
@@ -173,6 +202,12 @@ pub fn connect(
         Some(a) => actions::connect(g, s, &remote, &a, real),
         None => real(None),
     };
+    connected(fd, s, r)
+}
+
+/// After the real connect of `s` returned `r`: the MPTCP outcome, logged at info.
+#[inline(always)]
+fn connected(fd: i32, s: apply::Sock, r: i32) -> i32 {
     if s.mptcp && log::enabled(LogLevel::Info) {
         let guard = ErrnoGuard::new();
         match (r, mptcp::still_mptcp(fd)) {

@@ -57,7 +57,7 @@ pub fn check(m: &ArgMatches) -> Result<ExitCode> {
                     if let Some(f) = a.fail {
                         opts.push(format!(
                             "fail={}/{}",
-                            f.ppm as f64 / 1e6,
+                            sockwrap_policy::rules::rate_text(f.ppm),
                             errno_name(f.errno)
                         ));
                     }
