@@ -437,35 +437,69 @@ pub fn random_u64() -> u64 {
     }
 }
 
-/// Runs `f` on a new detached thread with every signal blocked (so that none of the
-/// program's handlers ever runs on it). False if the thread could not be made.
+/// Runs `f` on a new detached thread with the program's signals blocked (so that none of
+/// its handlers ever runs on it). False if the thread could not be made.
+///
+/// `pthread_create` and `pthread_detach` are looked up when first needed (only a delayed
+/// non-blocking connect makes a thread): imported, they would be symbol look-ups the loader
+/// does in every process at start. The mask is set with the raw system call, keeping
+/// glibc's two internal signals (SIGCANCEL 32, SIGSETXID 33) open as pthread_sigmask does:
+/// a thread that blocked SIGSETXID would hang every setuid() of the program.
 pub fn spawn(f: Box<dyn FnOnce() + Send>) -> bool {
+    type Start = extern "C" fn(*mut core::ffi::c_void) -> *mut core::ffi::c_void;
+    type Create = unsafe extern "C" fn(
+        *mut libc::pthread_t,
+        *const libc::pthread_attr_t,
+        Start,
+        *mut core::ffi::c_void,
+    ) -> libc::c_int;
+    type Detach = unsafe extern "C" fn(libc::pthread_t) -> libc::c_int;
     extern "C" fn start(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void {
         // SAFETY: arg is the Box<Box<dyn FnOnce>> leaked by `spawn` for this thread alone.
         let f = unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) };
         f();
         core::ptr::null_mut()
     }
+    // SAFETY: NUL-terminated names; RTLD_DEFAULT searches the program's libraries.
+    let (create, detach) = unsafe {
+        (
+            libc::dlsym(libc::RTLD_DEFAULT, c"pthread_create".as_ptr()),
+            libc::dlsym(libc::RTLD_DEFAULT, c"pthread_detach".as_ptr()),
+        )
+    };
+    if create.is_null() || detach.is_null() {
+        return false;
+    }
+    // SAFETY: the addresses of libc's functions of these C types.
+    let (create, detach): (Create, Detach) =
+        unsafe { (core::mem::transmute(create), core::mem::transmute(detach)) };
     let arg = Box::into_raw(Box::new(f)) as *mut core::ffi::c_void;
-    // SAFETY: plain libc calls on valid local storage; the attribute and masks are
-    // initialised before use, and `arg` is reclaimed if the thread is not created.
+    let all: u64 = !0 & !(1 << (32 - 1)) & !(1 << (33 - 1));
+    let mut old: u64 = 0;
+    // SAFETY: 8-byte kernel signal sets, valid for the calls; `arg` is reclaimed if the
+    // thread is not created.
     unsafe {
-        let mut attr = MaybeUninit::<libc::pthread_attr_t>::uninit();
-        libc::pthread_attr_init(attr.as_mut_ptr());
-        libc::pthread_attr_setdetachstate(attr.as_mut_ptr(), libc::PTHREAD_CREATE_DETACHED);
-        libc::pthread_attr_setstacksize(attr.as_mut_ptr(), 64 * 1024);
-        let mut all = MaybeUninit::<libc::sigset_t>::uninit();
-        libc::sigfillset(all.as_mut_ptr());
-        let mut old = MaybeUninit::<libc::sigset_t>::uninit();
-        libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &all as *const u64,
+            &mut old as *mut u64,
+            8 as libc::c_long,
+        );
         let mut tid = MaybeUninit::<libc::pthread_t>::uninit();
-        let r = libc::pthread_create(tid.as_mut_ptr(), attr.as_ptr(), start, arg);
-        libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), core::ptr::null_mut());
-        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        let r = create(tid.as_mut_ptr(), core::ptr::null(), start, arg);
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &old as *const u64,
+            core::ptr::null_mut::<u64>(),
+            8 as libc::c_long,
+        );
         if r != 0 {
             drop(Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>));
             return false;
         }
+        detach(tid.assume_init());
     }
     true
 }
