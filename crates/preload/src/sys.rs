@@ -471,10 +471,14 @@ pub fn spawn(f: Box<dyn FnOnce() + Send>) -> bool {
         return false;
     }
     // SAFETY: the addresses of libc's functions of these C types.
-    let (create, detach): (Create, Detach) =
-        unsafe { (core::mem::transmute(create), core::mem::transmute(detach)) };
+    let (create, detach) = unsafe {
+        (
+            core::mem::transmute::<*mut core::ffi::c_void, Create>(create),
+            core::mem::transmute::<*mut core::ffi::c_void, Detach>(detach),
+        )
+    };
     let arg = Box::into_raw(Box::new(f)) as *mut core::ffi::c_void;
-    let all: u64 = !0 & !(1 << (32 - 1)) & !(1 << (33 - 1));
+    let all: u64 = !((1 << (32 - 1)) | (1 << (33 - 1)));
     let mut old: u64 = 0;
     // SAFETY: 8-byte kernel signal sets, valid for the calls; `arg` is reclaimed if the
     // thread is not created.
