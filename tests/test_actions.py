@@ -257,6 +257,37 @@ def test_a_delayed_deny_times_out_later_without_blocking(port, port2):
         assert srv.count() == 0
 
 
+def test_more_delayed_connects_than_parking_places_all_complete(port):
+    """64 sockets can wait at once; the rest go ahead at once (said once), none hangs."""
+    cmd = peer("action_client.py", "crowd", "127.0.0.1", port, 90)
+    with EchoServer(port) as srv:
+        r = run_under_sockwrap(["--delay", "400ms", "--to", f":{port}"], cmd, timeout=60)
+        got = results(r)[0]
+        assert got["replies"] == [f"pong:{port}"], got
+        late = [t for t in got["elapsed"] if t >= 0.35]
+        assert len(late) >= 64 and len(got["elapsed"]) == 90, got
+        assert r.stderr.count("cannot delay this non-blocking connect") == 1, r.stderr
+        assert settle(srv, 90) == 90
+
+
+def test_setuid_while_a_connect_is_delayed_does_not_hang(port):
+    """glibc's setuid signals every thread (ours too, asleep in the delay) and waits for
+    each: it must return at once, and the delayed connect must still complete."""
+    util.require_root("setuid() needs root")
+    cmd = peer("action_client.py", "setuid", "127.0.0.1", port)
+    with EchoServer(port, host="0.0.0.0"):
+        got = results(run_under_sockwrap(["--delay", "500ms", "--to", f":{port}"], cmd, timeout=30))[0]
+    assert got["uid"] == 65534 and got["setuid_s"] < 0.4, got
+    assert got["writable"] and got["so_error"] == 0 and got["connect"] == 115, got  # EINPROGRESS
+
+
+def test_a_delayed_socket_closed_by_the_program_breaks_nothing(port):
+    cmd = peer("action_client.py", "close", "127.0.0.1", port)
+    with EchoServer(port):
+        got = results(run_under_sockwrap(["--delay", "300ms", "--to", f":{port}"], cmd))[0]
+    assert got == {"first": "EINPROGRESS", "second": f"pong:{port}"}, got
+
+
 # --------------------------------------------------------------------------- host names
 
 def in_private_hosts(tmp_path, hosts_text, script):

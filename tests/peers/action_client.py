@@ -123,6 +123,55 @@ def byname(host, port):
     report(ok=True, peer=[peer[0], peer[1]], reply=talk(s), elapsed=time.monotonic() - t0)
 
 
+async def crowd(host, port, n):
+    t0 = time.monotonic()
+
+    async def go():
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 20)
+        took = time.monotonic() - t0
+        w.write(b"ping")
+        await w.drain()
+        reply = (await asyncio.wait_for(r.read(64), 5)).decode(errors="replace")
+        w.close()
+        return took, reply
+    res = await asyncio.gather(*(go() for _ in range(n)))
+    report(elapsed=[t for t, _ in res], replies=sorted({r for _, r in res}))
+
+
+def setuid_during_delay(host, port):
+    """A delayed non-blocking connect, and the program drops privileges meanwhile: glibc's
+    setuid signals every thread (SIGSETXID) and waits for each."""
+    import os
+    import threading
+    s = socket.socket()
+    s.setblocking(False)
+    r = s.connect_ex((host, port))
+    t = threading.Thread(target=lambda: time.sleep(0.1))
+    t.start()  # the program has threads of its own too
+    t0 = time.monotonic()
+    os.setgid(65534)
+    os.setuid(65534)
+    took = time.monotonic() - t0
+    _, w, _ = select.select([], [s], [], 10)
+    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if w else -1
+    t.join()
+    report(connect=r, setuid_s=took, writable=bool(w), so_error=err, uid=os.getuid())
+
+
+def close_during_delay(host, port):
+    """The program gives up on a delayed connect: closes it, makes another socket."""
+    s = socket.socket()
+    s.setblocking(False)
+    r = s.connect_ex((host, port))
+    s.close()
+    s2 = socket.socket()
+    s2.settimeout(5)
+    s2.connect((host, port))
+    reply = talk(s2)
+    time.sleep(0.6)  # past the first delay: our thread finishes it meanwhile
+    report(first=name(r), second=reply)
+
+
 def main():
     mode = sys.argv[1]
     a = sys.argv[2:]
@@ -136,6 +185,12 @@ def main():
         loop(a[0], int(a[1]), int(a[2]))
     elif mode == "byname":
         byname(a[0], int(a[1]))
+    elif mode == "crowd":
+        asyncio.run(crowd(a[0], int(a[1]), int(a[2])))
+    elif mode == "setuid":
+        setuid_during_delay(a[0], int(a[1]))
+    elif mode == "close":
+        close_during_delay(a[0], int(a[1]))
     elif mode == "byname_then_addr":
         byname(a[0], int(a[2]))
         blocking("4", a[1], int(a[2]))

@@ -443,8 +443,11 @@ pub fn random_u64() -> u64 {
 /// `pthread_create` and `pthread_detach` are looked up when first needed (only a delayed
 /// non-blocking connect makes a thread): imported, they would be symbol look-ups the loader
 /// does in every process at start. The mask is set with the raw system call, keeping
-/// glibc's two internal signals (SIGCANCEL 32, SIGSETXID 33) open as pthread_sigmask does:
-/// a thread that blocked SIGSETXID would hang every setuid() of the program.
+/// glibc's two internal signals (SIGCANCEL 32, SIGSETXID 33) open as pthread_sigmask does
+/// (glibc's setuid signals every thread with SIGSETXID and waits for each; glibc's
+/// pthread_create also clears them for the new thread, checked by
+/// tests/test_actions.py::test_setuid_while_a_connect_is_delayed_does_not_hang with this
+/// mask made full).
 pub fn spawn(f: Box<dyn FnOnce() + Send>) -> bool {
     type Start = extern "C" fn(*mut core::ffi::c_void) -> *mut core::ffi::c_void;
     type Create = unsafe extern "C" fn(
