@@ -843,6 +843,61 @@ def test_a_refused_option_is_reported_and_fails_the_call_under_strict(port):
         assert r.stdout.strip() == "connected"
 
 
+def test_a_policy_with_errors_runs_the_program_untouched_unless_strict(bins, port, tmp_path):
+    """As the library: one line per problem, then the program runs untouched -- no cgroup,
+    no programs, not even the policy's good rule (the wire: tos 0), its exit status its
+    own; --strict or on_error = "fail" refuse to start it (exit 2, nothing sent). The
+    library's run of the same policy says and does the same."""
+    require_kernel_backend()
+    broken = textwrap.dedent("""\
+        [[rule]]
+        name = "good"
+        dscp = "EF"
+        [[rule]]
+        name = "bad"
+        match = { port = 22 }
+        dscp = "XX"
+    """)
+    policy = tmp_path / "broken.toml"
+    policy.write_text(broken)
+    failing = tmp_path / "broken-fail.toml"
+    failing.write_text('on_error = "fail"\n' + broken)
+    client = [bins["client"], "127.0.0.1", port, "plain", 10]
+    with Sink(port) as sink:
+        with util.Capture(f"tcp dst port {port}") as cap:
+            r = kernel(["-c", policy], client)
+        assert r.returncode == 0, r.stderr
+        errors = [l for l in r.stderr.splitlines() if "is not a DSCP" in l]
+        assert len(errors) == 1 and "broken.toml:7:8" in errors[0], r.stderr
+        assert "the policy has errors; running the program untouched" in r.stderr, r.stderr
+        pkts = client_packets(cap, port)
+        assert pkts and pkts[0].flags == "S" and all(p.tos == 0 for p in pkts), \
+            [hex(p.tos) for p in pkts]
+        # Untouched: not moved into a cgroup of sockwrap's, and its own exit status.
+        r = kernel(["-c", policy], ["sh", "-c", "cat /proc/self/cgroup; exit 7"])
+        assert r.returncode == 7, r.stderr
+        assert "/sockwrap-" not in r.stdout, r.stdout
+        # Control for the wire: the good rule alone does mark the connection.
+        good = tmp_path / "good.toml"
+        good.write_text(broken.split("[[rule]]\nname = \"bad\"")[0])
+        with util.Capture(f"tcp dst port {port}") as cap:
+            assert kernel(["-c", good], client).returncode == 0
+        pkts = client_packets(cap, port)
+        assert pkts and all(p.tos == EF for p in pkts), [hex(p.tos) for p in pkts]
+        accepted = sink.accepted
+        # --strict, and on_error = "fail": refused, the program never runs.
+        with util.Capture(f"tcp dst port {port}") as cap:
+            for args in (["--strict", "-c", policy], ["-c", failing]):
+                r = kernel(args, client)
+                assert r.returncode == 2, r.stderr
+                assert "refusing to start the program: the policy has errors" in r.stderr, r.stderr
+        assert cap.to_port(port) == [] and sink.accepted == accepted, cap.text
+    # The library's run of the same files: the same outcome.
+    assert util.run([util.SOCKWRAP_BIN, "run", "-c", policy, "--", "true"]).returncode == 0
+    for args in (["--strict", "-c", policy], ["-c", failing]):
+        assert util.run([util.SOCKWRAP_BIN, "run", *args, "--", "true"]).returncode == 2
+
+
 def test_a_signal_after_the_command_ended_reaches_what_it_left_running(procs):
     require_kernel_backend()
     p = procs.spawn([util.SOCKWRAP_BIN, "run", "--kernel", "--dscp", "EF", "--",
