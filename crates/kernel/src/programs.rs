@@ -2,6 +2,10 @@
 //! cgroup. Dropping [`Attached`] detaches them: they are attached through BPF links, which
 //! the kernel also releases when sockwrap dies, so a killed sockwrap leaves no program
 //! behind (only its empty cgroup, which [`crate::cgroup::sweep`] removes).
+//!
+//! [`pin`] instead leaves the loaded programs and their maps in a BPF filesystem, attached
+//! to nothing, for whoever attaches them (systemd's `BPFProgram=`: `sockwrap enable UNIT
+//! --kernel`); they stay until [`unpin`] removes the files.
 
 use crate::tables::{DKey, KAction, KPlan, Tables, N_COUNTERS};
 use crate::Error;
