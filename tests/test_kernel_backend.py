@@ -5,13 +5,18 @@ binary and a Go binary (tcpdump on the wire, `ss` for the keepalive timer), a st
 that resets IP_TOS after connect (tcpdump: the locked class stays), a static server with a
 server-role rule (its SYN-ACK and data on the wire), glibc's own resolver socket (a DNS stub
 of the test's reads the ToS with IP_RECVTOS), connected UDP per destination (each
-receiver's IP_RECVTOS), SO_MARK for an unprivileged program (ss fwmark). Every witness is
+receiver's IP_RECVTOS), SO_MARK for an unprivileged program (ss fwmark), the IPv6 paths
+(an AF_INET6 listener's accepted connections on the wire, a UDP server bound on ::1 and
+IPv6 UDP connected and unconnected: the peers' IPV6_RECVTCLASS), congestion, maxseg and the
+buffers (ss, and the SYN's MSS option on the wire), bind-interface (ss `%lo`, and the route
+in a network namespace of the test's own). Every witness is
 also run without sockwrap, so the test can fail. The cgroup tree is checked after every run
 and after a `kill -9` of sockwrap.
 
 Traffic stays on loopback; programs attach only to the cgroups sockwrap makes.
 """
 import os
+import re
 import shutil
 import signal
 import socket
@@ -67,16 +72,34 @@ SERVER_C = r"""
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* server PORT: accept one connection, read it to the end, answer, exit */
+/* server PORT [HOST]: accept one connection, read it to the end, answer, exit. HOST is
+ * 127.0.0.1 by default; an address with a colon (::1, ::ffff:127.0.0.1) makes an AF_INET6
+ * listener. */
 int main(int argc, char **argv) {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    const char *host = argc > 2 ? argv[2] : "127.0.0.1";
+    struct sockaddr_storage ss = {0};
+    socklen_t len;
+    int v6 = strchr(host, ':') != 0;
+    if (v6) {
+        struct sockaddr_in6 *a = (void *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(atoi(argv[1]));
+        inet_pton(AF_INET6, host, &a->sin6_addr);
+        len = sizeof *a;
+    } else {
+        struct sockaddr_in *a = (void *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(atoi(argv[1]));
+        inet_pton(AF_INET, host, &a->sin_addr);
+        len = sizeof *a;
+    }
+    int s = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0), one = 1;
     setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 4)) { perror("listen"); return 1; }
+    if (bind(s, (struct sockaddr *)&ss, len) || listen(s, 4)) { perror("listen"); return 1; }
     printf("listening\n");
     fflush(stdout);
     int c = accept(s, 0, 0);
@@ -100,27 +123,45 @@ UDP_C = r"""
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* udp MODE PORT_A PORT_B N
+/* udp MODE PORT_A PORT_B N [HOST]
  *   MODE connected: one socket connected to each port, N datagrams on each
- *   MODE unconnected: one socket, sendto() N datagrams to each port, alternating */
-static struct sockaddr_in to(int port) {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    return a;
+ *   MODE unconnected: one socket, sendto() N datagrams to each port, alternating
+ * HOST is 127.0.0.1 by default; ::1 makes AF_INET6 sockets. */
+static const char *host = "127.0.0.1";
+static int family = AF_INET;
+static socklen_t to(struct sockaddr_storage *ss, int port) {
+    memset(ss, 0, sizeof *ss);
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (void *)ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(port);
+        inet_pton(AF_INET6, host, &a->sin6_addr);
+        return sizeof *a;
+    }
+    struct sockaddr_in *a = (void *)ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    inet_pton(AF_INET, host, &a->sin_addr);
+    return sizeof *a;
 }
 int main(int argc, char **argv) {
     int n = atoi(argv[4]);
-    struct sockaddr_in a = to(atoi(argv[2])), b = to(atoi(argv[3]));
+    if (argc > 5) host = argv[5];
+    if (strchr(host, ':')) family = AF_INET6;
+    struct sockaddr_storage a, b;
+    socklen_t la = to(&a, atoi(argv[2])), lb = to(&b, atoi(argv[3]));
     if (strcmp(argv[1], "connected") == 0) {
-        int sa = socket(AF_INET, SOCK_DGRAM, 0), sb = socket(AF_INET, SOCK_DGRAM, 0);
-        connect(sa, (struct sockaddr *)&a, sizeof a);
-        connect(sb, (struct sockaddr *)&b, sizeof b);
+        int sa = socket(family, SOCK_DGRAM, 0), sb = socket(family, SOCK_DGRAM, 0);
+        if (connect(sa, (struct sockaddr *)&a, la) || connect(sb, (struct sockaddr *)&b, lb)) {
+            perror("connect");
+            return 1;
+        }
         for (int i = 0; i < n; i++) { send(sa, "a", 1, 0); send(sb, "b", 1, 0); }
     } else {
-        int s = socket(AF_INET, SOCK_DGRAM, 0);
-        for (int i = 0; i < n; i++) {
-            sendto(s, "a", 1, 0, (struct sockaddr *)&a, sizeof a);
-            sendto(s, "b", 1, 0, (struct sockaddr *)&b, sizeof b);
+        int s = socket(family, SOCK_DGRAM, 0);
+        for (int i = 0; i < n; i++) { /* a failed sendto (a denied destination) goes on */
+            sendto(s, "a", 1, 0, (struct sockaddr *)&a, la);
+            sendto(s, "b", 1, 0, (struct sockaddr *)&b, lb);
         }
     }
     return 0;
@@ -802,6 +843,61 @@ def test_a_refused_option_is_reported_and_fails_the_call_under_strict(port):
         assert r.stdout.strip() == "connected"
 
 
+def test_a_policy_with_errors_runs_the_program_untouched_unless_strict(bins, port, tmp_path):
+    """As the library: one line per problem, then the program runs untouched -- no cgroup,
+    no programs, not even the policy's good rule (the wire: tos 0), its exit status its
+    own; --strict or on_error = "fail" refuse to start it (exit 2, nothing sent). The
+    library's run of the same policy says and does the same."""
+    require_kernel_backend()
+    broken = textwrap.dedent("""\
+        [[rule]]
+        name = "good"
+        dscp = "EF"
+        [[rule]]
+        name = "bad"
+        match = { port = 22 }
+        dscp = "XX"
+    """)
+    policy = tmp_path / "broken.toml"
+    policy.write_text(broken)
+    failing = tmp_path / "broken-fail.toml"
+    failing.write_text('on_error = "fail"\n' + broken)
+    client = [bins["client"], "127.0.0.1", port, "plain", 10]
+    with Sink(port) as sink:
+        with util.Capture(f"tcp dst port {port}") as cap:
+            r = kernel(["-c", policy], client)
+        assert r.returncode == 0, r.stderr
+        errors = [l for l in r.stderr.splitlines() if "is not a DSCP" in l]
+        assert len(errors) == 1 and "broken.toml:7:8" in errors[0], r.stderr
+        assert "the policy has errors; running the program untouched" in r.stderr, r.stderr
+        pkts = client_packets(cap, port)
+        assert pkts and pkts[0].flags == "S" and all(p.tos == 0 for p in pkts), \
+            [hex(p.tos) for p in pkts]
+        # Untouched: not moved into a cgroup of sockwrap's, and its own exit status.
+        r = kernel(["-c", policy], ["sh", "-c", "cat /proc/self/cgroup; exit 7"])
+        assert r.returncode == 7, r.stderr
+        assert "/sockwrap-" not in r.stdout, r.stdout
+        # Control for the wire: the good rule alone does mark the connection.
+        good = tmp_path / "good.toml"
+        good.write_text(broken.split("[[rule]]\nname = \"bad\"")[0])
+        with util.Capture(f"tcp dst port {port}") as cap:
+            assert kernel(["-c", good], client).returncode == 0
+        pkts = client_packets(cap, port)
+        assert pkts and all(p.tos == EF for p in pkts), [hex(p.tos) for p in pkts]
+        accepted = sink.accepted
+        # --strict, and on_error = "fail": refused, the program never runs.
+        with util.Capture(f"tcp dst port {port}") as cap:
+            for args in (["--strict", "-c", policy], ["-c", failing]):
+                r = kernel(args, client)
+                assert r.returncode == 2, r.stderr
+                assert "refusing to start the program: the policy has errors" in r.stderr, r.stderr
+        assert cap.to_port(port) == [] and sink.accepted == accepted, cap.text
+    # The library's run of the same files: the same outcome.
+    assert util.run([util.SOCKWRAP_BIN, "run", "-c", policy, "--", "true"]).returncode == 0
+    for args in (["--strict", "-c", policy], ["-c", failing]):
+        assert util.run([util.SOCKWRAP_BIN, "run", *args, "--", "true"]).returncode == 2
+
+
 def test_a_signal_after_the_command_ended_reaches_what_it_left_running(procs):
     require_kernel_backend()
     p = procs.spawn([util.SOCKWRAP_BIN, "run", "--kernel", "--dscp", "EF", "--",
@@ -844,6 +940,240 @@ def test_a_bound_udp_server_replies_with_the_server_class(port, procs, tmp_path)
 
     assert ask([util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", util.PY, "-c", server, port]) == EF
     assert ask([util.PY, "-c", server, port]) == 0
+
+
+# --------------------------------------------------------------------------- IPv6 paths
+
+@pytest.mark.parametrize("host, client_host, fam", [
+    ("::1", "::1", 6),                          # native IPv6: the traffic class
+    ("::ffff:127.0.0.1", "127.0.0.1", 4),       # an AF_INET6 listener, an IPv4 peer: the ToS
+])
+def test_ipv6_listener_with_a_server_role_rule_marks_accepted_connections(
+        bins, port, procs, tmp_path, host, client_host, fam):
+    """sock_ops on an AF_INET6 listener: the SYN-ACK and the data of accepted connections
+    carry the server rule's class, native IPv6 and v4-mapped alike (tcpdump)."""
+    require_kernel_backend()
+    util.require_ipv6()
+    policy = tmp_path / "server6.toml"
+    policy.write_text(textwrap.dedent(f"""\
+        [[rule]]
+        name = "server"
+        match = {{ role = "server", local-port = {port} }}
+        dscp = "EF"
+        [[rule]]
+        name = "clients-untouched"
+        match = {{ role = "client" }}
+        dscp = "CS1"
+    """))
+
+    def serve(under_kernel):
+        cmd = [bins["server"], port, host]
+        if under_kernel:
+            cmd = [util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", *cmd]
+        p = procs.spawn(cmd)
+        assert util.wait_output_line(p).strip() == "listening"
+        with util.Capture(f"tcp src port {port}") as cap:
+            with socket.create_connection((client_host, port), timeout=5) as c:
+                c.sendall(b"question\n")
+                c.shutdown(socket.SHUT_WR)
+                assert c.recv(100) == b"answer\n"
+            assert p.wait(timeout=10) == 0
+        return [x for x in cap.packets if x.sport == port]
+
+    pkts = serve(True)
+    assert pkts and pkts[0].flags == "S.", [x.raw for x in pkts]
+    assert all(x.family == fam and x.tos == EF for x in pkts), \
+        [(x.family, x.flags, hex(x.tos)) for x in pkts]
+    pkts = serve(False)
+    assert pkts and all(x.family == fam and x.tos == 0 for x in pkts), \
+        [(x.family, x.flags, hex(x.tos)) for x in pkts]
+
+
+def test_a_udp_server_bound_on_ipv6_replies_with_the_server_class(port, procs, tmp_path):
+    """bind6: a UDP server bound on ::1 gets the server-role options when it binds; its
+    replies carry the class (the client's IPV6_RECVTCLASS)."""
+    require_kernel_backend()
+    util.require_ipv6()
+    policy = tmp_path / "udp6-server.toml"
+    policy.write_text(f'[[rule]]\nname = "dns-like"\nmatch = {{ role = "server", local-port = {port}, '
+                      f'transport = "udp" }}\ndscp = "EF"\n')
+    server = ("import socket,sys\n"
+              "s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+              "s.bind(('::1', int(sys.argv[1]))); print('ready', flush=True)\n"
+              "s.settimeout(10)\n"
+              "d, peer = s.recvfrom(100); s.sendto(b'reply', peer)\n")
+
+    def ask(cmd):
+        p = procs.spawn(cmd)
+        assert util.wait_output_line(p).strip() == "ready"
+        c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        c.setsockopt(socket.IPPROTO_IPV6, util.IPV6_RECVTCLASS, 1)
+        c.settimeout(5)
+        c.sendto(b"ask", ("::1", port))
+        data, anc, _, _ = c.recvmsg(100, 64)
+        c.close()
+        assert data == b"reply" and p.wait(timeout=10) == 0
+        return util.tos_from_cmsgs(anc)
+
+    assert ask([util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", util.PY, "-c", server, port]) == EF
+    assert ask([util.PY, "-c", server, port]) == 0
+
+
+def test_ipv6_udp_connected_per_destination_and_unconnected(bins, port, port2, tmp_path):
+    """connect6 for connected IPv6 UDP (each destination its own class) and sendmsg6 for an
+    unconnected AF_INET6 socket's sendto (from its second datagram on, as for IPv4: the
+    kernel copies the class into the datagram before the hook runs): each receiver's
+    IPV6_RECVTCLASS."""
+    require_kernel_backend()
+    util.require_ipv6()
+    policy = tmp_path / "udp6.toml"
+    policy.write_text(textwrap.dedent(f"""\
+        [[rule]]
+        name = "a"
+        match = {{ remote = "::1", port = {port}, transport = "udp" }}
+        dscp = "EF"
+        [[rule]]
+        name = "b"
+        match = {{ remote = "::/0", port = {port2}, transport = "udp" }}
+        dscp = "CS1"
+    """))
+    connected = [bins["udp"], "connected", port, port2, 5, "::1"]
+    unconnected = [bins["udp"], "unconnected", port, port2, 4, "::1"]
+
+    def receive(cmd, args, n):
+        with util.tos_server(socket.AF_INET6, port, "udp") as a, \
+                util.tos_server(socket.AF_INET6, port2, "udp") as b:
+            r = kernel(args, cmd) if args is not None else plain(cmd)
+            assert r.returncode == 0, r.stderr
+            assert util.wait_until(lambda: len(a.results) == n and len(b.results) == n), \
+                (a.results, b.results)
+            return [x["tos"] for x in a.results], [x["tos"] for x in b.results]
+
+    assert receive(connected, ["-c", policy], 5) == ([EF] * 5, [CS1] * 5)
+    assert receive(unconnected, ["--dscp", "EF"], 4) == ([0, EF, EF, EF], [EF] * 4)
+    # Control: the same binary without sockwrap.
+    assert receive(connected, None, 5) == ([0] * 5, [0] * 5)
+    assert receive(unconnected, None, 4) == ([0] * 4, [0] * 4)
+
+
+# --------------------------------------------------------------------------- socket options
+
+def default_congestion():
+    return Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+
+
+def another_congestion():
+    """An algorithm this kernel has that is not its default (reno is always built in)."""
+    have = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
+    return next(c for c in ("reno", "cubic", "bbr") if c in have and c != default_congestion())
+
+
+def syn_mss(cap, port):
+    syns = [p for p in cap.to_port(port) if p.flags == "S"]
+    assert len(syns) == 1, cap.text
+    m = re.search(r"options \[mss (\d+)", syns[0].raw)
+    assert m, syns[0].raw
+    return int(m.group(1))
+
+
+@pytest.mark.parametrize("client", ["static", "go"])
+def test_congestion_maxseg_and_buffers_reach_static_and_go_clients(bins, go_client, port, client):
+    """connect4's bpf_setsockopt before the SYN: the congestion algorithm (ss), the MSS the
+    SYN announces (tcpdump) and ss's advmss, the send and receive buffers (ss skmem tb/rb:
+    the kernel doubles SO_SNDBUF and SO_RCVBUF). Each against the same client without
+    sockwrap, whose values differ."""
+    require_kernel_backend()
+    cc, default = another_congestion(), default_congestion()
+    cmd = ([bins["client"], "127.0.0.1", port, "plain", 1500] if client == "static"
+           else [go_client, f"127.0.0.1:{port}"])
+    flags = ["--congestion", cc, "--maxseg", "1000", "--sndbuf", "40000", "--rcvbuf", "50000"]
+
+    def observe(run):
+        res = {}
+        with util.Capture(f"tcp dst port {port}") as cap:
+            t = threading.Thread(target=lambda: res.setdefault("r", run()), daemon=True)
+            t.start()
+            entries = util.ss_client(port, opts="-tniem", timeout=5)
+            t.join(30)
+        assert res["r"].returncode == 0, res["r"].stdout + res["r"].stderr
+        assert len(entries) == 1, entries
+        return entries[0], syn_mss(cap, port)
+
+    with Sink(port):
+        entry, mss = observe(lambda: kernel(flags, cmd))
+        assert re.search(rf"\s{cc}\s", entry), entry
+        assert mss == 1000, mss
+        assert int(util.ss_field(entry, "advmss")) <= 1000, entry
+        mem = util.skmem(entry)
+        assert (mem.get("tb"), mem.get("rb")) == (80000, 100000), entry
+
+        entry, mss = observe(lambda: plain(cmd))
+        assert re.search(rf"\s{default}[\s:]", entry) and not re.search(rf"\s{cc}\s", entry), entry
+        assert mss > 1000, mss
+        mem = util.skmem(entry)
+        assert mem.get("tb") != 80000 and mem.get("rb") != 100000, entry
+
+
+def test_bind_interface_binds_the_static_client_to_the_device(bins, port):
+    """SO_BINDTODEVICE (connect4's bpf_setsockopt, by index): ss shows the bound device after
+    the local address (`127.0.0.1%lo:PORT`); without sockwrap it shows none."""
+    require_kernel_backend()
+    cmd = [bins["client"], "127.0.0.1", port, "plain", 1500]
+
+    def local_address(run):
+        res = {}
+        t = threading.Thread(target=lambda: res.setdefault("r", run()), daemon=True)
+        t.start()
+        entries = util.ss_client(port, opts="-tn", timeout=5)
+        t.join(30)
+        assert res["r"].returncode == 0, res["r"].stderr
+        assert len(entries) == 1, entries
+        return entries[0].split()[2]
+
+    with Sink(port):
+        assert local_address(lambda: kernel(["--bind-interface", "lo"], cmd)).startswith("127.0.0.1%lo:")
+        assert "%" not in local_address(lambda: plain(cmd))
+
+
+def test_bind_interface_decides_the_route_in_a_namespace(bins, port, procs):
+    """In a network namespace of the test's own (lo and a veth pair), a static client bound
+    to the veth end cannot reach 127.0.0.1 (EHOSTUNREACH: the route is the device's), bound
+    to lo it can, and so it can without sockwrap. sockwrap runs in the namespace through
+    nsenter --net (ip netns exec would remount /sys and hide the cgroup mount)."""
+    require_kernel_backend()
+    util.require_tool("ip", "nsenter")
+    ns = f"swk-{os.getpid()}-{port}"
+    sh = lambda *a: subprocess.run(["ip", "netns", "exec", ns, *a], check=True, timeout=10,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
+    try:
+        sh("ip", "link", "set", "lo", "up")
+        sh("ip", "link", "add", "swkA", "type", "veth", "peer", "name", "swkB")
+        sh("ip", "addr", "add", "10.77.0.1/24", "dev", "swkA")
+        sh("ip", "addr", "add", "10.77.0.2/24", "dev", "swkB")
+        sh("ip", "link", "set", "swkA", "up")
+        sh("ip", "link", "set", "swkB", "up")
+        enter = ["nsenter", f"--net=/run/netns/{ns}"]
+        server = ("import socket,sys\n"
+                  "s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8)\n"
+                  "print('listening', flush=True)\n"
+                  "while True:\n c,_=s.accept(); print('accepted', flush=True); c.close()\n")
+        srv = procs.spawn([*enter, util.PY, "-c", server, port])
+        assert util.wait_output_line(srv).strip() == "listening"
+        client = [bins["client"], "127.0.0.1", port, "plain", 10]
+        r = util.run([*enter, util.SOCKWRAP_BIN, "run", "--kernel", "--bind-interface", "swkA",
+                      "--", *client])
+        assert r.returncode == 1 and "connect: No route to host" in r.stderr, r.stdout + r.stderr
+        r = util.run([*enter, util.SOCKWRAP_BIN, "run", "--kernel", "--bind-interface", "lo",
+                      "--", *client])
+        assert r.returncode == 0, r.stderr
+        assert util.wait_output_line(srv).strip() == "accepted"
+        # Control: the same client in the namespace without sockwrap.
+        r = util.run([*enter, *client])
+        assert r.returncode == 0, r.stderr
+        assert util.wait_output_line(srv).strip() == "accepted"
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], timeout=10)
 
 
 # --------------------------------------------------------------------------- deny and redirect

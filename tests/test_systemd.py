@@ -17,7 +17,9 @@ import os
 import shlex
 import shutil
 import socket
+import json
 import subprocess
+import textwrap
 from pathlib import Path
 
 import util
@@ -268,19 +270,22 @@ def _cgroup_dirs():
     return {p for p in CGROUP_FS.rglob("*") if p.is_dir()} if CGROUP_FS.is_dir() else set()
 
 
-def run_real_systemd(root, unit_dirs_from, target, timeout=40):
+def run_real_systemd(root, unit_dirs_from, target, timeout=40, prelude=""):
     """Starts the real /lib/systemd/systemd as PID 1 of new PID, mount, UTS, IPC and cgroup
     namespaces (the network is the host's, so the unit reaches the test's server), with
     `root/etc` (a copy of the host's /etc plus what `enable --root` wrote) as /etc and a
-    fresh /run holding the vendor units. The target's unit ends the manager when it is done
-    (SuccessAction/FailureAction=exit). Cgroups that systemd made are removed afterwards."""
+    fresh /run holding the vendor units (none when `unit_dirs_from` is None). `prelude` runs
+    in the namespace before systemd takes /run/systemd/system. The target's unit ends the
+    manager when it is done (SuccessAction/FailureAction=exit). Cgroups that systemd made
+    are removed afterwards."""
     before = _cgroup_dirs()
     script = (
         "set -e\n"
         f"mount --bind '{root}/etc' /etc\n"
         "mount -t tmpfs tmpfs /run\n"
+        f"{prelude}\n"
         "mkdir -p /run/systemd/system\n"
-        f"cp '{unit_dirs_from}'/* /run/systemd/system/\n"
+        + (f"cp '{unit_dirs_from}'/* /run/systemd/system/\n" if unit_dirs_from else "") +
         "export container=sockwrap-test\n"
         f"exec /lib/systemd/systemd --system --unit={target} --log-target=console --log-level=warning\n")
     try:
@@ -334,3 +339,283 @@ def test_real_systemd_starts_the_unit_with_the_drop_in(tmp_path, port):
     assert got and got[0]["tos"] == EF, (got, r.stdout[-3000:], text)
     assert "FOO=bar" in text, text
     assert "libsockwrap.so" in text and other.name in text, text
+
+
+# --------------------------------------------------------------------------- enable --kernel
+
+KERNEL_PINS = "/sys/fs/bpf/sockwrap/swdemo_service"
+KINDS = ["setsockopt", "sock_create", "bind4", "bind6", "connect4", "connect6", "sendmsg4",
+         "sendmsg6", "sock_ops"]
+
+
+def test_enable_kernel_under_root_writes_bpfprogram_lines_and_pins_nothing(tmp_path, port):
+    """Under --root: the drop-in names the pins in BPFProgram= lines (no LD_PRELOAD), nothing
+    is pinned (said, with what would be), --dry-run writes nothing, `--strict` makes the unit
+    refuse to start without its programs (AssertPathExists=), disable removes the drop-in;
+    what the kernel backend cannot do, and redirects (systemd has no getpeername attach
+    type), are refused with nothing written."""
+    root, vendor, _ = make_root(tmp_path, port)
+    vendor_bytes = vendor.read_bytes()
+    before = tree(root)
+    r = sw("enable", "swdemo", "--kernel", "--dscp", "EF", "--dry-run", "--root", root)
+    assert r.returncode == 0, r.stderr
+    assert tree(root) == before
+    assert "BPFProgram=connect4:" + KERNEL_PINS + "/connect4" in r.stdout, r.stdout
+
+    r = sw("enable", "swdemo", "--kernel", "--dscp", "EF", "--root", root)
+    assert r.returncode == 0, r.stderr
+    assert "not pinned: --root" in r.stdout, r.stdout
+    for kind in KINDS:
+        assert f"  {kind}: {KERNEL_PINS}/{kind}\n" in r.stdout, r.stdout
+    drop_in = root / "etc/systemd/system/swdemo.service.d/sockwrap.conf"
+    lines = drop_in.read_text().splitlines()
+    assert [l for l in lines if l.startswith("BPFProgram=")] == \
+        [f"BPFProgram={k}:{KERNEL_PINS}/{k}" for k in KINDS], lines
+    assert not any("LD_PRELOAD" in l or l.startswith("Environment=") for l in lines), lines
+    assert not any(l.startswith("AssertPathExists=") for l in lines)
+    assert vendor.read_bytes() == vendor_bytes
+    assert not Path(KERNEL_PINS).exists()
+    # What systemd will read: the test's own parser of the unit files.
+    env, _ = service_env(unit_files(root, "swdemo.service"))
+    assert "LD_PRELOAD" not in env or "libsockwrap" not in env["LD_PRELOAD"], env
+
+    st = sw("status", "swdemo", "--root", root)
+    assert st.returncode == 0, st.stdout + st.stderr
+    assert "kernel backend: BPF programs pinned in " + KERNEL_PINS in st.stdout, st.stdout
+
+    r = sw("enable", "swdemo", "--kernel", "--dscp", "EF", "--strict", "--root", root)
+    assert r.returncode == 0, r.stderr
+    asserts = [l for l in drop_in.read_text().splitlines() if l.startswith("AssertPathExists=")]
+    assert asserts == [f"AssertPathExists={KERNEL_PINS}/{k}" for k in KINDS], asserts
+
+    r = sw("disable", "swdemo", "--root", root)
+    assert r.returncode == 0, r.stderr
+    assert not drop_in.parent.exists()
+    assert [p for p in tree(root) if p not in before] == ["etc", "etc/systemd", "etc/systemd/system"]
+    before = tree(root)
+
+    redirect = tmp_path / "redirect.toml"
+    redirect.write_text('[[rule]]\nname = "lab"\nmatch = { port = 80 }\nredirect = "127.0.0.1:8080"\n')
+    for args, why in ((["-c", redirect], "rule `lab`: redirect: systemd's BPFProgram= has no getpeername4/6"),
+                      (["--linger", "3"], "linger: SO_LINGER")):
+        r = sw("enable", "swdemo", "--kernel", *args, "--root", root)
+        assert r.returncode == 2 and why in r.stderr, r.stderr
+        assert tree(root) == before
+
+
+ENABLE_KERNEL_INNER = r"""
+import json, os, subprocess, sys, time
+from pathlib import Path
+
+sw, unit, port0, port1, cgroot, py = sys.argv[1:7]
+PINS = Path("/sys/fs/bpf/sockwrap/swdemo_service")
+out = {}
+
+
+def sh(*a):
+    r = subprocess.run([str(x) for x in a], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=60)
+    return [r.returncode, r.stdout, r.stderr]
+
+
+def must(*a):
+    r = sh(*a)
+    assert r[0] == 0, (a, r)
+    return r
+
+
+def pins():
+    return sorted(str(p.relative_to("/sys/fs/bpf")) for p in Path("/sys/fs/bpf").rglob("*")
+                  if p.is_file() and not p.name.endswith(".debug"))
+
+
+# Nothing of the machine is changed: a private mount namespace, with its own /run (no
+# daemon-reload of the machine's systemd), /etc/systemd/system and BPF filesystem.
+must("mount", "-t", "tmpfs", "tmpfs", "/run")
+must("mount", "-t", "tmpfs", "tmpfs", "/etc/systemd/system")
+Path("/etc/systemd/system/swdemo.service").write_text(Path(unit).read_text())
+must("mount", "-t", "tmpfs", "tmpfs", "/sys/fs/bpf")
+out["not_bpffs"] = sh(sw, "enable", "swdemo", "--kernel", "--dscp", "EF")
+out["not_bpffs_wrote"] = Path("/etc/systemd/system/swdemo.service.d").exists()
+must("umount", "/sys/fs/bpf")
+must("mount", "-t", "bpf", "bpf", "/sys/fs/bpf")
+
+out["enable"] = sh(sw, "enable", "swdemo", "--kernel", "--dscp", "EF")
+out["pins"] = pins()
+drop_in = Path("/etc/systemd/system/swdemo.service.d/sockwrap.conf").read_text()
+progs = [l.split("=", 1)[1].split(":", 1) for l in drop_in.splitlines() if l.startswith("BPFProgram=")]
+out["progs"] = progs
+
+# What systemd does with BPFProgram= when it starts the unit, done by hand: attach each
+# pinned program to the unit's cgroup (one of the test's own), then start the program in it.
+cg = Path(cgroot) / f"swtest-enable-kernel-{os.getpid()}"
+cg.mkdir()
+client = [py, "-c", "import socket,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1]))); "
+          "s.send(b'x'); s.close()"]
+in_cg = ["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh"]
+try:
+    out["control"] = sh(*in_cg, *client, port0)
+    out["attach"] = [sh("bpftool", "cgroup", "attach", cg, kind, "pinned", path, "multi")
+                     for kind, path in progs]
+    out["attached"] = sh("bpftool", "cgroup", "show", cg)
+    out["client"] = sh(*in_cg, *client, port1)
+    out["status"] = sh(sw, "status", "swdemo")
+finally:
+    for _ in range(100):
+        if not (cg / "cgroup.procs").read_text().strip():
+            break
+        time.sleep(0.05)
+    cg.rmdir()  # takes the attached programs with it
+
+out["disable"] = sh(sw, "disable", "swdemo")
+out["pins_after_disable"] = pins()
+out["drop_in_after_disable"] = Path("/etc/systemd/system/swdemo.service.d/sockwrap.conf").exists()
+
+# A reboot empties the BPF filesystem: status says the pins are missing.
+must(sw, "enable", "swdemo", "--kernel", "--dscp", "EF")
+must("umount", "/sys/fs/bpf")
+must("mount", "-t", "bpf", "bpf", "/sys/fs/bpf")
+out["status_after_reboot"] = sh(sw, "status", "swdemo")
+out["disable_after_reboot"] = sh(sw, "disable", "swdemo")
+print(json.dumps(out))
+"""
+
+
+def cgroup2_mount():
+    for line in Path("/proc/mounts").read_text().splitlines():
+        parts = line.split()
+        if len(parts) > 2 and parts[2] == "cgroup2":
+            return parts[1]
+    return None
+
+
+def test_enable_kernel_pins_programs_that_give_a_cgroup_the_policy(tmp_path, port, port2):
+    """In a private mount namespace with a BPF filesystem of its own: `enable --kernel` pins
+    the programs and maps and names them in BPFProgram= lines; the programs attached by hand
+    the way systemd does (bpftool cgroup attach TYPE pinned PATH multi, to a cgroup of the
+    test's) give a client in that cgroup EF at the peer (IP_RECVTOS; before attaching: 0);
+    status shows the pins and what they counted; disable removes pins and drop-in; after a
+    "reboot" (a fresh bpffs) status reports the pins missing; a /sys/fs/bpf that is not a
+    bpffs is refused with nothing written. The machine's own mounts are unchanged."""
+    util.require_root("pinning BPF programs needs root")
+    util.require_tool("unshare", "bpftool")
+    util.require_sockwrap()
+    cgroot = cgroup2_mount()
+    util.require(cgroot is not None, "no cgroup v2 hierarchy mounted")
+    mounts = Path("/proc/self/mountinfo").read_text()
+    unit = tmp_path / "swdemo.service"
+    unit.write_text("[Service]\nExecStart=/bin/true\n")
+    inner = tmp_path / "inner.py"
+    inner.write_text(ENABLE_KERNEL_INNER)
+    with tos_server(socket.AF_INET, port) as ctl, tos_server(socket.AF_INET, port2) as srv:
+        cmd = ["unshare", "-m", "--propagation", "private", PY, inner,
+               util.SOCKWRAP_BIN, unit, port, port2, cgroot, PY]
+        r = subprocess.run([str(c) for c in cmd],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        out = json.loads(r.stdout.splitlines()[-1])
+        got_ctl, got = ctl.wait(1), srv.wait(1)
+    assert Path("/proc/self/mountinfo").read_text() == mounts
+    assert not Path(KERNEL_PINS).exists()
+
+    rc, _, err = out["not_bpffs"]
+    assert rc == 3 and "/sys/fs/bpf is not a BPF filesystem" in err, err
+    assert out["not_bpffs_wrote"] is False
+
+    rc, stdout, err = out["enable"]
+    assert rc == 0 and "pinned 9 programs and" in stdout, stdout + err
+    pinned = set(out["pins"])
+    for kind in KINDS:
+        assert f"sockwrap/swdemo_service/{kind}" in pinned, pinned
+    for m in ("config", "plans", "decisions", "counters", "sockets", "lockable"):
+        assert f"sockwrap/swdemo_service/maps/{m}" in pinned, pinned
+    assert out["progs"] == [[k, f"{KERNEL_PINS}/{k}"] for k in KINDS], out["progs"]
+    assert all(a[0] == 0 for a in out["attach"]), out["attach"]
+    assert "sw_connect4" in out["attached"][1], out["attached"]
+
+    assert out["control"][0] == 0 and out["client"][0] == 0, (out["control"], out["client"])
+    assert got_ctl and got_ctl[0]["tos"] == 0, got_ctl
+    assert got and got[0]["tos"] == EF, got
+
+    rc, stdout, _ = out["status"]
+    assert f"connect4: {KERNEL_PINS}/connect4 (pinned)" in stdout, stdout
+    assert "plans applied:" in stdout and "connect 1" in stdout, stdout
+
+    rc, stdout, err = out["disable"]
+    assert rc == 0 and f"pins in {KERNEL_PINS}" in stdout, stdout + err
+    assert out["pins_after_disable"] == [] and out["drop_in_after_disable"] is False
+
+    rc, stdout, _ = out["status_after_reboot"]
+    assert rc == 1 and "connect4: " + KERNEL_PINS + "/connect4 is MISSING" in stdout, stdout
+    assert "pins do not survive a reboot" in stdout, stdout
+    assert out["disable_after_reboot"][0] == 0, out["disable_after_reboot"]
+
+
+def test_real_systemd_attaches_the_pinned_programs(tmp_path, port):
+    """systemd 252 itself, PID 1 of its namespaces, reads sockwrap's BPFProgram= lines and
+    attaches the pinned programs to the unit's cgroup: the unit's connection carries EF at
+    the peer; the same unit without the drop-in gives 0; with the pins gone (a fresh bpffs,
+    as after a reboot) it runs without them, or not at all under --strict. systemd attaches
+    BPFProgram= only
+    with the unified cgroup v2 hierarchy, so the namespace mounts cgroup2 at /sys/fs/cgroup
+    (this machine runs hybrid); its bpffs and pins are the namespace's own."""
+    util.require_root("systemd as PID 1 of a namespace needs root")
+    util.require_tool("unshare", "/lib/systemd/systemd")
+    util.require_sockwrap()
+    root, vendor, _ = make_root(tmp_path, port)
+    out = tmp_path / "probe.out"
+    probe = tmp_path / "probe.sh"
+    probe.write_text(probe.read_text().replace("#!/bin/sh\n", f"#!/bin/sh\nexec >'{out}' 2>&1\n", 1))
+    shutil.copytree("/etc", root / "etc", symlinks=True, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("*.lock", "systemd"))
+    units = root / "etc/systemd/system"
+    units.mkdir(parents=True, exist_ok=True)
+    # Units in /etc (the namespace's /etc is root/etc): `enable` runs before systemd does.
+    (units / "swdemo.service").write_text(vendor.read_text().replace(
+        "[Service]\n", "[Unit]\nDefaultDependencies=no\nSuccessAction=exit\nFailureAction=exit\n\n[Service]\n", 1))
+    # swdone ends the manager even when swdemo does not start (an assertion failed).
+    (units / "swdone.service").write_text(
+        "[Unit]\nDefaultDependencies=no\nAfter=swdemo.service\nSuccessAction=exit\n\n"
+        "[Service]\nType=oneshot\nExecStart=/bin/true\n")
+    (units / "swtest.target").write_text(
+        "[Unit]\nDescription=sockwrap test\nWants=swdemo.service swdone.service\n"
+        "After=swdemo.service swdone.service\n")
+    mounts = ("mount -t bpf bpf /sys/fs/bpf\n"
+              "mount -t cgroup2 none /sys/fs/cgroup\n")
+    enable = f"'{util.SOCKWRAP_BIN}' enable swdemo.service --kernel --dscp EF\n"
+
+    with tos_server(socket.AF_INET, port) as srv:
+        r = run_real_systemd(root, None, "swtest.target", prelude=mounts)
+        got = srv.wait(1, timeout=15)
+    assert got and got[0]["tos"] == 0, (got, r.stdout[-3000:], out.read_text() if out.exists() else "")
+    assert not (units / "swdemo.service.d").exists()
+    out.unlink()
+
+    with tos_server(socket.AF_INET, port) as srv:
+        r = run_real_systemd(root, None, "swtest.target", prelude=mounts + enable)
+        got = srv.wait(1, timeout=15)
+    text = out.read_text() if out.exists() else ""
+    assert "pinned 9 programs" in r.stdout, r.stdout[-3000:]
+    assert got and got[0]["tos"] == EF, (got, r.stdout[-3000:], text)
+    # Through the kernel backend alone: no library in the service.
+    assert "libsockwrap.so" not in text, text
+    assert (units / "swdemo.service.d/sockwrap.conf").read_text().count("BPFProgram=") == 9
+    assert not Path(KERNEL_PINS).exists()
+
+    # After a reboot, before the enable runs again: a fresh, empty BPF filesystem. systemd
+    # starts the unit without the programs (as the library runs a program untouched when
+    # its policy is broken) ...
+    reboot = "umount /sys/fs/bpf\nmount -t bpf bpf /sys/fs/bpf\n"
+    out.unlink()
+    with tos_server(socket.AF_INET, port) as srv:
+        r = run_real_systemd(root, None, "swtest.target", prelude=mounts + enable + reboot)
+        got = srv.wait(1, timeout=15)
+    assert got and got[0]["tos"] == 0, (got, r.stdout[-3000:])
+    # ... and with --strict (AssertPathExists=) it does not start it at all.
+    out.unlink()
+    strict = enable.replace("--kernel", "--kernel --strict")
+    with tos_server(socket.AF_INET, port) as srv:
+        r = run_real_systemd(root, None, "swtest.target", prelude=mounts + strict + reboot)
+        got = srv.wait(1, timeout=3)
+    assert got == [] and not out.exists(), (got, r.stdout[-3000:])
+    assert "AssertPathExists=" in (units / "swdemo.service.d/sockwrap.conf").read_text()

@@ -236,6 +236,7 @@ Examples:
   sockwrap enable myapp.service -c policy.toml --root /srv/image
   sockwrap enable --system -c host.toml        # every program of the host
   sockwrap enable --system                     # recompile /etc/sockwrap/host.toml after an edit
+  sudo sockwrap enable myapp.service --kernel -c policy.toml   # cgroup BPF, through systemd
 
 Writes /etc/systemd/system/UNIT.d/sockwrap.conf (the vendor unit is never edited). The
 unit's own Environment= settings stay; an LD_PRELOAD it sets is kept after libsockwrap.so.
@@ -245,7 +246,14 @@ service until `sockwrap enable` runs again. Then: systemctl restart UNIT.
 With --system: the policy is compiled into /etc/sockwrap/host.policy (no process parses
 TOML; one that no rule names reads one line of it), a copy kept as /etc/sockwrap/host.toml,
 and the library added to /etc/ld.so.preload (atomically). Programs started from then on get
-it; `program` rules choose which. The log is off unless --log says otherwise.";
+it; `program` rules choose which. The log is off unless --log says otherwise.
+
+With --kernel (root): the kernel backend's programs, loaded with the compiled policy, are
+pinned in /sys/fs/bpf/sockwrap/UNIT/ (programs by attach type, maps under maps/), and the
+drop-in names them in BPFProgram= lines: systemd attaches them to the unit's cgroup when
+it starts, so static and Go programs are reached too. No LD_PRELOAD. Pins live in memory:
+after a reboot run the same enable again before the unit starts. With --root the drop-in is
+written under DIR and nothing is pinned (the pins belong to the running kernel's bpffs).";
 
 const DISABLE_EXAMPLES: &str = "\
 Examples:
@@ -346,6 +354,13 @@ pub fn command() -> Command {
                 .long("dry-run")
                 .action(ArgAction::SetTrue)
                 .help("print the drop-in (and the policy copy) and change nothing"),
+        )
+        .arg(
+            Arg::new("kernel")
+                .long("kernel")
+                .action(ArgAction::SetTrue)
+                .conflicts_with("system")
+                .help("carry the policy out with the kernel backend's cgroup BPF programs, pinned in /sys/fs/bpf/sockwrap/UNIT and attached by systemd (BPFProgram=) to the unit's cgroup (root)"),
         )
         .args(policy_args())
         .args(option_args())

@@ -2,12 +2,14 @@
 //! every socket made in a cgroup — static binaries, Go programs, io_uring, and the sockets
 //! libc opens inside itself, which `libsockwrap.so` cannot reach.
 //!
-//! Called by the CLI (`sockwrap run --kernel`, `doctor`, `explain --kernel`), never by the
-//! library: libsockwrap.so does not link this crate.
+//! Called by the CLI (`sockwrap run --kernel`, `attach --follow`, `enable UNIT --kernel`,
+//! `doctor`, `explain --kernel`), never by the library: libsockwrap.so does not link this
+//! crate.
 //!
 //! - [`tables`]: the policy enumerated into map contents (pure, testable without a kernel);
 //! - [`programs`]: loading the compiled programs (`src/bpf/sockwrap.bpf.c`), filling the
-//!   maps, attaching to a cgroup, reading the counters;
+//!   maps, attaching to a cgroup or pinning in a BPF filesystem (for systemd's
+//!   `BPFProgram=`), reading the counters;
 //! - [`cgroup`]: the cgroup v2 child a command runs in, and the leftovers of a sockwrap
 //!   that was killed.
 //!

@@ -2,6 +2,10 @@
 //! cgroup. Dropping [`Attached`] detaches them: they are attached through BPF links, which
 //! the kernel also releases when sockwrap dies, so a killed sockwrap leaves no program
 //! behind (only its empty cgroup, which [`crate::cgroup::sweep`] removes).
+//!
+//! [`pin`] instead leaves the loaded programs and their maps in a BPF filesystem, attached
+//! to nothing, for whoever attaches them (systemd's `BPFProgram=`: `sockwrap enable UNIT
+//! --kernel`); they stay until [`unpin`] removes the files.
 
 use crate::tables::{DKey, KAction, KPlan, Tables, N_COUNTERS};
 use crate::Error;
@@ -11,6 +15,8 @@ use aya::programs::{
 };
 use aya::{Ebpf, EbpfLoader, Pod};
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 /// The object clang built from `src/bpf/sockwrap.bpf.c` (see build.rs).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sockwrap.bpf.o"));
@@ -114,91 +120,239 @@ fn fill_ports(ebpf: &mut Ebpf, name: &str, class: &[u16]) -> Result<(), Error> {
     Ok(())
 }
 
+/// The attach type of each program by the name systemd's `BPFProgram=` and bpftool give it.
+pub fn attach_type(program: &str) -> Option<&'static str> {
+    Some(match program {
+        "sw_setsockopt" => "setsockopt",
+        "sw_sock_create" => "sock_create",
+        "sw_bind4" => "bind4",
+        "sw_bind6" => "bind6",
+        "sw_connect4" => "connect4",
+        "sw_connect6" => "connect6",
+        "sw_sendmsg4" => "sendmsg4",
+        "sw_sendmsg6" => "sendmsg6",
+        "sw_sockops" => "sock_ops",
+        "sw_getpeername4" => "getpeername4",
+        "sw_getpeername6" => "getpeername6",
+        "sw_recvmsg4" => "recvmsg4",
+        "sw_recvmsg6" => "recvmsg6",
+        _ => return None,
+    })
+}
+
+/// The programs a policy needs, as (program name, attach type).
+pub fn needed(tables: &Tables) -> Vec<(&'static str, &'static str)> {
+    let extra: &[&'static str] = if tables.redirects {
+        &REDIRECT_PROGRAMS
+    } else {
+        &[]
+    };
+    PROGRAMS
+        .iter()
+        .chain(extra)
+        .filter_map(|&n| attach_type(n).map(|t| (n, t)))
+        .collect()
+}
+
+/// The magic number of a BPF filesystem (`statfs` f_type; linux/magic.h BPF_FS_MAGIC).
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Whether `path` is on a BPF filesystem (bpffs), where programs and maps can be pinned.
+pub fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes one struct statfs into `st`, which is large enough.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a NUL-terminated path, st a valid out pointer.
+    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    r == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// What [`pin`] left in the BPF filesystem.
+pub struct Pinned {
+    /// (attach type, path) of each program, in attach order.
+    pub programs: Vec<(&'static str, PathBuf)>,
+    pub maps: Vec<PathBuf>,
+}
+
+/// The subdirectory of a pin directory that holds the maps.
+pub const MAPS_DIR: &str = "maps";
+
+/// Loads the programs with `tables` in their maps and pins them, and the maps, under `dir`
+/// (on a bpffs; made if missing): one file per program named by its attach type, the maps
+/// under `dir/maps/`. Nothing is attached: whoever attaches the pinned programs to a cgroup
+/// (systemd's `BPFProgram=`, `bpftool cgroup attach`) gets the policy. On failure, what was
+/// pinned is removed again.
+pub fn pin(tables: &Tables, dir: &Path) -> Result<Pinned, Error> {
+    let io = |what: &Path, e: std::io::Error| Error(format!("{}: {e}", what.display()));
+    std::fs::create_dir_all(dir.join(MAPS_DIR)).map_err(|e| io(dir, e))?;
+    let result = pin_into(tables, dir);
+    if result.is_err() {
+        let _ = unpin(dir);
+    }
+    result
+}
+
+fn pin_into(tables: &Tables, dir: &Path) -> Result<Pinned, Error> {
+    let mut ebpf = load_filled(tables)?;
+    let mut pinned = Pinned {
+        programs: Vec::new(),
+        maps: Vec::new(),
+    };
+    for (name, kind) in needed(tables) {
+        let prog = ebpf
+            .program_mut(name)
+            .ok_or_else(|| Error(format!("the BPF object has no program `{name}`")))?;
+        let what = format!("program {name}");
+        let r = match prog {
+            Program::CgroupSock(p) => p.load_it(),
+            Program::CgroupSockAddr(p) => p.load_it(),
+            Program::CgroupSockopt(p) => p.load_it(),
+            Program::SockOps(p) => p.load_it(),
+            _ => Err("unexpected program type".into()),
+        };
+        r.map_err(|e| Error(format!("{what}: {e}")))?;
+        let path = dir.join(kind);
+        prog.pin(&path)
+            .map_err(|e| err(&format!("pinning {what} at {}", path.display()), e))?;
+        pinned.programs.push((kind, path));
+    }
+    for (name, map) in ebpf.maps() {
+        // The compiler's own sections (.rodata): bpffs refuses a `.` in a name, and the
+        // programs hold them anyway.
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = dir.join(MAPS_DIR).join(name);
+        map.pin(&path)
+            .map_err(|e| err(&format!("pinning map {name} at {}", path.display()), e))?;
+        pinned.maps.push(path);
+    }
+    Ok(pinned)
+}
+
+/// Removes what [`pin`] made under `dir` (the programs by their attach-type names, the maps)
+/// and the directory, if nothing else is in it. Returns the files removed.
+pub fn unpin(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let io = |what: &Path, e: std::io::Error| Error(format!("{}: {e}", what.display()));
+    let mut removed = Vec::new();
+    let maps = dir.join(MAPS_DIR);
+    if let Ok(entries) = std::fs::read_dir(&maps) {
+        for e in entries.flatten() {
+            std::fs::remove_file(e.path()).map_err(|x| io(&e.path(), x))?;
+            removed.push(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(&maps);
+    for name in PROGRAMS.iter().chain(&REDIRECT_PROGRAMS) {
+        let Some(kind) = attach_type(name) else {
+            continue;
+        };
+        let path = dir.join(kind);
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path, e)),
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(removed)
+}
+
+/// The counters of programs pinned under `dir` (see [`Attached::counters`]), if the map is
+/// there.
+pub fn pinned_counters(dir: &Path) -> Option<Vec<u64>> {
+    let data = MapData::from_pin(dir.join(MAPS_DIR).join("counters")).ok()?;
+    let a = Array::<_, u64>::try_from(Map::Array(data)).ok()?;
+    Some((0..N_COUNTERS).map(|i| a.get(&i, 0).unwrap_or(0)).collect())
+}
+
+/// The object loaded with `tables` in its maps; no program loaded yet.
+fn load_filled(tables: &Tables) -> Result<Ebpf, Error> {
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries("plans", tables.plans.len().max(1) as u32)
+        .map_max_entries("decisions", tables.decisions.len().max(1) as u32)
+        .map_max_entries("actions", tables.actions.len().max(1) as u32)
+        .map_max_entries("networks", tables.networks.len().max(1) as u32)
+        .map_max_entries("programs", tables.programs.len().max(1) as u32);
+    let mut ebpf = loader
+        .load(OBJECT)
+        .map_err(|e| err("loading the BPF object", e))?;
+
+    {
+        let mut m: Array<_, Config> =
+            Array::try_from(map(&mut ebpf, "config")?).map_err(|e| err("map config", e))?;
+        m.set(
+            0,
+            Config {
+                flags: tables.flags,
+                pad: 0,
+            },
+            0,
+        )
+        .map_err(|e| err("map config", e))?;
+    }
+    {
+        let mut m: Array<_, KPlan> =
+            Array::try_from(map(&mut ebpf, "plans")?).map_err(|e| err("map plans", e))?;
+        for (i, p) in tables.plans.iter().enumerate() {
+            m.set(i as u32, p, 0).map_err(|e| err("map plans", e))?;
+        }
+    }
+    {
+        let mut m: HashMap<_, DKey, u32> =
+            HashMap::try_from(map(&mut ebpf, "decisions")?).map_err(|e| err("map decisions", e))?;
+        for (k, v) in &tables.decisions {
+            m.insert(k, v, 0).map_err(|e| err("map decisions", e))?;
+        }
+    }
+    {
+        let mut m: HashMap<_, DKey, KAction> =
+            HashMap::try_from(map(&mut ebpf, "actions")?).map_err(|e| err("map actions", e))?;
+        for (k, v) in &tables.actions {
+            m.insert(k, v, 0).map_err(|e| err("map actions", e))?;
+        }
+    }
+    {
+        let mut m: LpmTrie<_, [u8; 16], u32> =
+            LpmTrie::try_from(map(&mut ebpf, "networks")?).map_err(|e| err("map networks", e))?;
+        for n in &tables.networks {
+            let key = aya::maps::lpm_trie::Key::new(n.prefix_len, n.addr);
+            m.insert(&key, n.class, 0)
+                .map_err(|e| err("map networks", e))?;
+        }
+    }
+    {
+        let mut m: HashMap<_, [u8; 16], u32> =
+            HashMap::try_from(map(&mut ebpf, "programs")?).map_err(|e| err("map programs", e))?;
+        for (k, v) in &tables.programs {
+            m.insert(k, v, 0).map_err(|e| err("map programs", e))?;
+        }
+    }
+    {
+        let mut m: HashMap<_, OptKey, u32> =
+            HashMap::try_from(map(&mut ebpf, "lockable")?).map_err(|e| err("map lockable", e))?;
+        for ((level, name), slot) in &tables.lockable {
+            let k = OptKey {
+                level: *level,
+                name: *name,
+            };
+            m.insert(k, slot, 0).map_err(|e| err("map lockable", e))?;
+        }
+    }
+    fill_ports(&mut ebpf, "rports", &tables.rport_class)?;
+    fill_ports(&mut ebpf, "lports", &tables.lport_class)?;
+    Ok(ebpf)
+}
+
 impl Attached {
     /// Loads the programs with `tables` in their maps, and attaches them to the cgroup
     /// directory `cgroup`.
     pub fn load(tables: &Tables, cgroup: &std::fs::File) -> Result<Attached, Error> {
-        let mut loader = EbpfLoader::new();
-        loader
-            .map_max_entries("plans", tables.plans.len().max(1) as u32)
-            .map_max_entries("decisions", tables.decisions.len().max(1) as u32)
-            .map_max_entries("actions", tables.actions.len().max(1) as u32)
-            .map_max_entries("networks", tables.networks.len().max(1) as u32)
-            .map_max_entries("programs", tables.programs.len().max(1) as u32);
-        let mut ebpf = loader
-            .load(OBJECT)
-            .map_err(|e| err("loading the BPF object", e))?;
-
-        {
-            let mut m: Array<_, Config> =
-                Array::try_from(map(&mut ebpf, "config")?).map_err(|e| err("map config", e))?;
-            m.set(
-                0,
-                Config {
-                    flags: tables.flags,
-                    pad: 0,
-                },
-                0,
-            )
-            .map_err(|e| err("map config", e))?;
-        }
-        {
-            let mut m: Array<_, KPlan> =
-                Array::try_from(map(&mut ebpf, "plans")?).map_err(|e| err("map plans", e))?;
-            for (i, p) in tables.plans.iter().enumerate() {
-                m.set(i as u32, p, 0).map_err(|e| err("map plans", e))?;
-            }
-        }
-        {
-            let mut m: HashMap<_, DKey, u32> = HashMap::try_from(map(&mut ebpf, "decisions")?)
-                .map_err(|e| err("map decisions", e))?;
-            for (k, v) in &tables.decisions {
-                m.insert(k, v, 0).map_err(|e| err("map decisions", e))?;
-            }
-        }
-        {
-            let mut m: HashMap<_, DKey, KAction> =
-                HashMap::try_from(map(&mut ebpf, "actions")?).map_err(|e| err("map actions", e))?;
-            for (k, v) in &tables.actions {
-                m.insert(k, v, 0).map_err(|e| err("map actions", e))?;
-            }
-        }
-        {
-            let mut m: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(map(&mut ebpf, "networks")?)
-                .map_err(|e| err("map networks", e))?;
-            for n in &tables.networks {
-                let key = aya::maps::lpm_trie::Key::new(n.prefix_len, n.addr);
-                m.insert(&key, n.class, 0)
-                    .map_err(|e| err("map networks", e))?;
-            }
-        }
-        {
-            let mut m: HashMap<_, [u8; 16], u32> = HashMap::try_from(map(&mut ebpf, "programs")?)
-                .map_err(|e| err("map programs", e))?;
-            for (k, v) in &tables.programs {
-                m.insert(k, v, 0).map_err(|e| err("map programs", e))?;
-            }
-        }
-        {
-            let mut m: HashMap<_, OptKey, u32> = HashMap::try_from(map(&mut ebpf, "lockable")?)
-                .map_err(|e| err("map lockable", e))?;
-            for ((level, name), slot) in &tables.lockable {
-                let k = OptKey {
-                    level: *level,
-                    name: *name,
-                };
-                m.insert(k, slot, 0).map_err(|e| err("map lockable", e))?;
-            }
-        }
-        fill_ports(&mut ebpf, "rports", &tables.rport_class)?;
-        fill_ports(&mut ebpf, "lports", &tables.lport_class)?;
-
-        let extra: &[&str] = if tables.redirects {
-            &REDIRECT_PROGRAMS
-        } else {
-            &[]
-        };
-        for &name in PROGRAMS.iter().chain(extra) {
+        let mut ebpf = load_filled(tables)?;
+        for (name, _) in needed(tables) {
             let prog = ebpf
                 .program_mut(name)
                 .ok_or_else(|| Error(format!("the BPF object has no program `{name}`")))?;

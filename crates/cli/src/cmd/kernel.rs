@@ -125,12 +125,19 @@ pub fn run(m: &ArgMatches) -> Result<ExitCode> {
         .map(|u| lookup_user(u))
         .transpose()?;
     if !loaded.errors.is_empty() {
+        // As the library does: one line per problem, then the program runs untouched
+        // (no cgroup, no programs: nothing half-applied), unless the policy says errors
+        // must stop it (--strict, on_error = "fail").
         for e in &loaded.errors {
             eprintln!("sockwrap: {e}");
         }
-        return Err(Error::usage(
-            "--kernel: refusing to start the program: the policy has errors",
-        ));
+        if loaded.policy.on_error == OnError::Fail {
+            return Err(Error::usage(
+                "--kernel: refusing to start the program: the policy has errors (--strict or on_error = \"fail\")",
+            ));
+        }
+        eprintln!("sockwrap: --kernel: the policy has errors; running the program untouched");
+        return exec_untouched(prog, rest, user.as_ref());
     }
     let tables = tables_for(
         &loaded.policy,
@@ -159,6 +166,38 @@ pub fn run(m: &ArgMatches) -> Result<ExitCode> {
         eprintln!("sockwrap: --kernel: {e}");
     }
     result
+}
+
+/// Execs the command as it would run without sockwrap (as `--user`, if given): nothing
+/// stays in between, and its exit status is its own.
+fn exec_untouched(prog: &OsString, rest: &[OsString], user: Option<&User>) -> Result<ExitCode> {
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(rest);
+    if let Some(u) = user {
+        cmd.env("HOME", &u.home)
+            .env("USER", &u.name)
+            .env("LOGNAME", &u.name);
+        let (uid, gid, groups) = (u.uid, u.gid, u.groups.clone());
+        // SAFETY: the closure runs in the child between fork and exec and makes only
+        // async-signal-safe system calls (setgroups, setgid, setuid) on data prepared
+        // before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let err = cmd.exec();
+    Err(Error::Exec {
+        program: prog.to_string_lossy().into_owned(),
+        err,
+    })
 }
 
 fn run_in(

@@ -8,6 +8,13 @@
 //! drop-in names the copy: the service keeps the policy it was enabled with, and a later
 //! edit of FILE reaches it only through another `sockwrap enable` (which `status` points
 //! out when the two differ).
+//!
+//! `enable UNIT --kernel` carries the policy out with the kernel backend instead: the
+//! programs, loaded with the compiled policy in their maps, are pinned in the BPF filesystem
+//! under `/sys/fs/bpf/sockwrap/UNIT/` (one file per program, named by its attach type; the
+//! maps under `maps/`), and the drop-in names them in `BPFProgram=TYPE:PATH` lines, so that
+//! systemd attaches them to the unit's cgroup when it starts the unit. `disable` removes the
+//! pins with the drop-in; `status` shows them and what the programs counted.
 
 use crate::error::{Error, Result};
 use crate::files::{root_dir, write_atomic};
@@ -22,6 +29,10 @@ const MARKER: &str = "# sockwrap-enable:";
 /// Where the drop-in records the file the policy was copied from.
 const SOURCE_TAG: &str = "# sockwrap-policy-source:";
 const DROP_IN: &str = "sockwrap.conf";
+/// Where a `--kernel` drop-in records the directory its programs are pinned in.
+const PINS_TAG: &str = "# sockwrap-kernel-pins:";
+/// The BPF filesystem systemd mounts at boot.
+const BPFFS: &str = "/sys/fs/bpf";
 
 struct Target {
     root: PathBuf,
@@ -58,6 +69,15 @@ impl Target {
 
     fn policy_name(&self) -> String {
         format!("/etc/sockwrap/units/{}.toml", self.unit)
+    }
+
+    /// Where `--kernel` pins the unit's programs (in the running kernel's bpffs, never
+    /// under `--root`): the unit's name with `.` as `_`, since bpffs refuses a `.` in a
+    /// name (mkdir gives EPERM: measured on 6.18, kernel/bpf/inode.c).
+    fn pin_dir(&self) -> PathBuf {
+        Path::new(BPFFS)
+            .join("sockwrap")
+            .join(self.unit.replace('.', "_"))
     }
 
     fn is_live_system(&self) -> bool {
@@ -137,6 +157,15 @@ pub fn enable(m: &ArgMatches) -> Result<ExitCode> {
         if v.0 == "SOCKWRAP_CONFIG" {
             v.1 = t.policy_name();
         }
+    }
+    if m.get_flag("kernel") {
+        return enable_kernel(
+            &t,
+            &loaded.policy,
+            source.as_deref(),
+            policy_text.as_deref(),
+            dry,
+        );
     }
 
     // What the unit already has: its own LD_PRELOAD (and GODEBUG) are kept after ours.
@@ -250,8 +279,13 @@ pub fn enable(m: &ArgMatches) -> Result<ExitCode> {
         // Enabled before with -c, now without: the old copy would be stale.
         let _ = std::fs::remove_file(t.at(&t.policy_name()));
     }
+    let earlier = std::fs::read_to_string(&ours).ok();
     write_atomic(&ours, text.as_bytes(), None)?;
     println!("wrote {}", ours.display());
+    // Enabled before with --kernel: its pins would only hold kernel memory now.
+    if let Some(dir) = earlier.as_deref().and_then(pins_of) {
+        remove_pins(&t, &dir)?;
+    }
     if let Some(src) = &source {
         println!(
             "copied {} to {} (edits of the original need `sockwrap enable` again)",
@@ -286,9 +320,15 @@ pub fn disable(m: &ArgMatches) -> Result<ExitCode> {
         println!("{}: not enabled (no {})", t.unit, path.display());
         return Ok(ExitCode::SUCCESS);
     }
+    let text = ours_or_refuse(&path)?.unwrap_or_default();
     let io = |p: &Path, e: std::io::Error| Error::setup(format_args!("{}: {e}", p.display()));
     std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
     println!("removed {}", path.display());
+    // After the drop-in: a unit started in between never names missing pins. A running
+    // unit keeps the programs systemd attached until it is restarted.
+    if let Some(dir) = pins_of(&text) {
+        remove_pins(&t, &dir)?;
+    }
     let policy = t.at(&t.policy_name());
     match std::fs::remove_file(&policy) {
         Ok(()) => println!("removed {}", policy.display()),
@@ -338,6 +378,14 @@ pub fn status(m: &ArgMatches) -> Result<ExitCode> {
         return Err(Error::Findings);
     };
     println!("  drop-in: {}", path.display());
+    if let Some(dir) = pins_of(&text) {
+        kernel_status(&t, &text, &dir, &mut ok);
+        return if ok {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            Err(Error::Findings)
+        };
+    }
     let mine = unitfile::compose(std::slice::from_ref(&path));
     let lib = mine
         .vars
@@ -385,13 +433,27 @@ pub fn status(m: &ArgMatches) -> Result<ExitCode> {
         }
     }
     if let Some((cfg, _)) = mine.vars.get("SOCKWRAP_CONFIG") {
-        let copy = t.at(cfg);
-        match std::fs::read_to_string(&copy) {
+        policy_copy_status(&t, &t.at(cfg), &text, &mut ok);
+    }
+    if t.is_live_system() {
+        running(&t.unit, &lib, &mut ok);
+    }
+    if ok {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Error::Findings)
+    }
+}
+
+/// The policy copy `enable -c` made, and whether the file it came from changed since.
+fn policy_copy_status(t: &Target, copy: &Path, text: &str, ok: &mut bool) {
+    {
+        match std::fs::read_to_string(copy) {
             Ok(body) => {
                 match sockwrap_policy::parse_config(&body, &copy.display().to_string()) {
                     Ok(c) => println!("  policy: {} ({} rule(s))", copy.display(), c.rules.len()),
                     Err(errs) => {
-                        ok = false;
+                        *ok = false;
                         println!("  policy: {} has errors:", copy.display());
                         for e in errs {
                             println!("    {e}");
@@ -414,21 +476,13 @@ pub fn status(m: &ArgMatches) -> Result<ExitCode> {
                 }
             }
             Err(e) => {
-                ok = false;
+                *ok = false;
                 println!(
                     "  policy: {} cannot be read ({e}): run sockwrap enable again",
                     copy.display()
                 );
             }
         }
-    }
-    if t.is_live_system() {
-        running(&t.unit, &lib, &mut ok);
-    }
-    if ok {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Err(Error::Findings)
     }
 }
 
@@ -459,5 +513,308 @@ fn running(unit: &str, lib: &str, ok: &mut bool) {
             );
         }
         Err(e) => println!("  running: pid {pid} ({e})"),
+    }
+}
+
+/// The pin directory a `--kernel` drop-in names, if it is one.
+fn pins_of(text: &str) -> Option<PathBuf> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(PINS_TAG))
+        .map(|d| PathBuf::from(d.trim()))
+}
+
+/// Removes the pins of an earlier `enable --kernel` (on the machine itself; under `--root`
+/// nothing was pinned).
+fn remove_pins(t: &Target, dir: &Path) -> Result<()> {
+    if t.root != Path::new("/") {
+        println!(
+            "not unpinned: the pins live in the running kernel's BPF filesystem, not under --root; `sudo sockwrap disable {}` on the machine that runs the unit removes {}",
+            t.unit,
+            dir.display()
+        );
+        return Ok(());
+    }
+    if !dir.exists() {
+        return Ok(());
+    }
+    let removed = sockwrap_kernel::programs::unpin(dir)
+        .map_err(|e| Error::setup(format_args!("removing the pins: {e}")))?;
+    println!("removed {} pins in {}", removed.len(), dir.display());
+    Ok(())
+}
+
+/// Why systemd would not attach the programs on this machine, if it would not: systemd
+/// attaches `BPFProgram=` programs only when it runs with the unified cgroup v2 hierarchy at
+/// /sys/fs/cgroup (measured with systemd 252: in hybrid mode, cgroup v2 at
+/// /sys/fs/cgroup/unified, the unit ran without them).
+fn not_unified() -> Option<String> {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
+    let c = std::ffi::CString::new("/sys/fs/cgroup").ok()?;
+    // SAFETY: statfs writes one struct statfs into `st`.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a NUL-terminated path, st a valid out pointer.
+    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    (r != 0 || st.f_type as i64 != CGROUP2_SUPER_MAGIC).then(|| {
+        "/sys/fs/cgroup is not the unified cgroup v2 hierarchy (hybrid or v1): systemd attaches BPFProgram= programs only in unified mode (systemd.unified_cgroup_hierarchy=1), so the unit would run without them".to_string()
+    })
+}
+
+/// `%` starts a specifier in unit files.
+fn unit_escape(p: &Path) -> String {
+    p.display().to_string().replace('%', "%%")
+}
+
+fn enable_kernel(
+    t: &Target,
+    policy: &sockwrap_policy::Policy,
+    source: Option<&Path>,
+    policy_text: Option<&[u8]>,
+    dry: bool,
+) -> Result<ExitCode> {
+    const WHAT: &str = "enable --kernel";
+    let refusing = format!("nothing written for {}", t.unit);
+    let tables = crate::cmd::kernel::tables_for(policy, WHAT, &refusing, false)?;
+    // systemd's BPFProgram= knows no getpeername4/6 attach type (252: ingress, egress,
+    // sock_create, sock_ops, device, bind4/6, connect4/6, post_bind4/6, sendmsg4/6,
+    // sysctl, recvmsg4/6, getsockopt, setsockopt), so a redirected program would see the
+    // target as its peer: refused rather than changed.
+    let redirects: Vec<&str> = policy
+        .rules()
+        .iter()
+        .filter(|r| r.actions.redirect.is_some())
+        .map(|r| r.name.as_str())
+        .collect();
+    if !redirects.is_empty() {
+        for name in &redirects {
+            eprintln!(
+                "sockwrap: {WHAT} cannot set rule `{name}`: redirect: systemd's BPFProgram= has no getpeername4/6 attach type, so the program's getpeername would answer the target, not the address it connected to; use sudo sockwrap run --kernel"
+            );
+        }
+        return Err(Error::usage(format_args!(
+            "{WHAT}: {refusing}: {} redirect rule{} systemd cannot attach in full",
+            redirects.len(),
+            if redirects.len() == 1 { "" } else { "s" }
+        )));
+    }
+    let dir = t.pin_dir();
+    let pins: Vec<(&str, PathBuf)> = sockwrap_kernel::programs::needed(&tables)
+        .into_iter()
+        .map(|(_, kind)| (kind, dir.join(kind)))
+        .collect();
+
+    let mut text = format!(
+        "{MARKER} the sockwrap policy for {unit} (sockwrap {ver}), carried out by the kernel backend.\n\
+         # Do not edit: run `sockwrap enable {unit} --kernel ...` again, or `sockwrap disable {unit}`.\n\
+         # systemd attaches the BPF programs pinned in {dir} to the unit's cgroup when it starts\n\
+         # the unit: every socket its processes make gets the policy, static and Go programs too.\n\
+         # The pins live in memory: after a reboot, run the enable again before the unit starts.\n\
+         {PINS_TAG} {dir}\n",
+        unit = t.unit,
+        ver = env!("CARGO_PKG_VERSION"),
+        dir = dir.display()
+    );
+    if let Some(src) = source {
+        text.push_str(&format!(
+            "# The policy is a copy of {0}, taken at enable time: edits of {0} need another\n\
+             # `sockwrap enable`.\n{SOURCE_TAG} {0}\n",
+            src.display()
+        ));
+    }
+    if policy.on_error == sockwrap_policy::OnError::Fail {
+        // As `run --strict` refuses to start a program it cannot give the policy: the unit
+        // does not start without its programs.
+        text.push_str("[Unit]\n");
+        for (_, path) in &pins {
+            text.push_str(&format!("AssertPathExists={}\n", unit_escape(path)));
+        }
+    }
+    text.push_str("[Service]\n");
+    for (kind, path) in &pins {
+        text.push_str(&format!("BPFProgram={kind}:{}\n", unit_escape(path)));
+    }
+
+    let ours = t.at(&t.drop_in_name());
+    let live = t.root == Path::new("/");
+    if dry {
+        println!("# would write {}:", ours.display());
+        print!("{text}");
+        println!(
+            "# would pin {} programs and the maps they use in {}{}:",
+            pins.len(),
+            dir.display(),
+            if live {
+                ""
+            } else {
+                " (on the machine itself: not under --root)"
+            }
+        );
+        for (kind, path) in &pins {
+            println!("#   {kind}: {}", path.display());
+        }
+        if let Some(src) = source {
+            println!(
+                "# would copy {} to {}",
+                src.display(),
+                t.at(&t.policy_name()).display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if live {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(Error::setup(format_args!(
+                "{WHAT}: only root may load and pin BPF programs; {refusing}"
+            )));
+        }
+        if !sockwrap_kernel::programs::is_bpffs(Path::new(BPFFS)) {
+            return Err(Error::setup(format_args!(
+                "{WHAT}: {BPFFS} is not a BPF filesystem (systemd mounts one there at boot; without systemd: mount -t bpf bpf {BPFFS}); {refusing}"
+            )));
+        }
+        let earlier = std::fs::read_to_string(&ours).ok();
+        if dir.exists() && earlier.as_deref().and_then(pins_of).as_deref() != Some(dir.as_path()) {
+            // Another unit whose name differs only in `.` and `_` has pinned there.
+            return Err(Error::setup(format_args!(
+                "{WHAT}: {} holds pins that {} does not name; {refusing}",
+                dir.display(),
+                ours.display()
+            )));
+        }
+        if dir.exists() {
+            let removed = sockwrap_kernel::programs::unpin(&dir).map_err(|e| {
+                Error::setup(format_args!("{WHAT}: removing the earlier pins: {e}"))
+            })?;
+            println!(
+                "removed {} earlier pins in {}",
+                removed.len(),
+                dir.display()
+            );
+        }
+        if let Some(why) = not_unified() {
+            eprintln!("sockwrap: warning: {WHAT}: {why}");
+        }
+        let pinned = sockwrap_kernel::programs::pin(&tables, &dir)
+            .map_err(|e| Error::setup(format_args!("{WHAT}: {e}; {refusing}")))?;
+        println!(
+            "pinned {} programs and {} maps in {}",
+            pinned.programs.len(),
+            pinned.maps.len(),
+            dir.display()
+        );
+    } else {
+        println!(
+            "not pinned: --root {}: programs are pinned in the running kernel's BPF filesystem, not in files; \
+             on the machine that runs the unit, `sudo sockwrap enable {} --kernel ...` pins:",
+            t.root.display(),
+            t.unit
+        );
+        for (kind, path) in &pins {
+            println!("  {kind}: {}", path.display());
+        }
+    }
+    let written = (|| -> Result<()> {
+        if let Some(p) = policy_text {
+            write_atomic(&t.at(&t.policy_name()), p, None)?;
+        } else if t.at(&t.policy_name()).exists() {
+            let _ = std::fs::remove_file(t.at(&t.policy_name()));
+        }
+        write_atomic(&ours, text.as_bytes(), None)
+    })();
+    if let Err(e) = written {
+        if live {
+            let _ = sockwrap_kernel::programs::unpin(&dir);
+        }
+        return Err(e);
+    }
+    println!("wrote {}", ours.display());
+    if let Some(src) = source {
+        println!(
+            "copied {} to {} (edits of the original need `sockwrap enable` again)",
+            src.display(),
+            t.at(&t.policy_name()).display()
+        );
+    }
+    t.reload()?;
+    println!(
+        "restart the service to apply it: systemctl restart {}",
+        t.unit
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status` of a `--kernel` drop-in: its BPFProgram= lines, whether each pin is there, and
+/// what the pinned programs counted.
+fn kernel_status(t: &Target, text: &str, dir: &Path, ok: &mut bool) {
+    println!(
+        "  kernel backend: BPF programs pinned in {}, attached by systemd to the unit's cgroup (BPFProgram=)",
+        dir.display()
+    );
+    let programs: Vec<(String, PathBuf)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("BPFProgram="))
+        .filter_map(|v| v.split_once(':'))
+        .map(|(k, p)| (k.to_string(), PathBuf::from(p.replace("%%", "%"))))
+        .collect();
+    let live = t.root == Path::new("/");
+    let mut missing = 0;
+    for (kind, p) in &programs {
+        if !live {
+            println!("    {kind}: {}", p.display());
+        } else if sockwrap_kernel::programs::is_bpffs(p) {
+            println!("    {kind}: {} (pinned)", p.display());
+        } else {
+            missing += 1;
+            println!("    {kind}: {} is MISSING", p.display());
+        }
+    }
+    let hybrid = if live { not_unified() } else { None };
+    if !live {
+        println!(
+            "  pins: not checked under --root (they live in the running kernel's BPF filesystem)"
+        );
+    } else if missing > 0 {
+        *ok = false;
+        println!(
+            "  {missing} pin(s) MISSING (pins do not survive a reboot): run `sudo sockwrap enable {} --kernel ...` again, then systemctl restart {}",
+            t.unit, t.unit
+        );
+    } else if let Some(c) = sockwrap_kernel::programs::pinned_counters(dir) {
+        let n = |i: u32| c.get(i as usize).copied().unwrap_or(0);
+        let applied: Vec<String> = sockwrap_policy::Stage::ALL
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s.call(),
+                    n(sockwrap_kernel::tables::C_APPLIED_BASE + *s as u32)
+                )
+            })
+            .collect();
+        println!(
+            "  counted since enable: plans applied: {}; setsockopt calls kept from changing a locked option: {}",
+            applied.join(", "),
+            n(sockwrap_kernel::tables::C_LOCKED)
+        );
+        for o in sockwrap_policy::catalog::Opt::ALL {
+            let k = n(o as u32);
+            if k > 0 {
+                *ok = false;
+                println!(
+                    "  {} ({}) was refused by the kernel {k} time{}",
+                    o.name(),
+                    o.spec().kernel,
+                    if k == 1 { "" } else { "s" }
+                );
+            }
+        }
+    }
+    if let Some(why) = hybrid {
+        *ok = false;
+        println!("  NOT IN FORCE: {why}");
+    }
+    let copy = t.at(&t.policy_name());
+    if copy.exists() {
+        policy_copy_status(t, &copy, text, ok);
     }
 }
