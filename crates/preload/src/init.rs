@@ -1,7 +1,7 @@
 //! The constructor's work, in safe Rust: read the policy once (the launcher's compiled
-//! form, or the environment and the policy file), open the log and the trace, resolve the
-//! real functions, and publish an immutable [`Global`]. Anything that goes wrong leaves
-//! the program untouched (fail-open) with one error line.
+//! form, or the environment and the policy file), open the log and the trace, and publish
+//! an immutable [`Global`]. Anything that goes wrong leaves the program untouched
+//! (fail-open) with one error line.
 
 use crate::apply::Global;
 #[allow(unused_imports)]
@@ -13,7 +13,8 @@ use sockwrap_policy::compiled::{self, HostError};
 use sockwrap_policy::LogLevel;
 
 /// `vars`: the process's `SOCKWRAP_*` variables (name, value), borrowed from `environ`.
-/// `resolve` resolves the real functions (after the log is open, so it can say where).
+/// `resolve` lists the real functions at debug level (after the log is open, so it can say
+/// where); otherwise each is resolved at its first call.
 pub fn init(
     argv0: Option<&CStr>,
     vars: &[(&[u8], &[u8])],
@@ -24,7 +25,12 @@ pub fn init(
     // file) applies there.
     let vars: &[(&[u8], &[u8])] = if sys::secure_mode() { &[] } else { vars };
     fn text(b: &[u8]) -> Cow<'_, str> {
-        String::from_utf8_lossy(b)
+        // The same as from_utf8_lossy, which walks byte by byte (~7 instructions a byte:
+        // 35,000 for a 50-rule SOCKWRAP_POLICY); from_utf8 checks ASCII a word at a time.
+        match core::str::from_utf8(b) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(b),
+        }
     }
     let from_env = vars
         .iter()
