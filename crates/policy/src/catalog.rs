@@ -871,7 +871,18 @@ fn scaled(s: &str, unit: Unit) -> Option<i64> {
     }
     let (num, suf) = split_suffix(s);
     let n = parse_int_text(num)?;
-    let mult: i64 = match (unit, suf.to_ascii_lowercase().as_str()) {
+    // Lower-cased on the stack: no suffix is longer than four bytes, and a longer one
+    // matches none of them.
+    let mut low = [0u8; 4];
+    let suf = match low.get_mut(..suf.len()) {
+        Some(d) => {
+            d.copy_from_slice(suf.as_bytes());
+            d.make_ascii_lowercase();
+            core::str::from_utf8(d).ok()?
+        }
+        None => return None,
+    };
+    let mult: i64 = match (unit, suf) {
         (_, "") => 1,
         (Unit::Bytes | Unit::Rate, "k" | "kb" | "kib") => 1 << 10,
         (Unit::Bytes | Unit::Rate, "m" | "mb" | "mib") => 1 << 20,

@@ -730,6 +730,22 @@ impl RemoteIndex {
             .filter(|r| !r.matcher.remote.is_empty())
             .count();
         let mut ix = RemoteIndex::default();
+        if remote_rules >= INDEX_THRESHOLD {
+            // One table per prefix length, sized once for its networks: growing them one
+            // rehash at a time cost more than the filing itself.
+            let mut counts: Vec<(u128, usize)> = Vec::new();
+            for c in rules.iter().flat_map(|r| &r.matcher.remote) {
+                let mask = c.parts().1;
+                match counts.iter_mut().find(|(m, _)| *m == mask) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((mask, 1)),
+                }
+            }
+            ix.by_prefix = counts
+                .into_iter()
+                .map(|(m, n)| (m, FixedMap::with_capacity_and_hasher(n, Default::default())))
+                .collect();
+        }
         for (i, r) in rules.iter().enumerate() {
             if remote_rules < INDEX_THRESHOLD || r.matcher.remote.is_empty() {
                 ix.always.push(i as u32);
