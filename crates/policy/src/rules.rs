@@ -805,8 +805,8 @@ pub struct Policy {
     /// When no rule looks at addresses or ports, a decision depends only on the transport
     /// and the role: all six are taken here, once, and `decide` is a copy.
     fixed: Option<Box<[Fixed; 6]>>,
-    /// For the precomputed decisions: each one's plan per stage and variant, ready-made
-    /// (see [`crate::plan::FixedPlans`]).
+    /// For the precomputed decisions: each one's plan per stage and variant, made at the
+    /// first socket of that decision (see [`crate::plan::FixedPlans`]).
     pub(crate) fixed_plans: crate::plan::FixedPlans,
 }
 
@@ -922,7 +922,7 @@ impl Policy {
                 }
             }
             p.fixed = Some(fixed);
-            p.fixed_plans = crate::plan::FixedPlans::build(&p);
+            p.fixed_plans = crate::plan::FixedPlans::reserve(&p);
         }
         p
     }
