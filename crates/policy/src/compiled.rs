@@ -155,15 +155,25 @@ fn hex_u128(t: &str) -> Option<u128> {
 fn hex_u64(b: &[u8]) -> Option<u64> {
     let mut v: u64 = 0;
     for &c in b {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
+        let d = HEX_DIGIT[c as usize];
+        if d > 15 {
+            return None;
+        }
         v = v << 4 | d as u64;
     }
     Some(v)
 }
+
+/// The value of each lower-case hex digit; 0xff for every other byte.
+const HEX_DIGIT: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[b"0123456789abcdef"[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
 
 fn hex_opt(out: &mut String, bytes: Option<&[u8]>) {
     match bytes {

@@ -46,6 +46,11 @@ pub fn init(
     if host.is_none() && vars.is_empty() {
         return None;
     }
+    // The published value's block first, the policy's after it: the policy's last block is
+    // the room reserved for its plans (allocated, not written: see sockwrap_policy's
+    // `once`), which then ends the arena's used part instead of pushing the Global onto a
+    // page of its own (one more page fault per exec).
+    let mut global = Box::new(Global::new(sockwrap_policy::Policy::default(), None));
     let vars: Vec<(Cow<str>, Cow<str>)> = vars.iter().map(|(k, v)| (text(k), text(v))).collect();
     // argv[0]'s basename, only where it is used (the trace's program name, program rules).
     let base = || {
@@ -122,7 +127,8 @@ pub fn init(
     if policy.is_empty() {
         return None; // no rule for this program: hooks stay pass-through
     }
-    Some(Box::new(Global::new(policy, loaded.env.seed)))
+    *global = Global::new(policy, loaded.env.seed);
+    Some(global)
 }
 
 fn basename(path: &[u8]) -> &[u8] {
@@ -139,6 +145,9 @@ fn host_text(argv0: Option<&[u8]>) -> Option<Result<String, HostError>> {
     r
 }
 
+// Out of line: its 5 KiB of buffers would otherwise sit in the constructor's frame and
+// reach a stack page of their own in every exec, including those with no host file.
+#[inline(never)]
 fn read_host(fd: i32, argv0: Option<&[u8]>) -> Option<Result<String, HostError>> {
     let mut first = [0u8; compiled::HOST_HEAD_MAX];
     let n = sys::read_full(fd, &mut first);

@@ -615,8 +615,26 @@ pub fn close_from(first: u32) {
 
 /// Opens `path` (shorter than 4 KiB, no NUL) with `flags`, mode 0600 when created.
 /// Allocation-free and async-signal-safe.
+///
+/// The C string is made in a small buffer when the path fits: every exec opens the
+/// host-wide policy file, and a zeroed 4 KiB buffer on the constructor's stack cost ~4,000
+/// instructions and a page fault of its own there.
 pub fn open(path: &str, flags: i32) -> Result<i32, Errno> {
-    let mut c = [0u8; 4096];
+    if path.len() < 256 {
+        open_in(&mut [0u8; 256], path, flags)
+    } else {
+        open_long(path, flags)
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn open_long(path: &str, flags: i32) -> Result<i32, Errno> {
+    open_in(&mut [0u8; 4096], path, flags)
+}
+
+/// [`open`] with `c` (zeroed) to make the C string in.
+fn open_in(c: &mut [u8], path: &str, flags: i32) -> Result<i32, Errno> {
     if path.len() >= c.len() || path.as_bytes().contains(&0) {
         return Err(Errno(libc::ENAMETOOLONG));
     }
@@ -930,6 +948,9 @@ impl Thread {
 }
 
 /// The whole content of a small file (the policy file), read without std.
+// Out of line: its 8 KiB buffer would otherwise sit in the constructor's frame and be
+// probed (a page fault) in every exec, not only in those that read a policy file.
+#[inline(never)]
 pub fn read_file(path: &str) -> Result<alloc::vec::Vec<u8>, Errno> {
     let fd = open(path, libc::O_RDONLY | libc::O_CLOEXEC)?;
     let mut out = alloc::vec::Vec::new();
