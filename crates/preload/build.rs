@@ -7,14 +7,17 @@
 //!   sockwrap (measured, DESIGN.md). Linking the static unwinder ahead of it removes the load.
 //!   (The library is no_std and built with panic=abort now, so nothing should refer to the
 //!   unwinder; the static copy stays as a guard should a dependency bring a reference.)
-//! * `src/thread.c`: the per-thread state (see `sys::Thread`), compiled with the `cc` crate.
+//! * `src/thread.c`: the per-thread state (see `sys::Thread`), and `src/lazy.c`: the rarely
+//!   called libc functions, bound on first use (see there); compiled with the `cc` crate.
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/thread.c");
+    println!("cargo:rerun-if-changed=src/lazy.c");
     cc::Build::new()
         .file("src/thread.c")
+        .file("src/lazy.c")
         .opt_level(2)
         .pic(true)
         .warnings(true)

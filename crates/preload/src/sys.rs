@@ -29,6 +29,30 @@ pub fn errno() -> i32 {
     unsafe { *libc::__errno_location() }
 }
 
+/// The shells of `lazy.c`: libc functions the library calls rarely, through the PLT, so
+/// that the loader binds them at their first call instead of at every exec.
+pub mod lazy {
+    extern "C" {
+        pub fn sockwrap_malloc(n: usize) -> *mut libc::c_void;
+        pub fn sockwrap_realloc(p: *mut libc::c_void, n: usize) -> *mut libc::c_void;
+        pub fn sockwrap_free(p: *mut libc::c_void);
+        pub fn sockwrap_posix_memalign(
+            out: *mut *mut libc::c_void,
+            align: usize,
+            n: usize,
+        ) -> libc::c_int;
+        pub fn sockwrap_abort() -> !;
+        pub fn sockwrap_clock_gettime(
+            clock: libc::clockid_t,
+            ts: *mut libc::timespec,
+        ) -> libc::c_int;
+        pub fn sockwrap_spawn_blocked(
+            start: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+            arg: *mut libc::c_void,
+        ) -> libc::c_int;
+    }
+}
+
 pub fn set_errno(e: i32) {
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = e }
@@ -447,22 +471,10 @@ pub fn spawn(f: Box<dyn FnOnce() + Send>) -> bool {
         core::ptr::null_mut()
     }
     let arg = Box::into_raw(Box::new(f)) as *mut core::ffi::c_void;
-    // SAFETY: plain libc calls on valid local storage; the attribute and masks are
-    // initialised before use, and `arg` is reclaimed if the thread is not created.
+    // SAFETY: `start` has the C signature pthread_create wants; `arg` is reclaimed if the
+    // thread is not created (lazy.c: the attribute and signal-mask dance, in C).
     unsafe {
-        let mut attr = MaybeUninit::<libc::pthread_attr_t>::uninit();
-        libc::pthread_attr_init(attr.as_mut_ptr());
-        libc::pthread_attr_setdetachstate(attr.as_mut_ptr(), libc::PTHREAD_CREATE_DETACHED);
-        libc::pthread_attr_setstacksize(attr.as_mut_ptr(), 64 * 1024);
-        let mut all = MaybeUninit::<libc::sigset_t>::uninit();
-        libc::sigfillset(all.as_mut_ptr());
-        let mut old = MaybeUninit::<libc::sigset_t>::uninit();
-        libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
-        let mut tid = MaybeUninit::<libc::pthread_t>::uninit();
-        let r = libc::pthread_create(tid.as_mut_ptr(), attr.as_ptr(), start, arg);
-        libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), core::ptr::null_mut());
-        libc::pthread_attr_destroy(attr.as_mut_ptr());
-        if r != 0 {
+        if lazy::sockwrap_spawn_blocked(start, arg) != 0 {
             drop(Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>));
             return false;
         }
@@ -513,7 +525,7 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: ts is valid for writing; clock_gettime is async-signal-safe.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
+    unsafe { lazy::sockwrap_clock_gettime(clock, &mut ts) };
     (ts.tv_sec as u64)
         .wrapping_mul(1_000_000_000)
         .wrapping_add(ts.tv_nsec as u64)
@@ -527,22 +539,31 @@ pub fn wiped_on_fork_word() -> Option<&'static core::sync::atomic::AtomicI32> {
     const PAGE: usize = 4096;
     // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
     let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
+        libc::syscall(
+            libc::SYS_mmap,
+            core::ptr::null_mut::<libc::c_void>(),
             PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
+            (libc::PROT_READ | libc::PROT_WRITE) as libc::c_long,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as libc::c_long,
+            -1 as libc::c_long,
+            0 as libc::c_long,
         )
-    };
+    } as *mut libc::c_void;
     if p == libc::MAP_FAILED {
         return None;
     }
     // SAFETY: p is the page just mapped.
-    if unsafe { libc::madvise(p, PAGE, libc::MADV_WIPEONFORK) } != 0 {
+    if unsafe {
+        libc::syscall(
+            libc::SYS_madvise,
+            p,
+            PAGE,
+            libc::MADV_WIPEONFORK as libc::c_long,
+        )
+    } != 0
+    {
         // SAFETY: unmapping our own page, which nothing refers to.
-        unsafe { libc::munmap(p, PAGE) };
+        unsafe { libc::syscall(libc::SYS_munmap, p, PAGE) };
         return None;
     }
     // SAFETY: the page is zeroed, aligned, never unmapped, and only ever used as this one
@@ -654,13 +675,25 @@ fn open_in(c: &mut [u8], path: &str, flags: i32) -> Result<i32, Errno> {
     }
 }
 
+/// `read(2)` as a raw system call: the bytes read, or -1 with errno set.
+fn read(fd: i32, buf: &mut [u8]) -> isize {
+    // SAFETY: buf is valid for writes of its length.
+    unsafe {
+        libc::syscall(
+            libc::SYS_read,
+            fd as libc::c_long,
+            buf.as_mut_ptr(),
+            buf.len(),
+        ) as isize
+    }
+}
+
 /// Reads into `buf` until it is full or the file ends (or fails): the bytes read.
 pub fn read_full(fd: i32, buf: &mut [u8]) -> usize {
     let mut done = 0;
     while done < buf.len() {
         let rest = &mut buf[done..];
-        // SAFETY: rest is valid for writes of its length. read() is not one of our hooks.
-        let n = unsafe { libc::read(fd, rest.as_mut_ptr() as *mut core::ffi::c_void, rest.len()) };
+        let n = read(fd, rest);
         if n > 0 {
             done += n as usize;
         } else if n == 0 || errno() != libc::EINTR {
@@ -680,9 +713,10 @@ pub fn secure_mode() -> bool {
 pub fn readlink<'a>(path: &core::ffi::CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
     // SAFETY: path is NUL-terminated, buf is valid for its length.
     let n = unsafe {
-        libc::readlink(
+        libc::syscall(
+            libc::SYS_readlink,
             path.as_ptr(),
-            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.as_mut_ptr(),
             buf.len(),
         )
     };
@@ -757,7 +791,7 @@ pub fn errno_name(e: i32) -> &'static str {
 #[cfg_attr(test, allow(dead_code))]
 pub fn abort() -> ! {
     // SAFETY: abort has no preconditions and does not return.
-    unsafe { libc::abort() }
+    unsafe { lazy::sockwrap_abort() }
 }
 
 /// A value behind a spin lock that gives up: [`Spin::with`] returns `None` rather than wait
@@ -956,14 +990,7 @@ pub fn read_file(path: &str) -> Result<alloc::vec::Vec<u8>, Errno> {
     let mut out = alloc::vec::Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
-        // SAFETY: chunk is valid for writes of its length. read() is not one of our hooks.
-        let n = unsafe {
-            libc::read(
-                fd,
-                chunk.as_mut_ptr() as *mut core::ffi::c_void,
-                chunk.len(),
-            )
-        };
+        let n = read(fd, &mut chunk);
         if n > 0 {
             out.extend_from_slice(&chunk[..n as usize]);
         } else if n == 0 {
