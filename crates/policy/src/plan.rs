@@ -306,9 +306,8 @@ impl<'p> Iterator for PlanOps<'_, 'p> {
 #[derive(Clone, Debug)]
 pub(crate) struct FixedPlans {
     /// (start in the entries, length), indexed by `(decision × 5 + stage) × 3 + variant`,
-    /// length 0 where the plan is not precomputed or is empty (it is then walked, which
-    /// gives the same); and the entries. Never filled when the policy has no precomputed
-    /// decisions.
+    /// [`NOT_PRECOMPUTED`] where the plan is not precomputed (it is then walked); and the
+    /// entries. Never filled when the policy has no precomputed decisions.
     plans: FillOnce<Ranges, PlanOp>,
 }
 
@@ -324,9 +323,13 @@ impl Default for FixedPlans {
 #[derive(Clone, Copy)]
 struct Ranges([(u16, u8); 6 * 5 * 3]);
 
+/// A start no entry has (there is room for far fewer, see [`FixedPlans::reserve`]): the
+/// plans not precomputed, whose look-up then fails the bounds check.
+const NOT_PRECOMPUTED: (u16, u8) = (u16::MAX, 0);
+
 impl Default for Ranges {
     fn default() -> Ranges {
-        Ranges([(0, 0); 6 * 5 * 3])
+        Ranges([NOT_PRECOMPUTED; 6 * 5 * 3])
     }
 }
 
@@ -384,9 +387,6 @@ impl FixedPlans {
         let &(start, len) = ranges
             .0
             .get((decision * 5 + stage as usize) * 3 + variant as usize)?;
-        if len == 0 {
-            return None;
-        }
         ops.get(start as usize..start as usize + len as usize)
     }
 }
