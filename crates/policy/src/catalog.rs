@@ -534,11 +534,22 @@ impl Opt {
     /// Finds a slot by any of its user-facing names (`hop-limit` finds [`Opt::Ttl`]).
     /// Underscores and hyphens are interchangeable.
     pub fn from_name(name: &str) -> Option<Opt> {
-        let norm = |s: &str| s.replace('_', "-").to_ascii_lowercase();
-        let want = norm(name);
+        // Compared byte by byte, normalised on the fly: the environment's names pass here
+        // in every exec, and two normalised copies per look-up cost more than the search.
+        let same = |canon: &str| {
+            canon.len() == name.len()
+                && canon.bytes().zip(name.bytes()).all(|(c, n)| {
+                    let n = if n == b'_' {
+                        b'-'
+                    } else {
+                        n.to_ascii_lowercase()
+                    };
+                    c == n
+                })
+        };
         Opt::ALL
             .into_iter()
-            .find(|o| o.spec().name == want || o.spec().aliases.iter().any(|a| *a == want))
+            .find(|o| same(o.spec().name) || o.spec().aliases.iter().any(|a| same(a)))
     }
 
     /// Whether MPTCP sockets accept every kernel option of this slot.
@@ -871,7 +882,18 @@ fn scaled(s: &str, unit: Unit) -> Option<i64> {
     }
     let (num, suf) = split_suffix(s);
     let n = parse_int_text(num)?;
-    let mult: i64 = match (unit, suf.to_ascii_lowercase().as_str()) {
+    // Lower-cased on the stack: no suffix is longer than four bytes, and a longer one
+    // matches none of them.
+    let mut low = [0u8; 4];
+    let suf = match low.get_mut(..suf.len()) {
+        Some(d) => {
+            d.copy_from_slice(suf.as_bytes());
+            d.make_ascii_lowercase();
+            core::str::from_utf8(d).ok()?
+        }
+        None => return None,
+    };
+    let mult: i64 = match (unit, suf) {
         (_, "") => 1,
         (Unit::Bytes | Unit::Rate, "k" | "kb" | "kib") => 1 << 10,
         (Unit::Bytes | Unit::Rate, "m" | "mb" | "mib") => 1 << 20,

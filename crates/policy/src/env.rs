@@ -285,6 +285,8 @@ pub fn from_vars<'a>(vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> EnvS
         }
     }
     if !rule.is_empty() {
+        // Exactly as many as there will be (a Vec grows by four at first: ~1 KiB of rules).
+        out.flag_rules.reserve_exact(targets.len().max(1));
         if targets.is_empty() {
             out.flag_rules.push(rule);
         } else {

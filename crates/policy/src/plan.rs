@@ -11,6 +11,7 @@
 //! makes the same calls.
 
 use crate::catalog::{Applies, Family, Opt, When, N_OPTS};
+use crate::once::{FillOnce, Filler};
 #[allow(unused_imports)]
 use crate::prelude::*;
 use crate::rules::{Decision, Role, Transport};
@@ -295,66 +296,135 @@ impl<'p> Iterator for PlanOps<'_, 'p> {
     }
 }
 
-/// Every precomputed decision's plan per stage and variant, made when the policy is built
-/// (only policies whose rules look at no address or port have precomputed decisions): a
-/// plan for such a socket is then one slice of ready entries.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Every precomputed decision's plan per stage and variant (only policies whose rules look
+/// at no address or port have precomputed decisions): a plan for such a socket is then one
+/// slice of ready entries.
+///
+/// Built by the first socket that needs one of them, not with the policy (see
+/// [`crate::once`]): a program that never opens a socket pays nothing for them. Room for
+/// them is reserved when the policy is built.
+#[derive(Clone, Debug)]
 pub(crate) struct FixedPlans {
-    /// (start in `ops`, length), indexed by `(decision × 5 + stage) × 3 + variant`; `None`
-    /// where the plan is not precomputed (it is then walked).
-    ranges: Vec<Option<(u16, u8)>>,
-    ops: Vec<PlanOp>,
+    /// (start in the entries, length), indexed by `(decision × 5 + stage) × 3 + variant`,
+    /// [`NOT_PRECOMPUTED`] where the plan is not precomputed (it is then walked); and the
+    /// entries. Never filled when the policy has no precomputed decisions.
+    plans: FillOnce<Ranges, PlanOp>,
+}
+
+impl Default for FixedPlans {
+    fn default() -> FixedPlans {
+        FixedPlans {
+            plans: FillOnce::never(),
+        }
+    }
+}
+
+/// Where each precomputed plan's entries are (see [`FixedPlans`]).
+#[derive(Clone, Copy)]
+struct Ranges([(u16, u8); 6 * 5 * 3]);
+
+/// A start no entry has (there is room for far fewer, see [`FixedPlans::reserve`]): the
+/// plans not precomputed, whose look-up then fails the bounds check.
+const NOT_PRECOMPUTED: (u16, u8) = (u16::MAX, 0);
+
+impl Default for Ranges {
+    fn default() -> Ranges {
+        Ranges([NOT_PRECOMPUTED; 6 * 5 * 3])
+    }
+}
+
+/// A cache of what the rest of the policy says: two policies with the same rules are equal
+/// whatever each has filled in so far.
+impl PartialEq for FixedPlans {
+    fn eq(&self, _: &FixedPlans) -> bool {
+        true
+    }
+}
+impl Eq for FixedPlans {}
+
+/// The stages at which a socket of a precomputed decision's role is planned (a client
+/// connects; a server binds, listens and accepts; a fresh UDP socket is made): the others,
+/// which only adopted sockets meet, walk.
+fn planned_at(stage: Stage, t: Transport, role: Option<Role>) -> bool {
+    match stage {
+        Stage::Connect => role == Some(Role::Client),
+        Stage::Bind | Stage::Listen | Stage::Accept => role == Some(Role::Server),
+        Stage::UdpCreate => role.is_none() && t == Transport::Udp,
+    }
 }
 
 impl FixedPlans {
-    pub(crate) fn build(p: &crate::rules::Policy) -> FixedPlans {
-        let mut f = FixedPlans {
-            ranges: vec![None; 6 * 5 * 3],
-            ops: Vec::new(),
-        };
+    /// Room for the plans of `p`'s precomputed decisions, none of them built yet.
+    pub(crate) fn reserve(p: &crate::rules::Policy) -> FixedPlans {
+        let mut room = 0;
         for i in 0..6 {
             let Some((d, t)) = p.fixed_decision(i) else {
                 return FixedPlans::default();
             };
             let role = crate::rules::fixed_slot(i).1;
+            // At most one entry per slot on AF_INET and on IPv6-only sockets, two on dual
+            // ones (see `VariantOps`): four per slot and stage, over the three variants.
             for stage in Stage::ALL {
-                // Only the stages at which a socket of this decision's role is planned
-                // (a client connects; a server binds, listens and accepts; a fresh UDP
-                // socket is made): the others, which only adopted sockets meet, walk.
-                let used = match stage {
-                    Stage::Connect => role == Some(Role::Client),
-                    Stage::Bind | Stage::Listen | Stage::Accept => role == Some(Role::Server),
-                    Stage::UdpCreate => role.is_none() && t == Transport::Udp,
-                };
-                if !used {
-                    continue;
-                }
-                for variant in Variant::ALL {
-                    let start = f.ops.len();
-                    f.ops.extend(d.walk(stage, t, variant, 0).ops().copied());
-                    let (Ok(start), Ok(len)) =
-                        (u16::try_from(start), u8::try_from(f.ops.len() - start))
-                    else {
-                        return FixedPlans::default();
-                    };
-                    if let Some(r) = f
-                        .ranges
-                        .get_mut((i * 5 + stage as usize) * 3 + variant as usize)
-                    {
-                        *r = Some((start, len));
-                    }
+                if planned_at(stage, t, role) {
+                    room += 4 * (d.mask() & stage.mask(t)).count_ones() as usize;
                 }
             }
         }
-        f
+        FixedPlans {
+            plans: FillOnce::with_capacity(room),
+        }
     }
 
-    fn get(&self, decision: usize, stage: Stage, variant: Variant) -> Option<&[PlanOp]> {
-        let (start, len) = (*self
-            .ranges
-            .get((decision * 5 + stage as usize) * 3 + variant as usize)?)?;
-        self.ops.get(start as usize..start as usize + len as usize)
+    #[inline]
+    fn get<'p>(
+        &'p self,
+        p: &'p crate::rules::Policy,
+        decision: usize,
+        stage: Stage,
+        variant: Variant,
+    ) -> Option<&'p [PlanOp]> {
+        let (ranges, ops) = self.plans.get_or_fill(|f| fill(p, f))?;
+        let &(start, len) = ranges
+            .0
+            .get((decision * 5 + stage as usize) * 3 + variant as usize)?;
+        ops.get(start as usize..start as usize + len as usize)
     }
+}
+
+/// Builds every precomputed decision's plans: every stage its role is planned at, every
+/// variant.
+fn fill(p: &crate::rules::Policy, f: &mut Filler<'_, Ranges, PlanOp>) -> bool {
+    for i in 0..6 {
+        let Some((d, t)) = p.fixed_decision(i) else {
+            return false;
+        };
+        let role = crate::rules::fixed_slot(i).1;
+        for stage in Stage::ALL {
+            if !planned_at(stage, t, role) {
+                continue;
+            }
+            for variant in Variant::ALL {
+                let start = f.len();
+                for op in d.walk(stage, t, variant, 0).ops() {
+                    if !f.push(*op) {
+                        return false;
+                    }
+                }
+                let (Ok(start16), Ok(len)) = (u16::try_from(start), u8::try_from(f.len() - start))
+                else {
+                    return false;
+                };
+                if let Some(r) = f
+                    .head
+                    .0
+                    .get_mut((i * 5 + stage as usize) * 3 + variant as usize)
+                {
+                    *r = (start16, len);
+                }
+            }
+        }
+    }
+    true
 }
 
 /// A [`Plan`] as one fixed-size, pointer-free value that a backend can copy into a map.
@@ -518,7 +588,8 @@ impl<'p> Decision<'p> {
         if crate::rules::fixed_slot(i).0 != transport {
             return None;
         }
-        self.policy().fixed_plans.get(i, stage, variant)
+        let p = self.policy();
+        p.fixed_plans.get(p, i, stage, variant)
     }
 
     /// [`Decision::plan`] by looking up each slot's entries (no ready-made ones).

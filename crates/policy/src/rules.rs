@@ -763,6 +763,22 @@ impl RemoteIndex {
             .filter(|r| !r.matcher.remote.is_empty())
             .count();
         let mut ix = RemoteIndex::default();
+        if remote_rules >= INDEX_THRESHOLD {
+            // One table per prefix length, sized once for its networks: growing them one
+            // rehash at a time cost more than the filing itself.
+            let mut counts: Vec<(u128, usize)> = Vec::new();
+            for c in rules.iter().flat_map(|r| &r.matcher.remote) {
+                let mask = c.parts().1;
+                match counts.iter_mut().find(|(m, _)| *m == mask) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((mask, 1)),
+                }
+            }
+            ix.by_prefix = counts
+                .into_iter()
+                .map(|(m, n)| (m, FixedMap::with_capacity_and_hasher(n, Default::default())))
+                .collect();
+        }
         for (i, r) in rules.iter().enumerate() {
             if remote_rules < INDEX_THRESHOLD || r.matcher.remote.is_empty() {
                 ix.always.push(i as u32);
@@ -822,8 +838,8 @@ pub struct Policy {
     /// When no rule looks at addresses or ports, a decision depends only on the transport
     /// and the role: all six are taken here, once, and `decide` is a copy.
     fixed: Option<Box<[Fixed; 6]>>,
-    /// For the precomputed decisions: each one's plan per stage and variant, ready-made
-    /// (see [`crate::plan::FixedPlans`]).
+    /// For the precomputed decisions: each one's plan per stage and variant, made at the
+    /// first socket of that decision (see [`crate::plan::FixedPlans`]).
     pub(crate) fixed_plans: crate::plan::FixedPlans,
 }
 
@@ -939,7 +955,7 @@ impl Policy {
                 }
             }
             p.fixed = Some(fixed);
-            p.fixed_plans = crate::plan::FixedPlans::build(&p);
+            p.fixed_plans = crate::plan::FixedPlans::reserve(&p);
         }
         p
     }

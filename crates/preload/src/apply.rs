@@ -112,8 +112,13 @@ pub fn execute(
         }
     }
     let done = done & !failed;
-    log::count_applied(done);
-    if done | failed != 0 && (trace::on() || log::enabled(LogLevel::Info)) {
+    // The log level is read once here: this runs in every connect.
+    if log::enabled(LogLevel::Info) {
+        log::count_applied(done);
+        if done | failed != 0 {
+            noted(s, stage, d, plan, peer, done, failed);
+        }
+    } else if done | failed != 0 && trace::on() {
         noted(s, stage, d, plan, peer, done, failed);
     }
     Ok(plan.lock & !failed)

@@ -24,6 +24,8 @@ use crate::prelude::*;
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
+// libc's allocator through lazily bound shells: most processes never get past the arena.
+use crate::sys::lazy;
 
 const SIZE: usize = 256 * 1024;
 
@@ -62,12 +64,12 @@ impl System {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.align() <= MALLOC_ALIGN && layout.align() <= layout.size() {
             // SAFETY: plain malloc.
-            unsafe { libc::malloc(layout.size()) as *mut u8 }
+            unsafe { lazy::sockwrap_malloc(layout.size()) as *mut u8 }
         } else {
             let mut out: *mut libc::c_void = core::ptr::null_mut();
             let align = layout.align().max(core::mem::size_of::<usize>());
             // SAFETY: align is a power of two and a multiple of the pointer size.
-            match unsafe { libc::posix_memalign(&mut out, align, layout.size()) } {
+            match unsafe { lazy::sockwrap_posix_memalign(&mut out, align, layout.size()) } {
                 0 => out as *mut u8,
                 _ => core::ptr::null_mut(),
             }
@@ -76,13 +78,13 @@ impl System {
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         // SAFETY: ptr came from malloc or posix_memalign above.
-        unsafe { libc::free(ptr as *mut libc::c_void) }
+        unsafe { lazy::sockwrap_free(ptr as *mut libc::c_void) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if layout.align() <= MALLOC_ALIGN && layout.align() <= new_size {
             // SAFETY: ptr came from malloc or posix_memalign, both accepted by realloc.
-            unsafe { libc::realloc(ptr as *mut libc::c_void, new_size) as *mut u8 }
+            unsafe { lazy::sockwrap_realloc(ptr as *mut libc::c_void, new_size) as *mut u8 }
         } else {
             // SAFETY: as GlobalAlloc's default realloc: a new block, copy, free the old.
             unsafe {

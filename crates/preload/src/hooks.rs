@@ -114,8 +114,15 @@ unsafe fn sockwrap_vars() -> Vec<(&'static [u8], &'static [u8])> {
             return out;
         }
         while !(*p).is_null() {
-            let bytes: &'static [u8] = CStr::from_ptr(*p).to_bytes();
-            if bytes.starts_with(b"SOCKWRAP_") {
+            // The prefix first, byte by byte: only our variables are measured (strlen),
+            // not the whole environment.
+            let prefix = b"SOCKWRAP_";
+            let mut i = 0;
+            while i < prefix.len() && *(*p).add(i) as u8 == prefix[i] {
+                i += 1;
+            }
+            if i == prefix.len() {
+                let bytes: &'static [u8] = CStr::from_ptr(*p).to_bytes();
                 if let Some(eq) = bytes.iter().position(|&b| b == b'=') {
                     out.push((&bytes[..eq], &bytes[eq + 1..]));
                 }
@@ -1130,6 +1137,27 @@ mod describe {
 }
 
 /// The real functions: the next definitions after ours.
+///
+/// Each is resolved with `dlsym(RTLD_NEXT)` at its first call, not at load (a program that
+/// never makes a socket call pays for none of them), except `close`, which is resolved at
+/// load in every process: it is the hook that signal handlers call.
+///
+/// Why a first-call dlsym is safe where it can happen (checked in glibc 2.36's source):
+/// * in a forked child of a threaded program: `dlsym` takes only the loader's lock
+///   `GL(dl_load_lock)` (dlfcn/dlsym.c), and `fork` re-initialises that lock in the child,
+///   threaded or not (posix/fork.c: `__rtld_lock_initialize (GL(dl_load_lock))`, after
+///   `__malloc_fork_unlock_child`), so the child cannot inherit it held by a thread that
+///   no longer exists;
+/// * concurrently in several threads: the slot is written with the same address by
+///   whichever thread gets there; the loader's lock is recursive and taken briefly;
+/// * a successful `RTLD_NEXT` look-up allocates nothing (elf/dl-sym.c `do_sym`,
+///   dlfcn/dlerror.c `_dlerror_run` frees only an error left pending by an earlier failed
+///   dl call of the same thread).
+///
+/// What stays: a signal handler that makes the first call of a hooked function in its
+/// process while its own thread is inside malloc (with such a pending dl error) or inside
+/// the loader (`dlopen`) is no longer async-signal-safe for that one call. `close`, the
+/// call handlers make, is therefore resolved at load.
 pub mod real {
     use super::real_fns::slots;
     use core::ffi::c_char;
@@ -1205,9 +1233,14 @@ macro_rules! hooks {
                 }
             )*
 
-            /// Resolves every real function of an `eager` row (the others resolve at their
-            /// first call); logs each at debug level.
+            /// At debug level, resolves every real function of an `eager` row now and logs
+            /// each (`Loading socket => 0x7f…`). Otherwise nothing: each real function is
+            /// resolved at its first call (see [`super::real`] for why that is safe), so a
+            /// program that never calls one never pays its dlsym (~800 instructions each).
             pub fn resolve_all() {
+                if !crate::log::enabled(sockwrap_policy::LogLevel::Debug) {
+                    return;
+                }
                 $(
                     if hooks!(@eager $resolve) {
                         let p = super::real::resolve(concat!(stringify!($name), "\0"));

@@ -1,7 +1,7 @@
 //! The constructor's work, in safe Rust: read the policy once (the launcher's compiled
-//! form, or the environment and the policy file), open the log and the trace, resolve the
-//! real functions, and publish an immutable [`Global`]. Anything that goes wrong leaves
-//! the program untouched (fail-open) with one error line.
+//! form, or the environment and the policy file), open the log and the trace, and publish
+//! an immutable [`Global`]. Anything that goes wrong leaves the program untouched
+//! (fail-open) with one error line.
 
 use crate::apply::Global;
 #[allow(unused_imports)]
@@ -13,7 +13,8 @@ use sockwrap_policy::compiled::{self, HostError};
 use sockwrap_policy::LogLevel;
 
 /// `vars`: the process's `SOCKWRAP_*` variables (name, value), borrowed from `environ`.
-/// `resolve` resolves the real functions (after the log is open, so it can say where).
+/// `resolve` lists the real functions at debug level (after the log is open, so it can say
+/// where); otherwise each is resolved at its first call.
 pub fn init(
     argv0: Option<&CStr>,
     vars: &[(&[u8], &[u8])],
@@ -24,7 +25,12 @@ pub fn init(
     // file) applies there.
     let vars: &[(&[u8], &[u8])] = if sys::secure_mode() { &[] } else { vars };
     fn text(b: &[u8]) -> Cow<'_, str> {
-        String::from_utf8_lossy(b)
+        // The same as from_utf8_lossy, which walks byte by byte (~7 instructions a byte:
+        // 35,000 for a 50-rule SOCKWRAP_POLICY); from_utf8 checks ASCII a word at a time.
+        match core::str::from_utf8(b) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(b),
+        }
     }
     let from_env = vars
         .iter()
@@ -40,6 +46,11 @@ pub fn init(
     if host.is_none() && vars.is_empty() {
         return None;
     }
+    // The published value's block first, the policy's after it: the policy's last block is
+    // the room reserved for its plans (allocated, not written: see sockwrap_policy's
+    // `once`), which then ends the arena's used part instead of pushing the Global onto a
+    // page of its own (one more page fault per exec).
+    let mut global = Box::new(Global::new(sockwrap_policy::Policy::default(), None));
     let vars: Vec<(Cow<str>, Cow<str>)> = vars.iter().map(|(k, v)| (text(k), text(v))).collect();
     // argv[0]'s basename, only where it is used (the trace's program name, program rules).
     let base = || {
@@ -116,7 +127,8 @@ pub fn init(
     if policy.is_empty() {
         return None; // no rule for this program: hooks stay pass-through
     }
-    Some(Box::new(Global::new(policy, loaded.env.seed)))
+    *global = Global::new(policy, loaded.env.seed);
+    Some(global)
 }
 
 fn basename(path: &[u8]) -> &[u8] {
@@ -133,6 +145,9 @@ fn host_text(argv0: Option<&[u8]>) -> Option<Result<String, HostError>> {
     r
 }
 
+// Out of line: its 5 KiB of buffers would otherwise sit in the constructor's frame and
+// reach a stack page of their own in every exec, including those with no host file.
+#[inline(never)]
 fn read_host(fd: i32, argv0: Option<&[u8]>) -> Option<Result<String, HostError>> {
     let mut first = [0u8; compiled::HOST_HEAD_MAX];
     let n = sys::read_full(fd, &mut first);

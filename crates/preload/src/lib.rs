@@ -1,9 +1,9 @@
 //! libsockwrap.so: gives socket options to programs that never asked for them.
 //!
 //! Loaded with `LD_PRELOAD` (usually by `sockwrap run`). The constructor reads the policy
-//! once, resolves the real socket functions, and publishes an immutable
-//! [`apply::Global`]. After that the hooks only read: no allocation, no locks, no lazy
-//! initialisation. Anything that goes wrong while loading leaves the program untouched
+//! once and publishes an immutable [`apply::Global`]. After that the hooks only read: no
+//! allocation, no locks, no lazy initialisation, with one measured exception: each real
+//! function but `close` is resolved (dlsym) at its first call, see `hooks::real`. Anything that goes wrong while loading leaves the program untouched
 //! (fail-open) with one error line.
 //!
 //! Modules, and who calls whom (no cycles: `scripts/module-graph.sh` checks):

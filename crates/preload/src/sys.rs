@@ -29,6 +29,30 @@ pub fn errno() -> i32 {
     unsafe { *libc::__errno_location() }
 }
 
+/// The shells of `lazy.c`: libc functions the library calls rarely, through the PLT, so
+/// that the loader binds them at their first call instead of at every exec.
+pub mod lazy {
+    extern "C" {
+        pub fn sockwrap_malloc(n: usize) -> *mut libc::c_void;
+        pub fn sockwrap_realloc(p: *mut libc::c_void, n: usize) -> *mut libc::c_void;
+        pub fn sockwrap_free(p: *mut libc::c_void);
+        pub fn sockwrap_posix_memalign(
+            out: *mut *mut libc::c_void,
+            align: usize,
+            n: usize,
+        ) -> libc::c_int;
+        pub fn sockwrap_abort() -> !;
+        pub fn sockwrap_clock_gettime(
+            clock: libc::clockid_t,
+            ts: *mut libc::timespec,
+        ) -> libc::c_int;
+        pub fn sockwrap_spawn_blocked(
+            start: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+            arg: *mut libc::c_void,
+        ) -> libc::c_int;
+    }
+}
+
 pub fn set_errno(e: i32) {
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = e }
@@ -438,75 +462,26 @@ pub fn random_u64() -> u64 {
 }
 
 /// Runs `f` on a new detached thread with the program's signals blocked (so that none of
-/// its handlers ever runs on it). False if the thread could not be made.
-///
-/// `pthread_create` and `pthread_detach` are looked up when first needed (only a delayed
-/// non-blocking connect makes a thread): imported, they would be symbol look-ups the loader
-/// does in every process at start. The mask is set with the raw system call, keeping
-/// glibc's two internal signals (SIGCANCEL 32, SIGSETXID 33) open as pthread_sigmask does
-/// (glibc's setuid signals every thread with SIGSETXID and waits for each; glibc's
-/// pthread_create also clears them for the new thread, checked by
-/// tests/test_actions.py::test_setuid_while_a_connect_is_delayed_does_not_hang with this
-/// mask made full).
+/// its handlers ever runs on it). False if the thread could not be made. pthread_create
+/// is bound at its first call (lazy.c), not at load. glibc's sigfillset and pthread_sigmask
+/// leave its internal SIGCANCEL and SIGSETXID open (glibc's setuid signals every thread
+/// with SIGSETXID and waits for each: tests/test_actions.py::
+/// test_setuid_while_a_connect_is_delayed_does_not_hang).
 pub fn spawn(f: Box<dyn FnOnce() + Send>) -> bool {
-    type Start = extern "C" fn(*mut core::ffi::c_void) -> *mut core::ffi::c_void;
-    type Create = unsafe extern "C" fn(
-        *mut libc::pthread_t,
-        *const libc::pthread_attr_t,
-        Start,
-        *mut core::ffi::c_void,
-    ) -> libc::c_int;
-    type Detach = unsafe extern "C" fn(libc::pthread_t) -> libc::c_int;
     extern "C" fn start(arg: *mut core::ffi::c_void) -> *mut core::ffi::c_void {
         // SAFETY: arg is the Box<Box<dyn FnOnce>> leaked by `spawn` for this thread alone.
         let f = unsafe { Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>) };
         f();
         core::ptr::null_mut()
     }
-    // SAFETY: NUL-terminated names; RTLD_DEFAULT searches the program's libraries.
-    let (create, detach) = unsafe {
-        (
-            libc::dlsym(libc::RTLD_DEFAULT, c"pthread_create".as_ptr()),
-            libc::dlsym(libc::RTLD_DEFAULT, c"pthread_detach".as_ptr()),
-        )
-    };
-    if create.is_null() || detach.is_null() {
-        return false;
-    }
-    // SAFETY: the addresses of libc's functions of these C types.
-    let (create, detach) = unsafe {
-        (
-            core::mem::transmute::<*mut core::ffi::c_void, Create>(create),
-            core::mem::transmute::<*mut core::ffi::c_void, Detach>(detach),
-        )
-    };
     let arg = Box::into_raw(Box::new(f)) as *mut core::ffi::c_void;
-    let all: u64 = !((1 << (32 - 1)) | (1 << (33 - 1)));
-    let mut old: u64 = 0;
-    // SAFETY: 8-byte kernel signal sets, valid for the calls; `arg` is reclaimed if the
-    // thread is not created.
+    // SAFETY: `start` has the C signature pthread_create wants; `arg` is reclaimed if the
+    // thread is not created (lazy.c: the attribute and signal-mask dance, in C).
     unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &all as *const u64,
-            &mut old as *mut u64,
-            8 as libc::c_long,
-        );
-        let mut tid = MaybeUninit::<libc::pthread_t>::uninit();
-        let r = create(tid.as_mut_ptr(), core::ptr::null(), start, arg);
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            &old as *const u64,
-            core::ptr::null_mut::<u64>(),
-            8 as libc::c_long,
-        );
-        if r != 0 {
+        if lazy::sockwrap_spawn_blocked(start, arg) != 0 {
             drop(Box::from_raw(arg as *mut Box<dyn FnOnce() + Send>));
             return false;
         }
-        detach(tid.assume_init());
     }
     true
 }
@@ -554,7 +529,7 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: ts is valid for writing; clock_gettime is async-signal-safe.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
+    unsafe { lazy::sockwrap_clock_gettime(clock, &mut ts) };
     (ts.tv_sec as u64)
         .wrapping_mul(1_000_000_000)
         .wrapping_add(ts.tv_nsec as u64)
@@ -568,22 +543,31 @@ pub fn wiped_on_fork_word() -> Option<&'static core::sync::atomic::AtomicI32> {
     const PAGE: usize = 4096;
     // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
     let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
+        libc::syscall(
+            libc::SYS_mmap,
+            core::ptr::null_mut::<libc::c_void>(),
             PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
+            (libc::PROT_READ | libc::PROT_WRITE) as libc::c_long,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as libc::c_long,
+            -1 as libc::c_long,
+            0 as libc::c_long,
         )
-    };
+    } as *mut libc::c_void;
     if p == libc::MAP_FAILED {
         return None;
     }
     // SAFETY: p is the page just mapped.
-    if unsafe { libc::madvise(p, PAGE, libc::MADV_WIPEONFORK) } != 0 {
+    if unsafe {
+        libc::syscall(
+            libc::SYS_madvise,
+            p,
+            PAGE,
+            libc::MADV_WIPEONFORK as libc::c_long,
+        )
+    } != 0
+    {
         // SAFETY: unmapping our own page, which nothing refers to.
-        unsafe { libc::munmap(p, PAGE) };
+        unsafe { libc::syscall(libc::SYS_munmap, p, PAGE) };
         return None;
     }
     // SAFETY: the page is zeroed, aligned, never unmapped, and only ever used as this one
@@ -656,8 +640,26 @@ pub fn close_from(first: u32) {
 
 /// Opens `path` (shorter than 4 KiB, no NUL) with `flags`, mode 0600 when created.
 /// Allocation-free and async-signal-safe.
+///
+/// The C string is made in a small buffer when the path fits: every exec opens the
+/// host-wide policy file, and a zeroed 4 KiB buffer on the constructor's stack cost ~4,000
+/// instructions and a page fault of its own there.
 pub fn open(path: &str, flags: i32) -> Result<i32, Errno> {
-    let mut c = [0u8; 4096];
+    if path.len() < 256 {
+        open_in(&mut [0u8; 256], path, flags)
+    } else {
+        open_long(path, flags)
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn open_long(path: &str, flags: i32) -> Result<i32, Errno> {
+    open_in(&mut [0u8; 4096], path, flags)
+}
+
+/// [`open`] with `c` (zeroed) to make the C string in.
+fn open_in(c: &mut [u8], path: &str, flags: i32) -> Result<i32, Errno> {
     if path.len() >= c.len() || path.as_bytes().contains(&0) {
         return Err(Errno(libc::ENAMETOOLONG));
     }
@@ -677,13 +679,25 @@ pub fn open(path: &str, flags: i32) -> Result<i32, Errno> {
     }
 }
 
+/// `read(2)` as a raw system call: the bytes read, or -1 with errno set.
+fn read(fd: i32, buf: &mut [u8]) -> isize {
+    // SAFETY: buf is valid for writes of its length.
+    unsafe {
+        libc::syscall(
+            libc::SYS_read,
+            fd as libc::c_long,
+            buf.as_mut_ptr(),
+            buf.len(),
+        ) as isize
+    }
+}
+
 /// Reads into `buf` until it is full or the file ends (or fails): the bytes read.
 pub fn read_full(fd: i32, buf: &mut [u8]) -> usize {
     let mut done = 0;
     while done < buf.len() {
         let rest = &mut buf[done..];
-        // SAFETY: rest is valid for writes of its length. read() is not one of our hooks.
-        let n = unsafe { libc::read(fd, rest.as_mut_ptr() as *mut core::ffi::c_void, rest.len()) };
+        let n = read(fd, rest);
         if n > 0 {
             done += n as usize;
         } else if n == 0 || errno() != libc::EINTR {
@@ -703,9 +717,10 @@ pub fn secure_mode() -> bool {
 pub fn readlink<'a>(path: &core::ffi::CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
     // SAFETY: path is NUL-terminated, buf is valid for its length.
     let n = unsafe {
-        libc::readlink(
+        libc::syscall(
+            libc::SYS_readlink,
             path.as_ptr(),
-            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.as_mut_ptr(),
             buf.len(),
         )
     };
@@ -780,7 +795,7 @@ pub fn errno_name(e: i32) -> &'static str {
 #[cfg_attr(test, allow(dead_code))]
 pub fn abort() -> ! {
     // SAFETY: abort has no preconditions and does not return.
-    unsafe { libc::abort() }
+    unsafe { lazy::sockwrap_abort() }
 }
 
 /// A value behind a spin lock that gives up: [`Spin::with`] returns `None` rather than wait
@@ -971,19 +986,15 @@ impl Thread {
 }
 
 /// The whole content of a small file (the policy file), read without std.
+// Out of line: its 8 KiB buffer would otherwise sit in the constructor's frame and be
+// probed (a page fault) in every exec, not only in those that read a policy file.
+#[inline(never)]
 pub fn read_file(path: &str) -> Result<alloc::vec::Vec<u8>, Errno> {
     let fd = open(path, libc::O_RDONLY | libc::O_CLOEXEC)?;
     let mut out = alloc::vec::Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
-        // SAFETY: chunk is valid for writes of its length. read() is not one of our hooks.
-        let n = unsafe {
-            libc::read(
-                fd,
-                chunk.as_mut_ptr() as *mut core::ffi::c_void,
-                chunk.len(),
-            )
-        };
+        let n = read(fd, &mut chunk);
         if n > 0 {
             out.extend_from_slice(&chunk[..n as usize]);
         } else if n == 0 {
