@@ -124,25 +124,16 @@ pub fn socket(g: &Global, domain: i32, ty: i32, protocol: i32, real: impl Fn(i32
     fd
 }
 
-/// `connect()`: the options for this destination go on before the SYN, and the rule's
-/// actions (deny, redirect, delay, fail) are carried out. `real` is the program's connect,
-/// to the address given (None: the program's own).
-pub fn connect(
-    g: &Global,
-    fd: i32,
-    remote: Option<SocketAddr>,
-    real: impl FnOnce(Option<&SockAddr>) -> i32,
-) -> i32 {
+/// `connect()`: the options for this destination go on before the SYN (a policy with
+/// connection actions or host rules goes through [`connect_acting`] instead).
+pub fn connect(g: &Global, fd: i32, remote: Option<SocketAddr>, real: impl FnOnce() -> i32) -> i32 {
     let Some(remote) = remote else {
-        return real(None);
+        return real();
     };
-    if g.connect_extras {
-        return connect_acting(g, fd, remote, real);
-    }
     let guard = ErrnoGuard::new();
     let Some(s) = sock(fd, family_of(&remote)) else {
         drop(guard);
-        return real(None);
+        return real();
     };
     let s = match apply::on_connect(g, s, &remote, None) {
         Ok(s) => s,
@@ -152,19 +143,23 @@ pub fn connect(
         }
     };
     drop(guard);
-    let r = real(None);
+    let r = real();
     connected(fd, s, r)
 }
 
-/// [`connect`] for a policy with connection actions or host-name rules: the destination's
-/// name, then the options, then the actions. (Only such a policy can have parked sockets.)
-#[inline(never)]
-fn connect_acting(
+/// [`connect`] for a policy with connection actions or host-name rules (`connect_extras`):
+/// the destination's name, then the options, then the actions. `real` is the program's
+/// connect, to the address given (None: the program's own). (Only such a policy can have
+/// parked sockets.)
+pub fn connect_acting(
     g: &Global,
     fd: i32,
-    remote: SocketAddr,
+    remote: Option<SocketAddr>,
     real: impl FnOnce(Option<&SockAddr>) -> i32,
 ) -> i32 {
+    let Some(remote) = remote else {
+        return real(None);
+    };
     if let Some(e) = actions::parked_connect(fd) {
         return fail(Errno(e));
     }

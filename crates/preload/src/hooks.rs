@@ -271,18 +271,27 @@ mod work {
     /// C's contract for `connect(2)`.
     #[inline(never)]
     pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-        // SAFETY: the program's arguments, or its descriptor and the address the policy
-        // redirects it to (valid for its own length).
-        let real = |to: Option<&SockAddr>| unsafe {
-            match to {
-                Some(a) => real::connect(fd, a.as_ptr(), a.len()),
-                None => real::connect(fd, addr, len),
-            }
-        };
+        // SAFETY: arguments passed through.
+        let plain = move || unsafe { real::connect(fd, addr, len) };
         match global() {
-            // SAFETY: the program promises addr is valid for len bytes.
-            Some(g) => calls::connect(g, fd, unsafe { ip_arg(addr, len) }, real),
-            None => real(None),
+            // A policy with connection actions or host rules: the longer way, where the
+            // connect may go elsewhere. Its own arm, so that the common path does not build
+            // the redirecting closure.
+            Some(g) if g.connect_extras => {
+                // SAFETY: the program's arguments, or its descriptor and the address the
+                // policy redirects it to (valid for its own length).
+                let real = move |to: Option<&SockAddr>| unsafe {
+                    match to {
+                        Some(a) => real::connect(fd, a.as_ptr(), a.len()),
+                        None => real::connect(fd, addr, len),
+                    }
+                };
+                // SAFETY: the program promises addr is valid for len bytes.
+                calls::connect_acting(g, fd, unsafe { ip_arg(addr, len) }, real)
+            }
+            // SAFETY: as above.
+            Some(g) => calls::connect(g, fd, unsafe { ip_arg(addr, len) }, plain),
+            None => plain(),
         }
     }
 
