@@ -836,9 +836,10 @@ def report(R, P, quick, build_note, mptcpwrap, pol, full_cg):
             w(f"Connection actions: the same 3 options from a rule on 127.0.0.0/8, alone and beside "
               f"two action rules that never act on the loop's connects (`deny` on port 1, a "
               f"`redirect` on a host name never resolved): {b[0] - a[0]:+,.0f} instructions per "
-              f"iteration ({a[0]:,.0f} → {b[0]:,.0f}), the action rules' match at connect and the "
-              f"name-table check. A policy without action rules does not look at them at all "
-              f"(one length test per connect).")
+              f"iteration ({a[0]:,.0f} → {b[0]:,.0f}): the two rules are matched at connect and at "
+              f"accept like any rule (they set no option), and again for their actions at "
+              f"connect, with the name-table check. A policy without action or host rules "
+              f"takes the plain connect path (one flag test per connect).")
             w("")
 
     # ---- 3
