@@ -229,6 +229,13 @@ static REDIRECTED: Spin<RedirectTable> = Spin::new(RedirectTable {
     next: 0,
 });
 
+/// In a forked child: the tables' locks are free (the child has one thread). A parked
+/// socket stays parked in the child's view: the parent's thread connects the shared socket.
+pub fn after_fork_child() {
+    REDIRECTED.unlock_after_fork();
+    PARKED.unlock_after_fork();
+}
+
 fn remember_redirect(fd: i32, asked: SocketAddr) {
     let Some((dev, ino)) = sys::inode(fd) else {
         return;

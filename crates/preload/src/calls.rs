@@ -220,6 +220,13 @@ fn connected(fd: i32, s: apply::Sock, r: i32) -> i32 {
     r
 }
 
+/// In a forked child: the locks of the rare paths (names, redirects, parked sockets) are
+/// free again.
+pub fn after_fork_child() {
+    names::after_fork_child();
+    actions::after_fork_child();
+}
+
 /// The names a program resolves matter: a rule looks at host names, or the trace shows
 /// them.
 pub fn wants_names(g: Option<&Global>) -> bool {

@@ -49,6 +49,7 @@ fn publish(g: Box<Global>) {
 extern "C" fn after_fork_child() {
     crate::log::reset_after_fork();
     trace::after_fork_child();
+    calls::after_fork_child();
 }
 
 // ---- the constructor ----

@@ -68,6 +68,11 @@ static TABLE: Spin<Option<Box<Table>>> = Spin::new(None);
 /// further.
 static ANY: AtomicBool = AtomicBool::new(false);
 
+/// In a forked child: the table's lock is free (the child has one thread).
+pub fn after_fork_child() {
+    TABLE.unlock_after_fork();
+}
+
 /// Remembers that `name` gave `ips` ([`sockwrap_policy::rules::ip_key`] form).
 pub fn record(name: &[u8], ips: &[u128]) {
     if name.is_empty() || name.len() > NAME_MAX || ips.is_empty() {

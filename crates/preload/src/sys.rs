@@ -838,6 +838,13 @@ impl<T> Spin<T> {
         self.locked.store(false, Ordering::Release);
         Some(r)
     }
+
+    /// In a forked child (one thread): a lock another thread of the parent held at the fork
+    /// would stay taken for ever, and every use would spin out its bound first.
+    pub fn unlock_after_fork(&self) {
+        self.locked
+            .store(false, core::sync::atomic::Ordering::Release);
+    }
 }
 
 /// A value set once, in the constructor, then read by any thread: std's `OnceLock`
