@@ -246,6 +246,22 @@ def test_delay_select_blocking_and_curl(port):
         assert r.returncode == 0 and float(r.stdout) >= 0.45, r.stdout + r.stderr
 
 
+@pytest.mark.parametrize("fam", ["6m", "6"])
+def test_delay_on_ipv6_and_v4_mapped_sockets_leaves_the_socket_as_it_was(port, fam):
+    """A parked dual-stack socket must still reach a v4-mapped address, and stay dual-stack
+    (binding it to ::1 meanwhile would make it IPv6-only for good)."""
+    if fam == "6":
+        util.require_ipv6()
+    host = "127.0.0.1" if fam == "6m" else "::1"
+    cmd = peer("action_client.py", "select6", fam, host, port)
+    with EchoServer(port, host=host):
+        base = results(run(cmd))[0]
+        assert base["ok"] and base["v6only"] == 0 and base["elapsed"] < 0.3, base
+        got = results(run_under_sockwrap(["--delay", "400ms", "--to", f":{port}"], cmd))[0]
+    assert got["ok"] and got["reply"] == f"pong:{port}" and got["elapsed"] >= 0.35, got
+    assert got["v6only"] == 0 and got["peer"][1] == port, got
+
+
 def test_a_delayed_deny_times_out_later_without_blocking(port, port2):
     cmd = peer("action_client.py", "asyncio", "127.0.0.1", port, "127.0.0.1", port2)
     with EchoServer(port) as srv, EchoServer(port2):

@@ -3,6 +3,7 @@
   action_client.py blocking FAMILY HOST PORT           one blocking connect, send b"ping", read the reply
   action_client.py asyncio HOST PORT [HOST PORT ...]    concurrent asyncio connects (epoll)
   action_client.py select HOST PORT                     non-blocking connect, select() for writability
+  action_client.py select6 FAMILY HOST PORT             the same on an IPv6 socket (6: native, 6m: v4-mapped)
   action_client.py loop HOST PORT N                     N blocking connects, one char each: . ok, x refused/reset
   action_client.py byname NAME PORT                     getaddrinfo(NAME) then connect, send, read
   action_client.py byname_then_addr NAME ADDR PORT      the same, then a connect to ADDR (no name)
@@ -77,8 +78,11 @@ async def many(pairs):
     await asyncio.gather(*(one(h, p, t0) for h, p in pairs))
 
 
-def with_select(host, port):
-    s = socket.socket()
+def with_select(host, port, fam="4"):
+    family = socket.AF_INET if fam == "4" else socket.AF_INET6
+    if fam == "6m":
+        host = "::ffff:" + host
+    s = socket.socket(family, socket.SOCK_STREAM)
     s.setblocking(False)
     t0 = time.monotonic()
     r = s.connect_ex((host, port))
@@ -96,7 +100,8 @@ def with_select(host, port):
         return
     s.setblocking(True)
     peer = s.getpeername()
-    report(ok=True, peer=[peer[0], peer[1]], reply=talk(s), elapsed=elapsed)
+    v6only = s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) if fam != "4" else None
+    report(ok=True, peer=[peer[0], peer[1]], reply=talk(s), elapsed=elapsed, v6only=v6only)
 
 
 def loop(host, port, n):
@@ -181,6 +186,8 @@ def main():
         asyncio.run(many([(a[i], int(a[i + 1])) for i in range(0, len(a), 2)]))
     elif mode == "select":
         with_select(a[0], int(a[1]))
+    elif mode == "select6":
+        with_select(a[1], int(a[2]), a[0])
     elif mode == "loop":
         loop(a[0], int(a[1]), int(a[2]))
     elif mode == "byname":

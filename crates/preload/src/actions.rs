@@ -345,10 +345,22 @@ fn park_state(fd: i32) -> Option<(u64, u64, ParkState)> {
     Some((ino, dev, st))
 }
 
-fn loopback(family: Family) -> SockAddr {
+/// The loopback address a parked socket listens on. An IPv6 socket that may reach IPv4
+/// (IPV6_V6ONLY off) takes the v4-mapped loopback: binding a dual-stack socket to ::1 would
+/// make it IPv6-only for good (the kernel sets sk_ipv6only on a bind to a native address),
+/// and its v4-mapped connect would then fail with ENETUNREACH.
+fn loopback(fd: i32, family: Family) -> SockAddr {
+    let v6only = family == Family::V6
+        && sys::getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).is_ok_and(|v| v != 0);
     match family {
         Family::V4 => SockAddr::from(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)),
-        Family::V6 => SockAddr::from(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0)),
+        Family::V6 if v6only => {
+            SockAddr::from(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0))
+        }
+        Family::V6 => SockAddr::from(SocketAddr::new(
+            IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
+            0,
+        )),
     }
 }
 
@@ -367,7 +379,7 @@ fn park(s: Sock, ms: u32, to: SockAddr, errno: Option<i32>) -> Result<(), Errno>
     let unbound = sys::local_addr(s.fd).is_none_or(|a| a.port() == 0);
     if unbound {
         // Loopback only: the listener is not reachable from the network meanwhile.
-        sys::bind(s.fd, &loopback(s.family))?;
+        sys::bind(s.fd, &loopback(s.fd, s.family))?;
     }
     if let Err(e) = sys::listen(s.fd, 0) {
         if unbound {
