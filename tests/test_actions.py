@@ -262,6 +262,46 @@ def test_delay_on_ipv6_and_v4_mapped_sockets_leaves_the_socket_as_it_was(port, f
     assert got["v6only"] == 0 and got["peer"][1] == port, got
 
 
+def test_a_delayed_connect_across_a_veth_uses_the_routes_source_address(port):
+    """A parked socket waits bound to the loopback address; its real connect must still
+    take the source address of the route to its destination: a server in a network
+    namespace of the test's own sees the veth address, as without sockwrap."""
+    util.require_root("network namespaces need root")
+    util.require_tool("ip")
+    ns, a, b = f"swact{os.getpid() % 10000}", "swactA", "swactB"
+    sh = lambda *c: subprocess.run(c, check=True, capture_output=True, timeout=10)
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "link", "del", a], capture_output=True)
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        sh("ip", "link", "set", b, "netns", ns)
+        sh("ip", "addr", "add", "10.79.0.1/24", "dev", a)
+        sh("ip", "link", "set", a, "up")
+        sh("ip", "-n", ns, "addr", "add", "10.79.0.2/24", "dev", b)
+        sh("ip", "-n", ns, "link", "set", b, "up")
+        server = ("import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                  f"s.bind(('10.79.0.2',{port}));s.listen(8);print('ready',flush=True)\n"
+                  "for _ in range(2):\n c,a=s.accept();print(a[0],flush=True);c.recv(64);c.send(b'pong');c.close()\n")
+        srv = subprocess.Popen(["ip", "netns", "exec", ns, util.PY, "-c", server],
+                               stdout=subprocess.PIPE, text=True)
+        try:
+            assert srv.stdout.readline().strip() == "ready"
+            cmd = peer("action_client.py", "select", "10.79.0.2", port)
+            base = results(run(cmd))[0]
+            got = results(run_under_sockwrap(["--delay", "300ms"], cmd))[0]
+            seen = [srv.stdout.readline().strip() for _ in range(2)]
+        finally:
+            srv.kill()
+            srv.wait(5)
+        assert base["ok"] and base["elapsed"] < 0.25, base
+        assert got["ok"] and got["reply"] == "pong" and got["elapsed"] >= 0.25, got
+        assert seen == ["10.79.0.1", "10.79.0.1"], seen
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", a], capture_output=True)
+
+
 def test_a_delayed_deny_times_out_later_without_blocking(port, port2):
     cmd = peer("action_client.py", "asyncio", "127.0.0.1", port, "127.0.0.1", port2)
     with EchoServer(port) as srv, EchoServer(port2):
