@@ -474,3 +474,21 @@ def test_check_and_explain_know_the_actions(tmp_path):
     assert r.returncode == 2 and "--deny: `EBOGUS` is not an errno" in r.stderr, r.stderr
     r = run([util.SOCKWRAP_BIN, "run", "--redirect", "nowhere", "--", "true"])
     assert r.returncode == 2 and "--redirect:" in r.stderr, r.stderr
+
+
+def test_attach_says_that_actions_do_not_reach_open_sockets(tmp_path, port, procs):
+    cfg = policy(tmp_path, f"""
+        [[rule]]
+        name = "no-db"
+        match = {{ port = {port} }}
+        deny = true
+
+        [[rule]]
+        dscp = "EF"
+        """)
+    with EchoServer(port):
+        p = procs.spawn([util.PY, "-c", f"import socket,time\ns=socket.create_connection(('127.0.0.1',{port}))\nprint('up',flush=True)\ntime.sleep(30)"])
+        assert p.stdout.readline().strip() == "up"
+        r = run([util.SOCKWRAP_BIN, "attach", str(p.pid), "-c", cfg, "--dry-run"])
+    assert r.returncode == 0, r.stderr
+    assert "rule no-db: connection actions (deny, redirect, delay, fail) and host names act on new connects only" in r.stderr, r.stderr

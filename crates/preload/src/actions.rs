@@ -354,9 +354,7 @@ fn loopback(fd: i32, family: Family) -> SockAddr {
         && sys::getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).is_ok_and(|v| v != 0);
     match family {
         Family::V4 => SockAddr::from(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)),
-        Family::V6 if v6only => {
-            SockAddr::from(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0))
-        }
+        Family::V6 if v6only => SockAddr::from(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0)),
         Family::V6 => SockAddr::from(SocketAddr::new(
             IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
             0,

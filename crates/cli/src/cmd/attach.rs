@@ -179,6 +179,23 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
         }
         loaded.policy
     };
+    // Connection actions act on connects, and host names are learnt from resolutions:
+    // neither reaches sockets that are already open. Said, not silently dropped.
+    if !o.list && !follow {
+        let acting: Vec<&str> = policy
+            .rules()
+            .iter()
+            .filter(|r| !r.actions.is_empty() || r.matcher.uses_host())
+            .map(|r| r.name.as_str())
+            .collect();
+        if !acting.is_empty() {
+            eprintln!(
+                "sockwrap: attach: rule{} {}: connection actions (deny, redirect, delay, fail) and host names act on new connects only, not on open sockets: not applied here (--follow carries deny and redirect to the new connects)",
+                if acting.len() > 1 { "s" } else { "" },
+                acting.join(", ")
+            );
+        }
+    }
     // Options the kernel backend cannot set are refused before anything is done, the
     // one-shot part included: never half of the policy.
     let tables = if follow {
