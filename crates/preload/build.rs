@@ -10,6 +10,10 @@
 //!   satisfies it. Any other reference fails the link (`-z defs`).
 //! * `src/thread.c`: the per-thread state (see `sys::Thread`), and `src/lazy.c`: the rarely
 //!   called libc functions, bound on first use (see there); compiled with the `cc` crate.
+//! * `start.order`: the functions that run at every start, placed first in `.text` (lld's
+//!   `--symbol-ordering-file`). The kernel maps a file's pages in 64 KiB windows, one page
+//!   fault each; the constructor's code was spread over six of them, listed first it takes
+//!   two. Written by `scripts/start-order.py`; names it no longer finds cost faults only.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/thread.c");
@@ -22,6 +26,12 @@ fn main() {
         .warnings(true)
         .compile("sockwrap_thread");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,defs");
+    println!("cargo:rerun-if-changed=start.order");
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--symbol-ordering-file={dir}/start.order");
+    // The names carry hashes: a debug build, or a list older than the code, has names the
+    // linker does not find, which only leaves those functions where they were.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--no-warn-symbol-ordering");
     // Bind libc functions on first use, not all ~50 at load: rustc links with -z now by
     // default, which costs every exec under sockwrap a symbol look-up per import.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,lazy");
