@@ -14,6 +14,10 @@
 //!   `--symbol-ordering-file`). The kernel maps a file's pages in 64 KiB windows, one page
 //!   fault each; the constructor's code was spread over six of them, listed first it takes
 //!   two. Written by `scripts/start-order.py`; names it no longer finds cost faults only.
+//! * `plt.ld`: the PLT before `.text` instead of after it. crtbeginS.o's destructor calls
+//!   `__cxa_finalize` through it at every exit, and `pthread_atfork` (libc_nonshared.a)
+//!   `__register_atfork`: at the end of `.text` that was one more 64 KiB window, one more
+//!   page fault, in every exec. `INSERT BEFORE` keeps lld's default layout for the rest.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/thread.c");
@@ -32,6 +36,9 @@ fn main() {
     // The names carry hashes: a debug build, or a list older than the code, has names the
     // linker does not find, which only leaves those functions where they were.
     println!("cargo:rustc-cdylib-link-arg=-Wl,--no-warn-symbol-ordering");
+    println!("cargo:rerun-if-changed=plt.ld");
+    // A script with INSERT adds to the default layout instead of replacing it.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{dir}/plt.ld");
     // Bind libc functions on first use, not all ~50 at load: rustc links with -z now by
     // default, which costs every exec under sockwrap a symbol look-up per import.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,lazy");
