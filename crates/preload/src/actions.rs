@@ -388,29 +388,20 @@ fn park(s: Sock, ms: u32, to: SockAddr, errno: Option<i32>) -> Result<(), Errno>
     let dup = match sys::fcntl(s.fd, libc::F_DUPFD_CLOEXEC, 0) {
         Ok(d) => d,
         Err(e) => {
-            let _ = sys::shutdown(s.fd, libc::SHUT_RD);
-            if unbound {
-                undo_bind(s.fd, s.family);
-            }
+            unpark(s.fd, s.family, unbound);
             return Err(e);
         }
     };
     if !set_park(ino, dev, Some(ParkState::Waiting)) {
         sys::close(dup);
-        let _ = sys::shutdown(s.fd, libc::SHUT_RD);
-        if unbound {
-            undo_bind(s.fd, s.family);
-        }
+        unpark(s.fd, s.family, unbound);
         return Err(Errno(libc::ENOSPC));
     }
     let family = s.family;
     let started = sys::spawn(Box::new(move || {
         sys::sleep_ms(ms);
         set_park(ino, dev, Some(ParkState::Transit));
-        let _ = sys::shutdown(dup, libc::SHUT_RD);
-        if unbound {
-            undo_bind(dup, family);
-        }
+        unpark(dup, family, unbound);
         let outcome = match errno {
             Some(e) => Some(e),
             None => match sys::connect(dup, &to) {
@@ -428,13 +419,19 @@ fn park(s: Sock, ms: u32, to: SockAddr, errno: Option<i32>) -> Result<(), Errno>
     if !started {
         set_park(ino, dev, None);
         sys::close(dup);
-        let _ = sys::shutdown(s.fd, libc::SHUT_RD);
-        if unbound {
-            undo_bind(s.fd, s.family);
-        }
+        unpark(s.fd, s.family, unbound);
         return Err(Errno(libc::EAGAIN));
     }
     Ok(())
+}
+
+/// Turns a parked listener back into the unconnected socket it was: `shutdown(SHUT_RD)` on a
+/// listener disconnects it, then the loopback bind is undone if sockwrap made it.
+fn unpark(fd: i32, family: Family, unbound: bool) {
+    let _ = sys::shutdown(fd, libc::SHUT_RD);
+    if unbound {
+        undo_bind(fd, family);
+    }
 }
 
 /// Makes a socket that sockwrap bound to the loopback address unbound again (any address,
