@@ -130,21 +130,14 @@ pub fn connect(g: &Global, fd: i32, remote: Option<SocketAddr>, real: impl FnOnc
     let Some(remote) = remote else {
         return real();
     };
-    let guard = ErrnoGuard::new();
-    let Some(s) = sock(fd, family_of(&remote)) else {
-        drop(guard);
-        return real();
-    };
-    let s = match apply::on_connect(g, s, &remote, None) {
-        Ok(s) => s,
-        Err(e) => {
-            drop(guard);
-            return fail(e);
+    match options_for_connect(g, fd, &remote, None) {
+        Ok(Some(s)) => {
+            let r = real();
+            connected(fd, s, r)
         }
-    };
-    drop(guard);
-    let r = real();
-    connected(fd, s, r)
+        Ok(None) => real(),
+        Err(e) => fail(e),
+    }
 }
 
 /// [`connect`] for a policy with connection actions or host-name rules (`connect_extras`):
@@ -163,12 +156,8 @@ pub fn connect_acting(
     if let Some(e) = actions::parked_connect(fd) {
         return fail(Errno(e));
     }
-    let guard = ErrnoGuard::new();
-    let Some(s) = sock(fd, family_of(&remote)) else {
-        drop(guard);
-        return real(None);
-    };
-    // The name buffer is made only for a policy with host rules (it is 253 bytes).
+    // The name buffer is made only for a policy with host rules (it is 253 bytes). The
+    // look-up makes no system call, so errno is untouched.
     let mut name: names::NameBuf;
     let host = if g.policy.any_host() {
         name = names::NameBuf::new();
@@ -176,13 +165,12 @@ pub fn connect_acting(
     } else {
         None
     };
-    let s = match apply::on_connect(g, s, &remote, host) {
-        Ok(s) => s,
-        Err(e) => {
-            drop(guard);
-            return fail(e);
-        }
+    let s = match options_for_connect(g, fd, &remote, host) {
+        Ok(Some(s)) => s,
+        Ok(None) => return real(None),
+        Err(e) => return fail(e),
     };
+    // Matching rules makes no system call: errno is untouched.
     let acts = if g.policy.any_actions() {
         Some(
             g.policy
@@ -192,12 +180,28 @@ pub fn connect_acting(
     } else {
         None
     };
-    drop(guard);
     let r = match acts {
         Some(a) => actions::connect(g, s, &remote, &a, real),
         None => real(None),
     };
     connected(fd, s, r)
+}
+
+/// The options of a connect of `fd` to `remote` (which came from the name `host`), with
+/// errno kept as it was: `Ok(None)` for a socket sockwrap leaves to the kernel, `Err` for
+/// a strict-mode refusal. Shared by both connect paths, inlined into each.
+#[inline(always)]
+fn options_for_connect(
+    g: &Global,
+    fd: i32,
+    remote: &SocketAddr,
+    host: Option<&str>,
+) -> Result<Option<apply::Sock>, Errno> {
+    let _guard = ErrnoGuard::new();
+    match sock(fd, family_of(remote)) {
+        Some(s) => apply::on_connect(g, s, remote, host).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// After the real connect of `s` returned `r`: the MPTCP outcome, logged at info.
