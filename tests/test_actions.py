@@ -20,34 +20,17 @@ import util
 from util import EF, Capture, peer, run, run_under_sockwrap, tos_server
 
 
-class EchoServer:
-    """Counts the connections it accepts; answers each one's first read with
-    `pong:PORT` (so the client can tell which server it reached). HTTP requests get an
-    HTTP/1.0 answer with that body, for curl."""
+class EchoServer(util.AcceptServer):
+    """Counts the connections it accepts (util.AcceptServer); answers each one's first
+    read with `pong:PORT` (so the client can tell which server it reached). HTTP requests
+    get an HTTP/1.0 answer with that body, for curl."""
 
     def __init__(self, port, host="127.0.0.1"):
-        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.port = port
-        self.ls = socket.socket(fam, socket.SOCK_STREAM)
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind((host, port))
-        self.ls.listen(512)
-        self.ls.settimeout(0.2)
-        self.accepted = 0
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self.serve, daemon=True)
-        self.t.start()
+        super().__init__(port, host, backlog=512)
 
-    def serve(self):
-        while not self.stop.is_set():
-            try:
-                c, _ = self.ls.accept()
-            except OSError:
-                continue
-            with self.lock:
-                self.accepted += 1
-            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
+    def on_accept(self, c):
+        threading.Thread(target=self.handle, args=(c,), daemon=True).start()
 
     def handle(self, c):
         c.settimeout(5)
@@ -64,19 +47,7 @@ class EchoServer:
             c.close()
 
     def count(self):
-        with self.lock:
-            return self.accepted
-
-    def close(self):
-        self.stop.set()
-        self.t.join(5)
-        self.ls.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        return self.accepted
 
 
 def results(r):
