@@ -275,6 +275,20 @@ fn random_seed() -> u64 {
     }
 }
 
+/// The command after `--` (at least the program), or a usage error naming `synopsis`.
+pub fn command(m: &ArgMatches, synopsis: &str) -> Result<Vec<OsString>> {
+    let argv: Vec<OsString> = m
+        .get_many::<String>("command")
+        .map(|v| v.map(OsString::from).collect())
+        .unwrap_or_default();
+    if argv.is_empty() {
+        return Err(Error::usage(format_args!(
+            "run: no command given ({synopsis})"
+        )));
+    }
+    Ok(argv)
+}
+
 /// The program's command with the library and the `SOCKWRAP_*` variables set; `extra`
 /// variables (the trace) are set even when the policy has errors.
 pub fn prepare(
@@ -284,15 +298,8 @@ pub fn prepare(
     let tracing = !extra.is_empty();
     let mut vars = flag_vars(m)?;
     vars.extend(log_vars(m)?);
-    let argv: Vec<OsString> = m
-        .get_many::<String>("command")
-        .map(|v| v.map(OsString::from).collect())
-        .unwrap_or_default();
-    let Some((prog, rest)) = argv.split_first() else {
-        return Err(Error::usage(
-            "run: no command given (sockwrap run [OPTIONS] -- COMMAND...)",
-        ));
-    };
+    let argv = command(m, "sockwrap run [OPTIONS] -- COMMAND...")?;
+    let (prog, rest) = (&argv[0], &argv[1..]);
 
     // Validate the whole policy as the library will see it: inherited SOCKWRAP_* variables,
     // then our flags on top.

@@ -105,15 +105,8 @@ fn verbose(m: &ArgMatches) -> bool {
 }
 
 pub fn run(m: &ArgMatches) -> Result<ExitCode> {
-    let argv: Vec<OsString> = m
-        .get_many::<String>("command")
-        .map(|v| v.map(OsString::from).collect())
-        .unwrap_or_default();
-    let Some((prog, rest)) = argv.split_first() else {
-        return Err(Error::usage(
-            "run: no command given (sockwrap run --kernel [OPTIONS] -- COMMAND...)",
-        ));
-    };
+    let argv = crate::launch::command(m, "sockwrap run --kernel [OPTIONS] -- COMMAND...")?;
+    let (prog, rest) = (&argv[0], &argv[1..]);
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Err(Error::setup(ROOT_ONLY));
