@@ -286,19 +286,7 @@ pub fn enable(m: &ArgMatches) -> Result<ExitCode> {
     if let Some(dir) = earlier.as_deref().and_then(pins_of) {
         remove_pins(&t, &dir)?;
     }
-    if let Some(src) = &source {
-        println!(
-            "copied {} to {} (edits of the original need `sockwrap enable` again)",
-            src.display(),
-            t.at(&t.policy_name()).display()
-        );
-    }
-    t.reload()?;
-    println!(
-        "restart the service to apply it: systemctl restart {}",
-        t.unit
-    );
-    Ok(ExitCode::SUCCESS)
+    finish_enable(&t, source.as_deref())
 }
 
 fn ours_or_refuse(path: &Path) -> Result<Option<String>> {
@@ -728,6 +716,12 @@ fn enable_kernel(
         return Err(e);
     }
     println!("wrote {}", ours.display());
+    finish_enable(t, source)
+}
+
+/// The end of both `enable` forms: say where the policy was copied, reload, and say how to
+/// apply it.
+fn finish_enable(t: &Target, source: Option<&Path>) -> Result<ExitCode> {
     if let Some(src) = source {
         println!(
             "copied {} to {} (edits of the original need `sockwrap enable` again)",
