@@ -599,19 +599,10 @@ FOLLOWED = textwrap.dedent("""\
     """)
 
 
-def cgroup2_mount():
-    with open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 2 and parts[2] == "cgroup2":
-                return Path(parts[1])
-    return None
-
-
 def require_follow():
     util.require_sockwrap()
     util.require_root("attach --follow moves a process between cgroups and attaches BPF programs: root only")
-    util.require(cgroup2_mount() is not None, "no cgroup v2 hierarchy mounted")
+    util.require(util.cgroup2_mount() is not None, "no cgroup v2 hierarchy mounted")
 
 
 def cgroup_of(pid):
@@ -632,7 +623,7 @@ def task_cgroups(pid):
 
 def follow_cgroups():
     """Every sockwrap-follow-* directory in the cgroup v2 tree."""
-    root = cgroup2_mount()
+    root = util.cgroup2_mount()
     return [Path(d) / n for d, dirs, _ in os.walk(root) for n in dirs if n.startswith("sockwrap-follow-")]
 
 
@@ -651,10 +642,10 @@ def procs_in_follow_cgroups():
 
 @pytest.fixture(autouse=True)
 def no_follow_cgroup_left_behind():
-    if os.geteuid() == 0 and cgroup2_mount() is not None:
+    if os.geteuid() == 0 and util.cgroup2_mount() is not None:
         assert follow_cgroups() == [], "a sockwrap-follow cgroup was left by an earlier run"
     yield
-    if os.geteuid() == 0 and cgroup2_mount() is not None:
+    if os.geteuid() == 0 and util.cgroup2_mount() is not None:
         left = util.wait_until(lambda: follow_cgroups() == [], timeout=5) or follow_cgroups()
         if left is not True:
             # A test that failed half-way (its sockwrap killed at teardown): clean up with
@@ -667,7 +658,7 @@ def no_follow_cgroup_left_behind():
 def unit():
     """A cgroup of the test's own, standing in for a service's: (directory, /proc path)."""
     require_follow()
-    root = cgroup2_mount()
+    root = util.cgroup2_mount()
     d = root / f"swtest-unit-{os.getpid()}-{time.monotonic_ns()}"
     d.mkdir()
     yield d, "/" + str(d.relative_to(root))
@@ -774,7 +765,7 @@ def test_follow_new_connection_gets_dscp_on_the_wire_and_without_follow_it_does_
     assert rc == 0, err + err2
     assert "the followed processes have exited" in err2, err2
     assert "setsockopt calls kept from changing a locked option: 0" in err2, err2
-    assert not (cgroup2_mount() / here.lstrip("/")).exists()
+    assert not (util.cgroup2_mount() / here.lstrip("/")).exists()
     assert follow_cgroups() == [] and procs_in_follow_cgroups() == []
 
 
@@ -884,7 +875,7 @@ def test_follow_tree_moves_every_process_and_waits_for_all_of_them(procs, port, 
     assert os.path.exists(f"/proc/{child}") and cgroup_of(child) == ours
     rc, _, err2 = end_follow(f)
     assert rc == 0, err + err2
-    assert not (cgroup2_mount() / ours.lstrip("/")).exists()
+    assert not (util.cgroup2_mount() / ours.lstrip("/")).exists()
     util.wait_until(lambda: not os.path.exists(f"/proc/{child}"), timeout=5)  # reaped by init
     assert follow_cgroups() == [] and procs_in_follow_cgroups() == []
     # Without --tree only the process itself moves (control for the check above).
@@ -986,9 +977,9 @@ def test_follow_errors_are_one_line_and_leave_the_target_where_it_was(procs, por
     # no cgroup v2 (unmounted in a mount namespace of its own; the host keeps it)
     util.require_tool("unshare")
     r = run(["unshare", "-m", "sh", "-c",
-             f"umount {cgroup2_mount()} && exec {util.SOCKWRAP_BIN} attach {p.pid} --follow --dscp EF"])
+             f"umount {util.cgroup2_mount()} && exec {util.SOCKWRAP_BIN} attach {p.pid} --follow --dscp EF"])
     refused(r, 3, "no cgroup v2 hierarchy is mounted")
-    assert cgroup2_mount() is not None
+    assert util.cgroup2_mount() is not None
     # BPF not loadable: bpf(2) answers ENOSYS (a seccomp filter)
     util.require_tool("gcc")
     util.require(os.uname().machine in SECCOMP_BPF_NR, "system call numbers for x86_64/aarch64")
@@ -1029,7 +1020,7 @@ def test_a_killed_follow_is_cleaned_up_by_doctor_and_by_the_next_run(procs, unit
         assert left.startswith(f"{unit_rel}/sockwrap-follow-{f.pid}-")
         os.kill(f.pid, signal.SIGKILL)
         f.wait(timeout=5)
-        cg = cgroup2_mount() / left.lstrip("/")
+        cg = util.cgroup2_mount() / left.lstrip("/")
         assert cg.exists() and cgroup_of(p.pid) == left
         if cleaner == "doctor":
             d = run(DROP + [util.SOCKWRAP_BIN, "doctor"])

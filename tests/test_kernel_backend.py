@@ -271,24 +271,15 @@ func main() {
 
 # --------------------------------------------------------------------------- prerequisites
 
-def cgroup2_mount():
-    with open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 2 and parts[2] == "cgroup2":
-                return Path(parts[1])
-    return None
-
-
 def require_kernel_backend():
     util.require_sockwrap()
     util.require_root("sockwrap run --kernel attaches BPF programs: root only")
-    util.require(cgroup2_mount() is not None, "no cgroup v2 hierarchy mounted")
+    util.require(util.cgroup2_mount() is not None, "no cgroup v2 hierarchy mounted")
 
 
 def our_cgroups():
     """Every sockwrap-PID-START directory anywhere in the cgroup v2 tree."""
-    root = cgroup2_mount()
+    root = util.cgroup2_mount()
     found = []
     for dirpath, dirnames, _ in os.walk(root):
         for d in dirnames:
@@ -300,10 +291,10 @@ def our_cgroups():
 @pytest.fixture(autouse=True)
 def no_cgroup_left_behind():
     """Every test here: no cgroup of sockwrap's before, and none after."""
-    if os.geteuid() == 0 and cgroup2_mount() is not None:
+    if os.geteuid() == 0 and util.cgroup2_mount() is not None:
         assert our_cgroups() == [], "a cgroup of sockwrap's was left by an earlier run"
     yield
-    if os.geteuid() == 0 and cgroup2_mount() is not None:
+    if os.geteuid() == 0 and util.cgroup2_mount() is not None:
         assert util.wait_until(lambda: our_cgroups() == [], timeout=5), \
             f"sockwrap left cgroups behind: {our_cgroups()}"
 
@@ -758,7 +749,7 @@ def test_kill_9_leftovers_are_removed_by_the_next_run(procs):
 
 def test_nothing_is_left_in_the_cgroup_tree_after_a_run():
     require_kernel_backend()
-    root = cgroup2_mount()
+    root = util.cgroup2_mount()
     before = sorted(str(p) for p, _, _ in os.walk(root))
     r = kernel(["--dscp", "EF"], ["sh", "-c", "cat /proc/self/cgroup"])
     assert r.returncode == 0, r.stderr

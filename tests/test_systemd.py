@@ -481,14 +481,6 @@ print(json.dumps(out))
 """
 
 
-def cgroup2_mount():
-    for line in Path("/proc/mounts").read_text().splitlines():
-        parts = line.split()
-        if len(parts) > 2 and parts[2] == "cgroup2":
-            return parts[1]
-    return None
-
-
 def test_enable_kernel_pins_programs_that_give_a_cgroup_the_policy(tmp_path, port, port2):
     """In a private mount namespace with a BPF filesystem of its own: `enable --kernel` pins
     the programs and maps and names them in BPFProgram= lines; the programs attached by hand
@@ -500,7 +492,7 @@ def test_enable_kernel_pins_programs_that_give_a_cgroup_the_policy(tmp_path, por
     util.require_root("pinning BPF programs needs root")
     util.require_tool("unshare", "bpftool")
     util.require_sockwrap()
-    cgroot = cgroup2_mount()
+    cgroot = util.cgroup2_mount()
     util.require(cgroot is not None, "no cgroup v2 hierarchy mounted")
     mounts = Path("/proc/self/mountinfo").read_text()
     unit = tmp_path / "swdemo.service"

@@ -63,6 +63,17 @@ def require_tool(*names):
         require(shutil.which(name) is not None or os.path.exists(name), f"tool not installed: {name}")
 
 
+def cgroup2_mount():
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup/unified on these machines,
+    /sys/fs/cgroup on most hosts), from /proc/mounts; None without one."""
+    with open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "cgroup2":
+                return Path(parts[1])
+    return None
+
+
 def require_ipv6():
     ok = socket.has_ipv6
     if ok:
