@@ -271,6 +271,26 @@ func main() {
 
 # --------------------------------------------------------------------------- prerequisites
 
+def udp_server_reply_class(procs, cmd, host, port):
+    """Starts `cmd` (a UDP server that prints `ready`, answers one datagram with `reply`
+    and exits), asks it from `host` and returns the ToS / traffic class its reply carried
+    (the client's IP_RECVTOS / IPV6_RECVTCLASS)."""
+    p = procs.spawn(cmd)
+    assert util.wait_output_line(p).strip() == "ready"
+    v6 = ":" in host
+    c = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    if v6:
+        c.setsockopt(socket.IPPROTO_IPV6, util.IPV6_RECVTCLASS, 1)
+    else:
+        c.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+    c.settimeout(5)
+    c.sendto(b"ask", (host, port))
+    data, anc, _, _ = c.recvmsg(100, 64)
+    c.close()
+    assert data == b"reply" and p.wait(timeout=10) == 0
+    return util.tos_from_cmsgs(anc)
+
+
 def require_kernel_backend():
     util.require_sockwrap()
     util.require_root("sockwrap run --kernel attaches BPF programs: root only")
@@ -917,20 +937,9 @@ def test_a_bound_udp_server_replies_with_the_server_class(port, procs, tmp_path)
               "s.settimeout(10)\n"
               "d, peer = s.recvfrom(100); s.sendto(b'reply', peer)\n")
 
-    def ask(cmd):
-        p = procs.spawn(cmd)
-        assert util.wait_output_line(p).strip() == "ready"
-        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        c.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
-        c.settimeout(5)
-        c.sendto(b"ask", ("127.0.0.1", port))
-        data, anc, _, _ = c.recvmsg(100, 64)
-        c.close()
-        assert data == b"reply" and p.wait(timeout=10) == 0
-        return util.tos_from_cmsgs(anc)
-
-    assert ask([util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", util.PY, "-c", server, port]) == EF
-    assert ask([util.PY, "-c", server, port]) == 0
+    for cmd, want in (([util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", util.PY, "-c", server, port], EF),
+                      ([util.PY, "-c", server, port], 0)):
+        assert udp_server_reply_class(procs, cmd, "127.0.0.1", port) == want, cmd
 
 
 # --------------------------------------------------------------------------- IPv6 paths
@@ -994,20 +1003,9 @@ def test_a_udp_server_bound_on_ipv6_replies_with_the_server_class(port, procs, t
               "s.settimeout(10)\n"
               "d, peer = s.recvfrom(100); s.sendto(b'reply', peer)\n")
 
-    def ask(cmd):
-        p = procs.spawn(cmd)
-        assert util.wait_output_line(p).strip() == "ready"
-        c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        c.setsockopt(socket.IPPROTO_IPV6, util.IPV6_RECVTCLASS, 1)
-        c.settimeout(5)
-        c.sendto(b"ask", ("::1", port))
-        data, anc, _, _ = c.recvmsg(100, 64)
-        c.close()
-        assert data == b"reply" and p.wait(timeout=10) == 0
-        return util.tos_from_cmsgs(anc)
-
-    assert ask([util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", util.PY, "-c", server, port]) == EF
-    assert ask([util.PY, "-c", server, port]) == 0
+    for cmd, want in (([util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", util.PY, "-c", server, port], EF),
+                      ([util.PY, "-c", server, port], 0)):
+        assert udp_server_reply_class(procs, cmd, "::1", port) == want, cmd
 
 
 def test_ipv6_udp_connected_per_destination_and_unconnected(bins, port, port2, tmp_path):
