@@ -1146,7 +1146,12 @@ def test_bind_interface_decides_the_route_in_a_namespace(bins, port, procs):
         server = ("import socket,sys\n"
                   "s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8)\n"
                   "print('listening', flush=True)\n"
-                  "while True:\n c,_=s.accept(); print('accepted', flush=True); c.close()\n")
+                  "while True:\n"
+                  " c,_=s.accept(); print('accepted', flush=True)\n"
+                  # Read to the client's end: closing at once would reset the connection
+                  # under the client's second send (SIGPIPE, exit 141).
+                  " while c.recv(4096): pass\n"
+                  " c.close()\n")
         srv = procs.spawn([*enter, util.PY, "-c", server, port])
         assert util.wait_output_line(srv).strip() == "listening"
         client = [bins["client"], "127.0.0.1", port, "plain", 10]
