@@ -27,9 +27,11 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/thread.c");
     println!("cargo:rerun-if-changed=src/lazy.c");
+    println!("cargo:rerun-if-changed=src/syscall.c");
     cc::Build::new()
         .file("src/thread.c")
         .file("src/lazy.c")
+        .file("src/syscall.c")
         .opt_level(2)
         .pic(true)
         .warnings(true)
@@ -61,4 +63,26 @@ fn main() {
         .compile("sockwrap_unwind_stub");
     let out = std::env::var("OUT_DIR").unwrap_or_default();
     println!("cargo:rustc-cdylib-link-arg={out}/libsockwrap_unwind_stub.a");
+    // No C start files (crti.o, crtbeginS.o, crtendS.o): the library has no .init/.fini
+    // functions of theirs to run (its constructor is in .init_array), and crtbeginS.o's
+    // transactional-memory and profiling hooks are four symbols the loader looks up in
+    // every exec (__cxa_finalize, and three weak ones absent from every library, which are
+    // the dearest look-ups: each searches all the objects loaded).
+    println!("cargo:rustc-cdylib-link-arg=-nostartfiles");
+    // The memory functions, inside the library and hidden (see src/mem.c). As objects, not
+    // an archive: the linker takes an archive's member only for a symbol still undefined,
+    // and libc.so, earlier on the line, defines these.
+    println!("cargo:rerun-if-changed=src/mem.c");
+    let objects = cc::Build::new()
+        .file("src/mem.c")
+        .opt_level(2)
+        .pic(true)
+        .warnings(true)
+        .flag("-fno-builtin")
+        .flag("-fno-tree-loop-distribute-patterns")
+        .cargo_metadata(false)
+        .compile_intermediates();
+    for o in objects {
+        println!("cargo:rustc-cdylib-link-arg={}", o.display());
+    }
 }

@@ -427,6 +427,9 @@ fn park(s: Sock, ms: u32, to: SockAddr, errno: Option<i32>) -> Result<(), Errno>
 
 /// Turns a parked listener back into the unconnected socket it was: `shutdown(SHUT_RD)` on a
 /// listener disconnects it, then the loopback bind is undone if sockwrap made it.
+/// Out of line: only delayed connects come here.
+#[cold]
+#[inline(never)]
 fn unpark(fd: i32, family: Family, unbound: bool) {
     let _ = sys::shutdown(fd, libc::SHUT_RD);
     if unbound {

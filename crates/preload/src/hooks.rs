@@ -67,7 +67,7 @@ static FINI: extern "C" fn() = sockwrap_fini;
 unsafe extern "C" fn sockwrap_init(
     argc: c_int,
     argv: *const *const c_char,
-    _envp: *const *const c_char,
+    envp: *const *const c_char,
 ) {
     let argv0: Option<&CStr> = if argc > 0 && !argv.is_null() {
         // SAFETY: glibc passes the process's argv; argv[0] is a NUL-terminated string
@@ -77,9 +77,9 @@ unsafe extern "C" fn sockwrap_init(
         None
     };
     real::resolve_close();
-    // SAFETY: the constructor runs before any other code of the program reads or changes
-    // the environment.
-    let vars = unsafe { sockwrap_vars() };
+    // SAFETY: envp is the environment glibc passes to constructors (`environ` as it is
+    // now); the constructor runs before any other code of the program reads or changes it.
+    let vars = unsafe { sockwrap_vars(envp) };
     if let Some(g) = crate::init::init(argv0, &vars, real_fns::resolve_all) {
         publish(g);
     }
@@ -96,21 +96,20 @@ extern "C" fn sockwrap_fini() {
     crate::log::summary();
 }
 
-/// The `SOCKWRAP_*` variables, read straight from `environ` so that the rest of a large
+/// The `SOCKWRAP_*` variables of `envp`, read in place so that the rest of a large
 /// environment is never copied (std::env::vars_os copies every variable). The strings are
-/// borrowed: the compiled policy can be kilobytes.
+/// borrowed: the compiled policy can be kilobytes. `envp` is the constructor's argument,
+/// not libc's `environ`: a data symbol is bound by a look-up at every exec.
 ///
 /// # Safety
-/// Nothing may change the environment while the returned borrows are used (the
-/// constructor uses them and drops them before the program's own code runs).
-unsafe fn sockwrap_vars() -> Vec<(&'static [u8], &'static [u8])> {
-    extern "C" {
-        static environ: *const *const c_char;
-    }
+/// `envp` is null or a NULL-terminated array of NUL-terminated strings, and nothing may
+/// change the environment while the returned borrows are used (the constructor uses them
+/// and drops them before the program's own code runs).
+unsafe fn sockwrap_vars(envp: *const *const c_char) -> Vec<(&'static [u8], &'static [u8])> {
     let mut out = Vec::new();
-    // SAFETY: environ is the process's NULL-terminated array of NUL-terminated strings.
+    // SAFETY: as the caller promises.
     unsafe {
-        let mut p = environ;
+        let mut p = envp;
         if p.is_null() {
             return out;
         }

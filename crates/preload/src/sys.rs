@@ -1,10 +1,12 @@
 //! Raw system calls used by the library for its own work, and the socket-address type.
 //!
 //! Nothing here calls libc's socket functions by name: those symbols resolve to our own hooks.
-//! `libc::syscall` is not a socket function and cannot recurse. It does set `errno` on
-//! failure, so every hook saves `errno` on entry and restores it ([`ErrnoGuard`]) before it
-//! hands control back or calls the real function: the program only ever sees the errno of
-//! its own call.
+//! The library's own system calls are the `syscall` instruction itself ([`syscall!`]): they
+//! cannot recurse into a hook, never touch `errno` (the kernel's -errno comes back as the
+//! value), and bind no libc symbol at load. The real functions the hooks call do set
+//! `errno`, so every hook saves it on entry and restores it ([`ErrnoGuard`]) before it hands
+//! control back or calls the real function: the program only ever sees the errno of its own
+//! call.
 //!
 //! [`SockAddr`] owns every conversion between C socket addresses and Rust's: the rest of
 //! the library asks it (socket2's `SockAddr` is the model).
@@ -15,6 +17,79 @@
 use crate::prelude::*;
 use core::mem::{size_of, MaybeUninit};
 use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// The library's own system calls (src/syscall.c), one per number of arguments: the
+/// kernel's answer as it is, a value or -errno (-4095..-1), with errno left alone. Not
+/// libc's `syscall()`: a Rust call to it goes through a GOT entry, which the loader binds
+/// with a symbol look-up (~600 instructions) in every exec of every program under sockwrap.
+pub mod raw {
+    use libc::c_long as L;
+    extern "C" {
+        pub fn sockwrap_syscall0(nr: L) -> L;
+        pub fn sockwrap_syscall1(nr: L, a: L) -> L;
+        pub fn sockwrap_syscall2(nr: L, a: L, b: L) -> L;
+        pub fn sockwrap_syscall3(nr: L, a: L, b: L, c: L) -> L;
+        pub fn sockwrap_syscall4(nr: L, a: L, b: L, c: L, d: L) -> L;
+        pub fn sockwrap_syscall5(nr: L, a: L, b: L, c: L, d: L, e: L) -> L;
+        pub fn sockwrap_syscall6(nr: L, a: L, b: L, c: L, d: L, e: L, f: L) -> L;
+    }
+}
+
+/// `syscall!(nr, args...)`: the system call `nr` with up to six arguments, each cast to a
+/// long, by [`raw`]: the kernel's answer, a value or -errno.
+macro_rules! syscall {
+    ($nr:expr $(,)?) => {
+        $crate::sys::raw::sockwrap_syscall0($nr as libc::c_long)
+    };
+    ($nr:expr, $a:expr $(,)?) => {
+        $crate::sys::raw::sockwrap_syscall1($nr as libc::c_long, ($a) as libc::c_long)
+    };
+    ($nr:expr, $a:expr, $b:expr $(,)?) => {
+        $crate::sys::raw::sockwrap_syscall2(
+            $nr as libc::c_long,
+            ($a) as libc::c_long,
+            ($b) as libc::c_long,
+        )
+    };
+    ($nr:expr, $a:expr, $b:expr, $c:expr $(,)?) => {
+        $crate::sys::raw::sockwrap_syscall3(
+            $nr as libc::c_long,
+            ($a) as libc::c_long,
+            ($b) as libc::c_long,
+            ($c) as libc::c_long,
+        )
+    };
+    ($nr:expr, $a:expr, $b:expr, $c:expr, $d:expr $(,)?) => {
+        $crate::sys::raw::sockwrap_syscall4(
+            $nr as libc::c_long,
+            ($a) as libc::c_long,
+            ($b) as libc::c_long,
+            ($c) as libc::c_long,
+            ($d) as libc::c_long,
+        )
+    };
+    ($nr:expr, $a:expr, $b:expr, $c:expr, $d:expr, $e:expr $(,)?) => {
+        $crate::sys::raw::sockwrap_syscall5(
+            $nr as libc::c_long,
+            ($a) as libc::c_long,
+            ($b) as libc::c_long,
+            ($c) as libc::c_long,
+            ($d) as libc::c_long,
+            ($e) as libc::c_long,
+        )
+    };
+    ($nr:expr, $a:expr, $b:expr, $c:expr, $d:expr, $e:expr, $f:expr $(,)?) => {
+        $crate::sys::raw::sockwrap_syscall6(
+            $nr as libc::c_long,
+            ($a) as libc::c_long,
+            ($b) as libc::c_long,
+            ($c) as libc::c_long,
+            ($d) as libc::c_long,
+            ($e) as libc::c_long,
+            ($f) as libc::c_long,
+        )
+    };
+}
 
 /// The protocol number of Multipath TCP (`<linux/in.h>`).
 pub const IPPROTO_MPTCP: i32 = 262;
@@ -75,7 +150,7 @@ impl Drop for ErrnoGuard {
 
 fn check(r: libc::c_long) -> Result<libc::c_long, Errno> {
     if r < 0 {
-        Err(Errno(errno()))
+        Err(Errno(-r as i32))
     } else {
         Ok(r)
     }
@@ -291,7 +366,7 @@ pub unsafe fn setsockopt_user(
 ) -> Result<(), Errno> {
     // SAFETY: the kernel checks the program's pointer and length.
     let r = unsafe {
-        libc::syscall(
+        syscall!(
             libc::SYS_setsockopt,
             fd as libc::c_long,
             level as libc::c_long,
@@ -323,7 +398,7 @@ pub fn getsockopt_bytes(
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: buf and len are valid for writing; len is buf's size.
     let r = unsafe {
-        libc::syscall(
+        syscall!(
             libc::SYS_getsockopt,
             fd as libc::c_long,
             level as libc::c_long,
@@ -339,7 +414,7 @@ fn name_call(nr: libc::c_long, fd: i32) -> Result<SockAddr, Errno> {
     let mut a = SockAddr::empty();
     // SAFETY: storage and len are valid for writing; len is storage's size.
     let r = unsafe {
-        libc::syscall(
+        syscall!(
             nr,
             fd as libc::c_long,
             &mut a.storage as *mut libc::sockaddr_storage,
@@ -372,7 +447,7 @@ pub fn peer_addr(fd: i32) -> Option<SocketAddr> {
 pub fn bind(fd: i32, addr: &SockAddr) -> Result<(), Errno> {
     // SAFETY: addr is valid for its len bytes (at most a sockaddr_storage).
     let r = unsafe {
-        libc::syscall(
+        syscall!(
             libc::SYS_bind,
             fd as libc::c_long,
             addr.as_ptr(),
@@ -386,7 +461,7 @@ pub fn bind(fd: i32, addr: &SockAddr) -> Result<(), Errno> {
 pub fn connect(fd: i32, addr: &SockAddr) -> Result<(), Errno> {
     // SAFETY: addr is valid for its len bytes (at most a sockaddr_storage).
     let r = unsafe {
-        libc::syscall(
+        syscall!(
             libc::SYS_connect,
             fd as libc::c_long,
             addr.as_ptr(),
@@ -400,7 +475,7 @@ pub fn connect(fd: i32, addr: &SockAddr) -> Result<(), Errno> {
 pub fn listen(fd: i32, backlog: i32) -> Result<(), Errno> {
     // SAFETY: no pointers involved.
     let r = unsafe {
-        libc::syscall(
+        syscall!(
             libc::SYS_listen,
             fd as libc::c_long,
             backlog as libc::c_long,
@@ -412,7 +487,7 @@ pub fn listen(fd: i32, backlog: i32) -> Result<(), Errno> {
 /// `shutdown(fd, how)` as a raw system call.
 pub fn shutdown(fd: i32, how: i32) -> Result<(), Errno> {
     // SAFETY: no pointers involved.
-    let r = unsafe { libc::syscall(libc::SYS_shutdown, fd as libc::c_long, how as libc::c_long) };
+    let r = unsafe { syscall!(libc::SYS_shutdown, fd as libc::c_long, how as libc::c_long) };
     check(r).map(|_| ())
 }
 
@@ -429,13 +504,13 @@ pub fn sleep_ms(ms: u32) {
         };
         // SAFETY: both timespecs are valid for the call.
         let r = unsafe {
-            libc::syscall(
+            syscall!(
                 libc::SYS_nanosleep,
                 &ts as *const libc::timespec,
                 &mut rem as *mut libc::timespec,
             )
         };
-        if r == 0 || errno() != libc::EINTR {
+        if r != -(libc::EINTR as libc::c_long) {
             return;
         }
         ts = rem;
@@ -447,7 +522,7 @@ pub fn random_u64() -> u64 {
     let mut v = 0u64;
     // SAFETY: v is valid for writing 8 bytes.
     let r = unsafe {
-        libc::syscall(
+        syscall!(
             libc::SYS_getrandom,
             &mut v as *mut u64,
             8 as libc::c_long,
@@ -490,7 +565,7 @@ pub fn spawn(f: Box<dyn FnOnce() + Send>) -> bool {
 pub fn stat_of(fd: i32) -> Option<(u32, u64, u64)> {
     let mut st = MaybeUninit::<libc::stat>::zeroed();
     // SAFETY: st is valid for writing a struct stat.
-    let r = unsafe { libc::syscall(libc::SYS_fstat, fd as libc::c_long, st.as_mut_ptr()) };
+    let r = unsafe { syscall!(libc::SYS_fstat, fd as libc::c_long, st.as_mut_ptr()) };
     if r < 0 {
         return None;
     }
@@ -509,17 +584,17 @@ pub fn write_all(fd: i32, buf: &[u8]) {
     // One write(2) for the whole line: lines from several threads and processes never
     // interleave on an O_APPEND file or a pipe (up to PIPE_BUF).
     // SAFETY: buf is valid for buf.len() bytes.
-    let _ = unsafe { libc::syscall(libc::SYS_write, fd as libc::c_long, buf.as_ptr(), buf.len()) };
+    let _ = unsafe { syscall!(libc::SYS_write, fd as libc::c_long, buf.as_ptr(), buf.len()) };
 }
 
 pub fn getpid() -> i32 {
     // SAFETY: getpid has no arguments and cannot fail.
-    unsafe { libc::syscall(libc::SYS_getpid) as i32 }
+    unsafe { syscall!(libc::SYS_getpid) as i32 }
 }
 
 pub fn gettid() -> i32 {
     // SAFETY: gettid has no arguments and cannot fail.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+    unsafe { syscall!(libc::SYS_gettid) as i32 }
 }
 
 /// Nanoseconds of `clock` (the vDSO answers: no system call).
@@ -543,7 +618,7 @@ pub fn wiped_on_fork_word() -> Option<&'static core::sync::atomic::AtomicI32> {
     const PAGE: usize = 4096;
     // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
     let p = unsafe {
-        libc::syscall(
+        syscall!(
             libc::SYS_mmap,
             core::ptr::null_mut::<libc::c_void>(),
             PAGE,
@@ -552,13 +627,14 @@ pub fn wiped_on_fork_word() -> Option<&'static core::sync::atomic::AtomicI32> {
             -1 as libc::c_long,
             0 as libc::c_long,
         )
-    } as *mut libc::c_void;
-    if p == libc::MAP_FAILED {
+    };
+    if p < 0 && p > -4096 {
         return None;
     }
+    let p = p as *mut libc::c_void;
     // SAFETY: p is the page just mapped.
     if unsafe {
-        libc::syscall(
+        syscall!(
             libc::SYS_madvise,
             p,
             PAGE,
@@ -567,7 +643,7 @@ pub fn wiped_on_fork_word() -> Option<&'static core::sync::atomic::AtomicI32> {
     } != 0
     {
         // SAFETY: unmapping our own page, which nothing refers to.
-        unsafe { libc::syscall(libc::SYS_munmap, p, PAGE) };
+        unsafe { syscall!(libc::SYS_munmap, p, PAGE) };
         return None;
     }
     // SAFETY: the page is zeroed, aligned, never unmapped, and only ever used as this one
@@ -579,7 +655,7 @@ pub fn wiped_on_fork_word() -> Option<&'static core::sync::atomic::AtomicI32> {
 pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<i32, Errno> {
     // SAFETY: no pointers involved.
     let r = unsafe {
-        libc::syscall(
+        syscall!(
             libc::SYS_socket,
             domain as libc::c_long,
             ty as libc::c_long,
@@ -593,14 +669,14 @@ pub fn socket(domain: i32, ty: i32, protocol: i32) -> Result<i32, Errno> {
 /// through our own close hook.
 pub fn close(fd: i32) {
     // SAFETY: no pointers involved.
-    unsafe { libc::syscall(libc::SYS_close, fd as libc::c_long) };
+    unsafe { syscall!(libc::SYS_close, fd as libc::c_long) };
 }
 
 /// `dup3(old, new, flags)`: atomically replaces `new` by `old`'s socket.
 pub fn dup3(old: i32, new: i32, flags: i32) -> Result<(), Errno> {
     // SAFETY: no pointers involved.
     let r = unsafe {
-        libc::syscall(
+        syscall!(
             libc::SYS_dup3,
             old as libc::c_long,
             new as libc::c_long,
@@ -615,7 +691,7 @@ pub fn dup3(old: i32, new: i32, flags: i32) -> Result<(), Errno> {
 pub fn fcntl(fd: i32, cmd: i32, arg: i32) -> Result<i32, Errno> {
     // SAFETY: these commands take no pointer.
     let r = unsafe {
-        libc::syscall(
+        syscall!(
             libc::SYS_fcntl,
             fd as libc::c_long,
             cmd as libc::c_long,
@@ -629,7 +705,7 @@ pub fn fcntl(fd: i32, cmd: i32, arg: i32) -> Result<i32, Errno> {
 pub fn close_from(first: u32) {
     // SAFETY: no pointers involved.
     unsafe {
-        libc::syscall(
+        syscall!(
             libc::SYS_close_range,
             first as libc::c_long,
             !0u32 as libc::c_long,
@@ -665,25 +741,15 @@ fn open_in(c: &mut [u8], path: &str, flags: i32) -> Result<i32, Errno> {
     }
     c[..path.len()].copy_from_slice(path.as_bytes());
     // SAFETY: c is NUL-terminated. open() is not one of our hooks.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr() as *const libc::c_char,
-            flags,
-            0o600 as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        Err(Errno(errno()))
-    } else {
-        Ok(fd)
-    }
+    let fd = unsafe { syscall!(libc::SYS_openat, libc::AT_FDCWD, c.as_ptr(), flags, 0o600) };
+    check(fd).map(|fd| fd as i32)
 }
 
-/// `read(2)` as a raw system call: the bytes read, or -1 with errno set.
+/// `read(2)` as a raw system call: the bytes read, or -errno.
 fn read(fd: i32, buf: &mut [u8]) -> isize {
     // SAFETY: buf is valid for writes of its length.
     unsafe {
-        libc::syscall(
+        syscall!(
             libc::SYS_read,
             fd as libc::c_long,
             buf.as_mut_ptr(),
@@ -700,7 +766,7 @@ pub fn read_full(fd: i32, buf: &mut [u8]) -> usize {
         let n = read(fd, rest);
         if n > 0 {
             done += n as usize;
-        } else if n == 0 || errno() != libc::EINTR {
+        } else if n != -(libc::EINTR as isize) {
             break;
         }
     }
@@ -717,7 +783,7 @@ pub fn secure_mode() -> bool {
 pub fn readlink<'a>(path: &core::ffi::CStr, buf: &'a mut [u8]) -> Option<&'a [u8]> {
     // SAFETY: path is NUL-terminated, buf is valid for its length.
     let n = unsafe {
-        libc::syscall(
+        syscall!(
             libc::SYS_readlink,
             path.as_ptr(),
             buf.as_mut_ptr(),
@@ -1006,10 +1072,9 @@ pub fn read_file(path: &str) -> Result<alloc::vec::Vec<u8>, Errno> {
             out.extend_from_slice(&chunk[..n as usize]);
         } else if n == 0 {
             break;
-        } else if errno() != libc::EINTR {
-            let e = Errno(errno());
+        } else if n != -(libc::EINTR as isize) {
             close(fd);
-            return Err(e);
+            return Err(Errno(-n as i32));
         }
     }
     close(fd);
