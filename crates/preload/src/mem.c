@@ -65,9 +65,19 @@ HIDDEN void *memcpy(void *restrict dst, const void *restrict src, size_t n) {
 HIDDEN void *memmove(void *dst, const void *src, size_t n) {
     unsigned char *d = dst;
     const unsigned char *s = src;
-    if (d <= s || d >= s + n) return memcpy(dst, src, n);
-    /* Overlapping, the destination above the source: from the end (rare here). */
+    /* memcpy reads each block before it writes it, and short copies wholly first: right
+     * for any overlap when short, and for a destination below the source. */
+    if (n < 16 || d <= s || d >= s + n) return memcpy(dst, src, n);
+    /* Overlapping, the destination above the source (a Vec insert): blocks from the end,
+     * the first 16 bytes read before anything is written. */
+#if defined(__x86_64__)
+    __m128i first = _mm_loadu_si128((const __m128i *)s);
+    for (size_t i = n; i >= 16; i -= 16)
+        _mm_storeu_si128((__m128i *)(d + i - 16), _mm_loadu_si128((const __m128i *)(s + i - 16)));
+    _mm_storeu_si128((__m128i *)d, first);
+#else
     while (n--) d[n] = s[n];
+#endif
     return dst;
 }
 
