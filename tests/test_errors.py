@@ -154,6 +154,31 @@ def test_mark_unprivileged_warns_once(port):
     assert "warn" in mark_lines[0].lower()
 
 
+def test_a_forked_child_warns_once_of_its_own(port):
+    """Once per process: a parent that warned, then forks, and each side connects twice
+    more: one warning from the parent, one from the child (with the child's pid), whatever
+    the order. The library registers no fork handler for a policy of options alone; the
+    warning remembers which process gave it. The peer sees all six connections carry EF."""
+    util.require_sockwrap()
+    util.require_root("needs root to drop to nobody")
+    util.require_tool("setpriv")
+    code = ("import os, socket, sys\n"
+            "def c():\n"
+            " s = socket.create_connection(('127.0.0.1', int(sys.argv[1]))); s.sendall(b'x'); s.close()\n"
+            "c(); c()\n"
+            "pid = os.fork()\n"
+            "c(); c()\n"
+            "if pid: os.waitpid(pid, 0); print('parent', os.getpid(), 'child', pid)\n")
+    with tos_server(socket.AF_INET, port) as srv:
+        r = run(DROP + util.sockwrap_cmd(["--mark", "7", "--dscp", "EF"], [SYS_PY, "-c", code, port]))
+        got = srv.wait(6)
+    assert r.returncode == 0, r.stderr
+    assert [g["tos"] for g in got] == [util.EF] * 6, "every connection still gets the DSCP"
+    parent, child = (int(x) for x in r.stdout.split()[1::2])
+    warned = [int(m) for m in re.findall(r"sockwrap\[(\d+)\]: warn.*mark", r.stderr, re.I)]
+    assert sorted(warned) == sorted([parent, child]), r.stderr
+
+
 def test_mark_unprivileged_strict_fails_connect(port):
     util.require_sockwrap()
     util.require_root("needs root to drop to nobody")

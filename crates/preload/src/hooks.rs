@@ -83,8 +83,16 @@ unsafe extern "C" fn sockwrap_init(
     if let Some(g) = crate::init::init(argv0, &vars, real_fns::resolve_all) {
         publish(g);
     }
-    if global().is_some() || trace::on() {
-        // A forked child starts its own counts, warnings and trace pid.
+    // A forked child starts its own trace pid, exit-summary counts (info level) and name
+    // and action tables (their locks). Only then is a fork handler registered: glibc's
+    // __register_atfork is a symbol binding and two page faults in every exec.
+    let needs_fork_handler = trace::on()
+        || global().is_some_and(|g| {
+            crate::log::enabled(sockwrap_policy::LogLevel::Info)
+                || g.policy.any_host()
+                || g.policy.any_actions()
+        });
+    if needs_fork_handler {
         // SAFETY: registering a plain function with no arguments.
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
     }

@@ -11,9 +11,7 @@
 use crate::prelude::*;
 use crate::sys;
 use core::fmt::{self, Write};
-use core::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed,
-};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use sockwrap_policy::catalog::N_OPTS;
 use sockwrap_policy::{LogLevel, Opt};
 
@@ -178,15 +176,15 @@ macro_rules! log_at {
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU32 = AtomicU32::new(0);
 #[allow(clippy::declare_interior_mutable_const)]
-const NO: AtomicBool = AtomicBool::new(false);
-#[allow(clippy::declare_interior_mutable_const)]
 const ZERO_I: AtomicI32 = AtomicI32::new(0);
 
 static APPLIED: [AtomicU32; N_OPTS] = [ZERO; N_OPTS];
 static FAILED: [AtomicU32; N_OPTS] = [ZERO; N_OPTS];
 static OVERRIDDEN: [AtomicU32; N_OPTS] = [ZERO; N_OPTS];
 static LAST_ERRNO: [AtomicI32; N_OPTS] = [ZERO_I; N_OPTS];
-static WARNED: [AtomicBool; N_OPTS] = [NO; N_OPTS];
+/// The process that warned about each option (0: none did): a forked child has its own
+/// once-per-process warnings without a fork handler (see `hooks::sockwrap_init`).
+static WARNED: [AtomicI32; N_OPTS] = [ZERO_I; N_OPTS];
 static SOCKETS_SEEN: AtomicU32 = AtomicU32::new(0);
 
 /// Counts an inet socket for the exit summary (an `info` line, as the counts above).
@@ -231,16 +229,16 @@ pub fn count_overridden(o: Opt) {
 pub fn count_failed(o: Opt, errno: i32) -> bool {
     FAILED[o as usize].fetch_add(1, Relaxed);
     LAST_ERRNO[o as usize].store(errno, Relaxed);
-    !WARNED[o as usize].swap(true, Relaxed)
+    let pid = sys::getpid();
+    WARNED[o as usize].swap(pid, Relaxed) != pid
 }
 
-/// A forked child starts its own counts and its own once-per-process warnings.
+/// A forked child starts its own counts (its warnings are its own already: [`WARNED`]).
 pub fn reset_after_fork() {
     for i in 0..N_OPTS {
         APPLIED[i].store(0, Relaxed);
         FAILED[i].store(0, Relaxed);
         OVERRIDDEN[i].store(0, Relaxed);
-        WARNED[i].store(false, Relaxed);
     }
     SOCKETS_SEEN.store(0, Relaxed);
 }
