@@ -15,15 +15,9 @@ missing_tools() {
     done
 }
 
-if [ -n "$(missing_tools)" ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "== installing missing packages (missing: $(missing_tools | tr '\n' ' '))"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${PKGS[@]}" >/dev/null
-    else
-        echo "warning: missing tools: $(missing_tools | tr '\n' ' ') (not root or no apt-get)" >&2
-    fi
+missing=$(missing_tools | tr '\n' ' ')
+if [ -n "$missing" ]; then
+    scripts/apt-install.sh "test tools ($missing)" "${PKGS[@]}"
 fi
 
 # The build's own prerequisites (clang, libbpf-dev for crates/kernel), when run by hand.
