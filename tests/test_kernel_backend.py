@@ -460,6 +460,57 @@ def test_a_static_binary_that_resets_ip_tos_keeps_the_locked_dscp(bins, port):
         assert data and all(p.tos == EF for p in data), [(p.flags, hex(p.tos)) for p in data]
 
 
+RESETTING_SERVER = r"""
+import socket, sys
+# A server that sets its own class: IP_TOS 0x28 on the listener after listen(), and on the
+# accepted socket; then answers. Exits 1 if a setsockopt reports a failure.
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x28)
+print("listening", flush=True)
+c, _ = s.accept()
+c.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x28)
+c.recv(100)
+c.sendall(b"answer\n" * 200)
+c.close()
+"""
+
+
+def test_a_server_that_resets_ip_tos_keeps_the_locked_dscp_on_accepted_connections(port, procs):
+    """The listener's and the accepted socket's own IP_TOS (0x28, after listen and after
+    accept) are kept from changing the locked DSCP: every segment from the server port
+    carries EF on the wire (tcpdump); without sockwrap they carry the server's 0x28. Under a
+    role-blind policy like this one the TCP sockets have no storage: the setsockopt program
+    finds their locks from their addresses (CFG_SOCKET_LOCKS)."""
+    require_kernel_backend()
+
+    def serve(under_kernel):
+        cmd = [util.PY, "-c", RESETTING_SERVER, port]
+        if under_kernel:
+            cmd = [util.SOCKWRAP_BIN, "run", "--kernel", "--dscp", "EF", "--", *cmd]
+        p = procs.spawn(cmd)
+        assert util.wait_output_line(p).strip() == "listening"
+        with util.Capture(f"tcp src port {port}") as cap:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                c.sendall(b"question\n")
+                got = b""
+                while len(got) < 7 * 200:
+                    chunk = c.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+            assert got == b"answer\n" * 200
+            assert p.wait(timeout=10) == 0  # every setsockopt reported success
+        return [x for x in cap.packets if x.sport == port]
+
+    pkts = serve(False)
+    data = [x for x in pkts if x.length]
+    assert data and all(x.tos == 0x28 for x in data), [(x.flags, hex(x.tos)) for x in pkts]
+    pkts = serve(True)
+    data = [x for x in pkts if x.length]
+    assert data and all(x.tos == EF for x in pkts), [(x.flags, hex(x.tos)) for x in pkts]
+
+
 def test_server_role_rule_reaches_accepted_connections(bins, port, procs, tmp_path):
     require_kernel_backend()
     policy = tmp_path / "server.toml"
