@@ -1221,6 +1221,53 @@ def test_bind_interface_decides_the_route_in_a_namespace(bins, port, procs):
         subprocess.run(["ip", "netns", "del", ns], timeout=10)
 
 
+def test_bind_interface_sends_udp_out_of_the_device_in_a_namespace(bins, port, port2):
+    """UDP under --kernel --bind-interface (sock_create writes the bound device): in a network
+    namespace of the test's own, the route to 10.88.0.0/24 is through lo, and a veth end swkA
+    has a static neighbour 10.88.0.9. The static UDP sender's datagrams to 10.88.0.9, from an
+    unconnected socket (sendto) and from connected ones, leave on swkA when sockwrap binds
+    it there (tcpdump -i swkA sees them, lo none: the route of a device-bound socket is the
+    device's); without sockwrap they go out on lo and swkA sees none."""
+    require_kernel_backend()
+    util.require_tool("ip", "nsenter", "tcpdump")
+    ns = f"swku-{os.getpid()}-{port}"
+    sh = lambda *a: subprocess.run(["ip", "netns", "exec", ns, *a], check=True, timeout=10,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
+    try:
+        sh("ip", "link", "set", "lo", "up")
+        sh("ip", "link", "add", "swkA", "type", "veth", "peer", "name", "swkB")
+        sh("ip", "addr", "add", "10.77.0.1/24", "dev", "swkA")
+        sh("ip", "link", "set", "swkA", "up")
+        sh("ip", "link", "set", "swkB", "up")
+        sh("ip", "route", "add", "10.88.0.0/24", "dev", "lo")
+        sh("ip", "neigh", "add", "10.88.0.9", "lladdr", "02:00:00:00:00:09", "dev", "swkA",
+           "nud", "permanent")
+        enter = ["nsenter", f"--net=/run/netns/{ns}"]
+        bpf = f"udp and dst host 10.88.0.9 and (dst port {port} or dst port {port2})"
+
+        def send(under_sockwrap, mode):
+            cmd = [bins["udp"], mode, port, port2, 3, "10.88.0.9"]
+            if under_sockwrap:
+                cmd = [util.SOCKWRAP_BIN, "run", "--kernel", "--bind-interface", "swkA", "--",
+                       *cmd]
+            with util.Capture(bpf, iface="swkA", netns=ns) as on_veth, \
+                    util.Capture(bpf, iface="lo", netns=ns) as on_lo:
+                r = util.run([*enter, *cmd])
+            assert r.returncode == 0, r.stdout + r.stderr
+            return on_veth.packets, on_lo.packets
+
+        for mode in ("unconnected", "connected"):
+            veth, lo = send(False, mode)
+            assert veth == [] and len(lo) == 6, (mode, [p.raw for p in veth + lo])
+            veth, lo = send(True, mode)
+            assert len(veth) == 6 and lo == [], (mode, [p.raw for p in veth + lo])
+            assert {p.dport for p in veth} == {port, port2}
+            assert all(p.src == "10.77.0.1" for p in veth), [p.raw for p in veth]
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], timeout=10)
+
+
 # --------------------------------------------------------------------------- deny and redirect
 
 def action_flags(deny=None, redirect=None, to=None):
