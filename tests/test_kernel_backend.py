@@ -460,6 +460,57 @@ def test_a_static_binary_that_resets_ip_tos_keeps_the_locked_dscp(bins, port):
         assert data and all(p.tos == EF for p in data), [(p.flags, hex(p.tos)) for p in data]
 
 
+RESETTING_SERVER = r"""
+import socket, sys
+# A server that sets its own class: IP_TOS 0x28 on the listener after listen(), and on the
+# accepted socket; then answers. Exits 1 if a setsockopt reports a failure.
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x28)
+print("listening", flush=True)
+c, _ = s.accept()
+c.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x28)
+c.recv(100)
+c.sendall(b"answer\n" * 200)
+c.close()
+"""
+
+
+def test_a_server_that_resets_ip_tos_keeps_the_locked_dscp_on_accepted_connections(port, procs):
+    """The listener's and the accepted socket's own IP_TOS (0x28, after listen and after
+    accept) are kept from changing the locked DSCP: every segment from the server port
+    carries EF on the wire (tcpdump); without sockwrap they carry the server's 0x28. Under a
+    role-blind policy like this one the TCP sockets have no storage: the setsockopt program
+    finds their locks from their addresses (CFG_SOCKET_LOCKS)."""
+    require_kernel_backend()
+
+    def serve(under_kernel):
+        cmd = [util.PY, "-c", RESETTING_SERVER, port]
+        if under_kernel:
+            cmd = [util.SOCKWRAP_BIN, "run", "--kernel", "--dscp", "EF", "--", *cmd]
+        p = procs.spawn(cmd)
+        assert util.wait_output_line(p).strip() == "listening"
+        with util.Capture(f"tcp src port {port}") as cap:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                c.sendall(b"question\n")
+                got = b""
+                while len(got) < 7 * 200:
+                    chunk = c.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+            assert got == b"answer\n" * 200
+            assert p.wait(timeout=10) == 0  # every setsockopt reported success
+        return [x for x in cap.packets if x.sport == port]
+
+    pkts = serve(False)
+    data = [x for x in pkts if x.length]
+    assert data and all(x.tos == 0x28 for x in data), [(x.flags, hex(x.tos)) for x in pkts]
+    pkts = serve(True)
+    data = [x for x in pkts if x.length]
+    assert data and all(x.tos == EF for x in pkts), [(x.flags, hex(x.tos)) for x in pkts]
+
+
 def test_server_role_rule_reaches_accepted_connections(bins, port, procs, tmp_path):
     require_kernel_backend()
     policy = tmp_path / "server.toml"
@@ -1166,6 +1217,53 @@ def test_bind_interface_decides_the_route_in_a_namespace(bins, port, procs):
         r = util.run([*enter, *client])
         assert r.returncode == 0, r.stderr
         assert util.wait_output_line(srv).strip() == "accepted"
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], timeout=10)
+
+
+def test_bind_interface_sends_udp_out_of_the_device_in_a_namespace(bins, port, port2):
+    """UDP under --kernel --bind-interface (sock_create writes the bound device): in a network
+    namespace of the test's own, the route to 10.88.0.0/24 is through lo, and a veth end swkA
+    has a static neighbour 10.88.0.9. The static UDP sender's datagrams to 10.88.0.9, from an
+    unconnected socket (sendto) and from connected ones, leave on swkA when sockwrap binds
+    it there (tcpdump -i swkA sees them, lo none: the route of a device-bound socket is the
+    device's); without sockwrap they go out on lo and swkA sees none."""
+    require_kernel_backend()
+    util.require_tool("ip", "nsenter", "tcpdump")
+    ns = f"swku-{os.getpid()}-{port}"
+    sh = lambda *a: subprocess.run(["ip", "netns", "exec", ns, *a], check=True, timeout=10,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
+    try:
+        sh("ip", "link", "set", "lo", "up")
+        sh("ip", "link", "add", "swkA", "type", "veth", "peer", "name", "swkB")
+        sh("ip", "addr", "add", "10.77.0.1/24", "dev", "swkA")
+        sh("ip", "link", "set", "swkA", "up")
+        sh("ip", "link", "set", "swkB", "up")
+        sh("ip", "route", "add", "10.88.0.0/24", "dev", "lo")
+        sh("ip", "neigh", "add", "10.88.0.9", "lladdr", "02:00:00:00:00:09", "dev", "swkA",
+           "nud", "permanent")
+        enter = ["nsenter", f"--net=/run/netns/{ns}"]
+        bpf = f"udp and dst host 10.88.0.9 and (dst port {port} or dst port {port2})"
+
+        def send(under_sockwrap, mode):
+            cmd = [bins["udp"], mode, port, port2, 3, "10.88.0.9"]
+            if under_sockwrap:
+                cmd = [util.SOCKWRAP_BIN, "run", "--kernel", "--bind-interface", "swkA", "--",
+                       *cmd]
+            with util.Capture(bpf, iface="swkA", netns=ns) as on_veth, \
+                    util.Capture(bpf, iface="lo", netns=ns) as on_lo:
+                r = util.run([*enter, *cmd])
+            assert r.returncode == 0, r.stdout + r.stderr
+            return on_veth.packets, on_lo.packets
+
+        for mode in ("unconnected", "connected"):
+            veth, lo = send(False, mode)
+            assert veth == [] and len(lo) == 6, (mode, [p.raw for p in veth + lo])
+            veth, lo = send(True, mode)
+            assert len(veth) == 6 and lo == [], (mode, [p.raw for p in veth + lo])
+            assert {p.dport for p in veth} == {port, port2}
+            assert all(p.src == "10.77.0.1" for p in veth), [p.raw for p in veth]
     finally:
         subprocess.run(["ip", "netns", "del", ns], timeout=10)
 

@@ -344,6 +344,7 @@ def test_real_systemd_starts_the_unit_with_the_drop_in(tmp_path, port):
 # --------------------------------------------------------------------------- enable --kernel
 
 KERNEL_PINS = "/sys/fs/bpf/sockwrap/swdemo_service"
+BOOT_UNIT = "etc/systemd/system/sockwrap-pins-swdemo_service.service"
 KINDS = ["setsockopt", "sock_create", "bind4", "bind6", "connect4", "connect6", "sendmsg4",
          "sendmsg6", "sock_ops"]
 
@@ -361,6 +362,7 @@ def test_enable_kernel_under_root_writes_bpfprogram_lines_and_pins_nothing(tmp_p
     assert r.returncode == 0, r.stderr
     assert tree(root) == before
     assert "BPFProgram=connect4:" + KERNEL_PINS + "/connect4" in r.stdout, r.stdout
+    assert f"# would write {root / BOOT_UNIT}:" in r.stdout, r.stdout
 
     r = sw("enable", "swdemo", "--kernel", "--dscp", "EF", "--root", root)
     assert r.returncode == 0, r.stderr
@@ -373,6 +375,14 @@ def test_enable_kernel_under_root_writes_bpfprogram_lines_and_pins_nothing(tmp_p
         [f"BPFProgram={k}:{KERNEL_PINS}/{k}" for k in KINDS], lines
     assert not any("LD_PRELOAD" in l or l.startswith("Environment=") for l in lines), lines
     assert not any(l.startswith("AssertPathExists=") for l in lines)
+    # The unit that pins the programs again at boot, pulled in before the unit starts; it
+    # holds the policy as the variables the flags give.
+    assert "Wants=sockwrap-pins-swdemo_service.service" in lines, lines
+    assert "After=sockwrap-pins-swdemo_service.service" in lines, lines
+    boot = (root / BOOT_UNIT).read_text().splitlines()
+    assert "Before=swdemo.service" in boot and "Type=oneshot" in boot, boot
+    assert 'Environment="SOCKWRAP_DSCP=EF"' in boot, boot
+    assert f"ExecStart={util.SOCKWRAP_BIN} repin swdemo.service" in boot, boot
     assert vendor.read_bytes() == vendor_bytes
     assert not Path(KERNEL_PINS).exists()
     # What systemd will read: the test's own parser of the unit files.
@@ -382,6 +392,7 @@ def test_enable_kernel_under_root_writes_bpfprogram_lines_and_pins_nothing(tmp_p
     st = sw("status", "swdemo", "--root", root)
     assert st.returncode == 0, st.stdout + st.stderr
     assert "kernel backend: BPF programs pinned in " + KERNEL_PINS in st.stdout, st.stdout
+    assert f"at boot: {root / BOOT_UNIT} pins them again" in st.stdout, st.stdout
 
     r = sw("enable", "swdemo", "--kernel", "--dscp", "EF", "--strict", "--root", root)
     assert r.returncode == 0, r.stderr
@@ -476,7 +487,22 @@ must(sw, "enable", "swdemo", "--kernel", "--dscp", "EF")
 must("umount", "/sys/fs/bpf")
 must("mount", "-t", "bpf", "bpf", "/sys/fs/bpf")
 out["status_after_reboot"] = sh(sw, "status", "swdemo")
+# What the boot unit does (systemd runs it before the unit): its ExecStart with its
+# Environment=. Without them, repin has no policy and pins nothing.
+boot = Path("/etc/systemd/system/sockwrap-pins-swdemo_service.service").read_text().splitlines()
+env = dict(l.split("=", 1)[1].strip('"').split("=", 1) for l in boot if l.startswith("Environment="))
+argv = next(l for l in boot if l.startswith("ExecStart=")).split("=", 1)[1].split()
+out["repin_no_env"] = sh(*argv)
+out["pins_after_repin_no_env"] = pins()
+r = subprocess.run(argv, env={"PATH": "/usr/bin:/bin", **env}, stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE, text=True, timeout=60)
+out["repin"] = [r.returncode, r.stdout, r.stderr]
+out["pins_after_repin"] = pins()
+r = subprocess.run(argv, env={"PATH": "/usr/bin:/bin", **env}, stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE, text=True, timeout=60)
+out["repin_again"] = [r.returncode, r.stdout, r.stderr]
 out["disable_after_reboot"] = sh(sw, "disable", "swdemo")
+out["boot_unit_after_disable"] = Path("/etc/systemd/system/sockwrap-pins-swdemo_service.service").exists()
 print(json.dumps(out))
 """
 
@@ -516,7 +542,8 @@ def test_enable_kernel_pins_programs_that_give_a_cgroup_the_policy(tmp_path, por
 
     rc, stdout, err = out["enable"]
     assert rc == 0 and "pinned 9 programs and" in stdout, stdout + err
-    pinned = set(out["pins"])
+    pinned_list = out["pins"]
+    pinned = set(pinned_list)
     for kind in KINDS:
         assert f"sockwrap/swdemo_service/{kind}" in pinned, pinned
     for m in ("config", "plans", "decisions", "counters", "sockets", "lockable"):
@@ -540,15 +567,27 @@ def test_enable_kernel_pins_programs_that_give_a_cgroup_the_policy(tmp_path, por
     rc, stdout, _ = out["status_after_reboot"]
     assert rc == 1 and "connect4: " + KERNEL_PINS + "/connect4 is MISSING" in stdout, stdout
     assert "pins do not survive a reboot" in stdout, stdout
+    # The boot unit's command: without its environment no policy, nothing pinned; with it
+    # the pins are back (the same files), and a second run leaves them as they are.
+    rc, _, err = out["repin_no_env"]
+    assert rc == 2 and "no policy in the environment" in err, err
+    assert out["pins_after_repin_no_env"] == []
+    rc, stdout, err = out["repin"]
+    assert rc == 0 and "pinned 9 programs and" in stdout, stdout + err
+    assert out["pins_after_repin"] == pinned_list, out["pins_after_repin"]
+    rc, stdout, err = out["repin_again"]
+    assert rc == 0 and "the 9 pins in " + KERNEL_PINS + " are there" in stdout, stdout + err
     assert out["disable_after_reboot"][0] == 0, out["disable_after_reboot"]
+    assert out["boot_unit_after_disable"] is False
 
 
 def test_real_systemd_attaches_the_pinned_programs(tmp_path, port):
     """systemd 252 itself, PID 1 of its namespaces, reads sockwrap's BPFProgram= lines and
     attaches the pinned programs to the unit's cgroup: the unit's connection carries EF at
-    the peer; the same unit without the drop-in gives 0; with the pins gone (a fresh bpffs,
-    as after a reboot) it runs without them, or not at all under --strict. systemd attaches
-    BPFProgram= only
+    the peer; the same unit without the drop-in gives 0. After a "reboot" (a fresh bpffs)
+    the boot unit enable wrote pins them again before the unit starts: EF again (also under
+    --strict); without the boot unit the unit runs without them (0), or not at all under
+    --strict. systemd attaches BPFProgram= only
     with the unified cgroup v2 hierarchy, so the namespace mounts cgroup2 at /sys/fs/cgroup
     (this machine runs hybrid); its bpffs and pins are the namespace's own."""
     util.require_root("systemd as PID 1 of a namespace needs root")
@@ -594,20 +633,38 @@ def test_real_systemd_attaches_the_pinned_programs(tmp_path, port):
     assert (units / "swdemo.service.d/sockwrap.conf").read_text().count("BPFProgram=") == 9
     assert not Path(KERNEL_PINS).exists()
 
-    # After a reboot, before the enable runs again: a fresh, empty BPF filesystem. systemd
-    # starts the unit without the programs (as the library runs a program untouched when
-    # its policy is broken) ...
+    # After a reboot: a fresh, empty BPF filesystem, and no sockwrap command run by hand.
+    # The boot unit enable wrote (sockwrap-pins-swdemo_service.service, pulled in by the
+    # drop-in before the unit) pins the programs again: EF at the peer.
     reboot = "umount /sys/fs/bpf\nmount -t bpf bpf /sys/fs/bpf\n"
+    assert (root / BOOT_UNIT).is_file()
     out.unlink()
     with tos_server(socket.AF_INET, port) as srv:
         r = run_real_systemd(root, None, "swtest.target", prelude=mounts + enable + reboot)
+        got = srv.wait(1, timeout=15)
+    text = out.read_text() if out.exists() else ""
+    assert got and got[0]["tos"] == EF, (got, r.stdout[-3000:], text)
+    assert "libsockwrap.so" not in text, text
+    # Control: the same reboot without the boot unit. systemd starts the unit without the
+    # programs (as the library runs a program untouched when its policy is broken) ...
+    no_boot_unit = f"rm /etc/systemd/system/{Path(BOOT_UNIT).name}\n"
+    out.unlink()
+    with tos_server(socket.AF_INET, port) as srv:
+        r = run_real_systemd(root, None, "swtest.target",
+                             prelude=mounts + enable + reboot + no_boot_unit)
         got = srv.wait(1, timeout=15)
     assert got and got[0]["tos"] == 0, (got, r.stdout[-3000:])
     # ... and with --strict (AssertPathExists=) it does not start it at all.
     out.unlink()
     strict = enable.replace("--kernel", "--kernel --strict")
     with tos_server(socket.AF_INET, port) as srv:
-        r = run_real_systemd(root, None, "swtest.target", prelude=mounts + strict + reboot)
+        r = run_real_systemd(root, None, "swtest.target",
+                             prelude=mounts + strict + reboot + no_boot_unit)
         got = srv.wait(1, timeout=3)
     assert got == [] and not out.exists(), (got, r.stdout[-3000:])
     assert "AssertPathExists=" in (units / "swdemo.service.d/sockwrap.conf").read_text()
+    # With the boot unit, a --strict unit starts after the reboot, with its programs.
+    with tos_server(socket.AF_INET, port) as srv:
+        r = run_real_systemd(root, None, "swtest.target", prelude=mounts + strict + reboot)
+        got = srv.wait(1, timeout=15)
+    assert got and got[0]["tos"] == EF, (got, r.stdout[-3000:])

@@ -252,8 +252,11 @@ With --kernel (root): the kernel backend's programs, loaded with the compiled po
 pinned in /sys/fs/bpf/sockwrap/UNIT/ (programs by attach type, maps under maps/), and the
 drop-in names them in BPFProgram= lines: systemd attaches them to the unit's cgroup when
 it starts, so static and Go programs are reached too. No LD_PRELOAD. Pins live in memory:
-after a reboot run the same enable again before the unit starts. With --root the drop-in is
-written under DIR and nothing is pinned (the pins belong to the running kernel's bpffs).";
+enable also writes /etc/systemd/system/sockwrap-pins-UNIT.service (the unit's `.` as `_`),
+which the drop-in pulls in before the unit starts; it holds the policy and pins the
+programs again when one is missing (after a reboot). disable removes it. With --root the
+drop-in and that unit are written under DIR and nothing is pinned (the pins belong to the
+running kernel's bpffs).";
 
 const DISABLE_EXAMPLES: &str = "\
 Examples:
@@ -494,6 +497,12 @@ pub fn command() -> Command {
             Command::new("help-config")
                 .about("Print a commented example policy file")
                 .after_help(HELP_CONFIG_EXAMPLES),
+        )
+        .subcommand(
+            Command::new("repin")
+                .hide(true)
+                .about("Pin the BPF programs of an `enable --kernel` UNIT again, from the policy in the SOCKWRAP_* variables, if a pin is missing (run by the sockwrap-pins-UNIT.service that enable writes)")
+                .arg(Arg::new("unit").required(true).value_name("UNIT")),
         )
         .subcommand(
             Command::new("gen-man")

@@ -7,13 +7,16 @@
 //! to nothing, for whoever attaches them (systemd's `BPFProgram=`: `sockwrap enable UNIT
 //! --kernel`); they stay until [`unpin`] removes the files.
 
-use crate::tables::{DKey, KAction, KPlan, Tables, N_COUNTERS};
+use crate::tables::{
+    DKey, KAction, KPlan, Tables, CFG_ACTIONS, CFG_PROGRAMS, N_COUNTERS, STAGE_ACCEPT_FULL,
+};
 use crate::Error;
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData};
 use aya::programs::{
     CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockopt, Program, SockOps,
 };
 use aya::{Ebpf, EbpfLoader, Pod};
+use sockwrap_policy::Stage;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -140,16 +143,37 @@ pub fn attach_type(program: &str) -> Option<&'static str> {
     })
 }
 
-/// The programs a policy needs, as (program name, attach type).
+/// The programs a policy needs, as (program name, attach type), in [`PROGRAMS`] order: each
+/// program only where the tables give it something to do. An attached program runs on
+/// every call of its kind in the cgroup (cgroup/setsockopt on every setsockopt of the
+/// program, sock_ops on about nine events of every TCP connection), whether it finds a plan
+/// or not.
 pub fn needed(tables: &Tables) -> Vec<(&'static str, &'static str)> {
-    let extra: &[&'static str] = if tables.redirects {
-        &REDIRECT_PROGRAMS
-    } else {
-        &[]
+    let stage = |codes: &[u8]| {
+        tables
+            .decisions
+            .iter()
+            .any(|(k, _)| codes.contains(&k.stage))
+    };
+    let udp_create = stage(&[Stage::UdpCreate as u8]);
+    let programs = tables.flags & CFG_PROGRAMS != 0;
+    let actions = tables.flags & CFG_ACTIONS != 0;
+    let wanted = |name: &str| match name {
+        // Locks: the program's own setsockopt of a locked option.
+        "sw_setsockopt" => tables.plans.iter().any(|p| p.lock != 0),
+        // UDP's mark, priority and device; the program class of every socket.
+        "sw_sock_create" => udp_create || programs,
+        "sw_bind4" | "sw_bind6" => stage(&[Stage::Bind as u8]),
+        "sw_connect4" | "sw_connect6" => stage(&[Stage::Connect as u8]) || actions,
+        // Unconnected UDP: what sock_create cannot set, and deny/redirect per datagram.
+        "sw_sendmsg4" | "sw_sendmsg6" => udp_create || actions,
+        "sw_sockops" => stage(&[Stage::Listen as u8, Stage::Accept as u8, STAGE_ACCEPT_FULL]),
+        _ => tables.redirects,
     };
     PROGRAMS
         .iter()
-        .chain(extra)
+        .chain(&REDIRECT_PROGRAMS)
+        .filter(|n| wanted(n))
         .filter_map(|&n| attach_type(n).map(|t| (n, t)))
         .collect()
 }
@@ -446,4 +470,57 @@ fn load_attach(
 ) -> Result<(), Error> {
     p.load_it().map_err(Error)?;
     p.attach_it(cgroup, mode).map_err(Error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sockwrap_policy::catalog::Opt;
+    use sockwrap_policy::rules::{Ports, Rule};
+    use sockwrap_policy::{OnError, Policy, Role, Transport, Value};
+
+    fn names(rules: Vec<Rule>) -> Vec<&'static str> {
+        let t = Tables::build(&Policy::new(rules, OnError::Warn)).expect("tables");
+        needed(&t).into_iter().map(|(n, _)| n).collect()
+    }
+
+    #[test]
+    fn only_the_programs_the_tables_need_are_attached() {
+        // A flag policy reaches every stage of TCP and UDP, locked: all nine.
+        let mut flags = Rule::new("flags");
+        flags.set(Opt::Tos, Value::Int(0xb8), false);
+        assert_eq!(names(vec![flags.clone()]), PROGRAMS.to_vec());
+        // Soft: nothing to lock, no setsockopt program (every setsockopt call pays for it).
+        let mut soft = Rule::new("soft");
+        soft.set(Opt::Tos, Value::Int(0xb8), true);
+        let got = names(vec![soft]);
+        assert!(!got.contains(&"sw_setsockopt"), "{got:?}");
+        assert_eq!(got.len(), PROGRAMS.len() - 1, "{got:?}");
+        // TCP clients only: connect, and the locks; no UDP, bind or sock_ops programs.
+        let mut client = Rule::new("client");
+        client.matcher.role = Some(Role::Client);
+        client.matcher.transport = Some(Transport::Tcp);
+        client.set(Opt::Tos, Value::Int(0xb8), false);
+        assert_eq!(
+            names(vec![client]),
+            vec!["sw_setsockopt", "sw_connect4", "sw_connect6"]
+        );
+        // A TCP server on a port: listen and accept (sock_ops) only.
+        let mut server = Rule::new("server");
+        server.matcher.role = Some(Role::Server);
+        server.matcher.transport = Some(Transport::Tcp);
+        server.matcher.local_port = vec![Ports { lo: 80, hi: 80 }];
+        server.set(Opt::Tos, Value::Int(0xb8), true);
+        assert_eq!(names(vec![server]), vec!["sw_sockops"]);
+        // A program rule: sock_create records the program's class on every socket.
+        let mut prog = Rule::new("prog");
+        prog.matcher.program = vec!["curl".into()];
+        prog.matcher.transport = Some(Transport::Tcp);
+        prog.matcher.role = Some(Role::Client);
+        prog.set(Opt::Tos, Value::Int(0xb8), true);
+        assert_eq!(
+            names(vec![prog]),
+            vec!["sw_sock_create", "sw_connect4", "sw_connect6"]
+        );
+    }
 }

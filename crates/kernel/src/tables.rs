@@ -45,6 +45,8 @@ pub const CFG_PROGRAMS: u32 = 1;
 pub const CFG_STRICT: u32 = 2;
 /// Some rule denies or redirects: the connect and sendmsg programs look up `actions`.
 pub const CFG_ACTIONS: u32 = 4;
+/// TCP sockets get no storage: their locks follow from their own addresses ([`socket_locks`]).
+pub const CFG_SOCKET_LOCKS: u32 = 8;
 
 /// Counters (the `counters` map): 0..N_OPTS failures per option slot, then plans applied per
 /// stage, then setsockopt calls a lock skipped.
@@ -409,6 +411,64 @@ fn kernel_plan(rec: &PlanRecord) -> Result<KPlan, Error> {
     Ok(k)
 }
 
+/// Whether every TCP socket's locks follow from its own addresses, so that TCP sockets need
+/// no storage (`CFG_SOCKET_LOCKS`, sockwrap.bpf.c `locks_from_socket`): a listener's locks
+/// are those of its listen plan, and for every peer and local port class, what an accepted
+/// socket is locked for (the listen plan's locks, which the listener passes on, and the
+/// accept plan's) equals what a client connected to that peer is locked for (the connect
+/// plan's), so that the setsockopt program need not know which of the two a socket is.
+/// Only for policies without program rules and actions (the caller checks), where the
+/// decision depends on nothing else. True for role-blind policies, such as flags.
+/// `ipcs` are the network classes that have an address; `n_rpc`, `n_lpc` the numbers of
+/// remote and local port classes.
+fn socket_locks(
+    plans: &[KPlan],
+    decisions: &[(DKey, u32)],
+    ipcs: &[u32],
+    n_rpc: usize,
+    n_lpc: usize,
+) -> bool {
+    let tcp = transport_code(Transport::Tcp);
+    let locks: HashMap<DKey, u32> = decisions
+        .iter()
+        .filter(|(k, _)| k.transport == tcp)
+        .map(|(k, i)| (*k, plans.get(*i as usize).map_or(0, |p| p.lock)))
+        .collect();
+    let lock = |k: DKey| locks.get(&k).copied().unwrap_or(0);
+    let key = |stage: u8, variant: Variant, ipc, rpc, lpc| DKey {
+        ipc,
+        prog: 0,
+        rpc,
+        lpc,
+        transport: tcp,
+        stage,
+        variant: variant as u8,
+        pad: 0,
+    };
+    for v in [Variant::V4, Variant::V6, Variant::V6Dual] {
+        let listener = if v == Variant::V4 {
+            Variant::V4
+        } else {
+            Variant::V6Dual
+        };
+        for &ipc in ipcs {
+            for rpc in 0..n_rpc as u16 {
+                let client = lock(key(Stage::Connect as u8, v, ipc, rpc, 0));
+                for lpc in 0..n_lpc as u16 {
+                    let listen = lock(key(Stage::Listen as u8, listener, 0, 0, lpc));
+                    // Both accept stages carry the decision's whole lock.
+                    let accept = lock(key(Stage::Accept as u8, v, ipc, rpc, lpc))
+                        | lock(key(STAGE_ACCEPT_FULL, v, ipc, rpc, lpc));
+                    if listen | accept != client {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
 impl Tables {
     /// Every decision of `policy`, as map contents.
     pub fn build(policy: &Policy) -> Result<Tables, Error> {
@@ -620,7 +680,23 @@ impl Tables {
         if !actions.is_empty() {
             flags |= CFG_ACTIONS;
         }
+        let ipcs: Vec<u32> = (0..net_reps.len() as u32)
+            .filter(|&c| net_reps[c as usize].is_some())
+            .collect();
+        if programs.is_empty()
+            && actions.is_empty()
+            && socket_locks(&plans, &decisions, &ipcs, rreps.len(), lreps.len())
+        {
+            flags |= CFG_SOCKET_LOCKS;
+        }
         let redirects = actions.iter().any(|(_, a)| a.flags & ACT_REDIRECT != 0);
+        // Only options some plan locks: the setsockopt program passes every other option
+        // on after one map lookup.
+        let locked = plans.iter().fold(0, |m, p| m | p.lock);
+        let lockable = lockable()
+            .into_iter()
+            .filter(|(_, slot)| locked & (1u32 << (slot & 31)) != 0)
+            .collect();
         Ok(Tables {
             flags,
             plans,
@@ -631,7 +707,7 @@ impl Tables {
             rport_class,
             lport_class,
             programs,
-            lockable: lockable(),
+            lockable,
             truncated_programs: truncated,
         })
     }
@@ -760,7 +836,8 @@ mod tests {
             Some(80),
         );
         assert!(t.plan(&k).is_none());
-        assert_eq!(t.flags, 0);
+        // No program rules, strict or actions; TCP locks follow from the socket.
+        assert_eq!(t.flags, CFG_SOCKET_LOCKS);
     }
 
     #[test]
@@ -1021,6 +1098,50 @@ mod tests {
         for what in ["delay:", "fail:", "match.host:"] {
             assert!(lines.iter().any(|l| l.contains(what)), "{what} {lines:?}");
         }
+    }
+
+    /// TCP sockets go without storage (their locks looked up again from their addresses)
+    /// only where that gives every socket the locks the plans it got carry.
+    #[test]
+    fn tcp_locks_follow_from_the_socket_only_where_the_roles_agree() {
+        let build = |rules| Tables::build(&Policy::new(rules, OnError::Warn)).expect("tables");
+        let mut flags = Rule::new("flags");
+        flags.set(Opt::Tos, Value::Int(0xb8), false);
+        flags.set(Opt::Priority, Value::Int(5), false);
+        let t = build(vec![flags.clone()]);
+        assert_eq!(t.flags & CFG_SOCKET_LOCKS, CFG_SOCKET_LOCKS);
+        // Only the locked options reach the setsockopt program's table.
+        let slots: Vec<u32> = t.lockable.iter().map(|(_, s)| *s).collect();
+        assert!(slots
+            .iter()
+            .all(|&s| s == Opt::Tos as u32 || s == Opt::Priority as u32));
+        assert!(slots.contains(&(Opt::Tos as u32)));
+
+        // A rule for one network, whatever the role: the peer decides, for both roles.
+        let mut lab = Rule::new("lab");
+        lab.matcher.remote = vec![Cidr::parse("10.0.0.0/8").expect("cidr")];
+        lab.set(Opt::Tos, Value::Int(0x28), false);
+        assert_eq!(build(vec![lab]).flags & CFG_SOCKET_LOCKS, CFG_SOCKET_LOCKS);
+
+        // A server-role rule: an accepted socket is locked where a client to the same peer
+        // is not.
+        let mut server = Rule::new("server");
+        server.matcher.role = Some(Role::Server);
+        server.set(Opt::Tos, Value::Int(0xb8), false);
+        assert_eq!(build(vec![server]).flags & CFG_SOCKET_LOCKS, 0);
+        // A local port: the listener on it locks what a client does not.
+        let mut port = Rule::new("port");
+        port.matcher.local_port = vec![Ports { lo: 8080, hi: 8080 }];
+        port.set(Opt::Tos, Value::Int(0xb8), false);
+        assert_eq!(build(vec![port]).flags & CFG_SOCKET_LOCKS, 0);
+        // Program rules: the class lives in the socket's storage.
+        let mut go = flags;
+        go.matcher.program = vec!["curl".into()];
+        assert_eq!(build(vec![go]).flags & CFG_SOCKET_LOCKS, 0);
+        // Soft options lock nothing: nothing for the setsockopt program to look up.
+        let mut soft = Rule::new("soft");
+        soft.set(Opt::Tos, Value::Int(0xb8), true);
+        assert!(build(vec![soft]).lockable.is_empty());
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub fn dispatch(m: &ArgMatches) -> Result<ExitCode> {
         Some(("enable", s)) => systemd::enable(s),
         Some(("disable", s)) => systemd::disable(s),
         Some(("status", s)) => systemd::status(s),
+        Some(("repin", s)) => systemd::repin(s),
         Some(("gen-man", s)) => gen::man(s),
         Some(("gen-completions", s)) => gen::completions(s),
         // clap requires a subcommand, and every one defined in cli.rs is listed above.

@@ -71,6 +71,16 @@ impl Target {
         format!("/etc/sockwrap/units/{}.toml", self.unit)
     }
 
+    /// The unit `enable --kernel` writes to pin the programs again at boot (the unit's name
+    /// as in [`Target::pin_dir`]).
+    fn boot_unit_name(&self) -> String {
+        format!("sockwrap-pins-{}.service", self.unit.replace('.', "_"))
+    }
+
+    fn boot_unit_path(&self) -> String {
+        format!("/etc/systemd/system/{}", self.boot_unit_name())
+    }
+
     /// Where `--kernel` pins the unit's programs (in the running kernel's bpffs, never
     /// under `--root`): the unit's name with `.` as `_`, since bpffs refuses a `.` in a
     /// name (mkdir gives EPERM: measured on 6.18, kernel/bpf/inode.c).
@@ -162,6 +172,7 @@ pub fn enable(m: &ArgMatches) -> Result<ExitCode> {
         return enable_kernel(
             &t,
             &loaded.policy,
+            &vars,
             source.as_deref(),
             policy_text.as_deref(),
             dry,
@@ -285,6 +296,7 @@ pub fn enable(m: &ArgMatches) -> Result<ExitCode> {
     // Enabled before with --kernel: its pins would only hold kernel memory now.
     if let Some(dir) = earlier.as_deref().and_then(pins_of) {
         remove_pins(&t, &dir)?;
+        remove_boot_unit(&t)?;
     }
     finish_enable(&t, source.as_deref())
 }
@@ -316,6 +328,7 @@ pub fn disable(m: &ArgMatches) -> Result<ExitCode> {
     // unit keeps the programs systemd attached until it is restarted.
     if let Some(dir) = pins_of(&text) {
         remove_pins(&t, &dir)?;
+        remove_boot_unit(&t)?;
     }
     let policy = t.at(&t.policy_name());
     match std::fs::remove_file(&policy) {
@@ -531,6 +544,17 @@ fn remove_pins(t: &Target, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes the unit that pins a `--kernel` unit's programs at boot, if `enable` wrote it.
+fn remove_boot_unit(t: &Target) -> Result<()> {
+    let path = t.at(&t.boot_unit_path());
+    if ours_or_refuse(&path)?.is_some() {
+        std::fs::remove_file(&path)
+            .map_err(|e| Error::setup(format_args!("{}: {e}", path.display())))?;
+        println!("removed {}", path.display());
+    }
+    Ok(())
+}
+
 /// Why systemd would not attach the programs on this machine, if it would not: systemd
 /// attaches `BPFProgram=` programs only when it runs with the unified cgroup v2 hierarchy at
 /// /sys/fs/cgroup (measured with systemd 252: in hybrid mode, cgroup v2 at
@@ -555,6 +579,7 @@ fn unit_escape(p: &Path) -> String {
 fn enable_kernel(
     t: &Target,
     policy: &sockwrap_policy::Policy,
+    vars: &[(String, String)],
     source: Option<&Path>,
     policy_text: Option<&[u8]>,
     dry: bool,
@@ -585,17 +610,16 @@ fn enable_kernel(
         )));
     }
     let dir = t.pin_dir();
-    let pins: Vec<(&str, PathBuf)> = sockwrap_kernel::programs::needed(&tables)
-        .into_iter()
-        .map(|(_, kind)| (kind, dir.join(kind)))
-        .collect();
+    let pins = pins_for(&tables, &dir);
+    let boot = t.boot_unit_name();
 
     let mut text = format!(
         "{MARKER} the sockwrap policy for {unit} (sockwrap {ver}), carried out by the kernel backend.\n\
          # Do not edit: run `sockwrap enable {unit} --kernel ...` again, or `sockwrap disable {unit}`.\n\
          # systemd attaches the BPF programs pinned in {dir} to the unit's cgroup when it starts\n\
          # the unit: every socket its processes make gets the policy, static and Go programs too.\n\
-         # The pins live in memory: after a reboot, run the enable again before the unit starts.\n\
+         # The pins live in memory: after a reboot, {boot}\n\
+         # pins them again before the unit starts (it does nothing while they are there).\n\
          {PINS_TAG} {dir}\n",
         unit = t.unit,
         ver = env!("CARGO_PKG_VERSION"),
@@ -608,10 +632,10 @@ fn enable_kernel(
             src.display()
         ));
     }
+    text.push_str(&format!("[Unit]\nWants={boot}\nAfter={boot}\n"));
     if policy.on_error == sockwrap_policy::OnError::Fail {
         // As `run --strict` refuses to start a program it cannot give the policy: the unit
         // does not start without its programs.
-        text.push_str("[Unit]\n");
         for (_, path) in &pins {
             text.push_str(&format!("AssertPathExists={}\n", unit_escape(path)));
         }
@@ -620,12 +644,16 @@ fn enable_kernel(
     for (kind, path) in &pins {
         text.push_str(&format!("BPFProgram={kind}:{}\n", unit_escape(path)));
     }
+    let boot_text = boot_unit_text(t, &dir, vars)?;
 
     let ours = t.at(&t.drop_in_name());
+    let boot_path = t.at(&t.boot_unit_path());
     let live = t.root == Path::new("/");
     if dry {
         println!("# would write {}:", ours.display());
         print!("{text}");
+        println!("# would write {}:", boot_path.display());
+        print!("{boot_text}");
         println!(
             "# would pin {} programs and the maps they use in {}{}:",
             pins.len(),
@@ -649,19 +677,9 @@ fn enable_kernel(
         return Ok(ExitCode::SUCCESS);
     }
     if live {
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err(Error::setup(format_args!(
-                "{WHAT}: only root may load and pin BPF programs; {refusing}"
-            )));
-        }
-        if !sockwrap_kernel::programs::is_bpffs(Path::new(BPFFS)) {
-            return Err(Error::setup(format_args!(
-                "{WHAT}: {BPFFS} is not a BPF filesystem (systemd mounts one there at boot; without systemd: mount -t bpf bpf {BPFFS}); {refusing}"
-            )));
-        }
         let earlier = std::fs::read_to_string(&ours).ok();
         if dir.exists() && earlier.as_deref().and_then(pins_of).as_deref() != Some(dir.as_path()) {
+            root_and_bpffs(WHAT, &refusing)?;
             // Another unit whose name differs only in `.` and `_` has pinned there.
             return Err(Error::setup(format_args!(
                 "{WHAT}: {} holds pins that {} does not name; {refusing}",
@@ -669,31 +687,12 @@ fn enable_kernel(
                 ours.display()
             )));
         }
-        if dir.exists() {
-            let removed = sockwrap_kernel::programs::unpin(&dir).map_err(|e| {
-                Error::setup(format_args!("{WHAT}: removing the earlier pins: {e}"))
-            })?;
-            println!(
-                "removed {} earlier pins in {}",
-                removed.len(),
-                dir.display()
-            );
-        }
-        if let Some(why) = not_unified() {
-            eprintln!("sockwrap: warning: {WHAT}: {why}");
-        }
-        let pinned = sockwrap_kernel::programs::pin(&tables, &dir)
-            .map_err(|e| Error::setup(format_args!("{WHAT}: {e}; {refusing}")))?;
-        println!(
-            "pinned {} programs and {} maps in {}",
-            pinned.programs.len(),
-            pinned.maps.len(),
-            dir.display()
-        );
+        pin_now(WHAT, &refusing, &tables, &dir)?;
     } else {
         println!(
             "not pinned: --root {}: programs are pinned in the running kernel's BPF filesystem, not in files; \
-             on the machine that runs the unit, `sudo sockwrap enable {} --kernel ...` pins:",
+             on the machine that runs the unit, `sudo sockwrap enable {} --kernel ...` pins \
+             (or {boot}, when the unit starts):",
             t.root.display(),
             t.unit
         );
@@ -707,6 +706,7 @@ fn enable_kernel(
         } else if t.at(&t.policy_name()).exists() {
             let _ = std::fs::remove_file(t.at(&t.policy_name()));
         }
+        write_atomic(&boot_path, boot_text.as_bytes(), None)?;
         write_atomic(&ours, text.as_bytes(), None)
     })();
     if let Err(e) = written {
@@ -716,7 +716,207 @@ fn enable_kernel(
         return Err(e);
     }
     println!("wrote {}", ours.display());
+    println!(
+        "wrote {} (pins the programs again before {} starts, after a reboot)",
+        boot_path.display(),
+        t.unit
+    );
     finish_enable(t, source)
+}
+
+/// (attach type, pin path) of every program `tables` needs, pinned under `dir`.
+fn pins_for(tables: &sockwrap_kernel::Tables, dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    sockwrap_kernel::programs::needed(tables)
+        .into_iter()
+        .map(|(_, kind)| (kind, dir.join(kind)))
+        .collect()
+}
+
+/// The unit that pins a `--kernel` unit's programs again at boot: the pins live in memory,
+/// and systemd attaches `BPFProgram=` programs when it makes the unit's cgroup, before the
+/// unit's first `ExecStartPre=` (systemd 252 `cgroup_context_apply` → `bpf_foreign_install`,
+/// from `unit_prepare_exec`), so a command of the unit itself would come too late. It holds
+/// the policy as the `SOCKWRAP_*` variables `enable` was given (a `-c` file as the copy
+/// enable keeps), and runs `sockwrap repin UNIT`, which loads them and pins only when a pin
+/// is missing. The unit's drop-in pulls it in (`Wants=`, `After=`).
+fn boot_unit_text(t: &Target, dir: &Path, vars: &[(String, String)]) -> Result<String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::setup(format_args!("enable --kernel: this program's path: {e}")))?;
+    if exe.to_string_lossy().contains("/target/") {
+        eprintln!(
+            "sockwrap: note: {} runs {} in a build tree at boot; `make install` or the .deb give a path that stays (/usr/bin/sockwrap)",
+            t.boot_unit_name(),
+            exe.display()
+        );
+    }
+    let mut text = format!(
+        "{MARKER} pins the BPF programs of {unit} again before it starts (sockwrap {ver}).\n\
+         # Do not edit: run `sockwrap enable {unit} --kernel ...` again, or `sockwrap disable {unit}`.\n\
+         # The pins in {dir} live in memory and are gone after a reboot;\n\
+         # systemd attaches them (BPFProgram=) when it makes the cgroup of {unit}: after\n\
+         # this unit, before any command of {unit}. `sockwrap repin` loads the policy below\n\
+         # and pins the programs, only if a pin is missing.\n\
+         [Unit]\n\
+         Description=sockwrap: pin the BPF programs of {unit}\n\
+         DefaultDependencies=no\n\
+         Before={unit}\n\
+         [Service]\n\
+         Type=oneshot\n",
+        unit = t.unit,
+        ver = env!("CARGO_PKG_VERSION"),
+        dir = dir.display()
+    );
+    for (k, v) in vars
+        .iter()
+        .filter(|(k, _)| sockwrap_policy::env::is_policy_var(k))
+    {
+        text.push_str(&format!("Environment={}\n", quote_assignment(k, v)));
+    }
+    text.push_str(&format!(
+        "ExecStart={} repin {}\n",
+        unit_escape(&exe),
+        t.unit.replace('%', "%%")
+    ));
+    Ok(text)
+}
+
+/// Only root may pin, and only in a BPF filesystem at /sys/fs/bpf.
+fn root_and_bpffs(what: &str, refusing: &str) -> Result<()> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Error::setup(format_args!(
+            "{what}: only root may load and pin BPF programs; {refusing}"
+        )));
+    }
+    if !sockwrap_kernel::programs::is_bpffs(Path::new(BPFFS)) {
+        return Err(Error::setup(format_args!(
+            "{what}: {BPFFS} is not a BPF filesystem (systemd mounts one there at boot; without systemd: mount -t bpf bpf {BPFFS}); {refusing}"
+        )));
+    }
+    Ok(())
+}
+
+/// Loads the programs with `tables` and pins them in `dir`, replacing what is there.
+fn pin_now(what: &str, refusing: &str, tables: &sockwrap_kernel::Tables, dir: &Path) -> Result<()> {
+    root_and_bpffs(what, refusing)?;
+    if dir.exists() {
+        let removed = sockwrap_kernel::programs::unpin(dir)
+            .map_err(|e| Error::setup(format_args!("{what}: removing the earlier pins: {e}")))?;
+        println!(
+            "removed {} earlier pins in {}",
+            removed.len(),
+            dir.display()
+        );
+    }
+    if let Some(why) = not_unified() {
+        eprintln!("sockwrap: warning: {what}: {why}");
+    }
+    let pinned = sockwrap_kernel::programs::pin(tables, dir)
+        .map_err(|e| Error::setup(format_args!("{what}: {e}; {refusing}")))?;
+    println!(
+        "pinned {} programs and {} maps in {}",
+        pinned.programs.len(),
+        pinned.maps.len(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `sockwrap repin UNIT`, run by the unit `enable --kernel` writes (see [`boot_unit_text`]):
+/// pins UNIT's programs again from the policy in this process's `SOCKWRAP_*` variables,
+/// unless every pin the drop-in names is there. Refuses when the policy needs other
+/// programs than the drop-in names.
+pub fn repin(m: &ArgMatches) -> Result<ExitCode> {
+    const WHAT: &str = "repin";
+    let unit = m
+        .get_one::<String>("unit")
+        .map(String::as_str)
+        .unwrap_or("");
+    let t = Target {
+        root: PathBuf::from("/"),
+        unit: unitfile::unit_name(unit).map_err(Error::usage)?,
+    };
+    let refusing = format!("nothing pinned for {}", t.unit);
+    let drop_in = t.at(&t.drop_in_name());
+    let text = ours_or_refuse(&drop_in)?.ok_or_else(|| {
+        Error::setup(format_args!(
+            "{WHAT}: {}: not enabled (no {}); {refusing}",
+            t.unit,
+            drop_in.display()
+        ))
+    })?;
+    let dir = pins_of(&text).ok_or_else(|| {
+        Error::setup(format_args!(
+            "{WHAT}: {} is not an `enable --kernel` drop-in (no `{PINS_TAG}` line); {refusing}",
+            drop_in.display()
+        ))
+    })?;
+    let named = bpf_programs(&text);
+    if !named.is_empty()
+        && named
+            .iter()
+            .all(|(_, p)| sockwrap_kernel::programs::is_bpffs(p))
+    {
+        println!(
+            "{}: the {} pins in {} are there",
+            t.unit,
+            named.len(),
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let vars: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| sockwrap_policy::env::is_policy_var(k))
+        .collect();
+    if vars.is_empty() {
+        return Err(Error::usage(format_args!(
+            "{WHAT}: no policy in the environment (SOCKWRAP_* variables): {} holds it, start that (systemctl start {}); {refusing}",
+            t.boot_unit_path(),
+            t.boot_unit_name()
+        )));
+    }
+    let loaded = sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |p| {
+        std::fs::read_to_string(p).map_err(|e| format!("cannot read the policy file: {e}"))
+    });
+    if !loaded.errors.is_empty() {
+        for e in &loaded.errors {
+            eprintln!("sockwrap: {e}");
+        }
+        return Err(Error::usage(format_args!(
+            "{WHAT}: the policy has errors; {refusing}"
+        )));
+    }
+    let tables = crate::cmd::kernel::tables_for(&loaded.policy, WHAT, &refusing, false)?;
+    let want: Vec<(String, PathBuf)> = pins_for(&tables, &dir)
+        .into_iter()
+        .map(|(k, p)| (k.to_string(), p))
+        .collect();
+    if want != named {
+        let kinds = |v: &[(String, PathBuf)]| {
+            v.iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        return Err(Error::setup(format_args!(
+            "{WHAT}: {} names the programs {}, the policy needs {}: run `sockwrap enable {} --kernel ...` again; {refusing}",
+            drop_in.display(),
+            kinds(&named),
+            kinds(&want),
+            t.unit
+        )));
+    }
+    pin_now(WHAT, &refusing, &tables, &dir)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `BPFProgram=` lines of a drop-in, as (attach type, path).
+fn bpf_programs(text: &str) -> Vec<(String, PathBuf)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("BPFProgram="))
+        .filter_map(|v| v.split_once(':'))
+        .map(|(k, p)| (k.to_string(), PathBuf::from(p.replace("%%", "%"))))
+        .collect()
 }
 
 /// The end of both `enable` forms: say where the policy was copied, reload, and say how to
@@ -744,13 +944,22 @@ fn kernel_status(t: &Target, text: &str, dir: &Path, ok: &mut bool) {
         "  kernel backend: BPF programs pinned in {}, attached by systemd to the unit's cgroup (BPFProgram=)",
         dir.display()
     );
-    let programs: Vec<(String, PathBuf)> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("BPFProgram="))
-        .filter_map(|v| v.split_once(':'))
-        .map(|(k, p)| (k.to_string(), PathBuf::from(p.replace("%%", "%"))))
-        .collect();
+    let programs = bpf_programs(text);
     let live = t.root == Path::new("/");
+    let boot = t.at(&t.boot_unit_path());
+    if boot.is_file() {
+        println!(
+            "  at boot: {} pins them again before the unit starts",
+            boot.display()
+        );
+    } else {
+        *ok = false;
+        println!(
+            "  at boot: {} is MISSING: after a reboot the unit starts without its programs; run `sudo sockwrap enable {} --kernel ...` again",
+            boot.display(),
+            t.unit
+        );
+    }
     let mut missing = 0;
     for (kind, p) in &programs {
         if !live {
@@ -770,8 +979,12 @@ fn kernel_status(t: &Target, text: &str, dir: &Path, ok: &mut bool) {
     } else if missing > 0 {
         *ok = false;
         println!(
-            "  {missing} pin(s) MISSING (pins do not survive a reboot): run `sudo sockwrap enable {} --kernel ...` again, then systemctl restart {}",
-            t.unit, t.unit
+            "  {missing} pin(s) MISSING (pins do not survive a reboot; {} pins them again when {} next starts): systemctl start {}, or run `sudo sockwrap enable {} --kernel ...` again, then systemctl restart {}",
+            t.boot_unit_name(),
+            t.unit,
+            t.boot_unit_name(),
+            t.unit,
+            t.unit
         );
     } else if let Some(c) = sockwrap_kernel::programs::pinned_counters(dir) {
         let n = |i: u32| c.get(i as usize).copied().unwrap_or(0);

@@ -74,6 +74,12 @@
 #define CFG_PROGRAMS 1 // some rule names a program: look the comm up
 #define CFG_STRICT 2   // on_error = fail: a failed option fails the call (connect, bind, sendmsg)
 #define CFG_ACTIONS 4  // some rule denies or redirects: look the destination's action up
+// A TCP socket's locks follow from its own addresses (crates/kernel/src/tables.rs,
+// socket_locks): a listener has those of its listen plan, a connected or accepted socket
+// those of the connect plan of its peer. TCP sockets then get no storage (an allocation at
+// connect, a copy at every accept, a free at close: most of what the programs cost a
+// connection) and sw_setsockopt looks their locks up again.
+#define CFG_SOCKET_LOCKS 8
 
 // counters (after the per-slot failure counters 0..N_OPTS)
 #define C_APPLIED_BASE 24 // + stage: plans applied
@@ -335,6 +341,25 @@ static __always_inline struct skstate *state_if_any(struct bpf_sock *sk)
 	return bpf_sk_storage_get(&sockets, sk, 0, 0);
 }
 
+static __always_inline int socket_locks(struct config *c)
+{
+	return c && (c->flags & CFG_SOCKET_LOCKS);
+}
+
+// The plan listen() got on a TCP socket of `family` bound to local port `lport`.
+static __always_inline struct kplan *listen_plan(__u32 prog, __u32 family, __u32 lport)
+{
+	struct dkey k = {};
+	__u32 index;
+
+	k.prog = prog;
+	k.transport = T_TCP;
+	k.stage = STAGE_LISTEN;
+	k.variant = family == AF_INET ? VAR_V4 : VAR_V6DUAL;
+	k.lpc = port_class(&lports, lport);
+	return plan_for(&k, &index);
+}
+
 // bpf_bind to the source address of a LEVEL_BIND entry, port 0: the kernel then binds with
 // IP_BIND_ADDRESS_NO_PORT semantics (BIND_FORCE_ADDRESS_NO_PORT), and connect picks the port.
 static __always_inline long bind_source(struct bpf_sock_addr *ctx, struct kop *op)
@@ -574,7 +599,8 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, const __u32 ip6
 	p = plan_for(&k, &index);
 	if (p) {
 		failed = APPLY(ctx, p, 1);
-		if (!st)
+		// Under CFG_SOCKET_LOCKS a TCP socket's locks are looked up again from its peer.
+		if (!st && (t != T_TCP || !socket_locks(c)))
 			st = state_of(ctx->sk);
 		if (st)
 			st->lock |= p->lock;
@@ -840,6 +866,7 @@ int sw_bind6(struct bpf_sock_addr *ctx)
 SEC("sockops")
 int sw_sockops(struct bpf_sock_ops *skops)
 {
+	struct config *c = cfg();
 	struct bpf_sock *sk;
 	struct skstate *st;
 	struct kplan *p;
@@ -869,7 +896,12 @@ int sw_sockops(struct bpf_sock_ops *skops)
 		__u32 ip6[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
 				 skops->remote_ip6[3] };
 
-		k.stage = st && st->listened ? STAGE_ACCEPT : STAGE_ACCEPT_FULL;
+		// Whether the listener got a listen plan: its storage says so; under
+		// CFG_SOCKET_LOCKS listeners have none, and the listen plan of the port says it.
+		int listened = st ? st->listened
+				  : socket_locks(c) && listen_plan(0, skops->family, skops->local_port);
+
+		k.stage = listened ? STAGE_ACCEPT : STAGE_ACCEPT_FULL;
 		if (skops->family == AF_INET) {
 			ip6[0] = 0;
 			ip6[1] = 0;
@@ -886,18 +918,58 @@ int sw_sockops(struct bpf_sock_ops *skops)
 	if (!p)
 		return 1;
 	APPLY(skops, p, 0);
+	count(C_APPLIED_BASE + (op == BPF_SOCK_OPS_TCP_LISTEN_CB ? STAGE_LISTEN : STAGE_ACCEPT));
+	if (!st && socket_locks(c))
+		return 1; // sw_setsockopt finds the locks from the socket itself
 	if (!st)
 		st = bpf_sk_storage_get(&sockets, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
 		return 1;
 	st->lock |= p->lock;
-	if (op == BPF_SOCK_OPS_TCP_LISTEN_CB) {
+	if (op == BPF_SOCK_OPS_TCP_LISTEN_CB)
 		st->listened = 1;
-		count(C_APPLIED_BASE + STAGE_LISTEN);
-	} else {
-		count(C_APPLIED_BASE + STAGE_ACCEPT);
-	}
 	return 1;
+}
+
+// The locks of a TCP socket without storage under CFG_SOCKET_LOCKS: a listener's are those
+// of its listen plan, a connected or accepted socket's those of the connect plan of its peer
+// (the loader set the flag only where that equals what the listener passed on and the
+// accept plan locks); a socket not yet listening or connected has had nothing applied.
+static __always_inline __u32 locks_from_socket(struct bpf_sock *sk)
+{
+	// Every field read unconditionally, each straight from the context.
+	__u32 family = sk->family, type = sk->type, protocol = sk->protocol;
+	__u32 state = sk->state, lport = sk->src_port;
+	__u32 rport = bpf_ntohs(sk->dst_port);
+	__u32 r4 = sk->dst_ip4;
+	__u32 ip6[4] = { sk->dst_ip6[0], sk->dst_ip6[1], sk->dst_ip6[2], sk->dst_ip6[3] };
+	struct dkey k = {};
+	struct kplan *p;
+	__u32 index;
+
+	if (transport_of(type, protocol) != T_TCP || (family != AF_INET && family != AF_INET6))
+		return 0;
+	if (state == BPF_TCP_LISTEN) {
+		p = listen_plan(0, family, lport);
+		return p ? p->lock : 0;
+	}
+	if (!rport)
+		return 0;
+	if (family == AF_INET) {
+		ip6[0] = 0;
+		ip6[1] = 0;
+		ip6[2] = bpf_htonl(0xffff);
+		ip6[3] = r4;
+		k.variant = VAR_V4;
+	} else {
+		k.variant = v4_mapped(ip6) ? VAR_V6DUAL : VAR_V6;
+	}
+	k.transport = T_TCP;
+	k.stage = STAGE_CONNECT;
+	k.ipc = network_class(ip6);
+	k.rpc = port_class(&rports, rport);
+	p = plan_for(&k, &index);
+	return p ? p->lock : 0;
 }
 
 SEC("cgroup/setsockopt")
@@ -906,7 +978,7 @@ int sw_setsockopt(struct bpf_sockopt *ctx)
 	struct bpf_sock *sk = ctx->sk;
 	struct optkey k = { .level = ctx->level, .name = ctx->optname };
 	struct skstate *st;
-	__u32 *slot;
+	__u32 *slot, lock;
 
 	if (!sk)
 		goto pass;
@@ -914,9 +986,13 @@ int sw_setsockopt(struct bpf_sockopt *ctx)
 	if (!slot)
 		goto pass;
 	st = bpf_sk_storage_get(&sockets, sk, 0, 0);
-	if (!st)
+	if (st)
+		lock = st->lock;
+	else if (socket_locks(cfg()))
+		lock = locks_from_socket(sk);
+	else
 		goto pass;
-	if (st->lock & (1u << (*slot & 31))) {
+	if (lock & (1u << (*slot & 31))) {
 		// Skip the kernel's setsockopt; the caller sees success, the value stays.
 		ctx->optlen = -1;
 		count(C_LOCKED);
