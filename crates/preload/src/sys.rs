@@ -133,18 +133,29 @@ pub fn set_errno(e: i32) {
     unsafe { *libc::__errno_location() = e }
 }
 
-/// Restores the errno seen at construction when dropped.
-pub struct ErrnoGuard(i32);
+/// Restores the errno seen at construction when dropped. Holds the thread's errno slot,
+/// asked of libc once: every connect and accept makes one.
+pub struct ErrnoGuard {
+    slot: *mut i32,
+    saved: i32,
+}
 
 impl ErrnoGuard {
     pub fn new() -> ErrnoGuard {
-        ErrnoGuard(errno())
+        // SAFETY: __errno_location returns the calling thread's errno slot, valid for the
+        // thread's lifetime; a guard lives inside one hook call, on one thread (it is not
+        // Send: a raw pointer).
+        unsafe {
+            let slot = libc::__errno_location();
+            ErrnoGuard { slot, saved: *slot }
+        }
     }
 }
 
 impl Drop for ErrnoGuard {
     fn drop(&mut self) {
-        set_errno(self.0)
+        // SAFETY: see `new`.
+        unsafe { *self.slot = self.saved }
     }
 }
 
