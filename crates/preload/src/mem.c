@@ -9,6 +9,10 @@
  * copies are small (socket addresses, option values, the policy's structures moved at
  * start), where 16-byte blocks with an overlapping tail are as quick as libc's code.
  *
+ * Written here because the one crate that has them, compiler_builtins with its `mem`
+ * feature, is linked by rustc itself and takes that feature only with a rebuilt standard
+ * library (nightly's -Z build-std).
+ *
  * Compiled with -fno-builtin and -fno-tree-loop-distribute-patterns, so that the compiler
  * does not turn these loops back into calls of the functions they define. */
 #include <stddef.h>
