@@ -511,8 +511,9 @@ def test_a_server_that_resets_ip_tos_keeps_the_locked_dscp_on_accepted_connectio
     assert data and all(x.tos == EF for x in pkts), [(x.flags, hex(x.tos)) for x in pkts]
 
 
-def test_server_role_rule_reaches_accepted_connections(bins, port, procs, tmp_path):
-    require_kernel_backend()
+def server_role_policy(tmp_path, port):
+    """EF for the server side of `port`, CS1 for every client (which must not reach the
+    accepted connections)."""
     policy = tmp_path / "server.toml"
     policy.write_text(textwrap.dedent(f"""\
         [[rule]]
@@ -524,20 +525,32 @@ def test_server_role_rule_reaches_accepted_connections(bins, port, procs, tmp_pa
         match = {{ role = "client" }}
         dscp = "CS1"
     """))
+    return policy
+
+
+def served_packets(bins, procs, port, policy, under_kernel, listen=(), client_host="127.0.0.1"):
+    """The packets the static server (listening on `listen`, its default address if empty)
+    sends to one connection from `client_host`, with or without `run --kernel -c policy`."""
+    cmd = [bins["server"], port, *listen]
+    if under_kernel:
+        cmd = [util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", *cmd]
+    p = procs.spawn(cmd)
+    assert util.wait_output_line(p).strip() == "listening"
+    with util.Capture(f"tcp src port {port}") as cap:
+        with socket.create_connection((client_host, port), timeout=5) as c:
+            c.sendall(b"question\n")
+            c.shutdown(socket.SHUT_WR)
+            assert c.recv(100) == b"answer\n"
+        assert p.wait(timeout=10) == 0
+    return [x for x in cap.packets if x.sport == port]
+
+
+def test_server_role_rule_reaches_accepted_connections(bins, port, procs, tmp_path):
+    require_kernel_backend()
+    policy = server_role_policy(tmp_path, port)
 
     def serve(under_kernel):
-        cmd = [bins["server"], port]
-        if under_kernel:
-            cmd = [util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", *cmd]
-        p = procs.spawn(cmd)
-        assert util.wait_output_line(p).strip() == "listening"
-        with util.Capture(f"tcp src port {port}") as cap:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
-                c.sendall(b"question\n")
-                c.shutdown(socket.SHUT_WR)
-                assert c.recv(100) == b"answer\n"
-            assert p.wait(timeout=10) == 0
-        return [x for x in cap.packets if x.sport == port]
+        return served_packets(bins, procs, port, policy, under_kernel)
 
     pkts = serve(True)
     assert pkts and pkts[0].flags == "S.", [x.raw for x in pkts]  # the SYN-ACK too
@@ -1005,31 +1018,10 @@ def test_ipv6_listener_with_a_server_role_rule_marks_accepted_connections(
     carry the server rule's class, native IPv6 and v4-mapped alike (tcpdump)."""
     require_kernel_backend()
     util.require_ipv6()
-    policy = tmp_path / "server6.toml"
-    policy.write_text(textwrap.dedent(f"""\
-        [[rule]]
-        name = "server"
-        match = {{ role = "server", local-port = {port} }}
-        dscp = "EF"
-        [[rule]]
-        name = "clients-untouched"
-        match = {{ role = "client" }}
-        dscp = "CS1"
-    """))
+    policy = server_role_policy(tmp_path, port)
 
     def serve(under_kernel):
-        cmd = [bins["server"], port, host]
-        if under_kernel:
-            cmd = [util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", *cmd]
-        p = procs.spawn(cmd)
-        assert util.wait_output_line(p).strip() == "listening"
-        with util.Capture(f"tcp src port {port}") as cap:
-            with socket.create_connection((client_host, port), timeout=5) as c:
-                c.sendall(b"question\n")
-                c.shutdown(socket.SHUT_WR)
-                assert c.recv(100) == b"answer\n"
-            assert p.wait(timeout=10) == 0
-        return [x for x in cap.packets if x.sport == port]
+        return served_packets(bins, procs, port, policy, under_kernel, [host], client_host)
 
     pkts = serve(True)
     assert pkts and pkts[0].flags == "S.", [x.raw for x in pkts]
