@@ -38,56 +38,23 @@ pub mod raw {
 /// `syscall!(nr, args...)`: the system call `nr` with up to six arguments, each cast to a
 /// long, by [`raw`]: the kernel's answer, a value or -errno.
 macro_rules! syscall {
-    ($nr:expr $(,)?) => {
-        $crate::sys::raw::sockwrap_syscall0($nr as libc::c_long)
+    (@call $f:ident, $nr:expr $(, $a:expr)*) => {
+        $crate::sys::raw::$f($nr as libc::c_long $(, ($a) as libc::c_long)*)
     };
-    ($nr:expr, $a:expr $(,)?) => {
-        $crate::sys::raw::sockwrap_syscall1($nr as libc::c_long, ($a) as libc::c_long)
-    };
-    ($nr:expr, $a:expr, $b:expr $(,)?) => {
-        $crate::sys::raw::sockwrap_syscall2(
-            $nr as libc::c_long,
-            ($a) as libc::c_long,
-            ($b) as libc::c_long,
-        )
-    };
+    ($nr:expr $(,)?) => { syscall!(@call sockwrap_syscall0, $nr) };
+    ($nr:expr, $a:expr $(,)?) => { syscall!(@call sockwrap_syscall1, $nr, $a) };
+    ($nr:expr, $a:expr, $b:expr $(,)?) => { syscall!(@call sockwrap_syscall2, $nr, $a, $b) };
     ($nr:expr, $a:expr, $b:expr, $c:expr $(,)?) => {
-        $crate::sys::raw::sockwrap_syscall3(
-            $nr as libc::c_long,
-            ($a) as libc::c_long,
-            ($b) as libc::c_long,
-            ($c) as libc::c_long,
-        )
+        syscall!(@call sockwrap_syscall3, $nr, $a, $b, $c)
     };
     ($nr:expr, $a:expr, $b:expr, $c:expr, $d:expr $(,)?) => {
-        $crate::sys::raw::sockwrap_syscall4(
-            $nr as libc::c_long,
-            ($a) as libc::c_long,
-            ($b) as libc::c_long,
-            ($c) as libc::c_long,
-            ($d) as libc::c_long,
-        )
+        syscall!(@call sockwrap_syscall4, $nr, $a, $b, $c, $d)
     };
     ($nr:expr, $a:expr, $b:expr, $c:expr, $d:expr, $e:expr $(,)?) => {
-        $crate::sys::raw::sockwrap_syscall5(
-            $nr as libc::c_long,
-            ($a) as libc::c_long,
-            ($b) as libc::c_long,
-            ($c) as libc::c_long,
-            ($d) as libc::c_long,
-            ($e) as libc::c_long,
-        )
+        syscall!(@call sockwrap_syscall5, $nr, $a, $b, $c, $d, $e)
     };
     ($nr:expr, $a:expr, $b:expr, $c:expr, $d:expr, $e:expr, $f:expr $(,)?) => {
-        $crate::sys::raw::sockwrap_syscall6(
-            $nr as libc::c_long,
-            ($a) as libc::c_long,
-            ($b) as libc::c_long,
-            ($c) as libc::c_long,
-            ($d) as libc::c_long,
-            ($e) as libc::c_long,
-            ($f) as libc::c_long,
-        )
+        syscall!(@call sockwrap_syscall6, $nr, $a, $b, $c, $d, $e, $f)
     };
 }
 
