@@ -177,6 +177,15 @@ fn read_policy_file(path: &str) -> std::result::Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read the policy file: {e}"))
 }
 
+/// The policy `vars` (SOCKWRAP_* name, value) give, with the file a `SOCKWRAP_CONFIG` names
+/// read from disk: what every subcommand that takes run's flags loads.
+pub fn load_vars(vars: &[(String, String)]) -> sockwrap_policy::Loaded {
+    sockwrap_policy::load(
+        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        read_policy_file,
+    )
+}
+
 /// The dynamic loader a program names (PT_INTERP), if it is an ELF64 LE with one.
 pub fn interpreter(bytes: &[u8]) -> Option<String> {
     if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
@@ -256,10 +265,7 @@ pub fn load_policy(m: &ArgMatches) -> Result<sockwrap_policy::Loaded> {
         .collect();
     seen.retain(|(k, _)| !vars.iter().any(|(f, _)| f == k));
     seen.extend(vars);
-    Ok(sockwrap_policy::load(
-        seen.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        read_policy_file,
-    ))
+    Ok(load_vars(&seen))
 }
 
 /// A seed for `fail` choices: from the kernel's random source, else the clock.
@@ -313,10 +319,7 @@ pub fn prepare(
         .collect();
     seen.retain(|(k, _)| !vars.iter().any(|(f, _)| f == k));
     seen.extend(vars.iter().cloned());
-    let loaded = sockwrap_policy::load(
-        seen.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        read_policy_file,
-    );
+    let loaded = load_vars(&seen);
     let refuse = || {
         Error::usage(
             "refusing to start the program: the policy has errors (--strict or on_error = \"fail\")",

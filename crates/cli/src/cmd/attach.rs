@@ -165,10 +165,7 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
     let policy = if o.list {
         Policy::default()
     } else {
-        let loaded =
-            sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |p| {
-                std::fs::read_to_string(p).map_err(|e| format!("cannot read the policy file: {e}"))
-            });
+        let loaded = crate::launch::load_vars(&vars);
         if !loaded.errors.is_empty() {
             for e in &loaded.errors {
                 eprintln!("sockwrap: {e}");

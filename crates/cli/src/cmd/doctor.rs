@@ -269,9 +269,7 @@ fn options_here(m: &clap::ArgMatches) -> crate::error::Result<bool> {
     if vars.is_empty() {
         return Ok(true);
     }
-    let loaded = sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |p| {
-        std::fs::read_to_string(p).map_err(|e| format!("cannot read the policy file: {e}"))
-    });
+    let loaded = crate::launch::load_vars(&vars);
     if !loaded.errors.is_empty() {
         for e in &loaded.errors {
             println!("policy: {e}");

@@ -12,9 +12,7 @@ use std::process::ExitCode;
 
 pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
     let vars = flag_vars(m)?;
-    let loaded = sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |p| {
-        std::fs::read_to_string(p).map_err(|e| format!("cannot read the policy file: {e}"))
-    });
+    let loaded = crate::launch::load_vars(&vars);
     if !loaded.errors.is_empty() {
         for e in &loaded.errors {
             eprintln!("{e}");

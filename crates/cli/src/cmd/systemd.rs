@@ -145,9 +145,7 @@ pub fn enable(m: &ArgMatches) -> Result<ExitCode> {
             "enable: no policy given: add option flags (--dscp EF ...) or -c FILE",
         ));
     }
-    let loaded = sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |p| {
-        std::fs::read_to_string(p).map_err(|e| format!("cannot read the policy file: {e}"))
-    });
+    let loaded = crate::launch::load_vars(&vars);
     if !loaded.errors.is_empty() {
         for e in &loaded.errors {
             eprintln!("sockwrap: {e}");
@@ -875,9 +873,7 @@ pub fn repin(m: &ArgMatches) -> Result<ExitCode> {
             t.boot_unit_name()
         )));
     }
-    let loaded = sockwrap_policy::load(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), |p| {
-        std::fs::read_to_string(p).map_err(|e| format!("cannot read the policy file: {e}"))
-    });
+    let loaded = crate::launch::load_vars(&vars);
     if !loaded.errors.is_empty() {
         for e in &loaded.errors {
             eprintln!("sockwrap: {e}");
