@@ -301,6 +301,15 @@ def run_real_systemd(root, unit_dirs_from, target, timeout=40, prelude=""):
                 pass
 
 
+def probe_reports_to_file(tmp_path):
+    """Makes make_root's probe write its report into a file (systemd gives the service no
+    terminal); returns the file."""
+    out = tmp_path / "probe.out"
+    probe = tmp_path / "probe.sh"
+    probe.write_text(probe.read_text().replace("#!/bin/sh\n", f"#!/bin/sh\nexec >'{out}' 2>&1\n", 1))
+    return out
+
+
 def test_real_systemd_starts_the_unit_with_the_drop_in(tmp_path, port):
     """systemd itself composes the environment from the vendor unit and sockwrap's drop-in
     and starts the service; the peer sees EF, the same unit without the drop-in gives 0."""
@@ -308,10 +317,7 @@ def test_real_systemd_starts_the_unit_with_the_drop_in(tmp_path, port):
     util.require_tool("unshare", "/lib/systemd/systemd")
     util.require_sockwrap()
     root, vendor, other = make_root(tmp_path, port)
-    out = tmp_path / "probe.out"
-    # the probe reports into a file (systemd gives the service no terminal)
-    probe = tmp_path / "probe.sh"
-    probe.write_text(probe.read_text().replace("#!/bin/sh\n", f"#!/bin/sh\nexec >'{out}' 2>&1\n", 1))
+    out = probe_reports_to_file(tmp_path)
     vendor.write_text(vendor.read_text().replace(
         "[Service]\n", "[Unit]\nDefaultDependencies=no\nSuccessAction=exit\nFailureAction=exit\n\n[Service]\n", 1))
     target = vendor.parent / "swtest.target"
@@ -594,9 +600,7 @@ def test_real_systemd_attaches_the_pinned_programs(tmp_path, port):
     util.require_tool("unshare", "/lib/systemd/systemd")
     util.require_sockwrap()
     root, vendor, _ = make_root(tmp_path, port)
-    out = tmp_path / "probe.out"
-    probe = tmp_path / "probe.sh"
-    probe.write_text(probe.read_text().replace("#!/bin/sh\n", f"#!/bin/sh\nexec >'{out}' 2>&1\n", 1))
+    out = probe_reports_to_file(tmp_path)
     shutil.copytree("/etc", root / "etc", symlinks=True, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("*.lock", "systemd"))
     units = root / "etc/systemd/system"
