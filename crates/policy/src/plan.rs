@@ -254,6 +254,12 @@ impl<'d, 'p> Plan<'d, 'p> {
         }
     }
 
+    /// All the entries as one slice, when they are all ready-made (a precomputed decision):
+    /// walking a slice keeps the executing loop's state in registers.
+    pub fn ready_only(&self) -> Option<&'p [PlanOp]> {
+        (self.set == 0).then_some(self.ready)
+    }
+
     /// The same plan as one fixed-size value.
     pub fn record(&self) -> PlanRecord {
         let mut r = PlanRecord {

@@ -581,7 +581,7 @@ pub struct Ctx<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision<'p> {
     /// 1 + index of the winning rule per slot; 0 = not set.
-    from: [u32; N_OPTS],
+    from: Froms<'p>,
     mask: u32,
     /// The set slots whose winning setting is soft.
     soft: u32,
@@ -591,10 +591,36 @@ pub struct Decision<'p> {
     policy: &'p Policy,
 }
 
+/// A decision's winning rules per slot: a precomputed decision's are borrowed from the
+/// policy, so that taking one copies a pointer, not the table (88 bytes: ~20 instructions
+/// in each connect and each accept, measured with callgrind on bench/build/connbench).
+#[derive(Clone, Copy, Debug)]
+enum Froms<'p> {
+    Fixed(&'p [u32; N_OPTS]),
+    Own([u32; N_OPTS]),
+}
+
+impl Froms<'_> {
+    fn get(&self) -> &[u32; N_OPTS] {
+        match self {
+            Froms::Fixed(f) => f,
+            Froms::Own(f) => f,
+        }
+    }
+}
+
+/// Equal when the tables are, borrowed or not.
+impl PartialEq for Froms<'_> {
+    fn eq(&self, other: &Froms<'_>) -> bool {
+        self.get() == other.get()
+    }
+}
+impl Eq for Froms<'_> {}
+
 impl<'p> Decision<'p> {
     pub fn empty(policy: &'p Policy) -> Decision<'p> {
         Decision {
-            from: [0; N_OPTS],
+            from: Froms::Own([0; N_OPTS]),
             mask: 0,
             soft: 0,
             fixed: 0,
@@ -645,7 +671,7 @@ impl<'p> Decision<'p> {
     }
 
     fn setting(&self, slot: usize) -> Option<&'p Setting> {
-        let i = *self.from.get(slot)?;
+        let i = *self.from.get().get(slot)?;
         if i == 0 {
             return None;
         }
@@ -661,7 +687,7 @@ impl<'p> Decision<'p> {
 
     /// The precomputed plan entries of `opt` as decided (see [`crate::plan`]).
     pub(crate) fn variant_ops(&self, opt: Opt) -> Option<&'p VariantOps> {
-        let tag = *self.from.get(opt as usize)?;
+        let tag = *self.from.get().get(opt as usize)?;
         if tag == 0 {
             return None;
         }
@@ -676,13 +702,24 @@ impl<'p> Decision<'p> {
     /// Takes rule `idx` into account; later rules win, whatever the order of the calls.
     fn take(&mut self, idx: usize, rule_mask: u32, rule_soft: u32) {
         let tag = idx as u32 + 1;
+        let from = match &mut self.from {
+            Froms::Own(f) => f,
+            // A precomputed decision is never matched further (`decide_scan` starts empty).
+            Froms::Fixed(f) => {
+                self.from = Froms::Own(**f);
+                let Froms::Own(f) = &mut self.from else {
+                    return;
+                };
+                f
+            }
+        };
         let mut m = rule_mask;
         while m != 0 {
             let slot = m.trailing_zeros() as usize;
             let bit = m & m.wrapping_neg();
             m &= m - 1;
-            if self.from[slot] < tag {
-                self.from[slot] = tag;
+            if from[slot] < tag {
+                from[slot] = tag;
                 self.soft = (self.soft & !bit) | (rule_soft & bit);
             }
         }
@@ -948,7 +985,7 @@ impl Policy {
                         host: None,
                     });
                     fixed[fixed_index(t, role)] = Fixed {
-                        from: d.from,
+                        from: *d.from.get(),
                         mask: d.mask,
                         soft: d.soft,
                     };
@@ -1100,7 +1137,7 @@ impl Policy {
         let (t, _) = fixed_slot(i);
         Some((
             Decision {
-                from: x.from,
+                from: Froms::Fixed(&x.from),
                 mask: x.mask,
                 soft: x.soft,
                 fixed: i as u8 + 1,
