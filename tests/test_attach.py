@@ -1,9 +1,11 @@
 """`sockwrap attach PID`: options given to a program that is already running, through
 pidfd_getfd, with nothing of sockwrap inside the program (issue 13).
 
-Witnesses outside sockwrap: the wire (tcpdump on lo: `tos 0xb8` per packet) and the kernel
-(`ss -tnio --tos`: the keepalive timer, tos, fwmark). Each witness is also read on the same
-program before attach (or with attach as a user who may not), so each test can fail."""
+Witnesses outside sockwrap: the wire (tcpdump on lo: `tos 0xb8` per packet), the kernel
+(`ss -tnio --tos`: the keepalive timer, tos, fwmark, congestion algorithm, pacing rate,
+class_id, skmem), the target's own getsockopt on its socket, and strace of attach (the
+system calls it made). Each witness is also read on the same program before attach (or
+with attach as a user who may not), so each test can fail."""
 import json
 import os
 import re
@@ -101,6 +103,45 @@ def start_client(procs, tmp_path, port, user=None, host="127.0.0.1", mptcp=False
     return p, int(line)
 
 
+# A python3 client that sends one byte every 100 ms (for at most 60 s) and, for each line
+# on stdin, prints what its own getsockopt says of its socket (one JSON line): the witness
+# for options that neither the wire nor ss shows. `pace N` first sets its own
+# SO_MAX_PACING_RATE to N, as a u64.
+PROBED = textwrap.dedent("""\
+    import json, socket, struct, sys, threading, time
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    def tick():
+        for _ in range(600):
+            try:
+                s.send(b"x")
+            except OSError:
+                return
+            time.sleep(0.1)
+    threading.Thread(target=tick, daemon=True).start()
+    print(s.getsockname()[1], flush=True)
+    T, S = socket.IPPROTO_TCP, socket.SOL_SOCKET
+    for line in sys.stdin:
+        if line.startswith("pace "):
+            s.setsockopt(S, 47, struct.pack("=Q", int(line.split()[1])))
+        print(json.dumps({
+            "congestion": s.getsockopt(T, socket.TCP_CONGESTION, 16).split(b"\\0")[0].decode(),
+            "max_pacing_rate": struct.unpack("=Q", s.getsockopt(S, 47, 8))[0],  # SO_MAX_PACING_RATE, u64
+            "notsent_lowat": s.getsockopt(T, 25),  # TCP_NOTSENT_LOWAT
+            "priority": s.getsockopt(S, socket.SO_PRIORITY),
+            "nodelay": s.getsockopt(T, socket.TCP_NODELAY),
+            "sndbuf": s.getsockopt(S, socket.SO_SNDBUF),
+            "rcvbuf": s.getsockopt(S, socket.SO_RCVBUF),
+            "tos": s.getsockopt(socket.IPPROTO_IP, socket.IP_TOS),
+            "maxseg": s.getsockopt(T, socket.TCP_MAXSEG),
+            "device": s.getsockopt(S, socket.SO_BINDTODEVICE, 16).split(b"\\0")[0].decode(),
+            "protocol": s.getsockopt(S, socket.SO_PROTOCOL),
+            "reuseaddr": s.getsockopt(S, socket.SO_REUSEADDR),
+            "reuseport": s.getsockopt(S, socket.SO_REUSEPORT),
+            "local": "%s:%d" % s.getsockname(),
+        }), flush=True)
+    """)
+
+
 class Sink(util.AcceptServer):
     """A server (in this process) that reads everything each connection sends, for at most
     60 s per connection."""
@@ -192,6 +233,193 @@ def test_list_shows_the_sockets_and_changes_nothing(procs, tmp_path, port):
         assert r.returncode == 0 and f"127.0.0.1:{lport} -> 127.0.0.1:{port}" in r.stdout, r.stdout
         e = ss_entry(lport)
         assert util.ss_field(e, "tos") in (None, "0", "0x0") and util.keepalive_timer(e) is None, e
+
+
+def start_probed(procs, port):
+    p = procs.spawn([util.PY, "-c", PROBED, port], stdin=subprocess.PIPE)
+    line = wait_output_line(p).strip()
+    assert line.isdigit(), f"client did not start: {line!r}"
+    return p, int(line)
+
+
+def own_view(p, line="?"):
+    """The target's own getsockopt of its socket, asked on its stdin."""
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
+    return json.loads(wait_output_line(p))
+
+
+def other_congestion():
+    """(the default algorithm, a loaded one that is not the default); reno is always built
+    in. The sysctls are only read."""
+    base = Path("/proc/sys/net/ipv4")
+    default = (base / "tcp_congestion_control").read_text().strip()
+    loaded = (base / "tcp_available_congestion_control").read_text().split()
+    return default, next(a for a in ("reno", "cubic", *loaded) if a in loaded and a != default)
+
+
+def kernel_view(lport):
+    """What ss shows of the options: the congestion algorithm's name, the max pacing rate
+    (bits/s after the `/` of pacing_rate; None when unlimited), class_id (the priority
+    without a net_cls class), skmem tb and rb (the send and receive buffers)."""
+    e = util.ss(f"( sport = :{lport} )", "-tnieom --tos")
+    assert len(e) == 1, e
+    algos = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
+    (cong,) = [w for w in e[0].split() if w in algos]
+    m = re.search(r"pacing_rate \S+?bps/(\d+)bps", e[0])
+    mem = util.skmem(e[0])
+    return {"congestion": cong, "max_pacing_bits": int(m.group(1)) if m else None,
+            "class_id": int(util.ss_field(e[0], "class_id"), 0), "tb": mem["tb"], "rb": mem["rb"]}
+
+
+# Each option attach sets on an open socket: its flags, then what the target's getsockopt
+# shows after (its key in PROBED), and what ss shows after (None: ss does not show it).
+# Values differ from this kernel's defaults (checked before attach). None for congestion:
+# other_congestion()'s.
+SETTABLE = {
+    "congestion": (["--congestion", None], "TCP_CONGESTION", {"congestion": None}, {"congestion": None}),
+    "max-pacing-rate": (["--max-pacing-rate", "1M"], "SO_MAX_PACING_RATE", {"max_pacing_rate": 1 << 20},
+                        {"max_pacing_bits": 8 << 20}),
+    "notsent-lowat": (["--notsent-lowat", "16K"], "TCP_NOTSENT_LOWAT", {"notsent_lowat": 16384}, {}),
+    "priority": (["--priority", "5"], "SO_PRIORITY", {"priority": 5}, {"class_id": 5}),
+    "nodelay": (["--nodelay"], "TCP_NODELAY", {"nodelay": 1}, {}),
+    # the kernel doubles what is set (and locks it: no more autotuning)
+    "sndbuf": (["--sndbuf", "96K"], "SO_SNDBUF", {"sndbuf": 2 * 96 * 1024}, {"tb": 2 * 96 * 1024}),
+    "rcvbuf": (["--rcvbuf", "40K"], "SO_RCVBUF", {"rcvbuf": 2 * 40 * 1024}, {"rb": 2 * 40 * 1024}),
+}
+
+
+def unasked(view, asked):
+    """The target's view without the keys asked for, nor TCP_MAXSEG: the MSS in use, which
+    the kernel moves by itself (32768, then 32741, with the peer's window)."""
+    return {k: v for k, v in view.items() if k not in asked and k != "maxseg"}
+
+
+def as_attach_reports(key, v):
+    """A getsockopt value of PROBED as attach's JSON writes it: a bool for nodelay, the rate
+    as a u32 reads it (the kernel clamps a larger one to u32::MAX)."""
+    if key == "nodelay":
+        return bool(v)
+    if key == "max_pacing_rate":
+        return min(v, 2**32 - 1)
+    return v
+
+
+@pytest.mark.parametrize("option", [*SETTABLE, "all"])
+def test_running_client_gets_each_option_attach_sets_and_nothing_else(procs, port, option):
+    """Congestion, max pacing rate, notsent-lowat, priority, nodelay, send and receive
+    buffers on a running client: the target's own getsockopt and ss show the default before
+    attach and the value after; every other option the target reads is unchanged; attach's
+    before/after agree with the target's. "all": every flag in one attach (its table)."""
+    util.require_root("attach to a process")
+    default_cc, cc = other_congestion()
+    names = list(SETTABLE) if option == "all" else [option]
+    args, own_want, ss_want, kernel = [], {}, {}, {}
+    for n in names:
+        flags, kernel[n], own, seen = SETTABLE[n]
+        args += [cc if f is None else f for f in flags]
+        own_want.update({k: cc if v is None else v for k, v in own.items()})
+        ss_want.update({k: cc if v is None else v for k, v in seen.items()})
+    with sink(port):
+        p, lport = start_probed(procs, port)
+        before, ss_before = own_view(p), kernel_view(lport)
+        assert ss_before["congestion"] == before["congestion"] == default_cc, (before, ss_before)
+        assert ss_before["max_pacing_bits"] is None and before["max_pacing_rate"] == 2**64 - 1
+        for k, v in own_want.items():
+            assert before[k] != v, f"{k} is already {v} before attach: the test could not fail"
+        for k, v in ss_want.items():
+            assert ss_before[k] != v, f"ss shows {k} {v} before attach: the test could not fail"
+
+        r = attach(p.pid, *args, *([] if option == "all" else ["--json"]))
+        assert r.returncode == 0, r.stdout + r.stderr
+        after, ss_after = own_view(p), kernel_view(lport)
+        assert {k: after[k] for k in own_want} == own_want, (before, after)
+        assert {k: ss_after[k] for k in ss_want} == ss_want, (ss_before, ss_after)
+        # Nothing but what was asked: every other value the target reads is as before.
+        assert unasked(after, own_want) == unasked(before, own_want), (before, after)
+        assert p.poll() is None, "the program was disturbed"
+
+    # attach's own before/after agree with the target's getsockopt.
+    if option == "all":
+        for n in names:
+            (k,) = SETTABLE[n][2]
+            b, a = (as_attach_reports(k, x[k]) for x in (before, after))
+            b, a = ({True: "on", False: "off"}.get(x, x) if k == "nodelay" else x for x in (b, a))
+            assert re.search(rf"\| {re.escape(n)} \({kernel[n]}\)\s*\|\s*{b}\s*\|\s*{a}\s*\|", r.stdout), (n, b, a, r.stdout)
+        assert "1 TCP/UDP sockets: 1 changed" in r.stdout, r.stdout
+        return
+    (sock,) = [s for s in json.loads(r.stdout)["sockets"] if s.get("local") == f"127.0.0.1:{lport}"]
+    (row,) = sock["options"]
+    (k,) = own_want
+    assert row["kernel"] == kernel[option] and row["result"] == "set", row
+    assert (row["before"], row["after"]) == (as_attach_reports(k, before[k]), as_attach_reports(k, after[k])), (row, before, after)
+
+
+# The options that cannot change on an open socket, as attach names them: (flags, the row's
+# option (kernel) label, the reason).
+UNCHANGEABLE = [
+    (["--mptcp"], "mptcp (socket(..., IPPROTO_MPTCP))", "the protocol is chosen at socket()"),
+    (["--bind-address", "127.0.0.2"], "bind-address (bind() with IP_BIND_ADDRESS_NO_PORT)",
+     "the source address is chosen at bind()/connect()"),
+    (["--bind-interface", "lo"], "bind-interface (SO_BINDTODEVICE)", "the device of an open connection is fixed by its route"),
+    (["--maxseg", "1000"], "maxseg (TCP_MAXSEG)", "the MSS is announced in the SYN"),
+    (["--reuseaddr"], "reuseaddr (SO_REUSEADDR)", "only means something before bind()"),
+    (["--reuseport"], "reuseport (SO_REUSEPORT)", "only means something before bind()"),
+]
+
+
+def test_options_that_cannot_change_on_an_open_socket_are_named_skipped_and_not_set(procs, port, tmp_path):
+    """mptcp, bind-address, bind-interface, maxseg, reuseaddr, reuseport with dscp EF on a
+    running client: each skipped, with its reason; dscp set; exit 0 (`attach --help`: 0 when
+    every option was set; skipping is not a refusal). Witnesses: the target's getsockopt
+    (IP_TOS 0 -> 0xb8; SO_BINDTODEVICE, SO_REUSEADDR, SO_REUSEPORT, SO_PROTOCOL, TCP_MAXSEG,
+    its local address unchanged), ss (the local address, tos), and strace of attach: the
+    system calls it made. TCP_MAXSEG after connect reads the MSS in use, which the kernel
+    moves by itself and a late setsockopt(TCP_MAXSEG) would not change (it is not 1000);
+    strace is the witness that none was made. Controls:
+    before attach the target has none of the asked values; SO_BINDTODEVICE and
+    SO_REUSEADDR/PORT can be set on an open connected socket (one of the test's own: so the
+    target would show such a call); strace shows the IP_TOS call attach did make."""
+    util.require_root("attach to a process")
+    util.require_tool("strace")
+    args = [a for flags, _, _ in UNCHANGEABLE for a in flags] + ["--dscp", "EF"]
+    with sink(port):
+        p, lport = start_probed(procs, port)
+        before = own_view(p)
+        assert before["tos"] == 0 and before["device"] == "" and before["protocol"] == socket.IPPROTO_TCP
+        assert before["maxseg"] > 1000 and before["reuseaddr"] == 0 and before["reuseport"] == 0, before
+        assert before["local"] == f"127.0.0.1:{lport}"
+        with socket.create_connection(("127.0.0.1", port)) as mine:
+            for name, value in ((socket.SO_BINDTODEVICE, b"lo"), (socket.SO_REUSEADDR, 1), (socket.SO_REUSEPORT, 1)):
+                mine.setsockopt(socket.SOL_SOCKET, name, value)
+            assert mine.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16).rstrip(b"\0") == b"lo"
+            assert mine.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1
+            assert mine.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+        st = tmp_path / "strace.txt"
+        util.require_sockwrap()
+        r = run(["strace", "-f", "-qq", "-e", "trace=socket,bind,setsockopt", "-o", st,
+                 util.SOCKWRAP_BIN, "attach", p.pid, *args])
+        assert r.returncode == 0, r.stdout + r.stderr
+        after = own_view(p)
+        e = ss_entry(lport)
+        assert p.poll() is None, "the program was disturbed"
+    # The settable one reached the program's socket, and nothing else changed.
+    assert after["tos"] == EF and util.ss_field(e, "tos") == "0xb8", (after, e)
+    assert unasked(after, {"tos"}) == unasked(before, {"tos"}), (before, after)
+    assert after["maxseg"] > 1000, after
+    assert e.split()[2] == f"127.0.0.1:{lport}", e
+    calls = st.read_text()
+    assert re.search(r"setsockopt\(\d+, SOL_IP, IP_TOS, \[184\], 4\) = 0", calls), calls
+    for word in ("SO_BINDTODEVICE", "TCP_MAXSEG", "SO_REUSEADDR", "SO_REUSEPORT", "IP_BIND_ADDRESS_NO_PORT",
+                 "bind(", "IPPROTO_MPTCP", "socket("):
+        assert word not in calls, f"attach called {word}:\n{calls}"
+    # attach's own account agrees: each named, with its reason.
+    for _, label, why in UNCHANGEABLE:
+        assert re.search(rf"\| {re.escape(label)}\s*\|\s*-\s*\|\s*skipped: cannot change on an open socket: {re.escape(why)}\s*\|",
+                         r.stdout), (label, r.stdout)
+    assert re.search(r"\| dscp \(IP_TOS\)\s*\|\s*CS0\(0x00\)\s*\|\s*EF\(0xb8\)\s*\|", r.stdout), r.stdout
+    assert "1 TCP/UDP sockets: 1 changed, 0 unchanged, 0 closed during the run, 0 options refused" in r.stdout, r.stdout
+    assert r.stderr == "", r.stderr
 
 
 def test_ssh_client_session_gets_dscp_mid_session(sshd):  # noqa: F811
@@ -548,7 +776,7 @@ def test_kernel_without_pidfd_getfd_is_one_line_exit_3(procs, tmp_path, port, ca
         r = run([exe, str(nr), util.SOCKWRAP_BIN, "attach", p.pid, "--dscp", "EF"])
         assert r.returncode == 3, r
         (line,) = r.stderr.strip().splitlines()
-        assert line.startswith(f"sockwrap: attach: this kernel (") and f"has no {call}()" in line, line
+        assert line.startswith("sockwrap: attach: this kernel (") and f"has no {call}()" in line, line
         assert "Linux 5.6 or later" in line
         assert util.ss_field(ss_entry(lport), "tos") in (None, "0", "0x0")
         r = attach(p.pid, "--dscp", "EF")
