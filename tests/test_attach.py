@@ -355,6 +355,28 @@ def test_running_client_gets_each_option_attach_sets_and_nothing_else(procs, por
     assert (row["before"], row["after"]) == (as_attach_reports(k, before[k]), as_attach_reports(k, after[k])), (row, before, after)
 
 
+def test_a_pacing_rate_above_u32_set_by_the_program_is_not_taken_for_its_low_bits(procs, port):
+    """Regression: the program set its own rate as a u64, 5 GB/s (0x1_2A05_F200). attach
+    read it through a 16-byte buffer, got the u64 and kept its low 32 bits, 705032704: asked
+    for 705032704, it said "already" and set nothing. Witnesses: the target's getsockopt
+    (u64) and ss's max pacing rate, before and after."""
+    util.require_root("attach to a process")
+    low_bits = 5_000_000_000 & 0xFFFFFFFF
+    with sink(port):
+        p, lport = start_probed(procs, port)
+        before = own_view(p, "pace 5000000000")
+        assert before["max_pacing_rate"] == 5_000_000_000, before
+        assert kernel_view(lport)["max_pacing_bits"] == 8 * 5_000_000_000
+        r = attach(p.pid, "--max-pacing-rate", low_bits, "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert own_view(p)["max_pacing_rate"] == low_bits
+        assert kernel_view(lport)["max_pacing_bits"] == 8 * low_bits
+    (sock,) = [s for s in json.loads(r.stdout)["sockets"] if s.get("local") == f"127.0.0.1:{lport}"]
+    (row,) = sock["options"]
+    # as a u32 reads it: the kernel clamps 5 GB/s to u32::MAX
+    assert (row["before"], row["after"], row["result"]) == (2**32 - 1, low_bits, "set"), row
+
+
 # The options that cannot change on an open socket, as attach names them: (flags, the row's
 # option (kernel) label, the reason).
 UNCHANGEABLE = [

@@ -537,9 +537,18 @@ fn decode(enc: Enc, b: &[u8]) -> Option<Value> {
     })
 }
 
+/// `getsockopt` with a buffer as wide as the encoding the catalog sets: the kernel answers
+/// some options in the width it is asked (SO_MAX_PACING_RATE is a u64 when the buffer has
+/// room for one, and a u32 clamped to u32::MAX when it has four bytes), so a wider buffer
+/// would get bytes the encoding does not read (a 5 GB/s rate read as its low 32 bits).
 fn read(dup: &OwnedFd, level: i32, name: i32, enc: Enc) -> Option<Value> {
     let mut buf = [0u8; 16];
-    let n = pidfd::getsockopt(dup, level, name, &mut buf).ok()?;
+    let width = match enc {
+        Enc::Int | Enc::U32 | Enc::Bool | Enc::BufSize => 4,
+        Enc::Linger => 8,
+        Enc::Str | Enc::StrNul => buf.len(),
+    };
+    let n = pidfd::getsockopt(dup, level, name, &mut buf[..width]).ok()?;
     decode(enc, &buf[..n])
 }
 
@@ -1539,6 +1548,21 @@ mod tests {
         l[4..].copy_from_slice(&5i32.to_ne_bytes());
         assert_eq!(decode(Enc::Linger, &l), Some(Value::Linger(Some(5))));
         assert_eq!(decode(Enc::Int, &[1, 2]), None);
+    }
+
+    #[test]
+    fn a_pacing_rate_above_u32_is_read_clamped_not_cut_to_its_low_bits() {
+        // The program set its rate as a u64 (5 GB/s: 0x1_2A05_F200); read as the catalog
+        // sets it, a u32, the kernel clamps it. Its low 32 bits (705032704) would make a
+        // request for 705032704 look already set.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket on loopback");
+        let fd = OwnedFd::from(udp);
+        let (l, n) = (k::SOL_SOCKET, k::SO_MAX_PACING_RATE);
+        let rate = |v: u64| pidfd::setsockopt(&fd, l, n, &v.to_ne_bytes()).is_ok();
+        assert!(rate(5_000_000_000));
+        assert_eq!(read(&fd, l, n, Enc::U32), Some(Value::Int(u32::MAX as i64)));
+        assert!(rate(1_048_576));
+        assert_eq!(read(&fd, l, n, Enc::U32), Some(Value::Int(1_048_576)));
     }
 
     #[test]
