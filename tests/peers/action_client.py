@@ -5,6 +5,7 @@
   action_client.py select HOST PORT                     non-blocking connect, select() for writability
   action_client.py select6 FAMILY HOST PORT             the same on an IPv6 socket (6: native, 6m: v4-mapped)
   action_client.py loop HOST PORT N                     N blocking connects, one char each: . ok, x refused/reset
+  action_client.py cycle HOST N PORT [PORT ...]         N rounds of one connect to each PORT in turn: a pattern per port
   action_client.py byname NAME PORT                     getaddrinfo(NAME) then connect, send, read
   action_client.py byname_then_addr NAME ADDR PORT      the same, then a connect to ADDR (no name)
 
@@ -104,7 +105,8 @@ def with_select(host, port, fam="4"):
     report(ok=True, peer=[peer[0], peer[1]], reply=talk(s), elapsed=elapsed, v6only=v6only)
 
 
-def loop(host, port, n):
+def connects(host, port, n):
+    """n blocking connects to host:port, one char each: . connected, x refused or reset."""
     out = []
     for _ in range(n):
         s = socket.socket()
@@ -114,7 +116,20 @@ def loop(host, port, n):
         except OSError:
             out.append("x")
         s.close()
-    report(pattern="".join(out))
+    return "".join(out)
+
+
+def loop(host, port, n):
+    report(pattern=connects(host, port, n))
+
+
+def cycle(host, n, ports):
+    """The ports' connects interleaved: round after round, one connect to each port."""
+    out = {p: "" for p in ports}
+    for _ in range(n):
+        for p in ports:
+            out[p] += connects(host, p, 1)
+    report(patterns={str(p): v for p, v in out.items()})
 
 
 def byname(host, port):
@@ -192,6 +207,8 @@ def main():
         loop(a[0], int(a[1]), int(a[2]))
     elif mode == "byname":
         byname(a[0], int(a[1]))
+    elif mode == "cycle":
+        cycle(a[0], int(a[1]), [int(p) for p in a[2:]])
     elif mode == "crowd":
         asyncio.run(crowd(a[0], int(a[1]), int(a[2])))
     elif mode == "setuid":

@@ -319,6 +319,9 @@ fn toml_page() -> String {
          resolves through libc (\\fBgetaddrinfo\\fP(3), \\fBgethostbyname\\fP(3) and their _r and 2 \
          forms) with the addresses they gave, in a table of the last 64 names and 512 addresses per \
          process; an address belongs to the name that gave it last, for every later connect to it. \
+         The table is the process's own: another process connecting to the same address without \
+         having resolved the name is not matched (a forked child starts with a copy of its \
+         parent's). \
          A program that resolves by itself (Go, c\\-ares, a DNS\\-over\\-HTTPS client) never reaches \
          these hooks: its addresses have no name. Not available with \\fB\\-\\-kernel\\fP.\n\
          .TP\n\\fBexcept\\fP = { ... }\nthe rule does not apply where this table of match fields \
@@ -337,6 +340,8 @@ fn toml_page() -> String {
          .TP\n\\fBdeny\\fP = true | \"ERRNO\"\nthe connect fails with ERRNO (ECONNREFUSED for true; also \
          ENETUNREACH, EHOSTUNREACH, ETIMEDOUT, ECONNRESET, ECONNABORTED, EACCES, EPERM, ENETDOWN, \
          EHOSTDOWN, EADDRNOTAVAIL, EADDRINUSE, ENOBUFS, EAGAIN, EINTR, EPROTO, ENOMEM). Nothing is sent. \
+         Logged at \\fBinfo\\fP (\\fB\\-\\-log info\\fP or \\fBSOCKWRAP_LOG=info\\fP); the trace has an \
+         \\fBaction\\fP event before the connect's own line. \
          With \\fBdelay\\fP the failure comes after the delay: \\fBdeny = \"ETIMEDOUT\"\\fP with \
          \\fBdelay = \"5s\"\\fP imitates a host that never answers.\n\
          .TP\n\\fBredirect\\fP = \"ADDR:PORT\" | { to = \"ADDR:PORT\", peername = \"program\" | \"target\" }\n\
