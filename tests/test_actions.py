@@ -298,6 +298,27 @@ def test_fail_choices_are_per_rule(tmp_path, port, port2):
             assert settle(srv, want) == want, (p, srv.count(), want)
 
 
+def test_a_forked_child_chooses_on_a_stream_of_its_own_the_same_in_every_run(port):
+    """Per process: after a fork the child does not replay its parent's choices, the parent
+    goes on as if it had not forked, and both repeat with the seed."""
+    args = ["--fail", "0.5", "--to", f":{port}", "--seed", "9"]
+    cmd = peer("action_client.py", "fork", "127.0.0.1", port, 10, 40)
+    with EchoServer(port) as srv:
+        base = {x["who"]: x for x in results(run(cmd))}
+        assert base["child"]["pattern"] == base["parent"]["pattern"] == "." * 40, base
+        runs = [{x["who"]: x for x in results(run_under_sockwrap(args, cmd))} for _ in range(2)]
+        assert runs[0] == runs[1], "the same seed must make the same choices in parent and child"
+        child, parent = runs[0]["child"]["pattern"], runs[0]["parent"]["pattern"]
+        one_process = pattern(args, port, 50)
+        assert runs[0]["parent"]["before"] + parent == one_process, (runs[0], one_process)
+        assert child != parent, "the child replayed its parent's choices"
+        assert child != one_process[:40], "the child started over from the seed"
+        assert 8 <= child.count("x") <= 32, child
+        before = runs[0]["parent"]["before"]
+        want = 90 + 2 * (before + parent + child).count(".") + one_process.count(".")
+        assert settle(srv, want) == want
+
+
 # --------------------------------------------------------------------------- delay
 
 def test_delay_asyncio_delays_only_the_matching_connection(port, port2):

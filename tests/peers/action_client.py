@@ -6,6 +6,7 @@
   action_client.py select6 FAMILY HOST PORT             the same on an IPv6 socket (6: native, 6m: v4-mapped)
   action_client.py loop HOST PORT N                     N blocking connects, one char each: . ok, x refused/reset
   action_client.py cycle HOST N PORT [PORT ...]         N rounds of one connect to each PORT in turn: a pattern per port
+  action_client.py fork HOST PORT K M                   K connects, fork, M in the child, then M in the parent
   action_client.py byname NAME PORT                     getaddrinfo(NAME) then connect, send, read
   action_client.py byname_then_addr NAME ADDR PORT      the same, then a connect to ADDR (no name)
 
@@ -132,6 +133,19 @@ def cycle(host, n, ports):
     report(patterns={str(p): v for p, v in out.items()})
 
 
+def fork_then_connect(host, port, k, m):
+    """k connects, then a fork: the child makes m connects and says its pattern, then the
+    parent (after the child ended, so the server counts them in that order) makes m."""
+    import os
+    before = connects(host, port, k)
+    pid = os.fork()
+    if pid == 0:
+        report(who="child", pattern=connects(host, port, m))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    report(who="parent", before=before, pattern=connects(host, port, m))
+
+
 def byname(host, port):
     t0 = time.monotonic()
     try:
@@ -209,6 +223,8 @@ def main():
         byname(a[0], int(a[1]))
     elif mode == "cycle":
         cycle(a[0], int(a[1]), [int(p) for p in a[2:]])
+    elif mode == "fork":
+        fork_then_connect(a[0], int(a[1]), int(a[2]), int(a[3]))
     elif mode == "crowd":
         asyncio.run(crowd(a[0], int(a[1]), int(a[2])))
     elif mode == "setuid":

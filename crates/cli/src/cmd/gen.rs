@@ -358,9 +358,16 @@ fn toml_page() -> String {
          delay. UDP connects are not delayed.\n\
          .TP\n\\fBfail\\fP = { rate = 0..1, errno = \"ERRNO\" }\nthis fraction of matching connects fail \
          with ERRNO (default ECONNRESET). The choices come from a seeded generator, per rule and per \
-         process: \\fBSOCKWRAP_SEED\\fP=\\fIN\\fP or \\fB\\-\\-seed\\fP \\fIN\\fP gives the same failures at the same \
-         connects in every run. Without a seed \\fBsockwrap run\\fP chooses one, prints it, and passes \
-         it to every process of the run.\n",
+         process: \\fBSOCKWRAP_SEED\\fP=\\fIN\\fP or \\fB\\-\\-seed\\fP \\fIN\\fP (the flag wins) gives the same \
+         failures at the same connects in every run. Each rule has its own sequence, which the \
+         other rules' connects do not move. Without a seed \\fBsockwrap run\\fP chooses one, prints \
+         it, and passes it to every process of the run. A program started by \\fBexecve\\fP(2) begins \
+         from the seed: every program of a run gets the same sequence, so a shell loop that runs a \
+         one\\-connect program ten times makes the same choice ten times (give each its own \
+         \\fBSOCKWRAP_SEED\\fP). A forked child goes on with a stream of its own, made from its \
+         parent's and the fork's ordinal among its parent's forks, and the parent goes on as if it \
+         had not forked: children do not fail in step with their parent, and a program that forks \
+         in the same order makes the same choices in every run.\n",
     ));
     out.push_str(&section(
         "OPTIONS",
