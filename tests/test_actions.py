@@ -7,9 +7,11 @@ port answered), the wire (tcpdump: no SYN leaves for a denied connect) and the p
 fail. sockwrap's own log and trace prove nothing here, except in the one test whose claim
 is that log line and trace event.
 """
+import errno
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import textwrap
@@ -443,6 +445,52 @@ def test_a_delayed_socket_closed_by_the_program_breaks_nothing(port):
     with EchoServer(port):
         got = results(run_under_sockwrap(["--delay", "300ms", "--to", f":{port}"], cmd))[0]
     assert got == {"first": "EINPROGRESS", "second": f"pong:{port}"}, got
+
+
+def intrude(addr):
+    """A local connect to `addr`, as any other program could make it: `connected` when the
+    kernel completed the handshake (a listener then holds it in its queue), else why not."""
+    with socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET) as s:
+        s.settimeout(0.5)
+        try:
+            s.connect(addr)
+            return "connected"
+        except socket.timeout:
+            return "timeout"
+        except OSError as e:
+            return errno.errorcode.get(e.errno, str(e.errno))
+
+
+@pytest.mark.parametrize("fam", ["4", "6"])
+def test_nobody_can_connect_to_a_parked_socket_during_its_delay(port, procs, fam):
+    """A parked socket listens on a loopback port for the delay. A connect to that port
+    meanwhile must not be queued on it: the program, polling for POLLIN|POLLOUT, would see
+    its socket readable before its own connect had even been made."""
+    if fam == "6":
+        util.require_ipv6()
+    host = "127.0.0.1" if fam == "4" else "::1"
+    # The probe works: a listener with backlog 0 still queues one connection and turns
+    # readable.
+    with socket.socket(socket.AF_INET if fam == "4" else socket.AF_INET6) as ls:
+        ls.bind((host, 0))
+        ls.listen(0)
+        assert intrude(ls.getsockname()[:2]) == "connected"
+        assert select.select([ls], [], [], 1)[0] == [ls]
+    cmd = peer("action_client.py", "parked", fam, host, port)
+    with EchoServer(port, host=host) as srv:
+        base = results(run(cmd))
+        assert base[1]["first"]["revents"] & select.POLLOUT and base[1]["first"]["at"] < 0.3, base
+        p = procs.spawn_under_sockwrap(["--delay", "1200ms", "--to", f":{port}"], cmd)
+        parked = json.loads(util.wait_output_line(p))
+        assert parked["connect"] == "EINPROGRESS" and parked["local"][0] == host, parked
+        seen = intrude(tuple(parked["local"]))
+        out, err = p.communicate(timeout=10)
+        assert p.returncode == 0, err
+        got = json.loads(out.splitlines()[-1])
+        assert seen == "timeout", f"a connect to the parked port was {seen}"
+        assert got["first"]["revents"] == select.POLLOUT and got["first"]["at"] >= 1.15, got
+        assert got["so_error"] == 0 and got["reply"] == f"pong:{port}", got
+        assert settle(srv, 2) == 2
 
 
 # --------------------------------------------------------------------------- host names

@@ -7,6 +7,8 @@
   action_client.py loop HOST PORT N                     N blocking connects, one char each: . ok, x refused/reset
   action_client.py cycle HOST N PORT [PORT ...]         N rounds of one connect to each PORT in turn: a pattern per port
   action_client.py fork HOST PORT K M                   K connects, fork, M in the child, then M in the parent
+  action_client.py parked FAMILY HOST PORT              non-blocking connect; says its local address, then polls
+                                                        (FAMILY 4, or 6: an IPv6-only socket)
   action_client.py byname NAME PORT                     getaddrinfo(NAME) then connect, send, read
   action_client.py byname_then_addr NAME ADDR PORT      the same, then a connect to ADDR (no name)
 
@@ -146,6 +148,29 @@ def fork_then_connect(host, port, k, m):
     report(who="parent", before=before, pattern=connects(host, port, m))
 
 
+def parked(fam, host, port):
+    """A non-blocking connect (delayed by the test's rule): says its local address at once,
+    then polls for POLLIN|POLLOUT, as a program that waits for "connected or data" does."""
+    s = socket.socket(socket.AF_INET if fam == "4" else socket.AF_INET6)
+    if fam == "6":  # IPv6 only: parked on ::1 (a dual-stack socket parks v4-mapped)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.setblocking(False)
+    t0 = time.monotonic()
+    r = s.connect_ex((host, port))
+    report(connect=name(r), local=list(s.getsockname()[:2]))
+    p = select.poll()
+    p.register(s, select.POLLIN | select.POLLOUT)
+    ev = p.poll(10_000)
+    first = {"at": time.monotonic() - t0, "revents": ev[0][1] if ev else 0}
+    p.modify(s, select.POLLOUT)
+    p.poll(10_000)
+    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    done = time.monotonic() - t0
+    s.setblocking(True)
+    report(first=first, writable_at=done, so_error=name(err) if err else 0,
+           reply=talk(s) if not err else "")
+
+
 def byname(host, port):
     t0 = time.monotonic()
     try:
@@ -225,6 +250,8 @@ def main():
         cycle(a[0], int(a[1]), [int(p) for p in a[2:]])
     elif mode == "fork":
         fork_then_connect(a[0], int(a[1]), int(a[2]), int(a[3]))
+    elif mode == "parked":
+        parked(a[0], a[1], int(a[2]))
     elif mode == "crowd":
         asyncio.run(crowd(a[0], int(a[1]), int(a[2])))
     elif mode == "setuid":

@@ -355,7 +355,11 @@ fn toml_page() -> String {
          \\fBepoll\\fP(7) and \\fBselect\\fP(2) until the delay is over (it waits as a loopback listener; \
          a thread of sockwrap's then makes the real connect). Meanwhile \\fBgetsockname\\fP(2) shows a \
          loopback address, and a socket the program bound itself listens on its address for the \
-         delay. UDP connects are not delayed.\n\
+         delay; a socket filter that drops every packet (\\fBSO_ATTACH_FILTER\\fP) keeps any connect \
+         to that address off the waiting socket, so that it never turns readable. A socket with a \
+         filter of the program's own (or a locked one) waits without ours: a connect to its port \
+         during the delay is then queued on it, and reset when the delay ends. UDP connects are not \
+         delayed.\n\
          .TP\n\\fBfail\\fP = { rate = 0..1, errno = \"ERRNO\" }\nthis fraction of matching connects fail \
          with ERRNO (default ECONNRESET). The choices come from a seeded generator, per rule and per \
          process: \\fBSOCKWRAP_SEED\\fP=\\fIN\\fP or \\fB\\-\\-seed\\fP \\fIN\\fP (the flag wins) gives the same \
