@@ -4,11 +4,14 @@ Witnesses: the client's own result (exit status, errno, the reply it read, how l
 connect took, what getpeername said), the server (how many connections it accepted, which
 port answered), the wire (tcpdump: no SYN leaves for a denied connect) and the peer socket
 (IP_RECVTOS) for host-name rules. Each is also run without sockwrap, so that the test can
-fail.
+fail. sockwrap's own log and trace prove nothing here, except in the one test whose claim
+is that log line and trace event.
 """
+import errno
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import textwrap
@@ -106,6 +109,63 @@ def test_deny_errno_and_except_from_a_policy_file(tmp_path, port):
         assert settle(srv, 3) == 3  # two without sockwrap, the excepted one with it
 
 
+def test_deny_is_logged_at_info_and_traced_before_the_connect(tmp_path, port):
+    """Here the log and the trace lines are the claim; that the connect was denied is
+    still shown by the client's errno and the server's count."""
+    cmd = peer("action_client.py", "blocking", "4", "127.0.0.1", port)
+    deny = ["--deny", "--to", f"127.0.0.1:{port}"]
+    line = re.compile(rf"sockwrap\[\d+\]: info: fd \d+: connect to 127\.0\.0\.1:{port} denied \(ECONNREFUSED\)")
+    with EchoServer(port) as srv:
+        assert results(run(cmd))[0]["ok"]
+        assert settle(srv, 1) == 1
+        logged = {}
+        for how, args, env in (("--log info", ["--log", "info", *deny], None),
+                               ("SOCKWRAP_LOG=info", deny, {"SOCKWRAP_LOG": "info"}),
+                               ("no log level given (warn)", deny, None)):
+            r = run_under_sockwrap(args, cmd, env=env)
+            assert results(r)[0]["errno"] == "ECONNREFUSED", (how, r.stdout, r.stderr)
+            logged[how] = len(line.findall(r.stderr))
+        assert logged == {"--log info": 1, "SOCKWRAP_LOG=info": 1, "no log level given (warn)": 0}, logged
+        traces = {}
+        for name, args in (("denied", deny), ("plain", [])):
+            traces[name] = tmp_path / f"{name}.jsonl"
+            r = run([util.SOCKWRAP_BIN, "trace", "-o", traces[name], *args, "--", *cmd])
+            assert r.returncode == 0, r.stderr
+            assert results(r)[0]["ok"] is (name == "plain"), r.stdout
+        assert settle(srv, 2) == 2, "only the untraced control and the plain traced run connect"
+    read = lambda t: list(enumerate(json.loads(l) for l in t.read_text().splitlines()))
+    plain = read(traces["plain"])
+    assert not [l for _, l in plain if l["ev"] == "action"], plain
+    assert [l["ret"] for _, l in plain if l["ev"] == "call" and l["call"] == "connect"] == [0], plain
+    lines = read(traces["denied"])
+    conns = [(i, l) for i, l in lines if l["ev"] == "call" and l["call"] == "connect"]
+    acts = [(i, l) for i, l in lines if l["ev"] == "action"]
+    assert len(conns) == 1 and len(acts) == 1, lines
+    (ci, c), (ai, a) = conns[0], acts[0]
+    assert ai < ci and a["t_mono_ns"] <= c["t_mono_ns"], (a, c)
+    assert (a["call"], a["fd"], a["pid"], a["tid"]) == ("connect", c["fd"], c["pid"], c["tid"]), (a, c)
+    assert a["addr"] == f"127.0.0.1:{port}" and a["action"] == {"deny": "ECONNREFUSED"}, a
+    assert (c["ret"], c["errno"], c["action"]) == (-1, "ECONNREFUSED", {"deny": "ECONNREFUSED"}), c
+
+
+# --------------------------------------------------------------------------- except
+
+def test_except_on_a_port(tmp_path, port, port2):
+    cfg = policy(tmp_path, f"""
+        [[rule]]
+        match = {{ remote = "127.0.0.0/8", except = {{ port = {port2} }} }}
+        dscp = "EF"
+        """)
+    cmd = peer("two_dest_client.py", "127.0.0.1", port, port2)
+    seen = {}
+    for how in ("plain", "sockwrap"):
+        with tos_server(socket.AF_INET, port) as a, tos_server(socket.AF_INET, port2) as b:
+            r = run(cmd) if how == "plain" else run_under_sockwrap(["-c", cfg], cmd)
+            assert r.returncode == 0, r.stderr
+            seen[how] = [srv.wait(1)[0]["tos"] for srv in (a, b)]
+    assert seen == {"plain": [0, 0], "sockwrap": [EF, 0]}, seen
+
+
 # --------------------------------------------------------------------------- redirect
 
 def test_redirect_curl_to_a_dead_port_gets_the_live_servers_body(port, port2):
@@ -187,6 +247,78 @@ def test_fail_without_a_seed_says_the_seed_and_it_repeats(port):
         first = results(r)[0]["pattern"]
         again = pattern(["--fail", "0.5", "--to", f":{port}", "--seed", m.group(1)], port, 60)
         assert again == first
+
+
+def test_fail_seed_from_the_environment_is_the_seed_flag(tmp_path, port):
+    cfg = policy(tmp_path, f"""
+        [[rule]]
+        match = {{ port = {port} }}
+        fail = {{ rate = 0.3, errno = "ECONNREFUSED" }}
+        """)
+    cmd = peer("action_client.py", "loop", "127.0.0.1", port, 60)
+    with EchoServer(port) as srv:
+        assert results(run(cmd))[0]["pattern"] == "." * 60
+        runs = {"--seed 11": run_under_sockwrap(["-c", cfg, "--seed", "11"], cmd),
+                "SOCKWRAP_SEED=11": run_under_sockwrap(["-c", cfg], cmd, env={"SOCKWRAP_SEED": "11"}),
+                "SOCKWRAP_SEED=12": run_under_sockwrap(["-c", cfg], cmd, env={"SOCKWRAP_SEED": "12"}),
+                # A flag beats a variable, as for every option.
+                "SOCKWRAP_SEED=12 --seed 11": run_under_sockwrap(["-c", cfg, "--seed", "11"], cmd,
+                                                                 env={"SOCKWRAP_SEED": "12"})}
+        got = {k: results(r)[0]["pattern"] for k, r in runs.items()}
+        assert got["SOCKWRAP_SEED=11"] == got["--seed 11"] == got["SOCKWRAP_SEED=12 --seed 11"], got
+        assert got["SOCKWRAP_SEED=12"] != got["--seed 11"], got
+        assert all(6 <= p.count("x") <= 30 for p in got.values()), got
+        assert not [r.stderr for r in runs.values() if "choose with seed" in r.stderr], "a seed was given"
+        let_through = 60 + sum(p.count(".") for p in got.values())
+        assert settle(srv, let_through) == let_through
+
+
+def test_fail_choices_are_per_rule(tmp_path, port, port2):
+    """Two rules with `fail`, the same rate: each rule has its own sequence, and its
+    choices do not depend on the other rule's connects."""
+    cfg = policy(tmp_path, f"""
+        [[rule]]
+        match = {{ port = {port} }}
+        fail = {{ rate = 0.5 }}
+
+        [[rule]]
+        match = {{ port = {port2} }}
+        fail = {{ rate = 0.5 }}
+        """)
+    cycle = lambda *ports: peer("action_client.py", "cycle", "127.0.0.1", 40, *ports)
+    under = lambda *ports: results(run_under_sockwrap(["-c", cfg, "--seed", "5"], cycle(*ports)))[0]["patterns"]
+    a, b = str(port), str(port2)
+    with EchoServer(port) as sa, EchoServer(port2) as sb:
+        assert results(run(cycle(port, port2)))[0]["patterns"] == {a: "." * 40, b: "." * 40}
+        alone = {a: under(port)[a], b: under(port2)[b]}
+        both = under(port, port2)
+        assert both == alone, "a rule's choices moved with the other rule's connects"
+        assert alone[a] != alone[b], "the two rules drew the same sequence"
+        for p, srv in ((a, sa), (b, sb)):
+            assert 8 <= alone[p].count("x") <= 32, alone
+            want = 40 + 2 * alone[p].count(".")
+            assert settle(srv, want) == want, (p, srv.count(), want)
+
+
+def test_a_forked_child_chooses_on_a_stream_of_its_own_the_same_in_every_run(port):
+    """Per process: after a fork the child does not replay its parent's choices, the parent
+    goes on as if it had not forked, and both repeat with the seed."""
+    args = ["--fail", "0.5", "--to", f":{port}", "--seed", "9"]
+    cmd = peer("action_client.py", "fork", "127.0.0.1", port, 10, 40)
+    with EchoServer(port) as srv:
+        base = {x["who"]: x for x in results(run(cmd))}
+        assert base["child"]["pattern"] == base["parent"]["pattern"] == "." * 40, base
+        runs = [{x["who"]: x for x in results(run_under_sockwrap(args, cmd))} for _ in range(2)]
+        assert runs[0] == runs[1], "the same seed must make the same choices in parent and child"
+        child, parent = runs[0]["child"]["pattern"], runs[0]["parent"]["pattern"]
+        one_process = pattern(args, port, 50)
+        assert runs[0]["parent"]["before"] + parent == one_process, (runs[0], one_process)
+        assert child != parent, "the child replayed its parent's choices"
+        assert child != one_process[:40], "the child started over from the seed"
+        assert 8 <= child.count("x") <= 32, child
+        before = runs[0]["parent"]["before"]
+        want = 90 + 2 * (before + parent + child).count(".") + one_process.count(".")
+        assert settle(srv, want) == want
 
 
 # --------------------------------------------------------------------------- delay
@@ -315,6 +447,52 @@ def test_a_delayed_socket_closed_by_the_program_breaks_nothing(port):
     assert got == {"first": "EINPROGRESS", "second": f"pong:{port}"}, got
 
 
+def intrude(addr):
+    """A local connect to `addr`, as any other program could make it: `connected` when the
+    kernel completed the handshake (a listener then holds it in its queue), else why not."""
+    with socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET) as s:
+        s.settimeout(0.5)
+        try:
+            s.connect(addr)
+            return "connected"
+        except socket.timeout:
+            return "timeout"
+        except OSError as e:
+            return errno.errorcode.get(e.errno, str(e.errno))
+
+
+@pytest.mark.parametrize("fam", ["4", "6"])
+def test_nobody_can_connect_to_a_parked_socket_during_its_delay(port, procs, fam):
+    """A parked socket listens on a loopback port for the delay. A connect to that port
+    meanwhile must not be queued on it: the program, polling for POLLIN|POLLOUT, would see
+    its socket readable before its own connect had even been made."""
+    if fam == "6":
+        util.require_ipv6()
+    host = "127.0.0.1" if fam == "4" else "::1"
+    # The probe works: a listener with backlog 0 still queues one connection and turns
+    # readable.
+    with socket.socket(socket.AF_INET if fam == "4" else socket.AF_INET6) as ls:
+        ls.bind((host, 0))
+        ls.listen(0)
+        assert intrude(ls.getsockname()[:2]) == "connected"
+        assert select.select([ls], [], [], 1)[0] == [ls]
+    cmd = peer("action_client.py", "parked", fam, host, port)
+    with EchoServer(port, host=host) as srv:
+        base = results(run(cmd))
+        assert base[1]["first"]["revents"] & select.POLLOUT and base[1]["first"]["at"] < 0.3, base
+        p = procs.spawn_under_sockwrap(["--delay", "1200ms", "--to", f":{port}"], cmd)
+        parked = json.loads(util.wait_output_line(p))
+        assert parked["connect"] == "EINPROGRESS" and parked["local"][0] == host, parked
+        seen = intrude(tuple(parked["local"]))
+        out, err = p.communicate(timeout=10)
+        assert p.returncode == 0, err
+        got = json.loads(out.splitlines()[-1])
+        assert seen == "timeout", f"a connect to the parked port was {seen}"
+        assert got["first"]["revents"] == select.POLLOUT and got["first"]["at"] >= 1.15, got
+        assert got["so_error"] == 0 and got["reply"] == f"pong:{port}", got
+        assert settle(srv, 2) == 2
+
+
 # --------------------------------------------------------------------------- host names
 
 def in_private_hosts(tmp_path, hosts_text, script):
@@ -379,6 +557,82 @@ def test_deny_by_host_name(tmp_path, port):
         r = in_private_hosts(tmp_path, hosts, f"{util.SOCKWRAP_BIN} run -c {cfg} -- {client}")
         assert results(r)[0]["errno"] == "ECONNREFUSED", r.stdout + r.stderr
         assert settle(srv, 1) == 1
+
+
+@pytest.fixture(scope="module")
+def resolve_connect(tmp_path_factory):
+    """tests/c/resolve_connect.c, built once: a client that resolves with a gethostbyname
+    form."""
+    util.require_tool("cc")
+    exe = tmp_path_factory.mktemp("c") / "resolve_connect"
+    r = subprocess.run(["cc", "-O1", "-Wall", "-Werror", "-o", str(exe), str(util.TESTS / "c" / "resolve_connect.c")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return exe
+
+
+DB_TEST = """
+    [[rule]]
+    match = { host = "db.test" }
+    dscp = "EF"
+    """
+DB_HOSTS = "127.0.0.1 localhost\n127.0.0.2 db.test\n"
+
+
+@pytest.mark.parametrize("func", ["gethostbyname", "gethostbyname2", "gethostbyname_r", "gethostbyname2_r"])
+def test_a_name_resolved_with_gethostbyname_marks_its_address(tmp_path, port, resolve_connect, func):
+    """The C client connects to 127.0.0.2 before it resolves anything (not marked), then
+    resolves db.test (127.0.0.2) with FUNC and connects again (marked)."""
+    cfg = policy(tmp_path, DB_TEST)
+    client = f"{resolve_connect} {func} db.test 127.0.0.2 {port}"
+    seen = {}
+    for how, script in (("plain", client), ("sockwrap", f"{util.SOCKWRAP_BIN} run -c {cfg} -- {client}")):
+        with tos_server(socket.AF_INET, port, host="0.0.0.0", reply=b"ok") as srv:
+            r = in_private_hosts(tmp_path, DB_HOSTS, script)
+            got = results(r)
+            assert [(x["step"], x["addr"], x["ok"]) for x in got] == \
+                [("addr", "127.0.0.2", True), ("name", "127.0.0.2", True)], (got, r.stderr)
+            seen[how] = [x["tos"] for x in srv.wait(2)]
+    assert seen == {"plain": [0, 0], "sockwrap": [0, EF]}, seen
+
+
+def test_except_on_a_host_name(tmp_path, port):
+    cfg = policy(tmp_path, f"""
+        [[rule]]
+        match = {{ port = {port}, except = {{ host = "db.test" }} }}
+        dscp = "EF"
+        """)
+    client = " ".join(peer("action_client.py", "byname_then_addr", "db.test", "127.0.0.1", port))
+    seen = {}
+    for how, script in (("plain", client), ("sockwrap", f"{util.SOCKWRAP_BIN} run -c {cfg} -- {client}")):
+        with tos_server(socket.AF_INET, port, host="0.0.0.0", reply=b"ok") as srv:
+            r = in_private_hosts(tmp_path, DB_HOSTS, script)
+            assert [x["ok"] for x in results(r)] == [True, True], r.stderr
+            seen[how] = [(x["peer"][0], x["tos"]) for x in srv.wait(2)]
+    # By name (to 127.0.0.2) is the exception; by address (from 127.0.0.1 to itself) is not.
+    assert seen == {"plain": [("127.0.0.1", 0), ("127.0.0.1", 0)],
+                    "sockwrap": [("127.0.0.1", 0), ("127.0.0.1", EF)]}, seen
+
+
+def test_a_name_marks_only_the_process_that_resolved_it(tmp_path, port):
+    """Two processes of one run connect to the very same address, 127.0.0.2: the one that
+    resolved db.test to it is marked; its sibling, which never resolved the name, is not."""
+    cfg = policy(tmp_path, DB_TEST)
+    byname = " ".join(peer("action_client.py", "byname", "db.test", port))
+    direct = " ".join(peer("action_client.py", "blocking", "4", "127.0.0.2", port))
+    both = f"{byname} && {direct}"
+    seen = {}
+    for how, script in (("plain", both), ("sockwrap", f"{util.SOCKWRAP_BIN} run -c {cfg} -- sh -c '{both}'")):
+        with tos_server(socket.AF_INET, port, host="0.0.0.0", reply=b"ok") as srv, \
+                Capture(f"tcp dst port {port}") as cap:
+            r = in_private_hosts(tmp_path, DB_HOSTS, script)
+            got = results(r)
+            assert [(x["ok"], x["peer"][0]) for x in got] == [(True, "127.0.0.2")] * 2, (got, r.stderr)
+            recs = srv.wait(2)
+        # The peer, and the wire: each connection's packets, told apart by source port.
+        wire = [{p.tos for p in cap.packets if p.sport == rec["peer"][1]} for rec in recs]
+        seen[how] = ([rec["tos"] for rec in recs], wire)
+    assert seen == {"plain": ([0, 0], [{0}, {0}]), "sockwrap": ([EF, 0], [{EF}, {0}])}, seen
 
 
 # --------------------------------------------------------------------------- the trace

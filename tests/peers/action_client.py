@@ -5,6 +5,10 @@
   action_client.py select HOST PORT                     non-blocking connect, select() for writability
   action_client.py select6 FAMILY HOST PORT             the same on an IPv6 socket (6: native, 6m: v4-mapped)
   action_client.py loop HOST PORT N                     N blocking connects, one char each: . ok, x refused/reset
+  action_client.py cycle HOST N PORT [PORT ...]         N rounds of one connect to each PORT in turn: a pattern per port
+  action_client.py fork HOST PORT K M                   K connects, fork, M in the child, then M in the parent
+  action_client.py parked FAMILY HOST PORT              non-blocking connect; says its local address, then polls
+                                                        (FAMILY 4, or 6: an IPv6-only socket)
   action_client.py byname NAME PORT                     getaddrinfo(NAME) then connect, send, read
   action_client.py byname_then_addr NAME ADDR PORT      the same, then a connect to ADDR (no name)
 
@@ -104,7 +108,8 @@ def with_select(host, port, fam="4"):
     report(ok=True, peer=[peer[0], peer[1]], reply=talk(s), elapsed=elapsed, v6only=v6only)
 
 
-def loop(host, port, n):
+def connects(host, port, n):
+    """n blocking connects to host:port, one char each: . connected, x refused or reset."""
     out = []
     for _ in range(n):
         s = socket.socket()
@@ -114,7 +119,56 @@ def loop(host, port, n):
         except OSError:
             out.append("x")
         s.close()
-    report(pattern="".join(out))
+    return "".join(out)
+
+
+def loop(host, port, n):
+    report(pattern=connects(host, port, n))
+
+
+def cycle(host, n, ports):
+    """The ports' connects interleaved: round after round, one connect to each port."""
+    out = {p: "" for p in ports}
+    for _ in range(n):
+        for p in ports:
+            out[p] += connects(host, p, 1)
+    report(patterns={str(p): v for p, v in out.items()})
+
+
+def fork_then_connect(host, port, k, m):
+    """k connects, then a fork: the child makes m connects and says its pattern, then the
+    parent (after the child ended, so the server counts them in that order) makes m."""
+    import os
+    before = connects(host, port, k)
+    pid = os.fork()
+    if pid == 0:
+        report(who="child", pattern=connects(host, port, m))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    report(who="parent", before=before, pattern=connects(host, port, m))
+
+
+def parked(fam, host, port):
+    """A non-blocking connect (delayed by the test's rule): says its local address at once,
+    then polls for POLLIN|POLLOUT, as a program that waits for "connected or data" does."""
+    s = socket.socket(socket.AF_INET if fam == "4" else socket.AF_INET6)
+    if fam == "6":  # IPv6 only: parked on ::1 (a dual-stack socket parks v4-mapped)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.setblocking(False)
+    t0 = time.monotonic()
+    r = s.connect_ex((host, port))
+    report(connect=name(r), local=list(s.getsockname()[:2]))
+    p = select.poll()
+    p.register(s, select.POLLIN | select.POLLOUT)
+    ev = p.poll(10_000)
+    first = {"at": time.monotonic() - t0, "revents": ev[0][1] if ev else 0}
+    p.modify(s, select.POLLOUT)
+    p.poll(10_000)
+    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    done = time.monotonic() - t0
+    s.setblocking(True)
+    report(first=first, writable_at=done, so_error=name(err) if err else 0,
+           reply=talk(s) if not err else "")
 
 
 def byname(host, port):
@@ -192,6 +246,12 @@ def main():
         loop(a[0], int(a[1]), int(a[2]))
     elif mode == "byname":
         byname(a[0], int(a[1]))
+    elif mode == "cycle":
+        cycle(a[0], int(a[1]), [int(p) for p in a[2:]])
+    elif mode == "fork":
+        fork_then_connect(a[0], int(a[1]), int(a[2]), int(a[3]))
+    elif mode == "parked":
+        parked(a[0], a[1], int(a[2]))
     elif mode == "crowd":
         asyncio.run(crowd(a[0], int(a[1]), int(a[2])))
     elif mode == "setuid":

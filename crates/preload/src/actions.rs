@@ -11,16 +11,18 @@
 //!   and the socket must look "connecting" (not writable, no error) to poll, epoll and
 //!   select until the delay is over. A socket in the LISTEN state is exactly that, on the
 //!   same open file (so an epoll registration the program makes meanwhile stays valid). So
-//!   the socket is *parked*: bound to the loopback address if it was unbound, put in
-//!   LISTEN with a backlog of 0, and connect returns EINPROGRESS. A thread of ours sleeps
-//!   out the delay, then turns the listener back into a plain socket
-//!   (`shutdown(SHUT_RD)` on a listener disconnects it), undoes the loopback bind, and
-//!   issues the real non-blocking connect on a duplicate of the descriptor; the program's
-//!   poll then sees the connect complete as usual. Between the shutdown and the connect
-//!   (a few microseconds) a poll can see the socket writable: a program that then asks
-//!   `SO_ERROR` (what every correct program does) is held in our getsockopt hook until the
-//!   connect is issued, and gets its real answer. A delayed `deny`/`fail` ends the same way
-//!   and `SO_ERROR` answers the errno.
+//!   the socket is *parked*: bound to the loopback address if it was unbound, given a
+//!   socket filter that keeps no packet (a connect from this host to the parked port would
+//!   otherwise be queued on it, a backlog of 0 takes one, and make the program's socket
+//!   readable), put in LISTEN with a backlog of 0, and connect returns EINPROGRESS. A
+//!   thread of ours sleeps out the delay, then turns the listener back into a plain socket
+//!   (`shutdown(SHUT_RD)` on a listener disconnects it), undoes the filter and the loopback
+//!   bind, and issues the real non-blocking connect on a duplicate of the descriptor; the
+//!   program's poll then sees the connect complete as usual. Between the shutdown and the
+//!   connect (a few microseconds) a poll can see the socket writable: a program that then
+//!   asks `SO_ERROR` (what every correct program does) is held in our getsockopt hook until
+//!   the connect is issued, and gets its real answer. A delayed `deny`/`fail` ends the same
+//!   way and `SO_ERROR` answers the errno.
 
 use crate::apply::{Global, Sock};
 use crate::fdstate;
@@ -369,9 +371,19 @@ fn any(family: Family) -> SockAddr {
     }
 }
 
+/// What parking changed on a socket, for [`unpark`] to undo.
+#[derive(Clone, Copy)]
+struct Parking {
+    family: Family,
+    /// sockwrap bound it to the loopback address (it was unbound).
+    loopback_bound: bool,
+    /// sockwrap attached its keep-nothing filter.
+    filtered: bool,
+}
+
 /// Parks `s` for `ms`, then connects it to `to` (or fails it with `errno`). See the module
 /// note. On error nothing is left changed that matters: the socket is unbound or as bound
-/// as the program left it.
+/// as the program left it, without sockwrap's filter.
 fn park(s: Sock, ms: u32, to: SockAddr, errno: Option<i32>) -> Result<(), Errno> {
     let (dev, ino) = sys::inode(s.fd).ok_or(Errno(libc::EBADF))?;
     let unbound = sys::local_addr(s.fd).is_none_or(|a| a.port() == 0);
@@ -379,29 +391,36 @@ fn park(s: Sock, ms: u32, to: SockAddr, errno: Option<i32>) -> Result<(), Errno>
         // Loopback only: the listener is not reachable from the network meanwhile.
         sys::bind(s.fd, &loopback(s.fd, s.family))?;
     }
+    // Nor from this host: a connect to the parked port would be queued (a backlog of 0
+    // still takes one) and make the program's socket readable before its own connect was
+    // even made. A filter that keeps no packet drops such SYNs; after the delay they find
+    // the port closed. Not over a filter of the program's own (then the hole stays open).
+    let filtered = !sys::has_filter(s.fd) && sys::attach_drop_all(s.fd).is_ok();
+    let undo = Parking {
+        family: s.family,
+        loopback_bound: unbound,
+        filtered,
+    };
     if let Err(e) = sys::listen(s.fd, 0) {
-        if unbound {
-            undo_bind(s.fd, s.family);
-        }
+        unpark(s.fd, undo);
         return Err(e);
     }
     let dup = match sys::fcntl(s.fd, libc::F_DUPFD_CLOEXEC, 0) {
         Ok(d) => d,
         Err(e) => {
-            unpark(s.fd, s.family, unbound);
+            unpark(s.fd, undo);
             return Err(e);
         }
     };
     if !set_park(ino, dev, Some(ParkState::Waiting)) {
         sys::close(dup);
-        unpark(s.fd, s.family, unbound);
+        unpark(s.fd, undo);
         return Err(Errno(libc::ENOSPC));
     }
-    let family = s.family;
     let started = sys::spawn(Box::new(move || {
         sys::sleep_ms(ms);
         set_park(ino, dev, Some(ParkState::Transit));
-        unpark(dup, family, unbound);
+        unpark(dup, undo);
         let outcome = match errno {
             Some(e) => Some(e),
             None => match sys::connect(dup, &to) {
@@ -419,21 +438,25 @@ fn park(s: Sock, ms: u32, to: SockAddr, errno: Option<i32>) -> Result<(), Errno>
     if !started {
         set_park(ino, dev, None);
         sys::close(dup);
-        unpark(s.fd, s.family, unbound);
+        unpark(s.fd, undo);
         return Err(Errno(libc::EAGAIN));
     }
     Ok(())
 }
 
 /// Turns a parked listener back into the unconnected socket it was: `shutdown(SHUT_RD)` on a
-/// listener disconnects it, then the loopback bind is undone if sockwrap made it.
+/// listener disconnects it (a no-op if it never listened), then sockwrap's filter and
+/// loopback bind are undone.
 /// Out of line: only delayed connects come here.
 #[cold]
 #[inline(never)]
-fn unpark(fd: i32, family: Family, unbound: bool) {
+fn unpark(fd: i32, undo: Parking) {
     let _ = sys::shutdown(fd, libc::SHUT_RD);
-    if unbound {
-        undo_bind(fd, family);
+    if undo.filtered {
+        let _ = sys::detach_filter(fd);
+    }
+    if undo.loopback_bound {
+        undo_bind(fd, undo.family);
     }
 }
 

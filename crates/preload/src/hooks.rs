@@ -46,10 +46,20 @@ fn publish(g: Box<Global>) {
     GLOBAL.store(Box::into_raw(g), Ordering::Release);
 }
 
+/// In the parent, before a fork: the `fail` choices count the fork (the child's ordinal).
+extern "C" fn before_fork() {
+    if let Some(g) = global() {
+        g.chooser.before_fork();
+    }
+}
+
 extern "C" fn after_fork_child() {
     crate::log::reset_after_fork();
     trace::after_fork_child();
     calls::after_fork_child();
+    if let Some(g) = global() {
+        g.chooser.after_fork_child();
+    }
 }
 
 // ---- the constructor ----
@@ -83,9 +93,10 @@ unsafe extern "C" fn sockwrap_init(
     if let Some(g) = crate::init::init(argv0, &vars, real_fns::resolve_all) {
         publish(g);
     }
-    // A forked child starts its own trace pid, exit-summary counts (info level) and name
-    // and action tables (their locks). Only then is a fork handler registered: glibc's
-    // __register_atfork is a symbol binding and two page faults in every exec.
+    // A forked child starts its own trace pid, exit-summary counts (info level), name and
+    // action tables (their locks) and `fail` choices (a stream of its own, see `seed`).
+    // Only then are fork handlers registered: glibc's __register_atfork is a symbol
+    // binding and two page faults in every exec.
     let needs_fork_handler = trace::on()
         || global().is_some_and(|g| {
             crate::log::enabled(sockwrap_policy::LogLevel::Info)
@@ -93,8 +104,8 @@ unsafe extern "C" fn sockwrap_init(
                 || g.policy.any_actions()
         });
     if needs_fork_handler {
-        // SAFETY: registering a plain function with no arguments.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_child)) };
+        // SAFETY: registering plain functions with no arguments.
+        unsafe { libc::pthread_atfork(Some(before_fork), None, Some(after_fork_child)) };
     }
     // Point every hook at its final target: the policy/trace work, or libc itself.
     route(global().is_some(), trace::on());

@@ -319,6 +319,9 @@ fn toml_page() -> String {
          resolves through libc (\\fBgetaddrinfo\\fP(3), \\fBgethostbyname\\fP(3) and their _r and 2 \
          forms) with the addresses they gave, in a table of the last 64 names and 512 addresses per \
          process; an address belongs to the name that gave it last, for every later connect to it. \
+         The table is the process's own: another process connecting to the same address without \
+         having resolved the name is not matched (a forked child starts with a copy of its \
+         parent's). \
          A program that resolves by itself (Go, c\\-ares, a DNS\\-over\\-HTTPS client) never reaches \
          these hooks: its addresses have no name. Not available with \\fB\\-\\-kernel\\fP.\n\
          .TP\n\\fBexcept\\fP = { ... }\nthe rule does not apply where this table of match fields \
@@ -337,6 +340,8 @@ fn toml_page() -> String {
          .TP\n\\fBdeny\\fP = true | \"ERRNO\"\nthe connect fails with ERRNO (ECONNREFUSED for true; also \
          ENETUNREACH, EHOSTUNREACH, ETIMEDOUT, ECONNRESET, ECONNABORTED, EACCES, EPERM, ENETDOWN, \
          EHOSTDOWN, EADDRNOTAVAIL, EADDRINUSE, ENOBUFS, EAGAIN, EINTR, EPROTO, ENOMEM). Nothing is sent. \
+         Logged at \\fBinfo\\fP (\\fB\\-\\-log info\\fP or \\fBSOCKWRAP_LOG=info\\fP); the trace has an \
+         \\fBaction\\fP event before the connect's own line. \
          With \\fBdelay\\fP the failure comes after the delay: \\fBdeny = \"ETIMEDOUT\"\\fP with \
          \\fBdelay = \"5s\"\\fP imitates a host that never answers.\n\
          .TP\n\\fBredirect\\fP = \"ADDR:PORT\" | { to = \"ADDR:PORT\", peername = \"program\" | \"target\" }\n\
@@ -350,12 +355,23 @@ fn toml_page() -> String {
          \\fBepoll\\fP(7) and \\fBselect\\fP(2) until the delay is over (it waits as a loopback listener; \
          a thread of sockwrap's then makes the real connect). Meanwhile \\fBgetsockname\\fP(2) shows a \
          loopback address, and a socket the program bound itself listens on its address for the \
-         delay. UDP connects are not delayed.\n\
+         delay; a socket filter that drops every packet (\\fBSO_ATTACH_FILTER\\fP) keeps any connect \
+         to that address off the waiting socket, so that it never turns readable. A socket with a \
+         filter of the program's own (or a locked one) waits without ours: a connect to its port \
+         during the delay is then queued on it, and reset when the delay ends. UDP connects are not \
+         delayed.\n\
          .TP\n\\fBfail\\fP = { rate = 0..1, errno = \"ERRNO\" }\nthis fraction of matching connects fail \
          with ERRNO (default ECONNRESET). The choices come from a seeded generator, per rule and per \
-         process: \\fBSOCKWRAP_SEED\\fP=\\fIN\\fP or \\fB\\-\\-seed\\fP \\fIN\\fP gives the same failures at the same \
-         connects in every run. Without a seed \\fBsockwrap run\\fP chooses one, prints it, and passes \
-         it to every process of the run.\n",
+         process: \\fBSOCKWRAP_SEED\\fP=\\fIN\\fP or \\fB\\-\\-seed\\fP \\fIN\\fP (the flag wins) gives the same \
+         failures at the same connects in every run. Each rule has its own sequence, which the \
+         other rules' connects do not move. Without a seed \\fBsockwrap run\\fP chooses one, prints \
+         it, and passes it to every process of the run. A program started by \\fBexecve\\fP(2) begins \
+         from the seed: every program of a run gets the same sequence, so a shell loop that runs a \
+         one\\-connect program ten times makes the same choice ten times (give each its own \
+         \\fBSOCKWRAP_SEED\\fP). A forked child goes on with a stream of its own, made from its \
+         parent's and the fork's ordinal among its parent's forks, and the parent goes on as if it \
+         had not forked: children do not fail in step with their parent, and a program that forks \
+         in the same order makes the same choices in every run.\n",
     ));
     out.push_str(&section(
         "OPTIONS",
