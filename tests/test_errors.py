@@ -66,6 +66,22 @@ keepalive = "30,10,3"
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_check_takes_c_like_run_and_checks_every_file(tmp_path):
+    """`check -c FILE` is `check FILE` (the -c of run and explain), and with files of both
+    kinds each one is read: the bad one's error is printed and the exit is 1."""
+    util.require_sockwrap()
+    good = write(tmp_path, '[[rule]]\ndscp = "EF"\n', "good.toml")
+    bad = write(tmp_path, '[[rule]]\nfail = { rate = 1.5 }\n', "bad.toml")
+    r = run([util.SOCKWRAP_BIN, "check", "-c", good])
+    assert r.returncode == 0 and f"{good}: ok, 1 rule(s)" in r.stdout, r.stdout + r.stderr
+    r = run([util.SOCKWRAP_BIN, "check", "-c", good, bad])
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and f"{good}: ok" in out, out
+    errors = [l for l in out.splitlines() if l.startswith(f"{bad}:")]
+    # one error for one mistake: the refused rate, not also "missing rate"
+    assert len(errors) == 1 and "fail.rate: rate 1.5 is outside 0..1" in errors[0], out
+
+
 def test_check_missing_file(tmp_path):
     util.require_sockwrap()
     f = tmp_path / "nope.toml"

@@ -197,7 +197,8 @@ Examples:
 const CHECK_EXAMPLES: &str = "\
 Examples:
   sockwrap check /etc/sockwrap/policy.toml
-  sockwrap check site.toml ssh.toml    # exit 1 if any file has errors";
+  sockwrap check site.toml ssh.toml    # exit 1 if any file has errors
+  sockwrap check -c policy.toml        # the same -c as run and explain";
 
 const EXPLAIN_EXAMPLES: &str = "\
 Examples:
@@ -419,7 +420,9 @@ pub fn command() -> Command {
             Command::new("check")
                 .about("Validate policy files; print each error with line and column")
                 .after_help(CHECK_EXAMPLES)
-                .arg(Arg::new("files").num_args(1..).required(true).value_name("FILE").value_hint(clap::ValueHint::FilePath)),
+                .arg(Arg::new("files").num_args(1..).required_unless_present("config").value_name("FILE").value_hint(clap::ValueHint::FilePath))
+                // `-c FILE` as in run, explain and attach, so the same words work here too.
+                .arg(Arg::new("config").short('c').long("config").value_name("FILE").action(ArgAction::Append).value_hint(clap::ValueHint::FilePath).help("a policy file, as with run -c (the same as giving it as FILE)")),
         )
         .subcommand(
             Command::new("explain")

@@ -287,10 +287,12 @@ fn parse_rule(cx: &mut Ctx<'_>, t: &DeTable<'_>, default_name: String) -> Option
             "fail" => match val.get_ref() {
                 DeValue::Table(ft) => {
                     let mut rate = None;
+                    let mut rate_given = false;
                     let mut errno = 104; // ECONNRESET
                     for (fk, fv) in ft.iter() {
                         match fk.get_ref().as_ref() {
                             "rate" => {
+                                rate_given = true;
                                 let text = match fv.get_ref() {
                                     DeValue::Float(f) => Some(f.as_str().to_string()),
                                     DeValue::Integer(_) => as_int(fv.get_ref()).map(|i| i.to_string()),
@@ -314,6 +316,8 @@ fn parse_rule(cx: &mut Ctx<'_>, t: &DeTable<'_>, default_name: String) -> Option
                     }
                     match rate {
                         Some(ppm) => rule.actions.fail = Some(Fail { ppm, errno }),
+                        // A rate given but refused has its own error above.
+                        None if rate_given => {}
                         None => cx.err(val.span(), "fail: missing `rate = 0..1`"),
                     }
                 }
@@ -655,6 +659,13 @@ soft = ["nodelay"]
         ] {
             assert!(errs.iter().any(|e| e.contains(want)), "{want}\n{errs:#?}");
         }
+        // A rate given but refused is one error, not also "missing".
+        assert!(
+            !errs
+                .iter()
+                .any(|e| e.starts_with("b.toml:3:") && e.contains("missing")),
+            "{errs:#?}"
+        );
     }
 
     #[test]

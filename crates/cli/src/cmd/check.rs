@@ -10,7 +10,8 @@ use std::process::ExitCode;
 
 pub fn check(m: &ArgMatches) -> Result<ExitCode> {
     let mut bad = false;
-    for f in m.get_many::<String>("files").into_iter().flatten() {
+    let files = m.get_many::<String>("config").into_iter().flatten();
+    for f in files.chain(m.get_many::<String>("files").into_iter().flatten()) {
         let text = match std::fs::read_to_string(f) {
             Ok(t) => t,
             Err(e) => {
