@@ -41,21 +41,26 @@ CLIENT = textwrap.dedent("""\
         time.sleep(0.1)
     """)
 
-# A server on ports A and B that writes one byte every 100 ms on every accepted
-# connection, and is also a client of its own port A (so role matters, not only ports).
-SERVER = textwrap.dedent("""\
+# The start of SERVER and PROBED: tick(s, byte) sends `byte` every 100 ms on s, for at
+# most 60 s, and stops when the connection goes.
+TICK = textwrap.dedent("""\
     import socket, sys, threading, time
-    def tick(c):
+    def tick(s, byte):
         for _ in range(600):
             try:
-                c.send(b".")
+                s.send(byte)
             except OSError:
                 return
             time.sleep(0.1)
+    """)
+
+# A server on ports A and B that writes one byte every 100 ms on every accepted
+# connection, and is also a client of its own port A (so role matters, not only ports).
+SERVER = TICK + textwrap.dedent("""\
     def serve(l):
         while True:
             c, _ = l.accept()
-            threading.Thread(target=tick, args=(c,), daemon=True).start()
+            threading.Thread(target=tick, args=(c, b"."), daemon=True).start()
     for p in sys.argv[1:3]:
         l = socket.socket()
         l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -63,7 +68,7 @@ SERVER = textwrap.dedent("""\
         l.listen(64)
         threading.Thread(target=serve, args=(l,), daemon=True).start()
     own = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-    threading.Thread(target=tick, args=(own,), daemon=True).start()
+    threading.Thread(target=tick, args=(own, b"."), daemon=True).start()
     print(own.getsockname()[1], flush=True)
     time.sleep(60)
     """)
@@ -107,17 +112,10 @@ def start_client(procs, tmp_path, port, user=None, host="127.0.0.1", mptcp=False
 # on stdin, prints what its own getsockopt says of its socket (one JSON line): the witness
 # for options that neither the wire nor ss shows. `pace N` first sets its own
 # SO_MAX_PACING_RATE to N, as a u64.
-PROBED = textwrap.dedent("""\
-    import json, socket, struct, sys, threading, time
+PROBED = TICK + textwrap.dedent("""\
+    import json, struct
     s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-    def tick():
-        for _ in range(600):
-            try:
-                s.send(b"x")
-            except OSError:
-                return
-            time.sleep(0.1)
-    threading.Thread(target=tick, daemon=True).start()
+    threading.Thread(target=tick, args=(s, b"x"), daemon=True).start()
     print(s.getsockname()[1], flush=True)
     T, S = socket.IPPROTO_TCP, socket.SOL_SOCKET
     for line in sys.stdin:
