@@ -19,7 +19,8 @@
 //!   (`shutdown(SHUT_RD)` on a listener disconnects it), undoes the filter and the loopback
 //!   bind, and issues the real non-blocking connect on a duplicate of the descriptor; the
 //!   program's poll then sees the connect complete as usual. Between the shutdown and the
-//!   connect (a few microseconds) a poll can see the socket writable: a program that then
+//!   connect (a few microseconds) a poll can see the socket writable, with POLLHUP (an
+//!   unconnected socket's state): a program that then
 //!   asks `SO_ERROR` (what every correct program does) is held in our getsockopt hook until
 //!   the connect is issued, and gets its real answer. A delayed `deny`/`fail` ends the same
 //!   way and `SO_ERROR` answers the errno.
