@@ -22,32 +22,30 @@ case "$WITNESS" in auto | server | tcpdump) ;; *) die "DEMO_WITNESS=$WITNESS: ex
 command -v python3 >/dev/null || die "python3 is missing (it runs the local server): apt-get install python3"
 
 IS_ROOT=0; [ "$(id -u)" = 0 ] && IS_ROOT=1
-apt_install() { # apt_install PKG...: quietly, as root only; 0 when installed
-    [ "$IS_ROOT" = 1 ] && command -v apt-get >/dev/null || return 1
-    note "installing $* (apt-get install $*)"
-    export DEBIAN_FRONTEND=noninteractive
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@"; } >"${TMPDIR:-/tmp}/sockwrap-demo-apt.log" 2>&1
-}
-
-if ! command -v curl >/dev/null; then
-    apt_install curl || die "curl is missing and could not be installed (needs root and apt-get): apt-get install curl"
+if [ "$IS_ROOT" = 1 ] && command -v apt-get >/dev/null; then
+    # As root: what the build and the demo need (clang, libbpf-dev, curl, tcpdump), from the
+    # same script the tests and CI use. A fresh machine has none of them.
+    scripts/setup.sh demo || die "could not install what the demo needs (scripts/setup.sh demo, above)"
 fi
+command -v curl >/dev/null || die "curl is missing: apt-get install curl (or run the demo as root: it installs it)"
 
 USE_TCPDUMP=0
 if [ "$WITNESS" != server ]; then
     if [ "$IS_ROOT" != 1 ]; then
         [ "$WITNESS" = tcpdump ] && die "tcpdump needs root to capture packets: run the demo as root, or with DEMO_WITNESS=server"
         note "not root: tcpdump cannot capture here; the server's own view (IP_RECVTOS) is the witness"
-    elif command -v tcpdump >/dev/null || apt_install tcpdump; then
+    elif command -v tcpdump >/dev/null; then
         USE_TCPDUMP=1
     else
-        [ "$WITNESS" = tcpdump ] && die "tcpdump is missing and apt-get could not install it (log: ${TMPDIR:-/tmp}/sockwrap-demo-apt.log)"
-        note "tcpdump is missing and could not be installed; the server's own view (IP_RECVTOS) is the witness"
+        [ "$WITNESS" = tcpdump ] && die "tcpdump is missing and could not be installed (scripts/setup.sh demo)"
+        note "tcpdump is missing; the server's own view (IP_RECVTOS) is the witness"
     fi
 fi
 
 if [ -z "${SOCKWRAP_BIN:-}" ]; then
     command -v cargo >/dev/null || die "cargo is missing: install Rust (https://rustup.rs), or set SOCKWRAP_BIN to a built sockwrap"
+    # Not root: nothing was installed; the build's prerequisites must be there already.
+    need=$(scripts/setup.sh build 2>&1) || die "${need#setup.sh: }"
     note "building (cargo build --release; the first build takes a few minutes)"
     cargo build --release --workspace -q || die "cargo build --release failed (its errors are above)"
 fi

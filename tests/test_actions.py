@@ -366,8 +366,8 @@ def test_delay_on_ipv6_and_v4_mapped_sockets_leaves_the_socket_as_it_was(port, f
 
 
 def test_a_delayed_connect_across_a_veth_uses_the_routes_source_address(port):
-    """A parked socket waits bound to the loopback address; its real connect must still
-    take the source address of the route to its destination: a server in a network
+    """A parked socket waits connected from the loopback address; its real connect must
+    still take the source address of the route to its destination: a server in a network
     namespace of the test's own sees the veth address, as without sockwrap."""
     util.require_root("network namespaces need root")
     util.require_tool("ip")
@@ -389,11 +389,11 @@ def test_a_delayed_connect_across_a_veth_uses_the_routes_source_address(port):
         srv = subprocess.Popen(["ip", "netns", "exec", ns, util.PY, "-c", server],
                                stdout=subprocess.PIPE, text=True)
         try:
-            assert srv.stdout.readline().strip() == "ready"
+            assert util.wait_output_line(srv).strip() == "ready"
             cmd = peer("action_client.py", "select", "10.79.0.2", port)
             base = results(run(cmd))[0]
             got = results(run_under_sockwrap(["--delay", "300ms"], cmd))[0]
-            seen = [srv.stdout.readline().strip() for _ in range(2)]
+            seen = [util.wait_output_line(srv).strip() for _ in range(2)]
         finally:
             srv.kill()
             srv.wait(5)
@@ -461,13 +461,30 @@ def intrude(addr):
             return errno.errorcode.get(e.errno, str(e.errno))
 
 
+def syn_sent_from(local):
+    """The peers of the SYN-SENT sockets whose local address is `local`, as the kernel
+    (ss) lists them."""
+    host, port = local
+    r = subprocess.run(["ss", "-tnH", "state", "syn-sent", "src", f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
+                       capture_output=True, text=True, timeout=10)
+    peers = []
+    for line in r.stdout.splitlines():
+        peer_col = line.split()[-1]
+        h, _, p = peer_col.rpartition(":")
+        peers.append((h.strip("[]"), int(p)))
+    return peers
+
+
 @pytest.mark.parametrize("fam", ["4", "6"])
 def test_nobody_can_connect_to_a_parked_socket_during_its_delay(port, procs, fam):
-    """A parked socket listens on a loopback port for the delay. A connect to that port
-    meanwhile must not be queued on it: the program, polling for POLLIN|POLLOUT, would see
-    its socket readable before its own connect had even been made."""
+    """A parked socket waits in SYN_SENT on a loopback *hole* (a listener of the library's
+    whose filter keeps no packet). During the delay, a connect from another program must
+    reach neither the parked socket nor the hole's queue: the program, polling for
+    POLLIN|POLLOUT, would see its socket readable or connected before its own connect had
+    even been made."""
     if fam == "6":
         util.require_ipv6()
+    util.require_tool("ss")
     host = "127.0.0.1" if fam == "4" else "::1"
     # The probe works: a listener with backlog 0 still queues one connection and turns
     # readable.
@@ -483,14 +500,19 @@ def test_nobody_can_connect_to_a_parked_socket_during_its_delay(port, procs, fam
         p = procs.spawn_under_sockwrap(["--delay", "1200ms", "--to", f":{port}"], cmd)
         parked = json.loads(util.wait_output_line(p))
         assert parked["connect"] == "EINPROGRESS" and parked["local"][0] == host, parked
-        seen = intrude(tuple(parked["local"]))
+        local = tuple(parked["local"])
+        # The kernel's view: the program's socket is in SYN-SENT, towards a loopback port
+        # that is not the server's.
+        holes = syn_sent_from(local)
+        assert len(holes) == 1 and holes[0][0] == host and holes[0][1] != port, holes
+        seen = intrude(local), intrude(holes[0])
         out, err = p.communicate(timeout=10)
         assert p.returncode == 0, err
         got = json.loads(out.splitlines()[-1])
-        assert seen == "timeout", f"a connect to the parked port was {seen}"
+        assert seen == ("ECONNREFUSED", "timeout"), f"connects to the parked port and to its hole: {seen}"
         # Nothing until the delay ends, then writable and not readable. POLLHUP
-        # may come with it: the unpark window (README, delay), a poll between the listener's
-        # disconnect and our connect; SO_ERROR then waits for the connect.
+        # may come with it: the unpark window (README, delay), a poll between the
+        # disconnect from the hole and our connect; SO_ERROR then waits for the connect.
         assert got["first"]["revents"] & ~select.POLLHUP == select.POLLOUT, got
         assert got["first"]["at"] >= 1.15, got
         assert got["so_error"] == 0 and got["reply"] == f"pong:{port}", got
@@ -717,7 +739,7 @@ def test_attach_says_that_actions_do_not_reach_open_sockets(tmp_path, port, proc
         """)
     with EchoServer(port):
         p = procs.spawn([util.PY, "-c", f"import socket,time\ns=socket.create_connection(('127.0.0.1',{port}))\nprint('up',flush=True)\ntime.sleep(30)"])
-        assert p.stdout.readline().strip() == "up"
+        assert util.wait_output_line(p).strip() == "up"
         r = run([util.SOCKWRAP_BIN, "attach", str(p.pid), "-c", cfg, "--dry-run"])
     assert r.returncode == 0, r.stderr
     assert "rule no-db: connection actions (deny, redirect, delay, fail) and host names act on new connects only" in r.stderr, r.stderr

@@ -559,7 +559,7 @@ def test_rules_by_local_port_and_role_choose_only_matching_sockets(procs, tmp_pa
 def test_missing_pid_is_one_line_exit_2():
     util.require_sockwrap()
     p = subprocess.Popen(["true"])
-    p.wait()
+    p.wait(10)
     assert not os.path.exists(f"/proc/{p.pid}")
     r = attach(p.pid, "--dscp", "EF")
     assert r.returncode == 2 and r.stdout == "", r

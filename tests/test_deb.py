@@ -67,7 +67,7 @@ def test_deb_install_run_remove(port):
                 assert r.returncode == 0, r.stderr
         finally:
             srv.kill()
-            srv.wait()
+            srv.wait(10)
         assert plain.packets and {p.tos for p in plain.packets} == {0}, plain.text
         assert wrapped.packets and {p.tos for p in wrapped.packets} == {EF}, wrapped.text
         man = sh("man", "-w", "sockwrap.toml")

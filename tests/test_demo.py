@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,58 @@ def test_demo_failures_are_one_line(clone):
     assert r.returncode == 1, r.stdout
     assert r.stderr.strip().splitlines() == [
         "demo: FAILED: under sockwrap the server saw 'tos 0x0', expected tos 0xb8 (DSCP EF)"], r.stderr
+
+
+@pytest.mark.timeout(1200)
+def test_demo_on_a_fresh_machine_installs_what_it_lacks_builds_and_shows_ef(tmp_path):
+    """The README's first command as a new user runs it: a fresh clone, nothing prebuilt
+    (no SOCKWRAP_BIN), on a machine without clang, libbpf's headers or tcpdump. Those are
+    hidden in a private mount namespace; an apt-get stand-in records what it is asked for and
+    brings them back. The demo must ask for them, build, and show tos 0xb8 on the wire."""
+    util.require_root("hiding packages needs a private mount namespace (root)")
+    for t in ("git", "unshare", "clang", "tcpdump", "cargo"):
+        util.require_tool(t)
+    clone = tmp_path / "repo"
+    r = subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    clang = os.path.realpath(shutil.which("clang"))
+    tcpdump = os.path.realpath(shutil.which("tcpdump"))
+    bpf_headers = "/usr/include/bpf"
+    assert os.path.exists(f"{bpf_headers}/bpf_helpers.h")
+    stand_in = tmp_path / "bin"
+    stand_in.mkdir()
+    log = tmp_path / "apt-get.log"
+    (stand_in / "apt-get").write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        # apt-get, as a fresh machine's would act: what it is asked for appears.
+        echo "$*" >> {log}
+        [ "$1" = update ] && exit 0
+        for p in "$@"; do
+            case "$p" in
+                clang) umount {clang} ;;
+                libbpf-dev) umount {bpf_headers} ;;
+                tcpdump) umount {tcpdump} ;;
+            esac
+        done
+        exit 0
+        """))
+    (stand_in / "apt-get").chmod(0o755)
+    script = textwrap.dedent(f"""\
+        mount --bind /dev/null {clang} && mount -t tmpfs none {bpf_headers} && mount --bind /dev/null {tcpdump} || exit 97
+        if command -v clang || command -v tcpdump || [ -e {bpf_headers}/bpf_helpers.h ]; then exit 98; fi
+        exec {clone}/scripts/demo.sh
+        """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKWRAP_") and k != "LD_PRELOAD"}
+    env["PATH"] = f"{stand_in}:{env['PATH']}"
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], env=env,
+                       capture_output=True, text=True, timeout=1100, cwd="/")
+    out = r.stdout + r.stderr
+    assert r.returncode not in (97, 98), f"could not hide the packages: {out}"
+    assert os.access(clang, os.X_OK) and os.path.exists(f"{bpf_headers}/bpf_helpers.h"), "the machine must not change"
+    asked = log.read_text() if log.exists() else ""
+    installs = [l.split() for l in asked.splitlines() if l.split()[:1] == ["install"]]
+    assert installs and {"clang", "libbpf-dev", "tcpdump"} <= set(installs[0]), asked
+    assert r.returncode == 0, out
+    assert "building" in r.stdout and "on the wire" in r.stdout, r.stdout
+    assert "tos 0xb8" in r.stdout and "tos 0x0" in r.stdout, r.stdout
+    assert (clone / "target/release/sockwrap").exists()

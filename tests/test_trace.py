@@ -177,7 +177,7 @@ MANY = textwrap.dedent("""\
     if pid == 0:
         conns(); os._exit(0)
     for t in ts: t.join()
-    for k in kids: assert k.wait() == 0
+    for k in kids: assert k.wait(30) == 0
     os.waitpid(pid, 0)
     """)
 

@@ -197,15 +197,18 @@ class Procs:
 
 
 def wait_output_line(proc, timeout=10):
-    """Read one stdout line of a spawned process, bounded in time."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([proc.stdout], [], [], 0.1)
-        if r:
-            return proc.stdout.readline()
-        if proc.poll() is not None:
-            return proc.stdout.readline()
-    raise TimeoutError(f"no output from {proc.args} within {timeout}s")
+    """Read one stdout line of a spawned process, bounded in time.
+
+    A reader thread, not select(): select on the pipe cannot see a line that an earlier
+    readline already pulled into the file object's buffer, and a readline after select
+    still blocks on a partial line."""
+    got = []
+    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not got:
+        raise TimeoutError(f"no output line from {proc.args} within {timeout}s")
+    return got[0]
 
 
 def wait_until(pred, timeout=5.0, interval=0.05):

@@ -1,6 +1,6 @@
 //! Compiles the BPF programs (`src/bpf/sockwrap.bpf.c`) with clang into one object that
 //! the loader embeds. Needs clang (`CLANG` names another), the kernel UAPI headers
-//! (linux-libc-dev) and libbpf's `bpf_helpers.h` (libbpf-dev); `scripts/ci-prereqs.sh`
+//! (linux-libc-dev) and libbpf's `bpf_helpers.h` (libbpf-dev); `scripts/setup.sh build`
 //! installs them on Debian.
 
 use std::path::PathBuf;
@@ -40,7 +40,7 @@ fn main() {
     }
     panic!(
         "sockwrap-kernel needs clang to compile its BPF programs (tried {}); on Debian: \
-         apt-get install clang libbpf-dev linux-libc-dev (scripts/ci-prereqs.sh)",
+         apt-get install clang libbpf-dev linux-libc-dev (scripts/setup.sh build)",
         tried.join("; ")
     );
 }

@@ -9,18 +9,27 @@
 //!   last [`REDIRECTS`] redirected sockets of a process are remembered.
 //! * delay: a blocking connect sleeps first. A non-blocking one must not block the thread,
 //!   and the socket must look "connecting" (not writable, no error) to poll, epoll and
-//!   select until the delay is over. A socket in the LISTEN state is exactly that, on the
-//!   same open file (so an epoll registration the program makes meanwhile stays valid). So
-//!   the socket is *parked*: bound to the loopback address if it was unbound, given a
-//!   socket filter that keeps no packet (a connect from this host to the parked port would
-//!   otherwise be queued on it, a backlog of 0 takes one, and make the program's socket
-//!   readable), put in LISTEN with a backlog of 0, and connect returns EINPROGRESS. A
-//!   thread of ours sleeps out the delay, then turns the listener back into a plain socket
-//!   (`shutdown(SHUT_RD)` on a listener disconnects it), undoes the filter and the loopback
-//!   bind, and issues the real non-blocking connect on a duplicate of the descriptor; the
-//!   program's poll then sees the connect complete as usual. Between the shutdown and the
-//!   connect (a few microseconds) a poll can see the socket writable, with POLLHUP (an
-//!   unconnected socket's state): a program that then
+//!   select until the delay is over, on the same open file (so an epoll registration the
+//!   program makes meanwhile stays valid). A socket whose connect is in SYN_SENT is exactly
+//!   that. So the socket is *parked*: connected to a *hole*, a loopback listener of ours
+//!   whose socket filter keeps no packet, so its SYNs are dropped and it stays in SYN_SENT
+//!   (with the most SYN retries the kernel allows, and no user timeout, for the wait), and
+//!   connect returns EINPROGRESS. A thread of ours sleeps out the delay, takes the socket
+//!   out of SYN_SENT with `connect(AF_UNSPEC)` (unconnected again, the address and port
+//!   the park gave it released), puts its options back, and issues the real non-blocking
+//!   connect on a duplicate of the descriptor; the program's poll then sees the connect
+//!   complete as usual.
+//!
+//!   Why SYN_SENT, not LISTEN (parked until 2026-12): a listener with a backlog of 0 also
+//!   looks "connecting", and `shutdown(SHUT_RD)` turned it back, but some kernel builds
+//!   (6.18.44 here, December 2026) never let a socket that has listened connect again
+//!   (EINVAL). A socket taken out of SYN_SENT by `connect(AF_UNSPEC)` (the disconnect that
+//!   `connect(2)` documents) connects again on every kernel we run (the matrix). The first park asks
+//!   the kernel once, on sockets of our own; where it refuses, delayed non-blocking
+//!   connects go ahead at once, said once (never an error the real connect would not give).
+//!
+//!   Between the disconnect and the real connect (a few microseconds) a poll can see the
+//!   socket writable, with POLLHUP (an unconnected socket's state): a program that then
 //!   asks `SO_ERROR` (what every correct program does) is held in our getsockopt hook until
 //!   the connect is issued, and gets its real answer. A delayed `deny`/`fail` ends the same
 //!   way and `SO_ERROR` answers the errno.
@@ -32,7 +41,7 @@ use crate::prelude::*;
 use crate::sys::{self, ActionNote, Errno, SockAddr, Spin};
 use crate::{log, log_at, trace};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use sockwrap_policy::catalog::Family;
 use sockwrap_policy::rules::{errno_name, ConnectActions};
 use sockwrap_policy::{LogLevel, Transport};
@@ -121,8 +130,14 @@ pub fn connect(
             sys::fcntl(s.fd, libc::F_GETFL, 0).is_ok_and(|f| f & libc::O_NONBLOCK != 0);
         if !nonblocking {
             sys::sleep_ms(ms);
+        } else if let Err(e) = parking_works() {
+            warn_unparked(
+                s.fd,
+                e,
+                "this kernel does not let a socket connect again after parking it",
+            );
         } else if !s.mptcp {
-            let to = dest.unwrap_or_else(|| SockAddr::from(*remote));
+            let to = target.map_or(*remote, |(t, _)| t);
             match park(s, ms, to, errno) {
                 Ok(()) => {
                     if target.is_some_and(|(_, show)| !show) {
@@ -132,10 +147,10 @@ pub fn connect(
                     sys::set_errno(libc::EINPROGRESS);
                     return -1;
                 }
-                Err(e) => warn_unparked(s.fd, e),
+                Err(e) => warn_unparked(s.fd, e, "without blocking the program"),
             }
         } else {
-            warn_unparked(s.fd, Errno(libc::EOPNOTSUPP));
+            warn_unparked(s.fd, Errno(libc::EOPNOTSUPP), "on an MPTCP socket");
         }
     }
     if let Some(e) = errno {
@@ -182,12 +197,13 @@ fn fail(fd: i32, asked: &SocketAddr, e: i32, n: ActionNote) -> i32 {
 
 static WARNED_PARK: AtomicBool = AtomicBool::new(false);
 
-fn warn_unparked(fd: i32, e: Errno) {
+fn warn_unparked(fd: i32, e: Errno, why: &str) {
     if !WARNED_PARK.swap(true, Ordering::Relaxed) {
         log_at!(
             LogLevel::Warn,
-            "fd {}: cannot delay this non-blocking connect without blocking the program ({}); it goes ahead at once (said once)",
+            "fd {}: cannot delay this non-blocking connect {} ({}); it goes ahead at once (said once)",
             fd,
+            why,
             sys::errno_name(e.0)
         );
     }
@@ -280,9 +296,9 @@ const PARKS: usize = 64;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ParkState {
-    /// Listening, waiting out the delay.
+    /// In SYN_SENT on its hole, waiting out the delay.
     Waiting,
-    /// Between the listener's shutdown and the real connect.
+    /// Between the disconnect from the hole and the real connect.
     Transit,
     /// Done: the connect fails with this errno (told through SO_ERROR).
     Failed(i32),
@@ -348,61 +364,146 @@ fn park_state(fd: i32) -> Option<(u64, u64, ParkState)> {
     Some((ino, dev, st))
 }
 
-/// The loopback address a parked socket listens on. An IPv6 socket that may reach IPv4
-/// (IPV6_V6ONLY off) takes the v4-mapped loopback: binding a dual-stack socket to ::1 would
-/// make it IPv6-only for good (the kernel sets sk_ipv6only on a bind to a native address),
-/// and its v4-mapped connect would then fail with ENETUNREACH.
-fn loopback(fd: i32, family: Family) -> SockAddr {
-    let v6only = family == Family::V6
-        && sys::getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).is_ok_and(|v| v != 0);
-    match family {
-        Family::V4 => SockAddr::from(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)),
-        Family::V6 if v6only => SockAddr::from(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0)),
-        Family::V6 => SockAddr::from(SocketAddr::new(
-            IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
-            0,
-        )),
+/// The socket a parked connect waits on: a listener of ours on a loopback port, whose
+/// socket filter keeps no packet. A SYN to it is dropped, so a connect to it stays in
+/// SYN_SENT, retried, for as long as we let it. One per parked socket, closed when the delay
+/// ends: no state outlives a park, so neither a fork nor the program's `closefrom` can leave
+/// a later park without one.
+struct Hole {
+    fd: i32,
+    /// Its address as the parked socket connects to it.
+    addr: SockAddr,
+}
+
+impl Hole {
+    /// A hole that a socket of `family` reaches the way it will reach `to`: over IPv4 (an
+    /// IPv6 socket through the v4-mapped loopback) when `to` is IPv4 or v4-mapped, over IPv6
+    /// (`::1`) otherwise. The road matters: a v4-mapped connect switches an IPv6 socket to
+    /// IPv4 handling inside the kernel, and a later native connect does not switch it back.
+    fn open(family: Family, to: SocketAddr) -> Result<Hole, Errno> {
+        let over_v4 = match to {
+            SocketAddr::V4(_) => true,
+            SocketAddr::V6(a) => a.ip().to_ipv4_mapped().is_some(),
+        };
+        let (domain, at) = if over_v4 {
+            (
+                libc::AF_INET,
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            )
+        } else {
+            (
+                libc::AF_INET6,
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0),
+            )
+        };
+        let fd = sys::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)?;
+        let ready = sys::attach_drop_all(fd)
+            .and_then(|()| sys::bind(fd, &SockAddr::from(at)))
+            .and_then(|()| sys::listen(fd, 1))
+            .and_then(|()| sys::local_addr(fd).ok_or(Errno(libc::EADDRNOTAVAIL)));
+        match ready.map(|a| in_family(a, family)) {
+            Ok(Some(addr)) => Ok(Hole {
+                fd,
+                addr: SockAddr::from(addr),
+            }),
+            Ok(None) => {
+                sys::close(fd);
+                Err(Errno(libc::EAFNOSUPPORT))
+            }
+            Err(e) => {
+                sys::close(fd);
+                Err(e)
+            }
+        }
     }
 }
 
-fn any(family: Family) -> SockAddr {
-    match family {
-        Family::V4 => SockAddr::from(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
-        Family::V6 => SockAddr::from(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0)),
-    }
-}
-
-/// What parking changed on a socket, for [`unpark`] to undo.
+/// What parking changed on a socket, for [`unpark`] to put back.
 #[derive(Clone, Copy)]
 struct Parking {
-    family: Family,
-    /// sockwrap bound it to the loopback address (it was unbound).
-    loopback_bound: bool,
-    /// sockwrap attached its keep-nothing filter.
-    filtered: bool,
+    /// The hole's listener, closed by [`unpark`].
+    hole: i32,
+    /// TCP_SYNCNT before the park: the wait runs with the most SYN retries the kernel
+    /// allows, or an hour's delay would time out (6 retries, the default, give up after
+    /// about 2 minutes).
+    syn_count: Option<i32>,
+    /// TCP_USER_TIMEOUT before the park, when one was set: it ends a SYN_SENT wait too.
+    user_timeout: Option<i32>,
+}
+
+/// The most SYN retries `TCP_SYNCNT` takes (the kernel's MAX_TCP_SYNCNT): with the
+/// retransmission timer's backoff capped at 2 minutes, about 4 hours of waiting.
+const MAX_SYN_COUNT: i32 = 127;
+
+impl Parking {
+    /// Sets the options that would cut a long wait short, remembering their values.
+    fn hold(fd: i32, hole: i32) -> Parking {
+        let tcp = |name| sys::getsockopt_int(fd, libc::IPPROTO_TCP, name).ok();
+        let set =
+            |name, v: i32| sys::setsockopt(fd, libc::IPPROTO_TCP, name, &v.to_ne_bytes()).is_ok();
+        let syn_count = tcp(libc::TCP_SYNCNT).filter(|_| set(libc::TCP_SYNCNT, MAX_SYN_COUNT));
+        let user_timeout = tcp(libc::TCP_USER_TIMEOUT)
+            .filter(|&t| t != 0)
+            .filter(|_| set(libc::TCP_USER_TIMEOUT, 0));
+        Parking {
+            hole,
+            syn_count,
+            user_timeout,
+        }
+    }
+}
+
+/// Whether this kernel lets a socket connect again after `connect(AF_UNSPEC)` took it out
+/// of SYN_SENT (what parking needs; every kernel we know does): 0 not asked yet, -1 yes,
+/// else the errno of the step that failed. Asked once, on sockets of our own, by the first
+/// park.
+static PARKING_WORKS: AtomicI32 = AtomicI32::new(0);
+
+fn parking_works() -> Result<(), Errno> {
+    match PARKING_WORKS.load(Ordering::Relaxed) {
+        -1 => return Ok(()),
+        0 => {}
+        e => return Err(Errno(e)),
+    }
+    let r = probe_parking();
+    PARKING_WORKS.store(r.err().map_or(-1, |e| e.0), Ordering::Relaxed);
+    r
+}
+
+/// Parks a socket of our own on a hole, takes it out, and parks it again.
+#[cold]
+fn probe_parking() -> Result<(), Errno> {
+    let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+    let hole = Hole::open(Family::V4, to)?;
+    let kind = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    let r = sys::socket(libc::AF_INET, kind, 0).and_then(|fd| {
+        let r = waits_on(fd, &hole)
+            .and_then(|()| sys::disconnect(fd))
+            .and_then(|()| waits_on(fd, &hole));
+        sys::close(fd);
+        r
+    });
+    sys::close(hole.fd);
+    r
+}
+
+/// Connects the non-blocking `fd` to `hole`: Ok when it now waits there (EINPROGRESS).
+fn waits_on(fd: i32, hole: &Hole) -> Result<(), Errno> {
+    match sys::connect(fd, &hole.addr) {
+        Err(Errno(libc::EINPROGRESS)) => Ok(()),
+        Ok(()) => Err(Errno(libc::EISCONN)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Parks `s` for `ms`, then connects it to `to` (or fails it with `errno`). See the module
-/// note. On error nothing is left changed that matters: the socket is unbound or as bound
-/// as the program left it, without sockwrap's filter.
-fn park(s: Sock, ms: u32, to: SockAddr, errno: Option<i32>) -> Result<(), Errno> {
+/// note. On error nothing is left changed: the socket is unconnected, as bound as the
+/// program left it, with its own options.
+fn park(s: Sock, ms: u32, to: SocketAddr, errno: Option<i32>) -> Result<(), Errno> {
     let (dev, ino) = sys::inode(s.fd).ok_or(Errno(libc::EBADF))?;
-    let unbound = sys::local_addr(s.fd).is_none_or(|a| a.port() == 0);
-    if unbound {
-        // Loopback only: the listener is not reachable from the network meanwhile.
-        sys::bind(s.fd, &loopback(s.fd, s.family))?;
-    }
-    // Nor from this host: a connect to the parked port would be queued (a backlog of 0
-    // still takes one) and make the program's socket readable before its own connect was
-    // even made. A filter that keeps no packet drops such SYNs; after the delay they find
-    // the port closed. Not over a filter of the program's own (then the hole stays open).
-    let filtered = !sys::has_filter(s.fd) && sys::attach_drop_all(s.fd).is_ok();
-    let undo = Parking {
-        family: s.family,
-        loopback_bound: unbound,
-        filtered,
-    };
-    if let Err(e) = sys::listen(s.fd, 0) {
+    let hole = Hole::open(s.family, to)?;
+    let undo = Parking::hold(s.fd, hole.fd);
+    if let Err(e) = waits_on(s.fd, &hole) {
         unpark(s.fd, undo);
         return Err(e);
     }
@@ -418,6 +519,7 @@ fn park(s: Sock, ms: u32, to: SockAddr, errno: Option<i32>) -> Result<(), Errno>
         unpark(s.fd, undo);
         return Err(Errno(libc::ENOSPC));
     }
+    let to = SockAddr::from(to);
     let started = sys::spawn(Box::new(move || {
         sys::sleep_ms(ms);
         set_park(ino, dev, Some(ParkState::Transit));
@@ -445,31 +547,24 @@ fn park(s: Sock, ms: u32, to: SockAddr, errno: Option<i32>) -> Result<(), Errno>
     Ok(())
 }
 
-/// Turns a parked listener back into the unconnected socket it was: `shutdown(SHUT_RD)` on a
-/// listener disconnects it (a no-op if it never listened), then sockwrap's filter and
-/// loopback bind are undone.
+/// Takes a parked socket out of SYN_SENT (`connect(AF_UNSPEC)`: unconnected again, and the
+/// address and port the park gave it released, unless the program bound them), then puts
+/// back what [`Parking::hold`] changed.
 /// Out of line: only delayed connects come here.
 #[cold]
 #[inline(never)]
 fn unpark(fd: i32, undo: Parking) {
-    let _ = sys::shutdown(fd, libc::SHUT_RD);
-    if undo.filtered {
-        let _ = sys::detach_filter(fd);
+    let _ = sys::disconnect(fd);
+    // A SYN_SENT socket taken back reports ECONNRESET once: that error is ours, not the
+    // program's, and reading SO_ERROR clears it.
+    let _ = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR);
+    sys::close(undo.hole);
+    let tcp = |name, v: i32| sys::setsockopt(fd, libc::IPPROTO_TCP, name, &v.to_ne_bytes());
+    if let Some(n) = undo.syn_count {
+        let _ = tcp(libc::TCP_SYNCNT, n);
     }
-    if undo.loopback_bound {
-        undo_bind(fd, undo.family);
-    }
-}
-
-/// Makes a socket that sockwrap bound to the loopback address unbound again (any address,
-/// no port: the connect chooses both, as it would have).
-fn undo_bind(fd: i32, family: Family) {
-    let on = 1i32.to_ne_bytes();
-    let off = 0i32.to_ne_bytes();
-    let no_port = sys::setsockopt(fd, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, &on).is_ok();
-    let _ = sys::bind(fd, &any(family));
-    if no_port {
-        let _ = sys::setsockopt(fd, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, &off);
+    if let Some(t) = undo.user_timeout {
+        let _ = tcp(libc::TCP_USER_TIMEOUT, t);
     }
 }
 

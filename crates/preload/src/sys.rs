@@ -449,6 +449,13 @@ pub fn connect(fd: i32, addr: &SockAddr) -> Result<(), Errno> {
     check(r).map(|_| ())
 }
 
+/// `connect(fd, AF_UNSPEC)`: dissolves the socket's association (a TCP socket goes back
+/// to CLOSE, unconnected), as a raw system call.
+pub fn disconnect(fd: i32) -> Result<(), Errno> {
+    // All zero: the family is AF_UNSPEC.
+    connect(fd, &SockAddr::empty())
+}
+
 /// `listen(fd, backlog)` as a raw system call.
 pub fn listen(fd: i32, backlog: i32) -> Result<(), Errno> {
     // SAFETY: no pointers involved.
@@ -462,17 +469,8 @@ pub fn listen(fd: i32, backlog: i32) -> Result<(), Errno> {
     check(r).map(|_| ())
 }
 
-/// `shutdown(fd, how)` as a raw system call.
-pub fn shutdown(fd: i32, how: i32) -> Result<(), Errno> {
-    // SAFETY: no pointers involved.
-    let r = unsafe { syscall!(libc::SYS_shutdown, fd as libc::c_long, how as libc::c_long) };
-    check(r).map(|_| ())
-}
-
-/// `setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, { ret #0 })`: the classic BPF program of
-/// one instruction that keeps no packet, so the socket takes none (a listener's SYNs are
-/// dropped before they reach its queue). Unprivileged; EPERM if the program locked its
-/// socket's filter (SO_LOCK_FILTER). [`detach_filter`] removes it.
+/// Attaches a classic BPF socket filter of one instruction that keeps no packet: nothing
+/// reaches `fd` any more (a parked connect's hole drops every SYN with it).
 pub fn attach_drop_all(fd: i32) -> Result<(), Errno> {
     let mut keep_nothing = [libc::sock_filter {
         code: (libc::BPF_RET | libc::BPF_K) as u16,
@@ -494,37 +492,6 @@ pub fn attach_drop_all(fd: i32) -> Result<(), Errno> {
             (&prog as *const libc::sock_fprog).cast(),
             size_of::<libc::sock_fprog>() as libc::socklen_t,
         )
-    }
-}
-
-/// `setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER)` (the kernel wants an int it ignores).
-pub fn detach_filter(fd: i32) -> Result<(), Errno> {
-    setsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_DETACH_FILTER,
-        &0i32.to_ne_bytes(),
-    )
-}
-
-/// Whether `fd` has a socket filter: `getsockopt(SO_GET_FILTER)` with no room answers the
-/// number of classic BPF instructions, EACCES for an eBPF program (SO_ATTACH_BPF).
-pub fn has_filter(fd: i32) -> bool {
-    let mut len: libc::socklen_t = 0;
-    // SAFETY: with a length of 0 the kernel writes only len, which is valid for writing.
-    let r = unsafe {
-        syscall!(
-            libc::SYS_getsockopt,
-            fd as libc::c_long,
-            libc::SOL_SOCKET as libc::c_long,
-            libc::SO_GET_FILTER as libc::c_long,
-            core::ptr::null_mut::<u8>(),
-            &mut len as *mut libc::socklen_t,
-        )
-    };
-    match check(r) {
-        Ok(_) => len != 0,
-        Err(e) => e.0 == libc::EACCES,
     }
 }
 
