@@ -41,7 +41,8 @@ fi
 have() {
     case "$1" in
         /*) [ -e "$1" ] ;;
-        *) command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] ;;
+        # -x: bash's `command -v` also names a file it found but cannot execute.
+        *) [ -x "$(command -v "$1")" ] || [ -x "/usr/sbin/$1" ] ;;
     esac
 }
 
