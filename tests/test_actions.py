@@ -405,6 +405,21 @@ def test_a_delayed_connect_across_a_veth_uses_the_routes_source_address(port):
         subprocess.run(["ip", "link", "del", a], capture_output=True)
 
 
+def test_with_no_loopback_to_park_on_a_delayed_connect_gets_its_real_errno_at_once():
+    """Where parking cannot work (here: a network namespace whose loopback is down, so the
+    library's first park finds no hole to park on), a delayed non-blocking connect goes
+    ahead at once, said once, and gets exactly what it gets without sockwrap: never an
+    error the real connect would not give."""
+    util.require_tool("unshare")
+    cmd = ["unshare", "-rn", *peer("action_client.py", "select", "10.79.1.1", 80)]
+    base = results(run(cmd))[0]
+    assert base == {"ok": False, "errno": "ENETUNREACH", "elapsed": base["elapsed"]}, base
+    r = run(["unshare", "-rn", *util.sockwrap_cmd(["--delay", "500ms"], peer("action_client.py", "select", "10.79.1.1", 80))])
+    got = results(r)[0]
+    assert got["errno"] == "ENETUNREACH" and got["elapsed"] < 0.3, got
+    assert r.stderr.count("cannot delay this non-blocking connect here: no loopback hole to park it on") == 1, r.stderr
+
+
 def test_a_delayed_deny_times_out_later_without_blocking(port, port2):
     cmd = peer("action_client.py", "asyncio", "127.0.0.1", port, "127.0.0.1", port2)
     with EchoServer(port) as srv, EchoServer(port2):

@@ -130,13 +130,17 @@ pub fn connect(
             sys::fcntl(s.fd, libc::F_GETFL, 0).is_ok_and(|f| f & libc::O_NONBLOCK != 0);
         if !nonblocking {
             sys::sleep_ms(ms);
+        } else if s.mptcp {
+            warn_unparked(s.fd, Errno(libc::EOPNOTSUPP), "on an MPTCP socket");
         } else if let Err(e) = parking_works() {
-            warn_unparked(
-                s.fd,
-                e,
-                "this kernel does not let a socket connect again after parking it",
-            );
-        } else if !s.mptcp {
+            let why = match e.0 {
+                libc::EINVAL => {
+                    "on this kernel: a socket taken out of a parked connect cannot connect again"
+                }
+                _ => "here: no loopback hole to park it on",
+            };
+            warn_unparked(s.fd, e, why);
+        } else {
             let to = target.map_or(*remote, |(t, _)| t);
             match park(s, ms, to, errno) {
                 Ok(()) => {
@@ -149,8 +153,6 @@ pub fn connect(
                 }
                 Err(e) => warn_unparked(s.fd, e, "without blocking the program"),
             }
-        } else {
-            warn_unparked(s.fd, Errno(libc::EOPNOTSUPP), "on an MPTCP socket");
         }
     }
     if let Some(e) = errno {
