@@ -91,14 +91,14 @@ def test_a_damaged_compiled_form_is_ignored(tmp_path, port):
             r = util.run_preloaded(util.peer("tcp_client.py", "127.0.0.1", port),
                                    SOCKWRAP_CONFIG=str(pol), SOCKWRAP_POLICY=blob)
             assert r.returncode == 0, r.stderr
-            assert [g["tos"] for g in srv.wait(2)] == [EF], blob
+            assert [g["tos"] for g in srv.wait(1)] == [EF], blob
     # Counter-check: the same fingerprint with a well-formed form is used (CS1, not EF).
     good = f"swp2 {fp} w 1 r 0 0 0 - - 0 0 - 1 0 0 i32 -"
     with tos_server(socket.AF_INET, port) as srv:
         r = util.run_preloaded(util.peer("tcp_client.py", "127.0.0.1", port),
                                SOCKWRAP_CONFIG=str(pol), SOCKWRAP_POLICY=good)
         assert r.returncode == 0, r.stderr
-        assert [g["tos"] for g in srv.wait(2)] == [CS1]
+        assert [g["tos"] for g in srv.wait(1)] == [CS1]
 
 
 def test_plain_run_is_untouched_by_a_stray_compiled_form(port):
