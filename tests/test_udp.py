@@ -62,6 +62,9 @@ def test_socat_tcp(port):
     with tos_server(socket.AF_INET, port) as srv:
         r = run(["socat", "-u", "STDIN", f"TCP4:127.0.0.1:{port}"], input="x\n", timeout=10)
         assert r.returncode == 0, r.stderr
+        # The server records a connection when its handler thread reads it: wait for the
+        # first before making the second, or a busy machine may record them out of order.
+        assert len(srv.wait(1)) == 1
         r = run_under_sockwrap(["--dscp", "AF41"], ["socat", "-u", "STDIN", f"TCP4:127.0.0.1:{port}"],
                                input="x\n", timeout=10)
         assert r.returncode == 0, r.stderr
