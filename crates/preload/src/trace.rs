@@ -24,6 +24,7 @@
 
 use crate::fdstate::Kind;
 use crate::log::Line;
+use crate::outcome::Outcome;
 #[allow(unused_imports)]
 use crate::prelude::*;
 use crate::sys::SetOnce;
@@ -47,12 +48,20 @@ static PATH: SetOnce<String> = SetOnce::new();
 /// Per descriptor the trace has seen: the pid that saw it (low 32 bits; only that pid
 /// forgets it: a vfork child shares this memory, and its close_range before exec must not
 /// make the parent's later close go unreported), whether it is an inet socket ([`INET`]),
-/// and its transport (bits 33..35, [`code`]).
+/// its transport (bits 33..35, [`code`]), and whether it connected ([`CLIENT`]) or was
+/// accepted ([`SERVER`]).
 const TRACKED_N: usize = 65536;
 #[allow(clippy::declare_interior_mutable_const)]
 const UNTRACKED: AtomicU64 = AtomicU64::new(0);
 static TRACKED: [AtomicU64; TRACKED_N] = [UNTRACKED; TRACKED_N];
 const INET: u64 = 1 << 32;
+const CLIENT: u64 = 1 << 36;
+const SERVER: u64 = 1 << 37;
+/// Per descriptor: when its connection began (`CLOCK_MONOTONIC` ns at the start of its
+/// connect, or at its accept; 0: none), for the duration in the close event's `stats`.
+static STARTED: [AtomicU64; TRACKED_N] = [UNTRACKED; TRACKED_N];
+/// The highest descriptor ever tracked: the exit and close_range walks stop there.
+static HIGHEST: AtomicI32 = AtomicI32::new(-1);
 
 /// The cached pid, on a page a forked child gets zeroed (see `sys::Page`).
 static PID: SetOnce<&'static AtomicI32> = SetOnce::new();
@@ -141,15 +150,143 @@ fn slot(fd: i32) -> Option<&'static AtomicU64> {
     usize::try_from(fd).ok().and_then(|i| TRACKED.get(i))
 }
 
+fn word(kind: Option<Kind>) -> u64 {
+    pid() as u32 as u64 | INET | code(kind) << 33
+}
+
 /// Remembers `fd` as seen by this process: an inet socket of `kind` (`Some(None)`: of
 /// another transport), or not an inet socket (`None`).
 pub fn track(fd: i32, kind: Option<Option<Kind>>) {
     if let Some(t) = slot(fd) {
         let v = match kind {
-            Some(k) => pid() as u32 as u64 | INET | code(k) << 33,
+            Some(k) => word(k),
             None => 0,
         };
         t.store(v, Relaxed);
+        STARTED[fd as usize].store(0, Relaxed);
+        if v != 0 {
+            HIGHEST.fetch_max(fd, Relaxed);
+        }
+    }
+}
+
+/// `fd`, an inet socket of `kind`, connected (or tried to), its connect having begun at
+/// `start` (a second connect of the same socket, as non-blocking programs make, keeps
+/// the first one's time).
+pub fn connected(fd: i32, kind: Option<Kind>, start: u64) {
+    let Some(t) = slot(fd) else {
+        return;
+    };
+    let old = t.load(Relaxed);
+    let again = old & CLIENT != 0 && old as u32 as i32 == pid();
+    t.store(word(kind) | CLIENT, Relaxed);
+    if !again {
+        STARTED[fd as usize].store(start, Relaxed);
+    }
+    HIGHEST.fetch_max(fd, Relaxed);
+}
+
+/// `fd`, an inet socket of `kind`, was accepted at `when`.
+pub fn accepted(fd: i32, kind: Option<Kind>, when: u64) {
+    if let Some(t) = slot(fd) {
+        t.store(word(kind) | SERVER, Relaxed);
+        STARTED[fd as usize].store(when, Relaxed);
+        HIGHEST.fetch_max(fd, Relaxed);
+    }
+}
+
+/// What the trace knows of a socket whose descriptor is about to close: its counters (a
+/// TCP connection's, read now, while the descriptor still refers to it) and when it began.
+pub struct Ending {
+    outcome: Option<Outcome>,
+    started: u64,
+}
+
+/// The [`Ending`] of `fd` if the trace saw it as an inet socket (whichever process of the
+/// traced tree did: a forked child closing an inherited socket reports it too).
+pub fn ending(fd: i32) -> Option<Ending> {
+    let v = slot(fd)?.load(Relaxed);
+    (v & INET != 0).then(|| ending_of(fd, v))
+}
+
+/// One `getsockopt(TCP_INFO)` for a TCP or MPTCP socket that connected or was accepted;
+/// nothing for the others (UDP, listeners, sockets that never connected).
+fn ending_of(fd: i32, v: u64) -> Ending {
+    let conn = v & (CLIENT | SERVER) != 0;
+    let stream = matches!((v >> 33) & 7, 1 | 3);
+    Ending {
+        outcome: if conn && stream {
+            Outcome::of(fd, v & CLIENT != 0)
+        } else {
+            None
+        },
+        started: if conn {
+            STARTED[fd as usize].load(Relaxed)
+        } else {
+            0
+        },
+    }
+}
+
+/// The end of a traced socket's descriptor: the `close` call's own line (`ret`: its result
+/// and errno), or sockwrap's `"ev":"closed"` for the calls that close descriptors without
+/// naming each (`close_range`, `closefrom`, `dup2`, `dup3`, `exit`), with `stats` for a
+/// TCP connection.
+pub fn ended(call: &str, fd: i32, ret: Option<(i32, i32)>, end: &Ending) {
+    let mut e = Ev::begin(if ret.is_some() { "call" } else { "closed" }, call, fd);
+    if let Some((r, errno)) = ret {
+        e.result(r as i64, errno);
+    }
+    if let Some(o) = &end.outcome {
+        stats(&mut e, o, end.started);
+    }
+    e.finish();
+}
+
+/// `,"stats":{...}` (docs/trace-schema.md).
+fn stats(e: &mut Ev, o: &Outcome, started: u64) {
+    e.open_obj("stats");
+    e.first("state").str(o.state_name());
+    if started != 0 {
+        e.key("duration_ns")
+            .int(now_mono().saturating_sub(started) as i64);
+    }
+    e.key("bytes_acked").int(o.bytes_acked as i64);
+    e.key("bytes_received").int(o.bytes_received as i64);
+    if let Some(u) = o.bytes_unacked {
+        e.key("bytes_unacked").int(u as i64);
+    }
+    e.key("segs_out").int(o.segs_out as i64);
+    e.key("segs_in").int(o.segs_in as i64);
+    e.key("total_retrans").int(o.total_retrans as i64);
+    e.key("srtt_us").int(o.srtt_us as i64);
+    if let Some(m) = o.min_rtt_us {
+        e.key("min_rtt_us").int(m as i64);
+    }
+    e.key("cwnd").int(o.cwnd as i64);
+    if let Some(r) = o.delivery_rate {
+        e.key("delivery_rate_bps").int(r.saturating_mul(8) as i64);
+    }
+    e.close_obj();
+}
+
+/// `close_range`/`closefrom` (`call`) are about to close `first..=last`, or the process
+/// is exiting (`exit`): one `closed` line for each descriptor this process tracked there,
+/// read before the descriptors go. Asks the kernel for the pid: vfork children, which
+/// share this memory, call these, and their descriptors are their own copies.
+pub fn ending_range(call: &str, first: u32, last: u32) {
+    let Ok(highest) = usize::try_from(HIGHEST.load(Relaxed)) else {
+        return;
+    };
+    let me = sys::getpid();
+    let last = (last as usize).min(highest).min(TRACKED_N - 1);
+    let first = first as usize;
+    for (fd, t) in TRACKED.iter().enumerate().take(last + 1).skip(first) {
+        let v = t.load(Relaxed);
+        if v & INET != 0 && v as u32 as i32 == me {
+            let fd = fd as i32;
+            ended(call, fd, None, &ending_of(fd, v));
+        }
     }
 }
 
