@@ -47,6 +47,17 @@ def stats_of(evs, local_port=None, peer_port=None):
 
 # --------------------------------------------------------------------------- bytes
 
+def read_count(c, want=None):
+    """Reads from `c` until `want` bytes came (None: to EOF); returns how many did."""
+    got = 0
+    while want is None or got < want:
+        d = c.recv(65536 if want is None else min(65536, want - got))
+        if not d:
+            break
+        got += len(d)
+    return got
+
+
 class CountingPeer:
     """A plain TCP peer in this process: for each connection it reads `want` bytes (or to
     EOF when None), sends `reply` bytes, then reads to EOF (so that everything it sent is
@@ -70,22 +81,12 @@ class CountingPeer:
         except OSError:
             return
         c.settimeout(20)
-        got = sent = 0
         with c:
-            while self.want is None or got < self.want:
-                d = c.recv(65536 if self.want is None else min(65536, self.want - got))
-                if not d:
-                    break
-                got += len(d)
+            got = read_count(c, self.want)
             data = os.urandom(self.reply)
             c.sendall(data)
-            sent = len(data)
-            while True:
-                d = c.recv(65536)
-                if not d:
-                    break
-                got += len(d)
-        self.counts.append((got, sent))
+            got += read_count(c)
+        self.counts.append((got, len(data)))
 
     def close(self):
         self.t.join(30)
@@ -170,12 +171,7 @@ def test_server_bytes_equal_what_the_peer_counted(tmp_path):
             assert util.wait_output_line(p, 20).strip() == "ready"
             c = socket.create_connection(("127.0.0.1", port), timeout=20)
             c.sendall(os.urandom(n))
-            got = 0
-            while got < m:
-                d = c.recv(65536)
-                if not d:
-                    break
-                got += len(d)
+            got = read_count(c, m)
             c.close()
             assert int(util.wait_output_line(p, 20)) == n
             p.wait(20)
