@@ -11,10 +11,12 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import textwrap
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -556,3 +558,39 @@ def test_a_go_program_and_a_setuid_program_are_said_too(tmp_path, clients):
     out = tmp_path / "suid.jsonl"
     t = run([util.SOCKWRAP_BIN, "trace", "-o", out, "--", suid, 1])
     assert out.read_text() == "", t.stderr
+
+
+def test_a_setcap_program_is_said_to_a_user_other_than_root(request):
+    """File capabilities put the loader in secure mode for a user other than root: `run`
+    says so in one line, and the witness is the program's own memory map (the library is
+    not in it; in the plain copy's it is). Root, for whom the loader stays normal, gets no
+    line, and neither does the plain copy."""
+    util.require_sockwrap()
+    util.require_root("setcap and switching users need root")
+    util.require_tool("setcap", "setpriv")
+    # pytest's tmp_path is under a 0700 directory: the other user needs one it can read.
+    pub = Path(tempfile.mkdtemp(prefix="sockwrap-reach-"))
+    request.addfinalizer(lambda: shutil.rmtree(pub, ignore_errors=True))
+    pub.chmod(0o755)
+    for f in (util.SOCKWRAP_BIN, util.SOCKWRAP_LIB, "/bin/cat"):
+        shutil.copy(f, pub)
+    plain, capped = pub / "cat", pub / "cat-capped"
+    shutil.copy(plain, capped)
+    r = subprocess.run(["setcap", "cap_net_raw+ep", str(capped)], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+
+    def under(prog, user=None):
+        cmd = [pub / "sockwrap", "run", "--", prog, "/proc/self/maps"]
+        if user:
+            cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+        r = run(cmd, cwd=pub)
+        assert r.returncode == 0, r.stderr
+        return r
+
+    c, p = under(capped, 65534), under(plain, 65534)
+    lines = reach_lines(c.stderr)
+    assert len(lines) == 1 and "file capabilities" in lines[0], c.stderr
+    assert "libsockwrap.so" not in c.stdout
+    assert reach_lines(p.stderr) == [] and "libsockwrap.so" in p.stdout, p.stderr
+    r = under(capped)
+    assert reach_lines(r.stderr) == [] and "libsockwrap.so" in r.stdout, r.stderr
