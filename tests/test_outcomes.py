@@ -6,6 +6,8 @@ Witnesses, none of them sockwrap: the peer's own byte counts (a plain socket in 
 process), the kernel's retransmit counter (`nstat TcpRetransSegs`) under a loss the test
 makes itself (an nftables table of its own), `ss -ti` on the same live connection, and the
 peer's count of accepted connections for the timeline's spans."""
+import ast
+import errno
 import json
 import os
 import shutil
@@ -594,3 +596,42 @@ def test_a_setcap_program_is_said_to_a_user_other_than_root(request):
     assert reach_lines(p.stderr) == [] and "libsockwrap.so" in p.stdout, p.stderr
     r = under(capped)
     assert reach_lines(r.stderr) == [] and "libsockwrap.so" in r.stdout, r.stderr
+
+
+ERRNO = textwrap.dedent("""\
+    import ctypes, os, socket, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    port = int(sys.argv[1])
+    def conn():
+        s = socket.create_connection(("127.0.0.1", port)); s.sendall(b"x"); return s.detach()
+    out = []
+    a, b, c = conn(), conn(), conn()
+    ctypes.set_errno(123); out.append((libc.close(a), ctypes.get_errno()))
+    ctypes.set_errno(0); out.append((libc.close(a), ctypes.get_errno()))   # closed: EBADF
+    null = os.open("/dev/null", os.O_RDONLY)
+    ctypes.set_errno(77); out.append((libc.dup2(null, b), ctypes.get_errno()))
+    ctypes.set_errno(55); out.append((libc.close_range(c, c, 0), ctypes.get_errno()))
+    print(out)
+    """)
+
+
+def test_the_traced_ends_leave_errno_as_the_call_left_it(tmp_path):
+    """The TCP_INFO read and the line written around close, dup2 and close_range touch no
+    errno: a successful call leaves the program's errno as it was, a failed one sets the
+    kernel's (the same program without sockwrap gives the same answers)."""
+    util.require_sockwrap()
+    script = tmp_path / "errno.py"
+    script.write_text(ERRNO)
+    port = util.free_port()
+    seen = []
+    with OneBytePeer(port):
+        for cmd in ([PY, script, port], trace_cmd([], [PY, script, port], tmp_path / "e.jsonl")):
+            r = run(cmd, timeout=30)
+            assert r.returncode == 0, r.stderr
+            seen.append(ast.literal_eval(r.stdout.strip()))
+    plain, traced = seen
+    assert [e for _, e in traced] == [123, errno.EBADF, 77, 55], traced
+    assert [r for r, _ in traced][:2] == [0, -1] and traced[3][0] == 0, traced
+    assert [e for _, e in plain] == [e for _, e in traced]
+    ends = [e for e in closes(read_trace(tmp_path / "e.jsonl")) if "stats" in e]
+    assert sorted(e["call"] for e in ends) == ["close", "close_range", "dup2"], ends
