@@ -6,8 +6,13 @@
 //! so every process of a traced tree appends whole lines to the one file. No payload byte is
 //! ever recorded: addresses, option names and option values only.
 //!
-//! A traced connection costs its line writes and the `getsockname` that gives its local
-//! address: what does not change is cached.
+//! A traced connection costs its line writes, the `getsockname` that gives its local
+//! address, and at its close one `getsockopt(TCP_INFO)` for the `stats` of a TCP
+//! connection ([`crate::outcome`]): what does not change is cached.
+//! * Every traced socket ends in one event: the `close` line, or a `closed` line for
+//!   `close_range`, `closefrom`, `dup2`/`dup3` over it, and the process's exit
+//!   ([`ending_range`] from the library's destructor). Its counters are read before the
+//!   descriptor goes.
 //! * The pid lives on a page the kernel wipes in a forked child (`MADV_WIPEONFORK`; and a
 //!   `pthread_atfork` handler clears it too), so a child asks again; the tid is cached per
 //!   thread beside the pid it belongs to. A vfork child (posix_spawn, Python's subprocess)
