@@ -525,13 +525,16 @@ def test_run_and_trace_say_when_the_library_cannot_reach_a_static_program(client
                 # The trace's summary says first why it is empty.
                 assert t.stderr.splitlines()[1].startswith("no trace lines: ")
                 assert "statically linked" in t.stderr.splitlines()[1]
+                j = run([util.SOCKWRAP_BIN, "trace", "--json", "--log", "off", "--", path, port])
+                doc = json.loads(j.stderr)
+                assert doc["lines"] == 0 and "statically linked" in doc["why_empty"], j.stderr
                 # The silence asked for.
                 q = util.run_under_sockwrap(["--dscp", "EF", "--log", "off"], [path, port])
                 assert q.returncode == 0 and reach_lines(q.stderr) == [], q.stderr
             else:
                 assert reach_lines(r.stderr) == [] and reach_lines(t.stderr) == [], (r.stderr, t.stderr)
                 assert "no trace lines" not in t.stderr
-        assert server.accepted == 7
+        assert server.accepted == 8
 
 
 def test_a_go_program_and_a_setuid_program_are_said_too(tmp_path, clients):
