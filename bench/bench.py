@@ -7,6 +7,7 @@ are given as ratios to a baseline measured in the same run; instruction counts c
 valgrind --tool=callgrind and are repeatable.
 """
 import argparse
+import contextlib
 import datetime
 import fcntl
 import glob
@@ -263,6 +264,28 @@ def instr_per_iter(n, env, extra=(), section="percall"):
     note_cmd(section, f"{shell_env(env).replace(ROOT + '/', '')} valgrind --tool=callgrind bench/build/connbench loop "
                       f"{{{n},{2 * n}}} {' '.join(extra)}".strip())
     return (b - a) / n
+
+
+def outcome_instr(n, env):
+    """Instructions per iteration inside the trace's outcome work at each close, from
+    callgrind's inclusive counts (N and 2N iterations): `trace::ending_of` (one
+    getsockopt(TCP_INFO) and its decoding) and `trace::stats` (the object's text)."""
+    def inclusive(k):
+        with tempfile.NamedTemporaryFile(prefix="cg.", dir=BUILD) as out:
+            run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
+                 CONNBENCH, "loop", str(k)], env=clean_env(env), timeout=600)
+            r = run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", out.name])
+        got = {"ending_of": 0, "stats": 0}
+        for line in r.stdout.splitlines():
+            m = re.match(r"\s*([\d,]+) .*:sockwrap::trace::(ending_of|stats) \[", line)
+            if m:
+                got[m.group(2)] = int(m.group(1).replace(",", ""))
+        return got
+    a, b = inclusive(n), inclusive(2 * n)
+    note_cmd("percall", f"{shell_env(env).replace(ROOT + '/', '')} valgrind --tool=callgrind "
+                        f"bench/build/connbench loop {{{n},{2 * n}}}; callgrind_annotate --inclusive=yes: "
+                        "sockwrap::trace::ending_of, sockwrap::trace::stats")
+    return {k: (b[k] - a[k]) / n for k in a}
 
 
 def syscalls_per_iter(n, env, extra=()):
@@ -584,6 +607,7 @@ def main():
         ("sw-3opts", dict(FLAGS, LD_PRELOAD=LIB), []),
         ("sw-3opts by remote (file)", {"LD_PRELOAD": LIB, "SOCKWRAP_CONFIG": pol["opts-by-remote"]}, []),
         ("sw-3opts by remote + 2 action rules", {"LD_PRELOAD": LIB, "SOCKWRAP_CONFIG": pol["actions"]}, []),
+        ("sw-trace", {"LD_PRELOAD": LIB, "SOCKWRAP_TRACE": os.path.join(BUILD, "percall-trace.jsonl")}, []),
         ("own-3opts (no preload)", {}, ["own"]),
     ]
     R["percall"] = {}
@@ -594,6 +618,9 @@ def main():
                                   syscalls_per_iter(200, env, extra))
         note_cmd("percall", "system calls per iteration: strace -c bench/build/connbench loop "
                             "{200,400} (difference / 200)")
+        R["outcome"] = outcome_instr(P["cg_n"], {n: e for n, e, _ in pc_variants}["sw-trace"])
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(BUILD, "percall-trace.jsonl"))
 
     # 3. connection rate
     log("3/5 connection rate")
@@ -828,6 +855,20 @@ def report(R, P, quick, build_note, mptcpwrap, pol, full_cg):
                                 ok, f"{ins - fl:+.0f} instr vs floor, {beyond:+.0f} beyond the calls"))
             w(f"| {name} | {ins:,.0f} | {ins - fl:+,.0f} | {fmt(sc, 1)} | {g} |")
         w("")
+        oc = R.get("outcome")
+        if oc and "sw-trace" in pc:
+            t, e = pc["sw-trace"], pc["sw-empty"]
+            w(f"`sw-trace` = libsockwrap.so with SOCKWRAP_TRACE (no policy): six lines per "
+              f"iteration, two of them the closes of TCP connections with their `stats`. Of its "
+              f"{t[0]:,.0f} instructions per iteration, the outcomes take "
+              f"{oc['ending_of'] + oc['stats']:,.0f}: reading them (`trace::ending_of`: one "
+              f"getsockopt(TCP_INFO) per close and its decoding) {oc['ending_of']:,.0f}, writing "
+              f"them (`trace::stats`) {oc['stats']:,.0f}, i.e. "
+              f"{(oc['ending_of'] + oc['stats']) / 2:,.0f} per TCP close. System calls per "
+              f"iteration: {fmt(t[1], 1)} traced vs {fmt(e[1], 1)} untraced (section 7 names "
+              f"them: the TCP_INFO reads are one getsockopt per TCP close). With the trace off "
+              f"(`sw-empty`) the close hook does what it did: one load and a branch.")
+            w("")
         w("`own-3opts` is the program making the same six setsockopt calls itself (IP_TOS, "
           "TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE/INTVL/CNT): the user-space cost of those "
           "calls through libc, for comparison with what sockwrap adds.")

@@ -192,7 +192,8 @@ Examples:
 const REPORT_EXAMPLES: &str = "\
 Examples:
   sockwrap report calls.jsonl
-  sockwrap report --json calls.jsonl | jq '.connections[]'";
+  sockwrap report --json calls.jsonl | jq '.connections[]'
+  sockwrap report --format perfetto calls.jsonl > timeline.json   # open in ui.perfetto.dev";
 
 const CHECK_EXAMPLES: &str = "\
 Examples:
@@ -414,7 +415,8 @@ pub fn command() -> Command {
                 .about("Summarise a trace file (from `sockwrap trace -o` or `run --trace`): one row per connection")
                 .after_help(REPORT_EXAMPLES)
                 .arg(Arg::new("file").required(true).value_name("FILE").value_hint(clap::ValueHint::FilePath))
-                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the summary as JSON")),
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).conflicts_with("format").help("print the summary as JSON (the same as --format json)"))
+                .arg(Arg::new("format").long("format").value_name("FORMAT").value_parser(["table", "json", "perfetto"]).help("table (default), json, or perfetto: a timeline in the Chrome Trace Event format for ui.perfetto.dev or chrome://tracing (one track per thread, one span per connection)")),
         )
         .subcommand(
             Command::new("check")

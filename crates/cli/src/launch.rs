@@ -186,8 +186,20 @@ pub fn load_vars(vars: &[(String, String)]) -> sockwrap_policy::Loaded {
     )
 }
 
-/// The dynamic loader a program names (PT_INTERP), if it is an ELF64 LE with one.
-pub fn interpreter(bytes: &[u8]) -> Option<String> {
+/// One program header of an ELF file: `p_type`, and where its bytes are in the file.
+#[derive(Clone, Copy, Debug)]
+pub struct ProgramHeader {
+    pub kind: u32,
+    pub offset: usize,
+    pub size: usize,
+}
+
+pub const PT_INTERP: u32 = 3;
+pub const PT_NOTE: u32 = 4;
+
+/// The program headers of an ELF64 LE file from its first bytes (those that `bytes` holds);
+/// None for anything else (a script, another format).
+pub fn program_headers(bytes: &[u8]) -> Option<Vec<ProgramHeader>> {
     if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
         return None;
     }
@@ -197,24 +209,34 @@ pub fn interpreter(bytes: &[u8]) -> Option<String> {
     };
     let phoff = u64_at(32)?;
     let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    let mut out = Vec::with_capacity(phnum);
     for i in 0..phnum {
         let off = phoff + i * phentsize;
-        let ty = u32::from_le_bytes(bytes.get(off..off + 4)?.try_into().ok()?);
-        if ty == 3 {
-            let (o, n) = (u64_at(off + 8)?, u64_at(off + 32)?);
-            let raw = bytes.get(o..o + n)?;
-            return Some(
-                String::from_utf8_lossy(raw)
-                    .trim_end_matches('\0')
-                    .to_string(),
-            );
-        }
+        let kind = u32::from_le_bytes(bytes.get(off..off + 4)?.try_into().ok()?);
+        out.push(ProgramHeader {
+            kind,
+            offset: u64_at(off + 8)?,
+            size: u64_at(off + 32)?,
+        });
     }
-    None
+    Some(out)
+}
+
+/// The dynamic loader a program names (PT_INTERP), if it is an ELF64 LE with one.
+pub fn interpreter(bytes: &[u8]) -> Option<String> {
+    let ph = program_headers(bytes)?
+        .into_iter()
+        .find(|p| p.kind == PT_INTERP)?;
+    let raw = bytes.get(ph.offset..ph.offset.checked_add(ph.size)?)?;
+    Some(
+        String::from_utf8_lossy(raw)
+            .trim_end_matches('\0')
+            .to_string(),
+    )
 }
 
 /// `prog` as exec would find it (PATH for a bare name).
-fn resolve_program(prog: &std::ffi::OsStr) -> Option<PathBuf> {
+pub fn resolve_program(prog: &std::ffi::OsStr) -> Option<PathBuf> {
     let p = Path::new(prog);
     if p.as_os_str().as_encoded_bytes().contains(&b'/') {
         return Some(p.to_path_buf());
@@ -356,6 +378,11 @@ pub fn prepare(
         seen.push(("SOCKWRAP_SEED".into(), seed.to_string()));
     }
     refuse_musl(prog)?;
+    if let Some(u) = crate::reach::unreachable(prog) {
+        if !crate::reach::quiet(m) {
+            eprintln!("sockwrap: {}", u.line());
+        }
+    }
     let lib = find_library()?;
     let existing = std::env::var("LD_PRELOAD").ok();
     cmd.env("LD_PRELOAD", compose_preload(&lib, existing.as_deref()));

@@ -7,8 +7,10 @@ mod files;
 mod launch;
 mod pidfd;
 mod procnet;
+mod reach;
 mod signals;
 mod summary;
+mod timeline;
 mod unitfile;
 
 use std::process::ExitCode;

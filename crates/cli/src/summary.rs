@@ -293,7 +293,25 @@ pub struct Conn {
     pub latency_ns: Option<i64>,
     pub result: String,
     pub closed: bool,
+    /// The call that ended the descriptor: `close`, `close_range`, `closefrom`, `dup2`,
+    /// `dup3`, or `exit` (still open when the process exited).
+    pub closed_by: Option<String>,
+    /// What became of a TCP connection: the close event's `stats`, as the trace has it.
+    pub stats: Option<Json>,
+    /// The thread that connected, accepted or listened.
+    pub tid: i64,
+    /// `t_mono_ns` when the connection began (the start of its connect, its accept, its
+    /// listen) and when its descriptor closed.
+    pub start_ns: Option<i64>,
+    pub end_ns: Option<i64>,
     pending_since: Option<i64>,
+}
+
+impl Conn {
+    /// A number from the connection's `stats`.
+    pub fn stat(&self, k: &str) -> Option<i64> {
+        self.stats.as_ref().and_then(|s| s.int(k))
+    }
 }
 
 impl Conn {
@@ -318,8 +336,58 @@ impl Conn {
             ),
             ("result".into(), Json::Str(self.result.clone())),
             ("closed".into(), Json::Bool(self.closed)),
+            ("closed_by".into(), s(&self.closed_by)),
+            ("stats".into(), self.stats.clone().unwrap_or(Json::Null)),
         ])
     }
+}
+
+/// One process's connections added up (TCP connections with `stats` only).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Totals {
+    pub pid: i64,
+    pub prog: String,
+    pub connections: i64,
+    pub bytes_acked: i64,
+    pub bytes_received: i64,
+    pub total_retrans: i64,
+}
+
+impl Totals {
+    fn to_json(&self) -> Json {
+        Json::Obj(vec![
+            ("pid".into(), Json::Int(self.pid)),
+            ("prog".into(), Json::Str(self.prog.clone())),
+            ("connections".into(), Json::Int(self.connections)),
+            ("bytes_acked".into(), Json::Int(self.bytes_acked)),
+            ("bytes_received".into(), Json::Int(self.bytes_received)),
+            ("total_retrans".into(), Json::Int(self.total_retrans)),
+        ])
+    }
+}
+
+/// Per process, in the order processes first appear: the connections with outcomes.
+pub fn totals(sum: &Summary) -> Vec<Totals> {
+    let mut out: Vec<Totals> = Vec::new();
+    for c in sum.conns.iter().filter(|c| c.stats.is_some()) {
+        let i = match out.iter().position(|t| t.pid == c.pid) {
+            Some(i) => i,
+            None => {
+                out.push(Totals {
+                    pid: c.pid,
+                    prog: c.prog.clone(),
+                    ..Totals::default()
+                });
+                out.len() - 1
+            }
+        };
+        let t = &mut out[i];
+        t.connections += 1;
+        t.bytes_acked += c.stat("bytes_acked").unwrap_or(0);
+        t.bytes_received += c.stat("bytes_received").unwrap_or(0);
+        t.total_retrans += c.stat("total_retrans").unwrap_or(0);
+    }
+    out
 }
 
 /// What a trace file holds, summarised.
@@ -367,6 +435,7 @@ pub fn summarise(text: &str) -> Summary {
          -> usize {
             let c = Conn {
                 pid,
+                tid: e.int("tid").unwrap_or(pid),
                 prog: prog.clone(),
                 fd,
                 role: "socket".into(),
@@ -402,6 +471,10 @@ pub fn summarise(text: &str) -> Summary {
                 let c = &mut conns[i];
                 c.transport = e.str("transport").unwrap_or("?").to_string();
                 c.mptcp = e.get("mptcp") == Some(&Json::Bool(true));
+                c.tid = e.int("tid").unwrap_or(pid);
+                if c.start_ns.is_none() {
+                    c.start_ns = Some(t - e.int("dur_ns").unwrap_or(0));
+                }
                 if let Some(l) = e.str("local") {
                     c.local = Some(l.to_string());
                 }
@@ -451,6 +524,7 @@ pub fn summarise(text: &str) -> Summary {
                 let i = new_conn(conns, &mut open, &mut early, ret);
                 let c = &mut conns[i];
                 c.role = "server".into();
+                c.start_ns = Some(t);
                 c.local = e.str("local").map(str::to_string);
                 c.remote = e.str("peer").map(str::to_string);
                 c.result = "ok".into();
@@ -479,9 +553,15 @@ pub fn summarise(text: &str) -> Summary {
                     }
                 }
             }
-            ("call", "close") => {
+            // The program's close, or sockwrap's `closed` for the other ways a descriptor
+            // ends (close_range, closefrom, dup2, dup3, exit).
+            ("call", "close") | ("closed", _) => {
                 if let Some(i) = open.remove(&(pid, fd)) {
-                    conns[i].closed = true;
+                    let c = &mut conns[i];
+                    c.closed = true;
+                    c.closed_by = Some(call.to_string());
+                    c.end_ns = Some(t);
+                    c.stats = e.get("stats").cloned();
                 }
             }
             ("apply", _) | ("override", _) => {
@@ -525,8 +605,35 @@ pub fn to_json(sum: &Summary) -> String {
             "connections".into(),
             Json::Arr(sum.conns.iter().map(Conn::to_json).collect()),
         ),
+        (
+            "totals".into(),
+            Json::Arr(totals(sum).iter().map(Totals::to_json).collect()),
+        ),
     ])
     .to_json()
+}
+
+/// A byte count as people read it: `812B`, `97.7kB`, `1.2MB` (powers of 1000).
+pub fn bytes(n: i64) -> String {
+    let f = n as f64;
+    if n < 1000 {
+        format!("{n}B")
+    } else if n < 1_000_000 {
+        format!("{:.1}kB", f / 1e3)
+    } else if n < 1_000_000_000 {
+        format!("{:.1}MB", f / 1e6)
+    } else {
+        format!("{:.1}GB", f / 1e9)
+    }
+}
+
+/// An RTT in microseconds: `16µs`, `1.25ms`.
+fn rtt(us: i64) -> String {
+    if us < 1000 {
+        format!("{us}µs")
+    } else {
+        format!("{:.2}ms", us as f64 / 1e3)
+    }
 }
 
 fn latency(ns: Option<i64>) -> String {
@@ -540,7 +647,7 @@ fn latency(ns: Option<i64>) -> String {
 
 /// The aligned table. `colour`: ANSI colours (only when writing to a terminal).
 pub fn table(sum: &Summary, colour: bool) -> String {
-    let head = [
+    const HEAD: [&str; 15] = [
         "PID",
         "PROG",
         "ROLE",
@@ -549,40 +656,51 @@ pub fn table(sum: &Summary, colour: bool) -> String {
         "REMOTE",
         "LATENCY",
         "RESULT",
+        "DURATION",
+        "SENT",
+        "RECEIVED",
+        "RTT",
+        "RETRANS",
         "PROGRAM SET",
         "SOCKWRAP",
     ];
-    let mut rows: Vec<[String; 10]> = Vec::new();
+    const RESULT: usize = 7;
+    const LAST: usize = HEAD.len() - 1;
+    let dash = || "-".to_string();
+    let mut rows: Vec<[String; HEAD.len()]> = Vec::new();
     for c in &sum.conns {
+        let stat = |k: &str, f: fn(i64) -> String| c.stat(k).map(f).unwrap_or_else(dash);
         rows.push([
             c.pid.to_string(),
             c.prog.clone(),
             c.role.clone(),
             c.transport.clone(),
-            c.local.clone().unwrap_or_else(|| "-".into()),
+            c.local.clone().unwrap_or_else(dash),
             match (&c.remote, &c.host) {
                 (Some(r), Some(h)) => format!("{r} ({h})"),
                 (Some(r), None) => r.clone(),
-                (None, _) => "-".into(),
+                (None, _) => dash(),
             },
             latency(c.latency_ns),
             c.result.clone(),
+            stat("duration_ns", |n| latency(Some(n))),
+            stat("bytes_acked", bytes),
+            stat("bytes_received", bytes),
+            stat("srtt_us", rtt),
+            stat("total_retrans", |n| n.to_string()),
             if c.own.is_empty() {
-                "-".into()
+                dash()
             } else {
                 c.own.join(", ")
             },
             if c.sockwrap.is_empty() {
-                "-".into()
+                dash()
             } else {
                 c.sockwrap.join(", ")
             },
         ]);
     }
-    let mut w = [0usize; 10];
-    for (i, h) in head.iter().enumerate() {
-        w[i] = h.chars().count();
-    }
+    let mut w = HEAD.map(|h| h.chars().count());
     for r in &rows {
         for (wi, cell) in w.iter_mut().zip(r.iter()) {
             *wi = (*wi).max(cell.chars().count());
@@ -597,28 +715,30 @@ pub fn table(sum: &Summary, colour: bool) -> String {
     };
     let pad = |s: &str, i: usize| {
         let n = s.chars().count();
-        if i == 9 {
+        if i == LAST {
             s.to_string()
         } else {
             format!("{s}{}", " ".repeat(w[i] - n + 2))
         }
     };
     let mut out = String::new();
-    let mut line = String::new();
-    for (i, h) in head.iter().enumerate() {
-        line.push_str(&pad(h, i));
+    if !rows.is_empty() {
+        let mut line = String::new();
+        for (i, h) in HEAD.iter().enumerate() {
+            line.push_str(&pad(h, i));
+        }
+        out.push_str(&paint(line.trim_end(), "1"));
+        out.push('\n');
     }
-    out.push_str(&paint(line.trim_end(), "1"));
-    out.push('\n');
     for r in &rows {
         let mut line = String::new();
         for (i, cell) in r.iter().enumerate() {
             let padded = pad(cell, i);
             let code = match i {
-                7 if matches!(cell.as_str(), "ok" | "listening") => "32",
-                7 if cell.starts_with('E') => "31",
-                9 if cell.contains("FAILED") => "31",
-                9 if cell != "-" => "36",
+                RESULT if matches!(cell.as_str(), "ok" | "listening") => "32",
+                RESULT if cell.starts_with('E') => "31",
+                LAST if cell.contains("FAILED") => "31",
+                LAST if cell != "-" => "36",
                 _ => "",
             };
             if code.is_empty() {
@@ -631,6 +751,18 @@ pub fn table(sum: &Summary, colour: bool) -> String {
         }
         out.push_str(line.trim_end());
         out.push('\n');
+    }
+    for t in totals(sum) {
+        let _ = writeln!(
+            out,
+            "{} {}: {} TCP connection(s), sent {}, received {}, {} retransmit(s)",
+            t.pid,
+            t.prog,
+            t.connections,
+            bytes(t.bytes_acked),
+            bytes(t.bytes_received),
+            t.total_retrans
+        );
     }
     let _ = writeln!(
         out,
@@ -647,18 +779,32 @@ pub fn table(sum: &Summary, colour: bool) -> String {
     out
 }
 
-/// Prints the summary of `text` to stdout or stderr.
-pub fn print_summary(text: &str, json: bool, to_stderr: bool) {
+/// Prints the summary of `text` to stdout or stderr. `why_empty`: what to say first when
+/// the record has no line at all (the program was out of the library's reach, or made no
+/// socket call through libc).
+pub fn print_summary(text: &str, json: bool, to_stderr: bool, why_empty: Option<&str>) {
     let sum = summarise(text);
+    let why = why_empty.filter(|_| sum.lines == 0);
     let out = if json {
-        to_json(&sum) + "\n"
+        let mut j = to_json(&sum);
+        if let Some(w) = why {
+            // `{...}` → `{...,"why_empty":"..."}`
+            j.pop();
+            j.push_str(",\"why_empty\":");
+            quote(&mut j, w);
+            j.push('}');
+        }
+        j + "\n"
     } else {
         let tty = if to_stderr {
             std::io::stderr().is_terminal()
         } else {
             std::io::stdout().is_terminal()
         };
-        table(&sum, tty && std::env::var_os("NO_COLOR").is_none())
+        let head = why
+            .map(|w| format!("no trace lines: {w}\n"))
+            .unwrap_or_default();
+        head + &table(&sum, tty && std::env::var_os("NO_COLOR").is_none())
     };
     if to_stderr {
         eprint!("{out}");

@@ -112,6 +112,10 @@ unsafe extern "C" fn sockwrap_init(
 }
 
 extern "C" fn sockwrap_fini() {
+    // The sockets still open at exit end with the process: their counters now.
+    if trace::on() {
+        trace::ending_range("exit", 0, u32::MAX);
+    }
     crate::log::summary();
 }
 
@@ -266,8 +270,7 @@ unsafe fn hostent_ips(h: *const libc::hostent, out: &mut [u128; MAX_IPS]) -> usi
 }
 
 // Per thread (sys::Thread): the last accepted descriptor and its peer, so the trace line
-// needs no getpeername (the work and the trace line of one accept run back to back); and
-// a descriptor whose close was traced-and-tracked when its close began.
+// needs no getpeername (the work and the trace line of one accept run back to back).
 
 /// What every hook's work is: the policy part when a policy is published, with the
 /// bookkeeping that also holds without one (trace tracking, the trace descriptor).
@@ -682,30 +685,46 @@ mod work {
     #[inline(never)]
     pub unsafe fn close(fd: c_int) -> c_int {
         if trace::on() {
-            closing_traced(fd);
+            return close_traced(fd);
         }
         calls::closing(global().is_some(), fd);
         // SAFETY: arguments passed through.
         unsafe { real::close(fd) }
     }
 
-    /// The traced close: out of line, so that an untraced close saves no registers (ten
-    /// instructions in each close, measured with callgrind on bench/build/connbench).
+    /// The traced close, with its own line (`describe::close` writes none): a TCP
+    /// connection's counters must be read before the descriptor goes. Out of line, so that
+    /// an untraced close saves no registers (ten instructions in each close, measured with
+    /// callgrind on bench/build/connbench).
     #[cold]
     #[inline(never)]
-    fn closing_traced(fd: c_int) {
-        if trace::untrack(fd) {
-            sys::thread().set_closing(fd);
+    fn close_traced(fd: c_int) -> c_int {
+        let end = trace::ending(fd);
+        if end.is_some() {
+            trace::untrack(fd);
         }
+        calls::closing(global().is_some(), fd);
+        // SAFETY: arguments passed through.
+        let r = unsafe { real::close(fd) };
+        if let Some(end) = end {
+            let errno = sys::errno();
+            trace::ended("close", fd, Some((r, errno)), &end);
+            sys::set_errno(errno);
+        }
+        r
     }
 
     /// # Safety
     /// C's contract for `close_range(2)`.
     #[inline(never)]
     pub unsafe fn close_range(first: libc::c_uint, last: libc::c_uint, flags: c_int) -> c_int {
+        // CLOSE_RANGE_CLOEXEC (4) only marks descriptors; nothing is closed then. The
+        // traced sockets' ends are written first: their counters go with them.
+        if trace::on() && flags & 4 == 0 && first <= last {
+            trace::ending_range("close_range", first, last);
+        }
         // SAFETY: arguments passed through.
         let r = unsafe { real::close_range(first, last, flags) };
-        // CLOSE_RANGE_CLOEXEC (4) only marks descriptors; nothing is closed then.
         if r == 0 && flags & 4 == 0 {
             calls::closed_range(global().is_some(), first, last);
         }
@@ -717,6 +736,9 @@ mod work {
     #[inline(never)]
     pub unsafe fn closefrom(first: c_int) {
         if let Ok(f) = u32::try_from(first) {
+            if trace::on() {
+                trace::ending_range("closefrom", f, u32::MAX);
+            }
             calls::closed_range(global().is_some(), f, u32::MAX);
         }
         // SAFETY: arguments passed through.
@@ -739,10 +761,22 @@ mod work {
     /// C's contract for `dup2(2)`.
     #[inline(never)]
     pub unsafe fn dup2(old: c_int, new: c_int) -> c_int {
+        // A traced socket on `new` is closed by the call: its end is read before.
+        let end = if trace::on() && new != old {
+            trace::ending(new)
+        } else {
+            None
+        };
         // SAFETY: arguments passed through.
         let r = unsafe { real::dup2(old, new) };
         if r >= 0 {
             calls::duplicated(old, r);
+            if let Some(end) = end {
+                trace::untrack(new);
+                let errno = sys::errno();
+                trace::ended("dup2", new, None, &end);
+                sys::set_errno(errno);
+            }
         }
         r
     }
@@ -751,10 +785,22 @@ mod work {
     /// C's contract for `dup3(2)`.
     #[inline(never)]
     pub unsafe fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+        // A traced socket on `new` is closed by the call: its end is read before.
+        let end = if trace::on() && new != old {
+            trace::ending(new)
+        } else {
+            None
+        };
         // SAFETY: arguments passed through.
         let r = unsafe { real::dup3(old, new, flags) };
         if r >= 0 {
             calls::duplicated(old, r);
+            if let Some(end) = end {
+                trace::untrack(new);
+                let errno = sys::errno();
+                trace::ended("dup3", new, None, &end);
+                sys::set_errno(errno);
+            }
         }
         r
     }
@@ -858,7 +904,8 @@ mod describe {
             if let Some(kind) = trace::kind_of(fd) {
                 trace::transport(&mut e, kind);
                 trace::local(&mut e, fd);
-                trace::track(fd, Some(kind));
+                let start = trace::now_mono().saturating_sub(dur.unwrap_or(0));
+                trace::connected(fd, kind, start);
             }
         }
         e.finish();
@@ -927,7 +974,10 @@ mod describe {
                 let peer = sys::thread().take_accepted(r).or_else(|| sys::peer_addr(r));
                 trace::peer(&mut e, peer);
             }
-            trace::track(r, kind);
+            match kind {
+                Some(k) => trace::accepted(r, k, trace::now_mono()),
+                None => trace::track(r, None),
+            }
         }
         e.finish();
     }
@@ -1006,16 +1056,9 @@ mod describe {
         e.finish();
     }
 
-    /// Only the close of a socket the trace saw as an inet one gets a line.
+    /// The traced close writes its own line (`work::close`).
     #[inline(never)]
-    pub fn close(fd: c_int, r: c_int, errno: i32, _: Option<u64>) {
-        if sys::thread().take_closing() != fd {
-            return;
-        }
-        let mut e = Ev::begin("call", "close", fd);
-        e.result(r as i64, errno);
-        e.finish();
-    }
+    pub fn close(_: c_int, _: c_int, _: i32, _: Option<u64>) {}
 
     #[inline(never)]
     pub fn close_range(

@@ -15,7 +15,8 @@
 //! * `actions`: connect actions (deny, redirect, delay, fail); `seed`: the seeded `fail`
 //!   choices; `names`: the host names a program resolved, by address.
 //! * `fdstate`: what is known per descriptor (locks, kind), a typed value per fd.
-//! * `trace`, `log`: JSON lines and log lines, one `write(2)` each.
+//! * `trace`, `log`: JSON lines and log lines, one `write(2)` each; `outcome`: a TCP
+//!   connection's counters (`TCP_INFO`) for the trace's close events.
 //! * `init`: the constructor's work, in safe Rust.
 //! * `sys`: raw system calls and the socket-address type; `arena`: the allocator.
 //!
@@ -60,6 +61,7 @@ mod init;
 mod log;
 mod mptcp;
 mod names;
+mod outcome;
 mod seed;
 mod sys;
 mod trace;

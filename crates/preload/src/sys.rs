@@ -388,6 +388,27 @@ pub fn getsockopt_bytes(
     check(r).map(|_| len as usize)
 }
 
+/// `getsockopt(fd, IPPROTO_TCP, TCP_INFO)`: the kernel's `struct tcp_info` and the number
+/// of its bytes the kernel filled (an older kernel fills a shorter prefix; the rest stays
+/// zero).
+pub fn tcp_info(fd: i32) -> Result<(libc::tcp_info, usize), Errno> {
+    // SAFETY: tcp_info is integers only: all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { core::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: info and len are valid for writing; len is info's size.
+    let r = unsafe {
+        syscall!(
+            libc::SYS_getsockopt,
+            fd as libc::c_long,
+            libc::IPPROTO_TCP as libc::c_long,
+            libc::TCP_INFO as libc::c_long,
+            &mut info as *mut libc::tcp_info,
+            &mut len as *mut libc::socklen_t,
+        )
+    };
+    check(r).map(|_| (info, len as usize))
+}
+
 fn name_call(nr: libc::c_long, fd: i32) -> Result<SockAddr, Errno> {
     let mut a = SockAddr::empty();
     // SAFETY: storage and len are valid for writing; len is storage's size.
@@ -970,8 +991,6 @@ pub struct Thread {
     tid: core::cell::Cell<i32>,
     /// fd + 1 of the last accepted socket whose peer is in `accepted` (0: none).
     accepted_fd1: core::cell::Cell<i32>,
-    /// fd + 1 of a descriptor whose close began while the trace tracked it (0: none).
-    closing_fd1: core::cell::Cell<i32>,
     accepted: core::cell::Cell<MaybeUninit<SocketAddr>>,
     /// fd + 1 of the connect whose action is in `action` (0: none).
     action_fd1: core::cell::Cell<i32>,
@@ -1050,15 +1069,6 @@ impl Thread {
         } else {
             None
         }
-    }
-
-    pub fn set_closing(&self, fd: i32) {
-        self.closing_fd1.set(fd.wrapping_add(1));
-    }
-
-    /// The descriptor recorded by [`set_closing`](Self::set_closing), or -1; clears it.
-    pub fn take_closing(&self) -> i32 {
-        self.closing_fd1.replace(0).wrapping_sub(1)
     }
 }
 

@@ -197,6 +197,7 @@ fn mptcp() -> bool {
 }
 
 use crate::launch::interpreter;
+use crate::reach::file_capabilities;
 
 /// Commands that start the program with an environment of their own making.
 fn wrapper(prog: &str, args: &[String]) -> bool {
@@ -223,23 +224,6 @@ fn wrapper(prog: &str, args: &[String]) -> bool {
         }
         None => true,
     }
-}
-
-fn file_capabilities(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: both strings are NUL-terminated; a NULL buffer of size 0 only asks the size.
-    let n = unsafe {
-        libc::getxattr(
-            c.as_ptr(),
-            c"security.capability".as_ptr(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    n > 0
 }
 
 /// CAP_NET_ADMIN in our effective set (the program runs as we do).

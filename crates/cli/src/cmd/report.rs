@@ -1,4 +1,5 @@
-//! `sockwrap report FILE [--json]`: the summary of a trace file.
+//! `sockwrap report FILE [--json | --format table|json|perfetto]`: the summary of a trace
+//! file, or its timeline (`perfetto`: Chrome Trace Event JSON, see `crate::timeline`).
 
 use crate::error::{Error, Result};
 use clap::ArgMatches;
@@ -12,6 +13,15 @@ pub fn report(m: &ArgMatches) -> Result<ExitCode> {
     let text = std::fs::read(f)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .map_err(|e| Error::setup(format_args!("report: {f}: {e}")))?;
-    crate::summary::print_summary(&text, m.get_flag("json"), false);
+    let format = m.get_one::<String>("format").map(String::as_str);
+    match format {
+        Some("perfetto") => print!("{}", crate::timeline::perfetto(&text)),
+        _ => crate::summary::print_summary(
+            &text,
+            m.get_flag("json") || format == Some("json"),
+            false,
+            Some("the file holds none (was the program out of the library's reach? `sockwrap doctor PROGRAM` says)"),
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -56,7 +56,13 @@ pub fn trace(m: &ArgMatches) -> Result<ExitCode> {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     remove();
-    crate::summary::print_summary(&text, m.get_flag("json"), true);
+    let why = match crate::reach::unreachable(&prog) {
+        Some(u) => u.line(),
+        None => "the program made no socket call through libc (none at all, or only through \
+                  its own system calls: `sockwrap doctor PROGRAM` says more)"
+            .to_string(),
+    };
+    crate::summary::print_summary(&text, m.get_flag("json"), true, Some(&why));
     let s =
         status.map_err(|e| Error::setup(format_args!("trace: waiting for the program: {e}")))?;
     if let Some(c) = s.code() {
