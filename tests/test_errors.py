@@ -90,6 +90,46 @@ def test_check_missing_file(tmp_path):
     assert str(f) in r.stdout + r.stderr
 
 
+def test_one_duration_grammar_in_the_file_the_flags_and_the_environment(tmp_path):
+    """`delay` and `user-timeout` (and the keepalive timers, linger) read the same texts:
+    1min and 1.5s are taken by both; a duration finer than a seconds option's unit is
+    refused by name, with its line and column."""
+    util.require_sockwrap()
+    good = write(tmp_path, '[[rule]]\ndelay = "1min"\nuser-timeout = "1.5s"\nlinger = "2m"\n'
+                 'keepalive = { idle = "1min", interval = "1.5m", count = 3 }\n', "good.toml")
+    r = run([util.SOCKWRAP_BIN, "check", good])
+    assert r.returncode == 0, r.stderr
+    for want in ("delay=60000ms", "user-timeout=1500", "linger=120s", "keepalive.idle=60", "keepalive.interval=90"):
+        assert want in r.stdout, r.stdout
+    bad = write(tmp_path, '[[rule]]\nkeepalive = { idle = "1.5s" }\ndelay = "0.5ms"\n')
+    r = run([util.SOCKWRAP_BIN, "check", bad])
+    assert r.returncode == 1
+    assert f"{bad}:2:22: error: keepalive.idle: `1.5s` is not a whole number of seconds" in r.stderr, r.stderr
+    assert f"{bad}:3:9: error: delay: `0.5ms` is not a whole number of milliseconds" in r.stderr, r.stderr
+    r = run([util.SOCKWRAP_BIN, "explain", "--delay", "1min", "--user-timeout", "1.5s", "--dest", "127.0.0.1:9"])
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"user-timeout\s+1500\s", r.stdout) and re.search(r"delay\s+60000ms", r.stdout), r.stdout
+    marker = tmp_path / "ran"
+    r = run_under_sockwrap(["--log", "warn"], ["sh", "-c", f"touch {marker}"],
+                           env={"SOCKWRAP_DELAY": "1min", "SOCKWRAP_USER_TIMEOUT": "1.5s"})
+    assert r.returncode == 0 and marker.exists() and "error" not in r.stderr, r.stderr
+    r = run_under_sockwrap(["--log", "warn"], ["true"], env={"SOCKWRAP_KEEPALIVE_IDLE": "1.5s"})
+    assert "SOCKWRAP_KEEPALIVE_IDLE: error: keepalive.idle: `1.5s` is not a whole number of seconds" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("text", [
+    '[rule]\ndscp = "EF"\n[rule]\ndscp = "AF21"\n',
+    '[[rule]]\ndscp = "EF"\n[rule]\ndscp = "AF21"\n',
+])
+def test_a_repeated_rule_table_says_to_write_double_brackets(tmp_path, text):
+    util.require_sockwrap()
+    f = write(tmp_path, text)
+    r = run([util.SOCKWRAP_BIN, "check", f])
+    assert r.returncode == 1
+    assert f"{f}:3:2: error: `[rule]` appears twice: write each rule as a [[rule]] table" in r.stderr, r.stderr
+    assert "duplicate key" not in r.stderr, r.stderr
+
+
 # --------------------------------------------------------------------------- sockwrap run: bad flags
 
 @pytest.mark.parametrize("args,word", [

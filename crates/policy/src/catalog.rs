@@ -902,23 +902,105 @@ fn scaled(s: &str, unit: Unit) -> Option<i64> {
         (Unit::Rate, "kbit") => return Some(n * 1000 / 8),
         (Unit::Rate, "mbit") => return Some(n * 1_000_000 / 8),
         (Unit::Rate, "gbit") => return n.checked_mul(1_000_000_000).map(|v| v / 8),
-        (Unit::Millis, "ms") => 1,
-        (Unit::Millis, "s") => 1000,
-        (Unit::Millis, "m" | "min") => 60_000,
-        (Unit::Seconds, "s") => 1,
-        (Unit::Seconds, "m" | "min") => 60,
-        (Unit::Seconds, "h") => 3600,
         _ => return None,
     };
     n.checked_mul(mult)
+}
+
+/// Why a text is not a duration of some unit (see [`parse_duration`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DurationError {
+    /// Not a number with one of the duration units.
+    NotADuration,
+    /// A duration, but not a whole number of the unit asked for (`1.5s` in seconds).
+    NotWhole,
+}
+
+/// The one duration grammar, for every duration in the policy, the flags and the
+/// environment (`delay`, `user-timeout`, `keepalive.idle`, `linger`, ...): a decimal
+/// number, then an optional unit `ms`, `s`, `m` or `min`, `h` (any case), as in `250ms`,
+/// `1.5s`, `2m`, `1min`, `1h`. A bare number counts in the caller's unit, `base_ms`
+/// milliseconds long (1 for milliseconds, 1000 for seconds). Returns the duration in that
+/// unit (saturating), or why not.
+pub fn parse_duration(s: &str, base_ms: u64) -> Result<u64, DurationError> {
+    let t = s.trim();
+    let end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = (&t[..end], t[end..].trim());
+    // Lower-cased on the stack (this runs in the library too): no unit is longer than 3.
+    let mut low = [0u8; 3];
+    let unit = match low.get_mut(..unit.len()) {
+        Some(d) => {
+            d.copy_from_slice(unit.as_bytes());
+            d.make_ascii_lowercase();
+            core::str::from_utf8(d).map_err(|_| DurationError::NotADuration)?
+        }
+        None => return Err(DurationError::NotADuration),
+    };
+    let unit_ms: u128 = match unit {
+        "" => base_ms as u128,
+        "ms" => 1,
+        "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(DurationError::NotADuration),
+    };
+    // Thousandths of the unit given, so that `1.5s` and `0.25m` are exact.
+    let milli = crate::rules::decimal_scaled(num, 3).ok_or(DurationError::NotADuration)?;
+    let thousandths_ms = milli as u128 * unit_ms;
+    let per = (base_ms.max(1) as u128) * 1000;
+    if !thousandths_ms.is_multiple_of(per) {
+        return Err(DurationError::NotWhole);
+    }
+    Ok(u64::try_from(thousandths_ms / per).unwrap_or(u64::MAX))
+}
+
+/// How long one unit of a duration-valued option is, in milliseconds.
+fn duration_base_ms(unit: Unit) -> Option<u64> {
+    match unit {
+        Unit::Millis => Some(1),
+        Unit::Seconds => Some(1000),
+        _ => None,
+    }
+}
+
+/// A user's text for an option of `unit`: a plain number (also hex or negative, which the
+/// range check then refuses by value), or for time units any [`parse_duration`] duration.
+fn number_in(s: &str, unit: Unit) -> Option<i64> {
+    match duration_base_ms(unit) {
+        Some(base) => parse_int_text(s).or_else(|| {
+            parse_duration(s, base)
+                .ok()
+                .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+        }),
+        None => scaled(s, unit),
+    }
+}
+
+/// The error for a text that [`number_in`] refused: "not a whole number of seconds" for a
+/// duration finer than the unit, else `fallback`.
+fn not_a_number(name: &str, s: &str, unit: Unit, fallback: String) -> String {
+    match duration_base_ms(unit).map(|b| parse_duration(s, b)) {
+        Some(Err(DurationError::NotWhole)) => format!(
+            "{name}: `{}` is not a whole number of {}",
+            s.trim(),
+            if unit == Unit::Millis {
+                "milliseconds"
+            } else {
+                "seconds"
+            }
+        ),
+        _ => fallback,
+    }
 }
 
 fn unit_hint(unit: Unit) -> &'static str {
     match unit {
         Unit::None => "",
         Unit::Bytes => " (bytes; K/M/G suffixes allowed)",
-        Unit::Millis => " (milliseconds; ms/s/m suffixes allowed)",
-        Unit::Seconds => " (seconds; s/m/h suffixes allowed)",
+        Unit::Millis => " (milliseconds, or a duration: 250ms, 1.5s, 2m, 1h)",
+        Unit::Seconds => " (seconds, or a duration: 30s, 1.5m, 2h)",
         Unit::Rate => " (bytes/s with K/M/G, or bits/s with kbit/mbit/gbit)",
     }
 }
@@ -999,16 +1081,26 @@ pub fn parse_value(opt: Opt, name_used: &str, raw: Raw<'_>) -> Result<Value, Str
         Kind::Int { min, max, unit } => {
             let n = match raw {
                 Raw::Int(n) => Some(n),
-                Raw::Str(s) => scaled(s, unit),
+                Raw::Str(s) => number_in(s, unit),
                 Raw::Bool(_) => None,
             };
-            match n {
-                Some(n) if n >= min && n <= max => Ok(Value::Int(n)),
-                Some(n) => Err(format!(
+            match (n, raw) {
+                (Some(n), _) if n >= min && n <= max => Ok(Value::Int(n)),
+                (Some(n), _) => Err(format!(
                     "{name}: {n} is out of range: expected {min}..{max}{}",
                     unit_hint(unit)
                 )),
-                None => Err(format!(
+                (None, Raw::Str(s)) => Err(not_a_number(
+                    name,
+                    s,
+                    unit,
+                    format!(
+                        "{name}: expected a number{}, got {}",
+                        unit_hint(unit),
+                        show_raw(raw)
+                    ),
+                )),
+                (None, _) => Err(format!(
                     "{name}: expected a number{}, got {}",
                     unit_hint(unit),
                     show_raw(raw)
@@ -1076,15 +1168,17 @@ pub fn parse_value(opt: Opt, name_used: &str, raw: Raw<'_>) -> Result<Value, Str
                     return Ok(Value::Linger(None))
                 }
                 Raw::Int(n) => Some(n),
-                Raw::Str(s) => scaled(s, Unit::Seconds),
+                Raw::Str(s) => number_in(s, Unit::Seconds),
                 Raw::Bool(true) => None,
             };
-            match n {
-                Some(n) if (0..=65535).contains(&n) => Ok(Value::Linger(Some(n as u16))),
-                _ => Err(format!(
-                    "linger: expected seconds 0..65535 or `off`, got {}",
-                    show_raw(raw)
-                )),
+            let expected = format!(
+                "linger: expected seconds 0..65535 (or a duration: 30s, 2m) or `off`, got {}",
+                show_raw(raw)
+            );
+            match (n, raw) {
+                (Some(n), _) if (0..=65535).contains(&n) => Ok(Value::Linger(Some(n as u16))),
+                (None, Raw::Str(s)) => Err(not_a_number("linger", s, Unit::Seconds, expected)),
+                _ => Err(expected),
             }
         }
     }
@@ -1285,6 +1379,74 @@ mod tests {
             Ok(Value::Int(0xb8))
         );
         assert!(parse_value(Opt::Tos, "tos", Raw::Int(256)).is_err());
+    }
+
+    /// Every duration in the policy reads the same texts: the same spelling gives the same
+    /// length of time whatever the option's own unit, and a fraction finer than that unit
+    /// is refused by name rather than rounded.
+    #[test]
+    fn one_duration_grammar_for_every_duration() {
+        let durations: Vec<Opt> = Opt::ALL
+            .into_iter()
+            .filter(|o| {
+                matches!(
+                    o.spec().kind,
+                    Kind::Int {
+                        unit: Unit::Millis | Unit::Seconds,
+                        ..
+                    } | Kind::Linger
+                )
+            })
+            .collect();
+        assert!(durations.len() >= 4, "{durations:?}");
+        for o in durations {
+            let secs = !matches!(
+                o.spec().kind,
+                Kind::Int {
+                    unit: Unit::Millis,
+                    ..
+                }
+            );
+            let want = |ms: i64| {
+                let n = if secs { ms / 1000 } else { ms };
+                match o.spec().kind {
+                    Kind::Linger => Value::Linger(Some(n as u16)),
+                    _ => Value::Int(n),
+                }
+            };
+            for (text, ms) in [
+                ("1min", 60_000),
+                ("1m", 60_000),
+                ("2s", 2000),
+                ("1.5m", 90_000),
+                ("3 S", 3000),
+                ("0.5h", 1_800_000),
+            ] {
+                if o.spec().kind == Kind::Linger && ms > 65_535_000 {
+                    continue;
+                }
+                let got = parse_value(o, o.name(), Raw::Str(text));
+                if matches!(o.spec().kind, Kind::Int { max, .. } if (if secs { ms / 1000 } else { ms }) > max)
+                {
+                    continue;
+                }
+                assert_eq!(got, Ok(want(ms)), "{} = {text}", o.name());
+            }
+            let fine = if secs { "1.5s" } else { "1.5ms" };
+            let e = parse_value(o, o.name(), Raw::Str(fine)).unwrap_err();
+            assert!(e.contains("not a whole number of"), "{}: {e}", o.name());
+            let e = parse_value(o, o.name(), Raw::Str("soon")).unwrap_err();
+            assert!(e.contains("duration"), "{}: {e}", o.name());
+        }
+        assert_eq!(
+            parse_value(Opt::UserTimeout, "user-timeout", Raw::Str("1.5s")),
+            Ok(Value::Int(1500))
+        );
+        assert_eq!(crate::rules::parse_delay("1min"), Ok(60_000));
+        assert_eq!(parse_duration("2H", 1000), Ok(7200));
+        assert_eq!(parse_duration("-1s", 1), Err(DurationError::NotADuration));
+        assert_eq!(parse_duration("1.5s", 1000), Err(DurationError::NotWhole));
+        assert_eq!(parse_duration("1.5s", 1), Ok(1500));
     }
 
     #[test]

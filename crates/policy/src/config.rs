@@ -142,7 +142,19 @@ pub fn parse_config(text: &str, source: &str) -> Result<Config, Vec<ConfigError>
                 .next()
                 .unwrap_or("invalid TOML")
                 .to_string();
-            cx.err(span, format!("invalid TOML: {msg}"));
+            // `[rule]` twice is the likeliest way to get here: say what to write instead.
+            let key = text
+                .get(span.clone())
+                .unwrap_or("")
+                .trim_matches(['"', '\'', ' ']);
+            if msg.starts_with("duplicate key") && matches!(key, "rule" | "rules") {
+                cx.err(
+                    span,
+                    format!("`[{key}]` appears twice: write each rule as a [[{key}]] table (two brackets); [{key}] is a single table and cannot repeat"),
+                );
+            } else {
+                cx.err(span, format!("invalid TOML: {msg}"));
+            }
             return Err(cx.errors);
         }
     };
@@ -682,5 +694,23 @@ soft = ["nodelay"]
         let errs = parse_config("[[rule]]\ndscp = \n", "x.toml").expect_err("invalid");
         assert_eq!(errs.len(), 1);
         assert!(errs[0].to_string().starts_with("x.toml:2:"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_repeated_rule_table_says_to_use_double_brackets() {
+        for text in [
+            "[rule]\ndscp = \"EF\"\n[rule]\ndscp = \"AF21\"\n",
+            "[[rule]]\ndscp = \"EF\"\n[rule]\ndscp = \"AF21\"\n",
+        ] {
+            let errs = parse_config(text, "d.toml").expect_err("invalid");
+            let e = errs[0].to_string();
+            assert!(e.starts_with("d.toml:3:2: error: `[rule]` appears twice: write each rule as a [[rule]] table"), "{e}");
+        }
+        let errs = parse_config("[[rule]]\ndscp = 1\ndscp = 2\n", "d.toml").expect_err("invalid");
+        assert!(
+            errs[0].to_string().contains("invalid TOML: duplicate key"),
+            "{}",
+            errs[0]
+        );
     }
 }

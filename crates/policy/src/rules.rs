@@ -8,7 +8,7 @@
 //! role of a fresh UDP socket) does not match: a rule that names a remote network is only
 //! applied once the remote is known.
 
-use crate::catalog::{Opt, Value, N_OPTS};
+use crate::catalog::{parse_duration, DurationError, Opt, Value, N_OPTS};
 use crate::plan::VariantOps;
 #[allow(unused_imports)]
 use crate::prelude::*;
@@ -426,7 +426,7 @@ pub struct ConnectActions {
 /// A decimal number (`12`, `0.25`, `1.5`) times 10^`digits`, digits beyond that dropped.
 /// Integer arithmetic on purpose: core's float parsing and printing are ~30 KiB of code
 /// and tables, which every process the library loads into would carry.
-fn decimal_scaled(s: &str, digits: u32) -> Option<u64> {
+pub(crate) fn decimal_scaled(s: &str, digits: u32) -> Option<u64> {
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
     if (int.is_empty() && frac.is_empty())
         || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
@@ -443,26 +443,17 @@ fn decimal_scaled(s: &str, digits: u32) -> Option<u64> {
     Some(v)
 }
 
-/// Parses `250ms`, `2s`, `1.5s`, `100` (milliseconds); at most one hour.
+/// Parses a delay in the one duration grammar ([`parse_duration`]: `250ms`, `1.5s`,
+/// `1min`; a bare number is milliseconds); at most one hour.
 pub fn parse_delay(s: &str) -> Result<u32, String> {
-    let t = s.trim();
-    let (num, unit_ms) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1000)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60_000)
-    } else {
-        (t, 1)
-    };
-    // Thousandths of the unit, so that "1.5s" and "0.25ms" are exact enough.
-    let milli = decimal_scaled(num.trim(), 3)
-        .ok_or_else(|| format!("`{s}` is not a delay (expected e.g. 250ms, 2s, 1.5s)"))?;
-    let ms = milli.saturating_mul(unit_ms) / 1000;
-    if ms > 3_600_000 {
-        return Err(format!("`{s}`: a delay must be between 0 and 1 hour"));
+    match parse_duration(s, 1) {
+        Ok(ms) if ms <= 3_600_000 => Ok(ms as u32),
+        Ok(_) => Err(format!("`{s}`: a delay must be between 0 and 1 hour")),
+        Err(DurationError::NotWhole) => Err(format!("`{s}` is not a whole number of milliseconds")),
+        Err(DurationError::NotADuration) => Err(format!(
+            "`{s}` is not a delay (expected a duration such as 250ms, 1.5s, 1min)"
+        )),
     }
-    Ok(ms as u32)
 }
 
 /// Parses `127.0.0.1:8443` or `[::1]:8443`.
@@ -1442,8 +1433,12 @@ mod tests {
         assert!(rate_ppm("1.5").is_err() && rate_ppm("-0.1").is_err() && rate_ppm("1e-1").is_err());
         assert_eq!(rate_text(200_000), "0.2");
         assert_eq!(rate_text(1_000_000), "1");
-        assert_eq!(parse_delay("0.25ms"), Ok(0));
+        assert!(parse_delay("0.25ms")
+            .unwrap_err()
+            .contains("whole number of milliseconds"));
         assert_eq!(parse_delay("2m"), Ok(120_000));
+        assert_eq!(parse_delay("1min"), Ok(60_000));
+        assert_eq!(parse_delay("1h"), Ok(3_600_000));
     }
 
     #[test]
