@@ -129,7 +129,9 @@ def options_set_by(arg_list):
         names = set()
         if r.returncode == 0:
             for ln in r.stdout.splitlines()[1:]:
-                if ln.startswith("  ") and ln.split():
+                if not ln.startswith("  "):
+                    break  # the option rows end; "rules that matched" follows
+                if ln.split():
                     names.add(ln.split()[0])
         _explained[key] = names
     return _explained[key]

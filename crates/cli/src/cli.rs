@@ -202,7 +202,12 @@ Examples:
   sockwrap check -c policy.toml        # the same -c as run and explain";
 
 const EXPLAIN_EXAMPLES: &str = "\
+Every rule that matches is listed in order, with the options a later rule overrode: the
+last match wins, per option.
+
 Examples:
+  sockwrap explain -c policy.toml 10.1.2.3:22
+  sockwrap explain -c policy.toml 192.0.2.7:51000 --role server --local-port 443
   sockwrap explain -c policy.toml --dest 10.1.2.3:22 --program ssh
   sockwrap explain -c policy.toml --dest [2001:db8::5]:5432 --role server
   sockwrap explain --dscp EF --to :443 --dest 192.0.2.1:443
@@ -433,7 +438,9 @@ pub fn command() -> Command {
                 .args(policy_args())
                 .args(option_args())
                 .args(action_args())
-                .arg(Arg::new("dest").long("dest").value_name("IP:PORT").required(true).help("remote address and port"))
+                .arg(Arg::new("DEST").value_name("IP:PORT").required_unless_present("dest").conflicts_with("dest").help("the remote address and port (a server's: the peer of the accepted connection)"))
+                .arg(Arg::new("dest").long("dest").value_name("IP:PORT").help("the same as DEST"))
+                .arg(Arg::new("local-port").long("local-port").value_name("PORT").value_parser(clap::value_parser!(u16)).help("the socket's local port, for local-port rules (with --role server, default: DEST's port)"))
                 .arg(Arg::new("host").long("host").value_name("NAME").help("the host name the program resolved to get this address (for match.host rules)"))
                 .arg(Arg::new("transport").long("transport").value_name("tcp|udp").value_parser(["tcp", "udp"]).default_value("tcp"))
                 .arg(Arg::new("role").long("role").value_name("client|server").value_parser(["client", "server"]).default_value("client"))

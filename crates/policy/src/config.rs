@@ -50,6 +50,8 @@ impl fmt::Display for ConfigError {
 pub struct Config {
     pub on_error: Option<OnError>,
     pub rules: Vec<Rule>,
+    /// The 1-based line of each rule's `[[rule]]` table, in the order of `rules`.
+    pub rule_lines: Vec<usize>,
 }
 
 struct Ctx<'a> {
@@ -174,6 +176,7 @@ pub fn parse_config(text: &str, source: &str) -> Result<Config, Vec<ConfigError>
                                 let (line, _) = cx.pos(item.span().start);
                                 if let Some(r) = parse_rule(&mut cx, t, format!("{source}:{line}")) {
                                     cfg.rules.push(r);
+                                    cfg.rule_lines.push(line);
                                 }
                             }
                             other => cx.err(item.span(), format!("rule: expected a table, got {}", kind_name(other))),

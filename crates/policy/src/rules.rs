@@ -208,6 +208,29 @@ impl Match {
             && self.except.is_none()
     }
 
+    /// Whether every socket `other` matches is matched by this too (a conservative answer:
+    /// `false` when unsure, e.g. when this has an exception). `check` uses it to find rules
+    /// that later rules override entirely.
+    pub fn covers(&self, other: &Match) -> bool {
+        fn each<T>(mine: &[T], theirs: &[T], inside: impl Fn(&T, &T) -> bool) -> bool {
+            mine.is_empty()
+                || (!theirs.is_empty() && theirs.iter().all(|t| mine.iter().any(|m| inside(t, m))))
+        }
+        let ports = |t: &Ports, m: &Ports| m.lo <= t.lo && t.hi <= m.hi;
+        self.except.is_none()
+            && (self.transport.is_none() || self.transport == other.transport)
+            && (self.role.is_none() || self.role == other.role)
+            && each(&self.remote, &other.remote, |t, m| {
+                m.mask & !t.mask == 0 && m.contains(t.net)
+            })
+            && each(&self.port, &other.port, ports)
+            && each(&self.local_port, &other.local_port, ports)
+            && each(&self.program, &other.program, |t, m| t == m)
+            && each(&self.host, &other.host, |t, m| {
+                t == m || (m.suffix && t.name.ends_with(&format!(".{}", m.name)))
+            })
+    }
+
     pub(crate) fn matches(&self, ctx: &Ctx) -> bool {
         if !self.matches_fields(ctx) {
             return false;
@@ -401,9 +424,30 @@ pub struct Actions {
     pub fail: Option<Fail>,
 }
 
+/// The kinds of action, in the order [`Actions::texts`] gives them.
+pub const ACTION_KINDS: [&str; 4] = ["deny", "redirect", "delay", "fail"];
+
 impl Actions {
     pub fn is_empty(&self) -> bool {
         *self == Actions::default()
+    }
+    /// Each kind's value as `explain` shows it, in [`ACTION_KINDS`] order; `None` where
+    /// this rule does not set that kind.
+    pub fn texts(&self) -> [Option<String>; 4] {
+        [
+            self.deny.map(|e| errno_name(e).to_string()),
+            self.redirect.map(|rd| {
+                let shown = if rd.show_target {
+                    ", getpeername shows the target"
+                } else {
+                    ""
+                };
+                format!("{}{shown}", rd.to)
+            }),
+            self.delay_ms.map(|d| format!("{d}ms")),
+            self.fail
+                .map(|f| format!("rate {} errno {}", rate_text(f.ppm), errno_name(f.errno))),
+        ]
     }
     /// Takes what `later` sets.
     fn overlay(&mut self, later: &Actions) {
@@ -552,6 +596,58 @@ impl Rule {
     pub fn is_empty(&self) -> bool {
         self.settings.is_empty() && self.actions.is_empty()
     }
+}
+
+/// One rule that matched a socket ([`Policy::matched_rules`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatchedRule<'p> {
+    /// Its place in the policy, from 0.
+    pub index: usize,
+    pub rule: &'p Rule,
+    /// Each option it sets, and the name of the later matching rule that decides that
+    /// option instead (`None`: this rule's value stands).
+    pub options: Vec<(Opt, Setting, Option<&'p str>)>,
+    /// Each action it sets ([`ACTION_KINDS`]), its value as text, and the later rule that
+    /// overrides it.
+    pub actions: Vec<(&'static str, String, Option<&'p str>)>,
+}
+
+/// Rules that later rules override entirely, wherever they match: for each, its index and
+/// the later rules that cover its match ([`Match::covers`]) and, together, set every option
+/// and action it sets. Such a rule never decides anything (`check` warns of it).
+pub fn overridden_entirely(rules: &[Rule]) -> Vec<(usize, Vec<usize>)> {
+    let mut out = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        if r.is_empty() {
+            continue;
+        }
+        let later: Vec<usize> = (i + 1..rules.len())
+            .filter(|&j| rules[j].matcher.covers(&r.matcher))
+            .collect();
+        let sets = |j: usize, o: Opt| rules[j].settings.get(o).is_some();
+        let options_covered = r
+            .settings
+            .iter()
+            .all(|(o, _)| later.iter().any(|&j| sets(j, o)));
+        let actions_covered = r.actions.texts().iter().enumerate().all(|(k, t)| {
+            t.is_none() || later.iter().any(|&j| rules[j].actions.texts()[k].is_some())
+        });
+        if options_covered && actions_covered {
+            let by: Vec<usize> = later
+                .into_iter()
+                .filter(|&j| {
+                    r.settings.iter().any(|(o, _)| sets(j, o))
+                        || r.actions
+                            .texts()
+                            .iter()
+                            .zip(rules[j].actions.texts())
+                            .any(|(a, b)| a.is_some() && b.is_some())
+                })
+                .collect();
+            out.push((i, by));
+        }
+    }
+    out
 }
 
 /// What is known about a socket when a decision is taken.
@@ -1083,33 +1179,60 @@ impl Policy {
             if !r.matcher.matches(ctx) {
                 continue;
             }
-            let a = &r.actions;
-            let n = r.name.as_str();
-            if let Some(e) = a.deny {
-                out[0] = Some((errno_name(e).to_string(), n));
-            }
-            if let Some(rd) = a.redirect {
-                let shown = if rd.show_target {
-                    ", getpeername shows the target"
-                } else {
-                    ""
-                };
-                out[1] = Some((format!("{}{shown}", rd.to), n));
-            }
-            if let Some(d) = a.delay_ms {
-                out[2] = Some((format!("{d}ms"), n));
-            }
-            if let Some(f) = a.fail {
-                out[3] = Some((
-                    format!("rate {} errno {}", rate_text(f.ppm), errno_name(f.errno)),
-                    n,
-                ));
+            for (slot, text) in out.iter_mut().zip(r.actions.texts()) {
+                if let Some(t) = text {
+                    *slot = Some((t, r.name.as_str()));
+                }
             }
         }
-        ["deny", "redirect", "delay", "fail"]
+        ACTION_KINDS
             .into_iter()
             .zip(out)
             .filter_map(|(k, v)| v.map(|(s, n)| (k, s, n)))
+            .collect()
+    }
+
+    /// Every rule that matches `ctx`, in policy order, with what it sets and, for each
+    /// option and action, the later matching rule that overrides it (the last match wins):
+    /// the whole decision, for `explain`.
+    pub fn matched_rules(&self, ctx: &Ctx) -> Vec<MatchedRule<'_>> {
+        let matching: Vec<usize> = (0..self.rules.len())
+            .filter(|&i| self.rules[i].matcher.matches(ctx))
+            .collect();
+        let mut opt_winner = [usize::MAX; N_OPTS];
+        let mut act_winner = [usize::MAX; 4];
+        for &i in &matching {
+            let r = &self.rules[i];
+            for (o, _) in r.settings.iter() {
+                opt_winner[o as usize] = i;
+            }
+            for (w, t) in act_winner.iter_mut().zip(r.actions.texts()) {
+                if t.is_some() {
+                    *w = i;
+                }
+            }
+        }
+        let by = |w: usize, i: usize| (w != i).then(|| self.rules[w].name.as_str());
+        matching
+            .into_iter()
+            .map(|i| {
+                let rule = &self.rules[i];
+                MatchedRule {
+                    index: i,
+                    rule,
+                    options: rule
+                        .settings
+                        .iter()
+                        .map(|(o, s)| (o, *s, by(opt_winner[o as usize], i)))
+                        .collect(),
+                    actions: ACTION_KINDS
+                        .into_iter()
+                        .zip(rule.actions.texts())
+                        .zip(act_winner)
+                        .filter_map(|((k, t), w)| t.map(|t| (k, t, by(w, i))))
+                        .collect(),
+                }
+            })
             .collect()
     }
 
@@ -1258,6 +1381,71 @@ mod tests {
         let d = p.decide(&ctx("127.0.0.1", 80));
         assert_eq!(d.get(Opt::Tos).map(|s| s.value), Some(Value::Int(0xb8)));
         assert_eq!(d.locked_mask(), Opt::Tos.bit() | Opt::NoDelay.bit());
+    }
+
+    /// The case: a port-22 EF rule, then a 10.0.0.0/8 AF21 rule. For 10.1.2.3:22
+    /// both match, in order, and the first one's dscp is overridden by the second.
+    #[test]
+    fn matched_rules_say_which_options_a_later_rule_overrode() {
+        let mut ssh = Rule::new("ssh");
+        ssh.matcher.port = vec![Ports::parse("22").expect("valid")];
+        ssh.set(Opt::Tos, Value::Int(0xb8), false);
+        ssh.set(Opt::NoDelay, Value::Bool(true), false);
+        ssh.actions.delay_ms = Some(5);
+        let mut lan = Rule::new("lan");
+        lan.matcher.remote = vec![Cidr::parse("10.0.0.0/8").expect("valid")];
+        lan.set(Opt::Tos, Value::Int(0x48), false);
+        let p = Policy::new(vec![ssh, lan], OnError::Warn);
+        let m = p.matched_rules(&ctx("10.1.2.3", 22));
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].index, m[0].rule.name.as_str()), (0, "ssh"));
+        assert_eq!(m[0].options[0].0, Opt::Tos);
+        assert_eq!(m[0].options[0].2, Some("lan"));
+        assert_eq!(m[0].options[1].2, None, "nodelay stands");
+        assert_eq!(m[0].actions, vec![("delay", "5ms".to_string(), None)]);
+        assert_eq!(m[1].options[0].2, None);
+        let m = p.matched_rules(&ctx("192.0.2.1", 22));
+        assert_eq!(m.len(), 1);
+        assert!(m[0].options.iter().all(|o| o.2.is_none()));
+    }
+
+    #[test]
+    fn rules_that_later_rules_override_entirely() {
+        let rule = |name: &str, remote: &str, port: &str, opts: &[Opt]| {
+            let mut r = Rule::new(name);
+            if !remote.is_empty() {
+                r.matcher.remote = vec![Cidr::parse(remote).expect("valid")];
+            }
+            if !port.is_empty() {
+                r.matcher.port = vec![Ports::parse(port).expect("valid")];
+            }
+            for &o in opts {
+                r.set(o, Value::Bool(true), false);
+            }
+            r
+        };
+        let rules = vec![
+            rule(
+                "narrow",
+                "10.1.0.0/16",
+                "22",
+                &[Opt::NoDelay, Opt::KeepAlive],
+            ),
+            rule("wide-1", "10.0.0.0/8", "", &[Opt::NoDelay]),
+            rule("other-port", "", "80", &[Opt::KeepAlive]),
+            rule("wide-2", "", "20-30", &[Opt::KeepAlive]),
+            rule("last", "", "", &[Opt::ReuseAddr]),
+        ];
+        // narrow: nodelay by wide-1 (10/8 covers 10.1/16), keepalive by wide-2 (20-30
+        // covers 22); other-port is not a cover (port 80 only).
+        assert_eq!(overridden_entirely(&rules), vec![(0, vec![1, 3])]);
+        let mut except = rules[1].clone();
+        except.matcher.except = Some(Box::new(rule("x", "10.1.2.0/24", "", &[]).matcher));
+        let rules = vec![rules[0].clone(), except, rules[3].clone()];
+        assert!(
+            overridden_entirely(&rules).is_empty(),
+            "an exception makes a rule no cover"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::launch::flag_vars;
 use clap::ArgMatches;
 use sockwrap_policy::catalog::{self, Opt, Shown};
-use sockwrap_policy::rules::ip_key;
+use sockwrap_policy::rules::{ip_key, MatchedRule};
 use sockwrap_policy::{Ctx, Role, Transport};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -19,13 +19,19 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
         }
         return Err(Error::Findings);
     }
-    let dest = m
-        .get_one::<String>("dest")
-        .map(String::as_str)
-        .unwrap_or("");
+    // DEST as the positional argument or as --dest (the older spelling, kept).
+    let (dest, what) = match m.get_one::<String>("dest") {
+        Some(d) => (d.as_str(), "--dest"),
+        None => (
+            m.get_one::<String>("DEST")
+                .map(String::as_str)
+                .unwrap_or(""),
+            "DEST",
+        ),
+    };
     let addr: SocketAddr = dest.parse().map_err(|_| {
         Error::usage(format_args!(
-            "--dest: `{dest}` is not IP:PORT (use [v6]:port for IPv6)"
+            "{what}: `{dest}` is not IP:PORT (use [v6]:port for IPv6)"
         ))
     })?;
     let transport = match m.get_one::<String>("transport").map(String::as_str) {
@@ -41,28 +47,51 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
         None => loaded.policy.clone(),
     };
     let host = m.get_one::<String>("host").map(String::as_str);
+    // A server's socket knows its local port: --local-port, or else DEST's port (`explain
+    // --role server X:443` is a server on 443, as a `local-port = 443` rule means).
+    let local_port = m
+        .get_one::<u16>("local-port")
+        .copied()
+        .or((role == Role::Server).then_some(addr.port()));
     let ctx = Ctx {
         transport,
         role: Some(role),
         remote: Some((ip_key(addr.ip()), addr.port())),
-        local_port: None,
+        local_port,
         host,
     };
     let rows = policy.explain(&ctx);
+    // Actions are done to connects: a server's sockets get none.
+    let matched: Vec<MatchedRule> = policy
+        .matched_rules(&ctx)
+        .into_iter()
+        .map(|mut r| {
+            if role == Role::Server {
+                r.actions.clear();
+            }
+            r
+        })
+        .filter(|r| !r.options.is_empty() || !r.actions.is_empty())
+        .collect();
     let actions = if role == Role::Client {
         policy.explain_actions(&ctx)
     } else {
         Vec::new()
     };
-    let shown = match host {
+    let mut shown = match host {
         Some(h) => format!("{dest} from {h}"),
         None => dest.to_string(),
     };
+    let context = match local_port {
+        Some(p) => format!("{transport:?} {role:?}, local port {p}"),
+        None => format!("{transport:?} {role:?}"),
+    };
+    shown = format!("{shown} ({context})");
     let dest = shown.as_str();
     if rows.is_empty() && actions.is_empty() {
-        println!("{dest} ({transport:?} {role:?}): no option applies");
+        println!("{dest}: no option applies");
     } else {
-        println!("{dest} ({transport:?} {role:?}):");
+        println!("{dest}:");
         for (o, s, rule) in rows {
             let tcp_only = o.spec().applies == catalog::Applies::Tcp && transport == Transport::Udp;
             println!(
@@ -86,6 +115,7 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
             };
             println!("  {kind:<18} {what:<21} from {rule}{note}");
         }
+        print_matched(&matched);
     }
     if m.get_flag("kernel") {
         kernel(
@@ -97,6 +127,43 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every rule that matched, in order, and what of it a later rule overrode.
+fn print_matched(matched: &[MatchedRule]) {
+    println!("rules that matched, in order (the last match wins):");
+    for r in matched {
+        let mut parts: Vec<String> = r
+            .options
+            .iter()
+            .map(|(o, s, by)| {
+                format!(
+                    "{}={}{}{}",
+                    o.name(),
+                    Shown(*o, s.value),
+                    if s.soft { "(soft)" } else { "" },
+                    by.map(|b| format!(" (overridden by {b})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        parts.extend(r.actions.iter().map(|(k, v, by)| {
+            format!(
+                "{k}={v}{}",
+                by.map(|b| format!(" (overridden by {b})"))
+                    .unwrap_or_default()
+            )
+        }));
+        let all =
+            r.options.iter().all(|o| o.2.is_some()) && r.actions.iter().all(|a| a.2.is_some());
+        println!(
+            "  #{} {}: {}{}",
+            r.index + 1,
+            r.rule.name,
+            parts.join(", "),
+            if all { "  -- all overridden" } else { "" }
+        );
+    }
 }
 
 /// One plan entry as the BPF program makes it.

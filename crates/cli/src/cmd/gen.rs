@@ -222,15 +222,15 @@ fn kind_text(k: Kind) -> String {
             let unit = match unit {
                 catalog::Unit::None => "",
                 catalog::Unit::Bytes => " bytes (suffixes K, M, G)",
-                catalog::Unit::Millis => " milliseconds (suffixes ms, s, m)",
-                catalog::Unit::Seconds => " seconds (suffixes s, m, h)",
+                catalog::Unit::Millis => " milliseconds, or a duration (1.5s, 1min)",
+                catalog::Unit::Seconds => " seconds, or a duration (30s, 2m, 1h)",
                 catalog::Unit::Rate => " bytes/s (K, M, G) or bits/s (kbit, mbit, gbit)",
             };
             format!("an integer {min}..{max}{unit}")
         }
         Kind::Name => "a kernel name of at most 15 bytes".into(),
         Kind::Addrs => "one IPv4 and/or one IPv6 address (a list or comma-separated)".into(),
-        Kind::Linger => "seconds, or \"off\"".into(),
+        Kind::Linger => "seconds or a duration (30s, 2m), or \"off\"".into(),
     }
 }
 
@@ -288,8 +288,17 @@ fn toml_page() -> String {
         ".PP\nA policy file is TOML. It holds an optional \\fBon_error\\fP key and a list of \
          \\fB[[rule]]\\fP tables. Each rule has an optional \\fBname\\fP, an optional \\fBmatch\\fP table \
          saying which sockets it is for, option keys (the table under OPTIONS), and an optional \
-         \\fBsoft\\fP key. Rules are read top to bottom; for each option the \\fIlast\\fP matching rule \
-         wins. A rule without \\fBmatch\\fP applies to every TCP and UDP socket.\n\
+         \\fBsoft\\fP key. Rules are read top to bottom and the \\fBlast match wins\\fP: for each option \
+         (and each action) the \\fIlast\\fP matching rule that sets it decides, the opposite of a firewall's \
+         first match, so put general rules first and exceptions after them. \\fBsockwrap explain\\fP \
+         lists every rule that matched and which of its options a later rule overrode; \
+         \\fBsockwrap check\\fP warns of a rule that later rules override entirely. A rule without \
+         \\fBmatch\\fP applies to every TCP and UDP socket.\n\
+         .PP\nDurations (\\fBdelay\\fP, \\fBuser\\-timeout\\fP, the \\fBkeepalive\\fP timers, \\fBlinger\\fP) \
+         have one grammar in the file, the flags and the variables: a number, a decimal fraction \
+         allowed, then \\fBms\\fP, \\fBs\\fP, \\fBm\\fP or \\fBmin\\fP, or \\fBh\\fP (\\fB250ms\\fP, \\fB1.5s\\fP, \
+         \\fB1min\\fP, \\fB2h\\fP). A bare number counts in the option's own unit (milliseconds or \
+         seconds). A duration finer than that unit (\\fB1.5s\\fP for seconds) is an error, not rounded.\n\
          .PP\nSources, lowest priority first: the policy file, \\fBSOCKWRAP_\\fP\\fINAME\\fP variables, \
          \\fBsockwrap run\\fP flags. \\fBsockwrap check\\fP validates a file and prints every error as \
          \\fIFILE\\fP:\\fILINE\\fP:\\fICOL\\fP; \\fBsockwrap explain\\fP shows what a destination would get.\n\
@@ -349,7 +358,7 @@ fn toml_page() -> String {
          socket is reached v4\\-mapped; an IPv6 target on an IPv4 socket fails with EAFNOSUPPORT). \
          \\fBgetpeername\\fP(2) answers what the program asked for (\\fBpeername = \"program\"\\fP, the \
          default) or where it really went (\\fB\"target\"\\fP). The trace shows both.\n\
-         .TP\n\\fBdelay\\fP = \"250ms\" | \"2s\" | milliseconds\nthe TCP connect completes this much later \
+         .TP\n\\fBdelay\\fP = \"250ms\" | \"1.5s\" | \"1min\" | milliseconds\nthe TCP connect completes this much later \
          (at most 1 hour). A blocking connect sleeps. A non\\-blocking one does not block the thread: \
          \\fBconnect\\fP returns EINPROGRESS and the socket stays \"connecting\" for \\fBpoll\\fP(2), \
          \\fBepoll\\fP(7) and \\fBselect\\fP(2) until the delay is over (it waits as a loopback listener; \
