@@ -132,6 +132,15 @@ fn log_args() -> Vec<Arg> {
     ]
 }
 
+/// `--json` of check, explain, options and status: one document on stdout, its shape in
+/// docs/json.md.
+fn json_arg() -> Arg {
+    Arg::new("json")
+        .long("json")
+        .action(ArgAction::SetTrue)
+        .help("print the result as one JSON document (its shape: docs/json.md)")
+}
+
 fn command_arg() -> Arg {
     Arg::new("command")
         .num_args(1..)
@@ -429,7 +438,8 @@ pub fn command() -> Command {
                 .after_help(CHECK_EXAMPLES)
                 .arg(Arg::new("files").num_args(1..).required_unless_present("config").value_name("FILE").value_hint(clap::ValueHint::FilePath))
                 // `-c FILE` as in run, explain and attach, so the same words work here too.
-                .arg(Arg::new("config").short('c').long("config").value_name("FILE").action(ArgAction::Append).value_hint(clap::ValueHint::FilePath).help("a policy file, as with run -c (the same as giving it as FILE)")),
+                .arg(Arg::new("config").short('c').long("config").value_name("FILE").action(ArgAction::Append).value_hint(clap::ValueHint::FilePath).help("a policy file, as with run -c (the same as giving it as FILE)"))
+                .arg(json_arg()),
         )
         .subcommand(
             Command::new("explain")
@@ -445,7 +455,8 @@ pub fn command() -> Command {
                 .arg(Arg::new("transport").long("transport").value_name("tcp|udp").value_parser(["tcp", "udp"]).default_value("tcp"))
                 .arg(Arg::new("role").long("role").value_name("client|server").value_parser(["client", "server"]).default_value("client"))
                 .arg(Arg::new("program").long("program").value_name("NAME").help("program name to match rules against"))
-                .arg(Arg::new("kernel").long("kernel").action(ArgAction::SetTrue).help("also show what the --kernel BPF programs would do: the hook, each bpf_setsockopt/bpf_bind, the locks; or what --kernel refuses")),
+                .arg(Arg::new("kernel").long("kernel").action(ArgAction::SetTrue).help("also show what the --kernel BPF programs would do: the hook, each bpf_setsockopt/bpf_bind, the locks; or what --kernel refuses"))
+                .arg(json_arg().conflicts_with("kernel")),
         )
         .subcommand(
             Command::new("doctor")
@@ -477,7 +488,8 @@ pub fn command() -> Command {
                 .after_help(STATUS_EXAMPLES)
                 .arg(unit_arg())
                 .arg(system_arg())
-                .arg(root_arg()),
+                .arg(root_arg())
+                .arg(json_arg()),
         )
         .subcommand(
             Command::new("attach")
@@ -503,7 +515,8 @@ pub fn command() -> Command {
         .subcommand(
             Command::new("options")
                 .about("List every option with its kernel option and accepted values")
-                .after_help(OPTIONS_EXAMPLES),
+                .after_help(OPTIONS_EXAMPLES)
+                .arg(json_arg()),
         )
         .subcommand(
             Command::new("help-config")

@@ -19,6 +19,63 @@ pub enum Json {
     Obj(Vec<(String, Json)>),
 }
 
+/// Building JSON for output (`--json` of check, explain, options, status): an object keeps
+/// its keys in the order given, so the documented shapes (docs/json.md) read as printed.
+impl Json {
+    pub fn object<const N: usize>(pairs: [(&str, Json); N]) -> Json {
+        Json::Obj(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    }
+}
+
+impl From<&str> for Json {
+    fn from(s: &str) -> Json {
+        Json::Str(s.to_string())
+    }
+}
+impl From<String> for Json {
+    fn from(s: String) -> Json {
+        Json::Str(s)
+    }
+}
+impl From<bool> for Json {
+    fn from(b: bool) -> Json {
+        Json::Bool(b)
+    }
+}
+impl From<i64> for Json {
+    fn from(i: i64) -> Json {
+        Json::Int(i)
+    }
+}
+impl From<usize> for Json {
+    fn from(i: usize) -> Json {
+        Json::Int(i as i64)
+    }
+}
+impl<T: Into<Json>> From<Option<T>> for Json {
+    fn from(v: Option<T>) -> Json {
+        v.map_or(Json::Null, Into::into)
+    }
+}
+impl<T: Into<Json>> From<Vec<T>> for Json {
+    fn from(v: Vec<T>) -> Json {
+        Json::Arr(v.into_iter().map(Into::into).collect())
+    }
+}
+
+/// An option's value in JSON: numbers and booleans as such (a DSCP as its ToS byte), linger
+/// as seconds or "off", the rest (names, addresses) as text.
+pub fn json_value(v: sockwrap_policy::Value) -> Json {
+    use sockwrap_policy::Value;
+    match v {
+        Value::Int(i) => Json::Int(i),
+        Value::Bool(b) => Json::Bool(b),
+        Value::Linger(None) => "off".into(),
+        Value::Linger(Some(s)) => Json::Int(s as i64),
+        other => other.to_string().into(),
+    }
+}
+
 impl Json {
     pub fn get(&self, k: &str) -> Option<&Json> {
         match self {

@@ -4,10 +4,11 @@
 //! Exit 1 when any file has errors; warnings do not change the exit status.
 
 use crate::error::{Error, Result};
+use crate::summary::{json_value, Json};
 use clap::ArgMatches;
 use sockwrap_policy::catalog::Shown;
-use sockwrap_policy::rules::{errno_name, overridden_entirely, Rule};
-use sockwrap_policy::{parse_config, Config};
+use sockwrap_policy::rules::{errno_name, overridden_entirely, Rule, ACTION_KINDS};
+use sockwrap_policy::{parse_config, Config, OnError};
 use std::process::ExitCode;
 
 /// A rule's options and actions as `KEY=VALUE` words, as `check` prints them.
@@ -92,18 +93,141 @@ pub fn warnings(cfg: &Config) -> Vec<(Option<usize>, String)> {
     out
 }
 
+/// A rule's options as JSON objects (check and explain share the shape, docs/json.md).
+pub fn option_json(
+    o: sockwrap_policy::Opt,
+    s: &sockwrap_policy::Setting,
+) -> Vec<(&'static str, Json)> {
+    vec![
+        ("option", o.name().into()),
+        ("value", json_value(s.value)),
+        ("shown", Shown(o, s.value).to_string().into()),
+        ("soft", s.soft.into()),
+    ]
+}
+
+fn rule_json(index: usize, line: Option<usize>, r: &Rule) -> Json {
+    let options: Vec<Json> = r
+        .settings
+        .iter()
+        .map(|(o, s)| {
+            Json::Obj(
+                option_json(o, s)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            )
+        })
+        .collect();
+    let actions: Vec<Json> = ACTION_KINDS
+        .into_iter()
+        .zip(r.actions.texts())
+        .filter_map(|(k, t)| t.map(|t| Json::object([("action", k.into()), ("value", t.into())])))
+        .collect();
+    Json::object([
+        ("index", (index + 1).into()),
+        ("name", r.name.as_str().into()),
+        ("line", line.into()),
+        ("options", Json::Arr(options)),
+        ("actions", Json::Arr(actions)),
+    ])
+}
+
+/// `check --json`: one document for all files (docs/json.md).
+fn file_json(
+    f: &str,
+    parsed: std::result::Result<Config, Vec<sockwrap_policy::ConfigError>>,
+) -> (bool, Json) {
+    let error = |line: Option<usize>, column: Option<usize>, msg: String| {
+        Json::object([
+            ("line", line.into()),
+            ("column", column.into()),
+            ("message", msg.into()),
+        ])
+    };
+    match parsed {
+        Ok(cfg) => {
+            let rules: Vec<Json> = cfg
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| rule_json(i, cfg.rule_lines.get(i).copied(), r))
+                .collect();
+            let warns: Vec<Json> = warnings(&cfg)
+                .into_iter()
+                .map(|(line, msg)| Json::object([("line", line.into()), ("message", msg.into())]))
+                .collect();
+            let on_error = cfg.on_error.map(|o| match o {
+                OnError::Warn => "warn",
+                OnError::Fail => "fail",
+            });
+            (
+                true,
+                Json::object([
+                    ("file", f.into()),
+                    ("ok", true.into()),
+                    ("on_error", on_error.into()),
+                    ("rules", Json::Arr(rules)),
+                    ("warnings", Json::Arr(warns)),
+                    ("errors", Json::Arr(Vec::new())),
+                ]),
+            )
+        }
+        Err(errs) => {
+            let errs: Vec<Json> = errs
+                .into_iter()
+                .map(|e| error(e.pos.map(|p| p.0), e.pos.map(|p| p.1), e.msg))
+                .collect();
+            (
+                false,
+                Json::object([
+                    ("file", f.into()),
+                    ("ok", false.into()),
+                    ("on_error", Json::Null),
+                    ("rules", Json::Arr(Vec::new())),
+                    ("warnings", Json::Arr(Vec::new())),
+                    ("errors", Json::Arr(errs)),
+                ]),
+            )
+        }
+    }
+}
+
 pub fn check(m: &ArgMatches) -> Result<ExitCode> {
     let mut bad = false;
+    let json = m.get_flag("json");
+    let mut docs = Vec::new();
     let files = m.get_many::<String>("config").into_iter().flatten();
     for f in files.chain(m.get_many::<String>("files").into_iter().flatten()) {
         let text = match std::fs::read_to_string(f) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("{f}: error: cannot read the policy file: {e}");
+                let msg = format!("cannot read the policy file: {e}");
+                if json {
+                    docs.push(
+                        file_json(
+                            f,
+                            Err(vec![sockwrap_policy::ConfigError {
+                                source: f.clone(),
+                                pos: None,
+                                msg,
+                            }]),
+                        )
+                        .1,
+                    );
+                } else {
+                    eprintln!("{f}: error: {msg}");
+                }
                 bad = true;
                 continue;
             }
         };
+        if json {
+            let (ok, doc) = file_json(f, parse_config(&text, f));
+            bad |= !ok;
+            docs.push(doc);
+            continue;
+        }
         match parse_config(&text, f) {
             Ok(cfg) => {
                 println!("{f}: ok, {} rule(s)", cfg.rules.len());
@@ -124,6 +248,10 @@ pub fn check(m: &ArgMatches) -> Result<ExitCode> {
                 }
             }
         }
+    }
+    if json {
+        let doc = Json::object([("ok", (!bad).into()), ("files", Json::Arr(docs))]);
+        println!("{}", doc.to_json());
     }
     if bad {
         Err(Error::Findings)

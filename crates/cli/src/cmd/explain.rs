@@ -1,8 +1,10 @@
 //! `sockwrap explain [policy] --dest IP:PORT`: which options a destination would get, and
 //! from which rule, without running anything.
 
+use super::check::option_json;
 use crate::error::{Error, Result};
 use crate::launch::flag_vars;
+use crate::summary::Json;
 use clap::ArgMatches;
 use sockwrap_policy::catalog::{self, Opt, Shown};
 use sockwrap_policy::rules::{ip_key, MatchedRule};
@@ -78,6 +80,103 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
     } else {
         Vec::new()
     };
+    if m.get_flag("json") {
+        let doc = Json::object([
+            ("dest", dest.into()),
+            ("host", host.into()),
+            ("transport", lower(transport)),
+            ("role", lower(role)),
+            ("local_port", local_port.map(|p| p as i64).into()),
+            (
+                "program",
+                m.get_one::<String>("program").map(String::as_str).into(),
+            ),
+            (
+                "options",
+                Json::Arr(
+                    rows.iter()
+                        .map(|(o, s, rule)| {
+                            let mut f = option_json(*o, s);
+                            f.push(("rule", (*rule).into()));
+                            let tcp_only = o.spec().applies == catalog::Applies::Tcp
+                                && transport == Transport::Udp;
+                            f.push((
+                                "note",
+                                tcp_only.then_some("TCP only: not applied to UDP").into(),
+                            ));
+                            obj(f)
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "actions",
+                Json::Arr(
+                    actions
+                        .iter()
+                        .map(|(kind, what, rule)| {
+                            let udp_delay = *kind == "delay" && transport == Transport::Udp;
+                            Json::object([
+                                ("action", (*kind).into()),
+                                ("value", what.as_str().into()),
+                                ("rule", (*rule).into()),
+                                (
+                                    "note",
+                                    udp_delay
+                                        .then_some("TCP only: UDP connects are not delayed")
+                                        .into(),
+                                ),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+            (
+                "matched",
+                Json::Arr(
+                    matched
+                        .iter()
+                        .map(|r| {
+                            Json::object([
+                                ("index", (r.index + 1).into()),
+                                ("name", r.rule.name.as_str().into()),
+                                (
+                                    "options",
+                                    Json::Arr(
+                                        r.options
+                                            .iter()
+                                            .map(|(o, s, by)| {
+                                                let mut f = option_json(*o, s);
+                                                f.push(("overridden_by", (*by).into()));
+                                                obj(f)
+                                            })
+                                            .collect(),
+                                    ),
+                                ),
+                                (
+                                    "actions",
+                                    Json::Arr(
+                                        r.actions
+                                            .iter()
+                                            .map(|(k, v, by)| {
+                                                Json::object([
+                                                    ("action", (*k).into()),
+                                                    ("value", v.as_str().into()),
+                                                    ("overridden_by", (*by).into()),
+                                                ])
+                                            })
+                                            .collect(),
+                                    ),
+                                ),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ]);
+        println!("{}", doc.to_json());
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut shown = match host {
         Some(h) => format!("{dest} from {h}"),
         None => dest.to_string(),
@@ -127,6 +226,20 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `Tcp` as "tcp", `Server` as "server": the words the flags take.
+fn lower(v: impl std::fmt::Debug) -> Json {
+    format!("{v:?}").to_ascii_lowercase().into()
+}
+
+fn obj(fields: Vec<(&str, Json)>) -> Json {
+    Json::Obj(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
 }
 
 /// Every rule that matched, in order, and what of it a later rule overrode.

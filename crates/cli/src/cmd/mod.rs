@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod options;
 pub mod report;
 pub mod run;
+pub mod status;
 pub mod systemd;
 pub mod trace;
 
@@ -26,11 +27,13 @@ pub fn dispatch(m: &ArgMatches) -> Result<ExitCode> {
         Some(("attach", s)) => attach::attach(s),
         Some(("check", s)) => check::check(s),
         Some(("explain", s)) => explain::explain(s),
+        Some(("options", s)) if s.get_flag("json") => Ok(options::options_json()),
         Some(("options", _)) => Ok(options::options()),
         Some(("help-config", _)) => Ok(options::help_config()),
         Some(("doctor", s)) => doctor::doctor(s),
         Some(("enable", s)) if s.get_flag("system") => host::enable(s),
         Some(("disable", s)) if s.get_flag("system") => host::disable(s),
+        Some(("status", s)) if s.get_flag("json") => status::status_json(s),
         Some(("status", s)) if s.get_flag("system") => host::status(s),
         Some(("enable", s)) => systemd::enable(s),
         Some(("disable", s)) => systemd::disable(s),

@@ -35,6 +35,29 @@ pub fn options() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `sockwrap options --json`: the same catalog, one object per option (docs/json.md).
+pub fn options_json() -> ExitCode {
+    use crate::summary::Json;
+    let rows: Vec<Json> = Opt::ALL
+        .iter()
+        .map(|o| {
+            let s = o.spec();
+            Json::object([
+                ("option", s.name.into()),
+                ("aliases", s.aliases.to_vec().into()),
+                ("flag", format!("--{}", crate::cli::flag_name(*o)).into()),
+                ("variable", sockwrap_policy::env::var_for(*o).into()),
+                ("kernel", s.kernel.into()),
+                ("when", when_text(s.when).into()),
+                ("tcp_only", (s.applies == catalog::Applies::Tcp).into()),
+                ("values", s.help.into()),
+            ])
+        })
+        .collect();
+    println!("{}", Json::object([("options", Json::Arr(rows))]).to_json());
+    ExitCode::SUCCESS
+}
+
 pub const EXAMPLE_CONFIG: &str = include_str!("../../../../docs/example-policy.toml");
 
 pub fn help_config() -> ExitCode {
