@@ -56,6 +56,18 @@ def test_explain_takes_dest_as_argument_and_names_what_a_later_rule_overrode(tmp
     assert r.returncode == 2 and "DEST: `10.1.2.3` is not IP:PORT" in r.stderr, r.stderr
 
 
+def test_explain_says_when_a_flag_took_dest_as_its_value():
+    util.require_sockwrap()
+    r = run([util.SOCKWRAP_BIN, "explain", "--nodelay", "10.1.2.3:22"])
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == ("sockwrap: --nodelay took `10.1.2.3:22` as its value: put DEST first "
+                        "(sockwrap explain 10.1.2.3:22 --nodelay ...) or write --nodelay=on\n"), r.stderr
+    r = run([util.SOCKWRAP_BIN, "explain", "--dscp", "EF"])
+    assert r.returncode == 2 and "DEST is missing" in r.stderr, r.stderr
+    assert "nodelay            on" in explain("10.1.2.3:22", "--nodelay")
+    assert "nodelay            on" in explain("--nodelay=on", "10.1.2.3:22")
+
+
 def test_explain_in_server_context_uses_the_local_port(tmp_path):
     util.require_sockwrap()
     cfg = write(tmp_path, POLICY)

@@ -448,7 +448,7 @@ pub fn command() -> Command {
                 .args(policy_args())
                 .args(option_args())
                 .args(action_args())
-                .arg(Arg::new("DEST").value_name("IP:PORT").required_unless_present("dest").conflicts_with("dest").help("the remote address and port (a server's: the peer of the accepted connection)"))
+                .arg(Arg::new("DEST").value_name("IP:PORT").conflicts_with("dest").help("the remote address and port (a server's: the peer of the accepted connection)"))
                 .arg(Arg::new("dest").long("dest").value_name("IP:PORT").help("the same as DEST"))
                 .arg(Arg::new("local-port").long("local-port").value_name("PORT").value_parser(clap::value_parser!(u16)).help("the socket's local port, for local-port rules (with --role server, default: DEST's port)"))
                 .arg(Arg::new("host").long("host").value_name("NAME").help("the host name the program resolved to get this address (for match.host rules)"))

@@ -13,6 +13,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
+    if m.get_one::<String>("dest").is_none() && m.get_one::<String>("DEST").is_none() {
+        return Err(missing_dest(m));
+    }
     let vars = flag_vars(m)?;
     let loaded = crate::launch::load_vars(&vars);
     if !loaded.errors.is_empty() {
@@ -226,6 +229,23 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// No DEST: most often an on/off flag took it as its value (`--nodelay 10.1.2.3:22`).
+fn missing_dest(m: &ArgMatches) -> Error {
+    let took = Opt::ALL.into_iter().find_map(|o| {
+        let flag = crate::cli::flag_name(o);
+        let v = m.get_one::<String>(&flag)?;
+        v.parse::<SocketAddr>().is_ok().then(|| (flag, v.clone()))
+    });
+    match took {
+        Some((flag, v)) => Error::usage(format_args!(
+            "--{flag} took `{v}` as its value: put DEST first (sockwrap explain {v} --{flag} ...) or write --{flag}=on"
+        )),
+        None => Error::usage(format_args!(
+            "DEST is missing: the remote IP:PORT, as in `sockwrap explain -c policy.toml 10.1.2.3:22`"
+        )),
+    }
 }
 
 /// `Tcp` as "tcp", `Server` as "server": the words the flags take.
