@@ -938,22 +938,26 @@ pub fn parse_duration(s: &str, base_ms: u64) -> Result<u64, DurationError> {
         }
         None => return Err(DurationError::NotADuration),
     };
-    let unit_ms: u128 = match unit {
-        "" => base_ms as u128,
+    let unit_ms: u64 = match unit {
+        "" => base_ms,
         "ms" => 1,
         "s" => 1000,
         "m" | "min" => 60_000,
         "h" => 3_600_000,
         _ => return Err(DurationError::NotADuration),
     };
-    // Thousandths of the unit given, so that `1.5s` and `0.25m` are exact.
+    // Thousandths of the unit given, so that `1.5s` and `0.25m` are exact. u64 on purpose
+    // (128-bit division would bring its runtime routines into the library): a product too
+    // large for it is far out of every option's range, and saturates.
     let milli = crate::rules::decimal_scaled(num, 3).ok_or(DurationError::NotADuration)?;
-    let thousandths_ms = milli as u128 * unit_ms;
-    let per = (base_ms.max(1) as u128) * 1000;
+    let Some(thousandths_ms) = milli.checked_mul(unit_ms) else {
+        return Ok(u64::MAX);
+    };
+    let per = base_ms.max(1).saturating_mul(1000);
     if !thousandths_ms.is_multiple_of(per) {
         return Err(DurationError::NotWhole);
     }
-    Ok(u64::try_from(thousandths_ms / per).unwrap_or(u64::MAX))
+    Ok(thousandths_ms / per)
 }
 
 /// How long one unit of a duration-valued option is, in milliseconds.
