@@ -68,6 +68,32 @@ def test_explain_says_when_a_flag_took_dest_as_its_value():
     assert "nodelay            on" in explain("--nodelay=on", "10.1.2.3:22")
 
 
+def test_explain_numbers_rules_as_the_file_does_and_leaves_out_other_programs_rules(tmp_path):
+    """Rules that name programs apply only to those programs, as in the library: without
+    --program they are left out (and counted); with it, #N is still the file's numbering."""
+    util.require_sockwrap()
+    cfg = write(tmp_path, """\
+[[rule]]
+name = "curl-only"
+match = { program = ["curl"] }
+dscp = "CS1"
+
+[[rule]]
+name = "ssh"
+match = { program = ["ssh"] }
+dscp = "EF"
+
+[[rule]]
+name = "all"
+nodelay = true
+""")
+    out = explain("-c", cfg, "10.0.0.1:22", "--program", "ssh")
+    assert out.endswith("  #2 ssh: dscp=EF(0xb8)\n  #3 all: nodelay=on\n"), out
+    out = explain("-c", cfg, "10.0.0.1:22")
+    assert "dscp" not in out and "  #3 all: nodelay=on\n" in out, out
+    assert out.endswith("(2 rule(s) for named programs left out: give --program NAME)\n"), out
+
+
 def test_explain_in_server_context_uses_the_local_port(tmp_path):
     util.require_sockwrap()
     cfg = write(tmp_path, POLICY)

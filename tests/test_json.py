@@ -72,7 +72,8 @@ def test_explain_json(tmp_path):
     cfg = tmp_path / "p.toml"
     cfg.write_text(POLICY)
     d = sockwrap_json("explain", "--json", "-c", cfg, "10.1.2.3:22")
-    assert list(d) == ["dest", "host", "transport", "role", "local_port", "program", "options", "actions", "matched"]
+    assert list(d) == ["dest", "host", "transport", "role", "local_port", "program", "options", "actions", "matched",
+                       "program_rules_left_out"]
     assert (d["dest"], d["host"], d["transport"], d["role"], d["local_port"], d["program"]) == \
         ("10.1.2.3:22", None, "tcp", "client", None, None)
     assert [(o["option"], o["value"], o["rule"], o["note"]) for o in d["options"]] == \
@@ -92,7 +93,7 @@ def test_explain_json(tmp_path):
     nodelay = [o for o in d["options"] if o["option"] == "nodelay"][0]
     assert nodelay["rule"] == "flags" and nodelay["note"] == "TCP only: not applied to UDP"
     d = sockwrap_json("explain", "--json", "-c", cfg, "192.0.2.1:80")
-    assert (d["options"], d["actions"], d["matched"]) == ([], [], [])
+    assert (d["options"], d["actions"], d["matched"], d["program_rules_left_out"]) == ([], [], [], 0)
     r = run([util.SOCKWRAP_BIN, "explain", "--json", "--kernel", "-c", cfg, "192.0.2.1:80"])
     assert r.returncode == 2 and "cannot be used with" in r.stderr, r.stderr
 

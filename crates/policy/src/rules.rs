@@ -1087,18 +1087,25 @@ impl Policy {
     /// Keeps only the rules that apply to a program called by one of `names` (argv[0]'s
     /// basename, the executable's basename...). Run once at load.
     pub fn for_program(&self, names: &[&str]) -> Policy {
-        let rules = self
+        self.for_program_with_origins(names).0
+    }
+
+    /// [`Policy::for_program`], and for each rule kept, its index in this policy (so that
+    /// `explain --program` numbers rules as the file does).
+    pub fn for_program_with_origins(&self, names: &[&str]) -> (Policy, Vec<usize>) {
+        let (origins, rules): (Vec<usize>, Vec<Rule>) = self
             .rules
             .iter()
-            .filter(|r| {
+            .enumerate()
+            .filter(|(_, r)| {
                 r.matcher.program.is_empty()
                     || r.matcher
                         .program
                         .iter()
                         .any(|p| names.contains(&p.as_str()))
             })
-            .cloned()
-            .filter_map(|mut r| {
+            .filter_map(|(i, r)| {
+                let mut r = r.clone();
                 r.matcher.program.clear();
                 // An exception by program is settled here too: for this program it is the
                 // rest of the exception, for others it never holds.
@@ -1114,10 +1121,10 @@ impl Policy {
                         }
                     }
                 }
-                Some(r)
+                Some((i, r))
             })
-            .collect();
-        Policy::new(rules, self.on_error)
+            .unzip();
+        (Policy::new(rules, self.on_error), origins)
     }
 
     pub fn rules(&self) -> &[Rule] {

@@ -47,9 +47,14 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
         Some("server") => Role::Server,
         _ => Role::Client,
     };
-    let policy = match m.get_one::<String>("program") {
-        Some(p) => loaded.policy.for_program(&[p.as_str()]),
-        None => loaded.policy.clone(),
+    // `origins`: each rule's place in the whole policy, so that #N is the file's numbering.
+    // Without --program the program is unknown: as in the library, rules that name
+    // programs do not apply (they are counted, and the output says so).
+    let program = m.get_one::<String>("program").map(String::as_str);
+    let (policy, origins) = loaded.policy.for_program_with_origins(program.as_slice());
+    let left_out = match program {
+        Some(_) => 0,
+        None => loaded.policy.rules().len() - policy.rules().len(),
     };
     let host = m.get_one::<String>("host").map(String::as_str);
     // A server's socket knows its local port: --local-port, or else DEST's port (`explain
@@ -74,6 +79,7 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
             if role == Role::Server {
                 r.actions.clear();
             }
+            r.index = origins.get(r.index).copied().unwrap_or(r.index);
             r
         })
         .filter(|r| !r.options.is_empty() || !r.actions.is_empty())
@@ -90,10 +96,7 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
             ("transport", lower(transport)),
             ("role", lower(role)),
             ("local_port", local_port.map(|p| p as i64).into()),
-            (
-                "program",
-                m.get_one::<String>("program").map(String::as_str).into(),
-            ),
+            ("program", program.into()),
             (
                 "options",
                 Json::Arr(
@@ -177,6 +180,13 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
                 ),
             ),
         ]);
+        let doc = match doc {
+            Json::Obj(mut f) => {
+                f.push(("program_rules_left_out".into(), left_out.into()));
+                Json::Obj(f)
+            }
+            other => other,
+        };
         println!("{}", doc.to_json());
         return Ok(ExitCode::SUCCESS);
     }
@@ -218,6 +228,9 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
             println!("  {kind:<18} {what:<21} from {rule}{note}");
         }
         print_matched(&matched);
+    }
+    if left_out > 0 {
+        println!("({left_out} rule(s) for named programs left out: give --program NAME)");
     }
     if m.get_flag("kernel") {
         kernel(
