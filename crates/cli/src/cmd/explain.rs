@@ -90,104 +90,16 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
         Vec::new()
     };
     if m.get_flag("json") {
-        let doc = Json::object([
-            ("dest", dest.into()),
-            ("host", host.into()),
-            ("transport", lower(transport)),
-            ("role", lower(role)),
-            ("local_port", local_port.map(|p| p as i64).into()),
-            ("program", program.into()),
-            (
-                "options",
-                Json::Arr(
-                    rows.iter()
-                        .map(|(o, s, rule)| {
-                            let mut f = option_json(*o, s);
-                            f.push(("rule", (*rule).into()));
-                            let tcp_only = o.spec().applies == catalog::Applies::Tcp
-                                && transport == Transport::Udp;
-                            f.push((
-                                "note",
-                                tcp_only.then_some("TCP only: not applied to UDP").into(),
-                            ));
-                            obj(f)
-                        })
-                        .collect(),
-                ),
-            ),
-            (
-                "actions",
-                Json::Arr(
-                    actions
-                        .iter()
-                        .map(|(kind, what, rule)| {
-                            let udp_delay = *kind == "delay" && transport == Transport::Udp;
-                            Json::object([
-                                ("action", (*kind).into()),
-                                ("value", what.as_str().into()),
-                                ("rule", (*rule).into()),
-                                (
-                                    "note",
-                                    udp_delay
-                                        .then_some("TCP only: UDP connects are not delayed")
-                                        .into(),
-                                ),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ),
-            (
-                "matched",
-                Json::Arr(
-                    matched
-                        .iter()
-                        .map(|r| {
-                            Json::object([
-                                ("index", (r.index + 1).into()),
-                                ("name", r.rule.name.as_str().into()),
-                                (
-                                    "options",
-                                    Json::Arr(
-                                        r.options
-                                            .iter()
-                                            .map(|(o, s, by)| {
-                                                let mut f = option_json(*o, s);
-                                                f.push(("overridden_by", (*by).into()));
-                                                obj(f)
-                                            })
-                                            .collect(),
-                                    ),
-                                ),
-                                (
-                                    "actions",
-                                    Json::Arr(
-                                        r.actions
-                                            .iter()
-                                            .map(|(k, v, by)| {
-                                                Json::object([
-                                                    ("action", (*k).into()),
-                                                    ("value", v.as_str().into()),
-                                                    ("overridden_by", (*by).into()),
-                                                ])
-                                            })
-                                            .collect(),
-                                    ),
-                                ),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ),
-        ]);
-        let doc = match doc {
-            Json::Obj(mut f) => {
-                f.push(("program_rules_left_out".into(), left_out.into()));
-                Json::Obj(f)
-            }
-            other => other,
+        let d = Decided {
+            dest,
+            host,
+            transport,
+            role,
+            local_port,
+            program,
+            left_out,
         };
-        println!("{}", doc.to_json());
+        println!("{}", json_doc(&d, &rows, &actions, &matched).to_json());
         return Ok(ExitCode::SUCCESS);
     }
     let mut shown = match host {
@@ -259,6 +171,118 @@ fn missing_dest(m: &ArgMatches) -> Error {
             "DEST is missing: the remote IP:PORT, as in `sockwrap explain -c policy.toml 10.1.2.3:22`"
         )),
     }
+}
+
+/// What explain was asked and found, for [`json_doc`].
+struct Decided<'a> {
+    dest: &'a str,
+    host: Option<&'a str>,
+    transport: Transport,
+    role: Role,
+    local_port: Option<u16>,
+    program: Option<&'a str>,
+    /// Rules naming programs, left out because no --program was given.
+    left_out: usize,
+}
+
+/// `explain --json`: the decision, the actions and every matching rule (docs/json.md).
+fn json_doc(
+    d: &Decided,
+    rows: &[(Opt, sockwrap_policy::Setting, &str)],
+    actions: &[(&str, String, &str)],
+    matched: &[MatchedRule],
+) -> Json {
+    Json::object([
+        ("dest", d.dest.into()),
+        ("host", d.host.into()),
+        ("transport", lower(d.transport)),
+        ("role", lower(d.role)),
+        ("local_port", d.local_port.map(|p| p as i64).into()),
+        ("program", d.program.into()),
+        (
+            "options",
+            Json::Arr(
+                rows.iter()
+                    .map(|(o, s, rule)| {
+                        let mut f = option_json(*o, s);
+                        f.push(("rule", (*rule).into()));
+                        let tcp_only = o.spec().applies == catalog::Applies::Tcp
+                            && d.transport == Transport::Udp;
+                        f.push((
+                            "note",
+                            tcp_only.then_some("TCP only: not applied to UDP").into(),
+                        ));
+                        obj(f)
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "actions",
+            Json::Arr(
+                actions
+                    .iter()
+                    .map(|(kind, what, rule)| {
+                        let udp_delay = *kind == "delay" && d.transport == Transport::Udp;
+                        Json::object([
+                            ("action", (*kind).into()),
+                            ("value", what.as_str().into()),
+                            ("rule", (*rule).into()),
+                            (
+                                "note",
+                                udp_delay
+                                    .then_some("TCP only: UDP connects are not delayed")
+                                    .into(),
+                            ),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "matched",
+            Json::Arr(
+                matched
+                    .iter()
+                    .map(|r| {
+                        Json::object([
+                            ("index", (r.index + 1).into()),
+                            ("name", r.rule.name.as_str().into()),
+                            (
+                                "options",
+                                Json::Arr(
+                                    r.options
+                                        .iter()
+                                        .map(|(o, s, by)| {
+                                            let mut f = option_json(*o, s);
+                                            f.push(("overridden_by", (*by).into()));
+                                            obj(f)
+                                        })
+                                        .collect(),
+                                ),
+                            ),
+                            (
+                                "actions",
+                                Json::Arr(
+                                    r.actions
+                                        .iter()
+                                        .map(|(k, v, by)| {
+                                            Json::object([
+                                                ("action", (*k).into()),
+                                                ("value", v.as_str().into()),
+                                                ("overridden_by", (*by).into()),
+                                            ])
+                                        })
+                                        .collect(),
+                                ),
+                            ),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        ("program_rules_left_out", d.left_out.into()),
+    ])
 }
 
 /// `Tcp` as "tcp", `Server` as "server": the words the flags take.
