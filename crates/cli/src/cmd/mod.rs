@@ -11,9 +11,11 @@ pub mod kernel;
 pub mod options;
 pub mod report;
 pub mod run;
-pub mod status;
 pub mod systemd;
 pub mod trace;
+
+/// `status --json`, around `systemd::status` and `host::status`.
+pub mod status;
 
 use crate::error::Result;
 use clap::ArgMatches;
