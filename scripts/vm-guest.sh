@@ -9,7 +9,7 @@
 # is missing, as with Debian's kernels), so files are the only channel we trust.
 #
 # OUTDIR/guest.env, written by the host, sets TREE, PY, HOST_PATH, SOCKWRAP_BIN,
-# PYTEST_BOUND, PER_TEST_TIMEOUT, NO_SKIP and the array PYTEST_ARGS.
+# PYTEST_BOUND, PER_TEST_TIMEOUT, TIME_SCALE, NO_SKIP and the array PYTEST_ARGS.
 set -uo pipefail
 out=${1:?usage: vm-guest.sh OUTDIR}
 status=$out/status
@@ -52,7 +52,7 @@ else
     note loopback "down ($(ip -br addr show lo 2>&1))"
 fi
 
-export PATH=$HOST_PATH SOCKWRAP_BIN PYTHONDONTWRITEBYTECODE=1
+export PATH=$HOST_PATH SOCKWRAP_BIN PYTHONDONTWRITEBYTECODE=1 SOCKWRAP_TIME_SCALE=$TIME_SCALE
 if [ -n "$NO_SKIP" ]; then
     export SOCKWRAP_NO_SKIP=$NO_SKIP
 fi
