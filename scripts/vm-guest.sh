@@ -51,6 +51,17 @@ if ip -br addr show lo 2>/dev/null | grep -q '127.0.0.1'; then
 else
     note loopback "down ($(ip -br addr show lo 2>&1))"
 fi
+# A host has some address besides loopback, and glibc counts on it: getaddrinfo with
+# AI_ADDRCONFIG (getent ahosts, most programs) asks no DNS server at all for IPv4 names on
+# a machine whose only IPv4 address is on lo. A dummy device (it drops whatever is sent
+# to it) with one /32 of a documentation range gives the guest that address, and no route
+# to anywhere else.
+if ip link add swvm0 type dummy 2>/dev/null && ip addr add 198.51.100.1/32 dev swvm0 &&
+    ip link set swvm0 up; then
+    note extra_address "swvm0 198.51.100.1/32 (dummy)"
+else
+    note extra_address "none: cannot make a dummy device"
+fi
 
 export PATH=$HOST_PATH SOCKWRAP_BIN PYTHONDONTWRITEBYTECODE=1 SOCKWRAP_TIME_SCALE=$TIME_SCALE
 if [ -n "$NO_SKIP" ]; then
@@ -58,11 +69,27 @@ if [ -n "$NO_SKIP" ]; then
 fi
 cd "$TREE" || { note pytest_rc "cannot cd to $TREE"; note finished 1; exit 1; }
 
+# virtme-ng-init, the guest's pid 1, reaps only the script it started: an orphan stays a
+# zombie, and a test that waits for "reaped by init" waits for ever. So pytest runs under
+# a child subreaper (prctl PR_SET_CHILD_SUBREAPER) that reaps every orphan of the tests
+# and returns pytest's own exit status.
+REAPER='
+import ctypes, os, sys
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+while True:
+    p, status = os.wait()
+    if p == pid:
+        sys.exit(os.waitstatus_to_exitcode(status) % 256)
+'
+
 # The tree is read-only here: no .pytest_cache, no bytecode. pytest-timeout bounds each
 # test, `timeout` the whole run, so the guest always gets to write its status before the
 # host's own bound kills the VM.
 start=$(date +%s)
-timeout -k 10 "$PYTEST_BOUND" "$PY" -m pytest -p no:cacheprovider \
+timeout -k 10 "$PYTEST_BOUND" "$PY" -c "$REAPER" "$PY" -m pytest -p no:cacheprovider \
     --timeout="$PER_TEST_TIMEOUT" --junitxml="$out/junit.xml" \
     "${PYTEST_ARGS[@]}" >"$out/pytest.log" 2>&1
 rc=$?

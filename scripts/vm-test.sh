@@ -54,7 +54,9 @@ MATRIX_TESTS=("${FULL_TESTS[@]}")
 MATRIX_K="test_kernel_backend"                          # cgroup BPF: loads, hooks, helpers
 MATRIX_K+=" or follow"                                  # attach --follow: cgroup v2 moves
 MATRIX_K+=" or pidfd or test_running_client_gets_ef"    # attach: pidfd_getfd
-MATRIX_K+=" or parked or test_delay_asyncio"            # delay: connect after a park
+# delay: a connect parked, then made. (Not test_nobody_can_connect_to_a_parked_socket: its
+# 1.2 s window is shorter than an `ss` start under TCG, so it fails here on every kernel.)
+MATRIX_K+=" or test_delay_asyncio"
 MATRIX_K+=" or test_deny_curl"                          # deny: the connect never leaves
 MATRIX_K+=" or test_locked_dscp"                        # locks: IP_TOS/IPV6_TCLASS
 MATRIX_K+=" or test_dscp_seen_by_peer"                  # DSCP on v4, v6, v4-mapped
@@ -273,7 +275,7 @@ run_kernel() {
     } >"$out/guest.env"
 
     echo "== vm-test: $pkg (release $rel), ${CPUS} vCPUs, $MEMORY, TCG, bound ${VM_TIMEOUT}s"
-    echo "   pytest ${args[*]}"
+    echo "   pytest$(printf ' %q' "${args[@]}")"
     start=$(date +%s)
     # One VM at a time on this machine (2 cores shared with builds): a second runner waits.
     exec 9>"$CACHE/.vm.lock"
