@@ -592,7 +592,8 @@ def test_unconnected_udp_gets_the_policy_from_its_second_datagram(bins, port, po
     sendmsg hook runs, and sock_create cannot set a ToS. So the first datagram of a socket
     that was never connected or bound leaves without it, the rest carry it. (Per
     destination this would be one datagram late on every change of destination, which is
-    why rules naming a destination reach UDP at connect() only.)"""
+    why rules naming a destination reach UDP at connect() only.) Debian's 6.1 reads the
+    ToS after the hook: there the first datagram carries it too (measured in a VM)."""
     require_kernel_backend()
     cmd = [bins["udp"], "unconnected", port, port2, 4]
     with util.tos_server(socket.AF_INET, port, "udp") as a, \
@@ -600,7 +601,8 @@ def test_unconnected_udp_gets_the_policy_from_its_second_datagram(bins, port, po
         r = kernel(["--dscp", "EF"], cmd)
         assert r.returncode == 0, r.stderr
         assert util.wait_until(lambda: len(a.results) == 4 and len(b.results) == 4)
-        assert [x["tos"] for x in a.results] == [0, EF, EF, EF]
+        got = [x["tos"] for x in a.results]
+        assert got[0] in (0, EF) and got[1:] == [EF] * 3, got  # 0 on 6.18, EF on 6.1
         assert [x["tos"] for x in b.results] == [EF] * 4
     with util.tos_server(socket.AF_INET, port, "udp") as a:
         plain(cmd)
@@ -1054,8 +1056,8 @@ def test_a_udp_server_bound_on_ipv6_replies_with_the_server_class(port, procs, t
 def test_ipv6_udp_connected_per_destination_and_unconnected(bins, port, port2, tmp_path):
     """connect6 for connected IPv6 UDP (each destination its own class) and sendmsg6 for an
     unconnected AF_INET6 socket's sendto (from its second datagram on, as for IPv4: the
-    kernel copies the class into the datagram before the hook runs): each receiver's
-    IPV6_RECVTCLASS."""
+    kernel copies the class into the datagram before the hook runs; 6.1 reads it after, so
+    there the first carries it too): each receiver's IPV6_RECVTCLASS."""
     require_kernel_backend()
     util.require_ipv6()
     policy = tmp_path / "udp6.toml"
@@ -1082,7 +1084,9 @@ def test_ipv6_udp_connected_per_destination_and_unconnected(bins, port, port2, t
             return [x["tos"] for x in a.results], [x["tos"] for x in b.results]
 
     assert receive(connected, ["-c", policy], 5) == ([EF] * 5, [CS1] * 5)
-    assert receive(unconnected, ["--dscp", "EF"], 4) == ([0, EF, EF, EF], [EF] * 4)
+    first, rest = receive(unconnected, ["--dscp", "EF"], 4)
+    assert first[0] in (0, EF) and first[1:] == [EF] * 3, first  # 0 on 6.18, EF on 6.1
+    assert rest == [EF] * 4, rest
     # Control: the same binary without sockwrap.
     assert receive(connected, None, 5) == ([0] * 5, [0] * 5)
     assert receive(unconnected, None, 4) == ([0] * 4, [0] * 4)

@@ -1,17 +1,24 @@
-//! Compiles the BPF programs (`src/bpf/sockwrap.bpf.c`) with clang into one object that
-//! the loader embeds. Needs clang (`CLANG` names another), the kernel UAPI headers
-//! (linux-libc-dev) and libbpf's `bpf_helpers.h` (libbpf-dev); `scripts/setup.sh build`
-//! installs them on Debian.
+//! Compiles the BPF programs (`src/bpf/sockwrap.bpf.c`) and the feature probes
+//! (`src/bpf/probes.bpf.c`) with clang into two objects that the loader embeds. Needs clang
+//! (`CLANG` names another), the kernel UAPI headers (linux-libc-dev) and libbpf's
+//! `bpf_helpers.h` (libbpf-dev); `scripts/setup.sh build` installs them on Debian.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    let src = "src/bpf/sockwrap.bpf.c";
-    println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-env-changed=CLANG");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let obj = out.join("sockwrap.bpf.o");
+    for (src, obj) in [
+        ("src/bpf/sockwrap.bpf.c", "sockwrap.bpf.o"),
+        ("src/bpf/probes.bpf.c", "probes.bpf.o"),
+    ] {
+        println!("cargo:rerun-if-changed={src}");
+        compile(src, &out.join(obj));
+    }
+}
+
+fn compile(src: &str, obj: &Path) {
     let candidates: Vec<String> = match std::env::var("CLANG") {
         Ok(c) => vec![c],
         Err(_) => ["clang", "clang-19", "clang-16", "clang-14"]
@@ -30,7 +37,7 @@ fn main() {
             .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
             .arg(format!("-I/usr/include/{multiarch}"))
             .args(["-c", src, "-o"])
-            .arg(&obj)
+            .arg(obj)
             .status();
         match status {
             Ok(s) if s.success() => return,

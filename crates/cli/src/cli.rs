@@ -225,7 +225,9 @@ Examples:
 
 const DOCTOR_EXAMPLES: &str = "\
 Examples:
-  sockwrap doctor                        # the machine: congestion control, ld.so.preload, MPTCP
+  sockwrap doctor                        # the machine: what this kernel supports per backend and
+                                         # feature (probed; as root), congestion control, MPTCP
+  sockwrap doctor --json                 # the kernel's support as JSON
   sockwrap doctor curl                   # can sockwrap reach curl?
   sockwrap doctor ./server               # static, Go, musl, setuid or setcap: said, with what to use instead
   sockwrap doctor --mark 7 --congestion bbr ssh  # can these options be set here, as this user?
@@ -464,6 +466,7 @@ pub fn command() -> Command {
                 .after_help(DOCTOR_EXAMPLES)
                 .args(policy_args())
                 .args(option_args())
+                .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("with no PROGRAM: print what this kernel supports (probed) as one JSON object, and nothing else"))
                 .arg(
                     Arg::new("program")
                         .value_name("PROGRAM")

@@ -31,14 +31,16 @@ Exit status:
   1              findings: `check` found errors, `doctor` found a problem,
                  `status` found no sockwrap drop-in
   2              bad command line or value, missing policy file, policy refused (--strict;
-                 with --kernel also errors or options BPF cannot set)
+                 with --kernel also errors, options BPF cannot set, or a hook or helper
+                 this kernel lacks, named by a probe)
   3              setup: libsockwrap.so not found, a file cannot be read or written,
                  systemctl failed, --kernel without root or its programs failed to attach
   attach         1: the kernel refused an option (the rest was set); 2: no such PID,
-                 a policy with errors; 3: no permission (ptrace), a kernel older than 5.6
+                 a policy with errors, a kernel older than 5.6; 3: no permission (ptrace)
   attach --follow  0: the followed processes ended; 1: they did, an option was refused;
                  128+N: stopped by signal N, the processes moved back; 2: options BPF
-                 cannot set; 3: not root, no cgroup v2, BPF, a process that cannot move
+                 cannot set, a feature this kernel lacks; 3: not root, no cgroup v2, BPF,
+                 a process that cannot move
   126            the program exists but cannot be executed
   127            the program was not found";
 

@@ -10,6 +10,8 @@
 //! - [`programs`]: loading the compiled programs (`src/bpf/sockwrap.bpf.c`), filling the
 //!   maps, attaching to a cgroup or pinning in a BPF filesystem (for systemd's
 //!   `BPFProgram=`), reading the counters;
+//! - [`probe`]: what the running kernel can do for the backend, found by loading small
+//!   programs (never by its version number): the refusals by name, and `sockwrap doctor`;
 //! - [`cgroup`]: the cgroup v2 child a command runs in, and the leftovers of a sockwrap
 //!   that was killed.
 //!
@@ -18,6 +20,7 @@
 //! feature, and the reason only root may attach.
 
 pub mod cgroup;
+pub mod probe;
 pub mod programs;
 pub mod tables;
 

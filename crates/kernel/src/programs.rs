@@ -76,6 +76,65 @@ fn err(what: &str, e: impl std::fmt::Display) -> Error {
     Error(format!("{what}: {e}"))
 }
 
+/// A program the kernel would not load: which, the errno, and the verifier's log (for
+/// `--log debug`, never for the user's error line: [`crate::probe::refusal`] says what the
+/// kernel lacks).
+#[derive(Debug)]
+pub struct LoadFailure {
+    pub program: &'static str,
+    pub errno: Option<i32>,
+    /// The error and the verifier's whole log.
+    pub log: String,
+}
+
+/// Why [`Attached::load`] or [`pin`] failed.
+#[derive(Debug)]
+pub enum Failed {
+    /// The kernel refused to load one of the programs.
+    Load(LoadFailure),
+    /// Anything else: the object, a map, an attach.
+    Other(Error),
+}
+
+impl From<Error> for Failed {
+    fn from(e: Error) -> Failed {
+        Failed::Other(e)
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failed::Load(l) => write!(
+                f,
+                "program {}: the kernel refused to load it ({})",
+                l.program,
+                l.errno
+                    .map(|e| std::io::Error::from_raw_os_error(e).to_string())
+                    .unwrap_or_else(|| "no errno".into())
+            ),
+            Failed::Other(e) => e.fmt(f),
+        }
+    }
+}
+
+fn load_failure(program: &'static str, e: &aya::programs::ProgramError) -> Failed {
+    let errno = match e {
+        aya::programs::ProgramError::LoadError { io_error, .. } => io_error.raw_os_error(),
+        _ => None,
+    };
+    Failed::Load(LoadFailure {
+        program,
+        errno,
+        log: error_text(e),
+    })
+}
+
+/// A program error with all it carries (the verifier's log included), as text.
+pub(crate) fn error_text(e: &aya::programs::ProgramError) -> String {
+    format!("{e:#}")
+}
+
 /// The programs loaded and attached to one cgroup.
 pub struct Attached {
     ebpf: Ebpf,
@@ -208,7 +267,7 @@ pub const MAPS_DIR: &str = "maps";
 /// under `dir/maps/`. Nothing is attached: whoever attaches the pinned programs to a cgroup
 /// (systemd's `BPFProgram=`, `bpftool cgroup attach`) gets the policy. On failure, what was
 /// pinned is removed again.
-pub fn pin(tables: &Tables, dir: &Path) -> Result<Pinned, Error> {
+pub fn pin(tables: &Tables, dir: &Path) -> Result<Pinned, Failed> {
     let io = |what: &Path, e: std::io::Error| Error(format!("{}: {e}", what.display()));
     std::fs::create_dir_all(dir.join(MAPS_DIR)).map_err(|e| io(dir, e))?;
     let result = pin_into(tables, dir);
@@ -218,7 +277,7 @@ pub fn pin(tables: &Tables, dir: &Path) -> Result<Pinned, Error> {
     result
 }
 
-fn pin_into(tables: &Tables, dir: &Path) -> Result<Pinned, Error> {
+fn pin_into(tables: &Tables, dir: &Path) -> Result<Pinned, Failed> {
     let mut ebpf = load_filled(tables)?;
     let mut pinned = Pinned {
         programs: Vec::new(),
@@ -230,13 +289,13 @@ fn pin_into(tables: &Tables, dir: &Path) -> Result<Pinned, Error> {
             .ok_or_else(|| Error(format!("the BPF object has no program `{name}`")))?;
         let what = format!("program {name}");
         let r = match prog {
-            Program::CgroupSock(p) => p.load_it(),
-            Program::CgroupSockAddr(p) => p.load_it(),
-            Program::CgroupSockopt(p) => p.load_it(),
-            Program::SockOps(p) => p.load_it(),
-            _ => Err("unexpected program type".into()),
+            Program::CgroupSock(p) => p.load(),
+            Program::CgroupSockAddr(p) => p.load(),
+            Program::CgroupSockopt(p) => p.load(),
+            Program::SockOps(p) => p.load(),
+            _ => return Err(Error(format!("{what}: unexpected program type")).into()),
         };
-        r.map_err(|e| Error(format!("{what}: {e}")))?;
+        r.map_err(|e| load_failure(name, &e))?;
         let path = dir.join(kind);
         prog.pin(&path)
             .map_err(|e| err(&format!("pinning {what} at {}", path.display()), e))?;
@@ -293,7 +352,7 @@ pub fn pinned_counters(dir: &Path) -> Option<Vec<u64>> {
 }
 
 /// The object loaded with `tables` in its maps; no program loaded yet.
-fn load_filled(tables: &Tables) -> Result<Ebpf, Error> {
+pub(crate) fn load_filled(tables: &Tables) -> Result<Ebpf, Error> {
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries("plans", tables.plans.len().max(1) as u32)
@@ -374,7 +433,7 @@ fn load_filled(tables: &Tables) -> Result<Ebpf, Error> {
 impl Attached {
     /// Loads the programs with `tables` in their maps, and attaches them to the cgroup
     /// directory `cgroup`.
-    pub fn load(tables: &Tables, cgroup: &std::fs::File) -> Result<Attached, Error> {
+    pub fn load(tables: &Tables, cgroup: &std::fs::File) -> Result<Attached, Failed> {
         let mut ebpf = load_filled(tables)?;
         for (name, _) in needed(tables) {
             let prog = ebpf
@@ -383,14 +442,13 @@ impl Attached {
             let what = format!("program {name}");
             // Through a BPF link (aya uses one on 5.7+), which is always "multi" and takes no flags.
             let mode = CgroupAttachMode::Single;
-            let r = match prog {
-                Program::CgroupSock(p) => load_attach(p, cgroup, mode),
-                Program::CgroupSockAddr(p) => load_attach(p, cgroup, mode),
-                Program::CgroupSockopt(p) => load_attach(p, cgroup, mode),
-                Program::SockOps(p) => load_attach(p, cgroup, mode),
-                _ => Err(Error("unexpected program type".into())),
-            };
-            r.map_err(|e| err(&what, e))?;
+            match prog {
+                Program::CgroupSock(p) => load_attach(name, p, cgroup, mode),
+                Program::CgroupSockAddr(p) => load_attach(name, p, cgroup, mode),
+                Program::CgroupSockopt(p) => load_attach(name, p, cgroup, mode),
+                Program::SockOps(p) => load_attach(name, p, cgroup, mode),
+                _ => Err(Error(format!("{what}: unexpected program type")).into()),
+            }?;
         }
         Ok(Attached { ebpf })
     }
@@ -409,15 +467,15 @@ impl Attached {
 
 /// One program type's load-then-attach.
 trait CgroupProgram {
-    fn load_it(&mut self) -> Result<(), String>;
+    fn load_it(&mut self) -> Result<(), aya::programs::ProgramError>;
     fn attach_it(&mut self, cgroup: &std::fs::File, mode: CgroupAttachMode) -> Result<(), String>;
 }
 
 macro_rules! cgroup_program {
     ($t:ty) => {
         impl CgroupProgram for $t {
-            fn load_it(&mut self) -> Result<(), String> {
-                self.load().map_err(|e| verifier_error(&e))
+            fn load_it(&mut self) -> Result<(), aya::programs::ProgramError> {
+                self.load()
             }
             fn attach_it(
                 &mut self,
@@ -448,28 +506,15 @@ fn with_sources(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn verifier_error(e: &aya::programs::ProgramError) -> String {
-    // The verifier's log is long; its last lines say why.
-    let s = format!("{e:#}");
-    let n = if std::env::var_os("SOCKWRAP_VERIFIER_LOG").is_some() {
-        60
-    } else {
-        4
-    };
-    let tail: Vec<&str> = s.lines().rev().take(n).collect();
-    format!(
-        "load: {}",
-        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-    )
-}
-
 fn load_attach(
+    name: &'static str,
     p: &mut impl CgroupProgram,
     cgroup: &std::fs::File,
     mode: CgroupAttachMode,
-) -> Result<(), Error> {
-    p.load_it().map_err(Error)?;
-    p.attach_it(cgroup, mode).map_err(Error)
+) -> Result<(), Failed> {
+    p.load_it().map_err(|e| load_failure(name, &e))?;
+    p.attach_it(cgroup, mode)
+        .map_err(|e| Failed::Other(Error(format!("program {name}: {e}"))))
 }
 
 #[cfg(test)]

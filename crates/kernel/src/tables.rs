@@ -249,7 +249,7 @@ pub fn refused_opt(o: Opt) -> Option<&'static str> {
             "IP_TTL / IPV6_UNICAST_HOPS: bpf_setsockopt does not support them (kernel 6.18 net/core/filter.c); use the library (sockwrap run without --kernel)"
         }
         Opt::Mptcp => {
-            "MPTCP: the protocol is chosen in socket(), and changing it from BPF needs an fmod_ret program on update_socket_protocol, which this kernel refuses (EPERM); Go 1.21+ programs: GODEBUG=multipathtcp=1, dynamically linked ones: sockwrap run --mptcp without --kernel"
+            "MPTCP: the protocol is chosen in socket(), and changing it from BPF takes an fmod_ret program on update_socket_protocol (Linux 6.6+), which the kernel backend does not use; Go 1.21+ programs: GODEBUG=multipathtcp=1, dynamically linked ones: sockwrap run --mptcp without --kernel"
         }
         _ => return None,
     })
@@ -259,10 +259,22 @@ pub fn refused_opt(o: Opt) -> Option<&'static str> {
 /// instead. A policy with any of them is refused, never applied in part. (`deny` and
 /// `redirect` are carried out: connect4/6 and sendmsg4/6 refuse or rewrite the address.)
 pub fn refusals(policy: &Policy) -> Vec<String> {
+    refusals_with(policy, None)
+}
+
+/// [`refusals`], with `mptcp_here` (what [`crate::probe`] found of MPTCP conversion on this
+/// kernel) said after the MPTCP line's reason.
+pub fn refusals_with(policy: &Policy, mptcp_here: Option<&str>) -> Vec<String> {
     let mut out = Vec::new();
     for rule in policy.rules() {
         for (opt, _) in rule.settings.iter() {
             if let Some(why) = refused_opt(opt) {
+                let why = match (opt, mptcp_here, why.split_once("; ")) {
+                    (Opt::Mptcp, Some(here), Some((reason, instead))) => {
+                        format!("{reason}: {here}; {instead}")
+                    }
+                    _ => why.to_string(),
+                };
                 out.push(format!("rule `{}`: {}: {why}", rule.name, opt.name()));
             }
         }

@@ -434,7 +434,8 @@ fn old_kernel(call: &str) -> Error {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "?".into());
-    Error::setup(format_args!(
+    // Exit 2, as `--kernel` for what this kernel cannot do.
+    Error::usage(format_args!(
         "attach: this kernel ({release}) has no {call}(): attach needs Linux 5.6 or later; on older kernels restart the program under `sockwrap run`"
     ))
 }
@@ -853,7 +854,7 @@ fn table(o: &Opts, reports: &[Report]) -> String {
     out
 }
 
-fn json_str(s: &str) -> String {
+pub(crate) fn json_str(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
     o.push('"');
     for c in s.chars() {
@@ -982,7 +983,7 @@ mod follow {
     use crate::error::{Error, Result};
     use crate::procnet;
     use sockwrap_kernel::cgroup::{self, Cgroup, Kind};
-    use sockwrap_kernel::programs::Attached;
+    use sockwrap_kernel::programs::{Attached, Failed};
     use sockwrap_kernel::Tables;
     use sockwrap_policy::OnError;
     use std::path::{Path, PathBuf};
@@ -1008,6 +1009,8 @@ mod follow {
     pub struct Follow {
         target: i32,
         tree: bool,
+        /// SOCKWRAP_LOG=debug: a verifier log is printed.
+        debug: bool,
         mount: PathBuf,
         groups: Vec<Group>,
     }
@@ -1150,6 +1153,7 @@ mod follow {
             let mut f = Follow {
                 target,
                 tree,
+                debug: std::env::var("SOCKWRAP_LOG").is_ok_and(|l| l == "debug"),
                 mount,
                 groups: Vec::new(),
             };
@@ -1307,10 +1311,13 @@ mod follow {
                 let rel = rel_of(g, &cg);
                 g.cg = Some(cg);
                 let dir = dir.map_err(setup)?;
-                let attached = Attached::load(tables, &dir).map_err(|e| {
-                    setup(format_args!(
+                let attached = Attached::load(tables, &dir).map_err(|e| match e {
+                    Failed::Load(_) => {
+                        crate::cmd::kernel::attach_failure(WHAT, "nothing was moved", e, self.debug)
+                    }
+                    Failed::Other(e) => setup(format_args!(
                         "cannot attach the BPF programs to {rel}: {e}; nothing was moved"
-                    ))
+                    )),
                 })?;
                 g.attached = Some(attached);
             }

@@ -6,6 +6,9 @@
 //! the machine: the congestion algorithms available and allowed, the capabilities the
 //! options need, the host-wide preload file (/etc/ld.so.preload).
 //!
+//! With no program: what the running kernel supports for each backend and feature, from
+//! probes ([`super::support`]).
+//!
 //! For a program: LD_PRELOAD only works on dynamically linked programs that call libc's
 //! socket functions and are not setuid/setcap; Go programs make raw system calls. For
 //! MPTCP: whether it is enabled, the path manager, and the limits and endpoints that decide
@@ -360,7 +363,7 @@ fn kernel_backend(m: &clap::ArgMatches) -> crate::error::Result<bool> {
     let vars = crate::launch::flag_vars(m)?;
     if !vars.is_empty() {
         let loaded = crate::launch::load_policy(m)?;
-        for r in sockwrap_kernel::refusals(&loaded.policy) {
+        for r in sockwrap_kernel::probe::refusals_here(&loaded.policy) {
             println!("  --kernel cannot set {r}");
         }
     }
@@ -415,6 +418,15 @@ pub fn doctor(m: &clap::ArgMatches) -> crate::error::Result<std::process::ExitCo
     if let Some((p, rest)) = argv.split_first() {
         ok &= wrapper(p, rest);
         ok &= program(p);
+    } else {
+        // The machine: what this kernel supports, probed (informational: a feature this
+        // kernel lacks is no problem to fix, and `--kernel` refuses what needs it by name).
+        let support = super::support::Support::probe();
+        if m.get_flag("json") {
+            println!("{}", support.json());
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        print!("{}", support.text());
     }
     ok &= options_here(m)?;
     ok &= host_wide();

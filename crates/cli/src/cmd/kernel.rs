@@ -14,7 +14,7 @@
 use crate::error::{Error, Result};
 use clap::ArgMatches;
 use sockwrap_kernel::cgroup::{self, Cgroup};
-use sockwrap_kernel::programs::Attached;
+use sockwrap_kernel::programs::{Attached, Failed};
 use sockwrap_kernel::tables::{C_APPLIED_BASE, C_DENIED, C_LOCKED, C_REDIRECTED};
 use sockwrap_kernel::Tables;
 use sockwrap_policy::catalog::Opt;
@@ -95,6 +95,15 @@ fn quiet(m: &ArgMatches) -> bool {
         m.get_one::<String>("log").map(String::as_str),
         Some("off") | Some("error")
     )
+}
+
+/// `--log debug`, or `SOCKWRAP_LOG=debug` (attach and enable have no `--log`): the
+/// verifier's log of a program the kernel would not load is printed.
+pub fn debug(m: &ArgMatches) -> bool {
+    match m.try_get_one::<String>("log").ok().flatten() {
+        Some(l) => l == "debug",
+        None => std::env::var("SOCKWRAP_LOG").is_ok_and(|l| l == "debug"),
+    }
 }
 
 fn verbose(m: &ArgMatches) -> bool {
@@ -205,11 +214,8 @@ fn run_in(
     let dir = cg
         .open()
         .map_err(|e| Error::setup(format_args!("--kernel: {e}")))?;
-    let attached = Attached::load(tables, &dir).map_err(|e| {
-        Error::setup(format_args!(
-            "--kernel: cannot attach the BPF programs: {e}"
-        ))
-    })?;
+    let attached = Attached::load(tables, &dir)
+        .map_err(|e| attach_failure("--kernel", "refusing to start the program", e, debug(m)))?;
     let procs = cg
         .procs_file()
         .map_err(|e| Error::setup(format_args!("--kernel: {e}")))?;
@@ -282,7 +288,7 @@ fn run_in(
 /// anything is changed. `what` starts each line (`--kernel`, `attach --follow`); `refusing`
 /// says what is not done.
 pub fn tables_for(policy: &Policy, what: &str, refusing: &str, quiet: bool) -> Result<Tables> {
-    let refused = sockwrap_kernel::refusals(policy);
+    let refused = sockwrap_kernel::probe::refusals_here(policy);
     if !refused.is_empty() {
         for r in &refused {
             eprintln!("sockwrap: {what} cannot set {r}");
@@ -302,6 +308,38 @@ pub fn tables_for(policy: &Policy, what: &str, refusing: &str, quiet: bool) -> R
         }
     }
     Ok(tables)
+}
+
+/// The one line for programs that did not load or attach. A program the kernel would not
+/// load is probed ([`sockwrap_kernel::probe`]): what this kernel lacks is refused by name,
+/// with the kernel's release and what to use instead, with the exit code of options the
+/// backend cannot set (2); when nothing is missing, the verifier refused our own code, a
+/// bug (exit 3). The verifier's log goes to stderr only under `--log debug`.
+pub fn attach_failure(what: &str, refusing: &str, f: Failed, debug: bool) -> Error {
+    match f {
+        Failed::Load(l) => {
+            if debug {
+                eprintln!(
+                    "sockwrap: {what}: the kernel's answer to loading {}:\n{}",
+                    l.program, l.log
+                );
+            }
+            match sockwrap_kernel::probe::refusal(what, l.program) {
+                Some(line) => Error::usage(format_args!("{line}; {refusing}")),
+                None => Error::setup(format_args!(
+                    "{what}: this kernel ({}) refused to load sockwrap's {} program ({}) though every feature it needs is here: a sockwrap bug, please report it with what --log debug prints; {refusing}",
+                    sockwrap_kernel::probe::kernel_release(),
+                    sockwrap_kernel::programs::attach_type(l.program).unwrap_or(l.program),
+                    l.errno
+                        .map(|e| std::io::Error::from_raw_os_error(e).to_string())
+                        .unwrap_or_else(|| "no errno".into()),
+                )),
+            }
+        }
+        Failed::Other(e) => Error::setup(format_args!(
+            "{what}: cannot attach the BPF programs: {e}; {refusing}"
+        )),
+    }
 }
 
 /// Removes a cgroup of ours once its last process has gone: a process that just exited

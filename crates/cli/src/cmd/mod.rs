@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod options;
 pub mod report;
 pub mod run;
+pub mod support;
 pub mod systemd;
 pub mod trace;
 

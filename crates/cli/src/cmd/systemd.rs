@@ -809,8 +809,17 @@ fn pin_now(what: &str, refusing: &str, tables: &sockwrap_kernel::Tables, dir: &P
     if let Some(why) = not_unified() {
         eprintln!("sockwrap: warning: {what}: {why}");
     }
-    let pinned = sockwrap_kernel::programs::pin(tables, dir)
-        .map_err(|e| Error::setup(format_args!("{what}: {e}; {refusing}")))?;
+    let pinned = sockwrap_kernel::programs::pin(tables, dir).map_err(|e| match e {
+        sockwrap_kernel::programs::Failed::Load(_) => super::kernel::attach_failure(
+            what,
+            refusing,
+            e,
+            std::env::var("SOCKWRAP_LOG").is_ok_and(|l| l == "debug"),
+        ),
+        sockwrap_kernel::programs::Failed::Other(e) => {
+            Error::setup(format_args!("{what}: {e}; {refusing}"))
+        }
+    })?;
     println!(
         "pinned {} programs and {} maps in {}",
         pinned.programs.len(),

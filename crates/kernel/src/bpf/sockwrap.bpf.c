@@ -406,6 +406,14 @@ static __always_inline long apply_one(struct apply_args *a, __u32 i, int can_bin
 	} else {
 		if (len < 1 || len > 16)
 			return 0;
+		// The check above compiles to one unsigned compare of len - 1 in a scratch
+		// register, which tells a verifier before 6.12 nothing about len itself (it links
+		// no register that differs by a constant): 6.1 then refuses the call as an
+		// "invalid zero-sized read". The same bound, recomputed on the register passed,
+		// with the compiler kept from folding it away, holds on every kernel.
+		len -= 1;
+		barrier_var(len);
+		len = (len & 15) + 1;
 		__builtin_memcpy(buf, op->val, 16);
 		r = bpf_setsockopt(a->ctx, op->level, op->name, buf, len);
 	}
