@@ -145,12 +145,15 @@ impl Support {
                 each.into_iter()
                     .map(|(name, r)| {
                         let r = r.map_err(|_| {
-                            probe::refusal("--kernel", name).unwrap_or_else(|| {
-                                format!(
-                                    "--kernel: the verifier refused sockwrap's {} program though every feature it needs is here (a sockwrap bug)",
-                                    sockwrap_kernel::programs::attach_type(name).unwrap_or(name)
-                                )
-                            })
+                            // The refusal's "--kernel: " is said by the line it goes in.
+                            probe::refusal("--kernel", name)
+                                .map(|l| l.trim_start_matches("--kernel: ").to_string())
+                                .unwrap_or_else(|| {
+                                    format!(
+                                        "the verifier refused sockwrap's {} program though every feature it needs is here (a sockwrap bug)",
+                                        sockwrap_kernel::programs::attach_type(name).unwrap_or(name)
+                                    )
+                                })
                         });
                         (name, r)
                     })
