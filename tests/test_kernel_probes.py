@@ -262,7 +262,7 @@ def test_doctor_reports_what_independent_probes_find_on_this_kernel():
         assert "no update_socket_protocol to attach to (ESRCH)" in d["mptcp_bpf"], d["mptcp_bpf"]
     else:
         assert d["mptcp_bpf"].startswith("fmod_ret programs are refused"), (d["mptcp_bpf"], got)
-        assert os.strerror(getattr(__import__("errno"), got)) in d["mptcp_bpf"]
+        assert f"({got}: {os.strerror(getattr(__import__('errno'), got))})" in d["mptcp_bpf"], (d, got)
 
     # The kernel backend: yes exactly when bpftool finds every helper the programs call.
     kb = d["kernel_backend"]

@@ -100,7 +100,7 @@ fn mptcp_socket_text(r: Result<(), i32>) -> String {
         }
         Err(libc::EPROTONOSUPPORT) => "no: this kernel is built without MPTCP".into(),
         Err(libc::EINVAL) => "no: this kernel predates MPTCP (Linux 5.6+)".into(),
-        Err(e) => format!("no ({})", std::io::Error::from_raw_os_error(e)),
+        Err(e) => format!("no ({})", probe::errno_text(e)),
     }
 }
 
@@ -118,7 +118,7 @@ fn errno_text(e: i32) -> String {
     if e == libc::ENOSYS {
         "no: this kernel has no pidfd_getfd (ENOSYS; Linux 5.6+)".into()
     } else {
-        format!("no ({})", std::io::Error::from_raw_os_error(e))
+        format!("no ({})", probe::errno_text(e))
     }
 }
 
