@@ -234,6 +234,28 @@ pub fn instead(program: &str) -> &'static str {
     }
 }
 
+/// An errno as the kernel's name and its text: `EPERM: Operation not permitted`.
+pub fn errno_text(e: i32) -> String {
+    let name = match e {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::E2BIG => "E2BIG",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        524 => return "ENOTSUPP (the kernel's own: not supported)".into(),
+        _ => return std::io::Error::from_raw_os_error(e).to_string(),
+    };
+    let text = std::io::Error::from_raw_os_error(e).to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+    format!("{name}: {text}")
+}
+
 /// The running kernel's release (`uname -r`).
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -373,10 +395,9 @@ impl MptcpConversion {
             MptcpConversion::NoBtf => {
                 "there is no kernel BTF (/sys/kernel/btf/vmlinux), which fmod_ret needs".into()
             }
-            MptcpConversion::Refused(e) => format!(
-                "fmod_ret programs are refused ({})",
-                std::io::Error::from_raw_os_error(*e)
-            ),
+            MptcpConversion::Refused(e) => {
+                format!("fmod_ret programs are refused ({})", errno_text(*e))
+            }
             MptcpConversion::NotProbed => "not probed (only root can load BPF programs)".into(),
         }
     }
@@ -750,6 +771,12 @@ mod tests {
         for f in FEATURES {
             assert!(obj.programs.contains_key(f.probe), "{}", f.probe);
         }
+    }
+
+    #[test]
+    fn errnos_are_named() {
+        assert_eq!(errno_text(libc::EPERM), "EPERM: Operation not permitted");
+        assert_eq!(errno_text(libc::EACCES), "EACCES: Permission denied");
     }
 
     #[test]

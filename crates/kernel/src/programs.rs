@@ -110,7 +110,7 @@ impl std::fmt::Display for Failed {
                 "program {}: the kernel refused to load it ({})",
                 l.program,
                 l.errno
-                    .map(|e| std::io::Error::from_raw_os_error(e).to_string())
+                    .map(crate::probe::errno_text)
                     .unwrap_or_else(|| "no errno".into())
             ),
             Failed::Other(e) => e.fmt(f),

@@ -331,7 +331,7 @@ pub fn attach_failure(what: &str, refusing: &str, f: Failed, debug: bool) -> Err
                     sockwrap_kernel::probe::kernel_release(),
                     sockwrap_kernel::programs::attach_type(l.program).unwrap_or(l.program),
                     l.errno
-                        .map(|e| std::io::Error::from_raw_os_error(e).to_string())
+                        .map(sockwrap_kernel::probe::errno_text)
                         .unwrap_or_else(|| "no errno".into()),
                 )),
             }

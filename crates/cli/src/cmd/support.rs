@@ -100,7 +100,7 @@ fn mptcp_socket_text(r: Result<(), i32>) -> String {
         }
         Err(libc::EPROTONOSUPPORT) => "no: this kernel is built without MPTCP".into(),
         Err(libc::EINVAL) => "no: this kernel predates MPTCP (Linux 5.6+)".into(),
-        Err(e) => format!("no ({})", std::io::Error::from_raw_os_error(e)),
+        Err(e) => format!("no ({})", probe::errno_text(e)),
     }
 }
 
@@ -118,7 +118,7 @@ fn errno_text(e: i32) -> String {
     if e == libc::ENOSYS {
         "no: this kernel has no pidfd_getfd (ENOSYS; Linux 5.6+)".into()
     } else {
-        format!("no ({})", std::io::Error::from_raw_os_error(e))
+        format!("no ({})", probe::errno_text(e))
     }
 }
 
@@ -145,12 +145,15 @@ impl Support {
                 each.into_iter()
                     .map(|(name, r)| {
                         let r = r.map_err(|_| {
-                            probe::refusal("--kernel", name).unwrap_or_else(|| {
-                                format!(
-                                    "--kernel: the verifier refused sockwrap's {} program though every feature it needs is here (a sockwrap bug)",
-                                    sockwrap_kernel::programs::attach_type(name).unwrap_or(name)
-                                )
-                            })
+                            // The refusal's "--kernel: " is said by the line it goes in.
+                            probe::refusal("--kernel", name)
+                                .map(|l| l.trim_start_matches("--kernel: ").to_string())
+                                .unwrap_or_else(|| {
+                                    format!(
+                                        "the verifier refused sockwrap's {} program though every feature it needs is here (a sockwrap bug)",
+                                        sockwrap_kernel::programs::attach_type(name).unwrap_or(name)
+                                    )
+                                })
                         });
                         (name, r)
                     })
