@@ -241,6 +241,16 @@ for n in names:
 EOF
 }
 
+# An outer bound (CI's `timeout`) or ^C stops this script, not the VM: the inner
+# `timeout` runs in a process group of its own. Passing the signal on to it stops qemu.
+VM_PID=""
+stop_vm() {
+    [ -n "$VM_PID" ] && kill -TERM "$VM_PID" 2>/dev/null
+    VM_PID=""
+}
+trap 'stop_vm; exit 143' TERM
+trap 'stop_vm; exit 130' INT
+
 ROWS=()  # one table row per kernel, for --matrix
 TOTAL_PASSED=0 TOTAL_FAILED=0 TOTAL_SKIPPED=0
 
@@ -298,11 +308,13 @@ run_kernel() {
         --exec "bash $(printf %q "$TREE/scripts/vm-guest.sh") $(printf %q "$out")" \
         </dev/null >"$out/console.log" 2>&1 9>&- &
     vng_pid=$!
+    VM_PID=$vng_pid
     # The shared directory is live: show the tests' progress as it is written.
     touch "$out/pytest.log"
     tail -n +1 -F --pid="$vng_pid" "$out/pytest.log" 2>/dev/null 9>&- &
     tail_pid=$!
     wait "$vng_pid" || vm_rc=$?
+    VM_PID=""
     wait "$tail_pid" 2>/dev/null || true
     flock -u 9
     took=$(($(date +%s) - start))
