@@ -292,12 +292,17 @@ run_kernel() {
 
     echo "== vm-test: $pkg (release $rel), ${CPUS} vCPUs, $MEMORY, TCG, bound ${VM_TIMEOUT}s"
     echo "   pytest$(printf ' %q' "${args[@]}")"
+    # One VM at a time on this machine (2 cores shared with builds): a second runner waits,
+    # and its wall time starts when its own VM does.
     start=$(date +%s)
-    # One VM at a time on this machine (2 cores shared with builds): a second runner waits.
     exec 9>"$CACHE/.vm.lock"
     if ! timeout "$VM_TIMEOUT" flock 9; then
         die "another vm-test held $CACHE/.vm.lock for ${VM_TIMEOUT}s"
     fi
+    if [ $(($(date +%s) - start)) -gt 1 ]; then
+        echo "   (waited $(fmt_time $(($(date +%s) - start))) for another vm-test's VM)"
+    fi
+    start=$(date +%s)
     # TCG (--disable-kvm): on these machines /dev/kvm opens but guests hang after the
     # kernel is decompressed. --verbose puts the kernel log into console.log, the only
     # trace of a guest that panics or hangs. timeout signals vng's whole process group
