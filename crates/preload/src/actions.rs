@@ -29,7 +29,8 @@
 //!   connects go ahead at once, said once (never an error the real connect would not give).
 //!
 //!   Between the disconnect and the real connect (a few microseconds) a poll can see the
-//!   socket writable, with POLLHUP (an unconnected socket's state): a program that then
+//!   socket writable, with POLLHUP (an unconnected socket's state) and POLLERR (the
+//!   disconnect's ECONNRESET, pending until our thread reads it): a program that then
 //!   asks `SO_ERROR` (what every correct program does) is held in our getsockopt hook until
 //!   the connect is issued, and gets its real answer. A delayed `deny`/`fail` ends the same
 //!   way and `SO_ERROR` answers the errno.
