@@ -526,7 +526,7 @@ fn park(s: Sock, ms: u32, to: SocketAddr, errno: Option<i32>) -> Result<(), Errn
     let started = sys::spawn(Box::new(move || {
         sys::sleep_ms(ms);
         set_park(ino, dev, Some(ParkState::Transit));
-        unpark(dup, undo);
+        leave_hole(dup);
         let outcome = match errno {
             Some(e) => Some(e),
             None => match sys::connect(dup, &to) {
@@ -535,6 +535,7 @@ fn park(s: Sock, ms: u32, to: SocketAddr, errno: Option<i32>) -> Result<(), Errn
                 Err(Errno(e)) => Some(e),
             },
         };
+        put_back(dup, undo);
         match outcome {
             Some(e) => set_park(ino, dev, Some(ParkState::Failed(e))),
             None => set_park(ino, dev, None),
@@ -550,17 +551,28 @@ fn park(s: Sock, ms: u32, to: SocketAddr, errno: Option<i32>) -> Result<(), Errn
     Ok(())
 }
 
-/// Takes a parked socket out of SYN_SENT (`connect(AF_UNSPEC)`: unconnected again, and the
-/// address and port the park gave it released, unless the program bound them), then puts
-/// back what [`Parking::hold`] changed.
+/// Takes a parked socket out of SYN_SENT and puts back what [`Parking::hold`] changed.
 /// Out of line: only delayed connects come here.
 #[cold]
 #[inline(never)]
 fn unpark(fd: i32, undo: Parking) {
+    leave_hole(fd);
+    put_back(fd, undo);
+}
+
+/// `connect(AF_UNSPEC)`: the socket is unconnected again, and the address and port the park
+/// gave it are released, unless the program bound them.
+fn leave_hole(fd: i32) {
     let _ = sys::disconnect(fd);
     // A SYN_SENT socket taken back reports ECONNRESET once: that error is ours, not the
-    // program's, and reading SO_ERROR clears it.
+    // program's, and reading SO_ERROR clears it (until then a poll sees POLLERR).
     let _ = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR);
+}
+
+/// Closes the hole and puts back the options [`Parking::hold`] changed. After the real
+/// connect is fine: the kernel reads both when a SYN retransmission is due (a second at the
+/// earliest), and the unpark window stays as short as two system calls.
+fn put_back(fd: i32, undo: Parking) {
     sys::close(undo.hole);
     let tcp = |name, v: i32| sys::setsockopt(fd, libc::IPPROTO_TCP, name, &v.to_ne_bytes());
     if let Some(n) = undo.syn_count {
