@@ -480,12 +480,10 @@ def syn_sent_from(local):
     """The peers of the SYN-SENT sockets whose local address is `local`, as the kernel
     (ss) lists them."""
     host, port = local
-    r = subprocess.run(["ss", "-tnH", "state", "syn-sent", "src", f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
-                       capture_output=True, text=True, timeout=10)
+    src = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     peers = []
-    for line in r.stdout.splitlines():
-        peer_col = line.split()[-1]
-        h, _, p = peer_col.rpartition(":")
+    for entry in util.ss(f"src {src}", opts="-tn", state="syn-sent"):
+        h, _, p = entry.split()[-1].rpartition(":")
         peers.append((h.strip("[]"), int(p)))
     return peers
 
