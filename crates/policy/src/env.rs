@@ -85,6 +85,8 @@ const NOT_OURS: &[&str] = &[
     "SOCKWRAP_BIN",
     "SOCKWRAP_NO_SKIP",
     "SOCKWRAP_ACTIVE",
+    // The test suite's own wait multiplier (tests/util.py; set in the kernel-matrix VMs).
+    "SOCKWRAP_TIME_SCALE",
     // The launcher's compiled policy: read by `load`, not a setting of its own.
     "SOCKWRAP_POLICY",
 ];
