@@ -575,7 +575,7 @@ fn visible_command() -> Command {
                 .args(action_args())
                 .args(log_args())
                 .arg(Arg::new("trace").long("trace").value_name("FILE").value_hint(clap::ValueHint::FilePath).help("append a JSON-lines trace of every socket call to FILE (docs/trace-schema.md)"))
-                .arg(Arg::new("kernel").long("kernel").action(ArgAction::SetTrue).conflicts_with("trace").help("apply the policy with cgroup BPF programs instead of the library: reaches static and Go binaries and libc's own sockets (root only; README: 'The kernel backend')"))
+                .arg(Arg::new("kernel").long("kernel").action(ArgAction::SetTrue).conflicts_with("trace").help("apply the policy with cgroup BPF programs instead of the library: reaches static and Go binaries and libc's own sockets (root only; the guide: 'The kernel backend')"))
                 .arg(Arg::new("user").long("user").value_name("USER").requires("kernel").help("with --kernel: run the program as USER (name or uid) after moving it into the cgroup"))
                 .arg(command_arg()),
         )
