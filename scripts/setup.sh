@@ -59,7 +59,7 @@ missing_pkgs() {
 root=0
 [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && root=1
 
-pkgs=$( ((${#needs[@]})) && missing_pkgs | sort -u | tr '\n' ' ' || true)
+pkgs=$(missing_pkgs | sort -u | tr '\n' ' ')
 if [ -n "$pkgs" ]; then
     if [ "$root" = 1 ]; then
         echo "== setup ($target): apt-get install $pkgs"

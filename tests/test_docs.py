@@ -145,3 +145,18 @@ def test_the_evidence_names_only_tests_that_exist():
     assert not missing, missing
     for f in set(re.findall(r"`(tests/test_[a-z0-9_]+\.py)`", text)):
         assert (util.REPO / f).is_file(), f
+
+
+def test_the_options_page_has_every_option_sockwrap_lists():
+    util.require_sockwrap()
+    r = subprocess.run([str(util.SOCKWRAP_BIN), "options"], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode == 0, r.stderr
+    names = [ln.split()[0] for ln in r.stdout.splitlines()[1:]]
+    page = (SRC / "options.md").read_text()
+    cells = set(re.findall(r"`([a-z.\-/]+)`", page))
+    # `keepalive.idle/.interval/.count` is one row for the three timers.
+    cells |= {f"keepalive.{t}" for t in ("idle", "interval", "count")
+              if "`keepalive.idle/.interval/.count`" in page}
+    missing = [n for n in names if n not in cells]
+    assert not missing, missing

@@ -20,8 +20,9 @@ Socket options: every option flag of `sockwrap run` is taken here too (--dscp, -
 `sockwrap run --help` shows them as flags.";
 
 /// Linux's congestion control modules (net/ipv4/tcp_*.c): what completion offers for
-/// `--congestion`. The kernel decides what is available (`sockwrap doctor` lists it).
-const CONGESTION_NAMES: [&str; 17] = [
+/// `--congestion` where the running kernel's list cannot be read (bash reads it: gen.rs).
+/// The kernel decides what is available (`sockwrap doctor` lists it).
+pub const CONGESTION_NAMES: [&str; 17] = [
     "cubic",
     "reno",
     "bbr",

@@ -449,7 +449,8 @@ pub fn completions(m: &ArgMatches) -> Result<ExitCode> {
         let mut text = Vec::new();
         clap_complete::generate(shell, &mut cmd, "sockwrap", &mut text);
         if shell == Shell::Bash {
-            text = bash_command_after_dashes(&String::from_utf8_lossy(&text)).into_bytes();
+            let script = bash_command_after_dashes(&String::from_utf8_lossy(&text));
+            text = bash_congestion_from_the_kernel(&script).into_bytes();
         }
         write(&dir.join(file), &text)?;
     }
@@ -490,6 +491,19 @@ fn bash_command_after_dashes(script: &str) -> String {
     }
 }
 
+/// `--congestion` completes, in bash, with the algorithms the running kernel has
+/// (`net.ipv4.tcp_available_congestion_control`), and with the usual list when that file
+/// cannot be read. clap's value list is fixed when the script is generated.
+fn bash_congestion_from_the_kernel(script: &str) -> String {
+    let list = crate::cli::CONGESTION_NAMES.join(" ");
+    script.replace(
+        &format!("compgen -W \"{list}\""),
+        &format!(
+            "compgen -W \"$(cat /proc/sys/net/ipv4/tcp_available_congestion_control 2>/dev/null || echo {list})\""
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,6 +517,11 @@ mod tests {
         assert!(
             script.contains("_command_offset"),
             "the anchor moved in clap_complete"
+        );
+        let script = bash_congestion_from_the_kernel(&script);
+        assert!(
+            script.contains("$(cat /proc/sys/net/ipv4/tcp_available_congestion_control"),
+            "clap_complete's value list changed shape"
         );
     }
 
