@@ -160,3 +160,12 @@ def test_the_options_page_has_every_option_sockwrap_lists():
               if "`keepalive.idle/.interval/.count`" in page}
     missing = [n for n in names if n not in cells]
     assert not missing, missing
+
+
+def test_the_exit_status_page_has_the_table_help_prints():
+    util.require_sockwrap()
+    r = subprocess.run([str(util.SOCKWRAP_BIN), "--help"], capture_output=True, text=True,
+                       timeout=20)
+    table = r.stdout[r.stdout.index("Exit status:"):].strip()
+    page = (SRC / "exit-status.md").read_text()
+    assert table in page, "docs/guide/src/exit-status.md: paste `sockwrap --help`'s table again"

@@ -385,7 +385,7 @@ nothing (unless --follow). Skipped, as they cannot change on an open socket:
   {FIXED}.
 Needs Linux 5.6+ (pidfd_getfd) and ptrace access: root, or the same user with
 kernel.yama.ptrace_scope = 0. Exit 0 all set, 1 the kernel refused an option, 2 no such
-PID or a policy with errors (nothing touched), 3 no permission or a kernel older than 5.6.
+PID, a policy with errors or a kernel older than 5.6 (nothing touched), 3 no permission.
 
 FOLLOW (--follow, root): the process (with --tree, the tree) is moved into a cgroup v2
 child made UNDER THE CGROUP IT IS IN, with the kernel backend's programs: the sockets it
@@ -417,8 +417,8 @@ skipped:
 
 Needs Linux 5.6+ (pidfd_getfd) and ptrace access to the process: root (CAP_SYS_PTRACE),
 or its own user with kernel.yama.ptrace_scope = 0. Exit 0 when every option was set (or
-already was), 1 when the kernel refused one (mark needs CAP_NET_ADMIN), 2 no such PID
-or a policy with errors (nothing is touched), 3 no permission or a kernel older than 5.6.
+already was), 1 when the kernel refused one (mark needs CAP_NET_ADMIN), 2 no such PID,
+a policy with errors or a kernel older than 5.6 (nothing is touched), 3 no permission.
 
 FOLLOW (--follow, root): before the one-shot part, the process (all its threads; with
 --tree every process of the tree) is moved into a fresh cgroup v2 child, made UNDER THE
