@@ -4,6 +4,7 @@
 #   make install PREFIX=/usr/local DESTDIR=  install (see the layout below)
 #   make uninstall PREFIX=/usr/local DESTDIR=
 #   make deb                               target/debian/sockwrap_VERSION_ARCH.deb (cargo-deb)
+#   make docs                              the user guide (mdBook): target/guide/index.html
 #
 # Layout under PREFIX (the binary finds the library at ../lib/sockwrap/ from itself, so
 # keep bin/ and lib/sockwrap/ together under one PREFIX):
@@ -32,7 +33,7 @@ GEN := $(REL)/gen
 BIN_DIR := $(DESTDIR)$(PREFIX)/bin
 LIB_DIR := $(DESTDIR)$(PREFIX)/lib/sockwrap
 
-.PHONY: all build gen install uninstall deb clean-gen
+.PHONY: all build gen install uninstall deb docs clean-gen
 
 all: build gen
 
@@ -74,6 +75,11 @@ uninstall:
 deb: build gen
 	@command -v cargo-deb >/dev/null || { echo "make deb: cargo-deb is missing: cargo install cargo-deb" >&2; exit 1; }
 	$(CARGO) deb -p sockwrap-cli --no-build --output target/debian/
+
+# The user guide, docs/guide (book.toml puts it in target/guide). mdbook: `scripts/setup.sh docs`.
+docs:
+	@command -v mdbook >/dev/null || { echo "make docs: mdbook is missing: scripts/setup.sh docs (cargo install mdbook)" >&2; exit 1; }
+	mdbook build docs/guide
 
 clean-gen:
 	rm -rf $(GEN)

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# setup.sh [build|demo|test]: installs what sockwrap needs on a Debian machine, as root.
+# setup.sh [build|demo|docs|test]: installs what sockwrap needs on a Debian machine, as root.
 # The one place that knows it: the README's two commands (scripts/demo.sh, scripts/test.sh)
 # and CI (.ci/run) all call it. Idempotent; quiet when everything is there already.
 #
 #   build  clang, libbpf's headers, the kernel's uapi headers (crates/kernel compiles its
 #          BPF programs into the sockwrap binary)
 #   demo   build + curl and tcpdump (the program the demo runs, and the wire witness)
-#   test   demo + the programs and tools the end-to-end tests run, pytest and
+#   docs   mdbook (cargo install: Debian has no package), which builds the user guide
+#          (docs/guide, `make docs`)
+#   test   demo + docs + the programs and tools the end-to-end tests run, pytest and
 #          pytest-timeout, cargo-deb (the default)
 #
 # A fresh machine of this project's kind has none of clang, libbpf-dev or tcpdump
@@ -16,16 +18,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target=${1:-test}
-case "$target" in build | demo | test) ;; *) echo "setup.sh: unknown target '$target' (build, demo or test)" >&2; exit 2 ;; esac
+case "$target" in build | demo | docs | test) ;; *) echo "setup.sh: unknown target '$target' (build, demo, docs or test)" >&2; exit 2 ;; esac
 
 # Each need: "what to check|Debian package". A check is a command on PATH (or in
 # /usr/sbin), or a file when it starts with /.
-needs=(
-    "clang|clang"
-    "/usr/include/bpf/bpf_helpers.h|libbpf-dev"
-    "/usr/include/linux/bpf.h|linux-libc-dev"
-)
-if [ "$target" != build ]; then
+needs=()
+if [ "$target" != docs ]; then
+    needs+=(
+        "clang|clang"
+        "/usr/include/bpf/bpf_helpers.h|libbpf-dev"
+        "/usr/include/linux/bpf.h|linux-libc-dev"
+    )
+fi
+if [ "$target" = demo ] || [ "$target" = test ]; then
     needs+=("curl|curl" "tcpdump|tcpdump")
 fi
 if [ "$target" = test ]; then
@@ -70,6 +75,17 @@ if [ -n "$pkgs" ]; then
     else
         echo "setup.sh: missing for the $target: $pkgs(not root, or no apt-get: install them with apt-get install $pkgs)" >&2
         exit 1
+    fi
+fi
+
+# The user guide's builder. mdbook has no Debian package; this version builds with the
+# Rust of these machines (mdbook 0.5.4 needs 1.88) and takes about 3 minutes to compile
+# once (2 cores). Only its search feature: no `serve`/`watch` (a web server, a file watcher).
+MDBOOK_VERSION=0.5.4
+if [ "$target" = docs ] || [ "$target" = test ]; then
+    if ! mdbook --version 2>/dev/null | grep -qx "mdbook v$MDBOOK_VERSION"; then
+        echo "== setup ($target): cargo install --locked mdbook $MDBOOK_VERSION"
+        cargo install --locked -q mdbook --version "$MDBOOK_VERSION" --no-default-features --features search
     fi
 fi
 

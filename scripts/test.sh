@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The single test command: installs what the tests need (scripts/setup.sh test), builds,
-# runs the Rust unit tests, a load smoke test, then the end-to-end suite in tests/.
+# runs the Rust unit tests, a load smoke test, builds the user guide (docs/guide), then the
+# end-to-end suite in tests/.
 # Idempotent; exits non-zero if anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,9 @@ LD_PRELOAD="$PWD/target/release/libsockwrap.so" /bin/true
 LD_PRELOAD="$PWD/target/release/libsockwrap.so" SOCKWRAP_DSCP=EF /bin/true
 out=$(target/release/sockwrap run --dscp EF -- sh -c 'echo ok')
 [ "$out" = ok ] || { echo "smoke: sockwrap run failed: $out" >&2; exit 1; }
+
+echo "== the user guide: mdbook build docs/guide (about 0.2 s; links checked by tests/test_docs.py)"
+mdbook build docs/guide
 
 echo "== end-to-end tests"
 export SOCKWRAP_BIN="$PWD/target/release/sockwrap"

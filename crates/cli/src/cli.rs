@@ -4,8 +4,77 @@
 //! always agree.
 
 use crate::error::EXIT_CODES;
+use clap::builder::{PossibleValue, StringValueParser, TypedValueParser};
 use clap::{Arg, ArgAction, Command};
 use sockwrap_policy::catalog::{Kind, Opt};
+use std::ffi::OsStr;
+
+/// The heading the catalog's option flags are listed under.
+const SOCKET_OPTIONS: &str = "Socket options";
+
+/// Said by the subcommands whose help folds the option flags away (trace, explain, doctor,
+/// attach): they take them all, and `sockwrap options` lists them.
+const FOLDED_OPTIONS: &str = "\
+Socket options: every option flag of `sockwrap run` is taken here too (--dscp, --tos,
+--keepalive, --nodelay, --mark, --congestion, ...); `sockwrap options` lists them all,
+`sockwrap run --help` shows them as flags.";
+
+/// Linux's congestion control modules (net/ipv4/tcp_*.c): what completion offers for
+/// `--congestion` where the running kernel's list cannot be read (bash reads it: gen.rs).
+/// The kernel decides what is available (`sockwrap doctor` lists it).
+pub const CONGESTION_NAMES: [&str; 17] = [
+    "cubic",
+    "reno",
+    "bbr",
+    "bic",
+    "cdg",
+    "dctcp",
+    "highspeed",
+    "htcp",
+    "hybla",
+    "illinois",
+    "lp",
+    "nv",
+    "scalable",
+    "vegas",
+    "veno",
+    "westwood",
+    "yeah",
+];
+
+/// The log levels `--log` takes (launch.rs checks them).
+const LOG_LEVELS: [&str; 5] = ["off", "error", "warn", "info", "debug"];
+
+/// Takes any string, as before (the catalog parses it later and says what is wrong, as for
+/// the policy file and the variables), but names the usual values, so that the shell
+/// completions clap generates offer them instead of file names. clap's own
+/// `PossibleValuesParser` would refuse every other spelling (`46`, `0xb8` for a DSCP).
+#[derive(Clone)]
+struct Suggest(Vec<&'static str>);
+
+impl TypedValueParser for Suggest {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<String, clap::Error> {
+        StringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(self.0.iter().map(|v| PossibleValue::new(*v))))
+    }
+}
+
+/// An argument whose completion offers `values` (help does not list them: the help line
+/// says what is taken).
+fn suggest(a: Arg, values: impl IntoIterator<Item = &'static str>) -> Arg {
+    a.value_parser(Suggest(values.into_iter().collect()))
+        .hide_possible_values(true)
+}
 
 /// The CLI flag for an option: `keepalive.idle` becomes `--keepalive-idle`.
 pub fn flag_name(o: Opt) -> String {
@@ -29,13 +98,17 @@ fn option_args() -> Vec<Arg> {
                 .num_args(0..=1)
                 .default_missing_value("on")
                 .value_name("on|off"),
-            (_, Kind::Dscp) => a.value_name("CLASS"),
+            (_, Kind::Dscp) => suggest(
+                a.value_name("CLASS"),
+                sockwrap_policy::catalog::dscp_names(),
+            ),
+            (Opt::Congestion, _) => suggest(a.value_name("NAME"), CONGESTION_NAMES),
             (_, Kind::Name) => a.value_name("NAME"),
             (_, Kind::Addrs) => a.value_name("IP[,IP6]"),
             (_, Kind::Linger) => a.value_name("SECS|off"),
             _ => a.value_name("N").allow_negative_numbers(true),
         };
-        args.push(a.help_heading("Socket options"));
+        args.push(a.help_heading(SOCKET_OPTIONS));
     }
     args.push(
         Arg::new("tos")
@@ -45,7 +118,7 @@ fn option_args() -> Vec<Arg> {
                 "the whole ToS/traffic class byte 0..255 (instead of --dscp) [IP_TOS, IPV6_TCLASS]",
             )
             .conflicts_with("dscp")
-            .help_heading("Socket options"),
+            .help_heading(SOCKET_OPTIONS),
     );
     args.push(
         Arg::new("hop-limit")
@@ -53,13 +126,20 @@ fn option_args() -> Vec<Arg> {
             .value_name("N")
             .help("same as --ttl")
             .conflicts_with("ttl")
-            .help_heading("Socket options"),
+            .help_heading(SOCKET_OPTIONS),
     );
     args
 }
 
+/// The option flags, taken but not listed in `--help` (nor the man page): for the
+/// subcommands where they are not the point. [`FOLDED_OPTIONS`] says so;
+/// [`completion_command`] shows them again.
+fn folded_option_args() -> Vec<Arg> {
+    option_args().into_iter().map(|a| a.hide(true)).collect()
+}
+
 fn policy_args() -> Vec<Arg> {
-    vec![
+    let args = vec![
         Arg::new("config")
             .short('c')
             .long("config")
@@ -81,7 +161,8 @@ fn policy_args() -> Vec<Arg> {
             .long("strict")
             .action(ArgAction::SetTrue)
             .help("a refused option fails the program's call; a broken policy refuses to start"),
-    ]
+    ];
+    args.into_iter().map(|a| a.help_heading("Policy")).collect()
 }
 
 /// What the flag rule does to a matching connect (with `--to`, only those destinations).
@@ -119,17 +200,18 @@ fn action_args() -> Vec<Arg> {
 }
 
 fn log_args() -> Vec<Arg> {
-    vec![
-        Arg::new("log")
-            .long("log")
-            .value_name("LEVEL")
+    let args = vec![
+        suggest(Arg::new("log").long("log").value_name("LEVEL"), LOG_LEVELS)
             .help("off, error, warn (default), info, debug"),
         Arg::new("log-file")
             .long("log-file")
             .value_name("PATH")
             .value_hint(clap::ValueHint::FilePath)
             .help("write sockwrap's log here instead of stderr"),
-    ]
+    ];
+    args.into_iter()
+        .map(|a| a.help_heading("Logging"))
+        .collect()
 }
 
 /// `--json` of check, explain, options and status: one document on stdout, its shape in
@@ -286,7 +368,36 @@ Removes the drop-in and the policy copy that `enable` wrote, nothing else. With 
 the library's line in /etc/ld.so.preload (only that line) and /etc/sockwrap/host.*.
 Then: systemctl restart UNIT.";
 
+/// `attach --help`: short. The whole story is in sockwrap-attach(1) ([`ATTACH_DETAILS`])
+/// and the guide's attach page.
 const ATTACH_EXAMPLES: &str = "\
+Examples:
+  sockwrap attach 4242 --list                                # its sockets and their options now
+  sudo sockwrap attach 4242 --dscp EF --keepalive 30,10,3 --dry-run
+  sudo sockwrap attach 4242 -c policy.toml --role client
+  sudo sockwrap attach $(pgrep -o sshd) --tree --dscp CS2 --json
+  sudo sockwrap attach 4242 --dscp EF --follow               # and its new sockets, until it exits
+
+Each socket is duplicated with pidfd_getfd (the program does not notice), given what the
+policy's rules choose for it, and read back before and after. The values are set ONCE and
+are NOT locked: the program may set its own again, and the sockets it opens later get
+nothing (unless --follow). Skipped, as they cannot change on an open socket:
+  {FIXED}.
+Needs Linux 5.6+ (pidfd_getfd) and ptrace access: root, or the same user with
+kernel.yama.ptrace_scope = 0. Exit 0 all set, 1 the kernel refused an option, 2 no such
+PID, a policy with errors or a kernel older than 5.6 (nothing touched), 3 no permission.
+
+FOLLOW (--follow, root): the process (with --tree, the tree) is moved into a cgroup v2
+child made UNDER THE CGROUP IT IS IN, with the kernel backend's programs: the sockets it
+opens from then on get the policy and its locks. sockwrap stays until they all exit, or
+until Ctrl-C, TERM, HUP or QUIT: then it moves them back to the cgroup they came from.
+Options the kernel backend cannot set ({REFUSED}) are refused first (exit 2).
+After a kill -9, `sockwrap doctor` (root) moves them back. A systemd service keeps its accounting,
+its limits and KillMode=control-group stops: the cgroup is a child of the unit's.
+All of it: sockwrap-attach(1), and the guide's page on attach (docs/guide).";
+
+/// sockwrap-attach(1)'s text after the options: what `attach --help` says in short.
+const ATTACH_DETAILS: &str = "\
 Examples:
   sockwrap attach 4242 --list                                # its sockets and their options now
   sudo sockwrap attach 4242 --dscp EF --keepalive 30,10,3 --dry-run
@@ -306,8 +417,8 @@ skipped:
 
 Needs Linux 5.6+ (pidfd_getfd) and ptrace access to the process: root (CAP_SYS_PTRACE),
 or its own user with kernel.yama.ptrace_scope = 0. Exit 0 when every option was set (or
-already was), 1 when the kernel refused one (mark needs CAP_NET_ADMIN), 2 no such PID
-or a policy with errors (nothing is touched), 3 no permission or a kernel older than 5.6.
+already was), 1 when the kernel refused one (mark needs CAP_NET_ADMIN), 2 no such PID,
+a policy with errors or a kernel older than 5.6 (nothing is touched), 3 no permission.
 
 FOLLOW (--follow, root): before the one-shot part, the process (all its threads; with
 --tree every process of the tree) is moved into a fresh cgroup v2 child, made UNDER THE
@@ -346,6 +457,16 @@ Exit 0 when the drop-in is in place and complete, 1 when it is not.";
 /// [`ATTACH_EXAMPLES`] with the options attach skips and those --follow refuses, from the
 /// catalog and the kernel backend.
 fn attach_help() -> String {
+    attach_text(ATTACH_EXAMPLES)
+}
+
+/// The text after the options in the man page of subcommand `name`, when it says more than
+/// its `--help` does.
+pub fn man_after_help(name: &str) -> Option<String> {
+    (name == "attach").then(|| format!("{}\n\n{FOLDED_OPTIONS}", attach_text(ATTACH_DETAILS)))
+}
+
+fn attach_text(text: &str) -> String {
     let fixed: Vec<&str> = Opt::ALL
         .into_iter()
         .filter(|o| sockwrap_policy::plan::fixed_once_open(*o).is_some())
@@ -356,12 +477,57 @@ fn attach_help() -> String {
         .filter(|o| sockwrap_kernel::tables::refused_opt(*o).is_some())
         .map(Opt::name)
         .collect();
-    ATTACH_EXAMPLES
-        .replace("{FIXED}", &fixed.join(", "))
+    text.replace("{FIXED}", &fixed.join(", "))
         .replace("{REFUSED}", &refused.join(", "))
 }
 
+/// The command line sockwrap parses: every subcommand, the internal ones hidden.
 pub fn command() -> Command {
+    let mut cmd = visible_command();
+    for internal in internal_commands() {
+        cmd = cmd.subcommand(internal);
+    }
+    cmd
+}
+
+/// What the shell completions offer: no internal subcommand, and the option flags of every
+/// subcommand (the help of some folds them away, but they are taken).
+pub fn completion_command() -> Command {
+    let mut cmd = visible_command();
+    for name in ["trace", "explain", "doctor", "attach"] {
+        cmd = cmd.mut_subcommand(name, |sub| {
+            let ids: Vec<String> = sub
+                .get_arguments()
+                .filter(|a| a.get_help_heading() == Some(SOCKET_OPTIONS))
+                .map(|a| a.get_id().to_string())
+                .collect();
+            ids.iter()
+                .fold(sub, |sub, id| sub.mut_arg(id.as_str(), |a| a.hide(false)))
+        });
+    }
+    cmd
+}
+
+/// Subcommands for sockwrap's own use (systemd units it writes, `make`): hidden from
+/// `--help` and left out of the completions.
+fn internal_commands() -> [Command; 3] {
+    [
+        Command::new("repin")
+            .hide(true)
+            .about("Pin the BPF programs of an `enable --kernel` UNIT again, from the policy in the SOCKWRAP_* variables, if a pin is missing (run by the sockwrap-pins-UNIT.service that enable writes)")
+            .arg(Arg::new("unit").required(true).value_name("UNIT")),
+        Command::new("gen-man")
+            .hide(true)
+            .about("Write the man pages (sockwrap.1, sockwrap-SUBCOMMAND.1, sockwrap.toml.5) into DIR")
+            .arg(Arg::new("dir").required(true).value_name("DIR")),
+        Command::new("gen-completions")
+            .hide(true)
+            .about("Write the bash, zsh and fish completions into DIR")
+            .arg(Arg::new("dir").required(true).value_name("DIR")),
+    ]
+}
+
+fn visible_command() -> Command {
     let enable = Command::new("enable")
         .about(
             "Give a systemd service the policy (a drop-in for UNIT), or the whole host (--system)",
@@ -410,16 +576,16 @@ pub fn command() -> Command {
                 .args(action_args())
                 .args(log_args())
                 .arg(Arg::new("trace").long("trace").value_name("FILE").value_hint(clap::ValueHint::FilePath).help("append a JSON-lines trace of every socket call to FILE (docs/trace-schema.md)"))
-                .arg(Arg::new("kernel").long("kernel").action(ArgAction::SetTrue).conflicts_with("trace").help("apply the policy with cgroup BPF programs instead of the library: reaches static and Go binaries and libc's own sockets (root only; README: 'The kernel backend')"))
+                .arg(Arg::new("kernel").long("kernel").action(ArgAction::SetTrue).conflicts_with("trace").help("apply the policy with cgroup BPF programs instead of the library: reaches static and Go binaries and libc's own sockets (root only; the guide: 'The kernel backend')"))
                 .arg(Arg::new("user").long("user").value_name("USER").requires("kernel").help("with --kernel: run the program as USER (name or uid) after moving it into the cgroup"))
                 .arg(command_arg()),
         )
         .subcommand(
             Command::new("trace")
                 .about("Run a program, record every socket call it makes, and print one row per connection")
-                .after_help(TRACE_EXAMPLES)
+                .after_help(format!("{TRACE_EXAMPLES}\n\n{FOLDED_OPTIONS}"))
                 .args(policy_args())
-                .args(option_args())
+                .args(folded_option_args())
                 .args(action_args())
                 .args(log_args())
                 .arg(Arg::new("output").short('o').long("output").value_name("FILE").value_hint(clap::ValueHint::FilePath).help("keep the full record (JSON lines) in FILE (replaced); default: a temporary file, removed"))
@@ -446,9 +612,9 @@ pub fn command() -> Command {
         .subcommand(
             Command::new("explain")
                 .about("Show which options a destination would get, and from which rule")
-                .after_help(EXPLAIN_EXAMPLES)
+                .after_help(format!("{EXPLAIN_EXAMPLES}\n\n{FOLDED_OPTIONS}"))
                 .args(policy_args())
-                .args(option_args())
+                .args(folded_option_args())
                 .args(action_args())
                 .arg(Arg::new("DEST").value_name("IP:PORT").conflicts_with("dest").help("the remote address and port (a server's: the peer of the accepted connection)"))
                 .arg(Arg::new("dest").long("dest").value_name("IP:PORT").help("the same as DEST"))
@@ -463,13 +629,15 @@ pub fn command() -> Command {
         .subcommand(
             Command::new("doctor")
                 .about("Can sockwrap reach PROGRAM (static? Go? setuid? setcap? musl?), can the options be set here, is MPTCP usable?")
-                .after_help(DOCTOR_EXAMPLES)
-                .args(policy_args())
-                .args(option_args())
+                .after_help(format!("{DOCTOR_EXAMPLES}\n\n{FOLDED_OPTIONS}"))
+                // --soft and --strict mean nothing here: doctor runs no program.
+                .args(policy_args().into_iter().filter(|a| matches!(a.get_id().as_str(), "config" | "to")))
+                .args(folded_option_args())
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("with no PROGRAM: print what this kernel supports (probed) as one JSON object, and nothing else"))
                 .arg(
                     Arg::new("program")
                         .value_name("PROGRAM")
+                        .help("a program to check, with its arguments: can sockwrap reach it, can the options be set for it?")
                         .num_args(1..)
                         .trailing_var_arg(true)
                         .allow_hyphen_values(true)
@@ -497,14 +665,7 @@ pub fn command() -> Command {
         .subcommand(
             Command::new("attach")
                 .about("Set socket options on the open sockets of a running process (once: they cannot be locked)")
-                .long_about(
-                    "Set socket options on the open TCP and UDP sockets of a running process, without \
-                     restarting it: each socket is duplicated with pidfd_getfd (the program does not \
-                     notice), given the options the policy's rules choose for it, and read back before \
-                     and after. The values are set once and cannot be locked: the program may set its \
-                     own again, and sockets it opens later get nothing.",
-                )
-                .after_help(attach_help())
+                .after_help(format!("{}\n\n{FOLDED_OPTIONS}", attach_help()))
                 .arg(Arg::new("pid").required(true).value_name("PID").value_parser(clap::value_parser!(i32)).allow_negative_numbers(true).help("the process (a thread ID means its process)"))
                 .arg(Arg::new("list").long("list").action(ArgAction::SetTrue).help("show the TCP/UDP sockets and their current options; change nothing"))
                 .arg(Arg::new("dry-run").long("dry-run").action(ArgAction::SetTrue).help("show what would change, with the current values; set nothing"))
@@ -513,7 +674,7 @@ pub fn command() -> Command {
                 .arg(Arg::new("follow").long("follow").action(ArgAction::SetTrue).conflicts_with("list").help("also move the process (with --tree: the tree) into a sockwrap cgroup with the kernel backend's programs, so that the sockets it opens later get the policy and its locks; stays until it exits, Ctrl-C moves it back (root; see FOLLOW below)"))
                 .arg(Arg::new("role").long("role").value_name("client|server").value_parser(["client", "server"]).help("only sockets of this role (server: listening and accepted sockets)"))
                 .args(policy_args().into_iter().filter(|a| matches!(a.get_id().as_str(), "config" | "to")))
-                .args(option_args()),
+                .args(folded_option_args()),
         )
         .subcommand(
             Command::new("options")
@@ -526,24 +687,57 @@ pub fn command() -> Command {
                 .about("Print a commented example policy file")
                 .after_help(HELP_CONFIG_EXAMPLES),
         )
-        .subcommand(
-            Command::new("repin")
-                .hide(true)
-                .about("Pin the BPF programs of an `enable --kernel` UNIT again, from the policy in the SOCKWRAP_* variables, if a pin is missing (run by the sockwrap-pins-UNIT.service that enable writes)")
-                .arg(Arg::new("unit").required(true).value_name("UNIT")),
-        )
-        .subcommand(
-            Command::new("gen-man")
-                .hide(true)
-                .about("Write the man pages (sockwrap.1, sockwrap-SUBCOMMAND.1, sockwrap.toml.5) into DIR")
-                .arg(Arg::new("dir").required(true).value_name("DIR")),
-        )
-        .subcommand(
-            Command::new("gen-completions")
-                .hide(true)
-                .about("Write the bash, zsh and fish completions into DIR")
-                .arg(Arg::new("dir").required(true).value_name("DIR")),
-        )
+}
+
+/// clap's error for a program named without `--` before it (`sockwrap run --dscp AF41 curl
+/// URL`: "unexpected argument 'curl' found"), with a tip that gives the command corrected.
+/// clap suggests `--` only for arguments that look like flags.
+pub fn with_dash_dash_tip(mut e: clap::Error, argv: &[std::ffi::OsString]) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return e;
+    }
+    let Some(ContextValue::String(bad)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let bad = bad.clone();
+    let args: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let takes_command = matches!(args.get(1).map(String::as_str), Some("run" | "trace"));
+    let at = args.iter().skip(2).position(|a| *a == bad).map(|i| i + 2);
+    let (true, Some(at), false) = (takes_command, at, bad.starts_with('-')) else {
+        return e;
+    };
+    if args[..at].iter().any(|a| a == "--") {
+        return e;
+    }
+    let mut fixed = vec!["sockwrap".to_string()];
+    fixed.extend(args[1..at].iter().map(|a| shell_word(a)));
+    fixed.push("--".into());
+    fixed.extend(args[at..].iter().map(|a| shell_word(a)));
+    let tip = format!(
+        "the program and its arguments go after `--`: {}",
+        fixed.join(" ")
+    );
+    let mut tips = match e.get(ContextKind::Suggested) {
+        Some(ContextValue::StyledStrs(t)) => t.clone(),
+        _ => Vec::new(),
+    };
+    tips.push(tip.into());
+    e.insert(ContextKind::Suggested, ContextValue::StyledStrs(tips));
+    e
+}
+
+/// `w` as one word for a POSIX shell: as is when it is plain, else in single quotes.
+fn shell_word(w: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c);
+    if !w.is_empty() && w.chars().all(plain) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //!
 //! Subcommands return `Result<ExitCode, Error>`; only `main` prints an [`Error`] (one line,
 //! `sockwrap: WHAT: WHY`) and turns it into the process's status. The codes are listed in
-//! `sockwrap --help`, in sockwrap(1) (EXIT STATUS) and in the README; keep the three in step
-//! with [`EXIT_CODES`].
+//! `sockwrap --help`, in sockwrap(1) (EXIT STATUS) and in the user guide
+//! (docs/guide/src/exit-status.md, summed up in the README); keep them in step with
+//! [`EXIT_CODES`].
 
 use std::fmt;
 use std::process::ExitCode;

@@ -19,6 +19,9 @@ fn main() -> ExitCode {
     // `sockwrap check big.toml | head` must end quietly, not panic on a closed pipe.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let m = cli::command().get_matches();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let m = cli::command()
+        .try_get_matches_from(&argv)
+        .unwrap_or_else(|e| cli::with_dash_dash_tip(e, &argv).exit());
     cmd::dispatch(&m).unwrap_or_else(error::Error::report)
 }

@@ -835,6 +835,12 @@ const DSCP_NAMES: [(&str, u8); 23] = [
     ("CS7", 56),
 ];
 
+/// Every DSCP class name [`parse_dscp`] takes, in code point order (shell completion
+/// offers them).
+pub fn dscp_names() -> impl Iterator<Item = &'static str> {
+    DSCP_NAMES.iter().map(|(n, _)| *n)
+}
+
 /// The usual name of a DSCP code point, if it has one.
 pub fn dscp_name(dscp: u8) -> Option<&'static str> {
     DSCP_NAMES.iter().find(|(_, v)| *v == dscp).map(|(n, _)| *n)

@@ -187,9 +187,8 @@ fn man_page(cmd: &Command, top: bool) -> Result<Vec<u8>> {
         man.render_subcommands_section(&mut out).map_err(io)?;
     }
     let mut tail = String::new();
-    let after = cmd
-        .get_after_help()
-        .map(|s| s.to_string())
+    let after = crate::cli::man_after_help(cmd.get_name())
+        .or_else(|| cmd.get_after_help().map(|s| s.to_string()))
         .unwrap_or_default();
     if top {
         let (ex, _) = after.split_once("\n\nExit status:").unwrap_or((&after, ""));
@@ -263,6 +262,18 @@ fn option_table() -> String {
                 "; set again on each accepted socket (not inherited from the listener)"
             },
         ));
+        for (name, _, help) in super::options::SPELLINGS
+            .iter()
+            .filter(|(_, of, _)| *of == o)
+        {
+            out.push_str(&format!(
+                ".TP\n\\fB{}\\fP\n{}.\n.br\nKernel: {}; set {}.\n",
+                esc(name),
+                esc(help),
+                esc(s.kernel),
+                super::options::when_text(s.when),
+            ));
+        }
     }
     out
 }
@@ -429,17 +440,90 @@ pub fn man(m: &ArgMatches) -> Result<ExitCode> {
 
 pub fn completions(m: &ArgMatches) -> Result<ExitCode> {
     let dir = dir_arg(m)?;
-    let mut cmd = crate::cli::command();
-    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-        clap_complete::generate_to(shell, &mut cmd, "sockwrap", dir)
-            .map_err(|e| Error::setup(format_args!("{}: {e}", dir.display())))?;
+    let mut cmd = crate::cli::completion_command();
+    for (shell, file) in [
+        (Shell::Bash, "sockwrap.bash"),
+        (Shell::Zsh, "_sockwrap"),
+        (Shell::Fish, "sockwrap.fish"),
+    ] {
+        let mut text = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "sockwrap", &mut text);
+        if shell == Shell::Bash {
+            let script = bash_command_after_dashes(&String::from_utf8_lossy(&text));
+            text = bash_congestion_from_the_kernel(&script).into_bytes();
+        }
+        write(&dir.join(file), &text)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What clap_complete's bash script lacks: after `run ... --` and `trace ... --` the words
+/// are a command line of their own (zsh's script has `_cmdambivalent` for it). The command
+/// completes as bash-completion completes it (`_command_offset`), else a command name then
+/// file names. Inserted at the top of the generated function.
+const BASH_AFTER_DASHES: &str = r#"
+    # sockwrap: after `run ... --` or `trace ... --`, complete the program's command line.
+    local _sw_i
+    if [[ "${COMP_WORDS[1]}" == run || "${COMP_WORDS[1]}" == trace ]]; then
+        for (( _sw_i = 2; _sw_i < COMP_CWORD; _sw_i++ )); do
+            [[ "${COMP_WORDS[_sw_i]}" == "--" ]] || continue
+            if declare -F _command_offset >/dev/null; then
+                _command_offset $((_sw_i + 1))
+            elif (( COMP_CWORD == _sw_i + 1 )); then
+                COMPREPLY=($(compgen -c -- "${cur}"))
+            else
+                COMPREPLY=($(compgen -f -- "${cur}"))
+            fi
+            return 0
+        done
+    fi
+"#;
+
+fn bash_command_after_dashes(script: &str) -> String {
+    // The generated function starts by setting its locals; ours goes right after `opts=""`.
+    let anchor = "    opts=\"\"\n";
+    match script.find(anchor) {
+        Some(at) => {
+            let at = at + anchor.len();
+            format!("{}{}{}", &script[..at], BASH_AFTER_DASHES, &script[at..])
+        }
+        None => script.to_string(),
+    }
+}
+
+/// `--congestion` completes, in bash, with the algorithms the running kernel has
+/// (`net.ipv4.tcp_available_congestion_control`), and with the usual list when that file
+/// cannot be read. clap's value list is fixed when the script is generated.
+fn bash_congestion_from_the_kernel(script: &str) -> String {
+    let list = crate::cli::CONGESTION_NAMES.join(" ");
+    script.replace(
+        &format!("compgen -W \"{list}\""),
+        &format!(
+            "compgen -W \"$(cat /proc/sys/net/ipv4/tcp_available_congestion_control 2>/dev/null || echo {list})\""
+        ),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bash_completion_completes_the_command_after_dashes() {
+        let mut cmd = crate::cli::completion_command();
+        let mut text = Vec::new();
+        clap_complete::generate(Shell::Bash, &mut cmd, "sockwrap", &mut text);
+        let script = bash_command_after_dashes(&String::from_utf8(text).unwrap());
+        assert!(
+            script.contains("_command_offset"),
+            "the anchor moved in clap_complete"
+        );
+        let script = bash_congestion_from_the_kernel(&script);
+        assert!(
+            script.contains("$(cat /proc/sys/net/ipv4/tcp_available_congestion_control"),
+            "clap_complete's value list changed shape"
+        );
+    }
 
     #[test]
     fn page_dates() {

@@ -14,8 +14,21 @@ pub fn when_text(w: catalog::When) -> &'static str {
     }
 }
 
-pub fn options() -> ExitCode {
-    println!("{:<20} {:<44} {:<14} VALUES", "OPTION", "KERNEL", "WHEN");
+/// The spellings with a flag of their own, listed beside the option they set: `tos` (the
+/// whole byte instead of the class) and `hop-limit` (IPv6's name for the TTL).
+pub const SPELLINGS: [(&str, Opt, &str); 2] = [
+    (
+        "tos",
+        Opt::Tos,
+        "the whole ToS / traffic class byte 0..255 (`0xb8`), instead of dscp",
+    ),
+    ("hop-limit", Opt::Ttl, "the same as ttl"),
+];
+
+/// The rows of `sockwrap options`: every catalog option, and beside `dscp` and `ttl` the
+/// spellings with a flag of their own.
+pub fn rows() -> Vec<[String; 4]> {
+    let mut rows = Vec::new();
     for o in Opt::ALL {
         let s = o.spec();
         let tcp = if s.applies == catalog::Applies::Tcp {
@@ -23,14 +36,39 @@ pub fn options() -> ExitCode {
         } else {
             ""
         };
-        println!(
-            "{:<20} {:<44} {:<14} {}{}",
-            s.name,
-            s.kernel,
-            when_text(s.when),
-            s.help,
-            tcp
-        );
+        let when = when_text(s.when).to_string();
+        rows.push([
+            s.name.to_string(),
+            s.kernel.to_string(),
+            when.clone(),
+            format!("{}{tcp}", s.help),
+        ]);
+        for (name, _, help) in SPELLINGS.iter().filter(|(_, of, _)| *of == o) {
+            rows.push([
+                name.to_string(),
+                s.kernel.to_string(),
+                when.clone(),
+                help.to_string(),
+            ]);
+        }
+    }
+    rows
+}
+
+pub fn options() -> ExitCode {
+    let head = ["OPTION", "KERNEL", "WHEN", "VALUES"].map(String::from);
+    let rows = rows();
+    // Each column as wide as its widest cell, so that every row lines up.
+    let width = |c: usize| {
+        rows.iter()
+            .chain([&head])
+            .map(|r| r[c].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1, w2) = (width(0), width(1), width(2));
+    for r in [&head].into_iter().chain(&rows) {
+        println!("{:<w0$}  {:<w1$}  {:<w2$}  {}", r[0], r[1], r[2], r[3]);
     }
     ExitCode::SUCCESS
 }
