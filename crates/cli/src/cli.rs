@@ -232,6 +232,36 @@ fn command_arg() -> Arg {
         .last(true)
 }
 
+/// `--cgroup`, `--container`, `--pod`: a cgroup sockwrap did not make (cmd/containers.rs).
+fn cgroup_target_args(attach: bool) -> Vec<Arg> {
+    let also = if attach {
+        ": the kernel backend's programs are attached to it and pinned, so they stay after this command (root); its open sockets get what can still change"
+    } else {
+        ""
+    };
+    let args = [
+        Arg::new("cgroup").long("cgroup").value_name("PATH").help(format!("a cgroup v2 directory (as /proc/PID/cgroup shows it, or under the mount){also}")),
+        Arg::new("container").long("container").value_name("ID|NAME").help(format!("a container, found through podman or docker, or by its ID in the cgroup tree{also}")),
+        Arg::new("pod").long("pod").value_name("UID").help(format!("a Kubernetes pod by its UID, in the kubelet's cgroups (systemd or cgroupfs driver){also}")),
+    ];
+    // --tree and --follow are what a cgroup target does anyway: all its processes, and the
+    // sockets they open later.
+    args.into_iter()
+        .map(|a| {
+            if attach {
+                a.conflicts_with_all(["tree", "follow"])
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+const DETACH_EXAMPLES: &str = "Examples:
+  sudo sockwrap detach --container web
+  sudo sockwrap detach --pod 8d3c6a52-1f3e-4b7a-9c1d-2e3f4a5b6c7d
+  sudo sockwrap status --containers      what is attached where";
+
 fn unit_arg() -> Arg {
     Arg::new("unit")
         .required_unless_present("system")
@@ -657,8 +687,9 @@ fn visible_command() -> Command {
             Command::new("status")
                 .about("Show the sockwrap drop-in of UNIT (or the host-wide state, --system): the library, the policy, what overrides it")
                 .after_help(STATUS_EXAMPLES)
-                .arg(unit_arg())
+                .arg(unit_arg().required_unless_present_any(["system", "containers"]))
                 .arg(system_arg())
+                .arg(Arg::new("containers").long("containers").action(ArgAction::SetTrue).conflicts_with_all(["unit", "system", "root"]).help("the cgroups (containers, pods) that `attach --cgroup/--container/--pod` gave a policy, and whether each is still there"))
                 .arg(root_arg())
                 .arg(json_arg()),
         )
@@ -666,7 +697,9 @@ fn visible_command() -> Command {
             Command::new("attach")
                 .about("Set socket options on the open sockets of a running process (once: they cannot be locked)")
                 .after_help(format!("{}\n\n{FOLDED_OPTIONS}", attach_help()))
-                .arg(Arg::new("pid").required(true).value_name("PID").value_parser(clap::value_parser!(i32)).allow_negative_numbers(true).help("the process (a thread ID means its process)"))
+                .arg(Arg::new("pid").value_name("PID").value_parser(clap::value_parser!(i32)).allow_negative_numbers(true).help("the process (a thread ID means its process)"))
+                .args(cgroup_target_args(true))
+                .group(clap::ArgGroup::new("target").args(["pid", "cgroup", "container", "pod"]).required(true))
                 .arg(Arg::new("list").long("list").action(ArgAction::SetTrue).help("show the TCP/UDP sockets and their current options; change nothing"))
                 .arg(Arg::new("dry-run").long("dry-run").action(ArgAction::SetTrue).help("show what would change, with the current values; set nothing"))
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the result as JSON"))
@@ -675,6 +708,13 @@ fn visible_command() -> Command {
                 .arg(Arg::new("role").long("role").value_name("client|server").value_parser(["client", "server"]).help("only sockets of this role (server: listening and accepted sockets)"))
                 .args(policy_args().into_iter().filter(|a| matches!(a.get_id().as_str(), "config" | "to")))
                 .args(folded_option_args()),
+        )
+        .subcommand(
+            Command::new("detach")
+                .about("Remove the policy `attach --cgroup/--container/--pod` attached (root)")
+                .after_help(DETACH_EXAMPLES)
+                .args(cgroup_target_args(false))
+                .group(clap::ArgGroup::new("target").args(["cgroup", "container", "pod"]).required(true)),
         )
         .subcommand(
             Command::new("options")

@@ -12,6 +12,8 @@
 //!   `BPFProgram=`), reading the counters;
 //! - [`probe`]: what the running kernel can do for the backend, found by loading small
 //!   programs (never by its version number): the refusals by name, and `sockwrap doctor`;
+//! - [`links`]: BPF links pinned in a BPF filesystem, for a policy attached to a cgroup
+//!   sockwrap did not make (a container's, a pod's: `attach --cgroup/--container/--pod`);
 //! - [`cgroup`]: the cgroup v2 child a command runs in, and the leftovers of a sockwrap
 //!   that was killed.
 //!
@@ -20,6 +22,7 @@
 //! feature, and the reason only root may attach.
 
 pub mod cgroup;
+pub mod links;
 pub mod probe;
 pub mod programs;
 pub mod tables;

@@ -315,19 +315,58 @@ fn pin_into(tables: &Tables, dir: &Path) -> Result<Pinned, Failed> {
     Ok(pinned)
 }
 
-/// Removes what [`pin`] made under `dir` (the programs by their attach-type names, the maps)
-/// and the directory, if nothing else is in it. Returns the files removed.
+/// The subdirectory of a pin directory that holds the links of [`pin_attached`].
+pub const LINKS_DIR: &str = "links";
+
+/// Attaches each program [`pin`] pinned under `dir` to the cgroup directory `cgroup`
+/// through a BPF link pinned under `dir/links/` (see [`crate::links`]): the policy stays on
+/// the cgroup after the command ends, until [`unpin`] removes the pins or the cgroup goes.
+/// Returns (attach type, link path) in attach order. On failure nothing stays attached or
+/// pinned. (Separate from [`pin`] so that a caller can do what must come before the
+/// programs run, such as setting the cgroup's open sockets, after the slow part, loading.)
+pub fn attach_pinned(
+    pinned: &Pinned,
+    dir: &Path,
+    cgroup: &std::fs::File,
+) -> Result<Vec<(&'static str, PathBuf)>, Error> {
+    let links_dir = dir.join(LINKS_DIR);
+    let attach = || -> Result<Vec<(&'static str, PathBuf)>, Error> {
+        std::fs::create_dir_all(&links_dir)
+            .map_err(|e| err(&links_dir.display().to_string(), e))?;
+        let mut links = Vec::new();
+        for (kind, path) in &pinned.programs {
+            let prog = crate::links::get(path)
+                .map_err(|e| err(&format!("opening {}", path.display()), e))?;
+            let link = crate::links::create(prog.as_fd(), cgroup.as_fd(), kind)
+                .map_err(|e| err(&format!("attaching {kind}"), e))?;
+            let at = links_dir.join(kind);
+            crate::links::pin(link.as_fd(), &at)
+                .map_err(|e| err(&format!("pinning the {kind} link at {}", at.display()), e))?;
+            links.push((*kind, at));
+        }
+        Ok(links)
+    };
+    attach().inspect_err(|_| {
+        let _ = unpin(dir);
+    })
+}
+
+/// Removes what [`pin`] and [`attach_pinned`] made under `dir` (the links, which detaches
+/// them; the programs by their attach-type names; the maps) and the directory, if nothing
+/// else is in it. Returns the files removed.
 pub fn unpin(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let io = |what: &Path, e: std::io::Error| Error(format!("{}: {e}", what.display()));
     let mut removed = Vec::new();
-    let maps = dir.join(MAPS_DIR);
-    if let Ok(entries) = std::fs::read_dir(&maps) {
-        for e in entries.flatten() {
-            std::fs::remove_file(e.path()).map_err(|x| io(&e.path(), x))?;
-            removed.push(e.path());
+    for sub in [LINKS_DIR, MAPS_DIR] {
+        let sub = dir.join(sub);
+        if let Ok(entries) = std::fs::read_dir(&sub) {
+            for e in entries.flatten() {
+                std::fs::remove_file(e.path()).map_err(|x| io(&e.path(), x))?;
+                removed.push(e.path());
+            }
         }
+        let _ = std::fs::remove_dir(&sub);
     }
-    let _ = std::fs::remove_dir(&maps);
     for name in PROGRAMS.iter().chain(&REDIRECT_PROGRAMS) {
         let Some(kind) = attach_type(name) else {
             continue;

@@ -152,7 +152,8 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
             "attach: nothing to set: give options (--dscp EF, --keepalive 30,10,3, ...) or a policy (-c FILE); --list shows the sockets",
         ));
     }
-    if follow && o.role.is_some() {
+    let on_cgroup = super::containers::asked(m).is_some();
+    if (follow || on_cgroup) && o.role.is_some() && !o.list {
         return Err(Error::usage(
             "attach: --role chooses among the open sockets; with --follow the policy also decides for the sockets opened later: put the role in a rule (match = { role = \"server\" }, -c FILE)",
         ));
@@ -178,7 +179,7 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
     };
     // Connection actions act on connects, and host names are learnt from resolutions:
     // neither reaches sockets that are already open. Said, not silently dropped.
-    if !o.list && !follow {
+    if !o.list && !follow && !on_cgroup {
         let acting: Vec<&str> = policy
             .rules()
             .iter()
@@ -195,7 +196,7 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
     }
     // Options the kernel backend cannot set are refused before anything is done, the
     // one-shot part included: never half of the policy.
-    let tables = if follow {
+    let tables = if follow && !on_cgroup {
         Some(super::kernel::tables_for(
             &policy,
             "attach --follow",
@@ -205,6 +206,11 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
     } else {
         None
     };
+    if let Some((kind, value)) = super::containers::asked(m) {
+        return super::containers::attach(m, kind, &value, &policy, |pids| {
+            one_shot(pids.first().copied().unwrap_or(0), pids, &o, &policy)
+        });
+    }
     if pid <= 0 {
         return Err(no_such_pid(pid));
     }

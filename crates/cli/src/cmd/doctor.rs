@@ -358,6 +358,14 @@ fn kernel_backend(m: &clap::ArgMatches) -> crate::error::Result<bool> {
                 }
                 println!("  {l}");
             }
+            // Policies attached to cgroups that are gone (attach --cgroup/--container/--pod).
+            for rel in super::containers::sweep(root) {
+                if !root {
+                    println!(
+                        "  the pins of cgroup {rel}, which is gone, are left: root removes them"
+                    );
+                }
+            }
         }
     }
     let vars = crate::launch::flag_vars(m)?;

@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod check;
+pub mod containers;
 pub mod doctor;
 pub mod explain;
 pub mod gen;
@@ -28,6 +29,7 @@ pub fn dispatch(m: &ArgMatches) -> Result<ExitCode> {
         Some(("trace", s)) => trace::trace(s),
         Some(("report", s)) => report::report(s),
         Some(("attach", s)) => attach::attach(s),
+        Some(("detach", s)) => containers::detach(s),
         Some(("check", s)) => check::check(s),
         Some(("explain", s)) => explain::explain(s),
         Some(("options", s)) if s.get_flag("json") => Ok(options::options_json()),
@@ -36,6 +38,7 @@ pub fn dispatch(m: &ArgMatches) -> Result<ExitCode> {
         Some(("doctor", s)) => doctor::doctor(s),
         Some(("enable", s)) if s.get_flag("system") => host::enable(s),
         Some(("disable", s)) if s.get_flag("system") => host::disable(s),
+        Some(("status", s)) if s.get_flag("containers") => containers::status(s),
         Some(("status", s)) if s.get_flag("json") => status::status_json(s),
         Some(("status", s)) if s.get_flag("system") => host::status(s),
         Some(("enable", s)) => systemd::enable(s),

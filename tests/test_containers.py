@@ -1,0 +1,210 @@
+"""`sockwrap attach --cgroup/--container/--pod`, `detach`, `status --containers`: a policy
+attached by the kernel backend to a cgroup sockwrap did not make (a container's, a pod's),
+pinned so that it outlives the command.
+
+Witnesses: the peer socket (IP_RECVTOS) for new connections, the kernel (`ss --tos`) for a
+socket that was open before the attach, the connect's own errno for another tool's program
+on the same cgroup, and the BPF filesystem for the pins. Each also without the policy.
+
+Everything runs in a private mount namespace with a BPF filesystem of its own, on cgroups
+the test makes (and removes, which takes the programs with them)."""
+
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import util
+from util import EF, PY, tos_server
+
+INNER = r'''
+import errno, json, os, socket, subprocess, sys, time
+from pathlib import Path
+
+sw, cgroot, py, port, hold_port, deny_port, unit = sys.argv[1:8]
+port, hold_port, deny_port = int(port), int(hold_port), int(deny_port)
+PINS = Path("/sys/fs/bpf/sockwrap/cgroups")
+out = {}
+
+
+def sh(*a, **kw):
+    r = subprocess.run([str(x) for x in a], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=60, **kw)
+    return [r.returncode, r.stdout, r.stderr]
+
+
+def must(*a):
+    r = sh(*a)
+    assert r[0] == 0, (a, r)
+    return r
+
+
+def pins():
+    return sorted(str(p.relative_to(PINS)) for p in PINS.rglob("*") if p.is_file()) if PINS.is_dir() else []
+
+
+CLIENT = ("import errno, socket, sys\n"
+          "s = socket.socket()\n"
+          "if len(sys.argv) > 2: s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, int(sys.argv[2]))\n"
+          "try:\n"
+          "    s.connect(('127.0.0.1', int(sys.argv[1]))); s.send(b'x'); s.close(); print(0)\n"
+          "except OSError as e:\n"
+          "    print(errno.errorcode.get(e.errno, e.errno))\n")
+
+
+def client_in(cg, p, *extra):
+    """A new process in cgroup cg connects to port p; prints 0 or the errno's name."""
+    r = sh("sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh", py, "-c", CLIENT, p, *extra)
+    return r[1].strip() or r[2]
+
+
+must("mount", "-t", "tmpfs", "tmpfs", "/run")
+must("mount", "-t", "tmpfs", "tmpfs", "/etc/systemd/system")
+Path("/etc/systemd/system/theirs.service").write_text(Path(unit).read_text())
+a = Path(cgroot) / f"swtest-ctr-a-{os.getpid()}"
+b = Path(cgroot) / f"swtest-ctr-b-{os.getpid()}"
+a.mkdir()
+b.mkdir()
+rel_a = str(a.relative_to(cgroot))
+must("mount", "-t", "tmpfs", "tmpfs", "/sys/fs/bpf")
+out["not_bpffs"] = sh(sw, "attach", "--cgroup", rel_a, "--dscp", "EF")
+must("umount", "/sys/fs/bpf")
+must("mount", "-t", "bpf", "bpf", "/sys/fs/bpf")
+holder = None
+try:
+    # A process of "the container", with a connection open before sockwrap comes.
+    holder = subprocess.Popen(
+        ["sh", "-c", f'echo $$ > {a}/cgroup.procs && exec "$@"', "sh", py, "-c",
+         "import socket,sys,time; s=socket.create_connection(('127.0.0.1', int(sys.argv[1])));"
+         "print(s.getsockname()[1], flush=True); time.sleep(120)", str(hold_port)],
+        stdout=subprocess.PIPE, text=True)
+    out["hold_lport"] = int(holder.stdout.readline())
+    out["hold_tos_before"] = sh("ss", "-tnH", "--tos", "state", "established", f"( sport = :{out['hold_lport']} )")[1]
+
+    # Another tool's program on the same cgroup, attached the way systemd attaches its own
+    # (BPF_PROG_ATTACH with BPF_F_ALLOW_MULTI): a connect4 that fails connects to deny_port
+    # with ENETUNREACH (sockwrap's own deny, pinned by `enable --kernel`, standing in).
+    out["theirs_control"] = client_in(a, deny_port)
+    must(sw, "enable", "theirs", "--kernel", "--deny", "ENETUNREACH", "--to", f"127.0.0.1:{deny_port}")
+    out["theirs_attach"] = sh("bpftool", "cgroup", "attach", a, "connect4", "pinned",
+                              "/sys/fs/bpf/sockwrap/theirs_service/connect4", "multi")
+    out["theirs_alone"] = client_in(a, deny_port)
+
+    out["control_a"] = client_in(a, port)
+    out["attach"] = sh(sw, "attach", "--cgroup", rel_a, "--dscp", "EF")
+    out["pins"] = pins()
+    out["bpftool_show"] = sh("bpftool", "cgroup", "show", a)[1]
+    out["a"] = client_in(a, port)
+    out["b"] = client_in(b, port)
+    out["a_sets_its_own"] = client_in(a, port, 0x10)   # locked: EF all the same
+    out["theirs_with_ours"] = client_in(a, deny_port)
+    out["hold_tos_after"] = sh("ss", "-tnH", "--tos", "state", "established", f"( sport = :{out['hold_lport']} )")[1]
+    out["status"] = sh(sw, "status", "--containers")
+    out["status_json"] = sh(sw, "status", "--containers", "--json")
+    # Again, with another policy: replaced, not stacked.
+    out["attach_again"] = sh(sw, "attach", "--cgroup", str(a), "--dscp", "AF41")
+    out["a_again"] = client_in(a, port)
+
+    out["detach"] = sh(sw, "detach", "--cgroup", rel_a)
+    out["pins_after_detach"] = pins()
+    out["a_after_detach"] = client_in(a, port)
+    out["theirs_after_detach"] = client_in(a, deny_port)
+    out["detach_twice"] = sh(sw, "detach", "--cgroup", rel_a)
+
+    # The container goes: its links go with its cgroup, its pins stay until the next command.
+    out["attach_b"] = sh(sw, "attach", "--cgroup", str(b.relative_to(cgroot)), "--dscp", "EF")
+finally:
+    if holder:
+        holder.kill()
+        holder.wait()
+    for cg in (a, b):
+        for _ in range(100):
+            if not (cg / "cgroup.procs").read_text().strip():
+                break
+            time.sleep(0.05)
+b.rmdir()
+out["status_gone"] = sh(sw, "status", "--containers")
+out["doctor"] = sh(sw, "doctor")
+out["pins_after_doctor"] = pins()
+a.rmdir()
+out["no_cgroup"] = sh(sw, "attach", "--cgroup", rel_a, "--dscp", "EF")
+out["root_cgroup"] = sh(sw, "attach", "--cgroup", "/", "--dscp", "EF")
+out["no_container"] = sh(sw, "attach", "--container", "0123456789abcdef0123", "--dscp", "EF")
+print(json.dumps(out))
+'''
+
+
+def test_attach_cgroup_gives_its_new_and_open_sockets_the_policy_until_detach(tmp_path):
+    """In a private mount namespace with its own bpffs, on cgroups of the test's own:
+    `attach --cgroup A --dscp EF` gives connections made in A EF at the peer (0 before, and
+    0 in cgroup B), holds against A's own IP_TOS (locked), sets the socket A had open
+    before (`ss --tos`), keeps another tool's multi-attached program running (its deny still
+    answers ENETUNREACH), is replaced by a second attach, and is gone after `detach` (0
+    again, pins removed). When the cgroup goes, `status --containers` reports the pins as
+    GONE and `doctor` removes them. Refusals: no bpffs, no such cgroup, the root cgroup, an
+    unknown container."""
+    util.require_root("attaching BPF programs to a cgroup needs root")
+    util.require_tool("unshare", "bpftool", "ss")
+    util.require_sockwrap()
+    cgroot = util.cgroup2_mount()
+    util.require(cgroot is not None, "no cgroup v2 hierarchy mounted")
+    mounts = Path("/proc/self/mountinfo").read_text()
+    inner = tmp_path / "inner.py"
+    inner.write_text(INNER)
+    unit = tmp_path / "theirs.service"
+    unit.write_text("[Service]\nExecStart=/bin/true\n")
+    port, hold_port, deny_port = util.free_port(), util.free_port(), util.free_port()
+    with tos_server(socket.AF_INET, port) as srv, tos_server(socket.AF_INET, hold_port):
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", PY, str(inner), util.SOCKWRAP_BIN,
+                            str(cgroot), PY, str(port), str(hold_port), str(deny_port), str(unit)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=180)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        out = json.loads(r.stdout.splitlines()[-1])
+        got = srv.wait(7, timeout=10)
+    assert Path("/proc/self/mountinfo").read_text() == mounts
+
+    rc, _, err = out["not_bpffs"]
+    assert rc == 3 and "/sys/fs/bpf is not a BPF filesystem" in err, err
+
+    # The peer saw, in order: control, A, B, A setting its own, A again (AF41), after detach.
+    outcomes = [out[k] for k in ("control_a", "a", "b", "a_sets_its_own", "a_again", "a_after_detach")]
+    assert outcomes == ["0"] * 6, out
+    tos = [g["tos"] for g in got]
+    assert tos == [0, EF, 0, EF, 0x88, 0], (tos, out["attach"], out["bpftool_show"])
+
+    rc, stdout, err = out["attach"]
+    assert rc == 0 and "attached " in stdout and "stay after this command" in stdout, stdout + err
+    assert any(p.startswith("links/") or "/links/" in p for p in out["pins"]), out["pins"]
+    assert "sw_connect4" in out["bpftool_show"], out["bpftool_show"]
+
+    # The socket that was open before the attach: 0 before, EF after (the kernel's view).
+    assert "tos:0xb8" not in out["hold_tos_before"], out["hold_tos_before"]
+    assert "tos:0xb8" in out["hold_tos_after"], (out["hold_tos_after"], out["attach"][1])
+
+    # The other tool's program: denies alone, still denies beside ours, and after ours left.
+    assert out["theirs_control"] == "ECONNREFUSED", out
+    assert out["theirs_attach"][0] == 0, out["theirs_attach"]
+    assert out["theirs_alone"] == out["theirs_with_ours"] == out["theirs_after_detach"] == "ENETUNREACH", out
+
+    rc, stdout, _ = out["status"]
+    assert rc == 0 and "swtest-ctr-a-" in stdout and ": attached: " in stdout, stdout
+    doc = json.loads(out["status_json"][1])
+    assert [c["attached"] for c in doc["containers"]] == [True], doc
+    assert "replaced the policy" in out["attach_again"][1], out["attach_again"]
+
+    rc, stdout, err = out["detach"]
+    assert rc == 0 and "detached" in stdout, stdout + err
+    assert out["pins_after_detach"] == [], out["pins_after_detach"]
+    rc, _, err = out["detach_twice"]
+    assert rc == 1 and "nothing is attached" in err, err
+
+    assert out["attach_b"][0] == 0, out["attach_b"]
+    rc, stdout, _ = out["status_gone"]
+    assert rc == 1 and "GONE" in stdout, stdout
+    assert "removed the pins of cgroup" in out["doctor"][2], out["doctor"]
+    assert out["pins_after_doctor"] == [], out["pins_after_doctor"]
+
+    for k, want in (("no_cgroup", "no such cgroup"), ("root_cgroup", "the root cgroup"),
+                    ("no_container", "not found")):
+        rc, _, err = out[k]
+        assert rc == 2 and want in err and len(err.strip().splitlines()) == 1, (k, err)
