@@ -52,7 +52,8 @@ FULL_TESTS=(tests/test_kernel_backend.py tests/test_actions.py tests/test_attach
 # The matrix selection: the same six suites, filtered by name. Each term is a test (or
 # group) whose outcome depends on the kernel; the rest of those suites exercises the
 # library, which does the same on every kernel, and costs ~30 more minutes a kernel here.
-MATRIX_TESTS=("${FULL_TESTS[@]}" tests/test_kernel_probes.py tests/test_systemd.py)
+MATRIX_TESTS=("${FULL_TESTS[@]}" tests/test_kernel_probes.py tests/test_systemd.py
+    tests/test_containers.py)
 MATRIX_K="test_kernel_backend"                          # cgroup BPF: loads, hooks, helpers
 MATRIX_K+=" or follow"                                  # attach --follow: cgroup v2 moves
 MATRIX_K+=" or pidfd or test_running_client_gets_ef"    # attach: pidfd_getfd
@@ -70,6 +71,7 @@ MATRIX_K+=" or test_connects_match_strace"              # trace against strace
 # enable --kernel: systemd 252, PID 1 of a namespace, attaches the pinned programs to the
 # unit's cgroup on pure cgroup v2 (and after a "reboot", the boot unit pins them again).
 MATRIX_K+=" or test_real_systemd_attaches_the_pinned_programs"
+MATRIX_K+=" or test_attach_cgroup"                      # a container's cgroup: pinned links
 
 CACHE=${SOCKWRAP_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sockwrap-vm}
 OUT_ROOT=${SOCKWRAP_VM_OUT:-$TREE/target/vm-test}
