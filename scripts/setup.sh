@@ -40,6 +40,9 @@ if [ "$target" = test ]; then
         "valgrind|valgrind" "proxychains4|proxychains4" "man|man-db" "dpkg-shlibdeps|dpkg-dev"
         "git|git" "make|make" "zsh|zsh" "musl-gcc|musl-tools" "go|golang-go" "bpftool|bpftool"
         "/usr/include/stdio.h|libc6-dev"
+        # Containers for the kernel-matrix VMs (tests/test_containers.py; the guest runs
+        # the host's own podman).
+        "podman|podman" "crun|crun"
     )
 fi
 

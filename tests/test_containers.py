@@ -10,9 +10,13 @@ Everything runs in a private mount namespace with a BPF filesystem of its own, o
 the test makes (and removes, which takes the programs with them)."""
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 from pathlib import Path
+
+import pytest
 
 import util
 from util import EF, PY, tos_server
@@ -208,3 +212,86 @@ def test_attach_cgroup_gives_its_new_and_open_sockets_the_policy_until_detach(tm
                     ("no_container", "not found")):
         rc, _, err = out[k]
         assert rc == 2 and want in err and len(err.strip().splitlines()) == 1, (k, err)
+
+
+def _podman_env(tmp_path):
+    """podman with its storage and state on tmpfs-backed paths of the test's own (the VM's
+    9p root refuses podman's database), the cgroupfs manager (no systemd in the guest) and no
+    event log: the same settings for the test's podman and for the one sockwrap runs."""
+    store = Path("/run") / f"swtest-podman-{os.getpid()}"
+    (store / "root").mkdir(parents=True, exist_ok=True)
+    (store / "runroot").mkdir(exist_ok=True)
+    storage = tmp_path / "storage.conf"
+    storage.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{store}/root"\nrunroot = "{store}/runroot"\n')
+    conf = tmp_path / "containers.conf"
+    conf.write_text('[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "none"\n')
+    env = dict(os.environ, CONTAINERS_STORAGE_CONF=str(storage), CONTAINERS_CONF=str(conf))
+    return env, store
+
+
+@pytest.mark.vm_only
+@pytest.mark.timeout(600)
+def test_podman_container_gets_the_policy_by_name_and_loses_it_by_id(tmp_path):
+    """Two podman containers (rootfs: busybox and a static client; host network). Before:
+    the peer sees tos 0 from A. `attach --container NAME --dscp EF` (found through `podman
+    inspect`): A's connections carry EF at the peer, also when A's program sets IP_TOS 0x10
+    itself after connecting (the lock); B's stay 0. `status --containers` lists A's cgroup.
+    `detach --container ID` (found by its ID in the cgroup tree): A is back to 0."""
+    util.require_root("podman containers and BPF need root")
+    util.require_tool("podman", "crun", "gcc", "busybox")
+    util.require_sockwrap()
+    client = tmp_path / "rootfs" / "ctr_client"
+    client.parent.mkdir()
+    r = subprocess.run(["gcc", "-static", "-O1", "-Wall", "-Werror", "-o", str(client),
+                        str(Path(__file__).parent / "c" / "ctr_client.c")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (client.parent / "bin").mkdir()
+    shutil.copy(shutil.which("busybox"), client.parent / "bin" / "busybox")
+    env, store = _podman_env(tmp_path)
+
+    def podman(*args, timeout=120):
+        return subprocess.run(["podman", *args], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, timeout=timeout)
+
+    def sw(*args):
+        return subprocess.run([util.SOCKWRAP_BIN, *args], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+
+    names = [f"swtest-a-{os.getpid()}", f"swtest-b-{os.getpid()}"]
+    port = util.free_port()
+    mounted_bpffs = not Path("/sys/fs/bpf/sockwrap").exists() and subprocess.run(
+        ["sh", "-c", "[ \"$(stat -fc %T /sys/fs/bpf)\" = bpf_fs ] || mount -t bpf bpf /sys/fs/bpf"],
+        timeout=10).returncode == 0
+    try:
+        ids = []
+        for n in names:
+            r = podman("run", "-d", "--name", n, "--network", "host", "--rootfs", str(client.parent),
+                       "/bin/busybox", "sleep", "600", timeout=240)
+            assert r.returncode == 0, r.stderr
+            ids.append(r.stdout.strip().splitlines()[-1])
+
+        def connect(name, tos=-1):
+            r = podman("exec", name, "/ctr_client", "127.0.0.1", str(port), str(tos))
+            assert r.returncode == 0, (name, r.stdout, r.stderr)
+
+        with tos_server(socket.AF_INET, port) as srv:
+            connect(names[0])
+            att = sw("attach", "--container", names[0], "--dscp", "EF")
+            connect(names[0])
+            connect(names[0], 0x10)
+            connect(names[1])
+            st = sw("status", "--containers")
+            det = sw("detach", "--container", ids[0])
+            connect(names[0])
+            got = srv.wait(5, timeout=30 * util.TIME_SCALE)
+        assert att.returncode == 0 and "(podman)" in att.stdout, att.stdout + att.stderr
+        assert f"libpod-{ids[0]}" in att.stdout, att.stdout
+        assert [g["tos"] for g in got] == [0, EF, EF, 0, 0], (got, att.stdout, det.stdout)
+        assert st.returncode == 0 and f"libpod-{ids[0]}" in st.stdout and ": attached: " in st.stdout, st.stdout
+        assert det.returncode == 0 and "detached" in det.stdout, det.stdout + det.stderr
+    finally:
+        podman("rm", "-f", "-t", "0", *names, timeout=240)
+        if mounted_bpffs:
+            subprocess.run(["umount", "/sys/fs/bpf"], timeout=10)
+        shutil.rmtree(store, ignore_errors=True)

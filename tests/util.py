@@ -30,6 +30,8 @@ PY = sys.executable  # the real interpreter (not a pyenv shim): comm is "python3
 SOCKWRAP_BIN = Path(os.environ.get("SOCKWRAP_BIN", REPO / "target" / "release" / "sockwrap"))
 SOCKWRAP_LIB = Path(os.environ.get("SOCKWRAP_LIB", SOCKWRAP_BIN.parent / "libsockwrap.so"))
 NO_SKIP = os.environ.get("SOCKWRAP_NO_SKIP") == "1"
+# Set by scripts/vm-guest.sh inside the kernel-matrix VMs.
+IN_VM = os.environ.get("SOCKWRAP_VM") == "1"
 
 EF = 0xB8  # DSCP 46 << 2
 DEFAULT_TIMEOUT = 20

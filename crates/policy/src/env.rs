@@ -87,6 +87,8 @@ const NOT_OURS: &[&str] = &[
     "SOCKWRAP_ACTIVE",
     // The test suite's own wait multiplier (tests/util.py; set in the kernel-matrix VMs).
     "SOCKWRAP_TIME_SCALE",
+    // Set in the kernel-matrix VMs (scripts/vm-guest.sh), for the tests.
+    "SOCKWRAP_VM",
     // The launcher's compiled policy: read by `load`, not a setting of its own.
     "SOCKWRAP_POLICY",
 ];
