@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -292,6 +293,114 @@ def test_podman_container_gets_the_policy_by_name_and_loses_it_by_id(tmp_path):
         assert det.returncode == 0 and "detached" in det.stdout, det.stdout + det.stderr
     finally:
         podman("rm", "-f", "-t", "0", *names, timeout=240)
+        if mounted_bpffs:
+            subprocess.run(["umount", "/sys/fs/bpf"], timeout=10)
+        shutil.rmtree(store, ignore_errors=True)
+
+
+@pytest.mark.vm_only
+@pytest.mark.timeout(900)
+def test_agent_gives_labelled_and_assigned_containers_their_policy_and_survives_restart(tmp_path):
+    """`sockwrap agent` following podman: container A (label sockwrap.policy=ef) runs before
+    the agent starts, B (label) starts after, C matches an [[assign]] image-and-name rule, D
+    has neither. The peer sees EF from A, B and C (AF41 from C: its policy) and 0 from D, and
+    0 from A before the agent. After the agent is killed and started again, A still carries
+    EF (nothing detached) and the agent says A is attached already."""
+    util.require_root("podman containers and BPF need root")
+    util.require_tool("podman", "crun", "gcc", "busybox")
+    util.require_sockwrap()
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    r = subprocess.run(["gcc", "-static", "-O1", "-Wall", "-Werror", "-o", str(rootfs / "ctr_client"),
+                        str(Path(__file__).parent / "c" / "ctr_client.c")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    shutil.copy(shutil.which("busybox"), rootfs / "bin" / "busybox")
+    env, store = _podman_env(tmp_path)
+    # Events need an event log (a file here).
+    conf = Path(env["CONTAINERS_CONF"])
+    conf.write_text(conf.read_text().replace('events_logger = "none"',
+                                             f'events_logger = "file"\nevents_logfile_path = "{store}/events.log"'))
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "ef.toml").write_text('[[rule]]\nname = "all"\ndscp = "EF"\n')
+    (policies / "af41.toml").write_text('[[rule]]\nname = "all"\ndscp = "AF41"\n')
+    agent_conf = tmp_path / "agent.toml"
+    agent_conf.write_text(f'[[assign]]\nimage = "*"\nname = "swtest-c-*"\npolicy = "af41"\n')
+
+    def podman(*args, timeout=240):
+        return subprocess.run(["podman", *args], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, timeout=timeout)
+
+    pid = os.getpid()
+    a, b, c, d = (f"swtest-{x}-{pid}" for x in "abcd")
+    port = util.free_port()
+    mounted_bpffs = subprocess.run(
+        ["sh", "-c", "[ \"$(stat -fc %T /sys/fs/bpf)\" = bpf_fs ] && exit 1; mount -t bpf bpf /sys/fs/bpf"],
+        timeout=10).returncode == 0
+    agents = []
+
+    def line_with(proc, needle, timeout):
+        """The first stdout line of proc that contains needle, within timeout seconds."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            line = util.wait_output_line(proc, timeout=max(1.0, (deadline - time.monotonic()) / util.TIME_SCALE))
+            if not line:
+                break
+            seen.append(line)
+            if needle in line:
+                return line
+        raise AssertionError(f"no line with {needle!r} from the agent: {seen}")
+
+    def start_agent():
+        p = subprocess.Popen([util.SOCKWRAP_BIN, "agent", "--runtime", "podman", "--policies", str(policies),
+                              "-c", str(agent_conf)], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        agents.append(p)
+        return p
+
+    def run(name, *labels):
+        args = [x for lb in labels for x in ("--label", lb)]
+        r = podman("run", "-d", "--name", name, *args, "--network", "host", "--rootfs", str(rootfs),
+                   "/bin/busybox", "sleep", "600")
+        assert r.returncode == 0, r.stderr
+
+    def connect(name):
+        r = podman("exec", name, "/ctr_client", "127.0.0.1", str(port), "-1")
+        assert r.returncode == 0, (name, r.stdout, r.stderr)
+
+    try:
+        run(a, "sockwrap.policy=ef")
+        with tos_server(socket.AF_INET, port) as srv:
+            connect(a)                                  # before the agent: 0
+            ag = start_agent()
+            line = line_with(ag, "ready: waiting", 120 * util.TIME_SCALE)
+            run(b, "sockwrap.policy=ef")
+            run(c)
+            run(d, "other=label")
+            logs = []
+            for name in (b, c, d):
+                logs.append(line_with(ag, name, 120 * util.TIME_SCALE))
+            for name in (a, b, c, d):
+                connect(name)
+            ag.kill()
+            ag.wait(timeout=10)
+            connect(a)                                  # the agent gone: still EF
+            ag2 = start_agent()
+            again = line_with(ag2, a, 120 * util.TIME_SCALE)
+            got = srv.wait(6, timeout=60 * util.TIME_SCALE)
+        assert [g["tos"] for g in got] == [0, EF, EF, 0x88, 0, EF], (got, line, logs)
+        assert "no policy" in logs[2], logs
+        assert "attached already" in again, again
+    finally:
+        for p in agents:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+        podman("rm", "-f", "-t", "0", a, b, c, d)
+        # The containers' cgroups are gone: doctor removes their pins.
+        subprocess.run([util.SOCKWRAP_BIN, "doctor"], capture_output=True, timeout=120)
         if mounted_bpffs:
             subprocess.run(["umount", "/sys/fs/bpf"], timeout=10)
         shutil.rmtree(store, ignore_errors=True)

@@ -43,7 +43,7 @@ def test_deb_install_run_remove(port):
     assert deb.exists(), sorted(p.name for p in deb.parent.glob("*.deb"))
 
     contents = sh("dpkg-deb", "-c", deb).stdout
-    for f in ("./usr/bin/sockwrap", "./usr/lib/sockwrap/libsockwrap.so", "./usr/share/man/man1/sockwrap.1",
+    for f in ("./usr/bin/sockwrap", "./usr/lib/sockwrap/libsockwrap.so", "./usr/lib/systemd/system/sockwrap-agent.service", "./usr/share/man/man1/sockwrap.1",
               "./usr/share/man/man5/sockwrap.toml.5", "./usr/share/bash-completion/completions/sockwrap",
               "./usr/share/doc/sockwrap/examples/ssh-qos.toml"):
         assert f in contents, (f, contents)

@@ -257,6 +257,20 @@ fn cgroup_target_args(attach: bool) -> Vec<Arg> {
         .collect()
 }
 
+const AGENT_EXAMPLES: &str =
+    "A container names its policy by a label, or the agent's config assigns one:
+  podman run --label sockwrap.policy=db ...      # gets /etc/sockwrap/containers/db.toml
+  # /etc/sockwrap/agent.toml
+  [[assign]]
+  image = \"docker.io/library/postgres:*\"
+  policy = \"db\"
+
+Examples:
+  sudo sockwrap agent --policies /etc/sockwrap/containers -c /etc/sockwrap/agent.toml
+  sudo systemctl enable --now sockwrap-agent      # the same, as a service (off by default)
+
+The agent never detaches: stopping or restarting it leaves every container as it is.";
+
 const DETACH_EXAMPLES: &str = "Examples:
   sudo sockwrap detach --container web
   sudo sockwrap detach --pod 8d3c6a52-1f3e-4b7a-9c1d-2e3f4a5b6c7d
@@ -708,6 +722,15 @@ fn visible_command() -> Command {
                 .arg(Arg::new("role").long("role").value_name("client|server").value_parser(["client", "server"]).help("only sockets of this role (server: listening and accepted sockets)"))
                 .args(policy_args().into_iter().filter(|a| matches!(a.get_id().as_str(), "config" | "to")))
                 .args(folded_option_args()),
+        )
+        .subcommand(
+            Command::new("agent")
+                .about("Give containers their policy when they start, following podman or docker (root; a service: sockwrap-agent.service)")
+                .after_help(AGENT_EXAMPLES)
+                .arg(Arg::new("policies").long("policies").value_name("DIR").value_hint(clap::ValueHint::DirPath).help("the policies, one NAME.toml each (default /etc/sockwrap/containers)"))
+                .arg(Arg::new("config").long("config").short('c').value_name("FILE").value_hint(clap::ValueHint::FilePath).help("[[assign]] rules: a policy by image and name pattern, for containers without a sockwrap.policy label (default /etc/sockwrap/agent.toml, when it exists)"))
+                .arg(Arg::new("runtime").long("runtime").value_name("RUNTIME").value_parser(["auto", "podman", "docker"]).help("the runtime to follow (default auto: podman, else docker)"))
+                .arg(Arg::new("once").long("once").action(ArgAction::SetTrue).help("only the containers running now, then exit")),
         )
         .subcommand(
             Command::new("detach")

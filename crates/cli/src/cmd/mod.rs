@@ -1,6 +1,7 @@
 //! One module per subcommand. Each takes its matches and returns the exit status, or an
 //! [`Error`](crate::error::Error) that `main` prints and turns into one.
 
+pub mod agent;
 pub mod attach;
 pub mod check;
 pub mod containers;
@@ -30,6 +31,7 @@ pub fn dispatch(m: &ArgMatches) -> Result<ExitCode> {
         Some(("report", s)) => report::report(s),
         Some(("attach", s)) => attach::attach(s),
         Some(("detach", s)) => containers::detach(s),
+        Some(("agent", s)) => agent::agent(s),
         Some(("check", s)) => check::check(s),
         Some(("explain", s)) => explain::explain(s),
         Some(("options", s)) if s.get_flag("json") => Ok(options::options_json()),
