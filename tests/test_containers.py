@@ -404,3 +404,101 @@ def test_agent_gives_labelled_and_assigned_containers_their_policy_and_survives_
         if mounted_bpffs:
             subprocess.run(["umount", "/sys/fs/bpf"], timeout=10)
         shutil.rmtree(store, ignore_errors=True)
+
+
+K8S_INNER = r'''
+import json, os, subprocess, sys, time
+from pathlib import Path
+
+sw, cgroot, py, port, policies, crictl_dir, pods_json = sys.argv[1:8]
+subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True, timeout=10)
+top = Path(cgroot) / f"swtest-k8s-{os.getpid()}"
+uid1, uid2, uid3 = "8d3c6a52-1f3e-4b7a-9c1d-2e3f4a5b6c7d", "0f9e8d7c-6b5a-4c3d-2e1f-0a9b8c7d6e5f", "11111111-2222-4333-8444-555555555555"
+ctr = "c0ffee" + "0" * 58
+# The kubelet's two drivers: systemd (Burstable) and cgroupfs (Guaranteed), each pod with a
+# container cgroup inside; a third pod (BestEffort, systemd) without the annotation.
+pods = {
+    uid1: top / "kubepods.slice/kubepods-burstable.slice" / f"kubepods-burstable-pod{uid1.replace('-', '_')}.slice" / f"cri-containerd-{ctr}.scope",
+    uid2: top / "kubepods" / f"pod{uid2}" / ctr,
+    uid3: top / "kubepods.slice/kubepods-besteffort.slice" / f"kubepods-besteffort-pod{uid3.replace('-', '_')}.slice" / f"cri-containerd-{ctr[::-1]}.scope",
+}
+for d in pods.values():
+    d.mkdir(parents=True)
+Path(pods_json).write_text(json.dumps({"items": [
+    {"id": "s1", "metadata": {"name": "db-0", "uid": uid1, "namespace": "prod"}, "state": "SANDBOX_READY",
+     "annotations": {"sockwrap.io/policy": "ef"}},
+    {"id": "s2", "metadata": {"name": "media-0", "uid": uid2, "namespace": "prod"}, "state": "SANDBOX_READY",
+     "annotations": {"sockwrap.io/policy": "ef"}},
+    {"id": "s3", "metadata": {"name": "web-0", "uid": uid3, "namespace": "prod"}, "state": "SANDBOX_READY",
+     "annotations": {}},
+]}))
+env = dict(os.environ, PATH=f"{crictl_dir}:{os.environ['PATH']}")
+out = {}
+CLIENT = "import socket,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1]))); s.send(b'x'); s.close()"
+
+
+def client_in(cg):
+    return subprocess.run(["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh", py, "-c", CLIENT, port],
+                          timeout=60).returncode
+
+
+try:
+    out["before"] = [client_in(pods[u]) for u in (uid1, uid2, uid3)]
+    r = subprocess.run([sw, "agent", "--runtime", "cri", "--once", "--policies", policies], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    out["agent"] = [r.returncode, r.stdout, r.stderr]
+    out["after"] = [client_in(pods[u]) for u in (uid1, uid2, uid3)]
+    r = subprocess.run([sw, "agent", "--runtime", "cri", "--once", "--policies", policies], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    out["agent_again"] = [r.returncode, r.stdout, r.stderr]
+    out["status"] = subprocess.run([sw, "status", "--containers"], stdout=subprocess.PIPE, text=True, timeout=60).stdout
+finally:
+    for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        for _ in range(100):
+            if not (d / "cgroup.procs").read_text().strip():
+                break
+            time.sleep(0.05)
+        d.rmdir()
+    top.rmdir()
+print(json.dumps(out))
+'''
+
+
+def test_agent_gives_annotated_pods_their_policy_through_the_cri(tmp_path):
+    """`sockwrap agent --runtime cri` with recorded `crictl pods -o json` answers (a crictl
+    stand-in prints them) and cgroups made in the kubelet's layouts (systemd driver, Burstable;
+    cgroupfs driver, Guaranteed; a BestEffort pod without the annotation): the annotated pods'
+    containers carry EF at the peer (0 before), the other pod 0; a second run leaves them
+    attached ("attached already"). No cluster runs here: the kubelet and the CRI are stood in
+    for by what they write (cgroups) and answer (JSON)."""
+    util.require_root("attaching BPF programs to a cgroup needs root")
+    util.require_tool("unshare")
+    util.require_sockwrap()
+    cgroot = util.cgroup2_mount()
+    util.require(cgroot is not None, "no cgroup v2 hierarchy mounted")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "ef.toml").write_text('[[rule]]\nname = "all"\ndscp = "EF"\n')
+    crictl_dir = tmp_path / "bin"
+    crictl_dir.mkdir()
+    pods_json = tmp_path / "pods.json"
+    crictl = crictl_dir / "crictl"
+    crictl.write_text(f'#!/bin/sh\n[ "$1 $2 $3" = "pods -o json" ] || exit 64\nexec cat {pods_json}\n')
+    crictl.chmod(0o755)
+    inner = tmp_path / "inner.py"
+    inner.write_text(K8S_INNER)
+    port = util.free_port()
+    with tos_server(socket.AF_INET, port) as srv:
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", PY, str(inner), util.SOCKWRAP_BIN, str(cgroot),
+                            PY, str(port), str(policies), str(crictl_dir), str(pods_json)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=240)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        out = json.loads(r.stdout.splitlines()[-1])
+        got = srv.wait(6, timeout=10)
+    assert out["before"] == [0, 0, 0] and out["after"] == [0, 0, 0], out
+    rc, stdout, err = out["agent"]
+    assert rc == 0, stdout + err
+    assert [g["tos"] for g in got] == [0, 0, 0, EF, EF, 0], (got, stdout, err)
+    assert stdout.count("(annotation sockwrap.io/policy) attached") == 2, stdout
+    assert "pod prod/web-0" in stdout and "no policy" in stdout, stdout
+    assert out["agent_again"][1].count("attached already") == 2, out["agent_again"]

@@ -729,7 +729,7 @@ fn visible_command() -> Command {
                 .after_help(AGENT_EXAMPLES)
                 .arg(Arg::new("policies").long("policies").value_name("DIR").value_hint(clap::ValueHint::DirPath).help("the policies, one NAME.toml each (default /etc/sockwrap/containers)"))
                 .arg(Arg::new("config").long("config").short('c').value_name("FILE").value_hint(clap::ValueHint::FilePath).help("[[assign]] rules: a policy by image and name pattern, for containers without a sockwrap.policy label (default /etc/sockwrap/agent.toml, when it exists)"))
-                .arg(Arg::new("runtime").long("runtime").value_name("RUNTIME").value_parser(["auto", "podman", "docker"]).help("the runtime to follow (default auto: podman, else docker)"))
+                .arg(Arg::new("runtime").long("runtime").value_name("RUNTIME").value_parser(["auto", "podman", "docker", "cri"]).help("the runtime to follow (default auto: podman, else docker); cri: Kubernetes pods through crictl, by their sockwrap.io/policy annotation"))
                 .arg(Arg::new("once").long("once").action(ArgAction::SetTrue).help("only the containers running now, then exit")),
         )
         .subcommand(

@@ -201,6 +201,44 @@ pub fn container_from_json(v: &serde_json::Value) -> Option<Container> {
     })
 }
 
+/// The annotation a Kubernetes pod names its policy by.
+pub const POD_ANNOTATION: &str = "sockwrap.io/policy";
+
+/// A pod as the CRI shows it (`crictl pods -o json`): its UID, where it is, its policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pod {
+    pub uid: String,
+    pub name: String,
+    pub policy: Option<String>,
+}
+
+/// The ready pods of `crictl pods -o json` (`{"items": [{"metadata": {"uid", "name",
+/// "namespace"}, "state": "SANDBOX_READY", "annotations": {...}}]}`).
+pub fn pods_from_crictl(v: &serde_json::Value) -> Vec<Pod> {
+    let Some(items) = v.get("items").and_then(|i| i.as_array()) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter(|p| p.get("state").and_then(|s| s.as_str()) == Some("SANDBOX_READY"))
+        .filter_map(|p| {
+            let md = p.get("metadata")?;
+            let uid = md.get("uid")?.as_str()?.to_string();
+            let name = format!(
+                "{}/{}",
+                md.get("namespace").and_then(|x| x.as_str()).unwrap_or("?"),
+                md.get("name").and_then(|x| x.as_str()).unwrap_or("?")
+            );
+            let policy = p
+                .pointer("/annotations")
+                .and_then(|a| a.get(POD_ANNOTATION))
+                .and_then(|x| x.as_str())
+                .map(str::to_string);
+            Some(Pod { uid, name, policy })
+        })
+        .collect()
+}
+
 /// Runs `cmd` to its end within `secs`, returning its stdout, or why not.
 fn output_within(cmd: &mut Command, secs: u64) -> std::result::Result<String, String> {
     let mut child = cmd
@@ -316,11 +354,22 @@ impl Agent {
             ));
             return;
         }
+        self.attach(&who, &policy, &why, "--container", &c.id, &file);
+    }
+
+    /// Runs `sockwrap attach --container ID` or `--pod UID` with the policy file, bounded.
+    fn attach(
+        &self,
+        who: &str,
+        policy: &str,
+        why: &str,
+        flag: &str,
+        id: &str,
+        file: &std::path::Path,
+    ) {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("sockwrap"));
         let r = output_within(
-            Command::new(exe)
-                .args(["attach", "--container", &c.id, "-c"])
-                .arg(&file),
+            Command::new(exe).args(["attach", flag, id, "-c"]).arg(file),
             60,
         );
         match r {
@@ -330,17 +379,82 @@ impl Agent {
             )),
         }
     }
+
+    /// Decides and attaches for one pod (its annotation only).
+    fn handle_pod(&self, p: &Pod) {
+        let who = format!("pod {} ({})", p.name, p.uid);
+        let Some(policy) = &p.policy else {
+            self.log(format_args!(
+                "{who}: no policy (no {POD_ANNOTATION} annotation)"
+            ));
+            return;
+        };
+        let why = format!("annotation {POD_ANNOTATION}");
+        if policy.contains('/') || policy.starts_with('.') || policy.is_empty() {
+            self.log(format_args!(
+                "{who}: policy `{policy}` ({why}) is not a policy name; nothing attached"
+            ));
+            return;
+        }
+        let file = self.dir.join(format!("{policy}.toml"));
+        if !file.is_file() {
+            self.log(format_args!(
+                "{who}: policy `{policy}` ({why}): no {}; nothing attached",
+                file.display()
+            ));
+            return;
+        }
+        if already_attached(&p.uid) {
+            self.log(format_args!(
+                "{who}: policy `{policy}` ({why}) is attached already; left as it is"
+            ));
+            return;
+        }
+        self.attach(&who, policy, &why, "--pod", &p.uid, &file);
+    }
+
+    /// Kubernetes through the CRI: `crictl pods -o json` every `every`, each ready pod
+    /// handled once (a pod is new when its UID is).
+    fn follow_cri(&self, once: bool, every: Duration) -> Result<ExitCode> {
+        let mut seen = std::collections::HashSet::new();
+        let mut ready_said = false;
+        loop {
+            match output_within(Command::new(&self.runtime).args(["pods", "-o", "json"]), 30) {
+                Ok(t) => match serde_json::from_str::<serde_json::Value>(&t) {
+                    Ok(v) => {
+                        for p in pods_from_crictl(&v) {
+                            if seen.insert(p.uid.clone()) {
+                                self.handle_pod(&p);
+                            }
+                        }
+                    }
+                    Err(e) => self.log(format_args!("{} pods: not JSON: {e}", self.runtime)),
+                },
+                Err(e) => self.log(format_args!("{} pods failed: {e}", self.runtime)),
+            }
+            if once {
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !ready_said {
+                self.log("ready: waiting for pods to start");
+                ready_said = true;
+            }
+            std::thread::sleep(every);
+        }
+    }
 }
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-/// Whether a pin directory for this container's cgroup exists and is live.
+/// Whether a live pin directory names this container ID or pod UID (the kubelet's systemd
+/// driver writes a pod UID with `_` for `-`).
 fn already_attached(id: &str) -> bool {
+    let alt = id.replace('-', "_");
     super::containers::attachments()
         .iter()
-        .any(|a| a.live() && a.rel.contains(id))
+        .any(|a| a.live() && (a.rel.contains(id) || a.rel.contains(&alt)))
 }
 
 pub fn agent(m: &ArgMatches) -> Result<ExitCode> {
@@ -409,6 +523,7 @@ pub fn agent(m: &ArgMatches) -> Result<ExitCode> {
         }
     }
     let runtime = match m.get_one::<String>("runtime").map(String::as_str) {
+        Some("cri") => "crictl".to_string(),
         Some("auto") | None => ["podman", "docker"]
             .into_iter()
             .find(|r| crate::launch::resolve_program(r.as_ref()).is_some_and(|p| p.is_file()))
@@ -432,6 +547,9 @@ pub fn agent(m: &ArgMatches) -> Result<ExitCode> {
         a.rules.len()
     ));
     super::containers::sweep(true);
+    if a.runtime == "crictl" {
+        return a.follow_cri(m.get_flag("once"), Duration::from_secs(2));
+    }
     // Events first, then the containers running now: one that starts in between is seen
     // twice (the second time it is attached already), never missed.
     let mut events = Command::new(&a.runtime)
@@ -553,6 +671,33 @@ mod tests {
             let e = parse_config(text, "a.toml").expect_err(text);
             assert!(e.contains(want) && e.starts_with("a.toml"), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn ready_pods_and_their_annotation_from_crictl() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"items":[
+              {"id":"s1","metadata":{"name":"db-0","uid":"u-1","namespace":"prod","attempt":0},"state":"SANDBOX_READY","annotations":{"sockwrap.io/policy":"db","kubernetes.io/config.source":"api"}},
+              {"id":"s2","metadata":{"name":"web","uid":"u-2","namespace":"prod"},"state":"SANDBOX_READY","annotations":{}},
+              {"id":"s3","metadata":{"name":"old","uid":"u-3","namespace":"prod"},"state":"SANDBOX_NOTREADY","annotations":{"sockwrap.io/policy":"db"}}
+            ]}"#,
+        )
+        .expect("json");
+        assert_eq!(
+            pods_from_crictl(&v),
+            vec![
+                Pod {
+                    uid: "u-1".into(),
+                    name: "prod/db-0".into(),
+                    policy: Some("db".into())
+                },
+                Pod {
+                    uid: "u-2".into(),
+                    name: "prod/web".into(),
+                    policy: None
+                },
+            ]
+        );
     }
 
     #[test]

@@ -41,19 +41,20 @@ pub struct Target {
 }
 
 impl Target {
-    /// The pin directory of this cgroup: the path with `%` and `/` written as `%25` and
-    /// `%2f`, so that one directory name holds it and it reads back exactly.
+    /// The pin directory of this cgroup: the path with `%`, `/` and `.` written as `%25`,
+    /// `%2f` and `%2e`, so that one directory name holds it and it reads back exactly (a
+    /// BPF filesystem refuses names with a `.`: systemd's `x.slice`, `y.scope`).
     pub fn pin_dir(&self) -> PathBuf {
         Path::new(PINS).join(encode(&self.rel))
     }
 }
 
 pub fn encode(rel: &str) -> String {
-    rel.replace('%', "%25").replace('/', "%2f")
+    rel.replace('%', "%25").replace('/', "%2f").replace('.', "%2e")
 }
 
 pub fn decode(name: &str) -> String {
-    name.replace("%2f", "/").replace("%25", "%")
+    name.replace("%2e", ".").replace("%2f", "/").replace("%25", "%")
 }
 
 /// Which of `--cgroup`, `--container`, `--pod` the matches hold, if any.
@@ -714,9 +715,9 @@ mod tests {
 
     #[test]
     fn pin_names_read_back_exactly() {
-        for rel in ["a/b/c", "system.slice/docker-x.scope", "odd%2fname/x", "%"] {
+        for rel in ["a/b/c", "system.slice/docker-x.scope", "odd%2fname/x", "%", "a%2e.b"] {
             assert_eq!(decode(&encode(rel)), rel);
-            assert!(!encode(rel).contains('/'));
+            assert!(!encode(rel).contains('/') && !encode(rel).contains('.'));
         }
     }
 
