@@ -72,7 +72,7 @@ MATRIX_K+=" or test_connects_match_strace"              # trace against strace
 # unit's cgroup on pure cgroup v2 (and after a "reboot", the boot unit pins them again).
 MATRIX_K+=" or test_real_systemd_attaches_the_pinned_programs"
 MATRIX_K+=" or test_attach_cgroup"                      # a container's cgroup: pinned links
-MATRIX_K+=" or test_podman_container"                   # a real podman container (vm_only)
+MATRIX_K+=" or test_podman_container or test_agent"    # podman containers, the agent (podman; CRI)
 
 CACHE=${SOCKWRAP_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sockwrap-vm}
 OUT_ROOT=${SOCKWRAP_VM_OUT:-$TREE/target/vm-test}
