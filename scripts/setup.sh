@@ -95,11 +95,15 @@ fi
 [ "$target" = test ] || exit 0
 
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c 'import pytest, pytest_timeout' 2>/dev/null; then
-    echo "== setup (test): pip install pytest pytest-timeout for $("$PYTHON" -c 'import sys; print(sys.executable)')"
+# kubernetes-validate: the Kubernetes API schemas, offline, for docs/kubernetes/
+# (tests/test_kubernetes.py); pinned to the schema version the test names.
+if ! "$PYTHON" -c 'import pytest, pytest_timeout, kubernetes_validate, yaml' 2>/dev/null; then
+    pip_pkgs="pytest pytest-timeout kubernetes-validate==1.31.0"
+    echo "== setup (test): pip install $pip_pkgs for $("$PYTHON" -c 'import sys; print(sys.executable)')"
     # Debian's own python3 refuses pip installs outside a venv unless told otherwise.
-    "$PYTHON" -m pip install -q pytest pytest-timeout 2>/dev/null \
-        || "$PYTHON" -m pip install -q --break-system-packages pytest pytest-timeout
+    # shellcheck disable=SC2086 # one word per package
+    "$PYTHON" -m pip install -q $pip_pkgs 2>/dev/null \
+        || "$PYTHON" -m pip install -q --break-system-packages $pip_pkgs
 fi
 
 # `make deb` packs with cargo-deb (tests/test_deb.py). A debug build of it installs faster
