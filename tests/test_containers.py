@@ -195,6 +195,9 @@ def test_attach_cgroup_gives_its_new_and_open_sockets_the_policy_until_detach(tm
     assert rc == 0 and "swtest-ctr-a-" in stdout and ": attached: " in stdout, stdout
     doc = json.loads(out["status_json"][1])
     assert [c["attached"] for c in doc["containers"]] == [True], doc
+    # What the report says agrees with what the peer saw: plans applied, and A's own
+    # setsockopt(IP_TOS) kept from undoing the lock.
+    assert doc["containers"][0]["plans_applied"] >= 3 and doc["containers"][0]["locked"] >= 1, doc
     assert "replaced the policy" in out["attach_again"][1], out["attach_again"]
 
     rc, stdout, err = out["detach"]

@@ -50,11 +50,15 @@ impl Target {
 }
 
 pub fn encode(rel: &str) -> String {
-    rel.replace('%', "%25").replace('/', "%2f").replace('.', "%2e")
+    rel.replace('%', "%25")
+        .replace('/', "%2f")
+        .replace('.', "%2e")
 }
 
 pub fn decode(name: &str) -> String {
-    name.replace("%2e", ".").replace("%2f", "/").replace("%25", "%")
+    name.replace("%2e", ".")
+        .replace("%2f", "/")
+        .replace("%25", "%")
 }
 
 /// Which of `--cgroup`, `--container`, `--pod` the matches hold, if any.
@@ -593,6 +597,13 @@ pub fn detach(m: &ArgMatches) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// (plans applied, setsockopt calls kept from changing a locked option) from the counters.
+fn plans_and_locks(c: &[u64]) -> (u64, u64) {
+    use sockwrap_kernel::tables::{C_APPLIED_BASE, C_LOCKED};
+    let at = |i: u32| c.get(i as usize).copied().unwrap_or(0);
+    ((C_APPLIED_BASE..C_LOCKED).map(at).sum(), at(C_LOCKED))
+}
+
 /// `sockwrap status --containers`: what is attached where, and what it did.
 pub fn status(m: &ArgMatches) -> Result<ExitCode> {
     let json = m.get_flag("json");
@@ -602,6 +613,7 @@ pub fn status(m: &ArgMatches) -> Result<ExitCode> {
             .iter()
             .map(|a| {
                 let counters = programs::pinned_counters(&a.dir).unwrap_or_default();
+                let (applied, locked) = plans_and_locks(&counters);
                 crate::summary::Json::object([
                     ("cgroup", a.rel.as_str().into()),
                     ("attached", a.live().into()),
@@ -612,10 +624,8 @@ pub fn status(m: &ArgMatches) -> Result<ExitCode> {
                             a.links.iter().map(|(k, _)| k.as_str().into()).collect(),
                         ),
                     ),
-                    (
-                        "plans_applied",
-                        (counters.iter().sum::<u64>() as i64).into(),
-                    ),
+                    ("plans_applied", (applied as i64).into()),
+                    ("locked", (locked as i64).into()),
                 ])
             })
             .collect();
@@ -647,7 +657,12 @@ pub fn status(m: &ArgMatches) -> Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        println!("    pins: {}", a.dir.display());
+        let (applied, locked) =
+            plans_and_locks(&programs::pinned_counters(&a.dir).unwrap_or_default());
+        println!(
+            "    pins: {}; plans applied: {applied}; setsockopt calls kept from changing a locked option: {locked}",
+            a.dir.display()
+        );
     }
     if stale {
         Err(Error::Findings)
@@ -715,7 +730,13 @@ mod tests {
 
     #[test]
     fn pin_names_read_back_exactly() {
-        for rel in ["a/b/c", "system.slice/docker-x.scope", "odd%2fname/x", "%", "a%2e.b"] {
+        for rel in [
+            "a/b/c",
+            "system.slice/docker-x.scope",
+            "odd%2fname/x",
+            "%",
+            "a%2e.b",
+        ] {
             assert_eq!(decode(&encode(rel)), rel);
             assert!(!encode(rel).contains('/') && !encode(rel).contains('.'));
         }
