@@ -48,11 +48,16 @@ def pins():
     return sorted(str(p.relative_to(PINS)) for p in PINS.rglob("*") if p.is_file()) if PINS.is_dir() else []
 
 
+# With a second argument the client sets IP_TOS itself after connecting (as OpenSSH does
+# after login) and prints what the kernel then answers for IP_TOS: its own value, or the
+# lock's.
 CLIENT = ("import errno, socket, sys\n"
           "s = socket.socket()\n"
-          "if len(sys.argv) > 2: s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, int(sys.argv[2]))\n"
           "try:\n"
-          "    s.connect(('127.0.0.1', int(sys.argv[1]))); s.send(b'x'); s.close(); print(0)\n"
+          "    s.connect(('127.0.0.1', int(sys.argv[1])))\n"
+          "    if len(sys.argv) > 2: s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, int(sys.argv[2]))\n"
+          "    tos = s.getsockopt(socket.IPPROTO_IP, socket.IP_TOS)\n"
+          "    s.send(b'x'); s.close(); print(0 if len(sys.argv) < 3 else f'0 tos={tos:#x}')\n"
           "except OSError as e:\n"
           "    print(errno.errorcode.get(e.errno, e.errno))\n")
 
@@ -102,6 +107,7 @@ try:
     out["a"] = client_in(a, port)
     out["b"] = client_in(b, port)
     out["a_sets_its_own"] = client_in(a, port, 0x10)   # locked: EF all the same
+    out["b_sets_its_own"] = client_in(b, port, 0x10)   # control: 0x10
     out["theirs_with_ours"] = client_in(a, deny_port)
     out["hold_tos_after"] = sh("ss", "-tnH", "--tos", "state", "established", f"( sport = :{out['hold_lport']} )")[1]
     out["status"] = sh(sw, "status", "--containers")
@@ -172,10 +178,14 @@ def test_attach_cgroup_gives_its_new_and_open_sockets_the_policy_until_detach(tm
     assert rc == 3 and "/sys/fs/bpf is not a BPF filesystem" in err, err
 
     # The peer saw, in order: control, A, B, A setting its own, A again (AF41), after detach.
-    outcomes = [out[k] for k in ("control_a", "a", "b", "a_sets_its_own", "a_again", "a_after_detach")]
-    assert outcomes == ["0"] * 6, out
+    outcomes = [out[k] for k in ("control_a", "a", "b", "a_again", "a_after_detach")]
+    assert outcomes == ["0"] * 5, out
+    # The program's own setsockopt(IP_TOS, 0x10) after connecting: the kernel answers EF in
+    # A (the lock kept it), 0x10 in B (no policy there).
+    assert out["a_sets_its_own"] == "0 tos=0xb8" and out["b_sets_its_own"] == "0 tos=0x10", out
     tos = [g["tos"] for g in got]
-    assert tos == [0, EF, 0, EF, 0x88, 0], (tos, out["attach"], out["bpftool_show"])
+    assert tos == [0, EF, 0, EF, 0, 0x88, 0], (tos, out["attach"], out["bpftool_show"])
+
 
     rc, stdout, err = out["attach"]
     assert rc == 0 and "attached " in stdout and "stay after this command" in stdout, stdout + err
@@ -238,8 +248,9 @@ def _podman_env(tmp_path):
 def test_podman_container_gets_the_policy_by_name_and_loses_it_by_id(tmp_path):
     """Two podman containers (rootfs: busybox and a static client; host network). Before:
     the peer sees tos 0 from A. `attach --container NAME --dscp EF` (found through `podman
-    inspect`): A's connections carry EF at the peer, also when A's program sets IP_TOS 0x10
-    itself after connecting (the lock); B's stay 0. `status --containers` lists A's cgroup.
+    inspect`): A's connections carry EF at the peer; when A's program sets IP_TOS 0x10
+    itself after connecting, the kernel still answers EF (the lock; in B it answers 0x10);
+    B's connections stay 0. `status --containers` lists A's cgroup.
     `detach --container ID` (found by its ID in the cgroup tree): A is back to 0."""
     util.require_root("podman containers and BPF need root")
     util.require_tool("podman", "crun", "gcc", "busybox")
@@ -278,20 +289,25 @@ def test_podman_container_gets_the_policy_by_name_and_loses_it_by_id(tmp_path):
         def connect(name, tos=-1):
             r = podman("exec", name, "/ctr_client", "127.0.0.1", str(port), str(tos))
             assert r.returncode == 0, (name, r.stdout, r.stderr)
+            return r.stdout.strip()
 
         with tos_server(socket.AF_INET, port) as srv:
             connect(names[0])
             att = sw("attach", "--container", names[0], "--dscp", "EF")
             connect(names[0])
-            connect(names[0], 0x10)
+            a_own = connect(names[0], 0x10)
             connect(names[1])
+            b_own = connect(names[1], 0x10)
             st = sw("status", "--containers")
             det = sw("detach", "--container", ids[0])
             connect(names[0])
-            got = srv.wait(5, timeout=30 * util.TIME_SCALE)
+            got = srv.wait(6, timeout=30 * util.TIME_SCALE)
         assert att.returncode == 0 and "(podman)" in att.stdout, att.stdout + att.stderr
         assert f"libpod-{ids[0]}" in att.stdout, att.stdout
-        assert [g["tos"] for g in got] == [0, EF, EF, 0, 0], (got, att.stdout, det.stdout)
+        assert [g["tos"] for g in got] == [0, EF, EF, 0, 0, 0], (got, att.stdout, det.stdout)
+        # After the container's own setsockopt(IP_TOS, 0x10) the kernel answers EF in A (the
+        # lock kept it) and 0x10 in B (no policy there).
+        assert a_own == "tos=0xb8" and b_own == "tos=0x10", (a_own, b_own)
         assert st.returncode == 0 and f"libpod-{ids[0]}" in st.stdout and ": attached: " in st.stdout, st.stdout
         assert det.returncode == 0 and "detached" in det.stdout, det.stdout + det.stderr
     finally:

@@ -1,6 +1,7 @@
 /* ctr_client HOST PORT TOS: a static client for a container's rootfs (no libc there).
  * Connects to HOST:PORT (IPv4), then, when TOS >= 0, sets IP_TOS to TOS itself (after the
- * connect, as OpenSSH does after login), sends one line and closes. Exit 0 when the line
+ * connect, as OpenSSH does after login) and prints what the kernel answers for IP_TOS then
+ * (tos=0x..), sends one line and closes. Exit 0 when the line
  * was sent; 1 with the failing call on stderr otherwise. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -28,6 +29,15 @@ int main(int argc, char **argv) {
     if (tos >= 0 && setsockopt(s, IPPROTO_IP, IP_TOS, &tos, sizeof tos) != 0) {
         perror("IP_TOS");
         return 1;
+    }
+    if (tos >= 0) {
+        int now = -1;
+        socklen_t len = sizeof now;
+        if (getsockopt(s, IPPROTO_IP, IP_TOS, &now, &len) != 0) {
+            perror("getsockopt IP_TOS");
+            return 1;
+        }
+        printf("tos=0x%x\n", now);
     }
     if (write(s, "hello\n", 6) != 6) {
         perror("write");
