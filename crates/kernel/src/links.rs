@@ -148,6 +148,18 @@ pub fn cgroup_id(dir: &Path) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    /// The names of a C enum of `h`, in order, without aliases (`BPF_PROG_RUN =
+    /// BPF_PROG_TEST_RUN,` is not a value of its own): index = value.
+    fn enum_names<'a>(h: &'a str, name: &str) -> Vec<&'a str> {
+        let start = h.find(&format!("enum {name} {{")).expect(name);
+        let body = &h[start..start + h[start..].find("};").expect("end")];
+        body.lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("BPF_") && !l.contains('='))
+            .filter_map(|l| l.trim_end_matches(',').split_whitespace().next())
+            .collect()
+    }
+
     #[test]
     fn attach_types_match_linux_bpf_h() {
         // Every kind the programs use has a number, and the numbers are distinct.
@@ -164,19 +176,7 @@ mod tests {
         let Ok(h) = std::fs::read_to_string("/usr/include/linux/bpf.h") else {
             return;
         };
-        let start = h.find("enum bpf_attach_type {").expect("enum");
-        let body = &h[start..start + h[start..].find("};").expect("end")];
-        let names: Vec<&str> = body
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.starts_with("BPF_"))
-            .map(|l| {
-                l.trim_end_matches(',')
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-            })
-            .collect();
+        let names = enum_names(&h, "bpf_attach_type");
         let at = |n: &str| names.iter().position(|x| *x == n).expect(n) as u32;
         for (k, n) in [
             ("sock_create", "BPF_CGROUP_INET_SOCK_CREATE"),
@@ -195,19 +195,7 @@ mod tests {
         ] {
             assert_eq!(super::attach_type_number(k), Some(at(n)), "{k}");
         }
-        let cmds = &h[h.find("enum bpf_cmd {").expect("bpf_cmd")..];
-        let cmds: Vec<&str> = cmds[..cmds.find("};").expect("end")]
-            .lines()
-            .map(str::trim)
-            // `BPF_PROG_RUN = BPF_PROG_TEST_RUN,` is an alias, not a value of its own.
-            .filter(|l| l.starts_with("BPF_") && !l.contains('='))
-            .map(|l| {
-                l.trim_end_matches(',')
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-            })
-            .collect();
+        let cmds = enum_names(&h, "bpf_cmd");
         let cmd = |n: &str| cmds.iter().position(|x| *x == n).expect(n) as libc::c_long;
         assert_eq!(super::BPF_OBJ_PIN, cmd("BPF_OBJ_PIN"));
         assert_eq!(super::BPF_OBJ_GET, cmd("BPF_OBJ_GET"));

@@ -334,6 +334,11 @@ impl Agent {
             Choice::Label(p) => (p, format!("label {LABEL}")),
             Choice::Rule(n, p) => (p, format!("[[assign]] rule #{n}")),
         };
+        self.give(&who, &policy, &why, "--container", &c.id);
+    }
+
+    /// Checks the policy's name and file, skips a target attached already, and attaches.
+    fn give(&self, who: &str, policy: &str, why: &str, flag: &str, id: &str) {
         if policy.contains('/') || policy.starts_with('.') || policy.is_empty() {
             self.log(format_args!(
                 "{who}: policy `{policy}` ({why}) is not a policy name; nothing attached"
@@ -348,13 +353,13 @@ impl Agent {
             ));
             return;
         }
-        if already_attached(&c.id) {
+        if already_attached(id) {
             self.log(format_args!(
                 "{who}: policy `{policy}` ({why}) is attached already; left as it is"
             ));
             return;
         }
-        self.attach(&who, &policy, &why, "--container", &c.id, &file);
+        self.attach(who, policy, why, flag, id, &file);
     }
 
     /// Runs `sockwrap attach --container ID` or `--pod UID` with the policy file, bounded.
@@ -390,27 +395,7 @@ impl Agent {
             return;
         };
         let why = format!("annotation {POD_ANNOTATION}");
-        if policy.contains('/') || policy.starts_with('.') || policy.is_empty() {
-            self.log(format_args!(
-                "{who}: policy `{policy}` ({why}) is not a policy name; nothing attached"
-            ));
-            return;
-        }
-        let file = self.dir.join(format!("{policy}.toml"));
-        if !file.is_file() {
-            self.log(format_args!(
-                "{who}: policy `{policy}` ({why}): no {}; nothing attached",
-                file.display()
-            ));
-            return;
-        }
-        if already_attached(&p.uid) {
-            self.log(format_args!(
-                "{who}: policy `{policy}` ({why}) is attached already; left as it is"
-            ));
-            return;
-        }
-        self.attach(&who, policy, &why, "--pod", &p.uid, &file);
+        self.give(&who, policy, &why, "--pod", &p.uid);
     }
 
     /// Kubernetes through the CRI: `crictl pods -o json` every `every`, each ready pod
