@@ -171,13 +171,7 @@ mod tests {
             |_| Ok("on_error = \"fail\"\n[[rule]]\ndscp = \"CS1\"\nnodelay = true\n".into()),
         );
         assert!(l.errors.is_empty());
-        let ctx = Ctx {
-            transport: Transport::Tcp,
-            role: Some(Role::Client),
-            remote: None,
-            local_port: None,
-            host: None,
-        };
+        let ctx = Ctx::client(Transport::Tcp, None, None);
         let d = l.policy.decide(&ctx);
         assert_eq!(d.get(Opt::Tos).map(|s| s.value), Some(Value::Int(0xb8)));
         assert_eq!(
@@ -217,13 +211,7 @@ mod tests {
         assert!(read);
         assert_eq!(
             l.policy
-                .decide(&Ctx {
-                    transport: Transport::Tcp,
-                    role: Some(Role::Client),
-                    remote: None,
-                    local_port: None,
-                    host: None,
-                })
+                .decide(&Ctx::client(Transport::Tcp, None, None))
                 .get(Opt::NoDelay)
                 .map(|s| s.value),
             Some(Value::Bool(false))

@@ -654,17 +654,11 @@ pub fn fixed_once_open_mask() -> u32 {
 mod tests {
     use super::*;
     use crate::catalog::{BindAddrs, Name16};
-    use crate::rules::{Ctx, OnError, Policy, Role, Rule};
+    use crate::rules::{Ctx, OnError, Policy, Rule};
     use crate::Value;
 
     fn tcp_client() -> Ctx<'static> {
-        Ctx {
-            transport: Transport::Tcp,
-            role: Some(Role::Client),
-            remote: None,
-            local_port: None,
-            host: None,
-        }
+        Ctx::client(Transport::Tcp, None, None)
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! core + alloc only, no std: every process the library is preloaded into pays at exec for
 //! what the library brings (relocations, symbol imports, pages touched), and std brings its
 //! panic, backtrace and I/O machinery. The per-thread state std's `thread_local!` gave is
-//! in `thread.c` (see `sys::Thread`). A panic, which the code is written never to reach
+//! in `thread.c` (see `sys::thread::Thread`). A panic, which the code is written never to reach
 //! (clippy denies unwrap, expect and panic here), ends the process with one line saying
 //! where: there is no unwinding without std.
 

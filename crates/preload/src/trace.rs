@@ -68,7 +68,7 @@ static STARTED: [AtomicU64; TRACKED_N] = [UNTRACKED; TRACKED_N];
 /// The highest descriptor ever tracked: the exit and close_range walks stop there.
 static HIGHEST: AtomicI32 = AtomicI32::new(-1);
 
-/// The cached pid, on a page a forked child gets zeroed (see `sys::Page`).
+/// The cached pid, on a page a forked child gets zeroed (see `sys::wiped_on_fork_word`).
 static PID: SetOnce<&'static AtomicI32> = SetOnce::new();
 /// Used when no such page could be had: then the atfork handler alone resets it.
 static PID_FALLBACK: AtomicI32 = AtomicI32::new(0);
