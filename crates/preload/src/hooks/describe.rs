@@ -380,10 +380,10 @@ unsafe fn hostent_line(
         return;
     };
     let mut ips = [0u128; MAX_IPS];
-    // SAFETY: as above.
     let n = if h.is_null() {
         0
     } else {
+        // SAFETY: h is a hostent libc filled and returned (the caller's promise).
         unsafe { hostent_ips(h, &mut ips) }
     };
     trace::resolved(call, name, &ips[..n], result, dur);

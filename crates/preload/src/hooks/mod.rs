@@ -19,8 +19,6 @@
 //! slices) and hands them, with the real call as a closure, to [`crate::calls`], where the
 //! decisions are.
 
-#![allow(unsafe_code)]
-
 use crate::apply::Global;
 use crate::calls;
 #[allow(unused_imports)]
@@ -315,6 +313,7 @@ macro_rules! hooks {
                         // SAFETY: the same arguments, after the call.
                         |r, errno, dur| {
                             #[allow(unused_unsafe)]
+                            // SAFETY: the same arguments, after the call.
                             unsafe { describe::$name($($arg,)* r, errno, dur) }
                         },
                     )

@@ -260,13 +260,19 @@ pub unsafe fn getsockopt(
     };
     // SAFETY: arguments passed through.
     let r = unsafe { real::getsockopt(fd, level, name, val, len) };
-    // SAFETY (both): the kernel just wrote an int at val, *len bytes of it.
-    if r == 0 && so_error && !val.is_null() && !len.is_null() && unsafe { *len } as usize >= 4 {
+    if r == 0
+        && so_error
+        && !val.is_null()
+        && !len.is_null()
+        // SAFETY: len is the program's, not null, and the kernel just wrote it.
+        && unsafe { *len } as usize >= 4
+    {
         if let Some(e) = parked {
-            // SAFETY: see above; val holds an int.
+            // SAFETY: val is the program's, not null, and the kernel just wrote an int
+            // there (*len >= 4 bytes).
             unsafe { (val as *mut i32).write_unaligned(e) };
         }
-        // SAFETY: see above.
+        // SAFETY: as above.
         let so_error = unsafe { (val as *const i32).read_unaligned() };
         calls::so_error_read(fd, so_error);
     }

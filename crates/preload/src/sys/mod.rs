@@ -19,11 +19,7 @@
 //! * `socket`: the socket system calls (setsockopt, getsockopt, bind, connect, ...);
 //! * `process`: files, clocks, randomness, the process itself;
 //! * `sync`: [`Spin`] and [`SetOnce`];
-//! * `thread`: the per-thread block ([`Thread`]) and [`spawn`].
-
-// The boundary with the kernel and libc: every module here dereferences raw pointers or
-// declares foreign functions.
-#![allow(unsafe_code)]
+//! * `thread`: the per-thread block (`thread::Thread`) and [`spawn`].
 
 // `syscall!` is defined before the submodules so that they can use it.
 /// The library's own system calls (src/syscall.c), one per number of arguments: the

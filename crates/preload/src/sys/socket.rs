@@ -105,12 +105,17 @@ pub fn getsockopt_bytes(
     check(r).map(|_| len as usize)
 }
 
+/// A `struct tcp_info` of zeros: what an older kernel leaves of the fields it does not know.
+pub fn zeroed_tcp_info() -> libc::tcp_info {
+    // SAFETY: tcp_info is integers only: all-zero is a valid value.
+    unsafe { core::mem::zeroed() }
+}
+
 /// `getsockopt(fd, IPPROTO_TCP, TCP_INFO)`: the kernel's `struct tcp_info` and the number
 /// of its bytes the kernel filled (an older kernel fills a shorter prefix; the rest stays
 /// zero).
 pub fn tcp_info(fd: i32) -> Result<(libc::tcp_info, usize), Errno> {
-    // SAFETY: tcp_info is integers only: all-zero is a valid value.
-    let mut info: libc::tcp_info = unsafe { core::mem::zeroed() };
+    let mut info = zeroed_tcp_info();
     let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: info and len are valid for writing; len is info's size.
     let r = unsafe {
