@@ -490,44 +490,34 @@ pub unsafe fn dup(old: c_int) -> c_int {
 /// C's contract for `dup2(2)`.
 #[inline(never)]
 pub unsafe fn dup2(old: c_int, new: c_int) -> c_int {
-    // A traced socket on `new` is closed by the call: its end is read before.
-    let end = if trace::on() && new != old {
-        trace::ending(new)
-    } else {
-        None
-    };
     // SAFETY: arguments passed through.
-    let r = unsafe { real::dup2(old, new) };
-    if r >= 0 {
-        calls::duplicated(old, r);
-        if let Some(end) = end {
-            trace::untrack(new);
-            let errno = sys::errno();
-            trace::ended("dup2", new, None, &end);
-            sys::set_errno(errno);
-        }
-    }
-    r
+    dup_over("dup2", old, new, || unsafe { real::dup2(old, new) })
 }
 
 /// # Safety
 /// C's contract for `dup3(2)`.
 #[inline(never)]
 pub unsafe fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    // A traced socket on `new` is closed by the call: its end is read before.
+    // SAFETY: arguments passed through.
+    dup_over("dup3", old, new, || unsafe { real::dup3(old, new, flags) })
+}
+
+/// dup2 and dup3: `real` puts `old`'s file on `new`, closing what was there. A traced
+/// socket on `new` is closed by the call: its end is read before.
+#[inline(always)]
+fn dup_over(call: &str, old: c_int, new: c_int, real: impl FnOnce() -> c_int) -> c_int {
     let end = if trace::on() && new != old {
         trace::ending(new)
     } else {
         None
     };
-    // SAFETY: arguments passed through.
-    let r = unsafe { real::dup3(old, new, flags) };
+    let r = real();
     if r >= 0 {
         calls::duplicated(old, r);
         if let Some(end) = end {
             trace::untrack(new);
             let errno = sys::errno();
-            trace::ended("dup3", new, None, &end);
+            trace::ended(call, new, None, &end);
             sys::set_errno(errno);
         }
     }

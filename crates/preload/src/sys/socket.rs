@@ -166,27 +166,23 @@ pub fn peer_addr(fd: i32) -> Option<SocketAddr> {
 
 /// `bind(fd, addr)` as a raw system call (never our own hook).
 pub fn bind(fd: i32, addr: &SockAddr) -> Result<(), Errno> {
-    // SAFETY: addr is valid for its len bytes (at most a sockaddr_storage).
-    let r = unsafe {
-        syscall!(
-            libc::SYS_bind,
-            fd as libc::c_long,
-            addr.as_ptr(),
-            addr.len as libc::c_long,
-        )
-    };
-    check(r).map(|_| ())
+    addr_call(libc::SYS_bind, fd, addr)
 }
 
 /// `connect(fd, addr)` as a raw system call (never our own hook).
 pub fn connect(fd: i32, addr: &SockAddr) -> Result<(), Errno> {
+    addr_call(libc::SYS_connect, fd, addr)
+}
+
+/// A system call of the form `nr(fd, addr, addrlen)` (bind, connect).
+fn addr_call(nr: libc::c_long, fd: i32, addr: &SockAddr) -> Result<(), Errno> {
     // SAFETY: addr is valid for its len bytes (at most a sockaddr_storage).
     let r = unsafe {
         syscall!(
-            libc::SYS_connect,
+            nr,
             fd as libc::c_long,
             addr.as_ptr(),
-            addr.len as libc::c_long,
+            addr.len as libc::c_long
         )
     };
     check(r).map(|_| ())

@@ -38,12 +38,36 @@ pub struct Thread {
     /// (pid, tid) as last asked of the kernel (the trace).
     pid: core::cell::Cell<i32>,
     tid: core::cell::Cell<i32>,
-    /// fd + 1 of the last accepted socket whose peer is in `accepted` (0: none).
-    accepted_fd1: core::cell::Cell<i32>,
-    accepted: core::cell::Cell<MaybeUninit<SocketAddr>>,
-    /// fd + 1 of the connect whose action is in `action` (0: none).
-    action_fd1: core::cell::Cell<i32>,
-    action: core::cell::Cell<MaybeUninit<ActionNote>>,
+    /// The peer of the last accepted socket.
+    accepted: FdNote<SocketAddr>,
+    /// What sockwrap did to the last connect.
+    action: FdNote<ActionNote>,
+}
+
+/// A value recorded for one descriptor, taken once by the trace line that follows.
+#[repr(C)]
+struct FdNote<T> {
+    /// fd + 1 of the descriptor whose value is in `value` (0: none).
+    fd1: core::cell::Cell<i32>,
+    value: core::cell::Cell<MaybeUninit<T>>,
+}
+
+impl<T: Copy> FdNote<T> {
+    fn set(&self, fd: i32, v: T) {
+        self.value.set(MaybeUninit::new(v));
+        self.fd1.set(fd.wrapping_add(1));
+    }
+
+    /// The value recorded for `fd`, if that is the descriptor; clears the record.
+    fn take(&self, fd: i32) -> Option<T> {
+        let was = self.fd1.replace(0);
+        if was != 0 && was == fd.wrapping_add(1) {
+            // SAFETY: fd1 is non-zero only after `set` wrote `value`.
+            Some(unsafe { self.value.get().assume_init() })
+        } else {
+            None
+        }
+    }
 }
 
 /// What sockwrap did to a connect, for its trace line (written right after, on the same
@@ -89,34 +113,20 @@ impl Thread {
     }
 
     pub fn set_accepted(&self, fd: i32, peer: SocketAddr) {
-        self.accepted.set(MaybeUninit::new(peer));
-        self.accepted_fd1.set(fd.wrapping_add(1));
+        self.accepted.set(fd, peer);
     }
 
     /// The peer recorded for `fd` by the accept that just returned it; clears the record.
     pub fn take_accepted(&self, fd: i32) -> Option<SocketAddr> {
-        let was = self.accepted_fd1.replace(0);
-        if was != 0 && was == fd.wrapping_add(1) {
-            // SAFETY: accepted_fd1 is non-zero only after set_accepted wrote `accepted`.
-            Some(unsafe { self.accepted.get().assume_init() })
-        } else {
-            None
-        }
+        self.accepted.take(fd)
     }
 
     pub fn set_action(&self, fd: i32, note: ActionNote) {
-        self.action.set(MaybeUninit::new(note));
-        self.action_fd1.set(fd.wrapping_add(1));
+        self.action.set(fd, note);
     }
 
     /// The action recorded for `fd` by the connect that just returned; clears the record.
     pub fn take_action(&self, fd: i32) -> Option<ActionNote> {
-        let was = self.action_fd1.replace(0);
-        if was != 0 && was == fd.wrapping_add(1) {
-            // SAFETY: action_fd1 is non-zero only after set_action wrote `action`.
-            Some(unsafe { self.action.get().assume_init() })
-        } else {
-            None
-        }
+        self.action.take(fd)
     }
 }
