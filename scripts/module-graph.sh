@@ -2,15 +2,16 @@
 # Prints the module graph of a crate (who uses whom through `crate::`; default
 # crates/preload/src, or the src folder given) and fails if it has a cycle. A module is a
 # top-level file or a folder with a mod.rs (its files together: uses between its own
-# submodules do not count). Comments and doc links do not count; `log_at!` counts as a use
-# of `log`.
+# submodules do not count). Comments, doc links and test files (`tests.rs`) do not count;
+# `log_at!` counts as a use of `log`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec python3 - "$@" <<'PY'
 import re, sys, pathlib
 src = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "crates/preload/src")
 files = {p.stem: [p] for p in src.glob("*.rs") if p.stem != "lib"}
-files.update({d.name: sorted(d.rglob("*.rs")) for d in src.iterdir() if (d / "mod.rs").is_file()})
+files.update({d.name: sorted(f for f in d.rglob("*.rs") if f.name != "tests.rs")
+              for d in src.iterdir() if (d / "mod.rs").is_file()})
 mods = set(files)
 edges = {m: set() for m in mods}
 for m in mods:

@@ -162,16 +162,22 @@ def test_a_damaged_policy_leaves_programs_untouched_and_doctor_says_so(tmp_path,
     assert "sockwrap:" not in r.stderr.replace("sockwrap: note:", ""), r.stderr
 
 
-def test_a_missing_library_is_reported(tmp_path):
+def ef_policy_and_library_copy(tmp_path, folder, mode):
+    """A policy giving EF, and a copy of libsockwrap.so in tmp_path/folder with `mode`."""
     util.require_sockwrap()
     p = policy(tmp_path, """
         [[rule]]
         dscp = "EF"
     """)
-    lib = tmp_path / "lib" / "libsockwrap.so"
+    lib = tmp_path / folder / "libsockwrap.so"
     lib.parent.mkdir()
     lib.write_bytes(util.SOCKWRAP_LIB.read_bytes())
-    lib.chmod(0o644)
+    lib.chmod(mode)
+    return p, lib
+
+
+def test_a_missing_library_is_reported(tmp_path):
+    p, lib = ef_policy_and_library_copy(tmp_path, "lib", 0o644)
     r = host_ns(tmp_path, f'SOCKWRAP_LIB={lib} "$SW" enable --system -c {p} && rm {lib} && '
                           '"$SW" status --system; echo "status=$?"; '
                           '"$SW" doctor; echo "doctor=$?"; '
@@ -185,15 +191,7 @@ def test_a_missing_library_is_reported(tmp_path):
 
 
 def test_enable_refuses_a_library_that_would_endanger_the_host(tmp_path):
-    util.require_sockwrap()
-    p = policy(tmp_path, """
-        [[rule]]
-        dscp = "EF"
-    """)
-    wlib = tmp_path / "w" / "libsockwrap.so"
-    wlib.parent.mkdir()
-    wlib.write_bytes(util.SOCKWRAP_LIB.read_bytes())
-    wlib.chmod(0o666)
+    p, wlib = ef_policy_and_library_copy(tmp_path, "w", 0o666)
     junk = tmp_path / "j" / "libsockwrap.so"
     junk.parent.mkdir()
     junk.write_text("not an ELF file\n")

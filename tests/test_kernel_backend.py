@@ -719,22 +719,29 @@ def test_a_signal_after_the_command_ended_reaches_what_it_left_running(procs):
     assert not cg.exists()
 
 
-def test_a_bound_udp_server_replies_with_the_server_class(port, procs, tmp_path):
-    """bind4: a UDP server's socket gets the server-role options when it binds, so its
-    replies (sendto on a bound, unconnected socket) carry the class: the client's IP_RECVTOS."""
-    require_kernel_backend()
-    policy = tmp_path / "udp-server.toml"
+def udp_server_gets_the_server_class(procs, policy, host, port):
+    """A UDP server bound on host:port answers one datagram: under a server-role policy
+    (written to `policy`) its reply carries EF, without sockwrap 0 (the client's
+    IP_RECVTOS / IPV6_RECVTCLASS)."""
     policy.write_text(f'[[rule]]\nname = "dns-like"\nmatch = {{ role = "server", local-port = {port}, '
                       f'transport = "udp" }}\ndscp = "EF"\n')
+    family = "AF_INET6" if ":" in host else "AF_INET"
     server = ("import socket,sys\n"
-              "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-              "s.bind(('127.0.0.1', int(sys.argv[1]))); print('ready', flush=True)\n"
+              f"s=socket.socket(socket.{family}, socket.SOCK_DGRAM)\n"
+              f"s.bind(('{host}', int(sys.argv[1]))); print('ready', flush=True)\n"
               "s.settimeout(10)\n"
               "d, peer = s.recvfrom(100); s.sendto(b'reply', peer)\n")
 
     for cmd, want in (([util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", util.PY, "-c", server, port], EF),
                       ([util.PY, "-c", server, port], 0)):
-        assert udp_server_reply_class(procs, cmd, "127.0.0.1", port) == want, cmd
+        assert udp_server_reply_class(procs, cmd, host, port) == want, cmd
+
+
+def test_a_bound_udp_server_replies_with_the_server_class(port, procs, tmp_path):
+    """bind4: a UDP server's socket gets the server-role options when it binds, so its
+    replies (sendto on a bound, unconnected socket) carry the class: the client's IP_RECVTOS."""
+    require_kernel_backend()
+    udp_server_gets_the_server_class(procs, tmp_path / "udp-server.toml", "127.0.0.1", port)
 
 
 # --------------------------------------------------------------------------- IPv6 paths
@@ -768,18 +775,7 @@ def test_a_udp_server_bound_on_ipv6_replies_with_the_server_class(port, procs, t
     replies carry the class (the client's IPV6_RECVTCLASS)."""
     require_kernel_backend()
     util.require_ipv6()
-    policy = tmp_path / "udp6-server.toml"
-    policy.write_text(f'[[rule]]\nname = "dns-like"\nmatch = {{ role = "server", local-port = {port}, '
-                      f'transport = "udp" }}\ndscp = "EF"\n')
-    server = ("import socket,sys\n"
-              "s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
-              "s.bind(('::1', int(sys.argv[1]))); print('ready', flush=True)\n"
-              "s.settimeout(10)\n"
-              "d, peer = s.recvfrom(100); s.sendto(b'reply', peer)\n")
-
-    for cmd, want in (([util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", util.PY, "-c", server, port], EF),
-                      ([util.PY, "-c", server, port], 0)):
-        assert udp_server_reply_class(procs, cmd, "::1", port) == want, cmd
+    udp_server_gets_the_server_class(procs, tmp_path / "udp6-server.toml", "::1", port)
 
 
 def test_ipv6_udp_connected_per_destination_and_unconnected(bins, port, port2, tmp_path):
@@ -1018,35 +1014,7 @@ class Answerer(util.AcceptServer):
                 pass
 
 
-class UdpEcho:
-    """Answers each datagram with `echo-` and the datagram, and keeps what it received."""
-
-    def __init__(self, port, host="127.0.0.1"):
-        self.s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
-                               socket.SOCK_DGRAM)
-        self.s.bind((host, port))
-        self.s.settimeout(0.2)
-        self.got = []
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self.serve, daemon=True)
-        self.t.start()
-
-    def serve(self):
-        while not self.stop.is_set():
-            try:
-                d, peer = self.s.recvfrom(100)
-            except OSError:
-                continue
-            self.got.append(d)
-            self.s.sendto(b"echo-" + d, peer)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.t.join(5)
-        self.s.close()
+UdpEcho = util.UdpEcho
 
 
 def test_deny_gives_static_and_go_clients_the_errno_and_the_server_no_connection(

@@ -627,6 +627,19 @@ def ss_server(port, opts="-tnieo", extra=(), timeout=5):
     return wait_until(lambda: ss(f"( sport = :{port} )", opts, extra=extra), timeout) or []
 
 
+def curl_entry(procs, port, curl_args, sockwrap_args=None):
+    """Starts curl against http://127.0.0.1:port/ (under `sockwrap run` with
+    `sockwrap_args`, when given) and returns the one `ss` entry of its connection."""
+    cmd = ["curl", "-s", *curl_args, "-m", "4", f"http://127.0.0.1:{port}/"]
+    if sockwrap_args is not None:
+        procs.spawn_under_sockwrap(sockwrap_args, cmd)
+    else:
+        procs.spawn(cmd)
+    entries = ss_client(port, "-tnieo")
+    assert len(entries) == 1, entries
+    return entries[0]
+
+
 def ss_field(entry, name):
     """Value of `name:VALUE` in an ss entry, or None."""
     m = re.search(r"(?:^|\s)" + re.escape(name) + r":(\S+)", entry)
@@ -655,21 +668,40 @@ def seconds(timer):
 
 # --------------------------------------------------------------------------- plain peers
 
-class AcceptServer:
+class Served:
+    """A socket of the test's own (`self.sock`) served by `serve` on a thread of its own
+    until close() or the end of the with block."""
+
+    def start_serving(self):
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.serve, daemon=True)
+        self.t.start()
+
+    def close(self):
+        self.stop.set()
+        self.t.join(5)
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class AcceptServer(Served):
     """Loopback TCP server that accepts and closes (draining any data) -- a plain peer.
     Counts the connections it accepted; subclasses handle them in on_accept(c)."""
 
     def __init__(self, port, host="127.0.0.1", backlog=4096):
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.ls = socket.socket(fam, socket.SOCK_STREAM)
+        self.ls = self.sock = socket.socket(fam, socket.SOCK_STREAM)
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.ls.bind((host, port))
         self.ls.listen(backlog)
-        self.ls.settimeout(0.2)
         self.accepted = 0
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self.serve, daemon=True)
-        self.t.start()
+        self.start_serving()
 
     def serve(self):
         while not self.stop.is_set():
@@ -683,16 +715,25 @@ class AcceptServer:
     def on_accept(self, c):
         c.close()
 
-    def close(self):
-        self.stop.set()
-        self.t.join(5)
-        self.ls.close()
 
-    def __enter__(self):
-        return self
+class UdpEcho(Served):
+    """Answers each datagram with `echo-` and the datagram, and keeps what it received."""
 
-    def __exit__(self, *exc):
-        self.close()
+    def __init__(self, port, host="127.0.0.1"):
+        self.s = self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                           socket.SOCK_DGRAM)
+        self.s.bind((host, port))
+        self.got = []
+        self.start_serving()
+
+    def serve(self):
+        while not self.stop.is_set():
+            try:
+                d, peer = self.s.recvfrom(100)
+            except OSError:
+                continue
+            self.got.append(d)
+            self.s.sendto(b"echo-" + d, peer)
 
 
 class Sink(AcceptServer):

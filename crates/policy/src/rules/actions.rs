@@ -1,7 +1,7 @@
 //! What a rule does to a matching connect (deny, redirect, delay, fail), and the parsing
 //! and naming of its values.
 
-use crate::catalog::{parse_duration, DurationError};
+use crate::catalog::{decimal_scaled, parse_duration, DurationError};
 #[allow(unused_imports)]
 use crate::prelude::*;
 
@@ -118,26 +118,6 @@ pub struct ConnectActions {
     pub actions: Actions,
     /// Index of the rule whose `fail` won.
     pub fail_rule: u32,
-}
-
-/// A decimal number (`12`, `0.25`, `1.5`) times 10^`digits`, digits beyond that dropped.
-/// Integer arithmetic on purpose: core's float parsing and printing are ~30 KiB of code
-/// and tables, which every process the library loads into would carry.
-pub(crate) fn decimal_scaled(s: &str, digits: u32) -> Option<u64> {
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if (int.is_empty() && frac.is_empty())
-        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
-        || int.len() > 12
-    {
-        return None;
-    }
-    let mut v: u64 = if int.is_empty() { 0 } else { int.parse().ok()? };
-    let mut f = frac.bytes();
-    for _ in 0..digits {
-        let d = f.next().map(|b| (b - b'0') as u64).unwrap_or(0);
-        v = v.checked_mul(10)?.checked_add(d)?;
-    }
-    Some(v)
 }
 
 /// Parses a delay in the one duration grammar ([`parse_duration`]: `250ms`, `1.5s`,
