@@ -15,6 +15,7 @@ and after a `kill -9` of sockwrap.
 
 Traffic stays on loopback; programs attach only to the cgroups sockwrap makes.
 """
+import contextlib
 import os
 import re
 import shutil
@@ -886,14 +887,11 @@ def test_bind_interface_binds_the_static_client_to_the_device(bins, port):
         assert "%" not in local_address(lambda: plain(cmd))
 
 
-def test_bind_interface_decides_the_route_in_a_namespace(bins, port, procs):
-    """In a network namespace of the test's own (lo and a veth pair), a static client bound
-    to the veth end cannot reach 127.0.0.1 (EHOSTUNREACH: the route is the device's), bound
-    to lo it can, and so it can without sockwrap. sockwrap runs in the namespace through
-    nsenter --net (ip netns exec would remount /sys and hide the cgroup mount)."""
-    require_kernel_backend()
-    util.require_tool("ip", "nsenter")
-    ns = f"swk-{os.getpid()}-{port}"
+@contextlib.contextmanager
+def namespace_with_a_veth_pair(ns, b_addr=None):
+    """A network namespace `ns` of the test's own: lo up, a veth pair swkA (10.77.0.1/24) and
+    swkB (`b_addr`, if given), both up. Yields (sh, enter): sh runs a command in it, enter
+    is the nsenter prefix for one. Deleted at the end."""
     sh = lambda *a: subprocess.run(["ip", "netns", "exec", ns, *a], check=True, timeout=10,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
@@ -901,10 +899,23 @@ def test_bind_interface_decides_the_route_in_a_namespace(bins, port, procs):
         sh("ip", "link", "set", "lo", "up")
         sh("ip", "link", "add", "swkA", "type", "veth", "peer", "name", "swkB")
         sh("ip", "addr", "add", "10.77.0.1/24", "dev", "swkA")
-        sh("ip", "addr", "add", "10.77.0.2/24", "dev", "swkB")
+        if b_addr:
+            sh("ip", "addr", "add", b_addr, "dev", "swkB")
         sh("ip", "link", "set", "swkA", "up")
         sh("ip", "link", "set", "swkB", "up")
-        enter = ["nsenter", f"--net=/run/netns/{ns}"]
+        yield sh, ["nsenter", f"--net=/run/netns/{ns}"]
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], timeout=10)
+
+
+def test_bind_interface_decides_the_route_in_a_namespace(bins, port, procs):
+    """In a network namespace of the test's own (lo and a veth pair), a static client bound
+    to the veth end cannot reach 127.0.0.1 (EHOSTUNREACH: the route is the device's), bound
+    to lo it can, and so it can without sockwrap. sockwrap runs in the namespace through
+    nsenter --net (ip netns exec would remount /sys and hide the cgroup mount)."""
+    require_kernel_backend()
+    util.require_tool("ip", "nsenter")
+    with namespace_with_a_veth_pair(f"swk-{os.getpid()}-{port}", "10.77.0.2/24") as (_, enter):
         server = ("import socket,sys\n"
                   "s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8)\n"
                   "print('listening', flush=True)\n"
@@ -928,8 +939,6 @@ def test_bind_interface_decides_the_route_in_a_namespace(bins, port, procs):
         r = util.run([*enter, *client])
         assert r.returncode == 0, r.stderr
         assert util.wait_output_line(srv).strip() == "accepted"
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], timeout=10)
 
 
 def test_bind_interface_sends_udp_out_of_the_device_in_a_namespace(bins, port, port2):
@@ -942,19 +951,10 @@ def test_bind_interface_sends_udp_out_of_the_device_in_a_namespace(bins, port, p
     require_kernel_backend()
     util.require_tool("ip", "nsenter", "tcpdump")
     ns = f"swku-{os.getpid()}-{port}"
-    sh = lambda *a: subprocess.run(["ip", "netns", "exec", ns, *a], check=True, timeout=10,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
-    try:
-        sh("ip", "link", "set", "lo", "up")
-        sh("ip", "link", "add", "swkA", "type", "veth", "peer", "name", "swkB")
-        sh("ip", "addr", "add", "10.77.0.1/24", "dev", "swkA")
-        sh("ip", "link", "set", "swkA", "up")
-        sh("ip", "link", "set", "swkB", "up")
+    with namespace_with_a_veth_pair(ns) as (sh, enter):
         sh("ip", "route", "add", "10.88.0.0/24", "dev", "lo")
         sh("ip", "neigh", "add", "10.88.0.9", "lladdr", "02:00:00:00:00:09", "dev", "swkA",
            "nud", "permanent")
-        enter = ["nsenter", f"--net=/run/netns/{ns}"]
         bpf = f"udp and dst host 10.88.0.9 and (dst port {port} or dst port {port2})"
 
         def send(under_sockwrap, mode):
@@ -975,8 +975,6 @@ def test_bind_interface_sends_udp_out_of_the_device_in_a_namespace(bins, port, p
             assert len(veth) == 6 and lo == [], (mode, [p.raw for p in veth + lo])
             assert {p.dport for p in veth} == {port, port2}
             assert all(p.src == "10.77.0.1" for p in veth), [p.raw for p in veth]
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], timeout=10)
 
 
 # --------------------------------------------------------------------------- deny and redirect
