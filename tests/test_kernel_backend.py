@@ -119,26 +119,31 @@ def keepalive_seconds_while(run_client, port):
     return [util.seconds(x) if x else None for x in timers], res.get("r")
 
 
+def on_the_wire(run_client, port):
+    """Runs `run_client` while tcpdump watches its packets to :port and ss its keepalive
+    timer: its result, those packets, the timers (see keepalive_seconds_while), the
+    capture's text."""
+    with util.Capture(f"tcp dst port {port}") as cap:
+        timers, r = keepalive_seconds_while(run_client, port)
+    return r, client_packets(cap, port), timers, cap.text
+
+
 # --------------------------------------------------------------------------- the tests
 
 def test_static_binary_gets_dscp_on_the_wire_and_keepalive_in_ss(bins, port):
     require_kernel_backend()
     client = [bins["client"], "127.0.0.1", port, "plain", 1500]
     with Sink(port):
-        with util.Capture(f"tcp dst port {port}") as cap:
-            timers, r = keepalive_seconds_while(
-                lambda: kernel(["--dscp", "EF", "--keepalive", "30,10,3"], client), port)
+        r, pkts, timers, text = on_the_wire(
+            lambda: kernel(["--dscp", "EF", "--keepalive", "30,10,3"], client), port)
         assert r.returncode == 0, r.stderr
-        pkts = client_packets(cap, port)
-        assert pkts and pkts[0].flags == "S", cap.text
+        assert pkts and pkts[0].flags == "S", text
         assert all(p.tos == EF for p in pkts), [hex(p.tos) for p in pkts]
         assert timers and timers[0] is not None and 20 < timers[0] <= 30, timers
 
         # Control: the same binary without sockwrap.
-        with util.Capture(f"tcp dst port {port}") as cap:
-            timers, r = keepalive_seconds_while(lambda: plain(client), port)
+        r, pkts, timers, text = on_the_wire(lambda: plain(client), port)
         assert r.returncode == 0, r.stderr
-        pkts = client_packets(cap, port)
         assert pkts and all(p.tos == 0 for p in pkts), [hex(p.tos) for p in pkts]
         assert timers == [None], timers
 
@@ -147,19 +152,15 @@ def test_go_binary_gets_dscp_and_keeps_the_locked_keepalive(go_client, port):
     require_kernel_backend()
     client = [go_client, f"127.0.0.1:{port}"]
     with Sink(port):
-        with util.Capture(f"tcp dst port {port}") as cap:
-            timers, r = keepalive_seconds_while(
-                lambda: kernel(["--dscp", "EF", "--keepalive", "40,10,3"], client), port)
+        r, pkts, timers, text = on_the_wire(
+            lambda: kernel(["--dscp", "EF", "--keepalive", "40,10,3"], client), port)
         assert r.returncode == 0, r.stderr
-        pkts = client_packets(cap, port)
         assert pkts and pkts[0].flags == "S"
         assert all(p.tos == EF for p in pkts), [hex(p.tos) for p in pkts]
         # Go sets a 15 s keepalive itself after connect; the lock keeps ours (40 s).
         assert timers and timers[0] is not None and 20 < timers[0] <= 40, timers
 
-        with util.Capture(f"tcp dst port {port}") as cap:
-            timers, r = keepalive_seconds_while(lambda: plain(client), port)
-        pkts = client_packets(cap, port)
+        r, pkts, timers, text = on_the_wire(lambda: plain(client), port)
         assert pkts and all(p.tos == 0 for p in pkts)
         # Control: Go's own 15 s.
         assert timers and timers[0] is not None and timers[0] <= 15, timers
