@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Prints the module graph of crates/preload (who uses whom through `crate::`) and fails if
-# it has a cycle. Comments and doc links do not count; `log_at!` counts as a use of `log`.
+# Prints the module graph of a crate (who uses whom through `crate::`; default
+# crates/preload/src, or the src folder given) and fails if it has a cycle. A module is a
+# top-level file or a folder with a mod.rs (its files together: uses between its own
+# submodules do not count). Comments, doc links and test files (`tests.rs`) do not count;
+# `log_at!` counts as a use of `log`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec python3 - "$@" <<'PY'
 import re, sys, pathlib
-src = pathlib.Path("crates/preload/src")
-mods = {p.stem for p in src.glob("*.rs") if p.stem != "lib"}
+src = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "crates/preload/src")
+files = {p.stem: [p] for p in src.glob("*.rs") if p.stem != "lib"}
+files.update({d.name: sorted(f for f in d.rglob("*.rs") if f.name != "tests.rs")
+              for d in src.iterdir() if (d / "mod.rs").is_file()})
+mods = set(files)
 edges = {m: set() for m in mods}
 for m in mods:
-    text = "\n".join(l.split("//")[0] for l in (src / f"{m}.rs").read_text().splitlines())
+    text = "\n".join(l.split("//")[0] for f in files[m] for l in f.read_text().splitlines())
     used = set(re.findall(r"crate::([a-z_]+)", text))
     for group in re.findall(r"use crate::\{([^}]*)\}", text):
         used |= {g.strip().split("::")[0] for g in group.split(",") if g.strip()}

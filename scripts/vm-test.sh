@@ -15,7 +15,7 @@
 # What runs: by default the matrix selection (MATRIX_TESTS and MATRIX_K below: the kernel
 # backend whole, and from the other suites the tests whose outcome depends on the kernel:
 # 66 tests, about 15 minutes a kernel measured here under TCG on a 2-core machine shared
-# with other builds); --full runs the six suites whole (172 tests, about 40 minutes a
+# with other builds); --full runs the seven suites whole (172 tests, about 40 minutes a
 # kernel); PYTEST ARGS replace both (paths relative to the tree).
 #
 # How: Debian's kernel package is downloaded once and unpacked into a cache; virtme-ng boots
@@ -48,14 +48,14 @@ cd "$(dirname "$0")/.."
 TREE=$PWD
 
 FULL_TESTS=(tests/test_kernel_backend.py tests/test_actions.py tests/test_attach.py
-    tests/test_locks.py tests/test_options.py tests/test_trace.py)
-# The matrix selection: the same six suites, filtered by name. Each term is a test (or
+    tests/test_attach_follow.py tests/test_locks.py tests/test_options.py tests/test_trace.py)
+# The matrix selection: the same seven suites, filtered by name. Each term is a test (or
 # group) whose outcome depends on the kernel; the rest of those suites exercises the
 # library, which does the same on every kernel, and costs ~30 more minutes a kernel here.
 MATRIX_TESTS=("${FULL_TESTS[@]}" tests/test_kernel_probes.py tests/test_systemd.py
     tests/test_containers.py)
 MATRIX_K="test_kernel_backend"                          # cgroup BPF: loads, hooks, helpers
-MATRIX_K+=" or follow"                                  # attach --follow: cgroup v2 moves
+MATRIX_K+=" or follow"                                  # attach --follow (test_attach_follow.py): cgroup v2 moves
 MATRIX_K+=" or pidfd or test_running_client_gets_ef"    # attach: pidfd_getfd
 # delay: a connect parked, then made. (Not test_nobody_can_connect_to_a_parked_socket: its
 # 1.2 s window is shorter than an `ss` start under TCG, so it fails here on every kernel.)

@@ -603,12 +603,7 @@ def test_deny_by_host_name(tmp_path, port):
 def resolve_connect(tmp_path_factory):
     """tests/c/resolve_connect.c, built once: a client that resolves with a gethostbyname
     form."""
-    util.require_tool("cc")
-    exe = tmp_path_factory.mktemp("c") / "resolve_connect"
-    r = subprocess.run(["cc", "-O1", "-Wall", "-Werror", "-o", str(exe), str(util.TESTS / "c" / "resolve_connect.c")],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return exe
+    return util.build_c("resolve_connect", tmp_path_factory.mktemp("c") / "resolve_connect")
 
 
 DB_TEST = """

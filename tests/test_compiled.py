@@ -25,16 +25,23 @@ def test_launcher_passes_the_compiled_policy(tmp_path):
     assert line and line.startswith("SOCKWRAP_POLICY=swp2 "), r.stdout
 
 
-def test_children_apply_the_policy_after_the_file_is_gone(tmp_path, port):
-    """The file is deleted before any socket is made: only the compiled form can say AF41."""
+def two_clients(pol, text, port, script):
+    """`sh -c script` (which starts two clients of `port`) under `sockwrap run --config pol`,
+    pol holding `text`: what the server saw, and the run."""
     util.require_sockwrap()
-    pol = tmp_path / "p.toml"
-    pol.write_text('[[rule]]\ndscp = "AF41"\n')
+    pol.write_text(text)
     with tos_server(socket.AF_INET, port) as srv:
-        cmd = ["sh", "-c", f"rm '{pol}' && {_client(port)} && sh -c \"{_client(port)}\""]
-        r = run_under_sockwrap(["--config", str(pol)], cmd)
+        r = run_under_sockwrap(["--config", str(pol)], ["sh", "-c", script])
         assert r.returncode == 0, r.stderr
         got = srv.wait(2)
+    return got, r
+
+
+def test_children_apply_the_policy_after_the_file_is_gone(tmp_path, port):
+    """The file is deleted before any socket is made: only the compiled form can say AF41."""
+    pol = tmp_path / "p.toml"
+    got, r = two_clients(pol, '[[rule]]\ndscp = "AF41"\n', port,
+                         f"rm '{pol}' && {_client(port)} && sh -c \"{_client(port)}\"")
     assert not pol.exists()
     assert [g["tos"] for g in got] == [AF41, AF41]
     assert "cannot read" not in r.stderr, r.stderr
@@ -43,19 +50,13 @@ def test_children_apply_the_policy_after_the_file_is_gone(tmp_path, port):
 def test_a_child_that_changes_a_variable_gets_what_the_variables_say(tmp_path, port):
     """A child sets SOCKWRAP_DSCP itself: the compiled form no longer fits its variables, so
     the library reads the file and the variable (the variable wins, as always)."""
-    util.require_sockwrap()
-    pol = tmp_path / "p.toml"
-    pol.write_text('[[rule]]\ndscp = "AF41"\nnodelay = true\n')
-    with tos_server(socket.AF_INET, port) as srv:
-        cmd = ["sh", "-c", f"{_client(port)} && SOCKWRAP_DSCP=CS1 sh -c \"{_client(port)}\""]
-        r = run_under_sockwrap(["--config", str(pol)], cmd)
-        assert r.returncode == 0, r.stderr
-        got = srv.wait(2)
+    got, _ = two_clients(tmp_path / "p.toml", '[[rule]]\ndscp = "AF41"\nnodelay = true\n', port,
+                         f"{_client(port)} && SOCKWRAP_DSCP=CS1 sh -c \"{_client(port)}\"")
     assert [g["tos"] for g in got] == [AF41, CS1]
 
 
 def fingerprint(env):
-    """The launcher's fingerprint (crates/policy/src/compiled.rs): FNV-1a 64 over the sorted
+    """The launcher's fingerprint (crates/policy/src/compiled/mod.rs): FNV-1a 64 over the sorted
     SOCKWRAP_* variables other than SOCKWRAP_POLICY, each as NAME=VALUE and a NUL."""
     h = 0xcbf29ce484222325
     for k, v in sorted((k, v) for k, v in env.items()

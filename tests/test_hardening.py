@@ -37,15 +37,10 @@ def cbuild(tmp_path_factory):
         key = (name, flags, shared)
         if key in cache:
             return cache[key]
-        util.require_tool("cc")
         suffix = ".so" if shared else ""
         dest = out / (name + "-" + str(len(cache)) + suffix)
-        cmd = ["cc", "-O1", "-g", "-Wall", "-o", str(dest), str(HERE / (name + ".c")), *flags]
-        if shared:
-            cmd[1:1] = ["-shared", "-fPIC"]
-        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
-        assert r.returncode == 0, f"cc failed: {' '.join(cmd)}\n{r.stderr}"
-        cache[key] = dest
+        shared_flags = ["-shared", "-fPIC"] if shared else []
+        cache[key] = util.build_c(HERE / (name + ".c"), dest, "-g", *shared_flags, *flags)
         return dest
     return build
 

@@ -59,6 +59,15 @@ def policy(tmp_path, text, name="host.toml"):
     return p
 
 
+def ef_policy(tmp_path):
+    """A host policy that gives every program EF (sockwrap is needed to enable it)."""
+    util.require_sockwrap()
+    return policy(tmp_path, """
+        [[rule]]
+        dscp = "EF"
+    """)
+
+
 def tos_of(srv, n):
     res = srv.wait(n)
     assert len(res) >= n, res
@@ -96,11 +105,7 @@ def test_a_named_program_gets_the_policy_and_others_do_not(tmp_path, port):
 
 def test_the_environment_wins_over_the_host_policy(tmp_path, port):
     """A program started by `sockwrap run` gets what run says, not the host's policy."""
-    util.require_sockwrap()
-    p = policy(tmp_path, """
-        [[rule]]
-        dscp = "EF"
-    """)
+    p = ef_policy(tmp_path)
     with util.tos_server(socket.AF_INET, port) as srv:
         r = host_ns(tmp_path, f'"$SW" enable --system -c {p} >/dev/null 2>&1 && '
                               f"{client_py(port, 'host')} && "
@@ -140,11 +145,7 @@ def test_disable_removes_exactly_its_own_line(tmp_path):
 
 
 def test_a_damaged_policy_leaves_programs_untouched_and_doctor_says_so(tmp_path, port):
-    util.require_sockwrap()
-    p = policy(tmp_path, """
-        [[rule]]
-        dscp = "EF"
-    """)
+    p = ef_policy(tmp_path)
     with util.tos_server(socket.AF_INET, port) as srv:
         r = host_ns(tmp_path, f'"$SW" enable --system -c {p} >/dev/null 2>&1 && '
                               # cut the compiled file in half, as a full disk might
@@ -162,16 +163,18 @@ def test_a_damaged_policy_leaves_programs_untouched_and_doctor_says_so(tmp_path,
     assert "sockwrap:" not in r.stderr.replace("sockwrap: note:", ""), r.stderr
 
 
-def test_a_missing_library_is_reported(tmp_path):
-    util.require_sockwrap()
-    p = policy(tmp_path, """
-        [[rule]]
-        dscp = "EF"
-    """)
-    lib = tmp_path / "lib" / "libsockwrap.so"
+def ef_policy_and_library_copy(tmp_path, folder, mode):
+    """A policy giving EF, and a copy of libsockwrap.so in tmp_path/folder with `mode`."""
+    p = ef_policy(tmp_path)
+    lib = tmp_path / folder / "libsockwrap.so"
     lib.parent.mkdir()
     lib.write_bytes(util.SOCKWRAP_LIB.read_bytes())
-    lib.chmod(0o644)
+    lib.chmod(mode)
+    return p, lib
+
+
+def test_a_missing_library_is_reported(tmp_path):
+    p, lib = ef_policy_and_library_copy(tmp_path, "lib", 0o644)
     r = host_ns(tmp_path, f'SOCKWRAP_LIB={lib} "$SW" enable --system -c {p} && rm {lib} && '
                           '"$SW" status --system; echo "status=$?"; '
                           '"$SW" doctor; echo "doctor=$?"; '
@@ -185,15 +188,7 @@ def test_a_missing_library_is_reported(tmp_path):
 
 
 def test_enable_refuses_a_library_that_would_endanger_the_host(tmp_path):
-    util.require_sockwrap()
-    p = policy(tmp_path, """
-        [[rule]]
-        dscp = "EF"
-    """)
-    wlib = tmp_path / "w" / "libsockwrap.so"
-    wlib.parent.mkdir()
-    wlib.write_bytes(util.SOCKWRAP_LIB.read_bytes())
-    wlib.chmod(0o666)
+    p, wlib = ef_policy_and_library_copy(tmp_path, "w", 0o666)
     junk = tmp_path / "j" / "libsockwrap.so"
     junk.parent.mkdir()
     junk.write_text("not an ELF file\n")
@@ -248,11 +243,7 @@ def test_an_edited_copy_is_recompiled_by_enable(tmp_path, port):
 
 
 def test_dry_run_changes_nothing(tmp_path):
-    util.require_sockwrap()
-    p = policy(tmp_path, """
-        [[rule]]
-        dscp = "EF"
-    """)
+    p = ef_policy(tmp_path)
     r = host_ns(tmp_path, f'"$SW" enable --system -c {p} --dry-run && '
                           "test ! -e /etc/ld.so.preload && test ! -e /etc/sockwrap && echo untouched")
     assert r.returncode == 0 and "untouched" in r.stdout, r.stdout + r.stderr
@@ -261,11 +252,7 @@ def test_dry_run_changes_nothing(tmp_path):
 
 def test_root_dir_works_without_a_namespace(tmp_path):
     """--root DIR: an image being prepared; nothing on this machine is touched."""
-    util.require_sockwrap()
-    p = policy(tmp_path, """
-        [[rule]]
-        dscp = "EF"
-    """)
+    p = ef_policy(tmp_path)
     root = tmp_path / "img"
     (root / "etc").mkdir(parents=True)
     lib = util.SOCKWRAP_LIB.resolve()

@@ -15,12 +15,12 @@ and after a `kill -9` of sockwrap.
 
 Traffic stays on loopback; programs attach only to the cgroups sockwrap makes.
 """
+import contextlib
 import os
 import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import textwrap
 import threading
@@ -35,239 +35,6 @@ from util import EF
 CS1 = 0x20
 # An interpreter `nobody` may run (the test's own may live under /root).
 SYSTEM_PY = "/usr/bin/python3"
-
-CLIENT_C = r"""
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/ip.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-/* client HOST PORT MODE SLEEP_MS
- *   MODE plain: connect, send, sleep, send, close
- *   MODE reset: set IP_TOS 0xb8 itself before connect, IP_TOS 0 after connect (as OpenSSH
- *               does after login), then send: the data shows which value the socket has */
-int main(int argc, char **argv) {
-    if (argc < 5) return 2;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
-    inet_pton(AF_INET, argv[1], &a.sin_addr);
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    int reset = strcmp(argv[3], "reset") == 0, v = 0xb8, zero = 0;
-    if (reset) setsockopt(s, IPPROTO_IP, IP_TOS, &v, sizeof v);
-    if (connect(s, (struct sockaddr *)&a, sizeof a)) { perror("connect"); return 1; }
-    if (reset && setsockopt(s, IPPROTO_IP, IP_TOS, &zero, sizeof zero)) { perror("IP_TOS"); return 1; }
-    write(s, "hello\n", 6);
-    usleep(atoi(argv[4]) * 1000);
-    write(s, "bye\n", 4);
-    close(s);
-    return 0;
-}
-"""
-
-SERVER_C = r"""
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-/* server PORT [HOST]: accept one connection, read it to the end, answer, exit. HOST is
- * 127.0.0.1 by default; an address with a colon (::1, ::ffff:127.0.0.1) makes an AF_INET6
- * listener. */
-int main(int argc, char **argv) {
-    const char *host = argc > 2 ? argv[2] : "127.0.0.1";
-    struct sockaddr_storage ss = {0};
-    socklen_t len;
-    int v6 = strchr(host, ':') != 0;
-    if (v6) {
-        struct sockaddr_in6 *a = (void *)&ss;
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons(atoi(argv[1]));
-        inet_pton(AF_INET6, host, &a->sin6_addr);
-        len = sizeof *a;
-    } else {
-        struct sockaddr_in *a = (void *)&ss;
-        a->sin_family = AF_INET;
-        a->sin_port = htons(atoi(argv[1]));
-        inet_pton(AF_INET, host, &a->sin_addr);
-        len = sizeof *a;
-    }
-    int s = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0), one = 1;
-    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(s, (struct sockaddr *)&ss, len) || listen(s, 4)) { perror("listen"); return 1; }
-    printf("listening\n");
-    fflush(stdout);
-    int c = accept(s, 0, 0);
-    if (c < 0) { perror("accept"); return 1; }
-    char buf[256];
-    ssize_t n = read(c, buf, sizeof buf);
-    write(c, "answer\n", 7);
-    (void)n;
-    usleep(200000);
-    close(c);
-    return 0;
-}
-"""
-
-UDP_C = r"""
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-/* udp MODE PORT_A PORT_B N [HOST]
- *   MODE connected: one socket connected to each port, N datagrams on each
- *   MODE unconnected: one socket, sendto() N datagrams to each port, alternating
- * HOST is 127.0.0.1 by default; ::1 makes AF_INET6 sockets. */
-static const char *host = "127.0.0.1";
-static int family = AF_INET;
-static socklen_t to(struct sockaddr_storage *ss, int port) {
-    memset(ss, 0, sizeof *ss);
-    if (family == AF_INET6) {
-        struct sockaddr_in6 *a = (void *)ss;
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons(port);
-        inet_pton(AF_INET6, host, &a->sin6_addr);
-        return sizeof *a;
-    }
-    struct sockaddr_in *a = (void *)ss;
-    a->sin_family = AF_INET;
-    a->sin_port = htons(port);
-    inet_pton(AF_INET, host, &a->sin_addr);
-    return sizeof *a;
-}
-int main(int argc, char **argv) {
-    int n = atoi(argv[4]);
-    if (argc > 5) host = argv[5];
-    if (strchr(host, ':')) family = AF_INET6;
-    struct sockaddr_storage a, b;
-    socklen_t la = to(&a, atoi(argv[2])), lb = to(&b, atoi(argv[3]));
-    if (strcmp(argv[1], "connected") == 0) {
-        int sa = socket(family, SOCK_DGRAM, 0), sb = socket(family, SOCK_DGRAM, 0);
-        if (connect(sa, (struct sockaddr *)&a, la) || connect(sb, (struct sockaddr *)&b, lb)) {
-            perror("connect");
-            return 1;
-        }
-        for (int i = 0; i < n; i++) { send(sa, "a", 1, 0); send(sb, "b", 1, 0); }
-    } else {
-        int s = socket(family, SOCK_DGRAM, 0);
-        for (int i = 0; i < n; i++) { /* a failed sendto (a denied destination) goes on */
-            sendto(s, "a", 1, 0, (struct sockaddr *)&a, la);
-            sendto(s, "b", 1, 0, (struct sockaddr *)&b, lb);
-        }
-    }
-    return 0;
-}
-"""
-
-FETCH_C = r"""
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-/* fetch tcp|udp|udp-connect HOST PORT: an AF_INET socket for a dotted quad, AF_INET6 for
- * anything else (::1, ::ffff:127.0.0.1). tcp: connect, send a line, print the answer and
- * getpeername. udp: sendto one datagram, print sendto's result, then the answer and who sent
- * it. udp-connect: connect, send, print the answer, its sender and getpeername. */
-static void show(const char *what, struct sockaddr_storage *ss) {
-    char h[64] = "?";
-    int port = 0;
-    if (ss->ss_family == AF_INET) {
-        struct sockaddr_in *a = (void *)ss;
-        inet_ntop(AF_INET, &a->sin_addr, h, sizeof h);
-        port = ntohs(a->sin_port);
-    } else {
-        struct sockaddr_in6 *a = (void *)ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, h, sizeof h);
-        port = ntohs(a->sin6_port);
-    }
-    printf("%s %s %d\n", what, h, port);
-}
-int main(int argc, char **argv) {
-    if (argc < 4) return 2;
-    struct sockaddr_storage to = {0}, got;
-    socklen_t len;
-    int v6 = strchr(argv[2], ':') != 0, udp = strncmp(argv[1], "udp", 3) == 0;
-    if (v6) {
-        struct sockaddr_in6 *a = (void *)&to;
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons(atoi(argv[3]));
-        inet_pton(AF_INET6, argv[2], &a->sin6_addr);
-    } else {
-        struct sockaddr_in *a = (void *)&to;
-        a->sin_family = AF_INET;
-        a->sin_port = htons(atoi(argv[3]));
-        inet_pton(AF_INET, argv[2], &a->sin_addr);
-    }
-    socklen_t tolen = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    int s = socket(v6 ? AF_INET6 : AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
-    struct timeval tv = {.tv_sec = 3};
-    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char buf[256];
-    ssize_t n;
-    if (strcmp(argv[1], "udp") == 0) {
-        n = sendto(s, "ping\n", 5, 0, (struct sockaddr *)&to, tolen);
-        printf("sendto %zd errno %d %s\n", n, n < 0 ? errno : 0, n < 0 ? strerror(errno) : "");
-        fflush(stdout);
-        if (n < 0) return 1;
-    } else {
-        if (connect(s, (struct sockaddr *)&to, tolen)) {
-            printf("connect errno %d %s\n", errno, strerror(errno));
-            return 1;
-        }
-        write(s, "ping\n", 5);
-    }
-    len = sizeof got;
-    n = recvfrom(s, buf, sizeof buf - 1, 0, (struct sockaddr *)&got, &len);
-    if (n < 0) { printf("no answer errno %d\n", errno); return 1; }
-    buf[n] = 0;
-    printf("answer %s", buf);
-    if (udp) show("from", &got);
-    len = sizeof got;
-    if (strcmp(argv[1], "udp") != 0 && getpeername(s, (struct sockaddr *)&got, &len) == 0)
-        show("peer", &got);
-    return 0;
-}
-"""
-
-GO_CLIENT = r"""
-package main
-
-import (
-	"fmt"
-	"net"
-	"os"
-	"time"
-)
-
-// client ADDR: net.Dial as any Go program does (Go sets its own keepalive of 15 s on
-// every dialed connection), write, wait, write, close. A failed dial prints its error.
-func main() {
-	c, err := net.Dial("tcp", os.Args[1])
-	if err != nil {
-		fmt.Println(err)
-		os.Exit(1)
-	}
-	c.Write([]byte("hello\n"))
-	time.Sleep(1500 * time.Millisecond)
-	c.Write([]byte("bye\n"))
-	c.Close()
-}
-"""
-
 
 # --------------------------------------------------------------------------- prerequisites
 
@@ -291,66 +58,40 @@ def udp_server_reply_class(procs, cmd, host, port):
     return util.tos_from_cmsgs(anc)
 
 
-def require_kernel_backend():
-    util.require_sockwrap()
-    util.require_root("sockwrap run --kernel attaches BPF programs: root only")
-    util.require(util.cgroup2_mount() is not None, "no cgroup v2 hierarchy mounted")
+# The shared helpers, under the names this file always gave them (other suites import them
+# from here): util's Sink, client_packets and require_kernel_backend.
+require_kernel_backend = util.require_kernel_backend
 
 
 def our_cgroups():
     """Every sockwrap-PID-START directory anywhere in the cgroup v2 tree."""
-    root = util.cgroup2_mount()
-    found = []
-    for dirpath, dirnames, _ in os.walk(root):
-        for d in dirnames:
-            if d.startswith("sockwrap-"):
-                found.append(Path(dirpath) / d)
-    return found
+    return util.cgroups_named("sockwrap-")
 
 
 @pytest.fixture(autouse=True)
 def no_cgroup_left_behind():
     """Every test here: no cgroup of sockwrap's before, and none after."""
-    if os.geteuid() == 0 and util.cgroup2_mount() is not None:
-        assert our_cgroups() == [], "a cgroup of sockwrap's was left by an earlier run"
-    yield
-    if os.geteuid() == 0 and util.cgroup2_mount() is not None:
-        assert util.wait_until(lambda: our_cgroups() == [], timeout=5), \
-            f"sockwrap left cgroups behind: {our_cgroups()}"
+    yield from util.no_cgroups_left("sockwrap-")
 
 
 @pytest.fixture(scope="module")
 def bins(tmp_path_factory):
-    """The test's own programs: static C binaries (gcc -static) and a Go binary."""
-    util.require_tool("gcc")
+    """The test's own programs: static C binaries of tests/c (client, server, udp, fetch)."""
     d = tmp_path_factory.mktemp("kernel-bins")
     out = {}
-    for name, src in (("client", CLIENT_C), ("server", SERVER_C), ("udp", UDP_C),
-                      ("fetch", FETCH_C)):
-        c = d / f"{name}.c"
-        c.write_text(src)
-        r = subprocess.run(["gcc", "-static", "-O1", "-o", str(d / name), str(c)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        out[name] = d / name
+    for name in ("client", "server", "udp", "fetch"):
+        out[name] = util.build_c(name, d / name, "-static")
         # Static indeed: no program interpreter, so no LD_PRELOAD can reach it.
-        assert b"ld-linux" not in (d / name).read_bytes()[:4096]
+        assert b"ld-linux" not in out[name].read_bytes()[:4096]
     return out
 
 
 @pytest.fixture(scope="module")
 def go_client(tmp_path_factory):
-    util.require_tool("go")
-    d = tmp_path_factory.mktemp("kernel-go")
-    (d / "client.go").write_text(GO_CLIENT)
-    env = dict(os.environ, CGO_ENABLED="0", GO111MODULE="off", GOFLAGS="-mod=mod",
-               GOCACHE=str(d / "cache"), GOPATH=str(d / "gopath"), GOPROXY="off")
-    r = subprocess.run(["go", "build", "-o", str(d / "goclient"), str(d / "client.go")],
-                       cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert b"\xff Go buildinf:" in (d / "goclient").read_bytes()
-    return d / "goclient"
+    """tests/go/client.go, built."""
+    exe = util.build_go("client", tmp_path_factory.mktemp("kernel-go"))
+    assert b"\xff Go buildinf:" in exe.read_bytes()
+    return exe
 
 
 def kernel(args, cmd, timeout=30, env=None):
@@ -362,24 +103,8 @@ def plain(cmd, timeout=30):
     return util.run(cmd, timeout=timeout)
 
 
-class Sink(util.AcceptServer):
-    """A plain peer that reads each connection to its end (the witness is tcpdump or ss)."""
-
-    def on_accept(self, c):
-        threading.Thread(target=self._drain, args=(c,), daemon=True).start()
-
-    def _drain(self, c):
-        c.settimeout(5)
-        try:
-            while c.recv(4096):
-                pass
-        except OSError:
-            pass
-        c.close()
-
-
-def client_packets(cap, port):
-    return [p for p in cap.to_port(port)]
+Sink = util.Sink
+client_packets = util.client_packets
 
 
 def keepalive_seconds_while(run_client, port):
@@ -394,26 +119,31 @@ def keepalive_seconds_while(run_client, port):
     return [util.seconds(x) if x else None for x in timers], res.get("r")
 
 
+def on_the_wire(run_client, port):
+    """Runs `run_client` while tcpdump watches its packets to :port and ss its keepalive
+    timer: its result, those packets, the timers (see keepalive_seconds_while), the
+    capture's text."""
+    with util.Capture(f"tcp dst port {port}") as cap:
+        timers, r = keepalive_seconds_while(run_client, port)
+    return r, client_packets(cap, port), timers, cap.text
+
+
 # --------------------------------------------------------------------------- the tests
 
 def test_static_binary_gets_dscp_on_the_wire_and_keepalive_in_ss(bins, port):
     require_kernel_backend()
     client = [bins["client"], "127.0.0.1", port, "plain", 1500]
     with Sink(port):
-        with util.Capture(f"tcp dst port {port}") as cap:
-            timers, r = keepalive_seconds_while(
-                lambda: kernel(["--dscp", "EF", "--keepalive", "30,10,3"], client), port)
+        r, pkts, timers, text = on_the_wire(
+            lambda: kernel(["--dscp", "EF", "--keepalive", "30,10,3"], client), port)
         assert r.returncode == 0, r.stderr
-        pkts = client_packets(cap, port)
-        assert pkts and pkts[0].flags == "S", cap.text
+        assert pkts and pkts[0].flags == "S", text
         assert all(p.tos == EF for p in pkts), [hex(p.tos) for p in pkts]
         assert timers and timers[0] is not None and 20 < timers[0] <= 30, timers
 
         # Control: the same binary without sockwrap.
-        with util.Capture(f"tcp dst port {port}") as cap:
-            timers, r = keepalive_seconds_while(lambda: plain(client), port)
+        r, pkts, timers, text = on_the_wire(lambda: plain(client), port)
         assert r.returncode == 0, r.stderr
-        pkts = client_packets(cap, port)
         assert pkts and all(p.tos == 0 for p in pkts), [hex(p.tos) for p in pkts]
         assert timers == [None], timers
 
@@ -422,19 +152,15 @@ def test_go_binary_gets_dscp_and_keeps_the_locked_keepalive(go_client, port):
     require_kernel_backend()
     client = [go_client, f"127.0.0.1:{port}"]
     with Sink(port):
-        with util.Capture(f"tcp dst port {port}") as cap:
-            timers, r = keepalive_seconds_while(
-                lambda: kernel(["--dscp", "EF", "--keepalive", "40,10,3"], client), port)
+        r, pkts, timers, text = on_the_wire(
+            lambda: kernel(["--dscp", "EF", "--keepalive", "40,10,3"], client), port)
         assert r.returncode == 0, r.stderr
-        pkts = client_packets(cap, port)
         assert pkts and pkts[0].flags == "S"
         assert all(p.tos == EF for p in pkts), [hex(p.tos) for p in pkts]
         # Go sets a 15 s keepalive itself after connect; the lock keeps ours (40 s).
         assert timers and timers[0] is not None and 20 < timers[0] <= 40, timers
 
-        with util.Capture(f"tcp dst port {port}") as cap:
-            timers, r = keepalive_seconds_while(lambda: plain(client), port)
-        pkts = client_packets(cap, port)
+        r, pkts, timers, text = on_the_wire(lambda: plain(client), port)
         assert pkts and all(p.tos == 0 for p in pkts)
         # Control: Go's own 15 s.
         assert timers and timers[0] is not None and timers[0] <= 15, timers
@@ -559,19 +285,24 @@ def test_server_role_rule_reaches_accepted_connections(bins, port, procs, tmp_pa
     assert pkts and all(x.tos == 0 for x in pkts)
 
 
-def test_connected_udp_gets_the_class_of_its_destination(bins, port, port2, tmp_path):
-    require_kernel_backend()
-    policy = tmp_path / "udp.toml"
-    policy.write_text(textwrap.dedent(f"""\
+def udp_classes_policy(path, remote_a, port_a, remote_b, port_b):
+    """A policy file at `path`: UDP to remote_a:port_a gets EF, to remote_b:port_b CS1."""
+    path.write_text(textwrap.dedent(f"""\
         [[rule]]
         name = "a"
-        match = {{ remote = "127.0.0.1", port = {port}, transport = "udp" }}
+        match = {{ remote = "{remote_a}", port = {port_a}, transport = "udp" }}
         dscp = "EF"
         [[rule]]
         name = "b"
-        match = {{ remote = "127.0.0.0/8", port = {port2}, transport = "udp" }}
+        match = {{ remote = "{remote_b}", port = {port_b}, transport = "udp" }}
         dscp = "CS1"
     """))
+    return path
+
+
+def test_connected_udp_gets_the_class_of_its_destination(bins, port, port2, tmp_path):
+    require_kernel_backend()
+    policy = udp_classes_policy(tmp_path / "udp.toml", "127.0.0.1", port, "127.0.0.0/8", port2)
     cmd = [bins["udp"], "connected", port, port2, 5]
     with util.tos_server(socket.AF_INET, port, "udp") as a, \
             util.tos_server(socket.AF_INET, port2, "udp") as b:
@@ -990,22 +721,29 @@ def test_a_signal_after_the_command_ended_reaches_what_it_left_running(procs):
     assert not cg.exists()
 
 
-def test_a_bound_udp_server_replies_with_the_server_class(port, procs, tmp_path):
-    """bind4: a UDP server's socket gets the server-role options when it binds, so its
-    replies (sendto on a bound, unconnected socket) carry the class: the client's IP_RECVTOS."""
-    require_kernel_backend()
-    policy = tmp_path / "udp-server.toml"
+def udp_server_gets_the_server_class(procs, policy, host, port):
+    """A UDP server bound on host:port answers one datagram: under a server-role policy
+    (written to `policy`) its reply carries EF, without sockwrap 0 (the client's
+    IP_RECVTOS / IPV6_RECVTCLASS)."""
     policy.write_text(f'[[rule]]\nname = "dns-like"\nmatch = {{ role = "server", local-port = {port}, '
                       f'transport = "udp" }}\ndscp = "EF"\n')
+    family = "AF_INET6" if ":" in host else "AF_INET"
     server = ("import socket,sys\n"
-              "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-              "s.bind(('127.0.0.1', int(sys.argv[1]))); print('ready', flush=True)\n"
+              f"s=socket.socket(socket.{family}, socket.SOCK_DGRAM)\n"
+              f"s.bind(('{host}', int(sys.argv[1]))); print('ready', flush=True)\n"
               "s.settimeout(10)\n"
               "d, peer = s.recvfrom(100); s.sendto(b'reply', peer)\n")
 
     for cmd, want in (([util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", util.PY, "-c", server, port], EF),
                       ([util.PY, "-c", server, port], 0)):
-        assert udp_server_reply_class(procs, cmd, "127.0.0.1", port) == want, cmd
+        assert udp_server_reply_class(procs, cmd, host, port) == want, cmd
+
+
+def test_a_bound_udp_server_replies_with_the_server_class(port, procs, tmp_path):
+    """bind4: a UDP server's socket gets the server-role options when it binds, so its
+    replies (sendto on a bound, unconnected socket) carry the class: the client's IP_RECVTOS."""
+    require_kernel_backend()
+    udp_server_gets_the_server_class(procs, tmp_path / "udp-server.toml", "127.0.0.1", port)
 
 
 # --------------------------------------------------------------------------- IPv6 paths
@@ -1039,18 +777,7 @@ def test_a_udp_server_bound_on_ipv6_replies_with_the_server_class(port, procs, t
     replies carry the class (the client's IPV6_RECVTCLASS)."""
     require_kernel_backend()
     util.require_ipv6()
-    policy = tmp_path / "udp6-server.toml"
-    policy.write_text(f'[[rule]]\nname = "dns-like"\nmatch = {{ role = "server", local-port = {port}, '
-                      f'transport = "udp" }}\ndscp = "EF"\n')
-    server = ("import socket,sys\n"
-              "s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
-              "s.bind(('::1', int(sys.argv[1]))); print('ready', flush=True)\n"
-              "s.settimeout(10)\n"
-              "d, peer = s.recvfrom(100); s.sendto(b'reply', peer)\n")
-
-    for cmd, want in (([util.SOCKWRAP_BIN, "run", "--kernel", "-c", policy, "--", util.PY, "-c", server, port], EF),
-                      ([util.PY, "-c", server, port], 0)):
-        assert udp_server_reply_class(procs, cmd, "::1", port) == want, cmd
+    udp_server_gets_the_server_class(procs, tmp_path / "udp6-server.toml", "::1", port)
 
 
 def test_ipv6_udp_connected_per_destination_and_unconnected(bins, port, port2, tmp_path):
@@ -1060,17 +787,7 @@ def test_ipv6_udp_connected_per_destination_and_unconnected(bins, port, port2, t
     there the first carries it too): each receiver's IPV6_RECVTCLASS."""
     require_kernel_backend()
     util.require_ipv6()
-    policy = tmp_path / "udp6.toml"
-    policy.write_text(textwrap.dedent(f"""\
-        [[rule]]
-        name = "a"
-        match = {{ remote = "::1", port = {port}, transport = "udp" }}
-        dscp = "EF"
-        [[rule]]
-        name = "b"
-        match = {{ remote = "::/0", port = {port2}, transport = "udp" }}
-        dscp = "CS1"
-    """))
+    policy = udp_classes_policy(tmp_path / "udp6.toml", "::1", port, "::/0", port2)
     connected = [bins["udp"], "connected", port, port2, 5, "::1"]
     unconnected = [bins["udp"], "unconnected", port, port2, 4, "::1"]
 
@@ -1171,14 +888,11 @@ def test_bind_interface_binds_the_static_client_to_the_device(bins, port):
         assert "%" not in local_address(lambda: plain(cmd))
 
 
-def test_bind_interface_decides_the_route_in_a_namespace(bins, port, procs):
-    """In a network namespace of the test's own (lo and a veth pair), a static client bound
-    to the veth end cannot reach 127.0.0.1 (EHOSTUNREACH: the route is the device's), bound
-    to lo it can, and so it can without sockwrap. sockwrap runs in the namespace through
-    nsenter --net (ip netns exec would remount /sys and hide the cgroup mount)."""
-    require_kernel_backend()
-    util.require_tool("ip", "nsenter")
-    ns = f"swk-{os.getpid()}-{port}"
+@contextlib.contextmanager
+def namespace_with_a_veth_pair(ns, b_addr=None):
+    """A network namespace `ns` of the test's own: lo up, a veth pair swkA (10.77.0.1/24) and
+    swkB (`b_addr`, if given), both up. Yields (sh, enter): sh runs a command in it, enter
+    is the nsenter prefix for one. Deleted at the end."""
     sh = lambda *a: subprocess.run(["ip", "netns", "exec", ns, *a], check=True, timeout=10,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
@@ -1186,10 +900,23 @@ def test_bind_interface_decides_the_route_in_a_namespace(bins, port, procs):
         sh("ip", "link", "set", "lo", "up")
         sh("ip", "link", "add", "swkA", "type", "veth", "peer", "name", "swkB")
         sh("ip", "addr", "add", "10.77.0.1/24", "dev", "swkA")
-        sh("ip", "addr", "add", "10.77.0.2/24", "dev", "swkB")
+        if b_addr:
+            sh("ip", "addr", "add", b_addr, "dev", "swkB")
         sh("ip", "link", "set", "swkA", "up")
         sh("ip", "link", "set", "swkB", "up")
-        enter = ["nsenter", f"--net=/run/netns/{ns}"]
+        yield sh, ["nsenter", f"--net=/run/netns/{ns}"]
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], timeout=10)
+
+
+def test_bind_interface_decides_the_route_in_a_namespace(bins, port, procs):
+    """In a network namespace of the test's own (lo and a veth pair), a static client bound
+    to the veth end cannot reach 127.0.0.1 (EHOSTUNREACH: the route is the device's), bound
+    to lo it can, and so it can without sockwrap. sockwrap runs in the namespace through
+    nsenter --net (ip netns exec would remount /sys and hide the cgroup mount)."""
+    require_kernel_backend()
+    util.require_tool("ip", "nsenter")
+    with namespace_with_a_veth_pair(f"swk-{os.getpid()}-{port}", "10.77.0.2/24") as (_, enter):
         server = ("import socket,sys\n"
                   "s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(8)\n"
                   "print('listening', flush=True)\n"
@@ -1213,8 +940,6 @@ def test_bind_interface_decides_the_route_in_a_namespace(bins, port, procs):
         r = util.run([*enter, *client])
         assert r.returncode == 0, r.stderr
         assert util.wait_output_line(srv).strip() == "accepted"
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], timeout=10)
 
 
 def test_bind_interface_sends_udp_out_of_the_device_in_a_namespace(bins, port, port2):
@@ -1227,19 +952,10 @@ def test_bind_interface_sends_udp_out_of_the_device_in_a_namespace(bins, port, p
     require_kernel_backend()
     util.require_tool("ip", "nsenter", "tcpdump")
     ns = f"swku-{os.getpid()}-{port}"
-    sh = lambda *a: subprocess.run(["ip", "netns", "exec", ns, *a], check=True, timeout=10,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
-    try:
-        sh("ip", "link", "set", "lo", "up")
-        sh("ip", "link", "add", "swkA", "type", "veth", "peer", "name", "swkB")
-        sh("ip", "addr", "add", "10.77.0.1/24", "dev", "swkA")
-        sh("ip", "link", "set", "swkA", "up")
-        sh("ip", "link", "set", "swkB", "up")
+    with namespace_with_a_veth_pair(ns) as (sh, enter):
         sh("ip", "route", "add", "10.88.0.0/24", "dev", "lo")
         sh("ip", "neigh", "add", "10.88.0.9", "lladdr", "02:00:00:00:00:09", "dev", "swkA",
            "nud", "permanent")
-        enter = ["nsenter", f"--net=/run/netns/{ns}"]
         bpf = f"udp and dst host 10.88.0.9 and (dst port {port} or dst port {port2})"
 
         def send(under_sockwrap, mode):
@@ -1260,8 +976,6 @@ def test_bind_interface_sends_udp_out_of_the_device_in_a_namespace(bins, port, p
             assert len(veth) == 6 and lo == [], (mode, [p.raw for p in veth + lo])
             assert {p.dport for p in veth} == {port, port2}
             assert all(p.src == "10.77.0.1" for p in veth), [p.raw for p in veth]
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], timeout=10)
 
 
 # --------------------------------------------------------------------------- deny and redirect
@@ -1299,35 +1013,7 @@ class Answerer(util.AcceptServer):
                 pass
 
 
-class UdpEcho:
-    """Answers each datagram with `echo-` and the datagram, and keeps what it received."""
-
-    def __init__(self, port, host="127.0.0.1"):
-        self.s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
-                               socket.SOCK_DGRAM)
-        self.s.bind((host, port))
-        self.s.settimeout(0.2)
-        self.got = []
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self.serve, daemon=True)
-        self.t.start()
-
-    def serve(self):
-        while not self.stop.is_set():
-            try:
-                d, peer = self.s.recvfrom(100)
-            except OSError:
-                continue
-            self.got.append(d)
-            self.s.sendto(b"echo-" + d, peer)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.t.join(5)
-        self.s.close()
+UdpEcho = util.UdpEcho
 
 
 def test_deny_gives_static_and_go_clients_the_errno_and_the_server_no_connection(

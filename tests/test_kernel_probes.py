@@ -206,19 +206,13 @@ def missing_helpers():
 # --------------------------------------------------------------------------- fixtures
 
 def sockwrap_cgroups():
-    root = util.cgroup2_mount()
-    if root is None:
-        return []
-    return [Path(d) / n for d, dirs, _ in os.walk(root) for n in dirs if n.startswith("sockwrap-")]
+    return util.cgroups_named("sockwrap-")
 
 
 @pytest.fixture(autouse=True)
 def no_cgroup_left_behind():
-    before = set(sockwrap_cgroups()) if os.geteuid() == 0 else set()
-    yield
-    if os.geteuid() == 0:
-        assert util.wait_until(lambda: set(sockwrap_cgroups()) <= before, timeout=5), \
-            f"sockwrap left cgroups behind: {set(sockwrap_cgroups()) - before}"
+    """None of sockwrap's cgroups left by a test here (those of other runs are not ours)."""
+    yield from util.no_cgroups_left("sockwrap-", none_before=False)
 
 
 def doctor_json():
@@ -229,9 +223,7 @@ def doctor_json():
 
 
 def require_kernel_backend():
-    util.require_sockwrap()
-    util.require_root("loading BPF programs needs root")
-    util.require(util.cgroup2_mount() is not None, "no cgroup v2 hierarchy mounted")
+    util.require_kernel_backend("loading BPF programs needs root")
 
 
 # --------------------------------------------------------------------------- doctor

@@ -11,6 +11,15 @@ from util import EF, Capture, keepalive_timer, peer, run, run_under_sockwrap, ss
 FAMS = {"ipv4": (socket.AF_INET, "127.0.0.1"), "ipv6": (socket.AF_INET6, "::1")}
 
 
+def family_for(fam):
+    """(family, host) of FAMS[fam], once sockwrap and (for ipv6) IPv6 are there."""
+    util.require_sockwrap()
+    family, host = FAMS[fam]
+    if family == socket.AF_INET6:
+        util.require_ipv6()
+    return family, host
+
+
 def capture_client(args, family, host, port, env=None):
     """tcp_client.py sets IP_TOS/IPV6_TCLASS 0x10 itself after connect, then sends more data."""
     cmd = peer("tcp_client.py", host, port, "--set-tos", "0x10", "--send-after", "after\n")
@@ -26,10 +35,7 @@ def capture_client(args, family, host, port, env=None):
 
 @pytest.mark.parametrize("fam", FAMS)
 def test_locked_dscp_survives_program_setsockopt(fam, port):
-    util.require_sockwrap()
-    family, host = FAMS[fam]
-    if family == socket.AF_INET6:
-        util.require_ipv6()
+    family, host = family_for(fam)
     base, text, _ = capture_client(None, family, host, port)
     assert base[-1].tos == 0x10, "the program's own IP_TOS must show without sockwrap:\n" + text
     pkts, text, _ = capture_client(["--dscp", "EF"], family, host, util.free_port())
@@ -38,10 +44,7 @@ def test_locked_dscp_survives_program_setsockopt(fam, port):
 
 @pytest.mark.parametrize("fam", FAMS)
 def test_soft_dscp_yields_to_program(fam, port):
-    util.require_sockwrap()
-    family, host = FAMS[fam]
-    if family == socket.AF_INET6:
-        util.require_ipv6()
+    family, host = family_for(fam)
     pkts, text, _ = capture_client(["--soft", "--dscp", "EF"], family, host, port)
     assert pkts[0].tos == EF, "soft DSCP is still the default from the SYN on:\n" + text
     assert pkts[-1].tos == 0x10, "the program's own value must win with --soft:\n" + text
@@ -68,19 +71,13 @@ def test_curl_own_keepalive_is_overridden(with_sockwrap, procs, port):
     """curl enables keepalive itself (idle 60 s); a locked --keepalive=30,10,3 wins."""
     util.require_tool("curl")
     with tos_server(socket.AF_INET, port):
-        cmd = ["curl", "-s", "-m", "4", f"http://127.0.0.1:{port}/"]
-        if with_sockwrap:
-            procs.spawn_under_sockwrap(["--keepalive=30,10,3"], cmd)
-        else:
-            procs.spawn(cmd)
-        entries = ss_client(port, "-tnieo")
-    assert len(entries) == 1, entries
-    t = keepalive_timer(entries[0])
-    assert t is not None, entries[0]
+        entry = util.curl_entry(procs, port, [], ["--keepalive=30,10,3"] if with_sockwrap else None)
+    t = keepalive_timer(entry)
+    assert t is not None, entry
     if with_sockwrap:
-        assert util.seconds(t) <= 30, entries[0]
+        assert util.seconds(t) <= 30, entry
     else:
-        assert 30 < util.seconds(t) <= 60, entries[0]
+        assert 30 < util.seconds(t) <= 60, entry
 
 
 def test_program_own_keepalive_passes_through(procs, port):

@@ -138,19 +138,13 @@ def silent_server(port):
 def test_curl_keepalive_timer(with_sockwrap, silent_server, procs):
     util.require_tool("curl")
     port, _ = silent_server
-    cmd = ["curl", "-s", "--no-keepalive", "-m", "4", f"http://127.0.0.1:{port}/"]
+    entry = util.curl_entry(procs, port, ["--no-keepalive"], ["--keepalive=30,10,3"] if with_sockwrap else None)
+    timer = keepalive_timer(entry)
     if with_sockwrap:
-        procs.spawn_under_sockwrap(["--keepalive=30,10,3"], cmd)
+        assert timer is not None, entry
+        assert 20 <= util.seconds(timer) <= 30, entry
     else:
-        procs.spawn(cmd)
-    entries = ss_client(port, "-tnieo")
-    assert len(entries) == 1, entries
-    timer = keepalive_timer(entries[0])
-    if with_sockwrap:
-        assert timer is not None, entries[0]
-        assert 20 <= util.seconds(timer) <= 30, entries[0]
-    else:
-        assert timer is None, entries[0]
+        assert timer is None, entry
 
 
 # --------------------------------------------------------------------------- kernel witnesses (ss)

@@ -7,21 +7,22 @@ import util
 from util import EF, PY, Capture, peer, run, ss_client, tos_server
 
 
-def test_peer_sees_tos_ipv4(port):
-    with tos_server(socket.AF_INET, port) as srv:
-        run(peer("tcp_client.py", "127.0.0.1", port, "--set-tos-before", "0xb8"), timeout=10).check_returncode()
-        run(peer("tcp_client.py", "127.0.0.1", port), timeout=10).check_returncode()
+def peer_sees_its_own_tos_and_then_none(family, host, port):
+    """A client that sets 0xb8 before connect, then one that sets nothing: what the peer saw."""
+    with tos_server(family, port) as srv:
+        run(peer("tcp_client.py", host, port, "--set-tos-before", "0xb8"), timeout=10).check_returncode()
+        run(peer("tcp_client.py", host, port), timeout=10).check_returncode()
         res = srv.wait(2)
     assert [r["tos"] for r in res] == [EF, 0]
+
+
+def test_peer_sees_tos_ipv4(port):
+    peer_sees_its_own_tos_and_then_none(socket.AF_INET, "127.0.0.1", port)
 
 
 def test_peer_sees_tclass_ipv6(port):
     util.require_ipv6()
-    with tos_server(socket.AF_INET6, port) as srv:
-        run(peer("tcp_client.py", "::1", port, "--set-tos-before", "0xb8"), timeout=10).check_returncode()
-        run(peer("tcp_client.py", "::1", port), timeout=10).check_returncode()
-        res = srv.wait(2)
-    assert [r["tos"] for r in res] == [EF, 0]
+    peer_sees_its_own_tos_and_then_none(socket.AF_INET6, "::1", port)
 
 
 def test_peer_sees_tos_v4mapped(port):

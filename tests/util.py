@@ -81,6 +81,75 @@ def cgroup2_mount():
     return None
 
 
+def require_kernel_backend(why="sockwrap run --kernel attaches BPF programs: root only"):
+    """sockwrap, root and a cgroup v2 hierarchy: what every kernel-backend test needs."""
+    require_sockwrap()
+    require_root(why)
+    require(cgroup2_mount() is not None, "no cgroup v2 hierarchy mounted")
+
+
+def cgroups_named(prefix):
+    """Every directory anywhere in the cgroup v2 tree whose name starts with `prefix`
+    (sockwrap's: `sockwrap-` for run --kernel, `sockwrap-follow-` for attach --follow);
+    [] without a cgroup v2 hierarchy."""
+    root = cgroup2_mount()
+    if root is None:
+        return []
+    return [Path(d) / n for d, dirs, _ in os.walk(root) for n in dirs if n.startswith(prefix)]
+
+
+def cgroup_of(pid):
+    """The process's (or `PID/task/TID`'s) cgroup v2 path, as /proc/PID/cgroup says."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        return [l.strip()[3:] for l in f if l.startswith("0::")][0]
+
+
+def no_cgroups_left(prefix, none_before=True, cleanup=None):
+    """The body of an autouse fixture (`yield from util.no_cgroups_left(...)`): no cgroup
+    named `prefix`* is left after the test (waits up to 5 s for sockwrap to remove its own).
+    With `none_before`, one an earlier run left fails the test at its start; otherwise those
+    are allowed and only new ones count. `cleanup()` runs before the failure when some are
+    left (`sockwrap doctor`), so that the next test starts clean. Root only (else a no-op)."""
+    if not IS_ROOT or cgroup2_mount() is None:
+        yield
+        return
+    before = set(cgroups_named(prefix))
+    if none_before:
+        assert not before, f"a cgroup {prefix}* was left by an earlier run: {sorted(map(str, before))}"
+    yield
+    if not wait_until(lambda: set(cgroups_named(prefix)) <= before, timeout=5):
+        left = sorted(map(str, set(cgroups_named(prefix)) - before))
+        if cleanup:
+            cleanup()
+        pytest.fail(f"cgroups {prefix}* left behind: {left}")
+
+
+def build_c(src, exe, *flags):
+    """The one way the tests build their C: `src` (a name in tests/c, without .c, or a
+    path) compiled into `exe` with -O1 -Wall -Werror and `flags` (-static, -shared -fPIC,
+    libraries...). Fails the test with the compiler's message."""
+    require_tool("cc")
+    src = Path(src) if "/" in str(src) else TESTS / "c" / f"{src}.c"
+    cmd = ["cc", "-O1", "-Wall", "-Werror", "-o", str(exe), str(src), *flags]
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert r.returncode == 0, f"{' '.join(cmd)}:\n{r.stderr}"
+    return Path(exe)
+
+
+def build_go(name, out_dir):
+    """tests/go/NAME.go built into out_dir/NAME: CGO off (a static binary), offline (no
+    module download, caches inside out_dir)."""
+    require_tool("go")
+    d = Path(out_dir)
+    env = dict(os.environ, CGO_ENABLED="0", GO111MODULE="off", GOFLAGS="-mod=mod",
+               GOCACHE=str(d / "gocache"), GOPATH=str(d / "gopath"), GOPROXY="off")
+    exe = d / name
+    r = subprocess.run(["go", "build", "-o", str(exe), str(TESTS / "go" / f"{name}.go")], cwd=d,
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return exe
+
+
 def require_ipv6():
     ok = socket.has_ipv6
     if ok:
@@ -560,6 +629,19 @@ def ss_server(port, opts="-tnieo", extra=(), timeout=5):
     return wait_until(lambda: ss(f"( sport = :{port} )", opts, extra=extra), timeout) or []
 
 
+def curl_entry(procs, port, curl_args, sockwrap_args=None):
+    """Starts curl against http://127.0.0.1:port/ (under `sockwrap run` with
+    `sockwrap_args`, when given) and returns the one `ss` entry of its connection."""
+    cmd = ["curl", "-s", *curl_args, "-m", "4", f"http://127.0.0.1:{port}/"]
+    if sockwrap_args is not None:
+        procs.spawn_under_sockwrap(sockwrap_args, cmd)
+    else:
+        procs.spawn(cmd)
+    entries = ss_client(port, "-tnieo")
+    assert len(entries) == 1, entries
+    return entries[0]
+
+
 def ss_field(entry, name):
     """Value of `name:VALUE` in an ss entry, or None."""
     m = re.search(r"(?:^|\s)" + re.escape(name) + r":(\S+)", entry)
@@ -588,21 +670,40 @@ def seconds(timer):
 
 # --------------------------------------------------------------------------- plain peers
 
-class AcceptServer:
+class Served:
+    """A socket of the test's own (`self.sock`) served by `serve` on a thread of its own
+    until close() or the end of the with block."""
+
+    def start_serving(self):
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.serve, daemon=True)
+        self.t.start()
+
+    def close(self):
+        self.stop.set()
+        self.t.join(5)
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class AcceptServer(Served):
     """Loopback TCP server that accepts and closes (draining any data) -- a plain peer.
     Counts the connections it accepted; subclasses handle them in on_accept(c)."""
 
     def __init__(self, port, host="127.0.0.1", backlog=4096):
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.ls = socket.socket(fam, socket.SOCK_STREAM)
+        self.ls = self.sock = socket.socket(fam, socket.SOCK_STREAM)
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.ls.bind((host, port))
         self.ls.listen(backlog)
-        self.ls.settimeout(0.2)
         self.accepted = 0
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self.serve, daemon=True)
-        self.t.start()
+        self.start_serving()
 
     def serve(self):
         while not self.stop.is_set():
@@ -616,16 +717,52 @@ class AcceptServer:
     def on_accept(self, c):
         c.close()
 
-    def close(self):
-        self.stop.set()
-        self.t.join(5)
-        self.ls.close()
 
-    def __enter__(self):
-        return self
+class UdpEcho(Served):
+    """Answers each datagram with `echo-` and the datagram, and keeps what it received."""
 
-    def __exit__(self, *exc):
-        self.close()
+    def __init__(self, port, host="127.0.0.1"):
+        self.s = self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                           socket.SOCK_DGRAM)
+        self.s.bind((host, port))
+        self.got = []
+        self.start_serving()
+
+    def serve(self):
+        while not self.stop.is_set():
+            try:
+                d, peer = self.s.recvfrom(100)
+            except OSError:
+                continue
+            self.got.append(d)
+            self.s.sendto(b"echo-" + d, peer)
+
+
+class Sink(AcceptServer):
+    """A plain peer that reads everything each connection sends until the client closes it,
+    for at most 60 s per connection (the witness is elsewhere: tcpdump, ss)."""
+
+    def on_accept(self, c):
+        threading.Thread(target=self.drain, args=(c,), daemon=True).start()
+
+    def drain(self, c):
+        c.settimeout(1)
+        deadline = time.monotonic() + 60
+        with c:
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                try:
+                    if not c.recv(65536):
+                        return
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+
+
+def client_packets(cap, port=None, lport=None):
+    """The client's packets in the capture `cap`: those sent to the server's `port`, or
+    those sent from the client's own port `lport`."""
+    return cap.from_port(lport) if lport is not None else cap.to_port(port)
 
 
 class NagleServer(AcceptServer):

@@ -8,7 +8,7 @@
 //!   no_std and built with panic=abort: the only reference left is `_Unwind_Resume`, from
 //!   the landing pads of the prebuilt liballoc, which never run; `src/unwind_stub.c`
 //!   satisfies it. Any other reference fails the link (`-z defs`).
-//! * `src/thread.c`: the per-thread state (see `sys::Thread`), and `src/lazy.c`: the rarely
+//! * `src/thread.c`: the per-thread state (see `sys::thread::Thread`), and `src/lazy.c`: the rarely
 //!   called libc functions, bound on first use (see there); compiled with the `cc` crate.
 //! * `start.order`: the functions that run at every start, placed first in `.text` (lld's
 //!   `--symbol-ordering-file`). The kernel maps a file's pages in 64 KiB windows, one page

@@ -21,8 +21,6 @@
 //! The only `unsafe` of the crate, on an allow-list (see lib.rs): the compiler cannot see
 //! that the state machine above keeps the writer and the readers apart.
 
-#![allow(unsafe_code)]
-
 #[allow(unused_imports)]
 use crate::prelude::*;
 use core::cell::UnsafeCell;

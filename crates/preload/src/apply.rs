@@ -17,7 +17,7 @@ use core::net::SocketAddr;
 use sockwrap_policy::catalog::{Family, Shown};
 use sockwrap_policy::plan::{PlanOp, AF_INET6};
 use sockwrap_policy::{
-    Ctx, Decision, LogLevel, OnError, Opt, Plan, Policy, Role, Stage, Transport, Value, Variant,
+    Ctx, Decision, LogLevel, OnError, Opt, Plan, Policy, Stage, Transport, Value, Variant,
 };
 
 /// What the process-wide state holds: built once in the constructor, then read-only.
@@ -357,17 +357,7 @@ pub fn on_connect(
 
 /// What a connect of `s` to `remote` (which came from the name `host`) is decided on.
 pub fn connect_ctx<'a>(s: Sock, remote: &SocketAddr, host: Option<&'a str>) -> Ctx<'a> {
-    Ctx {
-        transport: s.transport,
-        role: Some(Role::Client),
-        remote: Some(ip_key_of(remote)),
-        local_port: None,
-        host,
-    }
-}
-
-fn ip_key_of(a: &SocketAddr) -> (u128, u16) {
-    (sockwrap_policy::rules::ip_key(a.ip()), a.port())
+    Ctx::client(s.transport, Some(remote), host)
 }
 
 /// Before connect/listen: make the socket MPTCP or TCP as the full decision says, if that
@@ -425,18 +415,10 @@ fn settle_mptcp(g: &Global, mut s: Sock, d: &Decision) -> Result<Sock, Errno> {
     Ok(s)
 }
 
-fn server_ctx(s: Sock, local_port: u16, remote: Option<&SocketAddr>) -> Ctx<'static> {
-    Ctx {
-        transport: s.transport,
-        role: Some(Role::Server),
-        remote: remote.map(ip_key_of),
-        local_port: Some(local_port),
-        host: None,
-    }
-}
-
 pub fn on_listen(g: &Global, s: Sock, local: &SocketAddr) -> Result<(), Errno> {
-    let d = g.policy.decide(&server_ctx(s, local.port(), None));
+    let d = g
+        .policy
+        .decide(&Ctx::server(s.transport, local.port(), None));
     let s = settle_protocol(g, s, &d)?;
     if d.is_empty() {
         return Ok(());
@@ -454,7 +436,7 @@ pub fn on_accept(
     local_port: u16,
     peer: Option<&SocketAddr>,
 ) -> Result<(), Errno> {
-    let d = g.policy.decide(&server_ctx(s, local_port, peer));
+    let d = g.policy.decide(&Ctx::server(s.transport, local_port, peer));
     if d.is_empty() {
         return Ok(());
     }
@@ -466,7 +448,7 @@ pub fn on_accept(
         return Ok(());
     }
     let skip = if listener.listen_applied() {
-        d.inherited_from(&g.policy.decide(&server_ctx(s, local_port, None)))
+        d.inherited_from(&g.policy.decide(&Ctx::server(s.transport, local_port, None)))
     } else {
         0
     };
@@ -476,7 +458,9 @@ pub fn on_accept(
 }
 
 pub fn on_bind(g: &Global, s: Sock, local: &SocketAddr) -> Result<(), Errno> {
-    let d = g.policy.decide(&server_ctx(s, local.port(), None));
+    let d = g
+        .policy
+        .decide(&Ctx::server(s.transport, local.port(), None));
     if d.is_empty() {
         return Ok(());
     }
@@ -498,13 +482,7 @@ pub fn on_udp_socket(g: &Global, s: Sock) -> Result<(), Errno> {
             "rules that name a destination reach UDP sockets at connect() only; datagrams sent with sendto() on an unconnected UDP socket get only the rules without a destination"
         );
     }
-    let ctx = Ctx {
-        transport: Transport::Udp,
-        role: None,
-        remote: None,
-        local_port: None,
-        host: None,
-    };
+    let ctx = Ctx::new(Transport::Udp);
     let d = g.policy.decide(&ctx);
     if d.is_empty() {
         return Ok(());
@@ -537,12 +515,10 @@ pub fn adopt(g: &Global, fd: i32) {
     if peer.is_none() && !listening {
         return;
     }
-    let ctx = Ctx {
-        transport,
-        role: if listening { Some(Role::Server) } else { None },
-        remote: peer.as_ref().map(ip_key_of),
-        local_port: Some(local.port()),
-        host: None,
+    let ctx = if listening {
+        Ctx::server(transport, local.port(), peer.as_ref())
+    } else {
+        Ctx::inherited(transport, local.port(), peer.as_ref())
     };
     let d = g.policy.decide(&ctx);
     let locked = if d.is_empty() {

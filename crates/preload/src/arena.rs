@@ -17,8 +17,6 @@
 //! Written here because no crate does "bump first, then System" for a `cdylib` without
 //! pulling in more than these forty lines.
 
-#![allow(unsafe_code)]
-
 #[allow(unused_imports)]
 use crate::prelude::*;
 use core::alloc::{GlobalAlloc, Layout};

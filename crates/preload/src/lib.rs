@@ -20,17 +20,21 @@
 //! * `init`: the constructor's work, in safe Rust.
 //! * `sys`: raw system calls and the socket-address type; `arena`: the allocator.
 //!
-//! `unsafe` is denied here and allowed only in `hooks`, `sys` and `arena`.
+//! `unsafe` is denied here and allowed only in the modules on the allow-list below
+//! (`hooks`, `sys`, `arena`) and in `trace::placed` (a `#[link_section]`, a placement
+//! only). Every unsafe block says why it is sound (`// SAFETY:`; clippy's
+//! `undocumented_unsafe_blocks` is denied).
 //!
 //! core + alloc only, no std: every process the library is preloaded into pays at exec for
 //! what the library brings (relocations, symbol imports, pages touched), and std brings its
 //! panic, backtrace and I/O machinery. The per-thread state std's `thread_local!` gave is
-//! in `thread.c` (see `sys::Thread`). A panic, which the code is written never to reach
+//! in `thread.c` (see `sys::thread::Thread`). A panic, which the code is written never to reach
 //! (clippy denies unwrap, expect and panic here), ends the process with one line saying
 //! where: there is no unwinding without std.
 
 #![deny(
     unsafe_code,
+    clippy::undocumented_unsafe_blocks,
     unsafe_op_in_unsafe_fn,
     clippy::unwrap_used,
     clippy::expect_used,
@@ -53,18 +57,26 @@ mod prelude {
 
 mod actions;
 mod apply;
-mod arena;
 mod calls;
 mod fdstate;
-mod hooks;
 mod init;
 mod log;
 mod mptcp;
 mod names;
 mod outcome;
 mod seed;
-mod sys;
 mod trace;
+
+// The allow-list of `unsafe`: the C boundary, the raw system calls, the allocator.
+/// The allocator.
+#[allow(unsafe_code)]
+mod arena;
+/// The exported hooks, the real functions (dlsym), the constructor.
+#[allow(unsafe_code)]
+mod hooks;
+/// The raw system calls, the socket-address type, the no_std primitives.
+#[allow(unsafe_code)]
+mod sys;
 
 /// Everything the library allocates comes from its own arena first (see `arena`).
 #[global_allocator]

@@ -39,11 +39,8 @@ pub fn wanted_at_creation(policy: &Policy) -> bool {
         .into_iter()
         .any(|role| {
             let ctx = Ctx {
-                transport: Transport::Tcp,
                 role,
-                remote: None,
-                local_port: None,
-                host: None,
+                ..Ctx::new(Transport::Tcp)
             };
             policy.decide(&ctx).get(Opt::Mptcp).map(|s| s.value) == Some(Value::Bool(true))
         })

@@ -136,10 +136,8 @@ impl Outcome {
 mod tests {
     use super::*;
 
-    #[allow(unsafe_code)]
     fn info(state: u8, acked: u64, received: u64, sent: u64) -> libc::tcp_info {
-        // SAFETY: integers only.
-        let mut i: libc::tcp_info = unsafe { core::mem::zeroed() };
+        let mut i = crate::sys::zeroed_tcp_info();
         i.tcpi_state = state;
         i.tcpi_bytes_acked = acked;
         i.tcpi_bytes_received = received;

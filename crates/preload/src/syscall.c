@@ -1,4 +1,4 @@
-/* The library's own system calls (sys.rs, syscall!): compiled into every build of the
+/* The library's own system calls (sys/mod.rs, syscall!): compiled into every build of the
  * crate, the unit tests' included. */
 #define HIDDEN __attribute__((visibility("hidden")))
 

@@ -4,7 +4,7 @@
  * (`#[thread_local]` is unstable), and the library is core + alloc only (see lib.rs).
  * initial-exec: the library is preloaded, so its TLS lives in the static block and an
  * access is one %fs-relative load, with no __tls_get_addr call and no import. The memory
- * starts zeroed; the Rust side (sys::Thread) gives every field a meaning in which zero is
+ * starts zeroed; the Rust side (sys::thread::Thread) gives every field a meaning in which zero is
  * "nothing known". */
 struct sockwrap_thread {
     long words[16];
