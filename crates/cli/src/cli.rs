@@ -530,7 +530,13 @@ pub fn command() -> Command {
             Command::new("repin")
                 .hide(true)
                 .about("Pin the BPF programs of an `enable --kernel` UNIT again, from the policy in the SOCKWRAP_* variables, if a pin is missing (run by the sockwrap-pins-UNIT.service that enable writes)")
-                .arg(Arg::new("unit").required(true).value_name("UNIT")),
+                .arg(Arg::new("unit").required(true).value_name("UNIT"))
+                .arg(
+                    Arg::new("mptcp-target")
+                        .long("mptcp-target")
+                        .action(ArgAction::SetTrue)
+                        .help("Aim UNIT's pinned MPTCP conversion at this process's own cgroup (the unit's ExecStartPre= runs it at each start)"),
+                ),
         )
         .subcommand(
             Command::new("gen-man")

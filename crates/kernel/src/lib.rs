@@ -12,6 +12,7 @@
 //!   `BPFProgram=`), reading the counters;
 //! - [`probe`]: what the running kernel can do for the backend, found by loading small
 //!   programs (never by its version number): the refusals by name, and `sockwrap doctor`;
+//! - [`mptcp`]: MPTCP for the cgroup's TCP sockets (fmod_ret on update_socket_protocol);
 //! - [`cgroup`]: the cgroup v2 child a command runs in, and the leftovers of a sockwrap
 //!   that was killed.
 //!
@@ -20,6 +21,7 @@
 //! feature, and the reason only root may attach.
 
 pub mod cgroup;
+pub mod mptcp;
 pub mod probe;
 pub mod programs;
 pub mod tables;

@@ -195,6 +195,13 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
     }
     // Options the kernel backend cannot set are refused before anything is done, the
     // one-shot part included: never half of the policy.
+    // The protocol of the sockets a followed process makes is chosen by run --kernel's and
+    // enable --kernel's conversion program (a cgroup of their own from the start).
+    if follow && policy.manages(Opt::Mptcp) {
+        return Err(Error::usage(
+            "attach --follow cannot set mptcp: the protocol is chosen at socket(), and the MPTCP conversion is made for a cgroup sockwrap starts (sudo sockwrap run --kernel --mptcp, enable UNIT --kernel --mptcp); refusing to follow; no process was touched",
+        ));
+    }
     let tables = if follow {
         Some(super::kernel::tables_for(
             &policy,
