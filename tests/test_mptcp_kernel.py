@@ -332,6 +332,24 @@ def test_static_client_reaches_an_mptcp_listener_as_mptcp(listener, mpclient, tm
     assert listener.protos == [IPPROTO_TCP, IPPROTO_MPTCP]
 
 
+def test_options_mptcp_sockets_refuse_are_named_at_start(listener, mpclient, tmp_path):
+    """A policy that converts and also sets an option MPTCP sockets refuse (DESIGN.md:
+    TCP_USER_TIMEOUT; IPV6_TCLASS of dscp): named at start, in the library's words, the
+    socket still MPTCP at the listener; without --mptcp no such line."""
+    if not converts_here_or_refused(tmp_path):
+        return
+    r = kernel_mptcp([mpclient, "line", "127.0.0.1", listener.port], extra=("--user-timeout", "5000", "--dscp", "EF"))
+    got, _ = answer(r.stdout)
+    assert r.returncode == 0 and got == {"proto": IPPROTO_MPTCP}, (r.stdout, r.stderr)
+    said = [ln for ln in r.stderr.splitlines() if "MPTCP sockets cannot carry" in ln]
+    assert any(ln.startswith("sockwrap: --kernel: user-timeout: MPTCP sockets cannot carry TCP_USER_TIMEOUT;")
+               for ln in said), r.stderr
+    assert any("dscp: MPTCP sockets cannot carry IPV6_TCLASS;" in ln for ln in said), r.stderr
+    r = util.run([util.SOCKWRAP_BIN, "run", "--kernel", "--user-timeout", "5000", "--",
+                  mpclient, "line", "127.0.0.1", listener.port])
+    assert r.returncode == 0 and "MPTCP sockets cannot carry" not in r.stderr, r.stderr
+
+
 def test_go_client_reaches_an_mptcp_listener_as_mptcp(listener, goclient, tmp_path):
     """Go's net.Dial (raw system calls, SOCK_NONBLOCK|SOCK_CLOEXEC): MPTCP under --kernel,
     TCP without sockwrap."""
@@ -364,32 +382,40 @@ def test_a_program_in_another_cgroup_stays_on_tcp_meanwhile(listener, mpclient, 
     assert held.returncode == 0, err
 
 
-def test_mptcp_disabled_says_so_and_runs_on_tcp(listener, mpclient, tmp_path):
-    """net.mptcp.enabled=0 (in a network namespace of the test's own, with its own MPTCP
-    listener): one line saying so, and the program runs on plain TCP (the listener's
-    accepted socket: 6)."""
+def test_mptcp_disabled_says_so_and_runs_on_tcp(mpclient, tmp_path):
+    """net.mptcp.enabled=0 in the client's network namespace (one of the test's own, with its
+    own MPTCP listener in the server namespace): one line saying so, and the program runs on
+    plain TCP (the accepted socket: 6). The control: the same run with MPTCP on there is
+    MPTCP (262)."""
+    require_kernel_backend()
     if not converts_here_or_refused(tmp_path):
         return
     netns.require_netns()
+    util.require_tool("nsenter")
+    runs = {}
     with MptcpBed(v6=False) as bed:
-        bed.mptcp_enabled(bed.client, False)
         server = subprocess.Popen(bed.ns_cmd(bed.server, util.peer("proto_server.py", "0.0.0.0", 9000, "--mptcp")),
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   start_new_session=True)
         try:
             assert util.wait_output_line(server, 10).strip() == "ready"
-            # nsenter, not `ip netns exec`: that one remounts /sys, and with it the cgroup tree.
-            r = util.run(["nsenter", f"--net=/run/netns/{bed.client}", util.SOCKWRAP_BIN, "run",
-                          "--kernel", "--mptcp", "--", mpclient, "line", PATH_V4[1][1], 9000],
-                         timeout=60)
+            for enabled in (True, False):
+                bed.mptcp_enabled(bed.client, enabled)
+                # nsenter, not `ip netns exec`: that one remounts /sys, and with it the cgroup tree.
+                runs[enabled] = util.run(["nsenter", f"--net=/run/netns/{bed.client}", util.SOCKWRAP_BIN,
+                                          "run", "--kernel", "--mptcp", "--", mpclient, "line",
+                                          PATH_V4[1][1], 9000], timeout=60)
         finally:
             os.killpg(server.pid, 9)
             server.communicate(timeout=10)
-    got, own = answer(r.stdout)
-    info = (r.returncode, r.stdout, r.stderr)
-    assert r.returncode == 0 and got == {"proto": IPPROTO_TCP} and own == IPPROTO_TCP, info
-    said = [ln for ln in r.stderr.splitlines() if "mptcp" in ln.lower()]
-    assert len(said) == 1 and "ENOPROTOOPT" in said[0] and "plain TCP" in said[0], info
+    for enabled, proto in ((True, IPPROTO_MPTCP), (False, IPPROTO_TCP)):
+        r = runs[enabled]
+        got, own = answer(r.stdout)
+        info = (enabled, r.returncode, r.stdout, r.stderr)
+        assert r.returncode == 0 and got and got["proto"] == proto and own == proto, info
+    said = [ln for ln in runs[False].stderr.splitlines() if "mptcp" in ln.lower()]
+    assert len(said) == 1 and "ENOPROTOOPT" in said[0] and "plain TCP" in said[0], runs[False].stderr
+    assert runs[True].stderr == "", runs[True].stderr
 
 
 def test_a_rule_that_selects_by_destination_is_refused_by_name(tmp_path):
@@ -413,6 +439,11 @@ def www(tmp_path_factory):
     netns.make_file(d / "f48", 48 << 20)
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+# Slow enough that the 8 MB on path 1 before the cut is seen well before the end, even under
+# TCG, where each look at the link counters takes a while.
+PATH_RATE = "20mbit"
 
 
 def transfer_with_cut(bed, mpclient, www, procs, tmp_path, under_kernel, bound):
@@ -444,7 +475,7 @@ def transfer_with_cut(bed, mpclient, www, procs, tmp_path, under_kernel, bound):
 
 
 def test_two_paths_one_cut_mid_transfer_the_transfer_completes(mpclient, www, procs, tmp_path):
-    """The library's failover bed (tests/netns.py: two veth paths, 100 Mbit/s each, a client
+    """The library's failover bed (tests/netns.py: two veth paths, 20 Mbit/s each, a client
     subflow endpoint on path 2), with the static client under run --kernel --mptcp: the
     server saw an MPTCP handshake (MPCapableSYNRX), the client's socket was MPTCP, and after
     path 1 went down the rest came over path 2: the whole file arrived."""
@@ -453,7 +484,7 @@ def test_two_paths_one_cut_mid_transfer_the_transfer_completes(mpclient, www, pr
         return
     netns.require_netns()
     util.require_tool("nsenter")
-    with MptcpBed(rate="100mbit", v6=False) as bed:
+    with MptcpBed(rate=PATH_RATE, v6=False) as bed:
         rc, out, moved2, sd, info = transfer_with_cut(bed, mpclient, www, procs, tmp_path, True, 120 * util.TIME_SCALE)
     assert rc == 0 and "self 262" in out and f"body {48 << 20}" in out, info
     assert sd.get("MPTcpExtMPCapableSYNRX", 0) >= 1, info
@@ -468,7 +499,7 @@ def test_two_paths_control_plain_tcp_does_not_survive_the_cut(mpclient, www, pro
         return
     netns.require_netns()
     util.require_tool("nsenter")
-    with MptcpBed(rate="100mbit", v6=False) as bed:
+    with MptcpBed(rate=PATH_RATE, v6=False) as bed:
         rc, out, moved2, sd, info = transfer_with_cut(bed, mpclient, www, procs, tmp_path, False, 15)
     assert "self 6" in out and f"body {48 << 20}" not in out, info
     assert sd.get("MPTcpExtMPCapableSYNRX", 0) == 0, info
@@ -550,6 +581,7 @@ if out["enable"][0] == 0:
         out["start"] = sh(*in_cg, *pre)
         out["unit"] = sh(*in_cg, *client)
         out["outside"] = sh(*client)                  # another cgroup meanwhile
+        out["status"] = sh(sw, "status", "swdemo")
         out["disable"] = sh(sw, "disable", "swdemo")
         out["pins_after_disable"] = pins()
         out["after_disable"] = sh(*in_cg, *client)     # the link is gone with its pin
@@ -600,5 +632,6 @@ def test_enable_kernel_mptcp_pins_the_conversion_and_the_unit_start_aims_it(list
     assert out["start"][0] == 0, out["start"]
     assert out["unit"][:2] == [0, mptcp + "\n"], out["unit"]
     assert out["outside"][:2] == [0, tcp + "\n"], out["outside"]
+    assert f"MPTCP conversion: {PINS}/mptcp (pinned)" in out["status"][1], out["status"]
     assert out["disable"][0] == 0 and out["pins_after_disable"] == [], out
     assert out["after_disable"][:2] == [0, tcp + "\n"], out["after_disable"]

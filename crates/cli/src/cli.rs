@@ -190,7 +190,8 @@ With --kernel (root): sockwrap stays as the parent, runs the program in a fresh 
 child with BPF programs built from the same policy, waits for the program's whole process
 tree, then detaches and removes the cgroup; the exit status is the program's.
   sudo sockwrap run --kernel --dscp EF --keepalive 30,10,3 -- ./static-or-go-binary
-  sudo sockwrap run --kernel -c policy.toml --user app -- ./server";
+  sudo sockwrap run --kernel -c policy.toml --user app -- ./server
+  sudo sockwrap run --kernel --mptcp -- ./static-or-go-binary   # Linux 6.6+: docs/mptcp-kernel.md";
 
 const TRACE_EXAMPLES: &str = "\
 Examples:

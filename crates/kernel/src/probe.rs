@@ -248,6 +248,8 @@ pub fn errno_text(e: i32) -> String {
         libc::ENOSPC => "ENOSPC",
         libc::ENOSYS => "ENOSYS",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ENOPROTOOPT => "ENOPROTOOPT",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
         524 => return "ENOTSUPP (the kernel's own: not supported)".into(),
         _ => return std::io::Error::from_raw_os_error(e).to_string(),
     };

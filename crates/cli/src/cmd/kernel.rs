@@ -465,10 +465,17 @@ fn mptcp_warnings(policy: &Policy, what: &str) {
         if sockwrap_kernel::tables::refused_opt(o).is_some() {
             continue; // refused by name already
         }
+        let refused: Vec<&str> = o
+            .spec()
+            .ops
+            .iter()
+            .filter(|k| !k.mptcp)
+            .map(|k| k.cname)
+            .collect();
         eprintln!(
-            "sockwrap: {what}: {}: MPTCP sockets on this kernel cannot carry {}; MPTCP connections go without it",
+            "sockwrap: {what}: {}: MPTCP sockets cannot carry {}; MPTCP connections go without it",
             o.name(),
-            o.spec().kernel
+            refused.join(" / ")
         );
     }
 }

@@ -1104,6 +1104,20 @@ fn kernel_status(t: &Target, text: &str, dir: &Path, ok: &mut bool) {
             println!("    {kind}: {} is MISSING", p.display());
         }
     }
+    if let Some(p) = text
+        .lines()
+        .find_map(|l| l.strip_prefix(MPTCP_TAG))
+        .map(|p| PathBuf::from(p.trim()))
+    {
+        if !live {
+            println!("    MPTCP conversion: {}", p.display());
+        } else if sockwrap_kernel::programs::is_bpffs(&p) {
+            println!("    MPTCP conversion: {} (pinned)", p.display());
+        } else {
+            missing += 1;
+            println!("    MPTCP conversion: {} is MISSING", p.display());
+        }
+    }
     let hybrid = if live { not_unified() } else { None };
     if !live {
         println!(
