@@ -635,3 +635,18 @@ def test_enable_kernel_mptcp_pins_the_conversion_and_the_unit_start_aims_it(list
     assert f"MPTCP conversion: {PINS}/mptcp (pinned)" in out["status"][1], out["status"]
     assert out["disable"][0] == 0 and out["pins_after_disable"] == [], out
     assert out["after_disable"][:2] == [0, tcp + "\n"], out["after_disable"]
+
+
+def test_attach_follow_refuses_mptcp_by_name(procs):
+    """`attach --follow` moves a running process into a cgroup of sockwrap's; the conversion
+    belongs to run --kernel and enable --kernel: refused in one line, exit 2, the process
+    left in its cgroup."""
+    require_kernel_backend()
+    p = procs.spawn(["sleep", "30"])
+    before = Path(f"/proc/{p.pid}/cgroup").read_text()
+    r = util.run([util.SOCKWRAP_BIN, "attach", str(p.pid), "--follow", "--mptcp"])
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "attach --follow cannot set mptcp" in lines[0], r.stderr
+    assert "sockwrap run --kernel --mptcp" in lines[0], lines
+    assert Path(f"/proc/{p.pid}/cgroup").read_text() == before and p.poll() is None
