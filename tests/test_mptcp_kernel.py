@@ -208,9 +208,9 @@ class MptcpListener:
     """An MPTCP listener of the test's own (socket(..., IPPROTO_MPTCP)) on loopback: answers
     each client's line with the SO_PROTOCOL of the accepted socket, and records it."""
 
-    def __init__(self, host="127.0.0.1"):
+    def __init__(self, host="127.0.0.1", proto=IPPROTO_MPTCP):
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(fam, socket.SOCK_STREAM, IPPROTO_MPTCP)
+        self.sock = socket.socket(fam, socket.SOCK_STREAM, proto)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
         self.sock.listen(16)
@@ -348,6 +348,38 @@ def test_options_mptcp_sockets_refuse_are_named_at_start(listener, mpclient, tmp
     r = util.run([util.SOCKWRAP_BIN, "run", "--kernel", "--user-timeout", "5000", "--",
                   mpclient, "line", "127.0.0.1", listener.port])
     assert r.returncode == 0 and "MPTCP sockets cannot carry" not in r.stderr, r.stderr
+
+
+def root_mib():
+    r = subprocess.run(["nstat", "-asz", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=10)
+    return {k: int(v) for d in json.loads(r.stdout).values() for k, v in d.items()}
+
+
+def test_a_peer_without_mptcp_falls_back_to_tcp_in_the_kernel(mpclient, tmp_path):
+    """A plain TCP listener: the converted static client still talks to it (its own socket
+    is MPTCP, 262; the accepted one TCP), and the kernel counts the fallback at the SYN-ACK
+    (MPTcpExtMPCapableFallbackSYNACK). The control: without sockwrap no fallback is counted
+    for the same exchange (the client was TCP from the start)."""
+    require_kernel_backend()
+    if not converts_here_or_refused(tmp_path):
+        return
+    util.require_tool("nstat")
+    ls = MptcpListener(proto=IPPROTO_TCP)
+    try:
+        deltas = {}
+        for under in (False, True):
+            m0 = root_mib()
+            cmd = [mpclient, "line", "127.0.0.1", ls.port]
+            r = kernel_mptcp(cmd) if under else util.run(cmd)
+            got, own = answer(r.stdout)
+            assert r.returncode == 0 and got == {"proto": IPPROTO_TCP}, (under, r.stdout, r.stderr)
+            assert own == (IPPROTO_MPTCP if under else IPPROTO_TCP), (under, r.stdout)
+            m1 = root_mib()
+            deltas[under] = m1.get("MPTcpExtMPCapableFallbackSYNACK", 0) - m0.get("MPTcpExtMPCapableFallbackSYNACK", 0)
+    finally:
+        ls.close()
+    assert deltas[True] >= 1 and deltas[False] == 0, deltas
 
 
 def test_go_client_reaches_an_mptcp_listener_as_mptcp(listener, goclient, tmp_path):
