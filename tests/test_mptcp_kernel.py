@@ -682,3 +682,16 @@ def test_attach_follow_refuses_mptcp_by_name(procs):
     assert len(lines) == 1 and "attach --follow cannot set mptcp" in lines[0], r.stderr
     assert "sockwrap run --kernel --mptcp" in lines[0], lines
     assert Path(f"/proc/{p.pid}/cgroup").read_text() == before and p.poll() is None
+
+
+def test_explain_kernel_names_the_conversion_per_program(tmp_path):
+    """explain --kernel says which programs' TCP sockets the conversion turns into MPTCP."""
+    util.require_sockwrap()
+    policy = tmp_path / "p.toml"
+    policy.write_text('[[rule]]\nname = "all"\nmptcp = true\n\n'
+                      '[[rule]]\nname = "not-curl"\nmatch.program = ["curl"]\nmptcp = false\n')
+    hook = "fmod_ret/update_socket_protocol (socket()): "
+    for program, said in ((None, "MPTCP instead of TCP"), ("curl", "TCP stays TCP"), ("ssh", "MPTCP instead of TCP")):
+        args = ["--program", program] if program else []
+        r = util.run([util.SOCKWRAP_BIN, "explain", "--kernel", "-c", policy, "--dest", "10.1.2.3:22", *args])
+        assert r.returncode == 0 and hook + said in r.stdout, (program, r.stdout, r.stderr)
