@@ -176,10 +176,11 @@ class MptcpBed:
                 "s.settimeout(0.5)\n"
                 "try:\n s.connect((sys.argv[1], int(sys.argv[2])))\n"
                 "except ConnectionRefusedError: pass\n")
-        deadline = time.monotonic() + timeout
+        # Scaled (util.TIME_SCALE): a python3 start in a TCG guest can take seconds.
+        deadline = time.monotonic() + timeout * util.TIME_SCALE
         while time.monotonic() < deadline:
             r = subprocess.run(self.ns_cmd(self.client, [util.PY, "-c", code, addr, port or 9]),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10 * util.TIME_SCALE)
             if r.returncode == 0:
                 return
             time.sleep(0.1)

@@ -436,8 +436,7 @@ def test_mark_for_an_unprivileged_program(port):
 @pytest.mark.parametrize("flag, option", [
     (["--linger", "5"], "SO_LINGER"),
     (["--ttl", "9"], "IP_TTL"),
-    (["--mptcp"], "GODEBUG=multipathtcp=1"),
-])
+])  # --mptcp: converted where the kernel allows it, refused by name elsewhere (test_mptcp_kernel.py)
 def test_options_bpf_cannot_set_are_refused_by_name(flag, option):
     require_kernel_backend()
     r = kernel([*flag, "--dscp", "EF"], ["true"])

@@ -1,5 +1,6 @@
 //! Compiles the BPF programs (`src/bpf/sockwrap.bpf.c`) and the feature probes
-//! (`src/bpf/probes.bpf.c`) with clang into two objects that the loader embeds. Needs clang
+//! (`src/bpf/probes.bpf.c`) and the MPTCP conversion (`src/bpf/mptcp.bpf.c`) with clang into
+//! three objects that the loader embeds. Needs clang
 //! (`CLANG` names another), the kernel UAPI headers (linux-libc-dev) and libbpf's
 //! `bpf_helpers.h` (libbpf-dev); `scripts/setup.sh build` installs them on Debian.
 
@@ -12,6 +13,7 @@ fn main() {
     for (src, obj) in [
         ("src/bpf/sockwrap.bpf.c", "sockwrap.bpf.o"),
         ("src/bpf/probes.bpf.c", "probes.bpf.o"),
+        ("src/bpf/mptcp.bpf.c", "mptcp.bpf.o"),
     ] {
         println!("cargo:rerun-if-changed={src}");
         compile(src, &out.join(obj));

@@ -316,7 +316,8 @@ With --kernel (root): sockwrap stays as the parent, runs the program in a fresh 
 child with BPF programs built from the same policy, waits for the program's whole process
 tree, then detaches and removes the cgroup; the exit status is the program's.
   sudo sockwrap run --kernel --dscp EF --keepalive 30,10,3 -- ./static-or-go-binary
-  sudo sockwrap run --kernel -c policy.toml --user app -- ./server";
+  sudo sockwrap run --kernel -c policy.toml --user app -- ./server
+  sudo sockwrap run --kernel --mptcp -- ./static-or-go-binary   # Linux 6.6+: docs/mptcp-kernel.md";
 
 const TRACE_EXAMPLES: &str = "\
 Examples:
@@ -559,7 +560,13 @@ fn internal_commands() -> [Command; 3] {
         Command::new("repin")
             .hide(true)
             .about("Pin the BPF programs of an `enable --kernel` UNIT again, from the policy in the SOCKWRAP_* variables, if a pin is missing (run by the sockwrap-pins-UNIT.service that enable writes)")
-            .arg(Arg::new("unit").required(true).value_name("UNIT")),
+            .arg(Arg::new("unit").required(true).value_name("UNIT"))
+            .arg(
+                Arg::new("mptcp-target")
+                    .long("mptcp-target")
+                    .action(ArgAction::SetTrue)
+                    .help("Aim UNIT's pinned MPTCP conversion at this process's own cgroup (the unit's ExecStartPre= runs it at each start)"),
+            ),
         Command::new("gen-man")
             .hide(true)
             .about("Write the man pages (sockwrap.1, sockwrap-SUBCOMMAND.1, sockwrap.toml.5) into DIR")

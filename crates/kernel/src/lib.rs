@@ -14,6 +14,7 @@
 //!   programs (never by its version number): the refusals by name, and `sockwrap doctor`;
 //! - [`links`]: BPF links pinned in a BPF filesystem, for a policy attached to a cgroup
 //!   sockwrap did not make (a container's, a pod's: `attach --cgroup/--container/--pod`);
+//! - [`mptcp`]: MPTCP for the cgroup's TCP sockets (fmod_ret on update_socket_protocol);
 //! - [`cgroup`]: the cgroup v2 child a command runs in, and the leftovers of a sockwrap
 //!   that was killed.
 //!
@@ -23,6 +24,7 @@
 
 pub mod cgroup;
 pub mod links;
+pub mod mptcp;
 pub mod probe;
 pub mod programs;
 pub mod tables;

@@ -248,6 +248,8 @@ pub fn errno_text(e: i32) -> String {
         libc::ENOSPC => "ENOSPC",
         libc::ENOSYS => "ENOSYS",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ENOPROTOOPT => "ENOPROTOOPT",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
         524 => return "ENOTSUPP (the kernel's own: not supported)".into(),
         _ => return std::io::Error::from_raw_os_error(e).to_string(),
     };
@@ -403,154 +405,19 @@ impl MptcpConversion {
     }
 }
 
-/// [`crate::refusals`] on this kernel: the MPTCP line says what [`mptcp_conversion`] found
-/// here (probed only when the policy asks for MPTCP).
+/// [`crate::refusals`], and the MPTCP rules that select by what socket() does not know
+/// ([`crate::mptcp::refusals`]). Whether this kernel converts at all is found by loading
+/// the conversion itself, once per run ([`crate::mptcp::Conversion::load`]).
 pub fn refusals_here(policy: &Policy) -> Vec<String> {
-    let wants_mptcp = policy
-        .rules()
-        .iter()
-        .any(|r| r.settings.iter().any(|(o, _)| o == Opt::Mptcp));
-    let here = wants_mptcp
-        .then(|| {
-            let release = kernel_release();
-            match mptcp_conversion() {
-                MptcpConversion::Works => Some(format!(
-                    "this kernel ({release}) would take one, but sockwrap does not convert sockets from BPF yet"
-                )),
-                MptcpConversion::NotProbed => None,
-                other => Some(format!("on this kernel ({release}), {}", other.describe())),
-            }
-        })
-        .flatten();
-    crate::tables::refusals_with(policy, here.as_deref())
+    let mut out = crate::tables::refusals(policy);
+    out.extend(crate::mptcp::refusals(policy));
+    out
 }
 
-/// A BPF instruction (struct bpf_insn).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-/// The head of `union bpf_attr` for BPF_PROG_LOAD, up to attach_btf_obj_fd: the kernel
-/// takes a shorter attr and zero-fills the rest.
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-    prog_btf_fd: u32,
-    func_info_rec_size: u32,
-    func_info: u64,
-    func_info_cnt: u32,
-    line_info_rec_size: u32,
-    line_info: u64,
-    line_info_cnt: u32,
-    attach_btf_id: u32,
-    attach_btf_obj_fd: u32,
-    pad: u32,
-}
-
-/// `union bpf_attr` for BPF_RAW_TRACEPOINT_OPEN (which also attaches tracing programs).
-#[repr(C)]
-#[derive(Default)]
-struct RawTpAttr {
-    name: u64,
-    prog_fd: u32,
-    pad: u32,
-}
-
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
-const BPF_PROG_TYPE_TRACING: u32 = 26;
-const BPF_MODIFY_RETURN: u32 = 26;
-
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: attr is a live, fully initialised #[repr(C)] struct of the layout the kernel
-    // expects for `cmd`, and its size is passed with it.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T as *mut libc::c_void,
-            std::mem::size_of::<T>(),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
-}
-
-/// Loads `r0 = 0; exit` as an fmod_ret program on update_socket_protocol (returning 0
-/// leaves every socket as it is), attaches it and detaches it at once.
+/// Loads sockwrap's MPTCP conversion ([`crate::mptcp`]), attaches it aimed at no cgroup
+/// (so it converts nothing) and detaches it at once.
 pub fn mptcp_conversion() -> MptcpConversion {
-    use aya_obj::btf::BtfKind;
-    use std::os::fd::AsRawFd;
-    if may_load().is_err() {
-        return MptcpConversion::NotProbed;
-    }
-    let Ok(btf) = aya::Btf::from_sys_fs() else {
-        return MptcpConversion::NoBtf;
-    };
-    let Ok(id) = btf.id_by_type_name_kind("update_socket_protocol", BtfKind::Func) else {
-        return MptcpConversion::NoFunction;
-    };
-    let insns = [
-        Insn {
-            code: 0xb7, // r0 = 0
-            regs: 0,
-            off: 0,
-            imm: 0,
-        },
-        Insn {
-            code: 0x95, // exit
-            regs: 0,
-            off: 0,
-            imm: 0,
-        },
-    ];
-    let license = c"GPL";
-    let mut name = [0u8; 16];
-    name[..9].copy_from_slice(b"sw_mptcp\0");
-    let mut attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_TRACING,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        prog_name: name,
-        expected_attach_type: BPF_MODIFY_RETURN,
-        attach_btf_id: id,
-        ..Default::default()
-    };
-    let prog = match sys_bpf(BPF_PROG_LOAD, &mut attr) {
-        Ok(fd) => fd,
-        Err(e) => return MptcpConversion::Refused(e.raw_os_error().unwrap_or(0)),
-    };
-    let mut attach = RawTpAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        ..Default::default()
-    };
-    match sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attach) {
-        // Dropping the link's descriptor detaches the program.
-        Ok(_link) => MptcpConversion::Works,
-        Err(e) => MptcpConversion::Refused(e.raw_os_error().unwrap_or(0)),
-    }
+    crate::mptcp::probe()
 }
 
 /// What one option did in [`options`].

@@ -367,6 +367,13 @@ pub fn unpin(dir: &Path) -> Result<Vec<PathBuf>, Error> {
         }
         let _ = std::fs::remove_dir(&sub);
     }
+    // The MPTCP conversion's link (crate::mptcp): removing it detaches it.
+    let link = dir.join(crate::mptcp::LINK_PIN);
+    match std::fs::remove_file(&link) {
+        Ok(()) => removed.push(link),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&link, e)),
+    }
     for name in PROGRAMS.iter().chain(&REDIRECT_PROGRAMS) {
         let Some(kind) = attach_type(name) else {
             continue;
@@ -534,7 +541,7 @@ cgroup_program!(CgroupSockopt);
 cgroup_program!(SockOps);
 
 /// An error and its causes, on one line.
-fn with_sources(e: &dyn std::error::Error) -> String {
+pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

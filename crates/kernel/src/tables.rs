@@ -249,7 +249,7 @@ pub fn refused_opt(o: Opt) -> Option<&'static str> {
             "IP_TTL / IPV6_UNICAST_HOPS: bpf_setsockopt does not support them (kernel 6.18 net/core/filter.c); use the library (sockwrap run without --kernel)"
         }
         Opt::Mptcp => {
-            "MPTCP: the protocol is chosen in socket(), and changing it from BPF takes an fmod_ret program on update_socket_protocol (Linux 6.6+), which the kernel backend does not use; Go 1.21+ programs: GODEBUG=multipathtcp=1, dynamically linked ones: sockwrap run --mptcp without --kernel"
+            "MPTCP: the protocol is chosen in socket(), so bpf_setsockopt cannot set it; run --kernel and enable --kernel convert with a program of their own (crate::mptcp) where the kernel takes it (Linux 6.6+); elsewhere: Go 1.21+ programs: GODEBUG=multipathtcp=1, dynamically linked ones: sockwrap run --mptcp without --kernel"
         }
         _ => return None,
     })
@@ -259,22 +259,15 @@ pub fn refused_opt(o: Opt) -> Option<&'static str> {
 /// instead. A policy with any of them is refused, never applied in part. (`deny` and
 /// `redirect` are carried out: connect4/6 and sendmsg4/6 refuse or rewrite the address.)
 pub fn refusals(policy: &Policy) -> Vec<String> {
-    refusals_with(policy, None)
-}
-
-/// [`refusals`], with `mptcp_here` (what [`crate::probe`] found of MPTCP conversion on this
-/// kernel) said after the MPTCP line's reason.
-pub fn refusals_with(policy: &Policy, mptcp_here: Option<&str>) -> Vec<String> {
     let mut out = Vec::new();
     for rule in policy.rules() {
         for (opt, _) in rule.settings.iter() {
+            // MPTCP is not set by bpf_setsockopt but by the conversion program, where the
+            // kernel takes it (crate::mptcp: loaded, or refused by name, by the caller).
+            if opt == Opt::Mptcp {
+                continue;
+            }
             if let Some(why) = refused_opt(opt) {
-                let why = match (opt, mptcp_here, why.split_once("; ")) {
-                    (Opt::Mptcp, Some(here), Some((reason, instead))) => {
-                        format!("{reason}: {here}; {instead}")
-                    }
-                    _ => why.to_string(),
-                };
                 out.push(format!("rule `{}`: {}: {why}", rule.name, opt.name()));
             }
         }
@@ -979,10 +972,10 @@ mod tests {
         r.set(Opt::Tos, Value::Int(0xb8), false);
         let p = Policy::new(vec![r], OnError::Warn);
         let lines = refusals(&p);
-        assert_eq!(lines.len(), 3, "{lines:?}");
+        // MPTCP is the conversion program's (crate::mptcp), refused there where it cannot be.
+        assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines.iter().any(|l| l.contains("SO_LINGER")));
         assert!(lines.iter().any(|l| l.contains("IP_TTL")));
-        assert!(lines.iter().any(|l| l.contains("GODEBUG=multipathtcp=1")));
     }
 
     fn connect_key(t: &Tables, tr: Transport, dest: &str, port: u16) -> DKey {

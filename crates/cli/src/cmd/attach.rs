@@ -196,6 +196,18 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
     }
     // Options the kernel backend cannot set are refused before anything is done, the
     // one-shot part included: never half of the policy.
+    // The protocol of the sockets a followed process makes is chosen by run --kernel's and
+    // enable --kernel's conversion program (a cgroup of their own from the start).
+    if (follow || on_cgroup) && policy.manages(Opt::Mptcp) {
+        let what = if on_cgroup {
+            "attach --cgroup/--container/--pod"
+        } else {
+            "attach --follow"
+        };
+        return Err(Error::usage(format_args!(
+            "{what} cannot set mptcp: the protocol is chosen at socket(), and the MPTCP conversion is made for a cgroup sockwrap starts (sudo sockwrap run --kernel --mptcp, enable UNIT --kernel --mptcp); nothing attached; no process was touched",
+        )));
+    }
     let tables = if follow && !on_cgroup {
         Some(super::kernel::tables_for(
             &policy,

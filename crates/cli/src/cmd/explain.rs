@@ -452,6 +452,27 @@ fn kernel(
     }
     let tables = sockwrap_kernel::Tables::build(policy)
         .map_err(|e| Error::usage(format_args!("--kernel: {e}")))?;
+    if transport == Transport::Tcp {
+        if let Some(sel) = sockwrap_kernel::mptcp::Selection::of(policy) {
+            let key = sockwrap_kernel::tables::comm_key(program.unwrap_or(""));
+            let mptcp = match sel
+                .comms
+                .iter()
+                .find(|(k, _)| program.is_some() && *k == key)
+            {
+                Some((_, w)) => *w,
+                None => sel.others,
+            };
+            println!(
+                "  fmod_ret/update_socket_protocol (socket()): {}",
+                if mptcp {
+                    "MPTCP instead of TCP (Linux 6.6+, where the kernel takes it: docs/mptcp-kernel.md)"
+                } else {
+                    "TCP stays TCP"
+                }
+            );
+        }
+    }
     if let Some(p) = program {
         let seen =
             String::from_utf8_lossy(&sockwrap_kernel::tables::comm_key(p)[..p.len().min(15)])

@@ -14,6 +14,7 @@
 use crate::error::{Error, Result};
 use clap::ArgMatches;
 use sockwrap_kernel::cgroup::{self, Cgroup};
+use sockwrap_kernel::mptcp::{self, Conversion, LoadError, Selection};
 use sockwrap_kernel::programs::{Attached, Failed};
 use sockwrap_kernel::tables::{C_APPLIED_BASE, C_DENIED, C_LOCKED, C_REDIRECTED};
 use sockwrap_kernel::Tables;
@@ -148,6 +149,14 @@ pub fn run(m: &ArgMatches) -> Result<ExitCode> {
         quiet(m),
     )?;
 
+    let mptcp = mptcp_for(
+        &loaded.policy,
+        "--kernel",
+        "refusing to start the program",
+        quiet(m),
+        debug(m),
+    )?;
+
     let mount = cgroup::mount_point().map_err(|e| Error::setup(format_args!("--kernel: {e}")))?;
     for l in cgroup::sweep(&mount, true) {
         eprintln!("sockwrap: {l}");
@@ -156,7 +165,10 @@ pub fn run(m: &ArgMatches) -> Result<ExitCode> {
     let result = run_in(
         m,
         &cg,
-        &tables,
+        Programs {
+            tables: &tables,
+            mptcp,
+        },
         prog,
         rest,
         user.as_ref(),
@@ -202,10 +214,17 @@ fn exec_untouched(prog: &OsString, rest: &[OsString], user: Option<&User>) -> Re
     })
 }
 
+/// What `run --kernel` attaches: the policy's map contents for the cgroup programs, and the
+/// MPTCP conversion if the policy converts.
+struct Programs<'a> {
+    tables: &'a Tables,
+    mptcp: Option<Conversion>,
+}
+
 fn run_in(
     m: &ArgMatches,
     cg: &Cgroup,
-    tables: &Tables,
+    programs: Programs,
     prog: &OsString,
     rest: &[OsString],
     user: Option<&User>,
@@ -214,8 +233,20 @@ fn run_in(
     let dir = cg
         .open()
         .map_err(|e| Error::setup(format_args!("--kernel: {e}")))?;
-    let attached = Attached::load(tables, &dir)
+    let attached = Attached::load(programs.tables, &dir)
         .map_err(|e| attach_failure("--kernel", "refusing to start the program", e, debug(m)))?;
+    let mptcp = programs
+        .mptcp
+        .map(|c| {
+            aim_mptcp(
+                c,
+                &dir,
+                "--kernel",
+                "refusing to start the program",
+                debug(m),
+            )
+        })
+        .transpose()?;
     let procs = cg
         .procs_file()
         .map_err(|e| Error::setup(format_args!("--kernel: {e}")))?;
@@ -273,6 +304,13 @@ fn run_in(
         quiet(m),
         verbose(m),
     );
+    if let (Some(c), true) = (&mptcp, verbose(m)) {
+        eprintln!(
+            "sockwrap: --kernel: sockets made MPTCP at socket(): {}",
+            c.converted()
+        );
+    }
+    drop(mptcp);
     drop(attached);
     let s =
         status.map_err(|e| Error::setup(format_args!("--kernel: waiting for the program: {e}")))?;
@@ -308,6 +346,138 @@ pub fn tables_for(policy: &Policy, what: &str, refusing: &str, quiet: bool) -> R
         }
     }
     Ok(tables)
+}
+
+/// The MPTCP conversion the policy asks for ([`sockwrap_kernel::mptcp`]), loaded once: this
+/// is the probe. `None` when no rule converts, or when this network namespace makes no
+/// MPTCP sockets (`net.mptcp.enabled=0`, no MPTCP in the kernel): then, as the library
+/// does, it says so and the program runs on TCP (under `--strict` it does not start). Where
+/// the kernel cannot convert: one line with the kernel's reason and what to use instead,
+/// exit 2, before anything is changed.
+pub fn mptcp_for(
+    policy: &Policy,
+    what: &str,
+    refusing: &str,
+    quiet: bool,
+    debug: bool,
+) -> Result<Option<Conversion>> {
+    let Some(sel) = Selection::of(policy) else {
+        return Ok(None);
+    };
+    let rules: Vec<String> = policy
+        .rules()
+        .iter()
+        .filter(|r| r.settings.get(Opt::Mptcp).is_some())
+        .map(|r| format!("`{}`", r.name))
+        .collect();
+    let rules = format!(
+        "rule{} {}",
+        if rules.len() == 1 { "" } else { "s" },
+        rules.join(", ")
+    );
+    if let Err(e) = mptcp::sockets_here() {
+        let hint = if e == libc::ENOPROTOOPT {
+            " (is net.mptcp.enabled=0? see `sockwrap doctor`)"
+        } else {
+            ""
+        };
+        if policy.on_error == OnError::Fail {
+            return Err(Error::usage(format_args!(
+                "{what}: mptcp ({rules}): the kernel refuses MPTCP sockets here: {}{hint}; {refusing} (strict)",
+                sockwrap_kernel::probe::errno_text(e)
+            )));
+        }
+        if !quiet {
+            eprintln!(
+                "sockwrap: {what}: mptcp ({rules}): the kernel refuses MPTCP sockets here: {}{hint}; the program runs on plain TCP",
+                sockwrap_kernel::probe::errno_text(e)
+            );
+        }
+        return Ok(None);
+    }
+    match Conversion::load(&sel) {
+        Ok(c) => {
+            if !quiet {
+                mptcp_warnings(policy, what);
+            }
+            Ok(Some(c))
+        }
+        Err(e) => Err(mptcp_refusal(e, what, &rules, refusing, debug)),
+    }
+}
+
+fn mptcp_refusal(e: LoadError, what: &str, rules: &str, refusing: &str, debug: bool) -> Error {
+    match e {
+        LoadError::Kernel(k, log) => {
+            if debug && !log.is_empty() {
+                eprintln!("sockwrap: {what}: the kernel's answer to the MPTCP program:\n{log}");
+            }
+            if k == sockwrap_kernel::probe::MptcpConversion::NotProbed {
+                return Error::setup(ROOT_ONLY);
+            }
+            let rules = if rules.is_empty() {
+                String::new()
+            } else {
+                format!(" ({rules})")
+            };
+            Error::usage(format_args!(
+                "{what} cannot set mptcp{rules}: {}; {refusing}",
+                mptcp::refusal(k)
+            ))
+        }
+        LoadError::Other(e) => Error::setup(format_args!("{what}: {e}; {refusing}")),
+    }
+}
+
+/// Aims the conversion at the cgroup `dir` and attaches it.
+pub fn aim_mptcp(
+    c: Conversion,
+    dir: &std::fs::File,
+    what: &str,
+    refusing: &str,
+    debug: bool,
+) -> Result<Conversion> {
+    c.target(dir)
+        .map_err(|e| Error::setup(format_args!("{what}: {e}; {refusing}")))?;
+    attach_mptcp(c, what, refusing, debug)
+}
+
+/// Attaches the conversion (to update_socket_protocol: it converts in the cgroup its map
+/// holds, none until one is put there).
+pub fn attach_mptcp(
+    mut c: Conversion,
+    what: &str,
+    refusing: &str,
+    debug: bool,
+) -> Result<Conversion> {
+    c.attach()
+        .map_err(|e| mptcp_refusal(e, what, "", refusing, debug))?;
+    Ok(c)
+}
+
+/// The options of the policy that MPTCP sockets refuse (DESIGN.md), said as the library
+/// says them: the converted sockets go without them.
+fn mptcp_warnings(policy: &Policy, what: &str) {
+    for o in Opt::ALL {
+        if o == Opt::Mptcp || o.mptcp_ok() || !policy.manages(o) {
+            continue;
+        }
+        if sockwrap_kernel::tables::refused_opt(o).is_some() {
+            continue; // refused by name already
+        }
+        let refused: Vec<&str> = o
+            .spec()
+            .ops
+            .iter()
+            .filter(|k| !k.mptcp)
+            .map(|k| k.cname)
+            .collect();
+        eprintln!(
+            "sockwrap: {what}: {}: MPTCP sockets cannot carry {}; MPTCP connections go without it",
+            o.name(),
+            refused.join(" / ")
+        );
+    }
 }
 
 /// The one line for programs that did not load or attach. A program the kernel would not

@@ -218,7 +218,8 @@ impl Support {
     fn never_from_bpf() -> Vec<&'static str> {
         Opt::ALL
             .into_iter()
-            .filter(|o| sockwrap_kernel::tables::refused_opt(*o).is_some())
+            // MPTCP is the conversion program's: `mptcp_bpf` says whether it runs here.
+            .filter(|o| *o != Opt::Mptcp && sockwrap_kernel::tables::refused_opt(*o).is_some())
             .map(Opt::name)
             .collect()
     }
@@ -339,7 +340,7 @@ impl Support {
         );
         let bpf = match &self.mptcp_bpf {
             MptcpConversion::Works => format!(
-                "possible: {}; sockwrap does not use it yet (--kernel refuses --mptcp)",
+                "yes: {} (run --kernel --mptcp and enable --kernel --mptcp convert with it)",
                 self.mptcp_bpf.describe()
             ),
             MptcpConversion::NotProbed => self.mptcp_bpf.describe(),

@@ -610,6 +610,16 @@ fn enable_kernel(
     let dir = t.pin_dir();
     let pins = pins_for(&tables, &dir);
     let boot = t.boot_unit_name();
+    let live = t.root == Path::new("/");
+    // MPTCP: the conversion program is loaded now (the probe: refused by name before
+    // anything is written where the kernel cannot convert), pinned after the programs.
+    let conversion = if live && !dry {
+        crate::cmd::kernel::mptcp_for(policy, WHAT, &refusing, false, debug_env())?
+    } else {
+        None
+    };
+    let mptcp = conversion.is_some()
+        || ((dry || !live) && sockwrap_kernel::mptcp::Selection::of(policy).is_some());
 
     let mut text = format!(
         "{MARKER} the sockwrap policy for {unit} (sockwrap {ver}), carried out by the kernel backend.\n\
@@ -642,11 +652,13 @@ fn enable_kernel(
     for (kind, path) in &pins {
         text.push_str(&format!("BPFProgram={kind}:{}\n", unit_escape(path)));
     }
+    if mptcp {
+        text.push_str(&mptcp_lines(t, &dir, policy)?);
+    }
     let boot_text = boot_unit_text(t, &dir, vars)?;
 
     let ours = t.at(&t.drop_in_name());
     let boot_path = t.at(&t.boot_unit_path());
-    let live = t.root == Path::new("/");
     if dry {
         println!("# would write {}:", ours.display());
         print!("{text}");
@@ -686,6 +698,12 @@ fn enable_kernel(
             )));
         }
         pin_now(WHAT, &refusing, &tables, &dir)?;
+        if let Some(c) = conversion {
+            if let Err(e) = pin_mptcp(WHAT, &refusing, c, &dir) {
+                let _ = sockwrap_kernel::programs::unpin(&dir);
+                return Err(e);
+            }
+        }
     } else {
         println!(
             "not pinned: --root {}: programs are pinned in the running kernel's BPF filesystem, not in files; \
@@ -720,6 +738,94 @@ fn enable_kernel(
         t.unit
     );
     finish_enable(t, source)
+}
+
+/// The drop-in tag of a unit whose sockets the pinned MPTCP conversion converts.
+const MPTCP_TAG: &str = "# sockwrap-kernel-mptcp:";
+
+fn debug_env() -> bool {
+    std::env::var("SOCKWRAP_LOG").is_ok_and(|l| l == "debug")
+}
+
+/// The drop-in lines of the MPTCP conversion: the conversion is global (an fmod_ret program
+/// on update_socket_protocol, pinned as a link in `dir`), and converts only in the cgroup its
+/// map holds; systemd makes the unit's cgroup anew at each start, so the unit's first
+/// ExecStartPre= (running in that cgroup, as root: `+`) puts it there. Under `strict` a
+/// unit whose cgroup cannot be put there does not start (no `-`).
+fn mptcp_lines(t: &Target, dir: &Path, policy: &sockwrap_policy::Policy) -> Result<String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::setup(format_args!("enable --kernel: this program's path: {e}")))?;
+    let strict = policy.on_error == sockwrap_policy::OnError::Fail;
+    Ok(format!(
+        "{MPTCP_TAG} {}\n\
+         # MPTCP: the conversion pinned there converts the TCP sockets made in the unit's cgroup,\n\
+         # which this command, run in it at each start, names to it.\n\
+         ExecStartPre={}+{} repin {} --mptcp-target\n",
+        dir.join(sockwrap_kernel::mptcp::LINK_PIN).display(),
+        if strict { "" } else { "-" },
+        unit_escape(&exe),
+        t.unit.replace('%', "%%")
+    ))
+}
+
+/// Attaches the loaded conversion and pins it (the link, and its maps) in `dir`.
+fn pin_mptcp(
+    what: &str,
+    refusing: &str,
+    c: sockwrap_kernel::mptcp::Conversion,
+    dir: &Path,
+) -> Result<()> {
+    let c = crate::cmd::kernel::attach_mptcp(c, what, refusing, debug_env())?;
+    let made = c
+        .pin(dir)
+        .map_err(|e| Error::setup(format_args!("{what}: {e}; {refusing}")))?;
+    println!(
+        "pinned the MPTCP conversion ({} files) in {}",
+        made.len(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `repin UNIT --mptcp-target`, the unit's ExecStartPre=: aims UNIT's pinned MPTCP
+/// conversion at this process's own cgroup (the unit's, made anew at each start).
+fn mptcp_target(t: &Target) -> Result<ExitCode> {
+    const WHAT: &str = "repin --mptcp-target";
+    let drop_in = t.at(&t.drop_in_name());
+    let dir = ours_or_refuse(&drop_in)?
+        .as_deref()
+        .and_then(pins_of)
+        .ok_or_else(|| {
+            Error::setup(format_args!(
+                "{WHAT}: {}: not enabled with --kernel (no {})",
+                t.unit,
+                drop_in.display()
+            ))
+        })?;
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("0::").map(|p| p.to_string()))
+        })
+        .ok_or_else(|| Error::setup(format_args!("{WHAT}: this process is in no cgroup v2")))?;
+    let mount = sockwrap_kernel::cgroup::mount_point()
+        .map_err(|e| Error::setup(format_args!("{WHAT}: {e}")))?;
+    let path = mount.join(own.trim_start_matches('/'));
+    let cg = std::fs::File::open(&path)
+        .map_err(|e| Error::setup(format_args!("{WHAT}: {}: {e}", path.display())))?;
+    sockwrap_kernel::mptcp::target_pinned(&dir, &cg).map_err(|e| {
+        Error::setup(format_args!(
+            "{WHAT}: {e} (the pins are gone: systemctl start {})",
+            t.boot_unit_name()
+        ))
+    })?;
+    println!(
+        "{}: sockets made in {} are made MPTCP",
+        t.unit,
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// (attach type, pin path) of every program `tables` needs, pinned under `dir`.
@@ -843,6 +949,9 @@ pub fn repin(m: &ArgMatches) -> Result<ExitCode> {
         root: PathBuf::from("/"),
         unit: unitfile::unit_name(unit).map_err(Error::usage)?,
     };
+    if m.get_flag("mptcp-target") {
+        return mptcp_target(&t);
+    }
     let refusing = format!("nothing pinned for {}", t.unit);
     let drop_in = t.at(&t.drop_in_name());
     let text = ours_or_refuse(&drop_in)?.ok_or_else(|| {
@@ -859,10 +968,17 @@ pub fn repin(m: &ArgMatches) -> Result<ExitCode> {
         ))
     })?;
     let named = bpf_programs(&text);
-    if !named.is_empty()
+    let mptcp_pin = text
+        .lines()
+        .find_map(|l| l.strip_prefix(MPTCP_TAG))
+        .map(|p| PathBuf::from(p.trim()));
+    if (!named.is_empty() || mptcp_pin.is_some())
         && named
             .iter()
             .all(|(_, p)| sockwrap_kernel::programs::is_bpffs(p))
+        && mptcp_pin
+            .as_deref()
+            .is_none_or(sockwrap_kernel::programs::is_bpffs)
     {
         println!(
             "{}: the {} pins in {} are there",
@@ -911,7 +1027,19 @@ pub fn repin(m: &ArgMatches) -> Result<ExitCode> {
             t.unit
         )));
     }
+    let conversion = match mptcp_pin {
+        Some(_) => {
+            crate::cmd::kernel::mptcp_for(&loaded.policy, WHAT, &refusing, false, debug_env())?
+        }
+        None => None,
+    };
     pin_now(WHAT, &refusing, &tables, &dir)?;
+    if let Some(c) = conversion {
+        if let Err(e) = pin_mptcp(WHAT, &refusing, c, &dir) {
+            let _ = sockwrap_kernel::programs::unpin(&dir);
+            return Err(e);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -974,6 +1102,20 @@ fn kernel_status(t: &Target, text: &str, dir: &Path, ok: &mut bool) {
         } else {
             missing += 1;
             println!("    {kind}: {} is MISSING", p.display());
+        }
+    }
+    if let Some(p) = text
+        .lines()
+        .find_map(|l| l.strip_prefix(MPTCP_TAG))
+        .map(|p| PathBuf::from(p.trim()))
+    {
+        if !live {
+            println!("    MPTCP conversion: {}", p.display());
+        } else if sockwrap_kernel::programs::is_bpffs(&p) {
+            println!("    MPTCP conversion: {} (pinned)", p.display());
+        } else {
+            missing += 1;
+            println!("    MPTCP conversion: {} is MISSING", p.display());
         }
     }
     let hybrid = if live { not_unified() } else { None };
