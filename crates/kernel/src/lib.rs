@@ -12,6 +12,8 @@
 //!   `BPFProgram=`), reading the counters;
 //! - [`probe`]: what the running kernel can do for the backend, found by loading small
 //!   programs (never by its version number): the refusals by name, and `sockwrap doctor`;
+//! - [`trace`]: `trace --kernel`'s own programs (`src/bpf/trace.bpf.c`, loaded only for
+//!   it) and their ring buffer, read back as the trace's JSON lines;
 //! - [`cgroup`]: the cgroup v2 child a command runs in, and the leftovers of a sockwrap
 //!   that was killed.
 //!
@@ -23,6 +25,7 @@ pub mod cgroup;
 pub mod probe;
 pub mod programs;
 pub mod tables;
+pub mod trace;
 
 pub use tables::{refusals, Tables};
 

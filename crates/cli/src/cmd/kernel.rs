@@ -114,6 +114,15 @@ fn verbose(m: &ArgMatches) -> bool {
 }
 
 pub fn run(m: &ArgMatches) -> Result<ExitCode> {
+    run_with(m, None)
+}
+
+/// `run --kernel`, and with `trace` `trace --kernel`: its programs are attached after the
+/// policy's, and their events read while the command runs.
+pub fn run_with(
+    m: &ArgMatches,
+    trace: Option<&mut crate::cmd::trace::KernelTrace>,
+) -> Result<ExitCode> {
     let argv = crate::launch::command(m, "sockwrap run --kernel [OPTIONS] -- COMMAND...")?;
     let (prog, rest) = (&argv[0], &argv[1..]);
     // SAFETY: geteuid cannot fail.
@@ -138,6 +147,11 @@ pub fn run(m: &ArgMatches) -> Result<ExitCode> {
                 "--kernel: refusing to start the program: the policy has errors (--strict or on_error = \"fail\")",
             ));
         }
+        if trace.is_some() {
+            return Err(Error::usage(
+                "trace --kernel: the policy has errors; refusing to start the program",
+            ));
+        }
         eprintln!("sockwrap: --kernel: the policy has errors; running the program untouched");
         return exec_untouched(prog, rest, user.as_ref());
     }
@@ -157,10 +171,10 @@ pub fn run(m: &ArgMatches) -> Result<ExitCode> {
         m,
         &cg,
         &tables,
-        prog,
-        rest,
+        &argv,
         user.as_ref(),
         loaded.policy.on_error,
+        trace,
     );
     // Whatever happened, the cgroup goes (the programs went with `Attached`). A process
     // that outlived a failed start keeps it busy: say so rather than wait.
@@ -206,16 +220,20 @@ fn run_in(
     m: &ArgMatches,
     cg: &Cgroup,
     tables: &Tables,
-    prog: &OsString,
-    rest: &[OsString],
+    argv: &[OsString],
     user: Option<&User>,
     on_error: OnError,
+    mut trace: Option<&mut crate::cmd::trace::KernelTrace>,
 ) -> Result<ExitCode> {
+    let (prog, rest) = (&argv[0], &argv[1..]);
     let dir = cg
         .open()
         .map_err(|e| Error::setup(format_args!("--kernel: {e}")))?;
     let attached = Attached::load(tables, &dir)
         .map_err(|e| attach_failure("--kernel", "refusing to start the program", e, debug(m)))?;
+    if let Some(t) = trace.as_deref_mut() {
+        t.attach(&dir, debug(m))?;
+    }
     let procs = cg
         .procs_file()
         .map_err(|e| Error::setup(format_args!("--kernel: {e}")))?;
@@ -252,7 +270,17 @@ fn run_in(
     })?;
     drop(procs);
     crate::signals::forward_to(child.id());
-    let status = child.wait();
+    let status = match trace.as_deref_mut() {
+        None => child.wait(),
+        // The ring buffer is read while the command runs.
+        Some(t) => loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break Ok(s),
+                Ok(None) => t.pump(100),
+                Err(e) => break Err(e),
+            }
+        },
+    };
     crate::signals::child_ended();
     // The command's whole tree: what it started in the background is in the cgroup too,
     // and keeps the programs until it ends. A signal sent to sockwrap meanwhile goes to
@@ -264,7 +292,13 @@ fn run_in(
                 unsafe { libc::kill(pid, sig) };
             }
         }
-        wait_events(&[&cg.path]);
+        match trace.as_deref_mut() {
+            Some(t) => t.pump(50),
+            None => wait_events(&[&cg.path]),
+        }
+    }
+    if let Some(t) = trace {
+        t.finish();
     }
     report(
         "--kernel",
