@@ -212,7 +212,7 @@ impl KernelTrace {
         drop(t);
         let now = clock_ns(libc::CLOCK_MONOTONIC);
         let line = format!(
-            "{{\"v\":1,\"t_mono_ns\":{now},\"t_wall_ns\":{},\"ev\":\"lost\",\"src\":\"kernel\",\"events\":{lost},\"open\":{}}}",
+            "{{\"v\":1,\"t_mono_ns\":{now},\"t_wall_ns\":{},\"ev\":\"lost\",\"call\":\"ring_buffer\",\"src\":\"kernel\",\"events\":{lost},\"open\":{}}}",
             now + self.wall_offset_ns,
             self.open.len()
         );
