@@ -1001,6 +1001,40 @@ mod tests {
     }
 
     #[test]
+    fn kernel_lines_are_keyed_by_their_socket() {
+        let t = concat!(
+            r#"{"v":1,"t_mono_ns":1,"pid":7,"tid":7,"prog":"c","ev":"call","call":"socket","src":"kernel","sock":40,"args":{},"transport":"tcp","mptcp":false}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":2,"pid":7,"tid":8,"prog":"c","ev":"call","call":"connect","src":"kernel","sock":40,"args":{"addr":"127.0.0.1:80"},"transport":"tcp","mptcp":false}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":5,"pid":7,"tid":8,"prog":"c","ev":"connected","call":"connect","src":"kernel","sock":40,"result":"ok","local":"127.0.0.1:5000","peer":"127.0.0.1:80"}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":9,"pid":9,"tid":9,"prog":"s","ev":"call","call":"accept","src":"kernel","sock":41,"local":"127.0.0.1:80","peer":"127.0.0.1:5000","transport":"tcp","mptcp":false}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":20,"pid":7,"tid":8,"prog":"c","ev":"closed","call":"tcp_close","src":"kernel","sock":40,"stats":{"bytes_acked":10,"bytes_received":3}}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":30,"ev":"lost","call":"ring_buffer","src":"kernel","events":2,"open":1}"#,
+            "\n",
+        );
+        let s = summarise(t);
+        assert_eq!(s.conns.len(), 2);
+        assert_eq!(s.pids, vec![7, 9]); // the lost line is no process
+        assert_eq!(s.lost_events, Some(2));
+        let c = &s.conns[0];
+        assert_eq!((c.sock, c.fd, c.tid), (Some(40), -1, 8));
+        assert_eq!((c.role.as_str(), c.result.as_str()), ("client", "ok"));
+        assert_eq!(c.latency_ns, Some(3));
+        assert_eq!(c.local.as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(c.stat("bytes_acked"), Some(10));
+        assert_eq!(c.closed_by.as_deref(), Some("tcp_close"));
+        let a = &s.conns[1];
+        assert_eq!((a.role.as_str(), a.pid, a.closed), ("server", 9, false));
+        let j = parse_json(&to_json(&s)).unwrap();
+        assert_eq!(j.int("lost_events"), Some(2));
+        assert!(table(&s, false).contains("2 event(s) lost"));
+    }
+
+    #[test]
     fn a_connection_with_override() {
         let t = concat!(
             r#"{"v":1,"t_mono_ns":1,"pid":7,"prog":"ssh","ev":"call","call":"socket","fd":3,"args":{},"ret":3,"transport":"tcp","mptcp":false}"#,
