@@ -539,3 +539,23 @@ def test_trace_kernel_needs_root(static_client):
     r = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
              util.SOCKWRAP_BIN, "trace", "--kernel", "--", "/bin/true"])
     assert r.returncode == 3 and "only root may attach" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_a_refused_connect_is_recorded_as_failed(static_client, tmp_path):
+    """A connect to a port nobody listens on: the client's own perror says it was refused
+    (with and without sockwrap); the record says `failed`, with no errno it cannot know."""
+    require_kernel_trace()
+    port = util.free_port()
+    r = run([static_client, port, 1, 1])
+    assert r.returncode == 1 and "Connection refused" in r.stderr, r.stderr  # control
+    out = tmp_path / "k.jsonl"
+    k = ktrace([], [static_client, port, 1, 1], out)
+    assert k.returncode == 1 and "Connection refused" in k.stderr, k.stderr
+    evs = lines(out)
+    story = client_story(evs, port)
+    assert [(e["ev"], e["call"]) for e in story] == [
+        ("call", "socket"), ("call", "connect"), ("connected", "connect")], story
+    assert story[-1]["result"] == "failed" and "errno" not in story[-1]
+    assert lost_line(evs)["open"] == 0
+    rep = json.loads(run([util.SOCKWRAP_BIN, "report", "--json", out]).stdout)
+    assert [c["result"] for c in rep["connections"]] == ["failed"]
