@@ -505,13 +505,13 @@ def test_options_the_program_sets_and_those_a_lock_kept(static_client, tmp_path)
 
 
 def test_lost_events_are_counted_and_reported(tmp_path):
-    """3000 sockets made as fast as Python can: each is one `socket` line or one lost event.
+    """20000 sockets made as fast as Python can: each is one `socket` line or one lost event.
     With a one-page ring buffer some are lost, and the count says how many; with a large
     one none are (the control: the counter is not always above 0)."""
     require_kernel_trace()
     script = tmp_path / "sockets.py"
     script.write_text(SOCKETS_PY)
-    total = 3000
+    total = 20000
     counted = {}
     for kib in (4, 8192):
         out = tmp_path / f"r{kib}.jsonl"

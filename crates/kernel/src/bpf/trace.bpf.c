@@ -84,6 +84,17 @@ static __always_inline struct event *reserve(__u8 kind)
 	return e;
 }
 
+// The reader is woken only once the ring buffer is a quarter full; otherwise it reads on
+// its own timer (every 100 ms, crates/cli/src/cmd/trace.rs). A wake-up per event cost the
+// traced program more than the events themselves (a context switch for each).
+static __always_inline void submit(struct event *e)
+{
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
+
+	bpf_ringbuf_submit(e, avail >= size / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
 static __always_inline void owner_to(struct event *e, struct tstate *st)
 {
 	if (!st)
@@ -134,7 +145,7 @@ int st_sock_create(struct bpf_sock *sk)
 	e->family = family;
 	e->type = type;
 	e->protocol = protocol;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 1;
 }
 
@@ -181,7 +192,7 @@ static __always_inline void on_connect(struct bpf_sock_addr *ctx, int v6)
 	e->raddr[1] = a1;
 	e->raddr[2] = a2;
 	e->raddr[3] = a3;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 SEC("cgroup/connect4")
@@ -272,7 +283,7 @@ static __always_inline void on_close(struct bpf_sock_ops *skops, struct tstate *
 	e->rate_delivered = skops->rate_delivered;
 	e->rate_interval_us = skops->rate_interval_us;
 	e->mss = skops->mss_cache;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 }
 
 SEC("sockops")
@@ -302,7 +313,7 @@ int st_sockops(struct bpf_sock_ops *skops)
 		e->cookie = st ? st->cookie : bpf_get_socket_cookie(skops);
 		owner_to(e, st);
 		addresses(e, skops);
-		bpf_ringbuf_submit(e, 0);
+		submit(e);
 		return 1;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		watch_states(skops);
@@ -320,7 +331,7 @@ int st_sockops(struct bpf_sock_ops *skops)
 		if (st && st->pid)
 			owner_to(e, st);
 		addresses(e, skops);
-		bpf_ringbuf_submit(e, 0);
+		submit(e);
 		return 1;
 	case BPF_SOCK_OPS_STATE_CB: {
 		__u32 old = skops->args[0], new = skops->args[1];
@@ -334,7 +345,7 @@ int st_sockops(struct bpf_sock_ops *skops)
 				e->cookie = st ? st->cookie : bpf_get_socket_cookie(skops);
 				owner_to(e, st);
 				addresses(e, skops);
-				bpf_ringbuf_submit(e, 0);
+				submit(e);
 				return 1;
 			}
 			on_close(skops, st, old);
@@ -384,7 +395,7 @@ int st_setsockopt(struct bpf_sockopt *ctx)
 			break;
 		e->val[i] = p[i];
 	}
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 out:
 	// An option with a value larger than a page that no program handled: the kernel must
 	// use the caller's buffer as it is (else the caller gets EFAULT). A lock's -1 stays.
