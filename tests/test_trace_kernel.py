@@ -463,9 +463,10 @@ def test_a_go_server_is_recorded_with_its_accepted_connection(go_server, tmp_pat
     # The server received what the client sent, and the client got what it acked.
     assert (st["bytes_received"], st["bytes_acked"]) == (n, m), st
     assert st["prev_state"] == "LAST-ACK" and st["duration_ns"] > 0
-    # The listener was made (and recorded) by the same process.
-    made = [e for e in evs if (e["ev"], e["call"]) == ("call", "socket") and e["pid"] == pid]
-    assert made, evs
+    # The listener was made, and listened, in the same process.
+    [ls] = [e for e in evs if (e["ev"], e["call"]) == ("call", "listen")]
+    assert ls["local"] == f"127.0.0.1:{port}" and ls["pid"] == pid, ls
+    assert [e for e in of_sock(evs, ls["sock"]) if e["call"] == "socket"], evs
     assert lost_line(evs)["events"] == 0
     assert f"127.0.0.1:{port}" in err and "server" in err, err
 

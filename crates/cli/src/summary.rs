@@ -724,6 +724,13 @@ fn kernel_line(e: &Json, sock: i64, conns: &mut Vec<Conn>, by_sock: &mut HashMap
             c.latency_ns = c.start_ns.map(|s| t - s);
             c.local = e.str("local").map(str::to_string);
         }
+        ("call", "listen") => {
+            owner(c);
+            c.role = "listener".into();
+            c.start_ns.get_or_insert(t);
+            c.local = e.str("local").map(str::to_string);
+            c.result = "listening".into();
+        }
         ("call", "accept") => {
             owner(c);
             c.role = "server".into();

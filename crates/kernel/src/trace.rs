@@ -54,6 +54,7 @@ const EV_ACCEPT: u8 = 5;
 const EV_SETSOCKOPT: u8 = 6;
 const EV_OVERRIDE: u8 = 7;
 const EV_CLOSE: u8 = 8;
+const EV_LISTEN: u8 = 9;
 const EVF_OWNER: u8 = 1;
 
 /// `struct event` of trace.h, field for field (a test checks the size and offsets).
@@ -156,6 +157,7 @@ impl Event {
             EV_SETSOCKOPT => ("call", "setsockopt"),
             EV_OVERRIDE => ("override", "setsockopt"),
             EV_CLOSE => ("closed", "tcp_close"),
+            EV_LISTEN => ("call", "listen"),
             _ => ("unknown", "unknown"),
         };
         let _ = write!(
@@ -219,6 +221,10 @@ impl Event {
                     let _ = write!(s, ",\"local\":\"{}\"", self.addr(&self.laddr, self.lport));
                 }
                 let _ = write!(s, ",\"peer\":\"{}\"", self.addr(&self.raddr, self.rport));
+            }
+            EV_LISTEN => {
+                tail(&mut s);
+                let _ = write!(s, ",\"local\":\"{}\"", self.addr(&self.laddr, self.lport));
             }
             EV_SETSOCKOPT => {
                 s.push_str(",\"args\":{");

@@ -10,7 +10,7 @@
 //   cgroup/sock_create   a socket was made: its owner (pid, tid, comm) and cookie go in
 //                        its storage, because the close runs in softirq or another task
 //   cgroup/connect4, 6   connect(): the address; the owner taken again (the connecting task)
-//   sockops              TCP: the connect's result (ACTIVE_ESTABLISHED, or SYN_SENT ->
+//   sockops              TCP: listen(), the connect's result (ACTIVE_ESTABLISHED, or SYN_SENT ->
 //                        CLOSE), accepted connections (PASSIVE_ESTABLISHED), and each
 //                        connection's end (STATE_CB to CLOSE) with its counters
 //   cgroup/setsockopt    the program's setsockopt: level, name, value; skipped by a lock
@@ -303,6 +303,16 @@ int st_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		// Before the SYN: from here on the state changes come, failure included.
 		watch_states(skops);
+		return 1;
+	case BPF_SOCK_OPS_TCP_LISTEN_CB:
+		st = bpf_sk_storage_get(&traced, sk, 0, 0);
+		e = reserve(EV_LISTEN);
+		if (!e)
+			return 1;
+		e->cookie = st ? st->cookie : bpf_get_socket_cookie(skops);
+		owner_to(e, st);
+		addresses(e, skops);
+		submit(e);
 		return 1;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		watch_states(skops);

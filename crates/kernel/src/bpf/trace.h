@@ -16,6 +16,7 @@
 #define EV_SETSOCKOPT 6     // cgroup/setsockopt: the program's setsockopt (before the call)
 #define EV_OVERRIDE 7       // cgroup/setsockopt: the same, skipped by a sockwrap lock
 #define EV_CLOSE 8          // sock_ops STATE_CB -> CLOSE: the TCP connection ended
+#define EV_LISTEN 9         // sock_ops TCP_LISTEN_CB: listen() on a TCP socket
 
 // event.flags
 #define EVF_OWNER 1 // pid, tid and comm are known (the socket's storage had them)
