@@ -39,7 +39,7 @@ if [ "$target" = test ]; then
         "mptcpize|mptcpize" "strace|strace" "ss|iproute2" "setpriv|util-linux"
         "valgrind|valgrind" "proxychains4|proxychains4" "man|man-db" "dpkg-shlibdeps|dpkg-dev"
         "git|git" "make|make" "zsh|zsh" "musl-gcc|musl-tools" "go|golang-go" "bpftool|bpftool"
-        "/usr/include/stdio.h|libc6-dev"
+        "/usr/include/stdio.h|libc6-dev" "/usr/include/liburing.h|liburing-dev"
         # Containers for the kernel-matrix VMs (tests/test_containers.py; the guest runs
         # the host's own podman).
         "podman|podman" "crun|crun"

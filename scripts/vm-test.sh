@@ -53,7 +53,7 @@ FULL_TESTS=(tests/test_kernel_backend.py tests/test_actions.py tests/test_attach
 # group) whose outcome depends on the kernel; the rest of those suites exercises the
 # library, which does the same on every kernel, and costs ~30 more minutes a kernel here.
 MATRIX_TESTS=("${FULL_TESTS[@]}" tests/test_kernel_probes.py tests/test_mptcp_kernel.py
-    tests/test_systemd.py tests/test_containers.py)
+    tests/test_trace_kernel.py tests/test_systemd.py tests/test_containers.py)
 MATRIX_K="test_kernel_backend"                          # cgroup BPF: loads, hooks, helpers
 MATRIX_K+=" or follow"                                  # attach --follow (test_attach_follow.py): cgroup v2 moves
 MATRIX_K+=" or pidfd or test_running_client_gets_ef"    # attach: pidfd_getfd
@@ -65,6 +65,7 @@ MATRIX_K+=" or test_with_no_loopback_to_park_on"
 # unpark window for failure, and under TCG its poll lands there; README, delay.)
 MATRIX_K+=" or test_kernel_probes"                      # what this kernel lacks, refused by name
 MATRIX_K+=" or test_mptcp_kernel"                       # MPTCP from BPF, or its refusal (~5 min on 6.12)
+MATRIX_K+=" or test_trace_kernel"                       # trace --kernel: ring buffer, sock_ops
 MATRIX_K+=" or test_deny_curl"                          # deny: the connect never leaves
 MATRIX_K+=" or test_locked_dscp"                        # locks: IP_TOS/IPV6_TCLASS
 MATRIX_K+=" or test_dscp_seen_by_peer"                  # DSCP on v4, v6, v4-mapped

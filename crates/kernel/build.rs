@@ -1,6 +1,7 @@
-//! Compiles the BPF programs (`src/bpf/sockwrap.bpf.c`) and the feature probes
-//! (`src/bpf/probes.bpf.c`) and the MPTCP conversion (`src/bpf/mptcp.bpf.c`) with clang into
-//! three objects that the loader embeds. Needs clang
+//! Compiles the BPF programs (`src/bpf/sockwrap.bpf.c`), the feature probes
+//! (`src/bpf/probes.bpf.c`), the MPTCP conversion (`src/bpf/mptcp.bpf.c`) and the tracing
+//! programs of `trace --kernel` (`src/bpf/trace.bpf.c`) with clang into four objects that
+//! the loader embeds. Needs clang
 //! (`CLANG` names another), the kernel UAPI headers (linux-libc-dev) and libbpf's
 //! `bpf_helpers.h` (libbpf-dev); `scripts/setup.sh build` installs them on Debian.
 
@@ -9,11 +10,13 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-changed=src/bpf/trace.h");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     for (src, obj) in [
         ("src/bpf/sockwrap.bpf.c", "sockwrap.bpf.o"),
         ("src/bpf/probes.bpf.c", "probes.bpf.o"),
         ("src/bpf/mptcp.bpf.c", "mptcp.bpf.o"),
+        ("src/bpf/trace.bpf.c", "trace.bpf.o"),
     ] {
         println!("cargo:rerun-if-changed={src}");
         compile(src, &out.join(obj));

@@ -323,7 +323,8 @@ const TRACE_EXAMPLES: &str = "\
 Examples:
   sockwrap trace -- curl -s http://127.0.0.1:8080/
   sockwrap trace -o calls.jsonl -- ssh host true
-  sockwrap trace --dscp EF --json -- python3 client.py";
+  sockwrap trace --dscp EF --json -- python3 client.py
+  sudo sockwrap trace --kernel -o conns.jsonl -- ./static-or-go-binary";
 
 const REPORT_EXAMPLES: &str = "\
 Examples:
@@ -641,6 +642,9 @@ fn visible_command() -> Command {
                 .args(log_args())
                 .arg(Arg::new("output").short('o').long("output").value_name("FILE").value_hint(clap::ValueHint::FilePath).help("keep the full record (JSON lines) in FILE (replaced); default: a temporary file, removed"))
                 .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the summary as JSON"))
+                .arg(Arg::new("kernel").long("kernel").action(ArgAction::SetTrue).help("record from cgroup BPF programs instead of the library: every socket of the program's cgroup, static and Go binaries and io_uring included; the policy is applied as run --kernel does (root only; docs/trace-kernel.md)"))
+                .arg(Arg::new("user").long("user").value_name("USER").requires("kernel").help("with --kernel: run the program as USER (name or uid) after moving it into the cgroup"))
+                .arg(Arg::new("ring-kb").long("ring-kb").value_name("KIB").requires("kernel").value_parser(clap::value_parser!(u32)).help("with --kernel: the BPF ring buffer's size in KiB (default 256, rounded up to a power of two); events that find it full are counted and reported as lost"))
                 .arg(command_arg()),
         )
         .subcommand(

@@ -362,6 +362,9 @@ pub struct Conn {
     pub start_ns: Option<i64>,
     pub end_ns: Option<i64>,
     pending_since: Option<i64>,
+    /// `trace --kernel`: the socket's cookie, which names it where the library has `fd`
+    /// (then -1).
+    pub sock: Option<i64>,
 }
 
 impl Conn {
@@ -375,10 +378,14 @@ impl Conn {
     fn to_json(&self) -> Json {
         let s = |v: &Option<String>| v.clone().map(Json::Str).unwrap_or(Json::Null);
         let list = |v: &Vec<String>| Json::Arr(v.iter().cloned().map(Json::Str).collect());
-        Json::Obj(vec![
+        let (fd, sock) = match self.sock {
+            Some(c) => (Json::Null, vec![("sock".to_string(), Json::Int(c))]),
+            None => (Json::Int(self.fd), Vec::new()),
+        };
+        let mut fields = vec![
             ("pid".into(), Json::Int(self.pid)),
             ("prog".into(), Json::Str(self.prog.clone())),
-            ("fd".into(), Json::Int(self.fd)),
+            ("fd".into(), fd),
             ("role".into(), Json::Str(self.role.clone())),
             ("transport".into(), Json::Str(self.transport.clone())),
             ("mptcp".into(), Json::Bool(self.mptcp)),
@@ -395,7 +402,9 @@ impl Conn {
             ("closed".into(), Json::Bool(self.closed)),
             ("closed_by".into(), s(&self.closed_by)),
             ("stats".into(), self.stats.clone().unwrap_or(Json::Null)),
-        ])
+        ];
+        fields.extend(sock);
+        Json::Obj(fields)
     }
 }
 
@@ -454,6 +463,9 @@ pub struct Summary {
     pub lines: usize,
     pub bad_lines: usize,
     pub pids: Vec<i64>,
+    /// `trace --kernel`'s count of events the ring buffer had no room for (its `lost`
+    /// line); None for a record without one (the library's).
+    pub lost_events: Option<i64>,
 }
 
 pub fn summarise(text: &str) -> Summary {
@@ -473,11 +485,20 @@ pub fn summarise(text: &str) -> Summary {
     evs.sort_by_key(|e| e.int("t_mono_ns").unwrap_or(0));
     let mut open: HashMap<(i64, i64), usize> = HashMap::new();
     let mut early: HashMap<(i64, i64), Vec<String>> = HashMap::new();
+    let mut by_sock: HashMap<i64, usize> = HashMap::new();
     let conns = &mut sum.conns;
     for e in &evs {
+        if e.str("ev") == Some("lost") {
+            *sum.lost_events.get_or_insert(0) += e.int("events").unwrap_or(0);
+            continue;
+        }
         let pid = e.int("pid").unwrap_or(0);
-        if !sum.pids.contains(&pid) {
+        if e.get("pid").is_some() && !sum.pids.contains(&pid) {
             sum.pids.push(pid);
+        }
+        if let Some(sock) = e.int("sock") {
+            kernel_line(e, sock, conns, &mut by_sock);
+            continue;
         }
         let fd = e.int("fd").unwrap_or(-1);
         let ret = e.int("ret").unwrap_or(-1);
@@ -652,8 +673,105 @@ pub fn summarise(text: &str) -> Summary {
     sum
 }
 
+/// One line of `trace --kernel` (docs/trace-schema.md, `"src":"kernel"`): its socket is
+/// named by `sock` (the cookie), its fields are only those the kernel knew.
+fn kernel_line(e: &Json, sock: i64, conns: &mut Vec<Conn>, by_sock: &mut HashMap<i64, usize>) {
+    let t = e.int("t_mono_ns").unwrap_or(0);
+    let ev = e.str("ev").unwrap_or("");
+    let call = e.str("call").unwrap_or("");
+    let owner = |c: &mut Conn| {
+        if let Some(p) = e.int("pid") {
+            c.pid = p;
+            c.tid = e.int("tid").unwrap_or(p);
+            c.prog = e.str("prog").unwrap_or("?").to_string();
+        }
+    };
+    let fresh = |conns: &mut Vec<Conn>, by_sock: &mut HashMap<i64, usize>| {
+        conns.push(Conn {
+            fd: -1,
+            sock: Some(sock),
+            prog: "?".into(),
+            role: "socket".into(),
+            transport: e.str("transport").unwrap_or("?").to_string(),
+            mptcp: e.get("mptcp") == Some(&Json::Bool(true)),
+            result: "-".into(),
+            ..Conn::default()
+        });
+        by_sock.insert(sock, conns.len() - 1);
+        conns.len() - 1
+    };
+    let i = match (ev, call) {
+        ("call", "socket") | ("call", "accept") => fresh(conns, by_sock),
+        _ => match by_sock.get(&sock) {
+            Some(&i) => i,
+            None => fresh(conns, by_sock),
+        },
+    };
+    let c = &mut conns[i];
+    match (ev, call) {
+        ("call", "socket") => owner(c),
+        ("call", "connect") => {
+            owner(c);
+            c.role = "client".into();
+            c.remote = e
+                .get("args")
+                .and_then(|a| a.str("addr"))
+                .map(str::to_string);
+            c.start_ns.get_or_insert(t);
+        }
+        ("connected", _) => {
+            c.result = e.str("result").unwrap_or("-").to_string();
+            c.latency_ns = c.start_ns.map(|s| t - s);
+            c.local = e.str("local").map(str::to_string);
+        }
+        ("call", "listen") => {
+            owner(c);
+            c.role = "listener".into();
+            c.start_ns.get_or_insert(t);
+            c.local = e.str("local").map(str::to_string);
+            c.result = "listening".into();
+        }
+        ("call", "accept") => {
+            owner(c);
+            c.role = "server".into();
+            c.start_ns = Some(t);
+            c.local = e.str("local").map(str::to_string);
+            c.remote = e.str("peer").map(str::to_string);
+            c.result = "ok".into();
+        }
+        ("call", "setsockopt") | ("override", _) => {
+            let a = e.get(if ev == "override" { "program" } else { "args" });
+            let name = a.and_then(|a| a.get("name")).map(Json::text);
+            let val = a.and_then(|a| a.get("value")).map(Json::text);
+            let s = format!("{}={}", name.unwrap_or_default(), val.unwrap_or_default());
+            if ev == "override" {
+                c.sockwrap.push(format!("overrode {s}"));
+            } else {
+                c.own.push(s);
+            }
+        }
+        ("closed", _) => {
+            c.closed = true;
+            c.closed_by = Some(call.to_string());
+            c.end_ns = Some(t);
+            c.stats = e.get("stats").cloned();
+            if c.local.is_none() {
+                c.local = e.str("local").map(str::to_string);
+            }
+            if c.remote.is_none() {
+                c.remote = e.str("peer").map(str::to_string);
+            }
+            by_sock.remove(&sock);
+        }
+        _ => {}
+    }
+}
+
 pub fn to_json(sum: &Summary) -> String {
-    Json::Obj(vec![
+    let lost = sum
+        .lost_events
+        .map(|n| ("lost_events".to_string(), Json::Int(n)));
+    let mut fields = vec![
         ("v".into(), Json::Int(1)),
         ("lines".into(), Json::Int(sum.lines as i64)),
         ("bad_lines".into(), Json::Int(sum.bad_lines as i64)),
@@ -666,8 +784,9 @@ pub fn to_json(sum: &Summary) -> String {
             "totals".into(),
             Json::Arr(totals(sum).iter().map(Totals::to_json).collect()),
         ),
-    ])
-    .to_json()
+    ];
+    fields.extend(lost);
+    Json::Obj(fields).to_json()
 }
 
 /// A byte count as people read it: `812B`, `97.7kB`, `1.2MB` (powers of 1000).
@@ -821,6 +940,12 @@ pub fn table(sum: &Summary, colour: bool) -> String {
             t.total_retrans
         );
     }
+    if let Some(n) = sum.lost_events.filter(|&n| n > 0) {
+        let _ = writeln!(
+            out,
+            "{n} event(s) lost: the kernel's ring buffer was full (trace --kernel --ring-kb makes it larger)"
+        );
+    }
     let _ = writeln!(
         out,
         "{} connection(s)/listener(s), {} process(es), {} trace line(s){}",
@@ -880,6 +1005,40 @@ mod tests {
         let v = parse_json(t).unwrap();
         assert_eq!(parse_json(&v.to_json()).unwrap(), v);
         assert!(parse_json("{\"a\":").is_err());
+    }
+
+    #[test]
+    fn kernel_lines_are_keyed_by_their_socket() {
+        let t = concat!(
+            r#"{"v":1,"t_mono_ns":1,"pid":7,"tid":7,"prog":"c","ev":"call","call":"socket","src":"kernel","sock":40,"args":{},"transport":"tcp","mptcp":false}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":2,"pid":7,"tid":8,"prog":"c","ev":"call","call":"connect","src":"kernel","sock":40,"args":{"addr":"127.0.0.1:80"},"transport":"tcp","mptcp":false}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":5,"pid":7,"tid":8,"prog":"c","ev":"connected","call":"connect","src":"kernel","sock":40,"result":"ok","local":"127.0.0.1:5000","peer":"127.0.0.1:80"}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":9,"pid":9,"tid":9,"prog":"s","ev":"call","call":"accept","src":"kernel","sock":41,"local":"127.0.0.1:80","peer":"127.0.0.1:5000","transport":"tcp","mptcp":false}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":20,"pid":7,"tid":8,"prog":"c","ev":"closed","call":"tcp_close","src":"kernel","sock":40,"stats":{"bytes_acked":10,"bytes_received":3}}"#,
+            "\n",
+            r#"{"v":1,"t_mono_ns":30,"ev":"lost","call":"ring_buffer","src":"kernel","events":2,"open":1}"#,
+            "\n",
+        );
+        let s = summarise(t);
+        assert_eq!(s.conns.len(), 2);
+        assert_eq!(s.pids, vec![7, 9]); // the lost line is no process
+        assert_eq!(s.lost_events, Some(2));
+        let c = &s.conns[0];
+        assert_eq!((c.sock, c.fd, c.tid), (Some(40), -1, 8));
+        assert_eq!((c.role.as_str(), c.result.as_str()), ("client", "ok"));
+        assert_eq!(c.latency_ns, Some(3));
+        assert_eq!(c.local.as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(c.stat("bytes_acked"), Some(10));
+        assert_eq!(c.closed_by.as_deref(), Some("tcp_close"));
+        let a = &s.conns[1];
+        assert_eq!((a.role.as_str(), a.pid, a.closed), ("server", 9, false));
+        let j = parse_json(&to_json(&s)).unwrap();
+        assert_eq!(j.int("lost_events"), Some(2));
+        assert!(table(&s, false).contains("2 event(s) lost"));
     }
 
     #[test]

@@ -201,7 +201,10 @@ fn span_args(c: &Conn) -> Json {
     let s = |v: &Option<String>| v.clone().map(Json::Str).unwrap_or(Json::Null);
     let list = |v: &Vec<String>| Json::Arr(v.iter().cloned().map(Json::Str).collect());
     let mut m = vec![
-        ("fd".into(), Json::Int(c.fd)),
+        match c.sock {
+            Some(sock) => ("sock".into(), Json::Int(sock)),
+            None => ("fd".into(), Json::Int(c.fd)),
+        },
         ("role".into(), Json::Str(c.role.clone())),
         ("transport".into(), Json::Str(c.transport.clone())),
         ("local".into(), s(&c.local)),

@@ -15,6 +15,8 @@
 //! - [`links`]: BPF links pinned in a BPF filesystem, for a policy attached to a cgroup
 //!   sockwrap did not make (a container's, a pod's: `attach --cgroup/--container/--pod`);
 //! - [`mptcp`]: MPTCP for the cgroup's TCP sockets (fmod_ret on update_socket_protocol);
+//! - [`trace`]: `trace --kernel`'s own programs (`src/bpf/trace.bpf.c`, loaded only for
+//!   it) and their ring buffer, read back as the trace's JSON lines;
 //! - [`cgroup`]: the cgroup v2 child a command runs in, and the leftovers of a sockwrap
 //!   that was killed.
 //!
@@ -28,6 +30,7 @@ pub mod mptcp;
 pub mod probe;
 pub mod programs;
 pub mod tables;
+pub mod trace;
 
 pub use tables::{refusals, Tables};
 

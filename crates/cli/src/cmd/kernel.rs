@@ -115,6 +115,15 @@ fn verbose(m: &ArgMatches) -> bool {
 }
 
 pub fn run(m: &ArgMatches) -> Result<ExitCode> {
+    run_with(m, None)
+}
+
+/// `run --kernel`, and with `trace` `trace --kernel`: its programs are attached after the
+/// policy's, and their events read while the command runs.
+pub fn run_with(
+    m: &ArgMatches,
+    trace: Option<&mut crate::cmd::trace::KernelTrace>,
+) -> Result<ExitCode> {
     let argv = crate::launch::command(m, "sockwrap run --kernel [OPTIONS] -- COMMAND...")?;
     let (prog, rest) = (&argv[0], &argv[1..]);
     // SAFETY: geteuid cannot fail.
@@ -137,6 +146,11 @@ pub fn run(m: &ArgMatches) -> Result<ExitCode> {
         if loaded.policy.on_error == OnError::Fail {
             return Err(Error::usage(
                 "--kernel: refusing to start the program: the policy has errors (--strict or on_error = \"fail\")",
+            ));
+        }
+        if trace.is_some() {
+            return Err(Error::usage(
+                "trace --kernel: the policy has errors; refusing to start the program",
             ));
         }
         eprintln!("sockwrap: --kernel: the policy has errors; running the program untouched");
@@ -169,10 +183,10 @@ pub fn run(m: &ArgMatches) -> Result<ExitCode> {
             tables: &tables,
             mptcp,
         },
-        prog,
-        rest,
+        &argv,
         user.as_ref(),
         loaded.policy.on_error,
+        trace,
     );
     // Whatever happened, the cgroup goes (the programs went with `Attached`). A process
     // that outlived a failed start keeps it busy: say so rather than wait.
@@ -225,11 +239,12 @@ fn run_in(
     m: &ArgMatches,
     cg: &Cgroup,
     programs: Programs,
-    prog: &OsString,
-    rest: &[OsString],
+    argv: &[OsString],
     user: Option<&User>,
     on_error: OnError,
+    mut trace: Option<&mut crate::cmd::trace::KernelTrace>,
 ) -> Result<ExitCode> {
+    let (prog, rest) = (&argv[0], &argv[1..]);
     let dir = cg
         .open()
         .map_err(|e| Error::setup(format_args!("--kernel: {e}")))?;
@@ -247,6 +262,9 @@ fn run_in(
             )
         })
         .transpose()?;
+    if let Some(t) = trace.as_deref_mut() {
+        t.attach(&dir, debug(m))?;
+    }
     let procs = cg
         .procs_file()
         .map_err(|e| Error::setup(format_args!("--kernel: {e}")))?;
@@ -283,7 +301,17 @@ fn run_in(
     })?;
     drop(procs);
     crate::signals::forward_to(child.id());
-    let status = child.wait();
+    let status = match trace.as_deref_mut() {
+        None => child.wait(),
+        // The ring buffer is read while the command runs.
+        Some(t) => loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break Ok(s),
+                Ok(None) => t.pump(100),
+                Err(e) => break Err(e),
+            }
+        },
+    };
     crate::signals::child_ended();
     // The command's whole tree: what it started in the background is in the cgroup too,
     // and keeps the programs until it ends. A signal sent to sockwrap meanwhile goes to
@@ -295,7 +323,13 @@ fn run_in(
                 unsafe { libc::kill(pid, sig) };
             }
         }
-        wait_events(&[&cg.path]);
+        match trace.as_deref_mut() {
+            Some(t) => t.pump(50),
+            None => wait_events(&[&cg.path]),
+        }
+    }
+    if let Some(t) = trace {
+        t.finish();
     }
     report(
         "--kernel",
