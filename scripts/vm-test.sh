@@ -14,8 +14,8 @@
 #
 # What runs: by default the matrix selection (MATRIX_TESTS and MATRIX_K below: the kernel
 # backend whole, and from the other suites the tests whose outcome depends on the kernel:
-# 66 tests, about 15 minutes a kernel measured here under TCG on a 2-core machine shared
-# with other builds); --full runs the seven suites whole (172 tests, about 40 minutes a
+# 103 tests, 11m50s on 6.1 in a fresh-clone CI run under TCG on a 2-core machine; the
+# containers' vm_only tests run only here); --full runs the seven suites whole (172 tests, about 40 minutes a
 # kernel); PYTEST ARGS replace both (paths relative to the tree).
 #
 # How: Debian's kernel package is downloaded once and unpacked into a cache; virtme-ng boots
