@@ -281,7 +281,7 @@ run_kernel() {
     dir=$(fetch_kernel "$pkg")
     rel=$(release_of "$dir") || die "$dir holds no lib/modules/RELEASE"
     out=$OUT_ROOT/$rel
-    rm -rf "$out"
+    rm -rf "$out" "$out.crash"
     mkdir -p "$out"
 
     # What the guest needs to know, for scripts/vm-guest.sh. PATH is the host's: the guest's
