@@ -18,7 +18,7 @@ use clap::ArgMatches;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The label a container names its policy by.
 pub const LABEL: &str = "sockwrap.policy";
@@ -239,27 +239,10 @@ pub fn pods_from_crictl(v: &serde_json::Value) -> Vec<Pod> {
         .collect()
 }
 
-/// Runs `cmd` to its end within `secs`, returning its stdout, or why not.
+/// Runs `cmd` to its end within `secs`, returning its stdout, or why not (its last line of
+/// stderr and its status when it failed).
 fn output_within(cmd: &mut Command, secs: u64) -> std::result::Result<String, String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("no answer within {secs} s"));
-            }
-        }
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let out = super::containers::run_bounded(cmd, secs)?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
         Ok(text)

@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-const BPFFS: &str = "/sys/fs/bpf";
 /// Where the pins of each attached cgroup live.
 pub const PINS: &str = "/sys/fs/bpf/sockwrap/cgroups";
 
@@ -125,8 +124,8 @@ fn cgroup_rel(value: &str, mount: &Path) -> String {
     rel.to_string_lossy().trim_matches('/').to_string()
 }
 
-/// Every directory of the cgroup tree, relative to the mount, to a bounded depth (the
-/// kubelet's deepest is five levels).
+/// Every directory of the cgroup tree below `mount` (the mount, or any cgroup in it),
+/// relative to it, to a bounded depth (the kubelet's deepest is five levels).
 pub fn cgroup_dirs(mount: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![(mount.to_path_buf(), 0usize)];
@@ -295,38 +294,19 @@ fn inspect(runtime: &str, name: &str) -> Inspected {
     let Some(exe) = crate::launch::resolve_program(runtime.as_ref()).filter(|p| p.is_file()) else {
         return Inspected::Unknown("not installed".into());
     };
-    let child = std::process::Command::new(exe)
-        .args([
+    let out = match run_bounded(
+        std::process::Command::new(exe).args([
             "inspect",
             "--type",
             "container",
             "--format",
             "{{.Id}} {{.State.Pid}}",
             name,
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let Ok(mut child) = child else {
-        return Inspected::Unknown("cannot run it".into());
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Inspected::Unknown("inspect did not answer within 10 s".into());
-            }
-        }
-    }
-    let Ok(out) = child.wait_with_output() else {
-        return Inspected::Unknown("cannot read its answer".into());
+        ]),
+        10,
+    ) {
+        Ok(out) => out,
+        Err(e) => return Inspected::Unknown(format!("inspect: {e}")),
     };
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -349,43 +329,48 @@ fn inspect(runtime: &str, name: &str) -> Inspected {
     }
 }
 
+/// Runs `cmd` (no stdin, stdout and stderr captured) to its end within `secs` seconds, or
+/// kills it: the runtime CLIs sockwrap asks (podman, docker, crictl) can hang on a busy or
+/// broken daemon, and nothing here may wait unbounded.
+pub fn run_bounded(
+    cmd: &mut std::process::Command,
+    secs: u64,
+) -> std::result::Result<std::process::Output, String> {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no answer within {secs} s"));
+            }
+        }
+    }
+    child
+        .wait_with_output()
+        .map_err(|e| format!("cannot read its answer: {e}"))
+}
+
 /// The processes of the cgroup at `dir` and of every cgroup below it.
 pub fn procs_below(dir: &Path) -> Vec<i32> {
     let mut pids = cgroup::procs(dir);
-    let mut stack = vec![(dir.to_path_buf(), 0usize)];
-    while let Some((d, depth)) = stack.pop() {
-        if depth >= 8 {
-            continue;
-        }
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                pids.extend(cgroup::procs(&e.path()));
-                stack.push((e.path(), depth + 1));
-            }
-        }
+    for d in cgroup_dirs(dir) {
+        pids.extend(cgroup::procs(&dir.join(d)));
     }
     pids.sort_unstable();
     pids.dedup();
     pids
-}
-
-/// What `attach`/`detach` need before they touch the kernel: root, a BPF filesystem.
-fn ready(what: &str, refusing: &str) -> Result<()> {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(Error::setup(format_args!(
-            "{what}: only root may attach BPF programs to a cgroup; {refusing}"
-        )));
-    }
-    if !programs::is_bpffs(Path::new(BPFFS)) {
-        return Err(Error::setup(format_args!(
-            "{what}: {BPFFS} is not a BPF filesystem (systemd mounts one there at boot; without systemd: mount -t bpf bpf {BPFFS}); {refusing}"
-        )));
-    }
-    Ok(())
 }
 
 /// One attached cgroup as its pins show it.
@@ -496,7 +481,7 @@ pub fn attach(
         );
         return one_shot(&procs_below(&dir));
     }
-    ready(&what, refusing)?;
+    super::systemd::root_and_bpffs(&what, refusing)?;
     sweep(true);
     let replaced = pin_dir.exists();
     if replaced {
@@ -553,7 +538,7 @@ pub fn detach(m: &ArgMatches) -> Result<ExitCode> {
     };
     let what = format!("detach --{kind}");
     let mount = cgroup::mount_point().map_err(|e| Error::setup(format_args!("{what}: {e}")))?;
-    ready(&what, "nothing detached")?;
+    super::systemd::root_and_bpffs(&what, "nothing detached")?;
     let t = resolve(kind, &value, &mount, false)?;
     // A target that is gone resolves to no path: find its pins by the name it was given.
     let dirs: Vec<Attachment> = attachments()

@@ -884,8 +884,9 @@ fn boot_unit_text(t: &Target, dir: &Path, vars: &[(String, String)]) -> Result<S
     Ok(text)
 }
 
-/// Only root may pin, and only in a BPF filesystem at /sys/fs/bpf.
-fn root_and_bpffs(what: &str, refusing: &str) -> Result<()> {
+/// Only root may pin, and only in a BPF filesystem at /sys/fs/bpf (also for `attach
+/// --cgroup/--container/--pod`, which pins its links there).
+pub(crate) fn root_and_bpffs(what: &str, refusing: &str) -> Result<()> {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Err(Error::setup(format_args!(
