@@ -305,10 +305,10 @@ class Loss:
         subprocess.run(["nft", "delete", "table", "inet", self.name], capture_output=True, timeout=10)
 
 
-def test_retransmits_under_loss_and_none_without(tmp_path):
+def test_retransmits_under_loss_and_fewer_without(tmp_path):
     """With one packet in five of the connection dropped, total_retrans > 0 and no more than
     the kernel counted in the same interval (other connections of the machine may add to
-    the kernel's count, never to ours); without the loss, 0."""
+    the kernel's count, never to ours); without the loss, fewer."""
     util.require_sockwrap()
     util.require_root("nftables rules need root")
     util.require_tool("nft", "nstat")
@@ -334,11 +334,15 @@ def test_retransmits_under_loss_and_none_without(tmp_path):
         st = stats_of(read_trace(out), peer_port=port)
         assert (st["bytes_acked"], st["bytes_received"]) == (n, m)  # loss changes no byte
         seen[lossy] = (st["total_retrans"], after - before)
+        # Ours never exceeds what the kernel counted for the whole machine meanwhile.
+        assert st["total_retrans"] <= after - before, (st, before, after)
         if lossy:
             assert dropped > 0
-            assert 0 < st["total_retrans"] <= after - before, (st, before, after, dropped)
-        else:
-            assert st["total_retrans"] == 0, st
+            assert st["total_retrans"] > 0, (st, dropped)
+    # Without loss a loaded machine may still retransmit a segment or two (a tail-loss probe
+    # or a spurious timeout, which the kernel counts too); with one packet in five dropped,
+    # each lost data segment has to be sent again, so the lossy run has more.
+    assert seen[True][0] > seen[False][0], seen
     print("retransmits (ours, kernel delta):", seen)
 
 
