@@ -22,30 +22,12 @@ import pytest
 import util
 from util import EF, PY, tos_server
 
-INNER = r'''
-import errno, json, os, socket, subprocess, sys, time
-from pathlib import Path
+INNER = util.INNER_PRELUDE + r'''
 
 sw, cgroot, py, port, hold_port, deny_port, unit = sys.argv[1:8]
 port, hold_port, deny_port = int(port), int(hold_port), int(deny_port)
 PINS = Path("/sys/fs/bpf/sockwrap/cgroups")
 out = {}
-
-
-def sh(*a, **kw):
-    r = subprocess.run([str(x) for x in a], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, timeout=60, **kw)
-    return [r.returncode, r.stdout, r.stderr]
-
-
-def must(*a):
-    r = sh(*a)
-    assert r[0] == 0, (a, r)
-    return r
-
-
-def pins():
-    return sorted(str(p.relative_to(PINS)) for p in PINS.rglob("*") if p.is_file()) if PINS.is_dir() else []
 
 
 # With a second argument the client sets IP_TOS itself after connecting (as OpenSSH does
@@ -102,7 +84,7 @@ try:
 
     out["control_a"] = client_in(a, port)
     out["attach"] = sh(sw, "attach", "--cgroup", rel_a, "--dscp", "EF")
-    out["pins"] = pins()
+    out["pins"] = pins(PINS)
     out["bpftool_show"] = sh("bpftool", "cgroup", "show", a)[1]
     out["a"] = client_in(a, port)
     out["b"] = client_in(b, port)
@@ -117,7 +99,7 @@ try:
     out["a_again"] = client_in(a, port)
 
     out["detach"] = sh(sw, "detach", "--cgroup", rel_a)
-    out["pins_after_detach"] = pins()
+    out["pins_after_detach"] = pins(PINS)
     out["a_after_detach"] = client_in(a, port)
     out["theirs_after_detach"] = client_in(a, deny_port)
     out["detach_twice"] = sh(sw, "detach", "--cgroup", rel_a)
@@ -136,7 +118,7 @@ finally:
 b.rmdir()
 out["status_gone"] = sh(sw, "status", "--containers")
 out["doctor"] = sh(sw, "doctor")
-out["pins_after_doctor"] = pins()
+out["pins_after_doctor"] = pins(PINS)
 a.rmdir()
 out["no_cgroup"] = sh(sw, "attach", "--cgroup", rel_a, "--dscp", "EF")
 out["root_cgroup"] = sh(sw, "attach", "--cgroup", "/", "--dscp", "EF")

@@ -561,29 +561,10 @@ def test_enable_kernel_mptcp_under_root_writes_the_unit_start_line(tmp_path):
     assert not os.path.exists(PINS)
 
 
-ENABLE_INNER = r"""
-import json, os, subprocess, sys, time
-from pathlib import Path
+ENABLE_INNER = util.INNER_PRELUDE + r"""
 
 sw, unit, cgroot, py, port = sys.argv[1:6]
 out = {}
-
-
-def sh(*a, timeout=60):
-    r = subprocess.run([str(x) for x in a], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, timeout=timeout)
-    return [r.returncode, r.stdout, r.stderr]
-
-
-def must(*a):
-    r = sh(*a)
-    assert r[0] == 0, (a, r)
-    return r
-
-
-def pins():
-    return sorted(str(p.relative_to("/sys/fs/bpf")) for p in Path("/sys/fs/bpf").rglob("*")
-                  if p.is_file() and not p.name.endswith(".debug"))
 
 
 # Nothing of the machine is changed: a private mount namespace with its own /run,

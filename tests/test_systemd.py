@@ -420,30 +420,11 @@ def test_enable_kernel_under_root_writes_bpfprogram_lines_and_pins_nothing(tmp_p
         assert tree(root) == before
 
 
-ENABLE_KERNEL_INNER = r"""
-import json, os, subprocess, sys, time
-from pathlib import Path
+ENABLE_KERNEL_INNER = util.INNER_PRELUDE + r"""
 
 sw, unit, port0, port1, cgroot, py = sys.argv[1:7]
 PINS = Path("/sys/fs/bpf/sockwrap/swdemo_service")
 out = {}
-
-
-def sh(*a):
-    r = subprocess.run([str(x) for x in a], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, timeout=60)
-    return [r.returncode, r.stdout, r.stderr]
-
-
-def must(*a):
-    r = sh(*a)
-    assert r[0] == 0, (a, r)
-    return r
-
-
-def pins():
-    return sorted(str(p.relative_to("/sys/fs/bpf")) for p in Path("/sys/fs/bpf").rglob("*")
-                  if p.is_file() and not p.name.endswith(".debug"))
 
 
 # Nothing of the machine is changed: a private mount namespace, with its own /run (no

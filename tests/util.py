@@ -790,3 +790,33 @@ class NagleServer(AcceptServer):
                 while len(buf) >= 2:
                     buf = buf[2:]
                     c.send(b"x")
+
+
+# The helpers every script that a test runs inside its own namespace needs (the scripts
+# are separate processes, so they cannot import this module): a bounded command that
+# returns [status, stdout, stderr], the same that must succeed, and the files pinned below
+# a BPF filesystem directory (the verifier's .debug companions left out).
+INNER_PRELUDE = r"""
+import errno, json, os, socket, subprocess, sys, time
+from pathlib import Path
+
+
+def sh(*a, timeout=60, **kw):
+    r = subprocess.run([str(x) for x in a], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=timeout, **kw)
+    return [r.returncode, r.stdout, r.stderr]
+
+
+def must(*a, **kw):
+    r = sh(*a, **kw)
+    assert r[0] == 0, (a, r)
+    return r
+
+
+def pins(root="/sys/fs/bpf"):
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and not p.name.endswith(".debug"))
+"""
