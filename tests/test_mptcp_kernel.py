@@ -38,118 +38,8 @@ IPPROTO_TCP = 6
 #          and the answer).
 #   get:   HTTP/1.0 GET ARG, print "self N", then "body N" (bytes after the header) at EOF.
 # Every mode ends itself after 90 s (alarm).
-MPCLIENT_C = r"""
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-static void wait_for(int s, short ev) {
-    struct pollfd p = {s, ev, 0};
-    if (poll(&p, 1, 20000) != 1) { fprintf(stderr, "poll timed out\n"); exit(3); }
-}
-int main(int argc, char **argv) {
-    if (argc < 4) return 2;
-    alarm(90);
-    const char *mode = argv[1], *host = argv[2];
-    int port = atoi(argv[3]), v6 = strchr(host, ':') != 0;
-    int flags = strcmp(mode, "flags") == 0 ? SOCK_NONBLOCK | SOCK_CLOEXEC : 0;
-    struct sockaddr_storage to = {0};
-    socklen_t len;
-    if (v6) {
-        struct sockaddr_in6 *a = (void *)&to;
-        a->sin6_family = AF_INET6; a->sin6_port = htons(port);
-        inet_pton(AF_INET6, host, &a->sin6_addr); len = sizeof *a;
-    } else {
-        struct sockaddr_in *a = (void *)&to;
-        a->sin_family = AF_INET; a->sin_port = htons(port);
-        inet_pton(AF_INET, host, &a->sin_addr); len = sizeof *a;
-    }
-    int s = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | flags, 0);
-    if (s < 0) { perror("socket"); return 1; }
-    if (connect(s, (struct sockaddr *)&to, len)) {
-        if (errno != EINPROGRESS) { perror("connect"); return 1; }
-        wait_for(s, POLLOUT);
-        int err = 0; socklen_t el = sizeof err;
-        getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &el);
-        if (err) { errno = err; perror("connect"); return 1; }
-    }
-    int proto = -1; socklen_t pl = sizeof proto;
-    getsockopt(s, SOL_SOCKET, SO_PROTOCOL, &proto, &pl);
-    printf("self %d\n", proto);
-    fflush(stdout);
-    char buf[65536];
-    if (strcmp(mode, "get") == 0) {
-        char req[512];
-        int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n\r\n", argc > 4 ? argv[4] : "/");
-        if (write(s, req, n) != n) { perror("write"); return 1; }
-        long total = 0, body = -1;
-        char last[4] = {0};
-        for (;;) {
-            ssize_t r = read(s, buf, sizeof buf);
-            if (r < 0) { perror("read"); return 1; }
-            if (r == 0) break;
-            total += r;
-            if (body >= 0) { body += r; continue; }
-            for (ssize_t i = 0; i < r; i++) {
-                last[0] = last[1]; last[1] = last[2]; last[2] = last[3]; last[3] = buf[i];
-                if (memcmp(last, "\r\n\r\n", 4) == 0) { body = r - i - 1; break; }
-            }
-        }
-        printf("body %ld\n", body);
-        return 0;
-    }
-    if (write(s, "hello\n", 6) != 6) { perror("write"); return 1; }
-    size_t got = 0;
-    while (got < sizeof buf - 1 && (got == 0 || buf[got - 1] != '\n')) {
-        if (flags) wait_for(s, POLLIN);
-        ssize_t r = read(s, buf + got, sizeof buf - 1 - got);
-        if (r <= 0) { perror("read"); return 1; }
-        got += r;
-    }
-    buf[got] = 0;
-    printf("answer %s", buf);
-    fflush(stdout);
-    if (argc > 4) usleep(atoi(argv[4]) * 1000);
-    return 0;
-}
-"""
-
 # The same exchange from Go (net.Dial: socket(SOCK_STREAM|SOCK_NONBLOCK|SOCK_CLOEXEC) by raw
 # system calls, which no LD_PRELOAD reaches). GODEBUG is left alone: Go 1.19 has no MPTCP.
-GO_CLIENT = r"""
-package main
-
-import (
-	"bufio"
-	"fmt"
-	"net"
-	"os"
-	"time"
-)
-
-func main() {
-	c, err := net.DialTimeout("tcp", net.JoinHostPort(os.Args[1], os.Args[2]), 20*time.Second)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	fmt.Fprint(c, "hello\n")
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	fmt.Print("answer " + line)
-}
-"""
-
 # An HTTP server whose listener the test makes MPTCP itself (IPPROTO_MPTCP), serving DIR.
 MPTCP_HTTP_PY = r"""
 import functools, http.server, socket, sys
@@ -180,28 +70,14 @@ def require_kernel_backend():
 
 @pytest.fixture(scope="module")
 def mpclient(tmp_path_factory):
-    util.require_tool("gcc")
-    d = tmp_path_factory.mktemp("mptcp-kernel-bins")
-    (d / "mpclient.c").write_text(MPCLIENT_C)
-    r = subprocess.run(["gcc", "-static", "-O1", "-o", str(d / "mpclient"), str(d / "mpclient.c")],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert b"ld-linux" not in (d / "mpclient").read_bytes()[:4096]  # static: no interpreter
-    return d / "mpclient"
+    exe = util.build_c("mpclient", tmp_path_factory.mktemp("mptcp-kernel-bins") / "mpclient", "-static")
+    assert b"ld-linux" not in exe.read_bytes()[:4096]  # static: no interpreter
+    return exe
 
 
 @pytest.fixture(scope="module")
 def goclient(tmp_path_factory):
-    util.require_tool("go")
-    d = tmp_path_factory.mktemp("mptcp-kernel-go")
-    (d / "client.go").write_text(GO_CLIENT)
-    env = dict(os.environ, CGO_ENABLED="0", GO111MODULE="off", GOCACHE=str(d / "cache"),
-               GOPATH=str(d / "gopath"), GOPROXY="off")
-    r = subprocess.run(["go", "build", "-o", str(d / "goclient"), str(d / "client.go")],
-                       cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr
-    return d / "goclient"
+    return util.build_go("mpclient", tmp_path_factory.mktemp("mptcp-kernel-go"))
 
 
 class MptcpListener:

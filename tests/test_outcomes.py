@@ -473,35 +473,12 @@ def test_perfetto_timeline_has_the_required_fields_and_one_span_per_connection(t
 
 # --------------------------------------------------------------------------- out of reach
 
-STATIC_C = textwrap.dedent("""\
-    #include <arpa/inet.h>
-    #include <stdlib.h>
-    #include <sys/socket.h>
-    #include <unistd.h>
-    int main(int argc, char **argv) {
-        int s = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
-        inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-        int r = connect(s, (struct sockaddr *)&a, sizeof a);
-        close(s);
-        return r == 0 ? 0 : 3;
-    }
-    """)
-
-
 @pytest.fixture(scope="module")
 def clients(tmp_path_factory):
-    """The same C client built static and dynamic."""
-    util.require_tool("gcc")
+    """The same C client (tests/c/connect_once.c) built static and dynamic."""
     d = tmp_path_factory.mktemp("reach")
-    (d / "c.c").write_text(STATIC_C)
-    out = {}
-    for kind, flags in (("static", ["-static"]), ("dynamic", [])):
-        r = subprocess.run(["gcc", *flags, "-O1", "-o", str(d / kind), str(d / "c.c")],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr
-        out[kind] = d / kind
-    return out
+    return {kind: util.build_c("connect_once", d / kind, *flags)
+            for kind, flags in (("static", ["-static"]), ("dynamic", []))}
 
 
 def reach_lines(stderr):

@@ -15,7 +15,6 @@ Traffic stays on loopback; BPF only on the cgroups sockwrap makes (and removes: 
 import json
 import os
 import socket
-import subprocess
 import textwrap
 import threading
 from pathlib import Path
@@ -24,147 +23,6 @@ import pytest
 
 import util
 from util import PY, run
-
-STATIC_CLIENT_C = r"""
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-/* client PORT N M [TOS]: connects to 127.0.0.1:PORT, writes N bytes, reads M, closes.
- * With TOS: sets IP_TOS to it after connect and prints what getsockopt reads back. */
-int main(int argc, char **argv) {
-    int port = atoi(argv[1]);
-    long n = atol(argv[2]), m = atol(argv[3]);
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    if (connect(s, (struct sockaddr *)&a, sizeof a)) { perror("connect"); return 1; }
-    if (argc > 4) {
-        int t = (int)strtol(argv[4], 0, 0), got = 0;
-        socklen_t len = sizeof got;
-        setsockopt(s, IPPROTO_IP, IP_TOS, &t, sizeof t);
-        getsockopt(s, IPPROTO_IP, IP_TOS, &got, &len);
-        printf("tos 0x%x\n", got);
-    }
-    static char buf[65536];
-    memset(buf, 'x', sizeof buf);
-    long sent = 0, got = 0;
-    while (sent < n) {
-        ssize_t w = write(s, buf, n - sent > (long)sizeof buf ? sizeof buf : n - sent);
-        if (w <= 0) { perror("write"); return 1; }
-        sent += w;
-    }
-    while (got < m) {
-        ssize_t r = read(s, buf, sizeof buf);
-        if (r <= 0) break;
-        got += r;
-    }
-    printf("pid %d got %ld\n", getpid(), got);
-    fflush(stdout);
-    close(s);
-    return 0;
-}
-"""
-
-URING_CLIENT_C = r"""
-#include <arpa/inet.h>
-#include <liburing.h>
-#include <netinet/in.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-
-/* uring PORT N M: as the static client, every socket operation through io_uring
- * (IORING_OP_SOCKET, CONNECT, SEND, RECV, CLOSE): the library sees none of them. */
-static struct io_uring ring;
-
-static int one(void) {
-    struct io_uring_cqe *cqe;
-    io_uring_submit(&ring);
-    int e = io_uring_wait_cqe(&ring, &cqe);
-    if (e < 0) return e;
-    int res = cqe->res;
-    io_uring_cqe_seen(&ring, cqe);
-    return res;
-}
-
-int main(int argc, char **argv) {
-    int port = atoi(argv[1]);
-    long n = atol(argv[2]), m = atol(argv[3]);
-    if (io_uring_queue_init(8, &ring, 0)) { fprintf(stderr, "io_uring_queue_init failed\n"); return 1; }
-    io_uring_prep_socket(io_uring_get_sqe(&ring), AF_INET, SOCK_STREAM, 0, 0);
-    int s = one();
-    if (s < 0) { fprintf(stderr, "socket: %s\n", strerror(-s)); return 1; }
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    io_uring_prep_connect(io_uring_get_sqe(&ring), s, (struct sockaddr *)&a, sizeof a);
-    int r = one();
-    if (r < 0) { fprintf(stderr, "connect: %s\n", strerror(-r)); return 1; }
-    static char buf[65536];
-    memset(buf, 'u', sizeof buf);
-    long sent = 0, got = 0;
-    while (sent < n) {
-        io_uring_prep_send(io_uring_get_sqe(&ring), s, buf,
-                           n - sent > (long)sizeof buf ? sizeof buf : n - sent, 0);
-        r = one();
-        if (r <= 0) { fprintf(stderr, "send: %s\n", strerror(-r)); return 1; }
-        sent += r;
-    }
-    while (got < m) {
-        io_uring_prep_recv(io_uring_get_sqe(&ring), s, buf, sizeof buf, 0);
-        r = one();
-        if (r <= 0) break;
-        got += r;
-    }
-    io_uring_prep_close(io_uring_get_sqe(&ring), s);
-    one();
-    printf("pid %d got %ld\n", getpid(), got);
-    return 0;
-}
-"""
-
-GO_SERVER = textwrap.dedent("""\
-    package main
-
-    import (
-    \t"crypto/rand"
-    \t"fmt"
-    \t"io"
-    \t"net"
-    \t"os"
-    \t"strconv"
-    )
-
-    // server PORT WANT REPLY: accepts one connection, reads WANT bytes, writes REPLY bytes,
-    // reads to the peer's close, closes; prints its pid and what it read.
-    func main() {
-    \tln, err := net.Listen("tcp4", "127.0.0.1:"+os.Args[1])
-    \tif err != nil {
-    \t\tpanic(err)
-    \t}
-    \twant, _ := strconv.Atoi(os.Args[2])
-    \treply, _ := strconv.Atoi(os.Args[3])
-    \tfmt.Println("ready")
-    \tc, err := ln.Accept()
-    \tif err != nil {
-    \t\tpanic(err)
-    \t}
-    \tbuf := make([]byte, want)
-    \tn, _ := io.ReadFull(c, buf)
-    \tout := make([]byte, reply)
-    \trand.Read(out)
-    \tc.Write(out)
-    \trest, _ := io.Copy(io.Discard, c)
-    \tc.Close()
-    \tln.Close()
-    \tfmt.Println(os.Getpid(), int64(n)+rest)
-    }
-    """)
 
 SOCKETS_PY = textwrap.dedent("""\
     import socket, sys
@@ -195,45 +53,26 @@ def no_cgroup_left_behind():
         assert util.wait_until(lambda: our_cgroups() == [], timeout=5), our_cgroups()
 
 
-def build_c(d, name, src, flags, libs=()):
-    c = d / f"{name}.c"
-    c.write_text(src)
-    r = subprocess.run(["gcc", *flags, "-O1", "-o", str(d / name), str(c), *libs],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return d / name
-
-
 @pytest.fixture(scope="module")
 def static_client(tmp_path_factory):
-    util.require_tool("gcc")
-    p = build_c(tmp_path_factory.mktemp("tk-static"), "client", STATIC_CLIENT_C, ["-static"])
+    p = util.build_c("bulk_client", tmp_path_factory.mktemp("tk-static") / "client", "-static")
     assert b"ld-linux" not in p.read_bytes()[:4096]  # static indeed: no interpreter
     return p
 
 
 @pytest.fixture(scope="module")
 def uring_client(tmp_path_factory):
-    util.require_tool("gcc")
     util.require(Path("/usr/include/liburing.h").exists(),
                  "liburing-dev not installed (scripts/setup.sh test)")
     # liburing linked in statically, libc dynamically: the library loads into it and still
     # sees no socket call.
-    return build_c(tmp_path_factory.mktemp("tk-uring"), "uring", URING_CLIENT_C, [],
-                   ["-Wl,-Bstatic", "-luring", "-Wl,-Bdynamic"])
+    return util.build_c("uring_client", tmp_path_factory.mktemp("tk-uring") / "uring",
+                        "-Wl,-Bstatic", "-luring", "-Wl,-Bdynamic")
 
 
 @pytest.fixture(scope="module")
 def go_server(tmp_path_factory):
-    util.require_tool("go")
-    d = tmp_path_factory.mktemp("tk-go")
-    (d / "server.go").write_text(GO_SERVER)
-    env = dict(os.environ, CGO_ENABLED="0", GO111MODULE="off", GOCACHE=str(d / "cache"),
-               GOPATH=str(d / "gopath"), GOPROXY="off")
-    r = subprocess.run(["go", "build", "-o", str(d / "goserver"), str(d / "server.go")],
-                       cwd=d, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return d / "goserver"
+    return util.build_go("goserver", tmp_path_factory.mktemp("tk-go"))
 
 
 class CountingPeer:
