@@ -51,52 +51,6 @@ def stats_of(evs, local_port=None, peer_port=None):
 
 # --------------------------------------------------------------------------- bytes
 
-def read_count(c, want=None):
-    """Reads from `c` until `want` bytes came (None: to EOF); returns how many did."""
-    got = 0
-    while want is None or got < want:
-        d = c.recv(65536 if want is None else min(65536, want - got))
-        if not d:
-            break
-        got += len(d)
-    return got
-
-
-class CountingPeer:
-    """A plain TCP peer in this process: for each connection it reads `want` bytes (or to
-    EOF when None), sends `reply` bytes, then reads to EOF (so that everything it sent is
-    acknowledged before the other side's close arrives) and closes. Counts every byte it
-    read and wrote: the witness."""
-
-    def __init__(self, port, want, reply):
-        self.ls = socket.socket()
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind(("127.0.0.1", port))
-        self.ls.listen(8)
-        self.ls.settimeout(20)
-        self.want, self.reply = want, reply
-        self.counts = []
-        self.t = threading.Thread(target=self.serve, daemon=True)
-        self.t.start()
-
-    def serve(self):
-        try:
-            c, _ = self.ls.accept()
-        except OSError:
-            return
-        c.settimeout(20)
-        with c:
-            got = read_count(c, self.want)
-            data = os.urandom(self.reply)
-            c.sendall(data)
-            got += read_count(c)
-        self.counts.append((got, len(data)))
-
-    def close(self):
-        self.t.join(30)
-        self.ls.close()
-
-
 CLIENT = textwrap.dedent("""\
     import os, socket, sys
     port, n, m = (int(a) for a in sys.argv[1:4])
@@ -121,7 +75,7 @@ def test_client_bytes_equal_what_the_peer_counted(tmp_path):
     n, m = 300_001, 123_457
     for under in (False, True):
         port = util.free_port()
-        peer = CountingPeer(port, n, m)
+        peer = util.CountingPeer(port, n, m)
         out = tmp_path / f"t{under}.jsonl"
         cmd = [PY, script, port, n, m]
         r = run(trace_cmd([], cmd, out) if under else cmd, timeout=60)
@@ -175,7 +129,7 @@ def test_server_bytes_equal_what_the_peer_counted(tmp_path):
             assert util.wait_output_line(p, 20).strip() == "ready"
             c = socket.create_connection(("127.0.0.1", port), timeout=20)
             c.sendall(os.urandom(n))
-            got = read_count(c, m)
+            got = util.read_count(c, m)
             c.close()
             assert int(util.wait_output_line(p, 20)) == n
             p.wait(20)
@@ -318,7 +272,7 @@ def test_retransmits_under_loss_and_fewer_without(tmp_path):
     seen = {}
     for lossy in (False, True):
         port = util.free_port()
-        peer = CountingPeer(port, n, m)
+        peer = util.CountingPeer(port, n, m)
         out = tmp_path / f"r{lossy}.jsonl"
         before = retrans_segs()
         if lossy:

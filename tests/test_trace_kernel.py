@@ -16,7 +16,6 @@ import json
 import os
 import socket
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
@@ -73,50 +72,6 @@ def uring_client(tmp_path_factory):
 @pytest.fixture(scope="module")
 def go_server(tmp_path_factory):
     return util.build_go("goserver", tmp_path_factory.mktemp("tk-go"))
-
-
-class CountingPeer:
-    """A plain TCP peer in this process: for one connection it reads `want` bytes, sends
-    `reply`, reads to EOF and closes. Counts every byte and keeps the client's address as
-    it saw it: the witness."""
-
-    def __init__(self, port, want, reply):
-        self.ls = socket.socket()
-        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind(("127.0.0.1", port))
-        self.ls.listen(8)
-        self.ls.settimeout(20 * util.TIME_SCALE)
-        self.want, self.reply = want, reply
-        self.counts, self.clients = [], []
-        self.t = threading.Thread(target=self.serve, daemon=True)
-        self.t.start()
-
-    def serve(self):
-        try:
-            c, addr = self.ls.accept()
-        except OSError:
-            return
-        self.clients.append("%s:%d" % addr)
-        c.settimeout(20 * util.TIME_SCALE)
-        with c:
-            got = read_count(c, self.want)
-            c.sendall(os.urandom(self.reply))
-            got += read_count(c)
-        self.counts.append((got, self.reply))
-
-    def close(self):
-        self.t.join(30 * util.TIME_SCALE)
-        self.ls.close()
-
-
-def read_count(c, want=None):
-    got = 0
-    while want is None or got < want:
-        d = c.recv(65536 if want is None else min(65536, want - got))
-        if not d:
-            break
-        got += len(d)
-    return got
 
 
 def ktrace(args, cmd, out, timeout=60):
@@ -177,13 +132,13 @@ def test_a_static_client_is_recorded_with_its_addresses_and_the_peers_byte_count
     n, m = 300_001, 123_457
     # Control: without sockwrap the peer counts the same, and sees the client's address.
     port = util.free_port()
-    peer = CountingPeer(port, n, m)
+    peer = util.CountingPeer(port, n, m)
     r = run([static_client, port, n, m])
     peer.close()
     assert r.returncode == 0 and f"got {m}" in r.stdout and peer.counts == [(n, m)], r.stderr
     # The library's trace cannot reach it: the one line, and no record.
     port = util.free_port()
-    peer = CountingPeer(port, n, m)
+    peer = util.CountingPeer(port, n, m)
     out = tmp_path / "lib.jsonl"
     t = run([util.SOCKWRAP_BIN, "trace", "-o", out, "--", static_client, port, n, m])
     peer.close()
@@ -192,7 +147,7 @@ def test_a_static_client_is_recorded_with_its_addresses_and_the_peers_byte_count
     assert out.read_text() == ""
     # --kernel records it.
     port = util.free_port()
-    peer = CountingPeer(port, n, m)
+    peer = util.CountingPeer(port, n, m)
     out = tmp_path / "k.jsonl"
     k = ktrace([], [static_client, port, n, m], out)
     peer.close()
@@ -224,7 +179,7 @@ def test_an_io_uring_client_is_recorded_and_the_library_sees_nothing(uring_clien
     n, m = 200_000, 54_321
     # Control: io_uring works here and the peer counts the bytes.
     port = util.free_port()
-    peer = CountingPeer(port, n, m)
+    peer = util.CountingPeer(port, n, m)
     r = run([uring_client, port, n, m])
     peer.close()
     if r.returncode != 0 and ("socket:" in r.stderr or "io_uring_queue_init" in r.stderr):
@@ -232,7 +187,7 @@ def test_an_io_uring_client_is_recorded_and_the_library_sees_nothing(uring_clien
     assert r.returncode == 0 and f"got {m}" in r.stdout and peer.counts == [(n, m)], r.stderr
     # The library is loaded (a dynamic program) and records no socket call.
     port = util.free_port()
-    peer = CountingPeer(port, n, m)
+    peer = util.CountingPeer(port, n, m)
     out = tmp_path / "lib.jsonl"
     t = run([util.SOCKWRAP_BIN, "trace", "-o", out, "--", uring_client, port, n, m])
     peer.close()
@@ -240,7 +195,7 @@ def test_an_io_uring_client_is_recorded_and_the_library_sees_nothing(uring_clien
     assert out.read_text() == "" and "no trace lines" in t.stderr, t.stderr
     # --kernel records the connection.
     port = util.free_port()
-    peer = CountingPeer(port, n, m)
+    peer = util.CountingPeer(port, n, m)
     out = tmp_path / "k.jsonl"
     k = ktrace([], [uring_client, port, n, m], out)
     peer.close()
@@ -260,9 +215,9 @@ def test_a_go_server_is_recorded_with_its_accepted_connection(go_server, tmp_pat
         with s:
             me = "%s:%d" % s.getsockname()
             s.sendall(os.urandom(n))
-            got = read_count(s, m)
+            got = util.read_count(s, m)
             s.shutdown(socket.SHUT_WR)
-            got += read_count(s)  # to the server's close
+            got += util.read_count(s)  # to the server's close
         return me, got
 
     def serve(cmd, port):
@@ -319,7 +274,7 @@ def test_options_the_program_sets_and_those_a_lock_kept(static_client, tmp_path)
 
     def go(args, out):
         port = util.free_port()
-        peer = CountingPeer(port, n, m)
+        peer = util.CountingPeer(port, n, m)
         cmd = [static_client, port, n, m, "0x20"]
         r = ktrace(args, cmd, out) if out else run(cmd)
         peer.close()

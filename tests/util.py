@@ -692,6 +692,53 @@ class Served:
         self.close()
 
 
+
+def read_count(c, want=None):
+    """Reads from `c` until `want` bytes came (None: to EOF); returns how many did."""
+    got = 0
+    while want is None or got < want:
+        d = c.recv(65536 if want is None else min(65536, want - got))
+        if not d:
+            break
+        got += len(d)
+    return got
+
+
+class CountingPeer:
+    """A plain TCP peer in this process: for one connection it reads `want` bytes (or to
+    EOF when None), sends `reply` bytes, then reads to EOF (so that everything it sent is
+    acknowledged before the other side's close arrives) and closes. Counts every byte it
+    read and wrote (`counts`) and keeps the client's address as it saw it (`clients`): the
+    witness."""
+
+    def __init__(self, port, want, reply):
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", port))
+        self.ls.listen(8)
+        self.ls.settimeout(20 * TIME_SCALE)
+        self.want, self.reply = want, reply
+        self.counts, self.clients = [], []
+        self.t = threading.Thread(target=self.serve, daemon=True)
+        self.t.start()
+
+    def serve(self):
+        try:
+            c, addr = self.ls.accept()
+        except OSError:
+            return
+        self.clients.append("%s:%d" % addr)
+        c.settimeout(20 * TIME_SCALE)
+        with c:
+            got = read_count(c, self.want)
+            c.sendall(os.urandom(self.reply))
+            got += read_count(c)
+        self.counts.append((got, self.reply))
+
+    def close(self):
+        self.t.join(30 * TIME_SCALE)
+        self.ls.close()
+
 class AcceptServer(Served):
     """Loopback TCP server that accepts and closes (draining any data) -- a plain peer.
     Counts the connections it accepted; subclasses handle them in on_accept(c)."""
