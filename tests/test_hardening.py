@@ -187,7 +187,7 @@ def test_fork_exec_spawn_children_keep_policy(port):
 def test_daemon_closing_fds_never_gets_log_text(cbuild, tmp_path, port, close_from, logdest):
     """A daemon closes every fd >= 3 (or >= 2) with close_range, then opens a file (it gets
     the number of sockwrap's log descriptor / stderr) and connects: the file holds only its
-    own data, no sockwrap text."""
+    own data, no sockwrap text; the log goes on where it still can."""
     util.require_sockwrap()
     prog = cbuild("daemon")
     data = tmp_path / "data.txt"
@@ -201,6 +201,14 @@ def test_daemon_closing_fds_never_gets_log_text(cbuild, tmp_path, port, close_fr
     assert r.returncode == 0, f"rc={r.returncode} {r.stdout} {r.stderr}"
     assert data.read_bytes() == b"DATA\n", f"log text in the daemon's file:\n{data.read_text()!r}"
     assert [x["tos"] for x in res] == [EF] * 3, res
+    # The connections' lines come after the close_range. With fds >= 3 closed the log goes
+    # on (OpenSSH's closefrom(3) at start is the common case): the log file opened again,
+    # or the program's own fd 2, still the stderr sockwrap was given. With fd 2 closed too
+    # and its number reused for the program's file, stderr gets nothing more (a log file
+    # still does).
+    text = log.read_text() if logdest == "logfile" else r.stderr
+    overridden = text.count("program's setsockopt(IP_TOS, 0x0) overridden")
+    assert overridden == (3 if close_from == 3 or logdest == "logfile" else 0), text
     if logdest == "logfile":
         # control: the library did want to log (debug), into its own file
         assert "sockwrap" in log.read_text(), "nothing logged at debug: the test proves nothing"

@@ -6,10 +6,17 @@
 //! the descriptor's device and inode are compared with those recorded at load, so a log line
 //! never lands in a file the program opened on a number it had closed. Stderr that is a
 //! socket (inetd style) or closed gets nothing.
+//!
+//! Programs that close every descriptor at start (OpenSSH's `closefrom(3)`, daemons) close
+//! our copy too. Then the log goes on where it still can, and nowhere else: a log file is
+//! opened again by its path (accepted only if it is the same file), and stderr is written
+//! through the program's own descriptor 2 while that is still the stderr we were given (no
+//! new copy is kept: a copy would hold a pipe or terminal open after the program let go of
+//! it, and whoever waits for its end would wait for ours).
 
 #[allow(unused_imports)]
 use crate::prelude::*;
-use crate::sys;
+use crate::sys::{self, SetOnce};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use sockwrap_policy::catalog::N_OPTS;
@@ -19,6 +26,8 @@ static LEVEL: AtomicU8 = AtomicU8::new(LogLevel::Warn as u8);
 static FD: AtomicI32 = AtomicI32::new(-1);
 static DEV: AtomicU64 = AtomicU64::new(0);
 static INO: AtomicU64 = AtomicU64::new(0);
+/// The log file's path, for opening it again after the program closed ours (unset: stderr).
+static PATH: SetOnce<String> = SetOnce::new();
 
 pub fn enabled(level: LogLevel) -> bool {
     level as u8 <= LEVEL.load(Relaxed) && FD.load(Relaxed) >= 0
@@ -33,6 +42,7 @@ pub fn init(level: LogLevel, file: Option<&str>) {
     let opened = match file {
         Some(path) => {
             let fd = open_log_file(path);
+            let _ = PATH.set(path.to_string());
             sys::inode(fd).map(|(dev, ino)| (fd, dev, ino))
         }
         None => dup_stderr(),
@@ -104,6 +114,48 @@ fn dup_high(fd: i32, floors: &[i32]) -> i32 {
     -1
 }
 
+/// Whether `fd` is the file the log was opened on.
+fn is_log(fd: i32) -> bool {
+    sys::inode(fd) == Some((DEV.load(Relaxed), INO.load(Relaxed)))
+}
+
+/// Where the next line goes. Our descriptor, while it is still the log; after the program
+/// closed it (and maybe reused the number): the log file opened again, or the program's
+/// own descriptor 2 while that is still the stderr we were given. Otherwise nowhere, for
+/// good (the file was replaced or removed, stderr was closed or pointed elsewhere).
+fn out_fd() -> Option<i32> {
+    let fd = FD.load(Relaxed);
+    if fd < 0 {
+        return None;
+    }
+    if is_log(fd) {
+        return Some(fd);
+    }
+    let next = match PATH.get() {
+        Some(path) => {
+            let new = open_append(path, false);
+            if new >= 0 && !is_log(new) {
+                sys::close(new); // ours, by system call
+                -1
+            } else {
+                new
+            }
+        }
+        None if fd != 2 && is_log(2) => 2,
+        None => -1,
+    };
+    match FD.compare_exchange(fd, next, Relaxed, Relaxed) {
+        Ok(_) => (next >= 0).then_some(next),
+        Err(other) => {
+            // Another thread chose first.
+            if next > 2 {
+                sys::close(next);
+            }
+            (other >= 0).then_some(other)
+        }
+    }
+}
+
 /// A line buffer on the stack. Overlong lines are cut, never allocated.
 pub struct Line {
     buf: [u8; 1024],
@@ -142,18 +194,9 @@ impl Write for Line {
 
 /// Writes one log line: `sockwrap[PID]: LEVEL: message`.
 pub fn emit(level: LogLevel, args: fmt::Arguments<'_>) {
-    let fd = FD.load(Relaxed);
-    if fd < 0 {
+    let Some(fd) = out_fd() else {
         return;
-    }
-    match sys::inode(fd) {
-        Some((d, i)) if d == DEV.load(Relaxed) && i == INO.load(Relaxed) => {}
-        _ => {
-            // Our descriptor was closed (a daemon closing everything) and maybe reused: stop.
-            FD.store(-1, Relaxed);
-            return;
-        }
-    }
+    };
     let mut line = Line::new();
     let _ = write!(line, "sockwrap[{}]: {}: ", sys::getpid(), level.as_str());
     let _ = line.write_fmt(args);
