@@ -3,6 +3,7 @@ guide (docs/guide, an mdBook), and the guide builds with no broken link.
 
 The witnesses: `mdbook build` itself, the files on disk, and the HTML mdbook wrote (every
 link and every anchor a page points at must be there)."""
+import json
 import re
 import subprocess
 from html.parser import HTMLParser
@@ -160,6 +161,35 @@ def test_the_options_page_has_every_option_sockwrap_lists():
               if "`keepalive.idle/.interval/.count`" in page}
     missing = [n for n in names if n not in cells]
     assert not missing, missing
+
+
+def test_the_options_page_says_what_the_catalog_says():
+    """Each option's row names the kernel constants `sockwrap options --json` gives (from
+    the catalog) and says when it is set in the same words: the page is written by hand,
+    grouped by purpose, and this keeps it from drifting from the code."""
+    util.require_sockwrap()
+    r = subprocess.run([str(util.SOCKWRAP_BIN), "options", "--json"], capture_output=True,
+                       text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    rows = []
+    for line in (SRC / "options.md").read_text().splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows.append((set(re.findall(r"`([a-z\-]+)", cells[0])), cells))
+    wrong = []
+    for o in json.loads(r.stdout)["options"]:
+        name = o["option"]
+        mine = [c for names, c in rows if {name, name.split(".")[0], *o["aliases"]} & names]
+        if not mine:
+            wrong.append(f"{name}: no row")
+            continue
+        cells = mine[0]
+        for k in re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", o["kernel"]):
+            if not re.search(rf"\b{k}\b", cells[1]):
+                wrong.append(f"{name}: {k} not in the kernel column ({cells[1]!r})")
+        if o["when"] != cells[2]:
+            wrong.append(f"{name}: set {o['when']!r}, the page says {cells[2]!r}")
+    assert not wrong, "docs/guide/src/options.md:\n" + "\n".join(wrong)
 
 
 def test_the_exit_status_page_has_the_table_help_prints():
