@@ -25,6 +25,7 @@ import pytest
 
 import netns
 import util
+from peers.proto_server import answer_proto
 from netns import PATH_V4, MptcpBed
 from test_kernel_probes import fmod_ret_update_socket_protocol
 
@@ -104,19 +105,9 @@ class MptcpListener:
             except (socket.timeout, OSError):
                 continue
             with c:
-                c.settimeout(10)
-                try:
-                    buf = b""
-                    while b"\n" not in buf:
-                        d = c.recv(1024)
-                        if not d:
-                            break
-                        buf += d
-                    proto = c.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+                proto = answer_proto(c)
+                if proto is not None:
                     self.protos.append(proto)
-                    c.sendall((json.dumps({"proto": proto}) + "\n").encode())
-                except OSError:
-                    pass
 
     def close(self):
         self.stop = True

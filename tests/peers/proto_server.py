@@ -14,20 +14,31 @@ import threading
 IPPROTO_MPTCP = 262
 
 
+def answer_proto(c, extra=None):
+    """Reads the client's line and answers it with one JSON line: {"proto": the accepted
+    socket's SO_PROTOCOL, **extra}. Returns that protocol, or None if the client went away
+    before its line was complete. (tests/test_mptcp_kernel.py's listener uses it too.)"""
+    c.settimeout(10)
+    try:
+        buf = b""
+        while b"\n" not in buf:
+            d = c.recv(1024)
+            if not d:
+                return None
+            buf += d
+        proto = c.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+    except OSError:
+        return None
+    try:
+        c.sendall((json.dumps({"proto": proto, **(extra or {})}) + "\n").encode())
+    except OSError:
+        pass
+    return proto
+
+
 def handle(c, addr):
     with c:
-        c.settimeout(10)
-        try:
-            buf = b""
-            while b"\n" not in buf:
-                d = c.recv(1024)
-                if not d:
-                    break
-                buf += d
-            proto = c.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
-            c.sendall((json.dumps({"proto": proto, "peer": addr[0]}) + "\n").encode())
-        except OSError:
-            pass
+        answer_proto(c, {"peer": addr[0]})
 
 
 def main():
