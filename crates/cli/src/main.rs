@@ -2,9 +2,12 @@
 //! The command line is in `cli`, each subcommand in `cmd`, the exit codes in `error`.
 mod cli;
 mod cmd;
+mod elf;
 mod error;
 mod files;
+mod json;
 mod launch;
+mod load;
 mod pidfd;
 mod procnet;
 mod reach;

@@ -4,10 +4,10 @@
 //! libc's socket functions), and a set-id or file-capability program (the loader runs it
 //! in secure mode and ignores LD_PRELOAD). `sockwrap doctor PROGRAM` says more.
 //!
-//! The program's headers are read with [`crate::launch::program_headers`], the one ELF
+//! The program's headers are read with [`crate::elf::program_headers`], the one ELF
 //! reader of the CLI. Only the program named is checked, not what it runs.
 
-use crate::launch::{program_headers, resolve_program, PT_INTERP, PT_NOTE};
+use crate::elf::{program_headers, resolve_program, PT_INTERP, PT_NOTE};
 use clap::ArgMatches;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
@@ -70,14 +70,10 @@ pub fn quiet(m: &ArgMatches) -> bool {
 /// if that cannot be told (not found, not readable, not ELF: a script's interpreter is
 /// what runs).
 pub fn unreachable(prog: &OsStr) -> Option<Unreachable> {
-    use std::io::Read as _;
     let path = resolve_program(prog)?;
     let meta = std::fs::metadata(&path).ok()?;
-    let mut head = vec![0u8; 64 * 1024];
-    let n = std::fs::File::open(&path)
-        .and_then(|mut f| f.read(&mut head))
-        .ok()?;
-    let head = &head[..n];
+    let head = crate::elf::head(&path).ok()?;
+    let head = &head[..];
     let headers = program_headers(head)?;
     let why = if headers
         .iter()

@@ -447,7 +447,7 @@ pub fn agent(m: &ArgMatches) -> Result<ExitCode> {
         let p = e.path();
         if p.extension().is_some_and(|x| x == "toml") {
             let vars = vec![("SOCKWRAP_CONFIG".to_string(), p.display().to_string())];
-            let loaded = crate::launch::load_vars(&vars);
+            let loaded = crate::load::load_vars(&vars);
             for err in &loaded.errors {
                 eprintln!("sockwrap: agent: {err}");
                 bad += 1;
@@ -494,7 +494,7 @@ pub fn agent(m: &ArgMatches) -> Result<ExitCode> {
         Some("cri") => "crictl".to_string(),
         Some("auto") | None => ["podman", "docker"]
             .into_iter()
-            .find(|r| crate::launch::resolve_program(r.as_ref()).is_some_and(|p| p.is_file()))
+            .find(|r| crate::elf::resolve_program(r.as_ref()).is_some_and(|p| p.is_file()))
             .ok_or_else(|| {
                 Error::setup("agent: neither podman nor docker is installed (--runtime)")
             })?

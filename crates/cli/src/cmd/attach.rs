@@ -19,13 +19,14 @@
 //! its locks; sockwrap stays until they exit or a signal moves them back.
 
 use crate::error::{Error, Result};
+use crate::json::{obj, object, option_value, Json, JsonExt as _};
 use crate::launch::flag_vars;
 use crate::pidfd;
 use crate::procnet::{self, Entry, Tables, TCP_LISTEN};
 use clap::ArgMatches;
 use sockwrap_policy::catalog::{self, k, Applies, Enc, Family, Name16, OpFamily, Opt, Shown};
 use sockwrap_policy::plan::{self, Stage, Variant};
-use sockwrap_policy::rules::ip_key;
+use sockwrap_policy::rules::remote_key;
 use sockwrap_policy::{Ctx, Policy, Role, Transport, Value};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -158,24 +159,14 @@ pub fn attach(m: &ArgMatches) -> Result<ExitCode> {
             "attach: --role chooses among the open sockets; with --follow the policy also decides for the sockets opened later: put the role in a rule (match = { role = \"server\" }, -c FILE)",
         ));
     }
-    if let Some(c) = m.get_one::<String>("config") {
-        if let Err(e) = std::fs::metadata(c) {
-            return Err(Error::usage(format_args!("--config: {c}: {e}")));
-        }
-    }
+    crate::load::config_exists(m)?;
     let policy = if o.list {
         Policy::default()
     } else {
-        let loaded = crate::launch::load_vars(&vars);
-        if !loaded.errors.is_empty() {
-            for e in &loaded.errors {
-                eprintln!("sockwrap: {e}");
-            }
-            return Err(Error::usage(
-                "attach: the policy has errors; no process was touched",
-            ));
-        }
-        loaded.policy
+        crate::load::policy_or_refuse(
+            crate::load::load_vars(&vars),
+            "attach: the policy has errors; no process was touched",
+        )?
     };
     // Connection actions act on connects, and host names are learnt from resolutions:
     // neither reaches sockets that are already open. Said, not silently dropped.
@@ -600,14 +591,14 @@ fn refusal_hint(level: i32, name: i32, err: &io::Error) -> &'static str {
 }
 
 fn apply_socket(sock: Sock, dup: &OwnedFd, policy: &Policy, dry_run: bool) -> Report {
-    let server = sock.role == Some(Role::Server);
-    let ctx = Ctx {
-        transport: sock.transport,
-        role: sock.role,
-        remote: sock.remote.map(|r| (ip_key(r.ip()), r.port())),
-        // As in the library: rules by local port are about servers.
-        local_port: server.then_some(sock.local.port()),
-        host: None,
+    // As in the library: rules by local port are about servers.
+    let ctx = match sock.role {
+        Some(Role::Server) => Ctx::server(sock.transport, sock.local.port(), sock.remote.as_ref()),
+        Some(Role::Client) => Ctx::client(sock.transport, sock.remote.as_ref(), None),
+        None => Ctx {
+            remote: sock.remote.as_ref().map(remote_key),
+            ..Ctx::new(sock.transport)
+        },
     };
     let d = policy.decide(&ctx);
     let tcp = sock.transport == Transport::Tcp;
@@ -872,119 +863,87 @@ fn table(o: &Opts, reports: &[Report]) -> String {
     out
 }
 
-pub(crate) fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-fn json_val(v: Option<Value>) -> String {
-    match v {
-        None => "null".into(),
-        Some(Value::Int(i)) => i.to_string(),
-        Some(Value::Bool(b)) => b.to_string(),
-        Some(Value::Linger(None)) => "\"off\"".into(),
-        Some(Value::Linger(Some(s))) => s.to_string(),
-        Some(v) => json_str(&v.to_string()),
-    }
-}
-
+/// `--json`: the same facts as the table, one document (docs/json.md).
 fn json(target: i32, o: &Opts, reports: &[Report], exited: &[i32]) -> String {
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "{{\"pid\":{target},\"mode\":{},\"locked\":false,\"sockets\":[",
-        json_str(if o.list {
-            "list"
-        } else if o.dry_run {
-            "dry-run"
-        } else {
-            "apply"
-        })
-    );
-    for (i, r) in reports.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{{\"pid\":{},\"fd\":{}", r.pid, r.fd);
-        match &r.sock {
-            None => {
-                let _ = write!(out, ",\"skipped\":{}", json_str(r.gone.unwrap_or("")));
-            }
-            Some(s) => {
-                let _ = write!(
-                    out,
-                    ",\"transport\":{},\"mptcp\":{},\"family\":{},\"local\":{},\"remote\":{},\"state\":{},\"listening\":{},\"role\":{}",
-                    json_str(if s.transport == Transport::Tcp { "tcp" } else { "udp" }),
-                    s.mptcp,
-                    json_str(if s.family == Family::V4 { "ipv4" } else { "ipv6" }),
-                    json_str(&s.local.to_string()),
-                    s.remote.map(|r| json_str(&r.to_string())).unwrap_or_else(|| "null".into()),
-                    json_str(s.state),
-                    s.listening,
-                    match s.role { Some(_) => json_str(s.role_name()), None => "null".into() },
-                );
-            }
-        }
-        out.push_str(",\"options\":[");
-        for (j, row) in r.rows.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            let (result, why) = match &row.outcome {
-                Outcome::Set => ("set", String::new()),
-                Outcome::Already => ("unchanged", String::new()),
-                Outcome::WouldSet => ("would-set", String::new()),
-                Outcome::Refused(e, h) => (
-                    "refused",
-                    if h.is_empty() {
-                        e.to_string()
-                    } else {
-                        format!("{e}: {h}")
-                    },
-                ),
-                Outcome::Skipped(w) => ("skipped", w.clone()),
-                Outcome::Listed => ("current", String::new()),
-            };
-            let _ = write!(
-                out,
-                "{{\"option\":{},\"kernel\":{},\"before\":{},\"wanted\":{},\"after\":{},\"shown\":{},\"result\":{}",
-                json_str(&row.option),
-                json_str(row.kernel),
-                json_val(row.before),
-                json_val(row.wanted),
-                json_val(row.after),
-                json_str(&shown(row.opt, row.after)),
-                json_str(result),
-            );
-            if !why.is_empty() {
-                let _ = write!(out, ",\"reason\":{}", json_str(&why));
-            }
-            out.push('}');
-        }
-        out.push_str("]}");
+    let mode = if o.list {
+        "list"
+    } else if o.dry_run {
+        "dry-run"
+    } else {
+        "apply"
+    };
+    let sockets: Vec<Json> = reports.iter().map(socket_json).collect();
+    let doc = object([
+        ("pid", target.into()),
+        ("mode", mode.into()),
+        ("locked", false.into()),
+        ("sockets", sockets.into()),
+        ("exited", exited.to_vec().into()),
+    ]);
+    doc.to_json() + "\n"
+}
+
+fn socket_json(r: &Report) -> Json {
+    let mut fields: Vec<(String, Json)> =
+        vec![("pid".into(), r.pid.into()), ("fd".into(), r.fd.into())];
+    match &r.sock {
+        None => fields.push(("skipped".into(), r.gone.unwrap_or("").into())),
+        Some(s) => fields.extend([
+            (
+                "transport".into(),
+                (if s.transport == Transport::Tcp {
+                    "tcp"
+                } else {
+                    "udp"
+                })
+                .into(),
+            ),
+            ("mptcp".into(), s.mptcp.into()),
+            (
+                "family".into(),
+                (if s.family == Family::V4 {
+                    "ipv4"
+                } else {
+                    "ipv6"
+                })
+                .into(),
+            ),
+            ("local".into(), s.local.to_string().into()),
+            ("remote".into(), s.remote.map(|r| r.to_string()).into()),
+            ("state".into(), s.state.into()),
+            ("listening".into(), s.listening.into()),
+            ("role".into(), s.role.map(|_| s.role_name()).into()),
+        ]),
     }
-    out.push_str("],\"exited\":[");
-    out.push_str(
-        &exited
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    out.push_str("]}\n");
-    out
+    let options: Vec<Json> = r.rows.iter().map(row_json).collect();
+    fields.push(("options".into(), options.into()));
+    obj(fields)
+}
+
+fn row_json(row: &Row) -> Json {
+    let (result, why) = match &row.outcome {
+        Outcome::Set => ("set", String::new()),
+        Outcome::Already => ("unchanged", String::new()),
+        Outcome::WouldSet => ("would-set", String::new()),
+        Outcome::Refused(e, "") => ("refused", e.to_string()),
+        Outcome::Refused(e, h) => ("refused", format!("{e}: {h}")),
+        Outcome::Skipped(w) => ("skipped", w.clone()),
+        Outcome::Listed => ("current", String::new()),
+    };
+    let value = |v: Option<Value>| v.map_or(Json::Null, option_value);
+    let mut fields: Vec<(String, Json)> = vec![
+        ("option".into(), row.option.as_str().into()),
+        ("kernel".into(), row.kernel.into()),
+        ("before".into(), value(row.before)),
+        ("wanted".into(), value(row.wanted)),
+        ("after".into(), value(row.after)),
+        ("shown".into(), shown(row.opt, row.after).into()),
+        ("result".into(), result.into()),
+    ];
+    if !why.is_empty() {
+        fields.push(("reason".into(), why.into()));
+    }
+    obj(fields)
 }
 
 /// `--follow`: the processes moved into a sockwrap cgroup carrying the kernel backend's
@@ -1600,7 +1559,19 @@ mod tests {
     }
 
     #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    fn json_rows_keep_their_documented_shape() {
+        let row = Row {
+            option: "tos".into(),
+            kernel: "IP_TOS",
+            before: Some(Value::Int(0)),
+            wanted: Some(Value::Int(0xb8)),
+            after: None,
+            outcome: Outcome::Skipped("a \"quoted\" reason\n".into()),
+            opt: Some(Opt::Tos),
+        };
+        assert_eq!(
+            row_json(&row).to_json(),
+            r#"{"option":"tos","kernel":"IP_TOS","before":0,"wanted":184,"after":null,"shown":"-","result":"skipped","reason":"a \"quoted\" reason\n"}"#
+        );
     }
 }

@@ -21,6 +21,7 @@
 //! ([`find_pod`]).
 
 use crate::error::{Error, Result};
+use crate::json::JsonExt as _;
 use clap::ArgMatches;
 use sockwrap_kernel::{cgroup, links, programs};
 use std::path::{Path, PathBuf};
@@ -291,7 +292,7 @@ enum Inspected {
 
 /// `RUNTIME inspect --format '{{.Id}} {{.State.Pid}}' NAME`, bounded to 10 seconds.
 fn inspect(runtime: &str, name: &str) -> Inspected {
-    let Some(exe) = crate::launch::resolve_program(runtime.as_ref()).filter(|p| p.is_file()) else {
+    let Some(exe) = crate::elf::resolve_program(runtime.as_ref()).filter(|p| p.is_file()) else {
         return Inspected::Unknown("not installed".into());
     };
     let out = match run_bounded(
@@ -594,18 +595,18 @@ pub fn status(m: &ArgMatches) -> Result<ExitCode> {
     let json = m.get_flag("json");
     let all = attachments();
     if json {
-        let rows: Vec<crate::summary::Json> = all
+        let rows: Vec<crate::json::Json> = all
             .iter()
             .map(|a| {
                 let counters = programs::pinned_counters(&a.dir).unwrap_or_default();
                 let (applied, locked) = plans_and_locks(&counters);
-                crate::summary::Json::object([
+                crate::json::object([
                     ("cgroup", a.rel.as_str().into()),
                     ("attached", a.live().into()),
                     ("pins", a.dir.display().to_string().into()),
                     (
                         "programs",
-                        crate::summary::Json::Arr(
+                        crate::json::Json::Array(
                             a.links.iter().map(|(k, _)| k.as_str().into()).collect(),
                         ),
                     ),
@@ -616,8 +617,7 @@ pub fn status(m: &ArgMatches) -> Result<ExitCode> {
             .collect();
         println!(
             "{}",
-            crate::summary::Json::object([("containers", crate::summary::Json::Arr(rows))])
-                .to_json()
+            crate::json::object([("containers", crate::json::Json::Array(rows))]).to_json()
         );
         return Ok(ExitCode::SUCCESS);
     }

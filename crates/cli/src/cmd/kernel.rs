@@ -131,7 +131,7 @@ pub fn run_with(
         return Err(Error::setup(ROOT_ONLY));
     }
     crate::launch::log_vars(m)?;
-    let loaded = crate::launch::load_policy(m)?;
+    let loaded = crate::load::load_policy(m)?;
     let user = m
         .get_one::<String>("user")
         .map(|u| lookup_user(u))
@@ -140,9 +140,7 @@ pub fn run_with(
         // As the library does: one line per problem, then the program runs untouched
         // (no cgroup, no programs: nothing half-applied), unless the policy says errors
         // must stop it (--strict, on_error = "fail").
-        for e in &loaded.errors {
-            eprintln!("sockwrap: {e}");
-        }
+        crate::load::print_errors(&loaded);
         if loaded.policy.on_error == OnError::Fail {
             return Err(Error::usage(
                 "--kernel: refusing to start the program: the policy has errors (--strict or on_error = \"fail\")",

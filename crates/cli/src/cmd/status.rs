@@ -4,7 +4,7 @@
 //! checked and what it says, and the JSON carries its verdict and its lines.
 
 use crate::error::{Error, Result};
-use crate::summary::Json;
+use crate::json::{Json, JsonExt as _};
 use clap::ArgMatches;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::FromRawFd;
@@ -31,12 +31,12 @@ pub fn status_json(m: &ArgMatches) -> Result<ExitCode> {
         .collect();
     let unit = m.get_one::<String>("unit").map(String::as_str);
     let root = m.get_one::<String>("root").map_or("/", String::as_str);
-    let doc = Json::object([
+    let doc = crate::json::object([
         ("unit", unit.into()),
         ("system", system.into()),
         ("root", root.into()),
         ("ok", ok.into()),
-        ("lines", Json::Arr(lines)),
+        ("lines", Json::Array(lines)),
     ]);
     println!("{}", doc.to_json());
     if ok {

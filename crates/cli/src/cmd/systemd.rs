@@ -145,16 +145,13 @@ pub fn enable(m: &ArgMatches) -> Result<ExitCode> {
             "enable: no policy given: add option flags (--dscp EF ...) or -c FILE",
         ));
     }
-    let loaded = crate::launch::load_vars(&vars);
-    if !loaded.errors.is_empty() {
-        for e in &loaded.errors {
-            eprintln!("sockwrap: {e}");
-        }
-        return Err(Error::usage(format_args!(
+    let policy = crate::load::policy_or_refuse(
+        crate::load::load_vars(&vars),
+        format_args!(
             "enable: the policy has errors; nothing written for {}",
             t.unit
-        )));
-    }
+        ),
+    )?;
     let policy_text = match &source {
         Some(src) => Some(
             std::fs::read(src).map_err(|e| Error::setup(format_args!("{}: {e}", src.display())))?,
@@ -169,7 +166,7 @@ pub fn enable(m: &ArgMatches) -> Result<ExitCode> {
     if m.get_flag("kernel") {
         return enable_kernel(
             &t,
-            &loaded.policy,
+            &policy,
             &vars,
             source.as_deref(),
             policy_text.as_deref(),
@@ -999,16 +996,11 @@ pub fn repin(m: &ArgMatches) -> Result<ExitCode> {
             t.boot_unit_name()
         )));
     }
-    let loaded = crate::launch::load_vars(&vars);
-    if !loaded.errors.is_empty() {
-        for e in &loaded.errors {
-            eprintln!("sockwrap: {e}");
-        }
-        return Err(Error::usage(format_args!(
-            "{WHAT}: the policy has errors; {refusing}"
-        )));
-    }
-    let tables = crate::cmd::kernel::tables_for(&loaded.policy, WHAT, &refusing, false)?;
+    let policy = crate::load::policy_or_refuse(
+        crate::load::load_vars(&vars),
+        format_args!("{WHAT}: the policy has errors; {refusing}"),
+    )?;
+    let tables = crate::cmd::kernel::tables_for(&policy, WHAT, &refusing, false)?;
     let want: Vec<(String, PathBuf)> = pins_for(&tables, &dir)
         .into_iter()
         .map(|(k, p)| (k.to_string(), p))
@@ -1029,9 +1021,7 @@ pub fn repin(m: &ArgMatches) -> Result<ExitCode> {
         )));
     }
     let conversion = match mptcp_pin {
-        Some(_) => {
-            crate::cmd::kernel::mptcp_for(&loaded.policy, WHAT, &refusing, false, debug_env())?
-        }
+        Some(_) => crate::cmd::kernel::mptcp_for(&policy, WHAT, &refusing, false, debug_env())?,
         None => None,
     };
     pin_now(WHAT, &refusing, &tables, &dir)?;
