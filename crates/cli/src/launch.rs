@@ -196,6 +196,17 @@ fn refuse_musl(prog: &std::ffi::OsStr) -> Result<()> {
     }
 }
 
+/// The whole policy as the flags, `-c FILE` and the inherited `SOCKWRAP_*` variables give
+/// it, for the backends that do not hand the program variables (`run --kernel`).
+pub fn load_policy(m: &ArgMatches) -> Result<sockwrap_policy::Loaded> {
+    let vars = flag_vars(m)?;
+    crate::load::config_exists(m)?;
+    Ok(crate::load::load_vars(&crate::load::with_inherited(
+        &vars,
+        &[compiled::VAR],
+    )))
+}
+
 /// A seed for `fail` choices: from the kernel's random source, else the clock.
 fn random_seed() -> u64 {
     use std::io::Read;

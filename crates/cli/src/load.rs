@@ -2,13 +2,12 @@
 //! must not go on refuses a policy with errors: each error on its own line
 //! (`sockwrap: ERROR`), then one line saying what was not done (exit 2).
 //!
-//! Used by `run`/`trace` ([`crate::launch`]), `run --kernel`, `attach`, `enable` (units and
+//! Used by `run`/`trace` and `run --kernel` ([`crate::launch`]), `attach`, `enable` (units and
 //! `--system`), `repin`, `explain`, `doctor` and the agent.
 
 use crate::error::{Error, Result};
-use crate::launch::flag_vars;
 use clap::ArgMatches;
-use sockwrap_policy::{compiled, Loaded, Policy};
+use sockwrap_policy::{Loaded, Policy};
 use std::fmt::Display;
 
 fn read_policy_file(path: &str) -> std::result::Result<String, String> {
@@ -44,14 +43,6 @@ pub fn with_inherited(vars: &[(String, String)], skip: &[&str]) -> Vec<(String, 
     seen.retain(|(k, _)| !vars.iter().any(|(f, _)| f == k));
     seen.extend(vars.iter().cloned());
     seen
-}
-
-/// The whole policy as the flags, `-c FILE` and the inherited `SOCKWRAP_*` variables give
-/// it, for the backends that do not hand the program variables (`run --kernel`).
-pub fn load_policy(m: &ArgMatches) -> Result<Loaded> {
-    let vars = flag_vars(m)?;
-    config_exists(m)?;
-    Ok(load_vars(&with_inherited(&vars, &[compiled::VAR])))
 }
 
 /// Each error of the policy on its own line, `sockwrap: ERROR`.

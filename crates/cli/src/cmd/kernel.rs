@@ -131,7 +131,7 @@ pub fn run_with(
         return Err(Error::setup(ROOT_ONLY));
     }
     crate::launch::log_vars(m)?;
-    let loaded = crate::load::load_policy(m)?;
+    let loaded = crate::launch::load_policy(m)?;
     let user = m
         .get_one::<String>("user")
         .map(|u| lookup_user(u))
