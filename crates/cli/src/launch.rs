@@ -8,7 +8,8 @@ use crate::elf;
 use crate::error::{Error, Result};
 use clap::ArgMatches;
 use sockwrap_policy::catalog::{self, Opt, Raw};
-use sockwrap_policy::env::{parse_target, var_for};
+use sockwrap_policy::env::{self, parse_target, var_for};
+use sockwrap_policy::rules;
 use sockwrap_policy::{compiled, LogLevel};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -56,31 +57,23 @@ pub fn flag_vars(m: &ArgMatches) -> Result<Vec<(String, String)>> {
         vars.push(("SOCKWRAP_TO".into(), targets.join(" ")));
     }
     // Connection actions (not on `attach`, `doctor`: they have no connect to act on).
-    let action = |id: &str| m.try_get_one::<String>(id).ok().flatten();
-    if let Some(v) = action("deny") {
-        sockwrap_policy::rules::parse_errno(v)
-            .map_err(|e| Error::usage(format_args!("--deny: {e}")))?;
-        vars.push(("SOCKWRAP_DENY".into(), v.clone()));
-    }
-    if let Some(v) = action("redirect") {
-        sockwrap_policy::rules::parse_redirect(v)
-            .map_err(|e| Error::usage(format_args!("--redirect: {e}")))?;
-        vars.push(("SOCKWRAP_REDIRECT".into(), v.clone()));
-    }
-    if let Some(v) = action("delay") {
-        sockwrap_policy::rules::parse_delay(v)
-            .map_err(|e| Error::usage(format_args!("--delay: {e}")))?;
-        vars.push(("SOCKWRAP_DELAY".into(), v.clone()));
-    }
-    if let Some(v) = action("fail") {
-        sockwrap_policy::env::parse_fail(v)
-            .map_err(|e| Error::usage(format_args!("--fail: {e}")))?;
-        vars.push(("SOCKWRAP_FAIL".into(), v.clone()));
-    }
-    if let Some(v) = action("seed") {
-        sockwrap_policy::env::parse_seed(v)
-            .map_err(|e| Error::usage(format_args!("--seed: {e}")))?;
-        vars.push(("SOCKWRAP_SEED".into(), v.clone()));
+    type Check = fn(&str) -> std::result::Result<(), String>;
+    let actions: [(&str, &str, Check); 5] = [
+        ("deny", "SOCKWRAP_DENY", |v| rules::parse_errno(v).map(drop)),
+        ("redirect", "SOCKWRAP_REDIRECT", |v| {
+            rules::parse_redirect(v).map(drop)
+        }),
+        ("delay", "SOCKWRAP_DELAY", |v| {
+            rules::parse_delay(v).map(drop)
+        }),
+        ("fail", "SOCKWRAP_FAIL", |v| env::parse_fail(v).map(drop)),
+        ("seed", "SOCKWRAP_SEED", |v| env::parse_seed(v).map(drop)),
+    ];
+    for (id, var, check) in actions {
+        if let Some(v) = m.try_get_one::<String>(id).ok().flatten() {
+            check(v).map_err(|e| Error::usage(format_args!("--{id}: {e}")))?;
+            vars.push((var.into(), v.clone()));
+        }
     }
     // `attach` has no --soft or --strict (nothing it sets is locked, no call can fail).
     if let Some(s) = m.try_get_one::<String>("soft").ok().flatten() {

@@ -118,34 +118,24 @@ fn has_go_note(head: &[u8], offset: usize, size: usize) -> bool {
 
 /// Set-user-id to another user, or set-group-id to another group: secure mode.
 fn secure_by_id(meta: &std::fs::Metadata) -> bool {
-    // SAFETY: plain system calls without arguments.
-    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (euid, egid) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
     (meta.mode() & libc::S_ISUID != 0 && meta.uid() != euid)
         || (meta.mode() & libc::S_ISGID != 0 && meta.gid() != egid)
 }
 
 fn real_uid() -> u32 {
-    // SAFETY: a plain system call without arguments.
-    unsafe { libc::getuid() }
+    rustix::process::getuid().as_raw()
 }
 
 /// Whether `path` carries file capabilities (`security.capability`): for any user but root
 /// the loader then runs it in secure mode.
 pub fn file_capabilities(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: both strings are NUL-terminated; a NULL buffer of size 0 only asks the size.
-    let n = unsafe {
-        libc::getxattr(
-            c.as_ptr(),
-            c"security.capability".as_ptr(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    n > 0
+    // An empty buffer only asks the size.
+    let empty: &mut [u8] = &mut [];
+    rustix::fs::getxattr(path, "security.capability", empty).is_ok_and(|n| n > 0)
 }
 
 #[cfg(test)]

@@ -235,8 +235,7 @@ fn options_here(m: &clap::ArgMatches) -> crate::error::Result<bool> {
         return Ok(false);
     }
     let admin = have_net_admin();
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = rustix::process::geteuid().as_raw();
     println!(
         "options: checked as uid {uid}, {} CAP_NET_ADMIN",
         if admin { "with" } else { "without" }
@@ -304,8 +303,7 @@ fn options_here(m: &clap::ArgMatches) -> crate::error::Result<bool> {
 fn kernel_backend(m: &clap::ArgMatches) -> crate::error::Result<bool> {
     use sockwrap_kernel::cgroup;
     let mut ok = true;
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = rustix::process::geteuid().is_root();
     match cgroup::mount_point() {
         Err(e) => println!("kernel backend: unavailable: {e}"),
         Ok(mount) => {

@@ -126,8 +126,7 @@ pub fn run_with(
 ) -> Result<ExitCode> {
     let argv = crate::launch::command(m, "sockwrap run --kernel [OPTIONS] -- COMMAND...")?;
     let (prog, rest) = (&argv[0], &argv[1..]);
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Err(Error::setup(ROOT_ONLY));
     }
     crate::launch::log_vars(m)?;
@@ -194,6 +193,23 @@ pub fn run_with(
     result
 }
 
+/// In the child, between fork and exec: the user's groups, group and user, in that order
+/// (setuid last: after it, the others are no longer allowed). Only async-signal-safe calls.
+fn become_user(
+    (uid, gid, groups): &(libc::uid_t, libc::gid_t, Vec<libc::gid_t>),
+) -> std::io::Result<()> {
+    // SAFETY: groups is valid for groups.len() entries; the three calls take plain values.
+    let failed = unsafe {
+        libc::setgroups(groups.len(), groups.as_ptr()) != 0
+            || libc::setgid(*gid) != 0
+            || libc::setuid(*uid) != 0
+    };
+    if failed {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Execs the command as it would run without sockwrap (as `--user`, if given): nothing
 /// stays in between, and its exit status is its own.
 fn exec_untouched(prog: &OsString, rest: &[OsString], user: Option<&User>) -> Result<ExitCode> {
@@ -203,20 +219,12 @@ fn exec_untouched(prog: &OsString, rest: &[OsString], user: Option<&User>) -> Re
         cmd.env("HOME", &u.home)
             .env("USER", &u.name)
             .env("LOGNAME", &u.name);
-        let (uid, gid, groups) = (u.uid, u.gid, u.groups.clone());
+        let ids = (u.uid, u.gid, u.groups.clone());
         // SAFETY: the closure runs in the child between fork and exec and makes only
         // async-signal-safe system calls (setgroups, setgid, setuid) on data prepared
         // before the fork.
         unsafe {
-            cmd.pre_exec(move || {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || become_user(&ids));
         }
     }
     let err = cmd.exec();
@@ -282,15 +290,10 @@ fn run_in(
     unsafe {
         cmd.pre_exec(move || {
             cgroup::join_raw(procs_fd)?;
-            if let Some((uid, gid, groups)) = &ids {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(*gid) != 0
-                    || libc::setuid(*uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
+            match &ids {
+                Some(ids) => become_user(ids),
+                None => Ok(()),
             }
-            Ok(())
         });
     }
     let mut child = cmd.spawn().map_err(|err| Error::Exec {

@@ -83,14 +83,15 @@ impl Layout {
 
 /// `socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)`: `Ok` or the errno.
 fn mptcp_socket() -> Result<(), i32> {
-    // SAFETY: socket(2) with constant arguments; the descriptor is closed at once.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 262) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    // SAFETY: our own descriptor.
-    unsafe { libc::close(fd) };
-    Ok(())
+    use rustix::net::{ipproto, socket, AddressFamily, SocketType};
+    // The descriptor is closed at once (dropped).
+    socket(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        Some(ipproto::MPTCP),
+    )
+    .map(drop)
+    .map_err(|e| e.raw_os_error())
 }
 
 fn mptcp_socket_text(r: Result<(), i32>) -> String {
@@ -138,8 +139,7 @@ pub struct Support {
 
 impl Support {
     pub fn probe() -> Support {
-        // SAFETY: geteuid cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = rustix::process::geteuid().is_root();
         let layout = Layout::here();
         let programs: Result<probe::Loads<&'static str>, String> = probe::load_each()
             .map(|each| {

@@ -8,7 +8,7 @@
 //! `systemctl stop` that kills by cgroup. The moves happen only after every check has
 //! passed and every program is attached; a move that fails puts back what was moved.
 
-use super::super::kernel::{remove_cgroup, report, wait_events, ROOT_ONLY};
+use crate::cmd::kernel::{remove_cgroup, report, wait_events, ROOT_ONLY};
 use crate::error::{Error, Result};
 use crate::procnet;
 use sockwrap_kernel::cgroup::{self, Cgroup, Kind};
@@ -174,8 +174,7 @@ impl Follow {
     /// Every check that can be made without changing anything: root, the cgroup v2
     /// mount, and for each process whether it can be moved from where it is.
     pub fn plan(target: i32, pids: &[i32], tree: bool) -> Result<Follow> {
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
+        if !rustix::process::geteuid().is_root() {
             return Err(setup(ROOT_ONLY.trim_start_matches("--kernel: ")));
         }
         let mount = cgroup::mount_point().map_err(setup)?;

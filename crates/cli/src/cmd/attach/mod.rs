@@ -42,8 +42,6 @@ mod probe;
 mod procs;
 mod set;
 
-const IPPROTO_MPTCP: i32 = 262;
-
 /// One socket of the target, as found.
 struct Sock {
     pid: i32,
@@ -68,6 +66,20 @@ impl Sock {
         match self.remote {
             Some(r) => format!("{proto} {} -> {r}", self.local),
             None => format!("{proto} {}", self.local),
+        }
+    }
+
+    fn transport_name(&self) -> &'static str {
+        match self.transport {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+
+    fn family_name(&self) -> &'static str {
+        match self.family {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
         }
     }
 
@@ -125,6 +137,19 @@ struct Report {
     rows: Vec<Row>,
     /// No rule chose an option for this socket.
     no_rule: bool,
+}
+
+impl Report {
+    fn of(sock: Sock, rows: Vec<Row>, no_rule: bool) -> Report {
+        Report {
+            pid: sock.pid,
+            fd: sock.fd,
+            sock: Some(sock),
+            gone: None,
+            rows,
+            no_rule,
+        }
+    }
 }
 
 struct Opts {

@@ -2,8 +2,8 @@
 
 use super::{Opts, Outcome, Report, Row};
 use crate::json::{obj, object, option_value, Json, JsonExt as _};
-use sockwrap_policy::catalog::{Family, Opt, Shown};
-use sockwrap_policy::{Transport, Value};
+use sockwrap_policy::catalog::{Opt, Shown};
+use sockwrap_policy::Value;
 use std::fmt::Write as _;
 
 fn shown(opt: Option<Opt>, v: Option<Value>) -> String {
@@ -155,25 +155,9 @@ fn socket_json(r: &Report) -> Json {
     match &r.sock {
         None => fields.push(("skipped".into(), r.gone.unwrap_or("").into())),
         Some(s) => fields.extend([
-            (
-                "transport".into(),
-                (if s.transport == Transport::Tcp {
-                    "tcp"
-                } else {
-                    "udp"
-                })
-                .into(),
-            ),
+            ("transport".into(), s.transport_name().into()),
             ("mptcp".into(), s.mptcp.into()),
-            (
-                "family".into(),
-                (if s.family == Family::V4 {
-                    "ipv4"
-                } else {
-                    "ipv6"
-                })
-                .into(),
-            ),
+            ("family".into(), s.family_name().into()),
             ("local".into(), s.local.to_string().into()),
             ("remote".into(), s.remote.map(|r| r.to_string()).into()),
             ("state".into(), s.state.into()),

@@ -2,7 +2,7 @@
 //! `/proc` and duplicated with `pidfd_getfd`, described, and handed to [`super::set`].
 
 use super::set::{apply_socket, list_socket};
-use super::{no_permission, no_such_pid, old_kernel, Opts, Report, Sock, IPPROTO_MPTCP};
+use super::{no_permission, no_such_pid, old_kernel, Opts, Report, Sock};
 use crate::error::{Error, Result};
 use crate::pidfd;
 use crate::procnet::{self, Entry, Tables, TCP_LISTEN};
@@ -11,6 +11,8 @@ use sockwrap_policy::{Policy, Role, Transport};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
+
+const IPPROTO_MPTCP: i32 = 262;
 
 /// The walk over the processes: what it needs and what it found.
 pub(super) struct Walk<'a> {

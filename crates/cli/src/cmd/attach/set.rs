@@ -128,14 +128,7 @@ pub(super) fn apply_socket(sock: Sock, dup: &OwnedFd, policy: &Policy, dry_run: 
         rows.push(row);
     }
     let no_rule = rows.is_empty();
-    Report {
-        pid: sock.pid,
-        fd: sock.fd,
-        sock: Some(sock),
-        gone: None,
-        rows,
-        no_rule,
-    }
+    Report::of(sock, rows, no_rule)
 }
 
 /// `--list`: every option attach could change, as the socket has it now.
@@ -169,12 +162,5 @@ pub(super) fn list_socket(sock: Sock, dup: &OwnedFd) -> Report {
             });
         }
     }
-    Report {
-        pid: sock.pid,
-        fd: sock.fd,
-        sock: Some(sock),
-        gone: None,
-        rows,
-        no_rule: false,
-    }
+    Report::of(sock, rows, false)
 }

@@ -57,7 +57,8 @@ pub(super) fn enable_kernel(t: &Target, g: &Given, dry: bool) -> Result<ExitCode
         return Ok(ExitCode::SUCCESS);
     }
     if live {
-        pin_for_enable(t, WHAT, &refusing, &tables, conversion, &ours)?;
+        refuse_foreign_pins(WHAT, &refusing, &dir, &ours)?;
+        pin_with_conversion(WHAT, &refusing, &tables, conversion, &dir)?;
     } else {
         println!(
             "not pinned: --root {}: programs are pinned in the running kernel's BPF filesystem, not in files; \
@@ -158,19 +159,11 @@ fn kernel_drop_in(
     Ok(text)
 }
 
-/// Pins the programs (and the MPTCP conversion) in the unit's pin directory, unless
-/// another unit's pins are there (a name that differs only in `.` and `_`).
-fn pin_for_enable(
-    t: &Target,
-    what: &str,
-    refusing: &str,
-    tables: &sockwrap_kernel::Tables,
-    conversion: Option<sockwrap_kernel::mptcp::Conversion>,
-    ours: &Path,
-) -> Result<()> {
-    let dir = t.pin_dir();
+/// Refuses to pin where another unit's pins are (a unit name that differs only in `.` and
+/// `_` has the same pin directory): the directory is there, and our drop-in does not name it.
+fn refuse_foreign_pins(what: &str, refusing: &str, dir: &Path, ours: &Path) -> Result<()> {
     let earlier = std::fs::read_to_string(ours).ok();
-    if dir.exists() && earlier.as_deref().and_then(pins_of).as_deref() != Some(dir.as_path()) {
+    if dir.exists() && earlier.as_deref().and_then(pins_of) != Some(dir.to_path_buf()) {
         root_and_bpffs(what, refusing)?;
         return Err(Error::setup(format_args!(
             "{what}: {} holds pins that {} does not name; {refusing}",
@@ -178,7 +171,7 @@ fn pin_for_enable(
             ours.display()
         )));
     }
-    pin_with_conversion(what, refusing, tables, conversion, &dir)
+    Ok(())
 }
 
 /// Pins the programs in `dir`, then the MPTCP conversion; a conversion that fails takes
@@ -206,12 +199,10 @@ fn pin_with_conversion(
 /// /sys/fs/cgroup/unified, the unit ran without them).
 pub(super) fn not_unified() -> Option<String> {
     const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
-    let c = std::ffi::CString::new("/sys/fs/cgroup").ok()?;
-    // SAFETY: statfs writes one struct statfs into `st`.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a NUL-terminated path, st a valid out pointer.
-    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    (r != 0 || st.f_type as i64 != CGROUP2_SUPER_MAGIC).then(|| {
+    // f_type is an i64 here, narrower on some other architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let f_type = rustix::fs::statfs("/sys/fs/cgroup").map(|st| st.f_type as i64);
+    (f_type.ok() != Some(CGROUP2_SUPER_MAGIC)).then(|| {
         "/sys/fs/cgroup is not the unified cgroup v2 hierarchy (hybrid or v1): systemd attaches BPFProgram= programs only in unified mode (systemd.unified_cgroup_hierarchy=1), so the unit would run without them".to_string()
     })
 }
@@ -368,8 +359,7 @@ fn boot_unit_text(t: &Target, dir: &Path, vars: &[(String, String)]) -> Result<S
 /// Only root may pin, and only in a BPF filesystem at /sys/fs/bpf (also for `attach
 /// --cgroup/--container/--pod`, which pins its links there).
 pub(crate) fn root_and_bpffs(what: &str, refusing: &str) -> Result<()> {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Err(Error::setup(format_args!(
             "{what}: only root may load and pin BPF programs; {refusing}"
         )));
