@@ -3,9 +3,11 @@
 //!
 //! `unsafe` is denied here and allowed only in the modules that make system calls rustix
 //! has no safe form for: `pidfd` (getsockopt/setsockopt by level and number), `signals`
-//! (the handler, SIGPIPE, raising a signal) and `cmd::kernel` (the user database, the
+//! (the handler, SIGPIPE, raising and sending a signal) and `child` (the user database, the
 //! child's setup between fork and exec). Each block says why it is sound (`// SAFETY:`).
 #![deny(unsafe_code, clippy::undocumented_unsafe_blocks)]
+#[allow(unsafe_code)]
+mod child;
 mod cli;
 mod cmd;
 mod elf;

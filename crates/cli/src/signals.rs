@@ -93,3 +93,10 @@ pub fn die_of(sig: libc::c_int) {
         libc::raise(sig);
     }
 }
+
+/// Sends `sig` to `pid` (a process of our own cgroup); a process that has ended meanwhile
+/// is no error.
+pub fn send(pid: i32, sig: libc::c_int) {
+    // SAFETY: kill(2) takes two integers.
+    unsafe { libc::kill(pid, sig) };
+}

@@ -9,7 +9,6 @@ pub mod doctor;
 pub mod explain;
 pub mod gen;
 pub mod host;
-#[allow(unsafe_code)]
 pub mod kernel;
 pub mod options;
 pub mod report;
