@@ -4,10 +4,12 @@
 //! the same variables into a systemd drop-in).
 
 use crate::cli::flag_name;
+use crate::elf;
 use crate::error::{Error, Result};
 use clap::ArgMatches;
 use sockwrap_policy::catalog::{self, Opt, Raw};
-use sockwrap_policy::env::{parse_target, var_for};
+use sockwrap_policy::env::{self, parse_target, var_for};
+use sockwrap_policy::rules;
 use sockwrap_policy::{compiled, LogLevel};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -55,31 +57,23 @@ pub fn flag_vars(m: &ArgMatches) -> Result<Vec<(String, String)>> {
         vars.push(("SOCKWRAP_TO".into(), targets.join(" ")));
     }
     // Connection actions (not on `attach`, `doctor`: they have no connect to act on).
-    let action = |id: &str| m.try_get_one::<String>(id).ok().flatten();
-    if let Some(v) = action("deny") {
-        sockwrap_policy::rules::parse_errno(v)
-            .map_err(|e| Error::usage(format_args!("--deny: {e}")))?;
-        vars.push(("SOCKWRAP_DENY".into(), v.clone()));
-    }
-    if let Some(v) = action("redirect") {
-        sockwrap_policy::rules::parse_redirect(v)
-            .map_err(|e| Error::usage(format_args!("--redirect: {e}")))?;
-        vars.push(("SOCKWRAP_REDIRECT".into(), v.clone()));
-    }
-    if let Some(v) = action("delay") {
-        sockwrap_policy::rules::parse_delay(v)
-            .map_err(|e| Error::usage(format_args!("--delay: {e}")))?;
-        vars.push(("SOCKWRAP_DELAY".into(), v.clone()));
-    }
-    if let Some(v) = action("fail") {
-        sockwrap_policy::env::parse_fail(v)
-            .map_err(|e| Error::usage(format_args!("--fail: {e}")))?;
-        vars.push(("SOCKWRAP_FAIL".into(), v.clone()));
-    }
-    if let Some(v) = action("seed") {
-        sockwrap_policy::env::parse_seed(v)
-            .map_err(|e| Error::usage(format_args!("--seed: {e}")))?;
-        vars.push(("SOCKWRAP_SEED".into(), v.clone()));
+    type Check = fn(&str) -> std::result::Result<(), String>;
+    let actions: [(&str, &str, Check); 5] = [
+        ("deny", "SOCKWRAP_DENY", |v| rules::parse_errno(v).map(drop)),
+        ("redirect", "SOCKWRAP_REDIRECT", |v| {
+            rules::parse_redirect(v).map(drop)
+        }),
+        ("delay", "SOCKWRAP_DELAY", |v| {
+            rules::parse_delay(v).map(drop)
+        }),
+        ("fail", "SOCKWRAP_FAIL", |v| env::parse_fail(v).map(drop)),
+        ("seed", "SOCKWRAP_SEED", |v| env::parse_seed(v).map(drop)),
+    ];
+    for (id, var, check) in actions {
+        if let Some(v) = m.try_get_one::<String>(id).ok().flatten() {
+            check(v).map_err(|e| Error::usage(format_args!("--{id}: {e}")))?;
+            vars.push((var.into(), v.clone()));
+        }
     }
     // `attach` has no --soft or --strict (nothing it sets is locked, no call can fail).
     if let Some(s) = m.try_get_one::<String>("soft").ok().flatten() {
@@ -173,95 +167,17 @@ pub fn compose_preload(lib: &Path, existing: Option<&str>) -> String {
     }
 }
 
-fn read_policy_file(path: &str) -> std::result::Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read the policy file: {e}"))
-}
-
-/// The policy `vars` (SOCKWRAP_* name, value) give, with the file a `SOCKWRAP_CONFIG` names
-/// read from disk: what every subcommand that takes run's flags loads.
-pub fn load_vars(vars: &[(String, String)]) -> sockwrap_policy::Loaded {
-    sockwrap_policy::load(
-        vars.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        read_policy_file,
-    )
-}
-
-/// One program header of an ELF file: `p_type`, and where its bytes are in the file.
-#[derive(Clone, Copy, Debug)]
-pub struct ProgramHeader {
-    pub kind: u32,
-    pub offset: usize,
-    pub size: usize,
-}
-
-pub const PT_INTERP: u32 = 3;
-pub const PT_NOTE: u32 = 4;
-
-/// The program headers of an ELF64 LE file from its first bytes (those that `bytes` holds);
-/// None for anything else (a script, another format).
-pub fn program_headers(bytes: &[u8]) -> Option<Vec<ProgramHeader>> {
-    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
-        return None;
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
-    let u64_at = |o: usize| -> Option<usize> {
-        Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?) as usize)
-    };
-    let phoff = u64_at(32)?;
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
-    let mut out = Vec::with_capacity(phnum);
-    for i in 0..phnum {
-        let off = phoff + i * phentsize;
-        let kind = u32::from_le_bytes(bytes.get(off..off + 4)?.try_into().ok()?);
-        out.push(ProgramHeader {
-            kind,
-            offset: u64_at(off + 8)?,
-            size: u64_at(off + 32)?,
-        });
-    }
-    Some(out)
-}
-
-/// The dynamic loader a program names (PT_INTERP), if it is an ELF64 LE with one.
-pub fn interpreter(bytes: &[u8]) -> Option<String> {
-    let ph = program_headers(bytes)?
-        .into_iter()
-        .find(|p| p.kind == PT_INTERP)?;
-    let raw = bytes.get(ph.offset..ph.offset.checked_add(ph.size)?)?;
-    Some(
-        String::from_utf8_lossy(raw)
-            .trim_end_matches('\0')
-            .to_string(),
-    )
-}
-
-/// `prog` as exec would find it (PATH for a bare name).
-pub fn resolve_program(prog: &std::ffi::OsStr) -> Option<PathBuf> {
-    let p = Path::new(prog);
-    if p.as_os_str().as_encoded_bytes().contains(&b'/') {
-        return Some(p.to_path_buf());
-    }
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(if d.is_empty() { "." } else { d }).join(p))
-        .find(|c| c.is_file())
-}
-
 /// Refuses a program the glibc-built library cannot load into: a musl program's loader
 /// cannot relocate libsockwrap.so and the program would not start at all (exit 127), which
 /// is worse than no policy. Only the program named is checked (not what it runs).
 fn refuse_musl(prog: &std::ffi::OsStr) -> Result<()> {
-    use std::io::Read as _;
-    let Some(path) = resolve_program(prog) else {
+    let Some(path) = elf::resolve_program(prog) else {
         return Ok(()); // exec reports a missing program itself
     };
-    let mut head = vec![0u8; 64 * 1024];
-    let n = match std::fs::File::open(&path).and_then(|mut f| f.read(&mut head)) {
-        Ok(n) => n,
-        Err(_) => return Ok(()),
+    let Ok(head) = elf::head(&path) else {
+        return Ok(());
     };
-    match interpreter(&head[..n]) {
+    match elf::interpreter(&head) {
         Some(i) if i.contains("musl") => Err(Error::setup(format_args!(
             "{}: a musl program (loader {i}); libsockwrap.so is built for glibc and would stop \
              it from starting, so it is not run. `sockwrap run --kernel` reaches it (cgroup \
@@ -277,17 +193,11 @@ fn refuse_musl(prog: &std::ffi::OsStr) -> Result<()> {
 /// it, for the backends that do not hand the program variables (`run --kernel`).
 pub fn load_policy(m: &ArgMatches) -> Result<sockwrap_policy::Loaded> {
     let vars = flag_vars(m)?;
-    if let Some(c) = m.get_one::<String>("config") {
-        if let Err(e) = std::fs::metadata(c) {
-            return Err(Error::usage(format_args!("--config: {c}: {e}")));
-        }
-    }
-    let mut seen: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("SOCKWRAP_") && k != compiled::VAR)
-        .collect();
-    seen.retain(|(k, _)| !vars.iter().any(|(f, _)| f == k));
-    seen.extend(vars);
-    Ok(load_vars(&seen))
+    crate::load::config_exists(m)?;
+    Ok(crate::load::load_vars(&crate::load::with_inherited(
+        &vars,
+        &[compiled::VAR],
+    )))
 }
 
 /// A seed for `fail` choices: from the kernel's random source, else the clock.
@@ -331,17 +241,9 @@ pub fn prepare(
 
     // Validate the whole policy as the library will see it: inherited SOCKWRAP_* variables,
     // then our flags on top.
-    if let Some(c) = m.get_one::<String>("config") {
-        if let Err(e) = std::fs::metadata(c) {
-            return Err(Error::usage(format_args!("--config: {c}: {e}")));
-        }
-    }
-    let mut seen: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("SOCKWRAP_"))
-        .collect();
-    seen.retain(|(k, _)| !vars.iter().any(|(f, _)| f == k));
-    seen.extend(vars.iter().cloned());
-    let loaded = load_vars(&seen);
+    crate::load::config_exists(m)?;
+    let mut seen = crate::load::with_inherited(&vars, &[]);
+    let loaded = crate::load::load_vars(&seen);
     let refuse = || {
         Error::usage(
             "refusing to start the program: the policy has errors (--strict or on_error = \"fail\")",
@@ -350,9 +252,7 @@ pub fn prepare(
     let mut cmd = std::process::Command::new(prog);
     cmd.args(rest);
     if !loaded.errors.is_empty() {
-        for e in &loaded.errors {
-            eprintln!("sockwrap: {e}");
-        }
+        crate::load::print_errors(&loaded);
         if loaded.policy.on_error == sockwrap_policy::OnError::Fail {
             return Err(refuse());
         }

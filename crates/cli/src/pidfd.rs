@@ -1,35 +1,36 @@
-//! The system calls `sockwrap attach` makes, and the only `unsafe` it needs: taking a
-//! duplicate of another process's descriptor (`pidfd_open` + `pidfd_getfd`, Linux 5.6+)
-//! and reading and setting options on it. A duplicate shares the program's `struct sock`:
-//! what is set on it is set on the program's own socket.
+//! The system calls `sockwrap attach` makes: taking a duplicate of another process's
+//! descriptor (`pidfd_open` + `pidfd_getfd`, Linux 5.6+) and reading and setting options on
+//! it. A duplicate shares the program's `struct sock`: what is set on it is set on the
+//! program's own socket.
+//!
+//! rustix makes every call here but `getsockopt`/`setsockopt` by level and number (rustix
+//! has one typed function per option, not the raw call the catalog's table needs): those
+//! two are the only `unsafe` of this module. The socket's addresses come from rustix too,
+//! the CLI's one conversion from a `sockaddr`.
 
+use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// `pidfd_open(pid, 0)`: a handle on the process that cannot be confused with a later
 /// process given the same PID.
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: r is a descriptor the kernel just gave us and nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+    // Pid holds positive numbers only; the kernel says EINVAL for the others.
+    let pid =
+        Pid::from_raw(pid.max(0)).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?)
 }
 
 /// `pidfd_getfd(pidfd, fd, 0)`: a duplicate of the process's descriptor `fd` in this
 /// process (close-on-exec). Needs ptrace access to the process (EPERM otherwise); EBADF
 /// when the process has closed `fd`; ESRCH when it has exited.
 pub fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
-    // SAFETY: three integers in, a new descriptor or -1 out.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above, a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+    Ok(rustix::process::pidfd_getfd(
+        pidfd,
+        fd,
+        PidfdGetfdFlags::empty(),
+    )?)
 }
 
 /// `getsockopt(fd, level, name)` into `buf`; the length the kernel wrote.
@@ -78,65 +79,15 @@ pub fn getsockopt_int(fd: &OwnedFd, level: i32, name: i32) -> io::Result<i32> {
 
 /// The inode of the socket behind `fd` (what `/proc/PID/fd` shows as `socket:[INODE]`).
 pub fn inode(fd: &OwnedFd) -> io::Result<u64> {
-    // SAFETY: an all-zero stat is a valid value to be overwritten by fstat.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: st is a valid, writable stat.
-    let r = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.st_ino)
-}
-
-fn sockaddr(st: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match st.ss_family as i32 {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let a: &libc::sockaddr_in = unsafe { &*(st as *const _ as *const libc::sockaddr_in) };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let a: &libc::sockaddr_in6 = unsafe { &*(st as *const _ as *const libc::sockaddr_in6) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
-fn name_of(fd: &OwnedFd, peer: bool) -> Option<SocketAddr> {
-    // SAFETY: an all-zero sockaddr_storage is valid.
-    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let p = &mut st as *mut libc::sockaddr_storage as *mut libc::sockaddr;
-    // SAFETY: st is large enough for any address, len says how large.
-    let r = unsafe {
-        if peer {
-            libc::getpeername(fd.as_raw_fd(), p, &mut len)
-        } else {
-            libc::getsockname(fd.as_raw_fd(), p, &mut len)
-        }
-    };
-    if r < 0 {
-        return None;
-    }
-    sockaddr(&st)
+    Ok(rustix::fs::fstat(fd)?.st_ino)
 }
 
 /// `getsockname` as an IP address, if it is one.
 pub fn local_addr(fd: &OwnedFd) -> Option<SocketAddr> {
-    name_of(fd, false)
+    SocketAddr::try_from(rustix::net::getsockname(fd).ok()?).ok()
 }
 
 /// `getpeername` as an IP address, if connected.
 pub fn peer_addr(fd: &OwnedFd) -> Option<SocketAddr> {
-    name_of(fd, true)
+    SocketAddr::try_from(rustix::net::getpeername(fd).ok()??).ok()
 }

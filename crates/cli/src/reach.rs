@@ -4,10 +4,10 @@
 //! libc's socket functions), and a set-id or file-capability program (the loader runs it
 //! in secure mode and ignores LD_PRELOAD). `sockwrap doctor PROGRAM` says more.
 //!
-//! The program's headers are read with [`crate::launch::program_headers`], the one ELF
+//! The program's headers are read with [`crate::elf::program_headers`], the one ELF
 //! reader of the CLI. Only the program named is checked, not what it runs.
 
-use crate::launch::{program_headers, resolve_program, PT_INTERP, PT_NOTE};
+use crate::elf::{program_headers, resolve_program, PT_INTERP, PT_NOTE};
 use clap::ArgMatches;
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
@@ -70,14 +70,10 @@ pub fn quiet(m: &ArgMatches) -> bool {
 /// if that cannot be told (not found, not readable, not ELF: a script's interpreter is
 /// what runs).
 pub fn unreachable(prog: &OsStr) -> Option<Unreachable> {
-    use std::io::Read as _;
     let path = resolve_program(prog)?;
     let meta = std::fs::metadata(&path).ok()?;
-    let mut head = vec![0u8; 64 * 1024];
-    let n = std::fs::File::open(&path)
-        .and_then(|mut f| f.read(&mut head))
-        .ok()?;
-    let head = &head[..n];
+    let head = crate::elf::head(&path).ok()?;
+    let head = &head[..];
     let headers = program_headers(head)?;
     let why = if headers
         .iter()
@@ -122,34 +118,24 @@ fn has_go_note(head: &[u8], offset: usize, size: usize) -> bool {
 
 /// Set-user-id to another user, or set-group-id to another group: secure mode.
 fn secure_by_id(meta: &std::fs::Metadata) -> bool {
-    // SAFETY: plain system calls without arguments.
-    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (euid, egid) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
     (meta.mode() & libc::S_ISUID != 0 && meta.uid() != euid)
         || (meta.mode() & libc::S_ISGID != 0 && meta.gid() != egid)
 }
 
 fn real_uid() -> u32 {
-    // SAFETY: a plain system call without arguments.
-    unsafe { libc::getuid() }
+    rustix::process::getuid().as_raw()
 }
 
 /// Whether `path` carries file capabilities (`security.capability`): for any user but root
 /// the loader then runs it in secure mode.
 pub fn file_capabilities(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: both strings are NUL-terminated; a NULL buffer of size 0 only asks the size.
-    let n = unsafe {
-        libc::getxattr(
-            c.as_ptr(),
-            c"security.capability".as_ptr(),
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    n > 0
+    // An empty buffer only asks the size.
+    let empty: &mut [u8] = &mut [];
+    rustix::fs::getxattr(path, "security.capability", empty).is_ok_and(|n| n > 0)
 }
 
 #[cfg(test)]

@@ -19,10 +19,10 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
     // A terminal's ^C already reached the whole process group, child included (si_code > 0,
     // SI_KERNEL): passing it on would deliver it twice. kill(1) and friends (si_code <= 0)
     // reached only us: pass them on.
-    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
     let code = if info.is_null() {
         0
     } else {
+        // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
         unsafe { (*info).si_code }
     };
     let pid = CHILD.load(Ordering::Relaxed);
@@ -74,4 +74,29 @@ pub fn take() -> Option<libc::c_int> {
         0 => None,
         s => Some(s),
     }
+}
+
+/// SIGPIPE back to its default action (Rust ignores it), so that a closed pipe ends
+/// sockwrap quietly as it ends other commands. Called first in `main`, before any thread.
+pub fn default_sigpipe() {
+    // SAFETY: signal(2) with a constant signal and SIG_DFL; no handler of ours is replaced.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
+/// Dies of `sig` as the program did, so that the shell sees the same end: the default
+/// action restored, then the signal raised at this process. Returns if `sig` does not end
+/// a process.
+pub fn die_of(sig: libc::c_int) {
+    // SAFETY: restoring the default action of one signal and raising it at ourselves.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// Sends `sig` to `pid` (a process of our own cgroup); a process that has ended meanwhile
+/// is no error.
+pub fn send(pid: i32, sig: libc::c_int) {
+    // SAFETY: kill(2) takes two integers.
+    unsafe { libc::kill(pid, sig) };
 }

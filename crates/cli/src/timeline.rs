@@ -15,7 +15,8 @@
 //!
 //! A connection still open at the end of the record ends at its last line.
 
-use crate::summary::{summarise, Conn, Json};
+use crate::json::{Json, JsonExt as _};
+use crate::summary::{summarise, Conn};
 use std::collections::HashMap;
 
 /// Track ids of the extra tracks start above the kernel's largest pid (`PID_MAX_LIMIT`,
@@ -27,7 +28,7 @@ pub fn perfetto(text: &str) -> String {
     let sum = summarise(text);
     let evs: Vec<Json> = text
         .lines()
-        .filter_map(|l| crate::summary::parse_json(l).ok())
+        .filter_map(|l| crate::json::parse(l).ok())
         .collect();
     // Time 0: the start of the first call (a connect's line is written when it returns).
     let t0 = evs
@@ -84,21 +85,21 @@ pub fn perfetto(text: &str) -> String {
             }
             id
         };
-        out.push(Json::Obj(vec![
-            ("name".into(), Json::Str(span_name(c))),
+        out.push(crate::json::obj(vec![
+            ("name".into(), Json::String(span_name(c))),
             (
                 "cat".into(),
-                Json::Str(if c.role == "listener" {
+                Json::String(if c.role == "listener" {
                     "listener".into()
                 } else {
                     "connection".into()
                 }),
             ),
-            ("ph".into(), Json::Str("X".into())),
+            ("ph".into(), Json::String("X".into())),
             ("ts".into(), ts(start)),
             ("dur".into(), micros(end - start)),
-            ("pid".into(), Json::Int(c.pid)),
-            ("tid".into(), Json::Int(tid)),
+            ("pid".into(), Json::from(c.pid)),
+            ("tid".into(), Json::from(tid)),
             ("args".into(), span_args(c)),
         ]));
     }
@@ -119,33 +120,34 @@ pub fn perfetto(text: &str) -> String {
             _ => continue,
         };
         let mut args = e.clone();
-        if let Json::Obj(m) = &mut args {
-            m.retain(|(k, _)| {
-                !matches!(k.as_str(), "v" | "t_mono_ns" | "t_wall_ns" | "pid" | "tid")
-            });
+        if let Json::Object(m) = &mut args {
+            m.retain(|k, _| !matches!(k.as_str(), "v" | "t_mono_ns" | "t_wall_ns" | "pid" | "tid"));
         }
-        out.push(Json::Obj(vec![
-            ("name".into(), Json::Str(name)),
-            ("cat".into(), Json::Str(e.str("ev").unwrap_or("?").into())),
-            ("ph".into(), Json::Str("i".into())),
-            ("s".into(), Json::Str("t".into())),
+        out.push(crate::json::obj(vec![
+            ("name".into(), Json::String(name)),
+            (
+                "cat".into(),
+                Json::String(e.str("ev").unwrap_or("?").into()),
+            ),
+            ("ph".into(), Json::String("i".into())),
+            ("s".into(), Json::String("t".into())),
             ("ts".into(), ts(t)),
-            ("pid".into(), Json::Int(pid)),
-            ("tid".into(), Json::Int(tid)),
+            ("pid".into(), Json::from(pid)),
+            ("tid".into(), Json::from(tid)),
             ("args".into(), args),
         ]));
     }
 
     let meta = |name: &str, pid: i64, tid: i64, label: &str| {
-        Json::Obj(vec![
-            ("name".into(), Json::Str(name.into())),
-            ("ph".into(), Json::Str("M".into())),
-            ("ts".into(), Json::Int(0)),
-            ("pid".into(), Json::Int(pid)),
-            ("tid".into(), Json::Int(tid)),
+        crate::json::obj(vec![
+            ("name".into(), Json::String(name.into())),
+            ("ph".into(), Json::String("M".into())),
+            ("ts".into(), Json::from(0)),
+            ("pid".into(), Json::from(pid)),
+            ("tid".into(), Json::from(tid)),
             (
                 "args".into(),
-                Json::Obj(vec![("name".into(), Json::Str(label.into()))]),
+                crate::json::obj(vec![("name".into(), Json::String(label.into()))]),
             ),
         ])
     };
@@ -159,9 +161,9 @@ pub fn perfetto(text: &str) -> String {
         )
         .collect();
     all.extend(out);
-    Json::Obj(vec![
-        ("traceEvents".into(), Json::Arr(all)),
-        ("displayTimeUnit".into(), Json::Str("ms".into())),
+    crate::json::obj(vec![
+        ("traceEvents".into(), Json::Array(all)),
+        ("displayTimeUnit".into(), Json::String("ms".into())),
     ])
     .to_json()
         + "\n"
@@ -172,7 +174,13 @@ type Lane = Vec<(i64, i64)>;
 
 /// Nanoseconds as the format's microseconds (to the nanosecond).
 fn micros(ns: i64) -> Json {
-    Json::Float(ns as f64 / 1e3)
+    // A whole number of microseconds as an integer (`1500`, not `1500.0`), as before
+    // serde_json wrote it.
+    if ns % 1000 == 0 {
+        Json::from(ns / 1000)
+    } else {
+        Json::from(ns as f64 / 1e3)
+    }
 }
 
 /// Whether the span `start..end` can go on a track that holds `spans` (kept in start
@@ -198,27 +206,27 @@ fn span_name(c: &Conn) -> String {
 }
 
 fn span_args(c: &Conn) -> Json {
-    let s = |v: &Option<String>| v.clone().map(Json::Str).unwrap_or(Json::Null);
-    let list = |v: &Vec<String>| Json::Arr(v.iter().cloned().map(Json::Str).collect());
+    let s = |v: &Option<String>| v.clone().map(Json::String).unwrap_or(Json::Null);
+    let list = |v: &Vec<String>| Json::Array(v.iter().cloned().map(Json::String).collect());
     let mut m = vec![
         match c.sock {
-            Some(sock) => ("sock".into(), Json::Int(sock)),
-            None => ("fd".into(), Json::Int(c.fd)),
+            Some(sock) => ("sock".into(), Json::from(sock)),
+            None => ("fd".into(), Json::from(c.fd)),
         },
-        ("role".into(), Json::Str(c.role.clone())),
-        ("transport".into(), Json::Str(c.transport.clone())),
+        ("role".into(), Json::String(c.role.clone())),
+        ("transport".into(), Json::String(c.transport.clone())),
         ("local".into(), s(&c.local)),
         ("remote".into(), s(&c.remote)),
         ("host".into(), s(&c.host)),
-        ("result".into(), Json::Str(c.result.clone())),
+        ("result".into(), Json::String(c.result.clone())),
         ("program_options".into(), list(&c.own)),
         ("sockwrap".into(), list(&c.sockwrap)),
         ("closed_by".into(), s(&c.closed_by)),
     ];
-    if let Some(Json::Obj(st)) = &c.stats {
-        m.extend(st.iter().cloned());
+    if let Some(Json::Object(st)) = &c.stats {
+        m.extend(st.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
-    Json::Obj(m)
+    crate::json::obj(m)
 }
 
 #[cfg(test)]
@@ -241,19 +249,15 @@ mod tests {
             line(5000, 7, r#""ev":"closed","call":"exit","fd":4"#),
         ]
         .join("\n");
-        let doc = crate::summary::parse_json(&perfetto(&t)).expect("valid JSON");
-        let Some(Json::Arr(evs)) = doc.get("traceEvents") else {
+        let doc = crate::json::parse(&perfetto(&t)).expect("valid JSON");
+        let Some(Json::Array(evs)) = doc.get("traceEvents") else {
             panic!("no traceEvents");
         };
         let spans: Vec<&Json> = evs.iter().filter(|e| e.str("ph") == Some("X")).collect();
         assert_eq!(spans.len(), 2);
         // 3 overlaps 4 without nesting: its own track, named.
         assert_ne!(spans[0].int("tid"), spans[1].int("tid"));
-        let num = |e: &Json, k: &str| match e.get(k) {
-            Some(Json::Float(f)) => *f,
-            Some(Json::Int(i)) => *i as f64,
-            _ => f64::NAN,
-        };
+        let num = |e: &Json, k: &str| e.get(k).and_then(Json::as_f64).unwrap_or(f64::NAN);
         assert_eq!((num(spans[0], "ts"), num(spans[0], "dur")), (0.0, 2.5));
         assert_eq!(
             spans[0].get("args").and_then(|a| a.int("bytes_acked")),

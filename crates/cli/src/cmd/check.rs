@@ -4,7 +4,7 @@
 //! Exit 1 when any file has errors; warnings do not change the exit status.
 
 use crate::error::{Error, Result};
-use crate::summary::{json_value, Json};
+use crate::json::{Json, JsonExt as _};
 use clap::ArgMatches;
 use sockwrap_policy::catalog::Shown;
 use sockwrap_policy::rules::{errno_name, overridden_entirely, Rule, ACTION_KINDS};
@@ -100,7 +100,7 @@ pub fn option_json(
 ) -> Vec<(&'static str, Json)> {
     vec![
         ("option", o.name().into()),
-        ("value", json_value(s.value)),
+        ("value", crate::json::option_value(s.value)),
         ("shown", Shown(o, s.value).to_string().into()),
         ("soft", s.soft.into()),
     ]
@@ -111,7 +111,7 @@ fn rule_json(index: usize, line: Option<usize>, r: &Rule) -> Json {
         .settings
         .iter()
         .map(|(o, s)| {
-            Json::Obj(
+            crate::json::obj(
                 option_json(o, s)
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v))
@@ -122,14 +122,16 @@ fn rule_json(index: usize, line: Option<usize>, r: &Rule) -> Json {
     let actions: Vec<Json> = ACTION_KINDS
         .into_iter()
         .zip(r.actions.texts())
-        .filter_map(|(k, t)| t.map(|t| Json::object([("action", k.into()), ("value", t.into())])))
+        .filter_map(|(k, t)| {
+            t.map(|t| crate::json::object([("action", k.into()), ("value", t.into())]))
+        })
         .collect();
-    Json::object([
+    crate::json::object([
         ("index", (index + 1).into()),
         ("name", r.name.as_str().into()),
         ("line", line.into()),
-        ("options", Json::Arr(options)),
-        ("actions", Json::Arr(actions)),
+        ("options", Json::Array(options)),
+        ("actions", Json::Array(actions)),
     ])
 }
 
@@ -139,7 +141,7 @@ fn file_json(
     parsed: std::result::Result<Config, Vec<sockwrap_policy::ConfigError>>,
 ) -> (bool, Json) {
     let error = |line: Option<usize>, column: Option<usize>, msg: String| {
-        Json::object([
+        crate::json::object([
             ("line", line.into()),
             ("column", column.into()),
             ("message", msg.into()),
@@ -155,7 +157,9 @@ fn file_json(
                 .collect();
             let warns: Vec<Json> = warnings(&cfg)
                 .into_iter()
-                .map(|(line, msg)| Json::object([("line", line.into()), ("message", msg.into())]))
+                .map(|(line, msg)| {
+                    crate::json::object([("line", line.into()), ("message", msg.into())])
+                })
                 .collect();
             let on_error = cfg.on_error.map(|o| match o {
                 OnError::Warn => "warn",
@@ -163,13 +167,13 @@ fn file_json(
             });
             (
                 true,
-                Json::object([
+                crate::json::object([
                     ("file", f.into()),
                     ("ok", true.into()),
                     ("on_error", on_error.into()),
-                    ("rules", Json::Arr(rules)),
-                    ("warnings", Json::Arr(warns)),
-                    ("errors", Json::Arr(Vec::new())),
+                    ("rules", Json::Array(rules)),
+                    ("warnings", Json::Array(warns)),
+                    ("errors", Json::Array(Vec::new())),
                 ]),
             )
         }
@@ -180,13 +184,13 @@ fn file_json(
                 .collect();
             (
                 false,
-                Json::object([
+                crate::json::object([
                     ("file", f.into()),
                     ("ok", false.into()),
                     ("on_error", Json::Null),
-                    ("rules", Json::Arr(Vec::new())),
-                    ("warnings", Json::Arr(Vec::new())),
-                    ("errors", Json::Arr(errs)),
+                    ("rules", Json::Array(Vec::new())),
+                    ("warnings", Json::Array(Vec::new())),
+                    ("errors", Json::Array(errs)),
                 ]),
             )
         }
@@ -250,7 +254,7 @@ pub fn check(m: &ArgMatches) -> Result<ExitCode> {
         }
     }
     if json {
-        let doc = Json::object([("ok", (!bad).into()), ("files", Json::Arr(docs))]);
+        let doc = crate::json::object([("ok", (!bad).into()), ("files", Json::Array(docs))]);
         println!("{}", doc.to_json());
     }
     if bad {

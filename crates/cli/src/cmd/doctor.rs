@@ -16,44 +16,15 @@
 //! path" cause), with the command that fixes each.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn find_in_path(prog: &str) -> Option<PathBuf> {
-    if prog.contains('/') {
-        return Some(PathBuf::from(prog));
-    }
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(prog))
-        .find(|p| p.is_file())
-}
-
-fn has_pt_interp(bytes: &[u8]) -> Option<bool> {
-    // ELF64 little-endian only (the machines we build for); None for anything else.
-    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
-        return None;
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(bytes[32..40].try_into().ok()?) as usize;
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
-    for i in 0..phnum {
-        let off = phoff + i * phentsize;
-        let ty = u32::from_le_bytes(bytes.get(off..off + 4)?.try_into().ok()?);
-        if ty == 3 {
-            return Some(true); // PT_INTERP
-        }
-    }
-    Some(false)
-}
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
 fn program(prog: &str) -> bool {
-    let Some(path) = find_in_path(prog) else {
+    let Some(path) = resolve_program(std::ffi::OsStr::new(prog)) else {
         println!("program: `{prog}` not found in PATH");
         return false;
     };
@@ -68,7 +39,7 @@ fn program(prog: &str) -> bool {
     let mut ok = true;
     // Nothing that rides on LD_PRELOAD reaches it; the cgroup BPF programs do.
     let mut kernel_only = false;
-    match has_pt_interp(&bytes) {
+    match is_dynamic(&bytes) {
         None if bytes.starts_with(b"#!") => {
             println!("  script: sockwrap applies to the interpreter it runs (fine)")
         }
@@ -87,7 +58,7 @@ fn program(prog: &str) -> bool {
             "  GO program: it makes raw system calls and never calls libc's socket functions;"
         );
         println!("    for MPTCP `sockwrap run --mptcp` sets GODEBUG=multipathtcp=1 (Go 1.21+).");
-    } else if has_pt_interp(&bytes) == Some(true) {
+    } else if is_dynamic(&bytes) == Some(true) {
         if contains(&bytes, b"\0connect\0") || contains(&bytes, b"\0socket\0") {
             println!("  imports libc socket functions: sockwrap's hooks will see its sockets");
         } else {
@@ -199,7 +170,7 @@ fn mptcp() -> bool {
     ok
 }
 
-use crate::launch::interpreter;
+use crate::elf::{interpreter, is_dynamic, resolve_program};
 use crate::reach::file_capabilities;
 
 /// Commands that start the program with an environment of their own making.
@@ -256,7 +227,7 @@ fn options_here(m: &clap::ArgMatches) -> crate::error::Result<bool> {
     if vars.is_empty() {
         return Ok(true);
     }
-    let loaded = crate::launch::load_vars(&vars);
+    let loaded = crate::load::load_vars(&vars);
     if !loaded.errors.is_empty() {
         for e in &loaded.errors {
             println!("policy: {e}");
@@ -264,8 +235,7 @@ fn options_here(m: &clap::ArgMatches) -> crate::error::Result<bool> {
         return Ok(false);
     }
     let admin = have_net_admin();
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = rustix::process::geteuid().as_raw();
     println!(
         "options: checked as uid {uid}, {} CAP_NET_ADMIN",
         if admin { "with" } else { "without" }
@@ -333,8 +303,7 @@ fn options_here(m: &clap::ArgMatches) -> crate::error::Result<bool> {
 fn kernel_backend(m: &clap::ArgMatches) -> crate::error::Result<bool> {
     use sockwrap_kernel::cgroup;
     let mut ok = true;
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = rustix::process::geteuid().is_root();
     match cgroup::mount_point() {
         Err(e) => println!("kernel backend: unavailable: {e}"),
         Ok(mount) => {

@@ -3,8 +3,8 @@
 
 use super::check::option_json;
 use crate::error::{Error, Result};
+use crate::json::{Json, JsonExt as _};
 use crate::launch::flag_vars;
-use crate::summary::Json;
 use clap::ArgMatches;
 use sockwrap_policy::catalog::{self, Opt, Shown};
 use sockwrap_policy::rules::{ip_key, MatchedRule};
@@ -17,7 +17,7 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
         return Err(missing_dest(m));
     }
     let vars = flag_vars(m)?;
-    let loaded = crate::launch::load_vars(&vars);
+    let loaded = crate::load::load_vars(&vars);
     if !loaded.errors.is_empty() {
         for e in &loaded.errors {
             eprintln!("{e}");
@@ -63,12 +63,17 @@ pub fn explain(m: &ArgMatches) -> Result<ExitCode> {
         .get_one::<u16>("local-port")
         .copied()
         .or((role == Role::Server).then_some(addr.port()));
-    let ctx = Ctx {
-        transport,
-        role: Some(role),
-        remote: Some((ip_key(addr.ip()), addr.port())),
-        local_port,
-        host,
+    // A client given --local-port keeps it, and a server keeps --host: what the user
+    // asked about is explained as asked.
+    let ctx = match (role, local_port) {
+        (Role::Server, Some(port)) => Ctx {
+            host,
+            ..Ctx::server(transport, port, Some(&addr))
+        },
+        _ => Ctx {
+            local_port,
+            ..Ctx::client(transport, Some(&addr), host)
+        },
     };
     let rows = policy.explain(&ctx);
     // Actions are done to connects: a server's sockets get none.
@@ -192,7 +197,7 @@ fn json_doc(
     actions: &[(&str, String, &str)],
     matched: &[MatchedRule],
 ) -> Json {
-    Json::object([
+    crate::json::object([
         ("dest", d.dest.into()),
         ("host", d.host.into()),
         ("transport", lower(d.transport)),
@@ -201,7 +206,7 @@ fn json_doc(
         ("program", d.program.into()),
         (
             "options",
-            Json::Arr(
+            Json::Array(
                 rows.iter()
                     .map(|(o, s, rule)| {
                         let mut f = option_json(*o, s);
@@ -219,12 +224,12 @@ fn json_doc(
         ),
         (
             "actions",
-            Json::Arr(
+            Json::Array(
                 actions
                     .iter()
                     .map(|(kind, what, rule)| {
                         let udp_delay = *kind == "delay" && d.transport == Transport::Udp;
-                        Json::object([
+                        crate::json::object([
                             ("action", (*kind).into()),
                             ("value", what.as_str().into()),
                             ("rule", (*rule).into()),
@@ -241,16 +246,16 @@ fn json_doc(
         ),
         (
             "matched",
-            Json::Arr(
+            Json::Array(
                 matched
                     .iter()
                     .map(|r| {
-                        Json::object([
+                        crate::json::object([
                             ("index", (r.index + 1).into()),
                             ("name", r.rule.name.as_str().into()),
                             (
                                 "options",
-                                Json::Arr(
+                                Json::Array(
                                     r.options
                                         .iter()
                                         .map(|(o, s, by)| {
@@ -263,11 +268,11 @@ fn json_doc(
                             ),
                             (
                                 "actions",
-                                Json::Arr(
+                                Json::Array(
                                     r.actions
                                         .iter()
                                         .map(|(k, v, by)| {
-                                            Json::object([
+                                            crate::json::object([
                                                 ("action", (*k).into()),
                                                 ("value", v.as_str().into()),
                                                 ("overridden_by", (*by).into()),
@@ -291,7 +296,7 @@ fn lower(v: impl std::fmt::Debug) -> Json {
 }
 
 fn obj(fields: Vec<(&str, Json)>) -> Json {
-    Json::Obj(
+    crate::json::obj(
         fields
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))

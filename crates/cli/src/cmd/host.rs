@@ -158,23 +158,18 @@ fn check_library(root: &Root, lib: &Path) -> Result<()> {
 /// `SOCKWRAP_CONFIG` in `vars` is [`HOST_SOURCE`] (the name the rules carry, as the copy's);
 /// its text is read from `file`.
 fn compile(vars: &[(String, String)], file: &Path, log: LogLevel) -> Result<(String, usize)> {
-    let loaded = load_from(vars, file);
-    if !loaded.errors.is_empty() {
-        for e in &loaded.errors {
-            eprintln!("sockwrap: {e}");
-        }
-        return Err(Error::usage(
-            "enable --system: the policy has errors; nothing changed on the host",
-        ));
-    }
-    let rules = loaded.policy.rules();
+    let policy = crate::load::policy_or_refuse(
+        load_from(vars, file),
+        "enable --system: the policy has errors; nothing changed on the host",
+    )?;
+    let rules = policy.rules();
     if rules.is_empty() {
         return Err(Error::usage(
             "enable --system: the policy has no rules; nothing changed on the host",
         ));
     }
     Ok((
-        compiled::encode_host(rules, loaded.policy.on_error, log),
+        compiled::encode_host(rules, policy.on_error, log),
         rules.len(),
     ))
 }

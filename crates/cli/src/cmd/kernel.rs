@@ -20,7 +20,7 @@ use sockwrap_kernel::tables::{C_APPLIED_BASE, C_DENIED, C_LOCKED, C_REDIRECTED};
 use sockwrap_kernel::Tables;
 use sockwrap_policy::catalog::Opt;
 use sockwrap_policy::{OnError, Policy, Stage};
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -28,68 +28,6 @@ use std::process::ExitCode;
 
 /// Why only root may attach, said wherever it is refused.
 pub const ROOT_ONLY: &str = "--kernel: only root may attach BPF programs to a cgroup (BPF skips the capability checks a program's own setsockopt meets: it can give SO_MARK or a priority above 6 to an unprivileged program, so attaching is root's decision); run it with sudo";
-
-/// The user `--user` names: (uid, gid, supplementary groups, name, home).
-struct User {
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-    groups: Vec<libc::gid_t>,
-    name: String,
-    home: String,
-}
-
-fn lookup_user(spec: &str) -> Result<User> {
-    let c = CString::new(spec).map_err(|_| Error::usage("--user: the name holds a NUL byte"))?;
-    // SAFETY: getpwnam/getpwuid return a pointer to static storage or null; it is read
-    // at once, before any other call that could overwrite it (one thread runs here).
-    let pw = unsafe {
-        let p = libc::getpwnam(c.as_ptr());
-        if p.is_null() {
-            match spec.parse::<libc::uid_t>() {
-                Ok(uid) => libc::getpwuid(uid),
-                Err(_) => p,
-            }
-        } else {
-            p
-        }
-    };
-    if pw.is_null() {
-        return Err(Error::usage(format_args!("--user: no user `{spec}`")));
-    }
-    // SAFETY: pw is a valid passwd record (checked non-null above).
-    let (uid, gid, name, home) = unsafe {
-        let p = &*pw;
-        (
-            p.pw_uid,
-            p.pw_gid,
-            std::ffi::CStr::from_ptr(p.pw_name)
-                .to_string_lossy()
-                .into_owned(),
-            std::ffi::CStr::from_ptr(p.pw_dir)
-                .to_string_lossy()
-                .into_owned(),
-        )
-    };
-    let cname = CString::new(name.clone()).unwrap_or_default();
-    let mut n: libc::c_int = 64;
-    let mut groups: Vec<libc::gid_t> = vec![0; 64];
-    for _ in 0..4 {
-        groups.resize(n as usize, 0);
-        // SAFETY: groups has room for n entries; getgrouplist writes at most n and sets n.
-        let r = unsafe { libc::getgrouplist(cname.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
-        if r >= 0 {
-            groups.truncate(n as usize);
-            break;
-        }
-    }
-    Ok(User {
-        uid,
-        gid,
-        groups,
-        name,
-        home,
-    })
-}
 
 fn quiet(m: &ArgMatches) -> bool {
     matches!(
@@ -126,23 +64,20 @@ pub fn run_with(
 ) -> Result<ExitCode> {
     let argv = crate::launch::command(m, "sockwrap run --kernel [OPTIONS] -- COMMAND...")?;
     let (prog, rest) = (&argv[0], &argv[1..]);
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Err(Error::setup(ROOT_ONLY));
     }
     crate::launch::log_vars(m)?;
     let loaded = crate::launch::load_policy(m)?;
     let user = m
         .get_one::<String>("user")
-        .map(|u| lookup_user(u))
+        .map(|u| crate::child::lookup_user(u))
         .transpose()?;
     if !loaded.errors.is_empty() {
         // As the library does: one line per problem, then the program runs untouched
         // (no cgroup, no programs: nothing half-applied), unless the policy says errors
         // must stop it (--strict, on_error = "fail").
-        for e in &loaded.errors {
-            eprintln!("sockwrap: {e}");
-        }
+        crate::load::print_errors(&loaded);
         if loaded.policy.on_error == OnError::Fail {
             return Err(Error::usage(
                 "--kernel: refusing to start the program: the policy has errors (--strict or on_error = \"fail\")",
@@ -198,29 +133,14 @@ pub fn run_with(
 
 /// Execs the command as it would run without sockwrap (as `--user`, if given): nothing
 /// stays in between, and its exit status is its own.
-fn exec_untouched(prog: &OsString, rest: &[OsString], user: Option<&User>) -> Result<ExitCode> {
+fn exec_untouched(
+    prog: &OsString,
+    rest: &[OsString],
+    user: Option<&crate::child::User>,
+) -> Result<ExitCode> {
     let mut cmd = std::process::Command::new(prog);
     cmd.args(rest);
-    if let Some(u) = user {
-        cmd.env("HOME", &u.home)
-            .env("USER", &u.name)
-            .env("LOGNAME", &u.name);
-        let (uid, gid, groups) = (u.uid, u.gid, u.groups.clone());
-        // SAFETY: the closure runs in the child between fork and exec and makes only
-        // async-signal-safe system calls (setgroups, setgid, setuid) on data prepared
-        // before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
+    crate::child::set_up(&mut cmd, None, user);
     let err = cmd.exec();
     Err(Error::Exec {
         program: prog.to_string_lossy().into_owned(),
@@ -240,7 +160,7 @@ fn run_in(
     cg: &Cgroup,
     programs: Programs,
     argv: &[OsString],
-    user: Option<&User>,
+    user: Option<&crate::child::User>,
     on_error: OnError,
     mut trace: Option<&mut crate::cmd::trace::KernelTrace>,
 ) -> Result<ExitCode> {
@@ -272,29 +192,7 @@ fn run_in(
 
     let mut cmd = std::process::Command::new(prog);
     cmd.args(rest);
-    let ids = user.map(|u| (u.uid, u.gid, u.groups.clone()));
-    if let Some(u) = user {
-        cmd.env("HOME", &u.home)
-            .env("USER", &u.name)
-            .env("LOGNAME", &u.name);
-    }
-    // SAFETY: the closure runs in the child between fork and exec and makes only
-    // async-signal-safe system calls (write, setgroups, setgid, setuid) on data prepared
-    // before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            cgroup::join_raw(procs_fd)?;
-            if let Some((uid, gid, groups)) = &ids {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(*gid) != 0
-                    || libc::setuid(*uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    crate::child::set_up(&mut cmd, Some(procs_fd), user);
     let mut child = cmd.spawn().map_err(|err| Error::Exec {
         program: prog.to_string_lossy().into_owned(),
         err,
@@ -319,8 +217,7 @@ fn run_in(
     while cg.populated() {
         if let Some(sig) = crate::signals::take() {
             for pid in cgroup::procs(&cg.path) {
-                // SAFETY: kill(2) on a pid read from our own cgroup.
-                unsafe { libc::kill(pid, sig) };
+                crate::signals::send(pid, sig);
             }
         }
         match trace.as_deref_mut() {
@@ -575,16 +472,18 @@ pub fn wait_events(cgroups: &[&Path]) {
         std::thread::sleep(std::time::Duration::from_millis(50));
         return;
     }
-    let mut pfds: Vec<libc::pollfd> = files
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut pfds: Vec<PollFd> = files
         .iter()
-        .map(|f| libc::pollfd {
-            fd: f.as_raw_fd(),
-            events: libc::POLLPRI,
-            revents: 0,
-        })
+        .map(|f| PollFd::new(f, PollFlags::PRI))
         .collect();
-    // SAFETY: pfds holds pfds.len() valid pollfds whose files outlive the call.
-    unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 200) };
+    let _ = poll(
+        &mut pfds,
+        Some(&Timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        }),
+    );
 }
 
 /// What the programs counted: options the kernel refused (warned unless `quiet`), and when

@@ -75,12 +75,12 @@ pub fn options() -> ExitCode {
 
 /// `sockwrap options --json`: the same catalog, one object per option (docs/json.md).
 pub fn options_json() -> ExitCode {
-    use crate::summary::Json;
+    use crate::json::{Json, JsonExt as _};
     let rows: Vec<Json> = Opt::ALL
         .iter()
         .map(|o| {
             let s = o.spec();
-            Json::object([
+            crate::json::object([
                 ("option", s.name.into()),
                 ("aliases", s.aliases.to_vec().into()),
                 ("flag", format!("--{}", crate::cli::flag_name(*o)).into()),
@@ -92,7 +92,10 @@ pub fn options_json() -> ExitCode {
             ])
         })
         .collect();
-    println!("{}", Json::object([("options", Json::Arr(rows))]).to_json());
+    println!(
+        "{}",
+        crate::json::object([("options", Json::Array(rows))]).to_json()
+    );
     ExitCode::SUCCESS
 }
 

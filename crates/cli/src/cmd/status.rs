@@ -4,10 +4,9 @@
 //! checked and what it says, and the JSON carries its verdict and its lines.
 
 use crate::error::{Error, Result};
-use crate::summary::Json;
+use crate::json::{Json, JsonExt as _};
 use clap::ArgMatches;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::FromRawFd;
 use std::process::ExitCode;
 
 pub fn status_json(m: &ArgMatches) -> Result<ExitCode> {
@@ -31,12 +30,12 @@ pub fn status_json(m: &ArgMatches) -> Result<ExitCode> {
         .collect();
     let unit = m.get_one::<String>("unit").map(String::as_str);
     let root = m.get_one::<String>("root").map_or("/", String::as_str);
-    let doc = Json::object([
+    let doc = crate::json::object([
         ("unit", unit.into()),
         ("system", system.into()),
         ("root", root.into()),
         ("ok", ok.into()),
-        ("lines", Json::Arr(lines)),
+        ("lines", Json::Array(lines)),
     ]);
     println!("{}", doc.to_json());
     if ok {
@@ -49,39 +48,25 @@ pub fn status_json(m: &ArgMatches) -> Result<ExitCode> {
 /// Runs `f` with file descriptor 1 pointing into a memory file, and returns what it (and any
 /// process it started) wrote there.
 fn capture_stdout<T>(f: impl FnOnce() -> T) -> Result<(T, String)> {
-    let fail = |what: &str| {
+    let fail = |what: &str, e: rustix::io::Errno| {
         Error::Setup(format!(
             "status --json: {what}: {}",
-            std::io::Error::last_os_error()
+            std::io::Error::from(e)
         ))
     };
+    use rustix::fs::{memfd_create, MemfdFlags};
+    use rustix::stdio::dup2_stdout;
     let _ = std::io::stdout().flush();
-    // SAFETY: plain descriptor calls on descriptors this function owns (memfd, saved) or
-    // on 1, which is restored before returning; the name is a NUL-terminated literal.
-    let memfd = unsafe { libc::memfd_create(c"sockwrap-status".as_ptr(), libc::MFD_CLOEXEC) };
-    if memfd < 0 {
-        return Err(fail("memfd_create"));
-    }
-    // SAFETY: memfd is ours and open; File closes it.
-    let mut file = unsafe { std::fs::File::from_raw_fd(memfd) };
-    // SAFETY: see above.
-    let saved = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
-    if saved < 0 {
-        return Err(fail("dup"));
-    }
-    // SAFETY: see above.
-    if unsafe { libc::dup2(memfd, 1) } < 0 {
-        // SAFETY: saved is ours.
-        unsafe { libc::close(saved) };
-        return Err(fail("dup2"));
-    }
+    let memfd = memfd_create("sockwrap-status", MemfdFlags::CLOEXEC)
+        .map_err(|e| fail("memfd_create", e))?;
+    let saved =
+        rustix::io::fcntl_dupfd_cloexec(std::io::stdout(), 3).map_err(|e| fail("dup", e))?;
+    dup2_stdout(&memfd).map_err(|e| fail("dup2", e))?;
     let out = f();
     let _ = std::io::stdout().flush();
-    // SAFETY: puts the original descriptor 1 back and closes our copy of it.
-    unsafe {
-        libc::dup2(saved, 1);
-        libc::close(saved);
-    }
+    // The original descriptor 1 back; our copy of it closes when `saved` drops.
+    let _ = dup2_stdout(&saved);
+    let mut file = std::fs::File::from(memfd);
     let mut text = String::new();
     file.seek(SeekFrom::Start(0))
         .and_then(|_| file.read_to_string(&mut text))

@@ -6,6 +6,7 @@
 //! attaches the real programs to a cgroup of its own for one connect and removes it), so
 //! most of it needs root; without root it says so.
 
+use crate::json::{obj, object, Json, JsonExt as _};
 use sockwrap_kernel::probe::{self, MptcpConversion, OptionOutcome};
 use sockwrap_policy::catalog::Opt;
 use std::fmt::Write as _;
@@ -82,14 +83,15 @@ impl Layout {
 
 /// `socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)`: `Ok` or the errno.
 fn mptcp_socket() -> Result<(), i32> {
-    // SAFETY: socket(2) with constant arguments; the descriptor is closed at once.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 262) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
-    }
-    // SAFETY: our own descriptor.
-    unsafe { libc::close(fd) };
-    Ok(())
+    use rustix::net::{ipproto, socket, AddressFamily, SocketType};
+    // The descriptor is closed at once (dropped).
+    socket(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        Some(ipproto::MPTCP),
+    )
+    .map(drop)
+    .map_err(|e| e.raw_os_error())
 }
 
 fn mptcp_socket_text(r: Result<(), i32>) -> String {
@@ -137,8 +139,7 @@ pub struct Support {
 
 impl Support {
     pub fn probe() -> Support {
-        // SAFETY: geteuid cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = rustix::process::geteuid().is_root();
         let layout = Layout::here();
         let programs: Result<probe::Loads<&'static str>, String> = probe::load_each()
             .map(|each| {
@@ -355,86 +356,71 @@ impl Support {
 
     /// One JSON object with the same facts.
     pub fn json(&self) -> String {
-        let s = crate::cmd::attach::json_str;
-        let list =
-            |v: Vec<&str>| format!("[{}]", v.iter().map(|x| s(x)).collect::<Vec<_>>().join(","));
-        let mut o = String::from("{");
-        let _ = write!(o, "\"kernel\":{}", s(&self.release));
-        let _ = write!(
-            o,
-            ",\"cgroup\":{{\"layout\":{},\"v2\":{}}}",
-            s(self.layout.name()),
-            self.layout
-                .v2()
-                .map(|p| s(&p.display().to_string()))
-                .unwrap_or_else(|| "null".into())
-        );
-        let _ = write!(o, ",\"root\":{}", self.root);
+        // `true` where it works, else the text that says why not.
+        let works = |r: std::result::Result<(), String>| match r {
+            Ok(()) => Json::Bool(true),
+            Err(why) => why.into(),
+        };
         let backend = self.backend();
-        let _ = write!(
-            o,
-            ",\"kernel_backend\":{{\"ok\":{},\"why\":{}",
-            backend.is_ok(),
-            backend
-                .as_ref()
-                .err()
-                .map(|w| s(w))
-                .unwrap_or_else(|| "null".into())
-        );
-        match &self.programs {
-            Ok(v) => {
-                let each: Vec<String> = v
-                    .iter()
-                    .map(|(n, r)| {
-                        format!(
-                            "{}:{}",
-                            s(n),
-                            match r {
-                                Ok(()) => "true".into(),
-                                Err(w) => s(w),
-                            }
-                        )
-                    })
-                    .collect();
-                let _ = write!(o, ",\"programs\":{{{}}}", each.join(","));
-            }
-            Err(e) => {
-                let _ = write!(o, ",\"programs\":{}", s(e));
-            }
-        }
+        let mut kernel_backend = vec![
+            ("ok".to_string(), backend.is_ok().into()),
+            ("why".to_string(), backend.err().into()),
+            (
+                "programs".to_string(),
+                match &self.programs {
+                    Ok(v) => obj(v
+                        .iter()
+                        .map(|(n, r)| (n.to_string(), works(r.clone())))
+                        .collect()),
+                    Err(e) => e.as_str().into(),
+                },
+            ),
+        ];
         match &self.options {
-            Ok(_) => {
-                let _ = write!(
-                    o,
-                    ",\"options_set\":{},\"options_refused\":{}",
-                    list(self.options_with(OptionOutcome::Set)),
-                    list(self.options_with(OptionOutcome::Refused))
-                );
-            }
-            Err(e) => {
-                let _ = write!(o, ",\"options_set\":null,\"options_error\":{}", s(e));
-            }
+            Ok(_) => kernel_backend.extend([
+                (
+                    "options_set".to_string(),
+                    self.options_with(OptionOutcome::Set).into(),
+                ),
+                (
+                    "options_refused".to_string(),
+                    self.options_with(OptionOutcome::Refused).into(),
+                ),
+            ]),
+            Err(e) => kernel_backend.extend([
+                ("options_set".to_string(), Json::Null),
+                ("options_error".to_string(), e.as_str().into()),
+            ]),
         }
-        let _ = write!(o, ",\"options_never\":{}", list(Self::never_from_bpf()));
-        let _ = write!(o, "}}");
-        let _ = write!(
-            o,
-            ",\"attach\":{},\"mptcp_socket\":{},\"mptcp_bpf\":{}",
-            match self.pidfd_getfd {
-                Ok(()) => "true".into(),
-                Err(e) => s(&errno_text(e)),
-            },
-            match self.mptcp_socket {
-                Ok(()) => "true".into(),
-                Err(e) => s(&mptcp_socket_text(Err(e))),
-            },
-            match &self.mptcp_bpf {
-                MptcpConversion::Works => "true".into(),
-                other => s(&other.describe()),
-            }
-        );
-        o.push('}');
-        o
+        kernel_backend.push(("options_never".to_string(), Self::never_from_bpf().into()));
+        object([
+            ("kernel", self.release.as_str().into()),
+            (
+                "cgroup",
+                object([
+                    ("layout", self.layout.name().into()),
+                    (
+                        "v2",
+                        self.layout.v2().map(|p| p.display().to_string()).into(),
+                    ),
+                ]),
+            ),
+            ("root", self.root.into()),
+            ("kernel_backend", obj(kernel_backend)),
+            ("attach", works(self.pidfd_getfd.map_err(errno_text))),
+            (
+                "mptcp_socket",
+                works(self.mptcp_socket.map_err(|e| mptcp_socket_text(Err(e)))),
+            ),
+            (
+                "mptcp_bpf",
+                match &self.mptcp_bpf {
+                    MptcpConversion::Works => Json::Bool(true),
+                    other => other.describe().into(),
+                },
+            ),
+        ])
+        .to_json()
     }
 }
 

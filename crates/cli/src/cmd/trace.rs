@@ -10,6 +10,7 @@
 use crate::error::{Error, Result};
 use crate::launch::{absolute, prepare};
 use clap::ArgMatches;
+use rustix::time::ClockId;
 use sockwrap_kernel::trace::{Event, Tracer};
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -97,11 +98,7 @@ pub fn trace(m: &ArgMatches) -> Result<ExitCode> {
         libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGPIPE | libc::SIGKILL
     ) {
         // Die of the same signal, so the shell sees what the program did.
-        // SAFETY: restoring the default action and raising a signal at ourselves.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-            libc::raise(sig);
-        }
+        crate::signals::die_of(sig);
     }
     Ok(ExitCode::from((128 + sig) as u8))
 }
@@ -121,11 +118,8 @@ pub struct KernelTrace {
     write_error: Option<std::io::Error>,
 }
 
-fn clock_ns(clock: libc::clockid_t) -> i64 {
-    // SAFETY: clock_gettime writes one timespec into `ts`.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: ts is a valid out pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
+fn clock_ns(clock: ClockId) -> i64 {
+    let ts = rustix::time::clock_gettime(clock);
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
@@ -135,7 +129,7 @@ impl KernelTrace {
             out: std::io::BufWriter::new(out),
             ring_bytes,
             tracer: None,
-            wall_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+            wall_offset_ns: clock_ns(ClockId::Realtime) - clock_ns(ClockId::Monotonic),
             open: HashSet::new(),
             write_error: None,
         }
@@ -210,7 +204,7 @@ impl KernelTrace {
         };
         let lost = t.lost();
         drop(t);
-        let now = clock_ns(libc::CLOCK_MONOTONIC);
+        let now = clock_ns(ClockId::Monotonic);
         let line = format!(
             "{{\"v\":1,\"t_mono_ns\":{now},\"t_wall_ns\":{},\"ev\":\"lost\",\"call\":\"ring_buffer\",\"src\":\"kernel\",\"events\":{lost},\"open\":{}}}",
             now + self.wall_offset_ns,

@@ -1,335 +1,15 @@
 //! `sockwrap trace` and `sockwrap report`: run a program with `SOCKWRAP_TRACE` set and
 //! summarise the JSON-lines record (docs/trace-schema.md) as one row per connection or
 //! listener.
+//!
+//! This module reads the record into a [`Summary`] (and its JSON); [`table`] prints it.
 
+use crate::json::{Json, JsonExt as _};
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::IsTerminal;
 
-// ---------------------------------------------------------------- a small JSON reader
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-/// Building JSON for output (`--json` of check, explain, options, status): an object keeps
-/// its keys in the order given, so the documented shapes (docs/json.md) read as printed.
-impl Json {
-    pub fn object<const N: usize>(pairs: [(&str, Json); N]) -> Json {
-        Json::Obj(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-    }
-}
-
-impl From<&str> for Json {
-    fn from(s: &str) -> Json {
-        Json::Str(s.to_string())
-    }
-}
-impl From<String> for Json {
-    fn from(s: String) -> Json {
-        Json::Str(s)
-    }
-}
-impl From<bool> for Json {
-    fn from(b: bool) -> Json {
-        Json::Bool(b)
-    }
-}
-impl From<i64> for Json {
-    fn from(i: i64) -> Json {
-        Json::Int(i)
-    }
-}
-impl From<usize> for Json {
-    fn from(i: usize) -> Json {
-        Json::Int(i as i64)
-    }
-}
-impl<T: Into<Json>> From<Option<T>> for Json {
-    fn from(v: Option<T>) -> Json {
-        v.map_or(Json::Null, Into::into)
-    }
-}
-impl<T: Into<Json>> From<Vec<T>> for Json {
-    fn from(v: Vec<T>) -> Json {
-        Json::Arr(v.into_iter().map(Into::into).collect())
-    }
-}
-
-/// An option's value in JSON: numbers and booleans as such (a DSCP as its ToS byte), linger
-/// as seconds or "off", the rest (names, addresses) as text.
-pub fn json_value(v: sockwrap_policy::Value) -> Json {
-    use sockwrap_policy::Value;
-    match v {
-        Value::Int(i) => Json::Int(i),
-        Value::Bool(b) => Json::Bool(b),
-        Value::Linger(None) => "off".into(),
-        Value::Linger(Some(s)) => Json::Int(s as i64),
-        other => other.to_string().into(),
-    }
-}
-
-impl Json {
-    pub fn get(&self, k: &str) -> Option<&Json> {
-        match self {
-            Json::Obj(m) => m.iter().find(|(n, _)| n == k).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-    pub fn str(&self, k: &str) -> Option<&str> {
-        match self.get(k) {
-            Some(Json::Str(s)) => Some(s),
-            _ => None,
-        }
-    }
-    pub fn int(&self, k: &str) -> Option<i64> {
-        match self.get(k) {
-            Some(Json::Int(i)) => Some(*i),
-            Some(Json::Float(f)) => Some(*f as i64),
-            _ => None,
-        }
-    }
-    /// A value as short text: strings bare, the rest as JSON.
-    pub fn text(&self) -> String {
-        match self {
-            Json::Str(s) => s.clone(),
-            other => other.to_json(),
-        }
-    }
-    pub fn to_json(&self) -> String {
-        let mut s = String::new();
-        self.write_json(&mut s);
-        s
-    }
-    fn write_json(&self, out: &mut String) {
-        match self {
-            Json::Null => out.push_str("null"),
-            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
-            Json::Float(f) => {
-                let _ = write!(out, "{f}");
-            }
-            Json::Str(s) => quote(out, s),
-            Json::Arr(a) => {
-                out.push('[');
-                for (i, v) in a.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    v.write_json(out);
-                }
-                out.push(']');
-            }
-            Json::Obj(m) => {
-                out.push('{');
-                for (i, (k, v)) in m.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    quote(out, k);
-                    out.push(':');
-                    v.write_json(out);
-                }
-                out.push('}');
-            }
-        }
-    }
-}
-
-fn quote(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-pub fn parse_json(s: &str) -> Result<Json, String> {
-    let mut p = Parser {
-        b: s.as_bytes(),
-        i: 0,
-    };
-    let v = p.value()?;
-    p.ws();
-    if p.i != p.b.len() {
-        return Err(format!("trailing characters at byte {}", p.i));
-    }
-    Ok(v)
-}
-
-struct Parser<'a> {
-    b: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.b.len() && self.b[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-    fn err<T>(&self, what: &str) -> Result<T, String> {
-        Err(format!("{what} at byte {}", self.i))
-    }
-    fn lit(&mut self, word: &str, v: Json) -> Result<Json, String> {
-        if self.b[self.i..].starts_with(word.as_bytes()) {
-            self.i += word.len();
-            Ok(v)
-        } else {
-            self.err("unexpected word")
-        }
-    }
-    fn value(&mut self) -> Result<Json, String> {
-        self.ws();
-        match self.b.get(self.i) {
-            None => self.err("unexpected end"),
-            Some(b'{') => {
-                self.i += 1;
-                let mut m = Vec::new();
-                self.ws();
-                if self.b.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(Json::Obj(m));
-                }
-                loop {
-                    self.ws();
-                    let k = match self.value()? {
-                        Json::Str(s) => s,
-                        _ => return self.err("expected a key"),
-                    };
-                    self.ws();
-                    if self.b.get(self.i) != Some(&b':') {
-                        return self.err("expected `:`");
-                    }
-                    self.i += 1;
-                    let v = self.value()?;
-                    m.push((k, v));
-                    self.ws();
-                    match self.b.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Json::Obj(m));
-                        }
-                        _ => return self.err("expected `,` or `}`"),
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut a = Vec::new();
-                self.ws();
-                if self.b.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(Json::Arr(a));
-                }
-                loop {
-                    a.push(self.value()?);
-                    self.ws();
-                    match self.b.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(Json::Arr(a));
-                        }
-                        _ => return self.err("expected `,` or `]`"),
-                    }
-                }
-            }
-            Some(b'"') => {
-                self.i += 1;
-                let mut s = String::new();
-                loop {
-                    let Some(&c) = self.b.get(self.i) else {
-                        return self.err("unterminated string");
-                    };
-                    self.i += 1;
-                    match c {
-                        b'"' => return Ok(Json::Str(s)),
-                        b'\\' => {
-                            let Some(&e) = self.b.get(self.i) else {
-                                return self.err("unterminated escape");
-                            };
-                            self.i += 1;
-                            match e {
-                                b'n' => s.push('\n'),
-                                b't' => s.push('\t'),
-                                b'r' => s.push('\r'),
-                                b'b' => s.push('\u{8}'),
-                                b'f' => s.push('\u{c}'),
-                                b'u' => {
-                                    let h = self
-                                        .b
-                                        .get(self.i..self.i + 4)
-                                        .and_then(|h| std::str::from_utf8(h).ok())
-                                        .and_then(|h| u32::from_str_radix(h, 16).ok());
-                                    let Some(h) = h else {
-                                        return self.err("bad \\u escape");
-                                    };
-                                    self.i += 4;
-                                    s.push(char::from_u32(h).unwrap_or('\u{fffd}'));
-                                }
-                                other => s.push(other as char),
-                            }
-                        }
-                        _ => {
-                            // Copy a whole UTF-8 sequence.
-                            let start = self.i - 1;
-                            let mut end = self.i;
-                            while end < self.b.len() && (self.b[end] & 0xc0) == 0x80 {
-                                end += 1;
-                            }
-                            s.push_str(&String::from_utf8_lossy(&self.b[start..end]));
-                            self.i = end;
-                        }
-                    }
-                }
-            }
-            Some(b't') => self.lit("true", Json::Bool(true)),
-            Some(b'f') => self.lit("false", Json::Bool(false)),
-            Some(b'n') => self.lit("null", Json::Null),
-            Some(_) => {
-                let start = self.i;
-                while self.i < self.b.len()
-                    && matches!(
-                        self.b[self.i],
-                        b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
-                    )
-                {
-                    self.i += 1;
-                }
-                let t = std::str::from_utf8(&self.b[start..self.i]).unwrap_or("");
-                if t.is_empty() {
-                    return self.err("unexpected character");
-                }
-                if let Ok(i) = t.parse::<i64>() {
-                    Ok(Json::Int(i))
-                } else if let Ok(f) = t.parse::<f64>() {
-                    Ok(Json::Float(f))
-                } else {
-                    self.err("bad number")
-                }
-            }
-        }
-    }
-}
+mod table;
+pub use table::print_summary;
 
 // ---------------------------------------------------------------- the summary
 
@@ -376,35 +56,32 @@ impl Conn {
 
 impl Conn {
     fn to_json(&self) -> Json {
-        let s = |v: &Option<String>| v.clone().map(Json::Str).unwrap_or(Json::Null);
-        let list = |v: &Vec<String>| Json::Arr(v.iter().cloned().map(Json::Str).collect());
+        let s = |v: &Option<String>| v.clone().map(Json::String).unwrap_or(Json::Null);
+        let list = |v: &Vec<String>| Json::Array(v.iter().cloned().map(Json::String).collect());
         let (fd, sock) = match self.sock {
-            Some(c) => (Json::Null, vec![("sock".to_string(), Json::Int(c))]),
-            None => (Json::Int(self.fd), Vec::new()),
+            Some(c) => (Json::Null, vec![("sock".to_string(), Json::from(c))]),
+            None => (Json::from(self.fd), Vec::new()),
         };
         let mut fields = vec![
-            ("pid".into(), Json::Int(self.pid)),
-            ("prog".into(), Json::Str(self.prog.clone())),
+            ("pid".into(), Json::from(self.pid)),
+            ("prog".into(), Json::String(self.prog.clone())),
             ("fd".into(), fd),
-            ("role".into(), Json::Str(self.role.clone())),
-            ("transport".into(), Json::Str(self.transport.clone())),
+            ("role".into(), Json::String(self.role.clone())),
+            ("transport".into(), Json::String(self.transport.clone())),
             ("mptcp".into(), Json::Bool(self.mptcp)),
             ("local".into(), s(&self.local)),
             ("remote".into(), s(&self.remote)),
             ("host".into(), s(&self.host)),
             ("program_options".into(), list(&self.own)),
             ("sockwrap".into(), list(&self.sockwrap)),
-            (
-                "connect_latency_ns".into(),
-                self.latency_ns.map(Json::Int).unwrap_or(Json::Null),
-            ),
-            ("result".into(), Json::Str(self.result.clone())),
+            ("connect_latency_ns".into(), self.latency_ns.into()),
+            ("result".into(), Json::String(self.result.clone())),
             ("closed".into(), Json::Bool(self.closed)),
             ("closed_by".into(), s(&self.closed_by)),
             ("stats".into(), self.stats.clone().unwrap_or(Json::Null)),
         ];
         fields.extend(sock);
-        Json::Obj(fields)
+        crate::json::obj(fields)
     }
 }
 
@@ -421,13 +98,13 @@ pub struct Totals {
 
 impl Totals {
     fn to_json(&self) -> Json {
-        Json::Obj(vec![
-            ("pid".into(), Json::Int(self.pid)),
-            ("prog".into(), Json::Str(self.prog.clone())),
-            ("connections".into(), Json::Int(self.connections)),
-            ("bytes_acked".into(), Json::Int(self.bytes_acked)),
-            ("bytes_received".into(), Json::Int(self.bytes_received)),
-            ("total_retrans".into(), Json::Int(self.total_retrans)),
+        crate::json::obj(vec![
+            ("pid".into(), Json::from(self.pid)),
+            ("prog".into(), Json::String(self.prog.clone())),
+            ("connections".into(), Json::from(self.connections)),
+            ("bytes_acked".into(), Json::from(self.bytes_acked)),
+            ("bytes_received".into(), Json::from(self.bytes_received)),
+            ("total_retrans".into(), Json::from(self.total_retrans)),
         ])
     }
 }
@@ -476,7 +153,7 @@ pub fn summarise(text: &str) -> Summary {
             continue;
         }
         sum.lines += 1;
-        match parse_json(line) {
+        match crate::json::parse(line) {
             Ok(v) => evs.push(v),
             Err(_) => sum.bad_lines += 1,
         }
@@ -770,242 +447,29 @@ fn kernel_line(e: &Json, sock: i64, conns: &mut Vec<Conn>, by_sock: &mut HashMap
 pub fn to_json(sum: &Summary) -> String {
     let lost = sum
         .lost_events
-        .map(|n| ("lost_events".to_string(), Json::Int(n)));
+        .map(|n| ("lost_events".to_string(), Json::from(n)));
     let mut fields = vec![
-        ("v".into(), Json::Int(1)),
-        ("lines".into(), Json::Int(sum.lines as i64)),
-        ("bad_lines".into(), Json::Int(sum.bad_lines as i64)),
-        ("processes".into(), Json::Int(sum.pids.len() as i64)),
+        ("v".into(), Json::from(1)),
+        ("lines".into(), Json::from(sum.lines as i64)),
+        ("bad_lines".into(), Json::from(sum.bad_lines as i64)),
+        ("processes".into(), Json::from(sum.pids.len() as i64)),
         (
             "connections".into(),
-            Json::Arr(sum.conns.iter().map(Conn::to_json).collect()),
+            Json::Array(sum.conns.iter().map(Conn::to_json).collect()),
         ),
         (
             "totals".into(),
-            Json::Arr(totals(sum).iter().map(Totals::to_json).collect()),
+            Json::Array(totals(sum).iter().map(Totals::to_json).collect()),
         ),
     ];
     fields.extend(lost);
-    Json::Obj(fields).to_json()
-}
-
-/// A byte count as people read it: `812B`, `97.7kB`, `1.2MB` (powers of 1000).
-pub fn bytes(n: i64) -> String {
-    let f = n as f64;
-    if n < 1000 {
-        format!("{n}B")
-    } else if n < 1_000_000 {
-        format!("{:.1}kB", f / 1e3)
-    } else if n < 1_000_000_000 {
-        format!("{:.1}MB", f / 1e6)
-    } else {
-        format!("{:.1}GB", f / 1e9)
-    }
-}
-
-/// An RTT in microseconds: `16µs`, `1.25ms`.
-fn rtt(us: i64) -> String {
-    if us < 1000 {
-        format!("{us}µs")
-    } else {
-        format!("{:.2}ms", us as f64 / 1e3)
-    }
-}
-
-fn latency(ns: Option<i64>) -> String {
-    match ns {
-        None => "-".into(),
-        Some(n) if n < 1_000_000 => format!("{:.0}µs", n as f64 / 1e3),
-        Some(n) if n < 10_000_000_000 => format!("{:.1}ms", n as f64 / 1e6),
-        Some(n) => format!("{:.1}s", n as f64 / 1e9),
-    }
-}
-
-/// The aligned table. `colour`: ANSI colours (only when writing to a terminal).
-pub fn table(sum: &Summary, colour: bool) -> String {
-    const HEAD: [&str; 15] = [
-        "PID",
-        "PROG",
-        "ROLE",
-        "PROTO",
-        "LOCAL",
-        "REMOTE",
-        "LATENCY",
-        "RESULT",
-        "DURATION",
-        "SENT",
-        "RECEIVED",
-        "RTT",
-        "RETRANS",
-        "PROGRAM SET",
-        "SOCKWRAP",
-    ];
-    const RESULT: usize = 7;
-    const LAST: usize = HEAD.len() - 1;
-    let dash = || "-".to_string();
-    let mut rows: Vec<[String; HEAD.len()]> = Vec::new();
-    for c in &sum.conns {
-        let stat = |k: &str, f: fn(i64) -> String| c.stat(k).map(f).unwrap_or_else(dash);
-        rows.push([
-            c.pid.to_string(),
-            c.prog.clone(),
-            c.role.clone(),
-            c.transport.clone(),
-            c.local.clone().unwrap_or_else(dash),
-            match (&c.remote, &c.host) {
-                (Some(r), Some(h)) => format!("{r} ({h})"),
-                (Some(r), None) => r.clone(),
-                (None, _) => dash(),
-            },
-            latency(c.latency_ns),
-            c.result.clone(),
-            stat("duration_ns", |n| latency(Some(n))),
-            stat("bytes_acked", bytes),
-            stat("bytes_received", bytes),
-            stat("srtt_us", rtt),
-            stat("total_retrans", |n| n.to_string()),
-            if c.own.is_empty() {
-                dash()
-            } else {
-                c.own.join(", ")
-            },
-            if c.sockwrap.is_empty() {
-                dash()
-            } else {
-                c.sockwrap.join(", ")
-            },
-        ]);
-    }
-    let mut w = HEAD.map(|h| h.chars().count());
-    for r in &rows {
-        for (wi, cell) in w.iter_mut().zip(r.iter()) {
-            *wi = (*wi).max(cell.chars().count());
-        }
-    }
-    let paint = |s: &str, code: &str| {
-        if colour {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
-    };
-    let pad = |s: &str, i: usize| {
-        let n = s.chars().count();
-        if i == LAST {
-            s.to_string()
-        } else {
-            format!("{s}{}", " ".repeat(w[i] - n + 2))
-        }
-    };
-    let mut out = String::new();
-    if !rows.is_empty() {
-        let mut line = String::new();
-        for (i, h) in HEAD.iter().enumerate() {
-            line.push_str(&pad(h, i));
-        }
-        out.push_str(&paint(line.trim_end(), "1"));
-        out.push('\n');
-    }
-    for r in &rows {
-        let mut line = String::new();
-        for (i, cell) in r.iter().enumerate() {
-            let padded = pad(cell, i);
-            let code = match i {
-                RESULT if matches!(cell.as_str(), "ok" | "listening") => "32",
-                RESULT if cell.starts_with('E') => "31",
-                LAST if cell.contains("FAILED") => "31",
-                LAST if cell != "-" => "36",
-                _ => "",
-            };
-            if code.is_empty() {
-                line.push_str(&padded);
-            } else {
-                let trimmed = padded.trim_end();
-                line.push_str(&paint(trimmed, code));
-                line.push_str(&" ".repeat(padded.len() - trimmed.len()));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    for t in totals(sum) {
-        let _ = writeln!(
-            out,
-            "{} {}: {} TCP connection(s), sent {}, received {}, {} retransmit(s)",
-            t.pid,
-            t.prog,
-            t.connections,
-            bytes(t.bytes_acked),
-            bytes(t.bytes_received),
-            t.total_retrans
-        );
-    }
-    if let Some(n) = sum.lost_events.filter(|&n| n > 0) {
-        let _ = writeln!(
-            out,
-            "{n} event(s) lost: the kernel's ring buffer was full (trace --kernel --ring-kb makes it larger)"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "{} connection(s)/listener(s), {} process(es), {} trace line(s){}",
-        sum.conns.len(),
-        sum.pids.len(),
-        sum.lines,
-        if sum.bad_lines > 0 {
-            format!(", {} unreadable", sum.bad_lines)
-        } else {
-            String::new()
-        }
-    );
-    out
-}
-
-/// Prints the summary of `text` to stdout or stderr. `why_empty`: what to say first when
-/// the record has no line at all (the program was out of the library's reach, or made no
-/// socket call through libc).
-pub fn print_summary(text: &str, json: bool, to_stderr: bool, why_empty: Option<&str>) {
-    let sum = summarise(text);
-    let why = why_empty.filter(|_| sum.lines == 0);
-    let out = if json {
-        let mut j = to_json(&sum);
-        if let Some(w) = why {
-            // `{...}` → `{...,"why_empty":"..."}`
-            j.pop();
-            j.push_str(",\"why_empty\":");
-            quote(&mut j, w);
-            j.push('}');
-        }
-        j + "\n"
-    } else {
-        let tty = if to_stderr {
-            std::io::stderr().is_terminal()
-        } else {
-            std::io::stdout().is_terminal()
-        };
-        let head = why
-            .map(|w| format!("no trace lines: {w}\n"))
-            .unwrap_or_default();
-        head + &table(&sum, tty && std::env::var_os("NO_COLOR").is_none())
-    };
-    if to_stderr {
-        eprint!("{out}");
-    } else {
-        print!("{out}");
-    }
+    crate::json::obj(fields).to_json()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::table::table;
     use super::*;
-
-    #[test]
-    fn json_round_trip() {
-        let t = r#"{"a":[1,-2,3.5,"x\"y\u00e9"],"b":{"c":null,"d":true}}"#;
-        let v = parse_json(t).unwrap();
-        assert_eq!(parse_json(&v.to_json()).unwrap(), v);
-        assert!(parse_json("{\"a\":").is_err());
-    }
 
     #[test]
     fn kernel_lines_are_keyed_by_their_socket() {
@@ -1036,7 +500,7 @@ mod tests {
         assert_eq!(c.closed_by.as_deref(), Some("tcp_close"));
         let a = &s.conns[1];
         assert_eq!((a.role.as_str(), a.pid, a.closed), ("server", 9, false));
-        let j = parse_json(&to_json(&s)).unwrap();
+        let j = crate::json::parse(&to_json(&s)).unwrap();
         assert_eq!(j.int("lost_events"), Some(2));
         assert!(table(&s, false).contains("2 event(s) lost"));
     }
@@ -1069,7 +533,7 @@ mod tests {
         assert_eq!(c.sockwrap.len(), 2);
         let tab = table(&s, false);
         assert!(tab.contains("127.0.0.1:22"), "{tab}");
-        let j = parse_json(&to_json(&s)).unwrap();
-        assert!(matches!(j.get("connections"), Some(Json::Arr(a)) if a.len() == 1));
+        let j = crate::json::parse(&to_json(&s)).unwrap();
+        assert!(matches!(j.get("connections"), Some(Json::Array(a)) if a.len() == 1));
     }
 }

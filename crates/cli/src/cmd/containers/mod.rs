@@ -21,6 +21,7 @@
 //! ([`find_pod`]).
 
 use crate::error::{Error, Result};
+use crate::json::JsonExt as _;
 use clap::ArgMatches;
 use sockwrap_kernel::{cgroup, links, programs};
 use std::path::{Path, PathBuf};
@@ -291,7 +292,7 @@ enum Inspected {
 
 /// `RUNTIME inspect --format '{{.Id}} {{.State.Pid}}' NAME`, bounded to 10 seconds.
 fn inspect(runtime: &str, name: &str) -> Inspected {
-    let Some(exe) = crate::launch::resolve_program(runtime.as_ref()).filter(|p| p.is_file()) else {
+    let Some(exe) = crate::elf::resolve_program(runtime.as_ref()).filter(|p| p.is_file()) else {
         return Inspected::Unknown("not installed".into());
     };
     let out = match run_bounded(
@@ -594,18 +595,18 @@ pub fn status(m: &ArgMatches) -> Result<ExitCode> {
     let json = m.get_flag("json");
     let all = attachments();
     if json {
-        let rows: Vec<crate::summary::Json> = all
+        let rows: Vec<crate::json::Json> = all
             .iter()
             .map(|a| {
                 let counters = programs::pinned_counters(&a.dir).unwrap_or_default();
                 let (applied, locked) = plans_and_locks(&counters);
-                crate::summary::Json::object([
+                crate::json::object([
                     ("cgroup", a.rel.as_str().into()),
                     ("attached", a.live().into()),
                     ("pins", a.dir.display().to_string().into()),
                     (
                         "programs",
-                        crate::summary::Json::Arr(
+                        crate::json::Json::Array(
                             a.links.iter().map(|(k, _)| k.as_str().into()).collect(),
                         ),
                     ),
@@ -616,8 +617,7 @@ pub fn status(m: &ArgMatches) -> Result<ExitCode> {
             .collect();
         println!(
             "{}",
-            crate::summary::Json::object([("containers", crate::summary::Json::Arr(rows))])
-                .to_json()
+            crate::json::object([("containers", crate::json::Json::Array(rows))]).to_json()
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -657,82 +657,4 @@ pub fn status(m: &ArgMatches) -> Result<ExitCode> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ID: &str = "3f2a9c1d5e7b8a0f1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b";
-
-    fn dirs(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn containers_are_found_in_each_runtimes_layout() {
-        for (layout, want) in [
-            (format!("system.slice/docker-{ID}.scope"), None),
-            (format!("machine.slice/libpod-{ID}.scope"), None),
-            (format!("machine.slice/libpod-{ID}.scope/container"), Some(format!("machine.slice/libpod-{ID}.scope"))),
-            (format!("libpod_parent/libpod-{ID}"), None),
-            (format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_ab.slice/cri-containerd-{ID}.scope"), None),
-            (format!("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234_ab.slice/crio-{ID}.scope"), None),
-            (format!("kubepods/burstable/pod1234-ab/{ID}"), None),
-        ] {
-            let mut all = ancestors(&layout);
-            all.push("system.slice/docker-0000000000000000000000000000000000000000000000000000000000000000.scope".into());
-            let want = want.unwrap_or_else(|| layout.clone());
-            assert_eq!(find_container(&all, ID), vec![want.clone()], "{layout}");
-            assert_eq!(find_container(&all, &ID[..12]), vec![want], "{layout} by prefix");
-        }
-        let all = dirs(&[&format!("system.slice/docker-{ID}.scope")]);
-        assert!(
-            find_container(&all, &ID[..11]).is_empty(),
-            "too short a prefix"
-        );
-        assert!(find_container(&all, "not-hex-at-all-zz").is_empty());
-        assert!(find_container(&dirs(&["system.slice/sshd.service"]), ID).is_empty());
-    }
-
-    #[test]
-    fn pods_are_found_for_both_kubelet_drivers_and_every_qos_class() {
-        let uid = "8d3c6a52-1f3e-4b7a-9c1d-2e3f4a5b6c7d";
-        let u = uid.replace('-', "_");
-        for layout in [
-            format!("kubepods.slice/kubepods-pod{u}.slice"), // Guaranteed
-            format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice"),
-            format!("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice"),
-            format!("kubepods/pod{uid}"), // cgroupfs, Guaranteed
-            format!("kubepods/burstable/pod{uid}"),
-            format!("kubepods/besteffort/pod{uid}"),
-        ] {
-            let mut all = ancestors(&layout);
-            all.push(format!("{layout}/cri-containerd-{ID}.scope"));
-            all.push("kubepods/burstable/pod00000000-0000-0000-0000-000000000000".into());
-            assert_eq!(find_pod(&all, uid), vec![layout.clone()], "{layout}");
-        }
-        // Not under kubepods: not a pod.
-        assert!(find_pod(&dirs(&[&format!("user.slice/pod{uid}")]), uid).is_empty());
-    }
-
-    #[test]
-    fn pin_names_read_back_exactly() {
-        for rel in [
-            "a/b/c",
-            "system.slice/docker-x.scope",
-            "odd%2fname/x",
-            "%",
-            "a%2e.b",
-        ] {
-            assert_eq!(decode(&encode(rel)), rel);
-            assert!(!encode(rel).contains('/') && !encode(rel).contains('.'));
-        }
-    }
-
-    #[test]
-    fn cgroup_paths_are_taken_in_each_form() {
-        let m = Path::new("/sys/fs/cgroup");
-        assert_eq!(cgroup_rel("/sys/fs/cgroup/a/b", m), "a/b");
-        assert_eq!(cgroup_rel("/a/b", m), "a/b");
-        assert_eq!(cgroup_rel("a/b/", m), "a/b");
-        assert_eq!(cgroup_rel("/", m), "");
-    }
-}
+mod tests;
