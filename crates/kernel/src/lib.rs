@@ -6,6 +6,8 @@
 //! `doctor`, `explain --kernel`), never by the library: libsockwrap.so does not link this
 //! crate.
 //!
+//! - [`abi`]: the structs and constants shared with the programs (`src/bpf/abi.h`), checked
+//!   against the header by a test;
 //! - [`tables`]: the policy enumerated into map contents (pure, testable without a kernel);
 //! - [`programs`]: loading the compiled programs (`src/bpf/sockwrap.bpf.c`), filling the
 //!   maps, attaching to a cgroup or pinning in a BPF filesystem (for systemd's
@@ -24,6 +26,7 @@
 //! `--kernel` can give SO_MARK, or a priority above 6, to an unprivileged program. That is a
 //! feature, and the reason only root may attach.
 
+pub mod abi;
 pub mod cgroup;
 pub mod links;
 pub mod mptcp;

@@ -148,17 +148,7 @@ pub fn cgroup_id(dir: &Path) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
-    /// The names of a C enum of `h`, in order, without aliases (`BPF_PROG_RUN =
-    /// BPF_PROG_TEST_RUN,` is not a value of its own): index = value.
-    fn enum_names<'a>(h: &'a str, name: &str) -> Vec<&'a str> {
-        let start = h.find(&format!("enum {name} {{")).expect(name);
-        let body = &h[start..start + h[start..].find("};").expect("end")];
-        body.lines()
-            .map(str::trim)
-            .filter(|l| l.starts_with("BPF_") && !l.contains('='))
-            .filter_map(|l| l.trim_end_matches(',').split_whitespace().next())
-            .collect()
-    }
+    use crate::abi::header::enum_names;
 
     #[test]
     fn attach_types_match_linux_bpf_h() {

@@ -7,15 +7,17 @@
 //! to nothing, for whoever attaches them (systemd's `BPFProgram=`: `sockwrap enable UNIT
 //! --kernel`); they stay until [`unpin`] removes the files.
 
-use crate::tables::{
-    DKey, KAction, KPlan, Tables, CFG_ACTIONS, CFG_PROGRAMS, N_COUNTERS, STAGE_ACCEPT_FULL,
+use crate::abi::{
+    Config, DKey, KAction, KPlan, OptKey, PortClasses, CFG_ACTIONS, CFG_PROGRAMS, N_COUNTERS,
+    PORT_ENTRIES, STAGE_ACCEPT_FULL,
 };
+use crate::tables::Tables;
 use crate::Error;
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData};
 use aya::programs::{
     CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockopt, Program, SockOps,
 };
-use aya::{Ebpf, EbpfLoader, Pod};
+use aya::{Ebpf, EbpfLoader};
 use sockwrap_policy::Stage;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -45,32 +47,6 @@ pub const REDIRECT_PROGRAMS: [&str; 4] = [
     "sw_recvmsg4",
     "sw_recvmsg6",
 ];
-
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Config {
-    flags: u32,
-    pad: u32,
-}
-
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct OptKey {
-    level: i32,
-    name: i32,
-}
-
-// SAFETY: plain #[repr(C)] data without padding bytes that the kernel could read as
-// uninitialised (every field is written), no pointers.
-unsafe impl Pod for KPlan {}
-// SAFETY: as above.
-unsafe impl Pod for DKey {}
-// SAFETY: as above.
-unsafe impl Pod for KAction {}
-// SAFETY: as above.
-unsafe impl Pod for Config {}
-// SAFETY: as above.
-unsafe impl Pod for OptKey {}
 
 fn err(what: &str, e: impl std::fmt::Display) -> Error {
     Error(format!("{what}: {e}"))
@@ -145,7 +121,7 @@ fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Map, Error> {
         .ok_or_else(|| Error(format!("the BPF object has no map `{name}`")))
 }
 
-/// Writes port classes into a BPF_F_MMAPABLE array of four u16 per 8-byte element.
+/// Writes port classes into a BPF_F_MMAPABLE array of `struct port_classes` (four ports each).
 fn fill_ports(ebpf: &mut Ebpf, name: &str, class: &[u16]) -> Result<(), Error> {
     if class.iter().all(|&c| c == 0) {
         return Ok(()); // the map starts zeroed
@@ -155,9 +131,10 @@ fn fill_ports(ebpf: &mut Ebpf, name: &str, class: &[u16]) -> Result<(), Error> {
     };
     let data: &MapData = data;
     let fd = data.fd().as_fd().as_raw_fd();
-    let len = 16384 * 8;
-    // SAFETY: mapping the map's own memory (BPF_F_MMAPABLE, 16384 elements of 8 bytes),
-    // writing inside it, unmapping it again; nothing else refers to the mapping.
+    let len = PORT_ENTRIES * std::mem::size_of::<PortClasses>();
+    // SAFETY: mapping the map's own memory (BPF_F_MMAPABLE, PORT_ENTRIES elements of
+    // struct port_classes), writing inside it, unmapping it again; nothing else refers to
+    // the mapping.
     unsafe {
         let p = libc::mmap(
             std::ptr::null_mut(),
@@ -173,9 +150,11 @@ fn fill_ports(ebpf: &mut Ebpf, name: &str, class: &[u16]) -> Result<(), Error> {
                 std::io::Error::last_os_error(),
             ));
         }
-        let words = p as *mut u16;
-        for (port, &c) in class.iter().enumerate().take(65536) {
-            words.add(port).write(c);
+        let entries = p as *mut PortClasses;
+        for (i, four) in class.chunks(4).enumerate().take(PORT_ENTRIES) {
+            let mut e = PortClasses::default();
+            e.cls[..four.len()].copy_from_slice(four);
+            entries.add(i).write(e);
         }
         libc::munmap(p, len);
     }

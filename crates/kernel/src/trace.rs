@@ -56,6 +56,8 @@ const EV_OVERRIDE: u8 = 7;
 const EV_CLOSE: u8 = 8;
 const EV_LISTEN: u8 = 9;
 const EVF_OWNER: u8 = 1;
+/// The first bytes of an option's value an event carries.
+const EVENT_VAL_LEN: usize = 16;
 
 /// `struct event` of trace.h, field for field (a test checks the size and offsets).
 #[derive(Clone, Copy, Debug)]
@@ -81,7 +83,7 @@ pub struct Event {
     pub level: i32,
     pub optname: i32,
     pub optlen: i32,
-    pub val: [u8; 16],
+    pub val: [u8; EVENT_VAL_LEN],
     pub duration_ns: u64,
     pub bytes_acked: u64,
     pub bytes_received: u64,
@@ -507,12 +509,70 @@ mod tests {
 
     #[test]
     fn event_matches_trace_h() {
-        // sizeof and offsetof of struct event, as gcc computes them from trace.h.
+        use crate::abi::header::{self, layout};
+        let h = header::parse(include_str!("bpf/trace.h")).expect("trace.h");
+        let event = layout!(Event {
+            t_ns,
+            cookie,
+            pid,
+            tid,
+            comm,
+            kind,
+            flags,
+            family,
+            ty = "type",
+            protocol,
+            state,
+            pad0,
+            lport,
+            rport,
+            pad1,
+            laddr,
+            raddr,
+            level,
+            optname,
+            optlen,
+            val,
+            duration_ns,
+            bytes_acked,
+            bytes_received,
+            segs_in,
+            segs_out,
+            total_retrans,
+            srtt_us,
+            min_rtt_us,
+            cwnd,
+            rate_delivered,
+            rate_interval_us,
+            mss,
+            pad2,
+        });
+        let constants = [
+            ("EV_SOCKET", EV_SOCKET),
+            ("EV_CONNECT", EV_CONNECT),
+            ("EV_CONNECTED", EV_CONNECTED),
+            ("EV_CONNECT_FAILED", EV_CONNECT_FAILED),
+            ("EV_ACCEPT", EV_ACCEPT),
+            ("EV_SETSOCKOPT", EV_SETSOCKOPT),
+            ("EV_OVERRIDE", EV_OVERRIDE),
+            ("EV_CLOSE", EV_CLOSE),
+            ("EV_LISTEN", EV_LISTEN),
+            ("EVF_OWNER", EVF_OWNER),
+            ("EVENT_VAL_LEN", EVENT_VAL_LEN as u8),
+        ]
+        .map(|(n, v)| (n, v as i128));
+        assert!(
+            h.defines.len() == constants.len() && h.structs.len() == 1,
+            "{h:?}"
+        );
+        let diff = header::differences(&h, &constants, &[("event", event)]);
+        assert!(
+            diff.is_empty(),
+            "trace.h and trace.rs differ:\n  {}",
+            diff.join("\n  ")
+        );
+        // What gcc computes for struct event (kept from before the reader, as its witness).
         assert_eq!(std::mem::size_of::<Event>(), 184);
-        assert_eq!(std::mem::offset_of!(Event, kind), 40);
-        assert_eq!(std::mem::offset_of!(Event, laddr), 56);
-        assert_eq!(std::mem::offset_of!(Event, val), 100);
-        assert_eq!(std::mem::offset_of!(Event, duration_ns), 120);
         assert_eq!(std::mem::offset_of!(Event, mss), 176);
     }
 

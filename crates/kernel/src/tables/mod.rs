@@ -21,99 +21,25 @@
 
 use crate::Error;
 use sockwrap_policy::catalog::Opt;
-use sockwrap_policy::plan::{PlanOp, PlanRecord, MAX_PLAN_OPS};
+use sockwrap_policy::plan::{PlanOp, PlanRecord};
 use sockwrap_policy::rules::Cidr;
 use sockwrap_policy::{Ctx, OnError, Policy, Role, Stage, Transport, Variant};
 use std::collections::HashMap;
 
-/// Entries per kernel plan (`MAX_OPS` in sockwrap.bpf.c; a power of two, so that the
-/// programs bound an index with a mask).
-pub const MAX_OPS: usize = 32;
-const _: () = assert!(MAX_PLAN_OPS <= MAX_OPS);
+// The structs and constants shared with the programs (abi.h), here as well for callers
+// that know them from this module.
+pub use crate::abi::{
+    DKey, KAction, KPlan, ACT_REDIRECT, ACT_SHOW_TARGET, ACT_TARGET_V4, CFG_ACTIONS, CFG_PROGRAMS,
+    CFG_SOCKET_LOCKS, CFG_STRICT, C_APPLIED_BASE, C_DENIED, C_LOCKED, C_REDIRECTED, MAX_OPS,
+    N_COUNTERS, STAGE_ACCEPT_FULL,
+};
+use crate::abi::{SOL_SOCKET, SO_BINDTOIFINDEX};
 
 /// The most decision keys a policy may need (the product of its classes): beyond this the
 /// kernel backend refuses it rather than use much kernel memory.
 pub const MAX_DECISIONS: usize = 1 << 18;
 
-/// The key stage of an accepted socket whose listener got no listen plan (sockwrap.bpf.c):
-/// the whole accept plan, nothing assumed inherited. `Stage::Accept` keys hold the plan
-/// without the options the listener passed on.
-pub const STAGE_ACCEPT_FULL: u8 = 5;
-
-/// `config.flags` (sockwrap.bpf.c).
-pub const CFG_PROGRAMS: u32 = 1;
-pub const CFG_STRICT: u32 = 2;
-/// Some rule denies or redirects: the connect and sendmsg programs look up `actions`.
-pub const CFG_ACTIONS: u32 = 4;
-/// TCP sockets get no storage: their locks follow from their own addresses ([`socket_locks`]).
-pub const CFG_SOCKET_LOCKS: u32 = 8;
-
-/// Counters (the `counters` map): 0..N_OPTS failures per option slot, then plans applied per
-/// stage, then setsockopt calls a lock skipped.
-pub const C_APPLIED_BASE: u32 = 24;
-pub const C_LOCKED: u32 = 29;
-/// Connects and datagrams denied, and redirected.
-pub const C_DENIED: u32 = 30;
-pub const C_REDIRECTED: u32 = 31;
-pub const N_COUNTERS: u32 = 32;
-
-const SOL_SOCKET: i32 = 1;
-const SO_BINDTODEVICE: i32 = 25;
-const SO_BINDTOIFINDEX: i32 = 62;
-
-/// A plan as the programs read it (`struct kplan`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(C)]
-pub struct KPlan {
-    pub lock: u32,
-    pub slots: u32,
-    pub len: u32,
-    pub pad: u32,
-    pub ops: [PlanOp; MAX_OPS],
-}
-const _: () = assert!(core::mem::size_of::<KPlan>() == 16 + 28 * MAX_OPS);
-
-impl KPlan {
-    pub fn ops(&self) -> &[PlanOp] {
-        &self.ops[..(self.len as usize).min(MAX_OPS)]
-    }
-}
-
-/// A decision key (`struct dkey`): which socket, at which stage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-#[repr(C)]
-pub struct DKey {
-    pub ipc: u32,
-    pub prog: u32,
-    pub rpc: u16,
-    pub lpc: u16,
-    pub transport: u8,
-    pub stage: u8,
-    pub variant: u8,
-    pub pad: u8,
-}
-const _: () = assert!(core::mem::size_of::<DKey>() == 16);
-
-/// `kaction.flags` (sockwrap.bpf.c).
-pub const ACT_REDIRECT: u32 = 1;
-pub const ACT_SHOW_TARGET: u32 = 2;
-pub const ACT_TARGET_V4: u32 = 4;
-
-/// What a connect (or unconnected sendto) to a destination class gets besides options
-/// (`struct kaction`): the winning `deny`, else the winning `redirect`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[repr(C)]
-pub struct KAction {
-    /// The errno the call fails with (0: not denied).
-    pub deny: u32,
-    pub flags: u32,
-    /// The redirect target, network order, v4-mapped for IPv4.
-    pub ip6: [u8; 16],
-    /// The redirect target's port, host order.
-    pub port: u32,
-    pub pad: u32,
-}
-const _: () = assert!(core::mem::size_of::<KAction>() == 32);
+const SO_BINDTODEVICE: i32 = libc::SO_BINDTODEVICE;
 
 impl KAction {
     fn of(a: &sockwrap_policy::rules::Actions) -> Option<KAction> {
