@@ -301,14 +301,14 @@ pub fn comm_key(name: &str) -> [u8; 16] {
 }
 
 /// The interface index of `name`, in sockwrap's network namespace.
-fn ifindex(name: &str) -> Option<u32> {
+pub fn system_ifindex(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;
     // SAFETY: if_nametoindex reads a NUL-terminated string and nothing else.
     let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (i != 0).then_some(i)
 }
 
-fn kernel_plan(rec: &PlanRecord) -> Result<KPlan, Error> {
+fn kernel_plan(rec: &PlanRecord, ifindex: &dyn Fn(&str) -> Option<u32>) -> Result<KPlan, Error> {
     let mut k = KPlan {
         lock: rec.lock,
         slots: rec.slots,
@@ -401,8 +401,19 @@ fn socket_locks(
 }
 
 impl Tables {
-    /// Every decision of `policy`, as map contents.
+    /// Every decision of `policy`, as map contents; interface names are resolved in
+    /// sockwrap's network namespace ([`system_ifindex`]).
     pub fn build(policy: &Policy) -> Result<Tables, Error> {
+        Tables::build_with(policy, &system_ifindex)
+    }
+
+    /// Every decision of `policy`, as map contents, with `ifindex` giving the index of an
+    /// interface name (`bind-interface`: the programs bind by index). Pure: the same
+    /// policy and lookup give the same tables.
+    pub fn build_with(
+        policy: &Policy,
+        ifindex: &dyn Fn(&str) -> Option<u32>,
+    ) -> Result<Tables, Error> {
         // Program classes.
         let mut names: Vec<String> = policy
             .rules()
@@ -564,7 +575,7 @@ impl Tables {
                                         if rec.len == 0 && rec.lock == 0 {
                                             continue;
                                         }
-                                        let kp = kernel_plan(&rec)?;
+                                        let kp = kernel_plan(&rec, ifindex)?;
                                         let idx = match plan_index.get(&kp) {
                                             Some(&i) => i,
                                             None => {
@@ -705,6 +716,9 @@ impl Tables {
         }
     }
 }
+
+#[cfg(test)]
+mod agreement;
 
 #[cfg(test)]
 mod tests {
