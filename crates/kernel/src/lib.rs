@@ -8,7 +8,8 @@
 //!
 //! - [`abi`]: the structs and constants shared with the programs (`src/bpf/abi.h`), checked
 //!   against the header by a test;
-//! - [`tables`]: the policy enumerated into map contents (pure, testable without a kernel);
+//! - [`tables`]: the policy enumerated into map contents (pure, testable without a kernel:
+//!   the one lookup of the system it needs, an interface's index, is passed in);
 //! - [`programs`]: loading the compiled programs (`src/bpf/sockwrap.bpf.c`), filling the
 //!   maps, attaching to a cgroup or pinning in a BPF filesystem (for systemd's
 //!   `BPFProgram=`), reading the counters;
@@ -19,6 +20,7 @@
 //! - [`mptcp`]: MPTCP for the cgroup's TCP sockets (fmod_ret on update_socket_protocol);
 //! - [`trace`]: `trace --kernel`'s own programs (`src/bpf/trace.bpf.c`, loaded only for
 //!   it) and their ring buffer, read back as the trace's JSON lines;
+//! - [`sys`]: the few system calls made outside aya, each behind a safe function;
 //! - [`cgroup`]: the cgroup v2 child a command runs in, and the leftovers of a sockwrap
 //!   that was killed.
 //!
@@ -32,6 +34,7 @@ pub mod links;
 pub mod mptcp;
 pub mod probe;
 pub mod programs;
+pub mod sys;
 pub mod tables;
 pub mod trace;
 

@@ -144,6 +144,21 @@ pub struct KAction {
     pub pad: u32,
 }
 
+impl KAction {
+    /// The redirect target, if this action redirects.
+    pub fn target(&self) -> Option<std::net::SocketAddr> {
+        if self.flags & ACT_REDIRECT == 0 {
+            return None;
+        }
+        let v6 = std::net::Ipv6Addr::from(self.ip6);
+        let ip = match (self.flags & ACT_TARGET_V4 != 0, v6.to_ipv4_mapped()) {
+            (true, Some(v4)) => std::net::IpAddr::V4(v4),
+            _ => std::net::IpAddr::V6(v6),
+        };
+        Some(std::net::SocketAddr::new(ip, self.port as u16))
+    }
+}
+
 /// `struct config`: the one entry of the `config` map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[repr(C)]

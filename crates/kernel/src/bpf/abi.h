@@ -53,7 +53,7 @@
 #define CFG_PROGRAMS 1 // some rule names a program: look the comm up
 #define CFG_STRICT 2   // on_error = fail: a failed option fails the call (connect, bind, sendmsg)
 #define CFG_ACTIONS 4  // some rule denies or redirects: look the destination's action up
-// A TCP socket's locks follow from its own addresses (crates/kernel/src/tables, socket_locks):
+// A TCP socket's locks follow from its own addresses (crates/kernel/src/tables/locks.rs):
 // a listener has those of its listen plan, a connected or accepted socket those of the
 // connect plan of its peer. TCP sockets then get no storage (an allocation at connect, a copy
 // at every accept, a free at close: most of what the programs cost a connection) and

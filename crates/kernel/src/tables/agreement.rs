@@ -13,10 +13,12 @@
 
 use super::*;
 use crate::abi::{STAGE_ACCEPT, STAGE_BIND, STAGE_CONNECT, STAGE_LISTEN, STAGE_UDP_CREATE};
-use sockwrap_policy::catalog::{parse_value, Family, Kind, Raw};
+use sockwrap_policy::catalog::{parse_value, Family, Kind, Opt, Raw};
+use sockwrap_policy::plan::{PlanOp, PlanRecord};
 use sockwrap_policy::rng::Rng;
 use sockwrap_policy::rules::{ip_key, Cidr, Match, Ports, Redirect, Rule};
 use sockwrap_policy::Value;
+use sockwrap_policy::{Ctx, Role};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 const DEFAULT_SEED: u64 = 0x5eed_7ab1_e500_0001;
