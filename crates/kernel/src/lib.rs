@@ -28,12 +28,20 @@
 //! `--kernel` can give SO_MARK, or a priority above 6, to an unprivileged program. That is a
 //! feature, and the reason only root may attach.
 
+// unsafe is denied but in the modules on this allow-list (and abi's `Pod` marks), each
+// block with a `// SAFETY:` note: the system calls (sys), and the bpf(2) attributes that
+// carry addresses (links, mptcp).
+#![deny(unsafe_code, clippy::undocumented_unsafe_blocks)]
+
 pub mod abi;
 pub mod cgroup;
+#[allow(unsafe_code)]
 pub mod links;
+#[allow(unsafe_code)]
 pub mod mptcp;
 pub mod probe;
 pub mod programs;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod tables;
 pub mod trace;

@@ -8,8 +8,8 @@
 //! --kernel`); they stay until [`unpin`] removes the files.
 
 use crate::abi::{
-    Config, DKey, KAction, KPlan, OptKey, PortClasses, CFG_ACTIONS, CFG_PROGRAMS, N_COUNTERS,
-    PORT_ENTRIES, STAGE_ACCEPT_FULL,
+    Config, DKey, KAction, KPlan, LpmKey, OptKey, PortClasses, CFG_ACTIONS, CFG_PROGRAMS,
+    N_COUNTERS, PORT_ENTRIES, STAGE_ACCEPT_FULL,
 };
 use crate::tables::Tables;
 use crate::Error;
@@ -19,8 +19,7 @@ use aya::programs::{
 };
 use aya::{Ebpf, EbpfLoader};
 use sockwrap_policy::Stage;
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// The object clang built from `src/bpf/sockwrap.bpf.c` (see build.rs).
@@ -130,35 +129,15 @@ fn fill_ports(ebpf: &mut Ebpf, name: &str, class: &[u16]) -> Result<(), Error> {
         return Err(Error(format!("map `{name}` is not an array")));
     };
     let data: &MapData = data;
-    let fd = data.fd().as_fd().as_raw_fd();
     let len = PORT_ENTRIES * std::mem::size_of::<PortClasses>();
-    // SAFETY: mapping the map's own memory (BPF_F_MMAPABLE, PORT_ENTRIES elements of
-    // struct port_classes), writing inside it, unmapping it again; nothing else refers to
-    // the mapping.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return Err(err(
-                &format!("mmap of map `{name}`"),
-                std::io::Error::last_os_error(),
-            ));
+    // Entry port / 4 holds port's class at index port % 4 (struct port_classes): port p's
+    // class is the u16 at byte 2p.
+    crate::sys::with_mapped_map(data.fd().as_fd(), len, |mem| {
+        for (slot, &c) in mem.chunks_exact_mut(2).zip(class) {
+            slot.copy_from_slice(&c.to_ne_bytes());
         }
-        let entries = p as *mut PortClasses;
-        for (i, four) in class.chunks(4).enumerate().take(PORT_ENTRIES) {
-            let mut e = PortClasses::default();
-            e.cls[..four.len()].copy_from_slice(four);
-            entries.add(i).write(e);
-        }
-        libc::munmap(p, len);
-    }
-    Ok(())
+    })
+    .map_err(|e| err(&format!("mmap of map `{name}`"), e))
 }
 
 /// The attach type of each program by the name systemd's `BPFProgram=` and bpftool give it.
@@ -221,14 +200,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// Whether `path` is on a BPF filesystem (bpffs), where programs and maps can be pinned.
 pub fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes one struct statfs into `st`, which is large enough.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a NUL-terminated path, st a valid out pointer.
-    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    r == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    crate::sys::fs_type(path) == Some(BPF_FS_MAGIC)
 }
 
 /// What [`pin`] left in the BPF filesystem.
@@ -427,7 +399,7 @@ pub(crate) fn load_filled(tables: &Tables) -> Result<Ebpf, Error> {
         let mut m: LpmTrie<_, [u8; 16], u32> =
             LpmTrie::try_from(map(&mut ebpf, "networks")?).map_err(|e| err("map networks", e))?;
         for n in &tables.networks {
-            let key = aya::maps::lpm_trie::Key::new(n.prefix_len, n.addr);
+            let key = LpmKey::new(n.prefix_len, n.addr);
             m.insert(&key, n.class, 0)
                 .map_err(|e| err("map networks", e))?;
         }

@@ -60,7 +60,7 @@ const EVF_OWNER: u8 = 1;
 const EVENT_VAL_LEN: usize = 16;
 
 /// `struct event` of trace.h, field for field (a test checks the size and offsets).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
 pub struct Event {
     pub t_ns: u64,
@@ -102,12 +102,7 @@ pub struct Event {
 impl Event {
     /// The event in a ring buffer record, if it is one.
     pub fn from_bytes(b: &[u8]) -> Option<Event> {
-        if b.len() < std::mem::size_of::<Event>() {
-            return None;
-        }
-        // SAFETY: Event is plain integers (every bit pattern valid) and `b` holds at least
-        // size_of::<Event>() bytes; read_unaligned needs no alignment.
-        Some(unsafe { std::ptr::read_unaligned(b.as_ptr() as *const Event) })
+        crate::abi::from_bytes(b)
     }
 
     /// Whether this event ends a TCP connection.
@@ -460,13 +455,7 @@ impl Tracer {
     /// Waits until the ring buffer has an event, at most `ms` milliseconds (a signal ends
     /// the wait early).
     pub fn wait(&self, ms: i32) {
-        let mut p = libc::pollfd {
-            fd: self.ring.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd whose descriptor outlives the call.
-        unsafe { libc::poll(&mut p, 1, ms) };
+        crate::sys::wait_readable(self.ring.as_raw_fd(), ms);
     }
 
     /// Events the programs could not put in the ring buffer (it was full).
@@ -498,8 +487,7 @@ pub fn missing() -> Option<&'static str> {
 /// The ring buffer size for `kib` KiB, as the kernel takes it: a power of two of at least
 /// one page.
 pub fn ring_bytes(kib: u32) -> u32 {
-    // SAFETY: sysconf cannot fail for _SC_PAGESIZE.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
+    let page = crate::sys::page_size().max(4096) as u32;
     kib.saturating_mul(1024).max(page).next_power_of_two()
 }
 
@@ -577,15 +565,15 @@ mod tests {
     }
 
     fn event(kind: u8) -> Event {
-        // SAFETY: integers only.
-        let mut e: Event = unsafe { std::mem::zeroed() };
-        e.kind = kind;
-        e.t_ns = 1000;
-        e.cookie = 77;
-        e.family = libc::AF_INET as u8;
-        e.ty = 1;
-        e.protocol = 6;
-        e
+        Event {
+            kind,
+            t_ns: 1000,
+            cookie: 77,
+            family: libc::AF_INET as u8,
+            ty: 1,
+            protocol: 6,
+            ..Event::default()
+        }
     }
 
     #[test]

@@ -186,12 +186,29 @@ pub struct PortClasses {
 /// length and the address.
 pub type LpmKey = aya::maps::lpm_trie::Key<[u8; 16]>;
 
+pub use pod::from_bytes;
+
 // SAFETY (for each): plain #[repr(C)] integers and arrays of them, no padding bytes that
 // the kernel could read as uninitialised (abi.h's _Static_asserts and tests.rs check the
 // sizes), no pointers: any byte pattern is a valid value.
 #[allow(unsafe_code)]
 mod pod {
     use super::*;
+    use crate::trace::Event;
+
+    /// A `T` read from the start of `b` (a ring buffer record, a map value), if `b` is
+    /// long enough.
+    pub fn from_bytes<T: aya::Pod>(b: &[u8]) -> Option<T> {
+        if b.len() < std::mem::size_of::<T>() {
+            return None;
+        }
+        // SAFETY: T is Pod (every bit pattern is a valid T) and `b` holds at least
+        // size_of::<T>() bytes; read_unaligned needs no alignment.
+        Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
+    }
+
+    // SAFETY: see above (struct event of trace.h, checked by trace.rs's test).
+    unsafe impl aya::Pod for Event {}
     // SAFETY: see above.
     unsafe impl aya::Pod for KPlan {}
     // SAFETY: see above.
