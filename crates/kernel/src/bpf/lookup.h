@@ -19,6 +19,24 @@
 #define SOCK_STREAM_ 1
 #define SOCK_DGRAM_ 2
 
+// A sock_addr context's address as the four words network_class and the redirects take:
+// an IPv4 address v4-mapped (connect4, sendmsg4, ...), an IPv6 one as it is. Each word is
+// read straight from the context (the verifier refuses a load through a pointer the
+// compiler computed from it).
+#define USER_IP4_MAPPED(ctx) { 0, 0, bpf_htonl(0xffff), (ctx)->user_ip4 }
+#define USER_IP6(ctx) { (ctx)->user_ip6[0], (ctx)->user_ip6[1], (ctx)->user_ip6[2], (ctx)->user_ip6[3] }
+
+// A sock_addr program (connect4/6, sendmsg4/6, getpeername4/6, recvmsg4/6): the address
+// made four words by `ip_words` (USER_IP4_MAPPED or USER_IP6) as `ip6`, then `call`.
+#define ADDR_PROGRAM(section, name, ip_words, call)    \
+	SEC(section)                                   \
+	int name(struct bpf_sock_addr *ctx)            \
+	{                                              \
+		__u32 ip6[4] = ip_words(ctx);          \
+                                                       \
+		return call;                           \
+	}
+
 static __always_inline struct config *cfg(void)
 {
 	__u32 zero = 0;

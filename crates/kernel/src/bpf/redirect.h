@@ -64,6 +64,23 @@ static __always_inline int redirect_to(struct bpf_sock_addr *ctx, const struct k
 	return 0;
 }
 
+// Redirects the connect (sendmsg 0) or datagram (sendmsg 1) to the action's target and
+// remembers where it went on the socket, for getpeername and recvmsg: 0, or the errno the
+// call must fail with (see redirect_to).
+static __always_inline int redirect(struct bpf_sock_addr *ctx, const struct kaction *a,
+				    const __u32 ip6[4], __u32 port, int is4, int sendmsg)
+{
+	struct rdstate *rd;
+	int e = redirect_to(ctx, a, is4, sendmsg);
+
+	if (e)
+		return e;
+	rd = bpf_sk_storage_get(&redirects, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (rd)
+		remember(sendmsg ? &rd->dgram : &rd->peer, a, ip6, port);
+	return 0;
+}
+
 // Whether `r` is a redirect to (ip6, port): the address the kernel is about to answer.
 static __always_inline int went_to(const struct redirected *r, const __u32 ip6[4], __u32 port)
 {

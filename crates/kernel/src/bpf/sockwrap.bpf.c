@@ -149,14 +149,9 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, const __u32 ip6
 			return 0;
 	}
 	if (act && (act->flags & ACT_REDIRECT)) {
-		struct rdstate *rd;
-
-		e = redirect_to(ctx, act, is4, 0);
+		e = redirect(ctx, act, ip6, port, is4, 0);
 		if (e)
 			return refuse(e);
-		rd = bpf_sk_storage_get(&redirects, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (rd)
-			remember(&rd->peer, act, ip6, port);
 	} else if (c && (c->flags & CFG_ACTIONS)) {
 		struct rdstate *rd = bpf_sk_storage_get(&redirects, ctx->sk, 0, 0);
 
@@ -166,21 +161,8 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, const __u32 ip6
 	return 1;
 }
 
-SEC("cgroup/connect4")
-int sw_connect4(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { 0, 0, bpf_htonl(0xffff), ctx->user_ip4 };
-
-	return on_connect(ctx, ip6, VAR_V4, 1);
-}
-
-SEC("cgroup/connect6")
-int sw_connect6(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
-
-	return on_connect(ctx, ip6, v4_mapped(ip6) ? VAR_V6DUAL : VAR_V6, 0);
-}
+ADDR_PROGRAM("cgroup/connect4", sw_connect4, USER_IP4_MAPPED, on_connect(ctx, ip6, VAR_V4, 1))
+ADDR_PROGRAM("cgroup/connect6", sw_connect6, USER_IP6, on_connect(ctx, ip6, v4_mapped(ip6) ? VAR_V6DUAL : VAR_V6, 0))
 
 // sendto() on an unconnected UDP socket.
 //
@@ -224,15 +206,9 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, const __u32 ip6
 			return refuse(act->deny);
 		}
 		if (act && (act->flags & ACT_REDIRECT)) {
-			struct rdstate *rd;
-
-			e = redirect_to(ctx, act, is4, 1);
+			e = redirect(ctx, act, ip6, port, is4, 1);
 			if (e)
 				return refuse(e);
-			rd = bpf_sk_storage_get(&redirects, ctx->sk, 0,
-						BPF_SK_STORAGE_GET_F_CREATE);
-			if (rd)
-				remember(&rd->dgram, act, ip6, port);
 		}
 	}
 	if (st && st->dest_plan)
@@ -257,53 +233,15 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, const __u32 ip6
 	return 1;
 }
 
-SEC("cgroup/sendmsg4")
-int sw_sendmsg4(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { 0, 0, bpf_htonl(0xffff), ctx->user_ip4 };
+ADDR_PROGRAM("cgroup/sendmsg4", sw_sendmsg4, USER_IP4_MAPPED, on_sendmsg(ctx, ip6, VAR_V4, 1))
+ADDR_PROGRAM("cgroup/sendmsg6", sw_sendmsg6, USER_IP6, on_sendmsg(ctx, ip6, VAR_V6DUAL, 0))
 
-	return on_sendmsg(ctx, ip6, VAR_V4, 1);
-}
-
-SEC("cgroup/sendmsg6")
-int sw_sendmsg6(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
-
-	return on_sendmsg(ctx, ip6, VAR_V6DUAL, 0);
-}
-
-SEC("cgroup/getpeername4")
-int sw_getpeername4(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { 0, 0, bpf_htonl(0xffff), ctx->user_ip4 };
-
-	return restore(ctx, ip6, 1, 0);
-}
-
-SEC("cgroup/getpeername6")
-int sw_getpeername6(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
-
-	return restore(ctx, ip6, 0, 0);
-}
-
-SEC("cgroup/recvmsg4")
-int sw_recvmsg4(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { 0, 0, bpf_htonl(0xffff), ctx->user_ip4 };
-
-	return restore(ctx, ip6, 1, 1);
-}
-
-SEC("cgroup/recvmsg6")
-int sw_recvmsg6(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
-
-	return restore(ctx, ip6, 0, 1);
-}
+// getpeername() and recvmsg() of a redirected socket: the address the program asked for
+// (restore, redirect.h).
+ADDR_PROGRAM("cgroup/getpeername4", sw_getpeername4, USER_IP4_MAPPED, restore(ctx, ip6, 1, 0))
+ADDR_PROGRAM("cgroup/getpeername6", sw_getpeername6, USER_IP6, restore(ctx, ip6, 0, 0))
+ADDR_PROGRAM("cgroup/recvmsg4", sw_recvmsg4, USER_IP4_MAPPED, restore(ctx, ip6, 1, 1))
+ADDR_PROGRAM("cgroup/recvmsg6", sw_recvmsg6, USER_IP6, restore(ctx, ip6, 0, 1))
 
 static __always_inline int on_bind(struct bpf_sock_addr *ctx, __u8 variant)
 {
