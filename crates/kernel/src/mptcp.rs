@@ -183,6 +183,23 @@ struct RawTpAttr {
     pad: u32,
 }
 
+/// `struct mptcp_config` of mptcp.h, the one value of `mptcp_config` (a test checks the
+/// layout against the header).
+#[repr(C)]
+struct MptcpConfig {
+    others: u32,
+    pad: u32,
+}
+
+impl MptcpConfig {
+    fn to_bytes(&self) -> [u8; 8] {
+        let mut b = [0; 8];
+        b[..4].copy_from_slice(&self.others.to_ne_bytes());
+        b[4..].copy_from_slice(&self.pad.to_ne_bytes());
+        b
+    }
+}
+
 /// `union bpf_attr` for BPF_MAP_LOOKUP_ELEM / BPF_MAP_UPDATE_ELEM.
 #[repr(C)]
 #[derive(Default)]
@@ -325,15 +342,11 @@ impl Conversion {
             maps,
             link: None,
         };
-        let config: [u32; 2] = [sel.others as u32, 0];
-        conv.update(
-            "mptcp_config",
-            &0u32.to_ne_bytes(),
-            &config
-                .iter()
-                .flat_map(|x| x.to_ne_bytes())
-                .collect::<Vec<_>>(),
-        )?;
+        let config = MptcpConfig {
+            others: sel.others as u32,
+            pad: 0,
+        };
+        conv.update("mptcp_config", &0u32.to_ne_bytes(), &config.to_bytes())?;
         for (k, w) in &sel.comms {
             conv.update("mptcp_comms", k, &(*w as u32).to_ne_bytes())?;
         }
@@ -482,6 +495,32 @@ pub fn sockets_here() -> Result<(), i32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mptcp_h_and_its_rust_mirror_agree() {
+        use crate::abi::header::{self, layout};
+        let h = header::parse(include_str!("bpf/mptcp.h")).expect("mptcp.h");
+        let comm = header::Layout {
+            size: 16,
+            align: 1,
+            fields: vec![("name".into(), 0, 16)],
+        };
+        assert_eq!(
+            comm.size,
+            std::mem::size_of_val(&crate::tables::comm_key("x"))
+        );
+        let structs = [
+            ("mptcp_config", layout!(MptcpConfig { others, pad })),
+            ("comm", comm),
+        ];
+        assert!(h.structs.len() == 2 && h.defines.is_empty(), "{h:?}");
+        let diff = header::differences(&h, &[], &structs);
+        assert!(
+            diff.is_empty(),
+            "mptcp.h and mptcp.rs differ:\n  {}",
+            diff.join("\n  ")
+        );
+    }
+
     use super::*;
     use sockwrap_policy::rules::{Cidr, Rule};
     use sockwrap_policy::{OnError, Role};
