@@ -266,7 +266,7 @@ fn pin_into(tables: &Tables, dir: &Path) -> Result<Pinned, Failed> {
     Ok(pinned)
 }
 
-/// The subdirectory of a pin directory that holds the links of [`pin_attached`].
+/// The subdirectory of a pin directory that holds the links of [`attach_pinned`].
 pub const LINKS_DIR: &str = "links";
 
 /// Attaches each program [`pin`] pinned under `dir` to the cgroup directory `cgroup`

@@ -2,7 +2,7 @@
 //! programs of `sockwrap.bpf.c` share, written here once for the Rust side.
 //!
 //! `abi.h` is the definition (libbpf-bootstrap's pairing of `X.bpf.c` with `X.h`). The test
-//! in `tests.rs` reads it ([`header`]) and compares every constant's value and every
+//! in `tests.rs` reads it (with `header.rs`) and compares every constant's value and every
 //! struct's size and field offsets with this module, so a change on one side alone fails
 //! `cargo test`; `abi.h` holds `_Static_assert`s for what C can check itself.
 //!

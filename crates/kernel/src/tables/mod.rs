@@ -19,10 +19,10 @@
 //! actions are enumerated the same way ([`Policy::connect_actions`] per class): the `deny`
 //! and `redirect` a connect, or an unconnected sendto, to a destination of the class gets.
 //!
-//! [`Tables::build_with`] in steps: the classes ([`classes`]), the enumeration of every
-//! class's decisions ([`enumerate`]), the flags the programs read, the lockable options
-//! ([`locks`]). What `--kernel` cannot carry out the caller refuses before ([`refusals`]). Pure: the
-//! one lookup of the system (an interface's index) is passed in.
+//! [`Tables::build_with`] in steps: the classes (`classes.rs`), the enumeration of every
+//! class's decisions (`enumerate.rs`), the flags the programs read, the lockable options
+//! (`locks.rs`). What `--kernel` cannot carry out the caller refuses before ([`refusals()`]).
+//! Pure: the one lookup of the system (an interface's index) is passed in.
 
 mod classes;
 mod enumerate;
