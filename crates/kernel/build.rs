@@ -10,7 +10,8 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=CLANG");
-    println!("cargo:rerun-if-changed=src/bpf/trace.h");
+    // The programs and the headers they include (abi.h, maps.h, ..., trace.h).
+    println!("cargo:rerun-if-changed=src/bpf");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     for (src, obj) in [
         ("src/bpf/sockwrap.bpf.c", "sockwrap.bpf.o"),
@@ -18,7 +19,6 @@ fn main() {
         ("src/bpf/mptcp.bpf.c", "mptcp.bpf.o"),
         ("src/bpf/trace.bpf.c", "trace.bpf.o"),
     ] {
-        println!("cargo:rerun-if-changed={src}");
         compile(src, &out.join(obj));
     }
 }

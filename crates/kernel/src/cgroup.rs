@@ -362,12 +362,7 @@ fn restore(path: PathBuf, pids: Vec<i32>, remove: bool) -> Leftover {
 /// Moves the calling process into the cgroup whose `cgroup.procs` is open as `fd`. Used
 /// between fork and exec: one write(2), nothing else.
 pub fn join_raw(fd: i32) -> std::io::Result<()> {
-    // SAFETY: write(2) of two bytes from a static buffer; async-signal-safe.
-    let n = unsafe { libc::write(fd, b"0\n".as_ptr().cast(), 2) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    crate::sys::write_raw(fd, b"0\n")
 }
 
 /// For tests and `doctor`: writes a pid into a cgroup.

@@ -6,7 +6,10 @@
 //! `doctor`, `explain --kernel`), never by the library: libsockwrap.so does not link this
 //! crate.
 //!
-//! - [`tables`]: the policy enumerated into map contents (pure, testable without a kernel);
+//! - [`abi`]: the structs and constants shared with the programs (`src/bpf/abi.h`), checked
+//!   against the header by a test;
+//! - [`tables`]: the policy enumerated into map contents (pure, testable without a kernel:
+//!   the one lookup of the system it needs, an interface's index, is passed in);
 //! - [`programs`]: loading the compiled programs (`src/bpf/sockwrap.bpf.c`), filling the
 //!   maps, attaching to a cgroup or pinning in a BPF filesystem (for systemd's
 //!   `BPFProgram=`), reading the counters;
@@ -17,6 +20,7 @@
 //! - [`mptcp`]: MPTCP for the cgroup's TCP sockets (fmod_ret on update_socket_protocol);
 //! - [`trace`]: `trace --kernel`'s own programs (`src/bpf/trace.bpf.c`, loaded only for
 //!   it) and their ring buffer, read back as the trace's JSON lines;
+//! - [`sys`]: the few system calls made outside aya, each behind a safe function;
 //! - [`cgroup`]: the cgroup v2 child a command runs in, and the leftovers of a sockwrap
 //!   that was killed.
 //!
@@ -24,11 +28,21 @@
 //! `--kernel` can give SO_MARK, or a priority above 6, to an unprivileged program. That is a
 //! feature, and the reason only root may attach.
 
+// unsafe is denied but in the modules on this allow-list (and abi's `Pod` marks), each
+// block with a `// SAFETY:` note: the system calls (sys), and the bpf(2) attributes that
+// carry addresses (links, mptcp).
+#![deny(unsafe_code, clippy::undocumented_unsafe_blocks)]
+
+pub mod abi;
 pub mod cgroup;
+#[allow(unsafe_code)]
 pub mod links;
+#[allow(unsafe_code)]
 pub mod mptcp;
 pub mod probe;
 pub mod programs;
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod tables;
 pub mod trace;
 

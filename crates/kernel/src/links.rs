@@ -14,7 +14,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -65,27 +65,15 @@ impl Attr {
 }
 
 fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i64> {
-    // SAFETY: bpf(2) reads (and for some commands writes) at most `size` bytes of `attr`,
-    // which is 128 bytes long and lives across the call; pointers inside it (path names,
-    // info buffers) are set by the callers to buffers that outlive the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.0.as_mut_ptr(),
-            std::mem::size_of::<Attr>() as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
+    // SAFETY: Attr is the start of union bpf_attr, zeroed beyond what the caller set; the
+    // addresses in it (path names, info buffers) are set by the callers below to buffers
+    // that live across the call and are as long as the sizes given with them.
+    unsafe { crate::sys::bpf(cmd, attr) }
 }
 
 fn owned(fd: i64) -> OwnedFd {
     // SAFETY: bpf(2) returned a new descriptor, which nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+    unsafe { crate::sys::owned_fd(fd) }
 }
 
 fn c_path(path: &Path) -> io::Result<CString> {
@@ -148,17 +136,7 @@ pub fn cgroup_id(dir: &Path) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
-    /// The names of a C enum of `h`, in order, without aliases (`BPF_PROG_RUN =
-    /// BPF_PROG_TEST_RUN,` is not a value of its own): index = value.
-    fn enum_names<'a>(h: &'a str, name: &str) -> Vec<&'a str> {
-        let start = h.find(&format!("enum {name} {{")).expect(name);
-        let body = &h[start..start + h[start..].find("};").expect("end")];
-        body.lines()
-            .map(str::trim)
-            .filter(|l| l.starts_with("BPF_") && !l.contains('='))
-            .filter_map(|l| l.trim_end_matches(',').split_whitespace().next())
-            .collect()
-    }
+    use crate::abi::header::enum_names;
 
     #[test]
     fn attach_types_match_linux_bpf_h() {

@@ -21,13 +21,13 @@
 //! and directly.
 
 use crate::probe::{errno_text, MptcpConversion};
+use crate::sys;
 use crate::tables::comm_key;
 use crate::Error;
 use sockwrap_policy::rules::Match;
 use sockwrap_policy::{Ctx, Opt, Policy, Transport, Value};
 use std::collections::HashSet;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// The object clang built from `src/bpf/mptcp.bpf.c` (see build.rs).
@@ -183,6 +183,23 @@ struct RawTpAttr {
     pad: u32,
 }
 
+/// `struct mptcp_config` of mptcp.h, the one value of `mptcp_config` (a test checks the
+/// layout against the header).
+#[repr(C)]
+struct MptcpConfig {
+    others: u32,
+    pad: u32,
+}
+
+impl MptcpConfig {
+    fn to_bytes(&self) -> [u8; 8] {
+        let mut b = [0; 8];
+        b[..4].copy_from_slice(&self.others.to_ne_bytes());
+        b[4..].copy_from_slice(&self.pad.to_ne_bytes());
+        b
+    }
+}
+
 /// `union bpf_attr` for BPF_MAP_LOOKUP_ELEM / BPF_MAP_UPDATE_ELEM.
 #[repr(C)]
 #[derive(Default)]
@@ -194,46 +211,12 @@ struct MapElemAttr {
     flags: u64,
 }
 
-/// `union bpf_attr` for BPF_OBJ_PIN / BPF_OBJ_GET.
-#[repr(C)]
-#[derive(Default)]
-struct ObjAttr {
-    pathname: u64,
-    bpf_fd: u32,
-    file_flags: u32,
-}
-
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_OBJ_PIN: libc::c_long = 6;
-const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_PROG_TYPE_TRACING: u32 = 26;
 const BPF_MODIFY_RETURN: u32 = 26;
-
-/// bpf(2); a new descriptor when the command returns one, else `None`.
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<i64> {
-    // SAFETY: attr is a live, fully initialised #[repr(C)] struct of the layout the kernel
-    // expects for `cmd`, and its size is passed with it; pointers in it point at live data.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T as *mut libc::c_void,
-            std::mem::size_of::<T>(),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(r)
-}
-
-fn new_fd(r: i64) -> OwnedFd {
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(r as i32) }
-}
 
 fn errno(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
@@ -246,24 +229,13 @@ fn update(fd: i32, key: &[u8], value: &[u8]) -> std::io::Result<()> {
         value: value.as_ptr() as u64,
         ..Default::default()
     };
-    sys_bpf(BPF_MAP_UPDATE_ELEM, &mut a).map(|_| ())
+    // SAFETY: a map update's attribute; key and value point at live slices of the map's
+    // key and value sizes (the callers pass them), which the kernel only reads.
+    unsafe { sys::bpf(BPF_MAP_UPDATE_ELEM, &mut a) }.map(|_| ())
 }
 
-fn c_path(p: &Path) -> Result<std::ffi::CString, Error> {
-    std::ffi::CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| Error(format!("{}: a NUL byte in the path", p.display())))
-}
-
-fn pin_fd(fd: i32, path: &Path) -> Result<(), Error> {
-    let c = c_path(path)?;
-    let mut a = ObjAttr {
-        pathname: c.as_ptr() as u64,
-        bpf_fd: fd as u32,
-        ..Default::default()
-    };
-    sys_bpf(BPF_OBJ_PIN, &mut a)
-        .map(|_| ())
-        .map_err(|e| Error(format!("pinning {}: {e}", path.display())))
+fn pin_fd(fd: BorrowedFd, path: &Path) -> Result<(), Error> {
+    crate::links::pin(fd, path).map_err(|e| Error(format!("pinning {}: {e}", path.display())))
 }
 
 /// The `update_socket_protocol` function's id in the kernel's BTF.
@@ -279,8 +251,7 @@ impl Conversion {
     /// nothing until [`Conversion::target`]). This is the probe: where the kernel cannot
     /// convert, the error is what it said.
     pub fn load(sel: &Selection) -> Result<Conversion, LoadError> {
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
+        if !crate::sys::is_root() {
             return Err(LoadError::Kernel(MptcpConversion::NotProbed, String::new()));
         }
         let btf_id = target_btf_id().map_err(|c| LoadError::Kernel(c, String::new()))?;
@@ -345,7 +316,12 @@ impl Conversion {
                 attr.log_size = log.len() as u32;
                 attr.log_buf = log.as_mut_ptr() as u64;
             }
-            sys_bpf(BPF_PROG_LOAD, &mut attr).map(new_fd)
+            // SAFETY: a program load's attribute; insns, license and name point at the
+            // parsed object, which outlives the call, and log_buf (when set) at `log`,
+            // log_size bytes the kernel may write.
+            let fd = unsafe { sys::bpf(BPF_PROG_LOAD, &mut attr) }?;
+            // SAFETY: BPF_PROG_LOAD returned a new descriptor of our own.
+            Ok(unsafe { sys::owned_fd(fd) })
         };
         let prog = match load(&mut Vec::new()) {
             Ok(fd) => fd,
@@ -366,15 +342,11 @@ impl Conversion {
             maps,
             link: None,
         };
-        let config: [u32; 2] = [sel.others as u32, 0];
-        conv.update(
-            "mptcp_config",
-            &0u32.to_ne_bytes(),
-            &config
-                .iter()
-                .flat_map(|x| x.to_ne_bytes())
-                .collect::<Vec<_>>(),
-        )?;
+        let config = MptcpConfig {
+            others: sel.others as u32,
+            pad: 0,
+        };
+        conv.update("mptcp_config", &0u32.to_ne_bytes(), &config.to_bytes())?;
         for (k, w) in &sel.comms {
             conv.update("mptcp_comms", k, &(*w as u32).to_ne_bytes())?;
         }
@@ -413,9 +385,11 @@ impl Conversion {
             prog_fd: self.prog.as_raw_fd() as u32,
             ..Default::default()
         };
-        match sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &mut a) {
+        // SAFETY: the attribute holds no address (name 0: the program's own target).
+        match unsafe { sys::bpf(BPF_RAW_TRACEPOINT_OPEN, &mut a) } {
             Ok(fd) => {
-                self.link = Some(new_fd(fd));
+                // SAFETY: the command returned a new descriptor of our own.
+                self.link = Some(unsafe { sys::owned_fd(fd) });
                 Ok(())
             }
             Err(e) => Err(LoadError::Kernel(
@@ -438,7 +412,9 @@ impl Conversion {
             value: &mut value as *mut u64 as u64,
             ..Default::default()
         };
-        match sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut a) {
+        // SAFETY: key and value point at the locals above, of the map's key and value sizes
+        // (u32, u64), live across the call; the kernel writes only `value`.
+        match unsafe { sys::bpf(BPF_MAP_LOOKUP_ELEM, &mut a) } {
             Ok(_) => value,
             Err(_) => 0,
         }
@@ -454,11 +430,11 @@ impl Conversion {
         let mut made = Vec::new();
         for (name, d) in &self.maps {
             let path = dir.join(crate::programs::MAPS_DIR).join(name);
-            pin_fd(d.fd().as_fd().as_raw_fd(), &path)?;
+            pin_fd(d.fd().as_fd(), &path)?;
             made.push(path);
         }
         let path = dir.join(LINK_PIN);
-        pin_fd(link.as_raw_fd(), &path)?;
+        pin_fd(link.as_fd(), &path)?;
         made.push(path);
         Ok(made)
     }
@@ -468,14 +444,7 @@ impl Conversion {
 /// systemd unit's `ExecStartPre=` in the unit's fresh cgroup, each time it starts.
 pub fn target_pinned(dir: &Path, cgroup: &std::fs::File) -> Result<(), Error> {
     let path = dir.join(crate::programs::MAPS_DIR).join(TARGET_MAP);
-    let c = c_path(&path)?;
-    let mut a = ObjAttr {
-        pathname: c.as_ptr() as u64,
-        ..Default::default()
-    };
-    let map = sys_bpf(BPF_OBJ_GET, &mut a)
-        .map(new_fd)
-        .map_err(|e| Error(format!("{}: {e}", path.display())))?;
+    let map = crate::links::get(&path).map_err(|e| Error(format!("{}: {e}", path.display())))?;
     update(
         map.as_raw_fd(),
         &0u32.to_ne_bytes(),
@@ -521,18 +490,37 @@ pub fn refusal(what: MptcpConversion) -> String {
 /// Whether MPTCP sockets can be made in this network namespace: `Err` with the errno
 /// socket(IPPROTO_MPTCP) gave (ENOPROTOOPT: net.mptcp.enabled=0).
 pub fn sockets_here() -> Result<(), i32> {
-    // SAFETY: socket and close on a descriptor of our own.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 262) };
-    if fd < 0 {
-        return Err(errno(&std::io::Error::last_os_error()));
-    }
-    // SAFETY: as above.
-    unsafe { libc::close(fd) };
-    Ok(())
+    crate::sys::tcp_socket_with(libc::IPPROTO_MPTCP as u32)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mptcp_h_and_its_rust_mirror_agree() {
+        use crate::abi::header::{self, layout};
+        let h = header::parse(include_str!("bpf/mptcp.h")).expect("mptcp.h");
+        let comm = header::Layout {
+            size: 16,
+            align: 1,
+            fields: vec![("name".into(), 0, 16)],
+        };
+        assert_eq!(
+            comm.size,
+            std::mem::size_of_val(&crate::tables::comm_key("x"))
+        );
+        let structs = [
+            ("mptcp_config", layout!(MptcpConfig { others, pad })),
+            ("comm", comm),
+        ];
+        assert!(h.structs.len() == 2 && h.defines.is_empty(), "{h:?}");
+        let diff = header::differences(&h, &[], &structs);
+        assert!(
+            diff.is_empty(),
+            "mptcp.h and mptcp.rs differ:\n  {}",
+            diff.join("\n  ")
+        );
+    }
+
     use super::*;
     use sockwrap_policy::rules::{Cidr, Rule};
     use sockwrap_policy::{OnError, Role};

@@ -17,6 +17,7 @@
 //! CAP_NET_ADMIN); the probes say so instead of guessing.
 
 use crate::programs::{self, PROGRAMS, REDIRECT_PROGRAMS};
+use crate::sys;
 use crate::tables::{Tables, C_APPLIED_BASE};
 use crate::Error;
 use aya::programs::Program;
@@ -271,8 +272,7 @@ pub type Loads<T> = Vec<(T, Result<(), String>)>;
 
 /// Whether this process may load BPF programs at all: the probes need it to mean anything.
 fn may_load() -> Result<(), Error> {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !sys::is_root() {
         return Err(Error(
             "only root can load BPF programs: run it as root to probe this kernel".into(),
         ));
@@ -528,85 +528,29 @@ fn run_probe_child(cg: &crate::cgroup::Cgroup, tables: &Tables) -> Result<Vec<u6
         .map_err(|e| Error(format!("probe listener: {e}")))?
         .port();
     let procs_fd = procs.as_raw_fd();
-    // SAFETY: fork in a process that runs one thread here; the child makes only raw system
-    // calls (write, socket, bind, connect, close, _exit) on data prepared before the fork.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(Error(format!("fork: {}", std::io::Error::last_os_error())));
-    }
-    if pid == 0 {
-        // SAFETY: see above; _exit never returns.
-        unsafe {
-            let code = if crate::cgroup::join_raw(procs_fd).is_ok() {
-                probe_sockets(port)
-            } else {
-                1
-            };
-            libc::_exit(code);
-        }
-    }
-    // At most 5 s: a connect to our own listener completes at once.
-    let mut status = 0;
-    let mut done = false;
-    for _ in 0..250 {
-        // SAFETY: waitpid on our own child with a valid out pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            done = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    if !done {
-        // SAFETY: kill and reap our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, &mut status, 0);
-        }
-        return Err(Error("the probe's child did not finish within 5 s".into()));
-    }
+    // At most 5 s: a connect to our own listener completes at once. The child joins the
+    // cgroup (one write) and makes its two sockets with raw system calls only.
+    let end = sys::run_in_child(
+        || match crate::cgroup::join_raw(procs_fd) {
+            Ok(()) => sys::bind_then_connect_loopback(port),
+            Err(_) => 1,
+        },
+        std::time::Duration::from_secs(5),
+    )
+    .map_err(|e| Error(format!("fork: {e}")))?;
     drop(listener);
     let counters = attached.counters();
     drop(attached);
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(Error(format!(
+    match end {
+        sys::ChildEnd::Exited(0) => Ok(counters),
+        sys::ChildEnd::TimedOut => Err(Error("the probe's child did not finish within 5 s".into())),
+        sys::ChildEnd::Exited(code) => Err(Error(format!(
+            "the probe's child could not bind or connect (exit {code})"
+        ))),
+        sys::ChildEnd::Other(status) => Err(Error(format!(
             "the probe's child could not bind or connect (status {status:#x})"
-        )));
+        ))),
     }
-    Ok(counters)
-}
-
-/// In the probe's child: one TCP socket bound to 127.0.0.1 (the bind program), one
-/// connected to `port` (the connect program). Raw system calls only (after fork).
-///
-/// # Safety
-/// Only in a freshly forked child.
-unsafe fn probe_sockets(port: u16) -> i32 {
-    let addr = |p: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: p.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain system calls on our own descriptors and stack addresses.
-    unsafe {
-        let b = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        let sa = addr(0);
-        if b < 0 || libc::bind(b, &sa as *const _ as *const libc::sockaddr, len) != 0 {
-            return 2;
-        }
-        libc::close(b);
-        let c = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        let sa = addr(port);
-        if c < 0 || libc::connect(c, &sa as *const _ as *const libc::sockaddr, len) != 0 {
-            return 3;
-        }
-        libc::close(c);
-    }
-    0
 }
 
 #[cfg(test)]

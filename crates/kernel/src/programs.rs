@@ -7,18 +7,19 @@
 //! to nothing, for whoever attaches them (systemd's `BPFProgram=`: `sockwrap enable UNIT
 //! --kernel`); they stay until [`unpin`] removes the files.
 
-use crate::tables::{
-    DKey, KAction, KPlan, Tables, CFG_ACTIONS, CFG_PROGRAMS, N_COUNTERS, STAGE_ACCEPT_FULL,
+use crate::abi::{
+    Config, DKey, KAction, KPlan, LpmKey, OptKey, PortClasses, CFG_ACTIONS, CFG_PROGRAMS,
+    N_COUNTERS, PORT_ENTRIES, STAGE_ACCEPT_FULL,
 };
+use crate::tables::Tables;
 use crate::Error;
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData};
 use aya::programs::{
     CgroupAttachMode, CgroupSock, CgroupSockAddr, CgroupSockopt, Program, SockOps,
 };
-use aya::{Ebpf, EbpfLoader, Pod};
+use aya::{Ebpf, EbpfLoader};
 use sockwrap_policy::Stage;
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// The object clang built from `src/bpf/sockwrap.bpf.c` (see build.rs).
@@ -45,32 +46,6 @@ pub const REDIRECT_PROGRAMS: [&str; 4] = [
     "sw_recvmsg4",
     "sw_recvmsg6",
 ];
-
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Config {
-    flags: u32,
-    pad: u32,
-}
-
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct OptKey {
-    level: i32,
-    name: i32,
-}
-
-// SAFETY: plain #[repr(C)] data without padding bytes that the kernel could read as
-// uninitialised (every field is written), no pointers.
-unsafe impl Pod for KPlan {}
-// SAFETY: as above.
-unsafe impl Pod for DKey {}
-// SAFETY: as above.
-unsafe impl Pod for KAction {}
-// SAFETY: as above.
-unsafe impl Pod for Config {}
-// SAFETY: as above.
-unsafe impl Pod for OptKey {}
 
 fn err(what: &str, e: impl std::fmt::Display) -> Error {
     Error(format!("{what}: {e}"))
@@ -145,7 +120,7 @@ fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Map, Error> {
         .ok_or_else(|| Error(format!("the BPF object has no map `{name}`")))
 }
 
-/// Writes port classes into a BPF_F_MMAPABLE array of four u16 per 8-byte element.
+/// Writes port classes into a BPF_F_MMAPABLE array of `struct port_classes` (four ports each).
 fn fill_ports(ebpf: &mut Ebpf, name: &str, class: &[u16]) -> Result<(), Error> {
     if class.iter().all(|&c| c == 0) {
         return Ok(()); // the map starts zeroed
@@ -154,32 +129,15 @@ fn fill_ports(ebpf: &mut Ebpf, name: &str, class: &[u16]) -> Result<(), Error> {
         return Err(Error(format!("map `{name}` is not an array")));
     };
     let data: &MapData = data;
-    let fd = data.fd().as_fd().as_raw_fd();
-    let len = 16384 * 8;
-    // SAFETY: mapping the map's own memory (BPF_F_MMAPABLE, 16384 elements of 8 bytes),
-    // writing inside it, unmapping it again; nothing else refers to the mapping.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return Err(err(
-                &format!("mmap of map `{name}`"),
-                std::io::Error::last_os_error(),
-            ));
+    let len = PORT_ENTRIES * std::mem::size_of::<PortClasses>();
+    // Entry port / 4 holds port's class at index port % 4 (struct port_classes): port p's
+    // class is the u16 at byte 2p.
+    crate::sys::with_mapped_map(data.fd().as_fd(), len, |mem| {
+        for (slot, &c) in mem.chunks_exact_mut(2).zip(class) {
+            slot.copy_from_slice(&c.to_ne_bytes());
         }
-        let words = p as *mut u16;
-        for (port, &c) in class.iter().enumerate().take(65536) {
-            words.add(port).write(c);
-        }
-        libc::munmap(p, len);
-    }
-    Ok(())
+    })
+    .map_err(|e| err(&format!("mmap of map `{name}`"), e))
 }
 
 /// The attach type of each program by the name systemd's `BPFProgram=` and bpftool give it.
@@ -242,14 +200,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// Whether `path` is on a BPF filesystem (bpffs), where programs and maps can be pinned.
 pub fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes one struct statfs into `st`, which is large enough.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a NUL-terminated path, st a valid out pointer.
-    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    r == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    crate::sys::fs_type(path) == Some(BPF_FS_MAGIC)
 }
 
 /// What [`pin`] left in the BPF filesystem.
@@ -315,7 +266,7 @@ fn pin_into(tables: &Tables, dir: &Path) -> Result<Pinned, Failed> {
     Ok(pinned)
 }
 
-/// The subdirectory of a pin directory that holds the links of [`pin_attached`].
+/// The subdirectory of a pin directory that holds the links of [`attach_pinned`].
 pub const LINKS_DIR: &str = "links";
 
 /// Attaches each program [`pin`] pinned under `dir` to the cgroup directory `cgroup`
@@ -448,7 +399,7 @@ pub(crate) fn load_filled(tables: &Tables) -> Result<Ebpf, Error> {
         let mut m: LpmTrie<_, [u8; 16], u32> =
             LpmTrie::try_from(map(&mut ebpf, "networks")?).map_err(|e| err("map networks", e))?;
         for n in &tables.networks {
-            let key = aya::maps::lpm_trie::Key::new(n.prefix_len, n.addr);
+            let key = LpmKey::new(n.prefix_len, n.addr);
             m.insert(&key, n.class, 0)
                 .map_err(|e| err("map networks", e))?;
         }

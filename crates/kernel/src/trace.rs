@@ -56,9 +56,11 @@ const EV_OVERRIDE: u8 = 7;
 const EV_CLOSE: u8 = 8;
 const EV_LISTEN: u8 = 9;
 const EVF_OWNER: u8 = 1;
+/// The first bytes of an option's value an event carries.
+const EVENT_VAL_LEN: usize = 16;
 
 /// `struct event` of trace.h, field for field (a test checks the size and offsets).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 #[repr(C)]
 pub struct Event {
     pub t_ns: u64,
@@ -81,7 +83,7 @@ pub struct Event {
     pub level: i32,
     pub optname: i32,
     pub optlen: i32,
-    pub val: [u8; 16],
+    pub val: [u8; EVENT_VAL_LEN],
     pub duration_ns: u64,
     pub bytes_acked: u64,
     pub bytes_received: u64,
@@ -100,12 +102,7 @@ pub struct Event {
 impl Event {
     /// The event in a ring buffer record, if it is one.
     pub fn from_bytes(b: &[u8]) -> Option<Event> {
-        if b.len() < std::mem::size_of::<Event>() {
-            return None;
-        }
-        // SAFETY: Event is plain integers (every bit pattern valid) and `b` holds at least
-        // size_of::<Event>() bytes; read_unaligned needs no alignment.
-        Some(unsafe { std::ptr::read_unaligned(b.as_ptr() as *const Event) })
+        crate::abi::from_bytes(b)
     }
 
     /// Whether this event ends a TCP connection.
@@ -458,13 +455,7 @@ impl Tracer {
     /// Waits until the ring buffer has an event, at most `ms` milliseconds (a signal ends
     /// the wait early).
     pub fn wait(&self, ms: i32) {
-        let mut p = libc::pollfd {
-            fd: self.ring.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd whose descriptor outlives the call.
-        unsafe { libc::poll(&mut p, 1, ms) };
+        crate::sys::wait_readable(self.ring.as_raw_fd(), ms);
     }
 
     /// Events the programs could not put in the ring buffer (it was full).
@@ -496,8 +487,7 @@ pub fn missing() -> Option<&'static str> {
 /// The ring buffer size for `kib` KiB, as the kernel takes it: a power of two of at least
 /// one page.
 pub fn ring_bytes(kib: u32) -> u32 {
-    // SAFETY: sysconf cannot fail for _SC_PAGESIZE.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
+    let page = crate::sys::page_size().max(4096) as u32;
     kib.saturating_mul(1024).max(page).next_power_of_two()
 }
 
@@ -507,25 +497,83 @@ mod tests {
 
     #[test]
     fn event_matches_trace_h() {
-        // sizeof and offsetof of struct event, as gcc computes them from trace.h.
+        use crate::abi::header::{self, layout};
+        let h = header::parse(include_str!("bpf/trace.h")).expect("trace.h");
+        let event = layout!(Event {
+            t_ns,
+            cookie,
+            pid,
+            tid,
+            comm,
+            kind,
+            flags,
+            family,
+            ty = "type",
+            protocol,
+            state,
+            pad0,
+            lport,
+            rport,
+            pad1,
+            laddr,
+            raddr,
+            level,
+            optname,
+            optlen,
+            val,
+            duration_ns,
+            bytes_acked,
+            bytes_received,
+            segs_in,
+            segs_out,
+            total_retrans,
+            srtt_us,
+            min_rtt_us,
+            cwnd,
+            rate_delivered,
+            rate_interval_us,
+            mss,
+            pad2,
+        });
+        let constants = [
+            ("EV_SOCKET", EV_SOCKET),
+            ("EV_CONNECT", EV_CONNECT),
+            ("EV_CONNECTED", EV_CONNECTED),
+            ("EV_CONNECT_FAILED", EV_CONNECT_FAILED),
+            ("EV_ACCEPT", EV_ACCEPT),
+            ("EV_SETSOCKOPT", EV_SETSOCKOPT),
+            ("EV_OVERRIDE", EV_OVERRIDE),
+            ("EV_CLOSE", EV_CLOSE),
+            ("EV_LISTEN", EV_LISTEN),
+            ("EVF_OWNER", EVF_OWNER),
+            ("EVENT_VAL_LEN", EVENT_VAL_LEN as u8),
+        ]
+        .map(|(n, v)| (n, v as i128));
+        assert!(
+            h.defines.len() == constants.len() && h.structs.len() == 1,
+            "{h:?}"
+        );
+        let diff = header::differences(&h, &constants, &[("event", event)]);
+        assert!(
+            diff.is_empty(),
+            "trace.h and trace.rs differ:\n  {}",
+            diff.join("\n  ")
+        );
+        // What gcc computes for struct event (kept from before the reader, as its witness).
         assert_eq!(std::mem::size_of::<Event>(), 184);
-        assert_eq!(std::mem::offset_of!(Event, kind), 40);
-        assert_eq!(std::mem::offset_of!(Event, laddr), 56);
-        assert_eq!(std::mem::offset_of!(Event, val), 100);
-        assert_eq!(std::mem::offset_of!(Event, duration_ns), 120);
         assert_eq!(std::mem::offset_of!(Event, mss), 176);
     }
 
     fn event(kind: u8) -> Event {
-        // SAFETY: integers only.
-        let mut e: Event = unsafe { std::mem::zeroed() };
-        e.kind = kind;
-        e.t_ns = 1000;
-        e.cookie = 77;
-        e.family = libc::AF_INET as u8;
-        e.ty = 1;
-        e.protocol = 6;
-        e
+        Event {
+            kind,
+            t_ns: 1000,
+            cookie: 77,
+            family: libc::AF_INET as u8,
+            ty: 1,
+            protocol: 6,
+            ..Event::default()
+        }
     }
 
     #[test]

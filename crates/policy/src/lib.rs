@@ -36,6 +36,7 @@ pub mod env;
 #[allow(unsafe_code)]
 mod once;
 pub mod plan;
+pub mod rng;
 pub mod rules;
 
 pub use catalog::{Opt, Value};

@@ -10,22 +10,9 @@
 use sockwrap_policy::catalog::{self, parse_keepalive, parse_value, Opt, Raw, Value};
 use sockwrap_policy::env::parse_target;
 use sockwrap_policy::plan::{PlanRecord, Stage, Variant, LEVEL_BIND};
+use sockwrap_policy::rng::Rng;
 use sockwrap_policy::rules::Cidr;
 use sockwrap_policy::{compiled, parse_config, Ctx, OnError, Policy, Role, Setting, Transport};
-
-/// xorshift64*: small, seedable, good enough to drive mutations.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 const SEEDS: &[&str] = &[
     include_str!("../../../docs/example-policy.toml"),
@@ -76,7 +63,7 @@ fn mutate(rng: &mut Rng, input: &str) -> String {
         match rng.below(5) {
             0 if !b.is_empty() => {
                 let i = rng.below(b.len());
-                b[i] = rng.next() as u8;
+                b[i] = rng.next_u64() as u8;
             }
             1 => {
                 let i = rng.below(b.len() + 1);
@@ -123,7 +110,7 @@ fn policy_file_parser_never_panics_and_errors_say_where() {
             Ok(cfg) => {
                 // Every policy that parses survives the launcher's compiled form unchanged,
                 // and a damaged form is refused, never half-read.
-                let fp = rng.next();
+                let fp = rng.next_u64();
                 let blob = compiled::encode(&cfg.rules, OnError::Warn, fp);
                 let back = compiled::decode(&blob, fp).map(|(r, _)| r);
                 assert_eq!(back.as_ref(), Some(&cfg.rules), "round trip of {text:?}");
@@ -291,7 +278,7 @@ fn value_parsers_never_panic() {
         let s = mutate(&mut rng, seed);
         for o in Opt::ALL {
             let _ = parse_value(o, o.name(), Raw::Str(&s));
-            let _ = parse_value(o, "tos", Raw::Int(rng.next() as i64));
+            let _ = parse_value(o, "tos", Raw::Int(rng.next_u64() as i64));
         }
         let _ = parse_keepalive(&s);
     }

@@ -20,17 +20,12 @@
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
+#include "mptcp.h"
 
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1
 #define SOCK_TYPE_MASK 0xf // the type without SOCK_CLOEXEC and SOCK_NONBLOCK
-
-// Which sockets: programs not in `mptcp_comms` get `others`.
-struct mptcp_config {
-	__u32 others; // 1: convert the sockets of programs not named in mptcp_comms
-	__u32 pad;
-};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
@@ -45,11 +40,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct mptcp_config);
 } mptcp_config SEC(".maps");
-
-// The kernel's name of a program (comm, 16 bytes, NUL-padded).
-struct comm {
-	char name[16];
-};
 
 // A program's name → 1 convert, 0 leave as TCP.
 struct {

@@ -18,54 +18,25 @@ struct {
 	__type(value, __u32);
 } probe_storage SEC(".maps");
 
+// A probe program: `section` and the context type its hook passes, then the body.
+#define PROBE(section, name, ctx_t) \
+	SEC(section)                    \
+	int name(ctx_t *ctx)
+
 // Hooks: each program type and attach point, doing nothing.
-SEC("cgroup/sock_create")
-int hook_sock_create(struct bpf_sock *sk)
-{
-	return 1;
-}
-
-SEC("cgroup/bind4")
-int hook_bind4(struct bpf_sock_addr *ctx)
-{
-	return 1;
-}
-
-SEC("cgroup/connect4")
-int hook_connect4(struct bpf_sock_addr *ctx)
-{
-	return 1;
-}
-
-SEC("cgroup/sendmsg4")
-int hook_sendmsg4(struct bpf_sock_addr *ctx)
-{
-	return 1;
-}
-
-SEC("cgroup/recvmsg4")
-int hook_recvmsg4(struct bpf_sock_addr *ctx)
-{
-	return 1;
-}
-
-SEC("cgroup/getpeername4")
-int hook_getpeername4(struct bpf_sock_addr *ctx)
-{
-	return 1;
-}
-
-SEC("sockops")
-int hook_sockops(struct bpf_sock_ops *skops)
-{
-	return 1;
-}
-
-SEC("cgroup/setsockopt")
-int hook_setsockopt(struct bpf_sockopt *ctx)
-{
-	return 1;
-}
+#define HOOK(section, name, ctx_t)      \
+	PROBE(section, name, ctx_t)     \
+	{                               \
+		return 1;               \
+	}
+HOOK("cgroup/sock_create", hook_sock_create, struct bpf_sock)
+HOOK("cgroup/bind4", hook_bind4, struct bpf_sock_addr)
+HOOK("cgroup/connect4", hook_connect4, struct bpf_sock_addr)
+HOOK("cgroup/sendmsg4", hook_sendmsg4, struct bpf_sock_addr)
+HOOK("cgroup/recvmsg4", hook_recvmsg4, struct bpf_sock_addr)
+HOOK("cgroup/getpeername4", hook_getpeername4, struct bpf_sock_addr)
+HOOK("sockops", hook_sockops, struct bpf_sock_ops)
+HOOK("cgroup/setsockopt", hook_setsockopt, struct bpf_sockopt)
 
 // Helpers, each from the hook sockwrap calls it in.
 static long loop_cb(__u64 i, void *data)
@@ -102,29 +73,16 @@ static __always_inline int setsockopt_probe(void *ctx)
 	return 1;
 }
 
-SEC("cgroup/connect4")
-int helper_setsockopt_connect(struct bpf_sock_addr *ctx)
-{
-	return setsockopt_probe(ctx);
-}
-
-SEC("cgroup/bind4")
-int helper_setsockopt_bind(struct bpf_sock_addr *ctx)
-{
-	return setsockopt_probe(ctx);
-}
-
-SEC("cgroup/sendmsg4")
-int helper_setsockopt_sendmsg(struct bpf_sock_addr *ctx)
-{
-	return setsockopt_probe(ctx);
-}
-
-SEC("sockops")
-int helper_setsockopt_sockops(struct bpf_sock_ops *skops)
-{
-	return setsockopt_probe(skops);
-}
+// bpf_setsockopt from each hook that calls it.
+#define SETSOCKOPT_PROBE(section, name, ctx_t) \
+	PROBE(section, name, ctx_t)            \
+	{                                      \
+		return setsockopt_probe(ctx);  \
+	}
+SETSOCKOPT_PROBE("cgroup/connect4", helper_setsockopt_connect, struct bpf_sock_addr)
+SETSOCKOPT_PROBE("cgroup/bind4", helper_setsockopt_bind, struct bpf_sock_addr)
+SETSOCKOPT_PROBE("cgroup/sendmsg4", helper_setsockopt_sendmsg, struct bpf_sock_addr)
+SETSOCKOPT_PROBE("sockops", helper_setsockopt_sockops, struct bpf_sock_ops)
 
 SEC("cgroup/connect4")
 int helper_storage_sock_addr(struct bpf_sock_addr *ctx)
@@ -161,23 +119,17 @@ int helper_storage_sockopt(struct bpf_sockopt *ctx)
 	return 1;
 }
 
-SEC("cgroup/sock_create")
-int helper_comm_sock_create(struct bpf_sock *sk)
-{
-	char comm[16];
-
-	bpf_get_current_comm(comm, sizeof(comm));
-	return comm[0] != 0;
-}
-
-SEC("cgroup/connect4")
-int helper_comm_sock_addr(struct bpf_sock_addr *ctx)
-{
-	char comm[16];
-
-	bpf_get_current_comm(comm, sizeof(comm));
-	return comm[0] != 0;
-}
+// bpf_get_current_comm from each hook that calls it.
+#define COMM_PROBE(section, name, ctx_t)                     \
+	PROBE(section, name, ctx_t)                          \
+	{                                                    \
+		char comm[16];                               \
+                                                             \
+		bpf_get_current_comm(comm, sizeof(comm));    \
+		return comm[0] != 0;                         \
+	}
+COMM_PROBE("cgroup/sock_create", helper_comm_sock_create, struct bpf_sock)
+COMM_PROBE("cgroup/connect4", helper_comm_sock_addr, struct bpf_sock_addr)
 
 // Context fields sockwrap writes or reads beyond the oldest forms of each hook.
 SEC("cgroup/sock_create")

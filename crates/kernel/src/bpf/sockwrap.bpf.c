@@ -4,7 +4,7 @@
 // computed, for every socket made in the cgroup they are attached to (static binaries, Go,
 // io_uring, and the sockets libc opens inside itself included).
 //
-// Nothing is decided here. The loader (crates/kernel/src/tables.rs) enumerates every
+// Nothing is decided here. The loader (crates/kernel/src/tables) enumerates every
 // decision the policy can take, as classes of (program name, transport, stage, remote
 // network, remote port, local port, IP variant), and fills the maps below; a program turns
 // the socket in front of it into that key, looks up the Plan and applies its entries.
@@ -29,417 +29,14 @@
 //                             skipped and reports success (optlen = -1)
 
 #include <linux/bpf.h>
-#include <linux/in.h>
-#include <linux/in6.h>
-#include <linux/socket.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
-
-// Keep in step with crates/kernel/src/tables.rs (checked there by size assertions).
-#define MAX_OPS 32 // a power of two (see apply_one)
-#define N_COUNTERS 32
-
-#define LEVEL_BIND (-1)
-#define OP_EXTRA 1
-
-#define AF_INET 2
-#define AF_INET6 10
-#define EAFNOSUPPORT_ 97
-#define SOL_SOCKET_ 1
-#define SO_PRIORITY_ 12
-#define SO_MARK_ 36
-#define SO_BINDTOIFINDEX_ 62
-#define IPPROTO_MPTCP_ 262
-#define SOCK_STREAM_ 1
-#define SOCK_DGRAM_ 2
-
-// policy::Stage
-#define STAGE_UDP_CREATE 0
-#define STAGE_BIND 1
-#define STAGE_CONNECT 2
-#define STAGE_LISTEN 3
-#define STAGE_ACCEPT 4
-// An accepted socket whose listener got no listen plan here (made outside the cgroup, or
-// inherited): every option of the accept decision, none assumed inherited.
-#define STAGE_ACCEPT_FULL 5
-// policy::Variant
-#define VAR_V4 0
-#define VAR_V6 1
-#define VAR_V6DUAL 2
-// transports
-#define T_TCP 0
-#define T_UDP 1
-
-// config.flags
-#define CFG_PROGRAMS 1 // some rule names a program: look the comm up
-#define CFG_STRICT 2   // on_error = fail: a failed option fails the call (connect, bind, sendmsg)
-#define CFG_ACTIONS 4  // some rule denies or redirects: look the destination's action up
-// A TCP socket's locks follow from its own addresses (crates/kernel/src/tables.rs,
-// socket_locks): a listener has those of its listen plan, a connected or accepted socket
-// those of the connect plan of its peer. TCP sockets then get no storage (an allocation at
-// connect, a copy at every accept, a free at close: most of what the programs cost a
-// connection) and sw_setsockopt looks their locks up again.
-#define CFG_SOCKET_LOCKS 8
-
-// counters (after the per-slot failure counters 0..N_OPTS)
-#define C_APPLIED_BASE 24 // + stage: plans applied
-#define C_LOCKED 29       // setsockopt calls skipped by a lock
-#define C_DENIED 30       // connects and datagrams denied
-#define C_REDIRECTED 31   // connects and datagrams redirected
-
-// kaction.flags
-#define ACT_REDIRECT 1
-#define ACT_SHOW_TARGET 2 // getpeername answers the target (peername = "target")
-#define ACT_TARGET_V4 4   // the target is an IPv4 address (ip6 holds it v4-mapped)
-
-// policy::PlanOp, byte for byte.
-struct kop {
-	__s32 level;
-	__s32 name;
-	__u8 opt;
-	__u8 len;
-	__u8 flags;
-	__u8 pad;
-	__u8 val[16];
-};
-
-struct kplan {
-	__u32 lock;  // slots to lock once set
-	__u32 slots; // slots that have entries
-	__u32 len;
-	__u32 pad;
-	struct kop ops[MAX_OPS];
-};
-
-struct dkey {
-	__u32 ipc;  // remote network class (0: no rule network contains it, or no remote)
-	__u32 prog; // program class (0: no rule names it)
-	__u16 rpc;  // remote port class
-	__u16 lpc;  // local port class
-	__u8 transport;
-	__u8 stage;
-	__u8 variant;
-	__u8 pad;
-};
-
-// What a connect (or an unconnected sendto) to a destination gets besides options: the
-// winning `deny` and `redirect` of the policy (crates/kernel/src/tables.rs, KAction).
-struct kaction {
-	__u32 deny;   // errno the call fails with; 0: not denied (deny wins over redirect)
-	__u32 flags;  // ACT_*
-	__u32 ip6[4]; // redirect target, network order, v4-mapped for IPv4
-	__u32 port;   // redirect target port, host order
-	__u32 pad;
-};
-
-// A redirect remembered on the socket: the program's address and where it really went,
-// both v4-mapped for IPv4.
-struct redirected {
-	__u32 flags; // ACT_REDIRECT set when in use, ACT_SHOW_TARGET as the rule said
-	__u32 orig_port;
-	__u32 target_port;
-	__u32 pad;
-	__u32 orig[4];
-	__u32 target[4];
-};
-
-struct lpm_key {
-	__u32 prefixlen;
-	__u8 addr[16];
-};
-
-struct optkey {
-	__s32 level;
-	__s32 name;
-};
-
-struct config {
-	__u32 flags;
-	__u32 pad;
-};
-
-struct skstate {
-	__u32 lock;      // slots locked on this socket
-	__u32 prog;      // program class of the process that made it
-	__u32 dest_plan; // unconnected UDP: the first sendto() has applied the UDP plan
-	__u32 listened;  // a listener whose listen plan was applied (accepted sockets inherit
-			 // this storage, BPF_F_CLONE, and with it the listener's options)
-};
-
-// A redirected socket's addresses, in storage of their own: made only when a redirect
-// happens, so that other sockets' storage (skstate) stays as small as without actions.
-struct rdstate {
-	struct redirected peer;  // connect(): what getpeername answers, and recvmsg
-	struct redirected dgram; // the last redirected sendto(): what recvmsg answers
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct config);
-} config SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1); // set by the loader
-	__type(key, __u32);
-	__type(value, struct kplan);
-} plans SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1); // set by the loader
-	__type(key, struct dkey);
-	__type(value, __u32);
-} decisions SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1); // set by the loader
-	__type(key, struct dkey);
-	__type(value, struct kaction);
-} actions SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1); // set by the loader
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct lpm_key);
-	__type(value, __u32);
-} networks SEC(".maps");
-
-// Port → port class, four ports per entry (key port / 4, slot port % 4). Filled by the
-// loader through mmap; all zero (one class) when no rule names a port.
-struct port_classes {
-	__u16 cls[4];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 16384);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__type(key, __u32);
-	__type(value, struct port_classes);
-} rports SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 16384);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__type(key, __u32);
-	__type(value, struct port_classes);
-} lports SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1); // set by the loader
-	__type(key, char[16]);
-	__type(value, __u32);
-} programs SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, struct optkey);
-	__type(value, __u32);
-} lockable SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
-	__type(key, int);
-	__type(value, struct skstate);
-} sockets SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct rdstate);
-} redirects SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, N_COUNTERS);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
-
-static __always_inline void count(__u32 i)
-{
-	__u64 *c = bpf_map_lookup_elem(&counters, &i);
-	if (c)
-		__sync_fetch_and_add(c, 1);
-}
-
-static __always_inline struct config *cfg(void)
-{
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&config, &zero);
-}
-
-static __always_inline __u32 program_class(struct config *c)
-{
-	char comm[16] = {};
-	__u32 *cls;
-
-	if (!c || !(c->flags & CFG_PROGRAMS))
-		return 0;
-	bpf_get_current_comm(comm, sizeof(comm));
-	cls = bpf_map_lookup_elem(&programs, comm);
-	return cls ? *cls : 0;
-}
-
-// The class of `port`: ports of one class are in the same port ranges of every rule.
-static __always_inline __u16 port_class(void *classes, __u32 port)
-{
-	__u32 key = (port >> 2) & 16383;
-	struct port_classes *pc = bpf_map_lookup_elem(classes, &key);
-
-	return pc ? pc->cls[port & 3] : 0;
-}
-
-static __always_inline __u32 network_class(const __u32 ip6[4])
-{
-	struct lpm_key k = { .prefixlen = 128 };
-	__u32 *cls;
-
-	__builtin_memcpy(k.addr, ip6, 16);
-	cls = bpf_map_lookup_elem(&networks, &k);
-	return cls ? *cls : 0;
-}
-
-static __always_inline int transport_of(__u32 type, __u32 protocol)
-{
-	if (type == SOCK_STREAM_ && (protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP_))
-		return T_TCP;
-	if (type == SOCK_DGRAM_ && protocol == IPPROTO_UDP)
-		return T_UDP;
-	return -1;
-}
-
-static __always_inline struct kplan *plan_for(struct dkey *k, __u32 *index)
-{
-	__u32 *i = bpf_map_lookup_elem(&decisions, k);
-
-	if (!i)
-		return 0;
-	*index = *i;
-	return bpf_map_lookup_elem(&plans, i);
-}
-
-// The socket's storage, made on first need: a socket no plan applies to gets none (the
-// allocation is most of what the programs cost a socket).
-static __always_inline struct skstate *state_of(struct bpf_sock *sk)
-{
-	return bpf_sk_storage_get(&sockets, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-}
-
-static __always_inline struct skstate *state_if_any(struct bpf_sock *sk)
-{
-	return bpf_sk_storage_get(&sockets, sk, 0, 0);
-}
-
-static __always_inline int socket_locks(struct config *c)
-{
-	return c && (c->flags & CFG_SOCKET_LOCKS);
-}
-
-// The plan listen() got on a TCP socket of `family` bound to local port `lport`.
-static __always_inline struct kplan *listen_plan(__u32 prog, __u32 family, __u32 lport)
-{
-	struct dkey k = {};
-	__u32 index;
-
-	k.prog = prog;
-	k.transport = T_TCP;
-	k.stage = STAGE_LISTEN;
-	k.variant = family == AF_INET ? VAR_V4 : VAR_V6DUAL;
-	k.lpc = port_class(&lports, lport);
-	return plan_for(&k, &index);
-}
-
-// bpf_bind to the source address of a LEVEL_BIND entry, port 0: the kernel then binds with
-// IP_BIND_ADDRESS_NO_PORT semantics (BIND_FORCE_ADDRESS_NO_PORT), and connect picks the port.
-static __always_inline long bind_source(struct bpf_sock_addr *ctx, struct kop *op)
-{
-	if (op->name == AF_INET && ctx->family == AF_INET) {
-		struct sockaddr_in sa = { .sin_family = AF_INET };
-		__builtin_memcpy(&sa.sin_addr, op->val, 4);
-		return bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
-	}
-	if (op->name == AF_INET6 && ctx->family == AF_INET6) {
-		struct sockaddr_in6 sa = { .sin6_family = AF_INET6 };
-		__builtin_memcpy(&sa.sin6_addr, op->val, 16);
-		return bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
-	}
-	return 0;
-}
-
-// Applies every entry of `p` with bpf_setsockopt (and bpf_bind in the connect hooks).
-// The loop runs in bpf_loop so that the verifier checks one entry once, not every unrolled
-// iteration: loading stays fast.
-struct apply_args {
-	void *ctx;
-	struct kplan *p;
-	int failed;
-};
-
-static __always_inline long apply_one(struct apply_args *a, __u32 i, int can_bind)
-{
-	struct kplan *p = a->p;
-	struct kop *op;
-	char buf[16];
-	__u32 len;
-	long r = 0;
-
-	// MAX_OPS is a power of two: the mask bounds the index for the verifier.
-	i &= MAX_OPS - 1;
-	if (i >= p->len)
-		return 1; // stop
-	op = &p->ops[i];
-	len = op->len;
-	if (op->level == LEVEL_BIND) {
-		if (can_bind)
-			r = bind_source(a->ctx, op);
-	} else {
-		if (len < 1 || len > 16)
-			return 0;
-		// The check above compiles to one unsigned compare of len - 1 in a scratch
-		// register, which tells a verifier before 6.12 nothing about len itself (it links
-		// no register that differs by a constant): 6.1 then refuses the call as an
-		// "invalid zero-sized read". The same bound, recomputed on the register passed,
-		// with the compiler kept from folding it away, holds on every kernel.
-		len -= 1;
-		barrier_var(len);
-		len = (len & 15) + 1;
-		__builtin_memcpy(buf, op->val, 16);
-		r = bpf_setsockopt(a->ctx, op->level, op->name, buf, len);
-	}
-	if (r && !(op->flags & OP_EXTRA)) {
-		count(op->opt & 31);
-		a->failed = 1;
-	}
-	return 0;
-}
-
-static long apply_cb(__u64 i, void *data)
-{
-	return apply_one(data, i, 0);
-}
-
-static long apply_bind_cb(__u64 i, void *data)
-{
-	return apply_one(data, i, 1);
-}
-
-#define APPLY(ctx_, p_, can_bind)                                                      \
-	({                                                                             \
-		struct apply_args a_ = { .ctx = (ctx_), .p = (p_) };                    \
-		bpf_loop(MAX_OPS, (can_bind) ? apply_bind_cb : apply_cb, &a_, 0);       \
-		a_.failed;                                                             \
-	})
+#include "abi.h"      // what the loader and these programs share (checked by a test)
+#include "maps.h"     // the maps, and the per-socket state
+#include "counters.h" // count()
+#include "lookup.h"   // the socket -> decision key -> plan or action
+#include "apply.h"    // a plan carried out
+#include "redirect.h" // deny and redirect
 
 SEC("cgroup/sock_create")
 int sw_sock_create(struct bpf_sock *sk)
@@ -511,71 +108,6 @@ int sw_sock_create(struct bpf_sock *sk)
 	return 1;
 }
 
-// The `deny` and `redirect` of a destination, when some rule has one (CFG_ACTIONS): one
-// entry per (program, transport, network, remote port) class, stage connect.
-static __always_inline struct kaction *action_for(struct config *c, const struct dkey *k)
-{
-	struct dkey a = {};
-
-	if (!c || !(c->flags & CFG_ACTIONS))
-		return 0;
-	a.ipc = k->ipc;
-	a.prog = k->prog;
-	a.rpc = k->rpc;
-	a.transport = k->transport;
-	a.stage = STAGE_CONNECT;
-	return bpf_map_lookup_elem(&actions, &a);
-}
-
-// Refuses the call with `errno`: returning 0 alone gives the caller EPERM; bpf_set_retval
-// (cgroup programs, 5.18+) chooses the error. Nothing is sent.
-static __always_inline int refuse(int errno_)
-{
-	bpf_set_retval(-errno_);
-	return 0;
-}
-
-static __always_inline void remember(struct redirected *r, const struct kaction *a,
-				     const __u32 ip6[4], __u32 port)
-{
-	r->flags = ACT_REDIRECT | (a->flags & ACT_SHOW_TARGET);
-	r->orig_port = port;
-	r->target_port = a->port;
-	r->orig[0] = ip6[0];
-	r->orig[1] = ip6[1];
-	r->orig[2] = ip6[2];
-	r->orig[3] = ip6[3];
-	r->target[0] = a->ip6[0];
-	r->target[1] = a->ip6[1];
-	r->target[2] = a->ip6[2];
-	r->target[3] = a->ip6[3];
-}
-
-// Points a sockaddr_in (connect4, sendmsg4) or sockaddr_in6 (connect6, sendmsg6) at the
-// target. Each store goes straight to the context (see sw_sock_create). Returns an errno when
-// the target cannot be written in this form: an IPv6 target for a sockaddr_in, and an IPv4
-// target for a native IPv6 datagram (udpv6_sendmsg refuses a v4-mapped rewrite with the
-// kernel-internal ENOTSUPP: measured, the program got errno 524; connect6 accepts it).
-static __always_inline int redirect_to(struct bpf_sock_addr *ctx, const struct kaction *a,
-				       int is4, int sendmsg)
-{
-	if (is4) {
-		if (!(a->flags & ACT_TARGET_V4))
-			return EAFNOSUPPORT_;
-		ctx->user_ip4 = a->ip6[3];
-	} else {
-		if (sendmsg && (a->flags & ACT_TARGET_V4))
-			return EAFNOSUPPORT_;
-		ctx->user_ip6[0] = a->ip6[0];
-		ctx->user_ip6[1] = a->ip6[1];
-		ctx->user_ip6[2] = a->ip6[2];
-		ctx->user_ip6[3] = a->ip6[3];
-	}
-	ctx->user_port = bpf_htons((__u16)a->port);
-	count(C_REDIRECTED);
-	return 0;
-}
-
 static __always_inline int on_connect(struct bpf_sock_addr *ctx, const __u32 ip6[4], __u8 variant,
 				      int is4)
 {
@@ -617,14 +149,9 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, const __u32 ip6
 			return 0;
 	}
 	if (act && (act->flags & ACT_REDIRECT)) {
-		struct rdstate *rd;
-
-		e = redirect_to(ctx, act, is4, 0);
+		e = redirect(ctx, act, ip6, port, is4, 0);
 		if (e)
 			return refuse(e);
-		rd = bpf_sk_storage_get(&redirects, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (rd)
-			remember(&rd->peer, act, ip6, port);
 	} else if (c && (c->flags & CFG_ACTIONS)) {
 		struct rdstate *rd = bpf_sk_storage_get(&redirects, ctx->sk, 0, 0);
 
@@ -634,26 +161,8 @@ static __always_inline int on_connect(struct bpf_sock_addr *ctx, const __u32 ip6
 	return 1;
 }
 
-SEC("cgroup/connect4")
-int sw_connect4(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { 0, 0, bpf_htonl(0xffff), ctx->user_ip4 };
-
-	return on_connect(ctx, ip6, VAR_V4, 1);
-}
-
-static __always_inline int v4_mapped(const __u32 ip6[4])
-{
-	return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff);
-}
-
-SEC("cgroup/connect6")
-int sw_connect6(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
-
-	return on_connect(ctx, ip6, v4_mapped(ip6) ? VAR_V6DUAL : VAR_V6, 0);
-}
+ADDR_PROGRAM("cgroup/connect4", sw_connect4, USER_IP4_MAPPED, on_connect(ctx, ip6, VAR_V4, 1))
+ADDR_PROGRAM("cgroup/connect6", sw_connect6, USER_IP6, on_connect(ctx, ip6, v4_mapped(ip6) ? VAR_V6DUAL : VAR_V6, 0))
 
 // sendto() on an unconnected UDP socket.
 //
@@ -697,15 +206,9 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, const __u32 ip6
 			return refuse(act->deny);
 		}
 		if (act && (act->flags & ACT_REDIRECT)) {
-			struct rdstate *rd;
-
-			e = redirect_to(ctx, act, is4, 1);
+			e = redirect(ctx, act, ip6, port, is4, 1);
 			if (e)
 				return refuse(e);
-			rd = bpf_sk_storage_get(&redirects, ctx->sk, 0,
-						BPF_SK_STORAGE_GET_F_CREATE);
-			if (rd)
-				remember(&rd->dgram, act, ip6, port);
 		}
 	}
 	if (st && st->dest_plan)
@@ -730,97 +233,15 @@ static __always_inline int on_sendmsg(struct bpf_sock_addr *ctx, const __u32 ip6
 	return 1;
 }
 
-SEC("cgroup/sendmsg4")
-int sw_sendmsg4(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { 0, 0, bpf_htonl(0xffff), ctx->user_ip4 };
+ADDR_PROGRAM("cgroup/sendmsg4", sw_sendmsg4, USER_IP4_MAPPED, on_sendmsg(ctx, ip6, VAR_V4, 1))
+ADDR_PROGRAM("cgroup/sendmsg6", sw_sendmsg6, USER_IP6, on_sendmsg(ctx, ip6, VAR_V6DUAL, 0))
 
-	return on_sendmsg(ctx, ip6, VAR_V4, 1);
-}
-
-SEC("cgroup/sendmsg6")
-int sw_sendmsg6(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
-
-	return on_sendmsg(ctx, ip6, VAR_V6DUAL, 0);
-}
-
-// Whether `r` is a redirect to (ip6, port): the address the kernel is about to answer.
-static __always_inline int went_to(const struct redirected *r, const __u32 ip6[4], __u32 port)
-{
-	return (r->flags & ACT_REDIRECT) && !(r->flags & ACT_SHOW_TARGET) &&
-	       r->target_port == port && r->target[0] == ip6[0] && r->target[1] == ip6[1] &&
-	       r->target[2] == ip6[2] && r->target[3] == ip6[3];
-}
-
-// Answers with the program's own address instead of the target.
-static __always_inline void answer_orig(struct bpf_sock_addr *ctx, const struct redirected *r,
-					int is4)
-{
-	if (is4) {
-		ctx->user_ip4 = r->orig[3];
-	} else {
-		ctx->user_ip6[0] = r->orig[0];
-		ctx->user_ip6[1] = r->orig[1];
-		ctx->user_ip6[2] = r->orig[2];
-		ctx->user_ip6[3] = r->orig[3];
-	}
-	ctx->user_port = bpf_htons((__u16)r->orig_port);
-}
-
-// getpeername() (peer) and recvmsg() (peer or the last redirected sendto): the program sees
-// the address it asked for, unless its rule says peername = "target". The verifier makes
-// these programs return 1: they can change the answer, never fail the call.
-static __always_inline int restore(struct bpf_sock_addr *ctx, const __u32 ip6[4], int is4,
-				   int datagrams)
-{
-	struct rdstate *rd;
-	__u32 port = bpf_ntohs((__u16)ctx->user_port);
-
-	if (!ctx->sk)
-		return 1;
-	rd = bpf_sk_storage_get(&redirects, ctx->sk, 0, 0);
-	if (!rd)
-		return 1;
-	if (datagrams && went_to(&rd->dgram, ip6, port))
-		answer_orig(ctx, &rd->dgram, is4);
-	else if (went_to(&rd->peer, ip6, port))
-		answer_orig(ctx, &rd->peer, is4);
-	return 1;
-}
-
-SEC("cgroup/getpeername4")
-int sw_getpeername4(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { 0, 0, bpf_htonl(0xffff), ctx->user_ip4 };
-
-	return restore(ctx, ip6, 1, 0);
-}
-
-SEC("cgroup/getpeername6")
-int sw_getpeername6(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
-
-	return restore(ctx, ip6, 0, 0);
-}
-
-SEC("cgroup/recvmsg4")
-int sw_recvmsg4(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { 0, 0, bpf_htonl(0xffff), ctx->user_ip4 };
-
-	return restore(ctx, ip6, 1, 1);
-}
-
-SEC("cgroup/recvmsg6")
-int sw_recvmsg6(struct bpf_sock_addr *ctx)
-{
-	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
-
-	return restore(ctx, ip6, 0, 1);
-}
+// getpeername() and recvmsg() of a redirected socket: the address the program asked for
+// (restore, redirect.h).
+ADDR_PROGRAM("cgroup/getpeername4", sw_getpeername4, USER_IP4_MAPPED, restore(ctx, ip6, 1, 0))
+ADDR_PROGRAM("cgroup/getpeername6", sw_getpeername6, USER_IP6, restore(ctx, ip6, 0, 0))
+ADDR_PROGRAM("cgroup/recvmsg4", sw_recvmsg4, USER_IP4_MAPPED, restore(ctx, ip6, 1, 1))
+ADDR_PROGRAM("cgroup/recvmsg6", sw_recvmsg6, USER_IP6, restore(ctx, ip6, 0, 1))
 
 static __always_inline int on_bind(struct bpf_sock_addr *ctx, __u8 variant)
 {

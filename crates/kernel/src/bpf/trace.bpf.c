@@ -235,6 +235,21 @@ static __always_inline void addresses(struct event *e, struct bpf_sock_ops *skop
 	}
 }
 
+// An event about the connection in front of sock_ops: its cookie (the storage's, else the
+// kernel's), the owner `owner` names if any, and its addresses.
+static __always_inline void conn_event(struct bpf_sock_ops *skops, struct tstate *st,
+				       struct tstate *owner, __u8 kind)
+{
+	struct event *e = reserve(kind);
+
+	if (!e)
+		return;
+	e->cookie = st ? st->cookie : bpf_get_socket_cookie(skops);
+	owner_to(e, owner);
+	addresses(e, skops);
+	submit(e);
+}
+
 static __always_inline void watch_states(struct bpf_sock_ops *skops)
 {
 	__u32 have = skops->bpf_sock_ops_cb_flags;
@@ -292,7 +307,6 @@ int st_sockops(struct bpf_sock_ops *skops)
 	__u32 op = skops->op, family = skops->family;
 	struct bpf_sock *sk;
 	struct tstate *st;
-	struct event *e;
 
 	if (family != AF_INET && family != AF_INET6)
 		return 1;
@@ -306,24 +320,12 @@ int st_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		st = bpf_sk_storage_get(&traced, sk, 0, 0);
-		e = reserve(EV_LISTEN);
-		if (!e)
-			return 1;
-		e->cookie = st ? st->cookie : bpf_get_socket_cookie(skops);
-		owner_to(e, st);
-		addresses(e, skops);
-		submit(e);
+		conn_event(skops, st, st, EV_LISTEN);
 		return 1;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		watch_states(skops);
 		st = bpf_sk_storage_get(&traced, sk, 0, 0);
-		e = reserve(EV_CONNECTED);
-		if (!e)
-			return 1;
-		e->cookie = st ? st->cookie : bpf_get_socket_cookie(skops);
-		owner_to(e, st);
-		addresses(e, skops);
-		submit(e);
+		conn_event(skops, st, st, EV_CONNECTED);
 		return 1;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		watch_states(skops);
@@ -334,14 +336,7 @@ int st_sockops(struct bpf_sock_ops *skops)
 			st->start_ns = bpf_ktime_get_ns();
 			st->flags = 0;
 		}
-		e = reserve(EV_ACCEPT);
-		if (!e)
-			return 1;
-		e->cookie = st ? st->cookie : bpf_get_socket_cookie(skops);
-		if (st && st->pid)
-			owner_to(e, st);
-		addresses(e, skops);
-		submit(e);
+		conn_event(skops, st, st && st->pid ? st : 0, EV_ACCEPT);
 		return 1;
 	case BPF_SOCK_OPS_STATE_CB: {
 		__u32 old = skops->args[0], new = skops->args[1];
@@ -349,13 +344,7 @@ int st_sockops(struct bpf_sock_ops *skops)
 		st = bpf_sk_storage_get(&traced, sk, 0, 0);
 		if (new == BPF_TCP_CLOSE) {
 			if (old == BPF_TCP_SYN_SENT) {
-				e = reserve(EV_CONNECT_FAILED);
-				if (!e)
-					return 1;
-				e->cookie = st ? st->cookie : bpf_get_socket_cookie(skops);
-				owner_to(e, st);
-				addresses(e, skops);
-				submit(e);
+				conn_event(skops, st, st, EV_CONNECT_FAILED);
 				return 1;
 			}
 			on_close(skops, st, old);
