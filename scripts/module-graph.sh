@@ -2,7 +2,8 @@
 # Prints the module graph of a crate (who uses whom through `crate::`; default
 # crates/preload/src, or the src folder given) and fails if it has a cycle. A module is a
 # top-level file or a folder with a mod.rs (its files together: uses between its own
-# submodules do not count). Comments, doc links and test files (`tests.rs`) do not count;
+# submodules do not count). Comments, doc links and tests (`tests.rs`, a file's closing
+# `#[cfg(test)] mod tests`) do not count;
 # `log_at!` counts as a use of `log`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,9 @@ files.update({d.name: sorted(f for f in d.rglob("*.rs") if f.name != "tests.rs")
 mods = set(files)
 edges = {m: set() for m in mods}
 for m in mods:
-    text = "\n".join(l.split("//")[0] for f in files[m] for l in f.read_text().splitlines())
+    # A file's `#[cfg(test)] mod tests { ... }` (at its end, by convention) is test code too.
+    srcs = [re.split(r"#\[cfg\(test\)\]\s*mod tests\s*\{", f.read_text())[0] for f in files[m]]
+    text = "\n".join(l.split("//")[0] for t in srcs for l in t.splitlines())
     used = set(re.findall(r"crate::([a-z_]+)", text))
     for group in re.findall(r"use crate::\{([^}]*)\}", text):
         used |= {g.strip().split("::")[0] for g in group.split(",") if g.strip()}

@@ -48,6 +48,16 @@ pub mod trace;
 
 pub use tables::{refusals, Tables};
 
+/// What of `policy` this backend refuses before anything is loaded: [`refusals`] (what the
+/// tables cannot carry), and the MPTCP rules that select by what socket() does not know
+/// ([`mptcp::refusals`]). Whether this kernel converts at all is found by loading the
+/// conversion itself ([`mptcp::probe`]).
+pub fn refusals_here(policy: &sockwrap_policy::Policy) -> Vec<String> {
+    let mut out = refusals(policy);
+    out.extend(mptcp::refusals(policy));
+    out
+}
+
 /// A failure, as one line for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error(pub String);

@@ -20,8 +20,8 @@
 //! Called by the CLI (`run --kernel`, `enable --kernel`, `doctor`) through [`crate::probe`]
 //! and directly.
 
-use crate::probe::{errno_text, MptcpConversion};
 use crate::sys;
+use crate::sys::errno_text;
 use crate::tables::comm_key;
 use crate::Error;
 use sockwrap_policy::rules::Match;
@@ -36,7 +36,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mp
 /// The program's name in the object.
 pub const PROGRAM: &str = "sw_mptcp";
 /// The file the link is pinned as in a unit's pin directory (`enable --kernel`).
-pub const LINK_PIN: &str = "mptcp";
+pub use crate::programs::MPTCP_LINK_PIN as LINK_PIN;
 /// The map that holds the target cgroup, pinned under the pin directory's `maps/`.
 pub const TARGET_MAP: &str = "mptcp_target";
 /// What to use where the kernel cannot convert.
@@ -470,7 +470,7 @@ pub fn probe() -> MptcpConversion {
 /// The one line for a kernel that cannot convert: the kernel's release, what it said and
 /// what to use instead.
 pub fn refusal(what: MptcpConversion) -> String {
-    let release = crate::probe::kernel_release();
+    let release = crate::sys::kernel_release();
     let why = match what {
         MptcpConversion::NoFunction => {
             "there is no update_socket_protocol to attach to (ESRCH: the function came in Linux 6.6)"
@@ -491,6 +491,43 @@ pub fn refusal(what: MptcpConversion) -> String {
 /// socket(IPPROTO_MPTCP) gave (ENOPROTOOPT: net.mptcp.enabled=0).
 pub fn sockets_here() -> Result<(), i32> {
     crate::sys::tcp_socket_with(libc::IPPROTO_MPTCP as u32)
+}
+
+/// Whether sockets can be made MPTCP from BPF here: an `fmod_ret` program on
+/// `update_socket_protocol` (Linux 6.6+) that changes the protocol `socket()` asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MptcpConversion {
+    /// The program loaded and attached (and was detached at once).
+    Works,
+    /// The kernel has no `update_socket_protocol` in its BTF (ESRCH, as libbpf says it).
+    NoFunction,
+    /// No BTF for the kernel (/sys/kernel/btf/vmlinux): fmod_ret cannot be attached.
+    NoBtf,
+    /// The kernel refused to load or attach it, with this errno.
+    Refused(i32),
+    /// Not root: not probed.
+    NotProbed,
+}
+
+impl MptcpConversion {
+    /// What it means, for a sentence about this kernel.
+    pub fn describe(&self) -> String {
+        match self {
+            MptcpConversion::Works => {
+                "an fmod_ret program on update_socket_protocol loads and attaches here".into()
+            }
+            MptcpConversion::NoFunction => {
+                "there is no update_socket_protocol to attach to (ESRCH)".into()
+            }
+            MptcpConversion::NoBtf => {
+                "there is no kernel BTF (/sys/kernel/btf/vmlinux), which fmod_ret needs".into()
+            }
+            MptcpConversion::Refused(e) => {
+                format!("fmod_ret programs are refused ({})", errno_text(*e))
+            }
+            MptcpConversion::NotProbed => "not probed (only root can load BPF programs)".into(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //!   [`missing_for`] names what a sockwrap program needs and this kernel lacks, so that a
 //!   refusal says that, in one line, instead of a verifier log.
 //! - [`load_each`]: every sockwrap program loaded (not attached), as `run --kernel` would.
-//! - [`mptcp_conversion`]: whether an `fmod_ret` program on `update_socket_protocol` (the
+//! - [`crate::mptcp::probe`]: whether an `fmod_ret` program on `update_socket_protocol` (the
 //!   only way to turn a program's TCP sockets into MPTCP from BPF) loads and attaches here.
 //! - [`options`]: which options `bpf_setsockopt` and `bpf_bind` take here, measured by the
 //!   real programs on a real connect in a cgroup of the probe's own.
@@ -16,8 +16,10 @@
 //! --kernel`) and by `sockwrap doctor`. Loading BPF programs needs root (CAP_BPF and
 //! CAP_NET_ADMIN); the probes say so instead of guessing.
 
+pub use crate::mptcp::MptcpConversion;
 use crate::programs::{self, PROGRAMS, REDIRECT_PROGRAMS};
 use crate::sys;
+pub use crate::sys::{errno_text, kernel_release};
 use crate::tables::{Tables, C_APPLIED_BASE};
 use crate::Error;
 use aya::programs::Program;
@@ -235,37 +237,6 @@ pub fn instead(program: &str) -> &'static str {
     }
 }
 
-/// An errno as the kernel's name and its text: `EPERM: Operation not permitted`.
-pub fn errno_text(e: i32) -> String {
-    let name = match e {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::ESRCH => "ESRCH",
-        libc::E2BIG => "E2BIG",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EBUSY => "EBUSY",
-        libc::EINVAL => "EINVAL",
-        libc::ENOSPC => "ENOSPC",
-        libc::ENOSYS => "ENOSYS",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::ENOPROTOOPT => "ENOPROTOOPT",
-        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
-        524 => return "ENOTSUPP (the kernel's own: not supported)".into(),
-        _ => return std::io::Error::from_raw_os_error(e).to_string(),
-    };
-    let text = std::io::Error::from_raw_os_error(e).to_string();
-    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
-    format!("{name}: {text}")
-}
-
-/// The running kernel's release (`uname -r`).
-pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 /// Each probe or program by name: `Ok` when the kernel loaded it, `Err` with the kernel's
 /// error and verifier log when it did not.
 pub type Loads<T> = Vec<(T, Result<(), String>)>;
@@ -366,58 +337,6 @@ pub fn load_each() -> Result<Loads<&'static str>, Error> {
         out.push((*name, r));
     }
     Ok(out)
-}
-
-/// Whether sockets can be made MPTCP from BPF here: an `fmod_ret` program on
-/// `update_socket_protocol` (Linux 6.6+) that changes the protocol `socket()` asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MptcpConversion {
-    /// The program loaded and attached (and was detached at once).
-    Works,
-    /// The kernel has no `update_socket_protocol` in its BTF (ESRCH, as libbpf says it).
-    NoFunction,
-    /// No BTF for the kernel (/sys/kernel/btf/vmlinux): fmod_ret cannot be attached.
-    NoBtf,
-    /// The kernel refused to load or attach it, with this errno.
-    Refused(i32),
-    /// Not root: not probed.
-    NotProbed,
-}
-
-impl MptcpConversion {
-    /// What it means, for a sentence about this kernel.
-    pub fn describe(&self) -> String {
-        match self {
-            MptcpConversion::Works => {
-                "an fmod_ret program on update_socket_protocol loads and attaches here".into()
-            }
-            MptcpConversion::NoFunction => {
-                "there is no update_socket_protocol to attach to (ESRCH)".into()
-            }
-            MptcpConversion::NoBtf => {
-                "there is no kernel BTF (/sys/kernel/btf/vmlinux), which fmod_ret needs".into()
-            }
-            MptcpConversion::Refused(e) => {
-                format!("fmod_ret programs are refused ({})", errno_text(*e))
-            }
-            MptcpConversion::NotProbed => "not probed (only root can load BPF programs)".into(),
-        }
-    }
-}
-
-/// [`crate::refusals`], and the MPTCP rules that select by what socket() does not know
-/// ([`crate::mptcp::refusals`]). Whether this kernel converts at all is found by loading
-/// the conversion itself, once per run ([`crate::mptcp::Conversion::load`]).
-pub fn refusals_here(policy: &Policy) -> Vec<String> {
-    let mut out = crate::tables::refusals(policy);
-    out.extend(crate::mptcp::refusals(policy));
-    out
-}
-
-/// Loads sockwrap's MPTCP conversion ([`crate::mptcp`]), attaches it aimed at no cgroup
-/// (so it converts nothing) and detaches it at once.
-pub fn mptcp_conversion() -> MptcpConversion {
-    crate::mptcp::probe()
 }
 
 /// What one option did in [`options`].

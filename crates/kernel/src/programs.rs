@@ -85,7 +85,7 @@ impl std::fmt::Display for Failed {
                 "program {}: the kernel refused to load it ({})",
                 l.program,
                 l.errno
-                    .map(crate::probe::errno_text)
+                    .map(crate::sys::errno_text)
                     .unwrap_or_else(|| "no errno".into())
             ),
             Failed::Other(e) => e.fmt(f),
@@ -212,6 +212,9 @@ pub struct Pinned {
 
 /// The subdirectory of a pin directory that holds the maps.
 pub const MAPS_DIR: &str = "maps";
+/// The file the MPTCP conversion's link is pinned as in a unit's pin directory
+/// (`enable --kernel --mptcp`, [`crate::mptcp`]).
+pub const MPTCP_LINK_PIN: &str = "mptcp";
 
 /// Loads the programs with `tables` in their maps and pins them, and the maps, under `dir`
 /// (on a bpffs; made if missing): one file per program named by its attach type, the maps
@@ -319,7 +322,7 @@ pub fn unpin(dir: &Path) -> Result<Vec<PathBuf>, Error> {
         let _ = std::fs::remove_dir(&sub);
     }
     // The MPTCP conversion's link (crate::mptcp): removing it detaches it.
-    let link = dir.join(crate::mptcp::LINK_PIN);
+    let link = dir.join(MPTCP_LINK_PIN);
     match std::fs::remove_file(&link) {
         Ok(()) => removed.push(link),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -196,3 +196,34 @@ pub fn bind_then_connect_loopback(port: u16) -> i32 {
     }
     0
 }
+
+/// An errno as the kernel's name and its text: `EPERM: Operation not permitted`.
+pub fn errno_text(e: i32) -> String {
+    let name = match e {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::E2BIG => "E2BIG",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ENOPROTOOPT => "ENOPROTOOPT",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        524 => return "ENOTSUPP (the kernel's own: not supported)".into(),
+        _ => return std::io::Error::from_raw_os_error(e).to_string(),
+    };
+    let text = std::io::Error::from_raw_os_error(e).to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+    format!("{name}: {text}")
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}

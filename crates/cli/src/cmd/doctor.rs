@@ -340,7 +340,7 @@ fn kernel_backend(m: &clap::ArgMatches) -> crate::error::Result<bool> {
     let vars = crate::launch::flag_vars(m)?;
     if !vars.is_empty() {
         let loaded = crate::launch::load_policy(m)?;
-        for r in sockwrap_kernel::probe::refusals_here(&loaded.policy) {
+        for r in sockwrap_kernel::refusals_here(&loaded.policy) {
             println!("  --kernel cannot set {r}");
         }
     }

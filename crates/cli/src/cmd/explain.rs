@@ -447,7 +447,7 @@ fn kernel(
 ) -> Result<()> {
     use sockwrap_policy::{Stage, Variant};
     println!("--kernel:");
-    let refused = sockwrap_kernel::probe::refusals_here(policy);
+    let refused = sockwrap_kernel::refusals_here(policy);
     if !refused.is_empty() {
         for r in refused {
             println!("  refuses {r}");

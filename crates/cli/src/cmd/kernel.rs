@@ -257,7 +257,7 @@ fn run_in(
 /// anything is changed. `what` starts each line (`--kernel`, `attach --follow`); `refusing`
 /// says what is not done.
 pub fn tables_for(policy: &Policy, what: &str, refusing: &str, quiet: bool) -> Result<Tables> {
-    let refused = sockwrap_kernel::probe::refusals_here(policy);
+    let refused = sockwrap_kernel::refusals_here(policy);
     if !refused.is_empty() {
         for r in &refused {
             eprintln!("sockwrap: {what} cannot set {r}");

@@ -178,7 +178,7 @@ impl Support {
             options,
             pidfd_getfd: pidfd_getfd_works(),
             mptcp_socket: mptcp_socket(),
-            mptcp_bpf: probe::mptcp_conversion(),
+            mptcp_bpf: sockwrap_kernel::mptcp::probe(),
         }
     }
 

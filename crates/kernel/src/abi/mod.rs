@@ -19,6 +19,7 @@ use sockwrap_policy::{Stage, Variant};
 pub(crate) mod header;
 #[cfg(test)]
 mod tests;
+pub mod trace;
 
 /// Each constant once, and (for the test) the list of them with the name `abi.h` gives it.
 macro_rules! constants {
@@ -193,8 +194,8 @@ pub use pod::from_bytes;
 // sizes), no pointers: any byte pattern is a valid value.
 #[allow(unsafe_code)]
 mod pod {
+    use super::trace::Event;
     use super::*;
-    use crate::trace::Event;
 
     /// A `T` read from the start of `b` (a ring buffer record, a map value), if `b` is
     /// long enough.

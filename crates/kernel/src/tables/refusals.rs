@@ -14,7 +14,7 @@ pub fn refused_opt(o: Opt) -> Option<&'static str> {
             "IP_TTL / IPV6_UNICAST_HOPS: bpf_setsockopt does not support them (kernel 6.18 net/core/filter.c); use the library (sockwrap run without --kernel)"
         }
         Opt::Mptcp => {
-            "MPTCP: the protocol is chosen in socket(), so bpf_setsockopt cannot set it; run --kernel and enable --kernel convert with a program of their own (crate::mptcp) where the kernel takes it (Linux 6.6+); elsewhere: Go 1.21+ programs: GODEBUG=multipathtcp=1, dynamically linked ones: sockwrap run --mptcp without --kernel"
+            "MPTCP: the protocol is chosen in socket(), so bpf_setsockopt cannot set it; run --kernel and enable --kernel convert with a program of their own where the kernel takes it (Linux 6.6+); elsewhere: Go 1.21+ programs: GODEBUG=multipathtcp=1, dynamically linked ones: sockwrap run --mptcp without --kernel"
         }
         _ => return None,
     })
