@@ -362,7 +362,10 @@ impl Tracer {
                 })
             };
             let attach = |e: aya::programs::ProgramError| {
-                Failed::Other(Error(format!("program {name}: attach: {e}")))
+                Failed::Other(Error(format!(
+                    "program {name}: attach: {}",
+                    programs::with_sources(&e)
+                )))
             };
             match prog {
                 Program::CgroupSock(p) => {

@@ -9,6 +9,12 @@
 //! What each stage sets (a pure function of the catalog: [`Stage::mask`]) and which kind of
 //! socket needs which kernel options ([`Variant`]) are decided here, so that every backend
 //! makes the same calls.
+//!
+//! The one module cycle left in the crates (`scripts/module-graph.sh crates/policy/src`):
+//! this module plans a `rules::Decision`, and a `rules::Policy` keeps the plans of its
+//! precomputed decisions (`FixedPlans`) and each setting's `VariantOps`, so that the
+//! library's per-connection path reads a plan without a lookup or an allocation. Breaking
+//! it would put an indirection on that path; the cycle is the cache, kept on purpose.
 
 use crate::catalog::{Applies, Family, Opt, When, N_OPTS};
 use crate::once::{FillOnce, Filler};
