@@ -302,14 +302,16 @@ def test_options_the_program_sets_and_those_a_lock_kept(static_client, tmp_path)
 def test_lost_events_are_counted_and_reported(tmp_path):
     """20000 sockets made as fast as Python can: each is one `socket` line or one lost event.
     With a one-page ring buffer some are lost, and the count says how many; with a large
-    one none are (the control: the counter is not always above 0)."""
+    one none are (the control: the counter is not always above 0). Whether the reader falls
+    behind is a race it usually loses; a run where it kept up is made again, up to three
+    times, and every run must account for every socket."""
     require_kernel_trace()
     script = tmp_path / "sockets.py"
     script.write_text(SOCKETS_PY)
     total = 20000
-    counted = {}
-    for kib in (4, 8192):
-        out = tmp_path / f"r{kib}.jsonl"
+
+    def traced(kib, n):
+        out = tmp_path / f"r{kib}-{n}.jsonl"
         r = run([util.SOCKWRAP_BIN, "trace", "--kernel", "--ring-kb", kib, "--json", "-o", out,
                  "--", PY, script, total], timeout=120)
         assert r.returncode == 0 and r.stdout.strip() == str(total), r.stderr
@@ -321,10 +323,15 @@ def test_lost_events_are_counted_and_reported(tmp_path):
         assert made + lost == total, (made, lost)
         doc = json.loads(r.stderr[r.stderr.index("{"):])
         assert doc["lost_events"] == lost
-        counted[kib] = (lost, r.stderr)
-    lost, err = counted[4]
+        return lost, r.stderr
+
+    for n in range(3):
+        lost, err = traced(4, n)
+        if lost > 0:
+            break
     assert lost > 0 and f"{lost} event(s) lost" in err, err
-    assert counted[8192][0] == 0, counted[8192]
+    lost, _ = traced(8192, 0)
+    assert lost == 0, lost
 
 
 def test_trace_kernel_needs_root(static_client):
