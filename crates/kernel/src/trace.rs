@@ -277,39 +277,7 @@ impl Event {
     }
 }
 
-/// The state a connection left, as `ss` names it.
-fn state_name(s: u8) -> &'static str {
-    match s {
-        1 => "ESTAB",
-        2 => "SYN-SENT",
-        3 => "SYN-RECV",
-        4 => "FIN-WAIT-1",
-        5 => "FIN-WAIT-2",
-        6 => "TIME-WAIT",
-        7 => "CLOSE",
-        8 => "CLOSE-WAIT",
-        9 => "LAST-ACK",
-        10 => "LISTEN",
-        11 => "CLOSING",
-        _ => "UNKNOWN",
-    }
-}
-
-fn level_name(level: i32) -> Option<&'static str> {
-    Some(match level {
-        libc::SOL_SOCKET => "SOL_SOCKET",
-        libc::IPPROTO_IP => "IPPROTO_IP",
-        libc::IPPROTO_IPV6 => "IPPROTO_IPV6",
-        libc::IPPROTO_TCP => "IPPROTO_TCP",
-        libc::IPPROTO_UDP => "IPPROTO_UDP",
-        284 => "SOL_MPTCP",
-        _ => return None,
-    })
-}
-
-fn opt_name(level: i32, name: i32) -> Option<&'static str> {
-    sockwrap_policy::catalog::kernel_name(level, name)
-}
+use sockwrap_policy::names::{level_name, option_name as opt_name, tcp_state_name as state_name};
 
 /// A JSON string of `b`: bytes outside printable ASCII as `\u00XX`, as the library writes.
 fn quote(s: &mut String, b: &[u8]) {

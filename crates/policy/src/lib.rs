@@ -32,6 +32,7 @@ pub mod catalog;
 pub mod compiled;
 pub mod config;
 pub mod env;
+pub mod names;
 // The allow-list of `unsafe`: the one module the compiler cannot check.
 #[allow(unsafe_code)]
 mod once;

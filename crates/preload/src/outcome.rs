@@ -55,6 +55,7 @@ const fn size_of_field<T>(_: fn(&libc::tcp_info) -> &T) -> usize {
     core::mem::size_of::<T>()
 }
 
+#[cfg(test)]
 const ESTABLISHED: u8 = 1;
 const TIME_WAIT: u8 = 6;
 const CLOSE: u8 = 7;
@@ -115,20 +116,7 @@ impl Outcome {
 
     /// The state's name as `ss` prints it.
     pub fn state_name(&self) -> &'static str {
-        match self.state {
-            ESTABLISHED => "ESTAB",
-            2 => "SYN-SENT",
-            3 => "SYN-RECV",
-            4 => "FIN-WAIT-1",
-            5 => "FIN-WAIT-2",
-            TIME_WAIT => "TIME-WAIT",
-            CLOSE => "CLOSE",
-            CLOSE_WAIT => "CLOSE-WAIT",
-            LAST_ACK => "LAST-ACK",
-            LISTEN => "LISTEN",
-            CLOSING => "CLOSING",
-            _ => "UNKNOWN",
-        }
+        sockwrap_policy::names::tcp_state_name(self.state)
     }
 }
 
